@@ -1,0 +1,158 @@
+//! ML-KEM-1024 (FIPS 203) through AWS-LC.
+//!
+//! Decapsulation keys are stored in FIPS 203's expanded form (3,168 bytes), which
+//! `aws-lc-rs` 1.19 can export and re-import; the encapsulation key is kept beside it.
+
+use std::sync::Arc;
+
+use aws_lc_rs::kem::{Ciphertext, DecapsulationKey, EncapsulationKey, ML_KEM_1024};
+use zeroize::Zeroizing;
+
+use super::{CryptoError, Secret32};
+
+/// Length of an ML-KEM-1024 encapsulation (public) key.
+pub const PUBLIC_KEY_LEN: usize = 1568;
+/// Length of an ML-KEM-1024 ciphertext.
+pub const CIPHERTEXT_LEN: usize = 1568;
+/// Length of an ML-KEM-1024 expanded decapsulation key.
+pub(crate) const SECRET_KEY_LEN: usize = 3168;
+
+/// An ML-KEM-1024 encapsulation key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KemPublic(Arc<[u8; PUBLIC_KEY_LEN]>);
+
+impl KemPublic {
+    /// Parses an encapsulation key, running FIPS 203's modulus check (section 7.2) through
+    /// AWS-LC's import.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+        let arr: [u8; PUBLIC_KEY_LEN] = bytes.try_into().map_err(|_| CryptoError::InvalidPublicKey)?;
+        EncapsulationKey::new(&ML_KEM_1024, &arr).map_err(|_| CryptoError::InvalidPublicKey)?;
+        Ok(Self(Arc::new(arr)))
+    }
+
+    /// The 1,568-byte encoding.
+    pub fn as_bytes(&self) -> &[u8; PUBLIC_KEY_LEN] {
+        &self.0
+    }
+
+    /// Encapsulates to this key: returns the ciphertext and the 32-byte shared secret.
+    pub(crate) fn encapsulate(&self) -> Result<(KemCiphertext, Secret32), CryptoError> {
+        let ek = EncapsulationKey::new(&ML_KEM_1024, self.0.as_slice())
+            .map_err(|_| CryptoError::InvalidPublicKey)?;
+        let (ct, ss) = ek.encapsulate().map_err(|_| CryptoError::KemFailed)?;
+        let ct: [u8; CIPHERTEXT_LEN] = ct.as_ref().try_into().map_err(|_| CryptoError::Library)?;
+        let mut out = Secret32([0u8; 32]);
+        if ss.as_ref().len() != 32 {
+            return Err(CryptoError::Library);
+        }
+        out.0.copy_from_slice(ss.as_ref());
+        Ok((KemCiphertext(Box::new(ct)), out))
+    }
+}
+
+impl core::fmt::Debug for KemPublic {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("KemPublic(..)")
+    }
+}
+
+/// An ML-KEM-1024 ciphertext.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KemCiphertext(pub(crate) Box<[u8; CIPHERTEXT_LEN]>);
+
+impl KemCiphertext {
+    /// Wraps a ciphertext (ML-KEM accepts any byte string of the right length).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+        let arr: [u8; CIPHERTEXT_LEN] = bytes.try_into().map_err(|_| CryptoError::KemFailed)?;
+        Ok(Self(Box::new(arr)))
+    }
+    /// The 1,568-byte encoding.
+    pub fn as_bytes(&self) -> &[u8; CIPHERTEXT_LEN] {
+        &self.0
+    }
+}
+
+impl core::fmt::Debug for KemCiphertext {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("KemCiphertext(..)")
+    }
+}
+
+/// An ML-KEM-1024 key pair.
+#[derive(Clone)]
+pub(crate) struct KemSecret {
+    bytes: Arc<Zeroizing<Vec<u8>>>,
+    public: KemPublic,
+}
+
+impl KemSecret {
+    /// Generates a key pair with AWS-LC's DRBG (see the module note on randomness).
+    pub(crate) fn generate() -> Result<Self, CryptoError> {
+        let dk = DecapsulationKey::generate(&ML_KEM_1024).map_err(|_| CryptoError::Library)?;
+        let ek = dk.encapsulation_key().map_err(|_| CryptoError::Library)?;
+        let ek_bytes = ek.key_bytes().map_err(|_| CryptoError::Library)?;
+        let public = KemPublic::from_bytes(ek_bytes.as_ref())?;
+        let dk_bytes = dk.key_bytes().map_err(|_| CryptoError::Library)?;
+        let bytes = Zeroizing::new(dk_bytes.as_ref().to_vec());
+        Ok(Self { bytes: Arc::new(bytes), public })
+    }
+
+    /// Restores a key pair from its stored parts; fails unless the public key is the one
+    /// embedded in the expanded decapsulation key (FIPS 203 section 7.3's consistency check).
+    pub(crate) fn from_parts(secret: &[u8], public: KemPublic) -> Result<Self, CryptoError> {
+        if secret.len() != SECRET_KEY_LEN {
+            return Err(CryptoError::KemFailed);
+        }
+        // dk = dk_PKE (1536 bytes) || ek (1568) || H(ek) (32) || z (32).
+        let embedded = secret.get(1536..1536 + PUBLIC_KEY_LEN).ok_or(CryptoError::KemFailed)?;
+        if embedded != public.as_bytes().as_slice() {
+            return Err(CryptoError::KemFailed);
+        }
+        let hash = secret.get(1536 + PUBLIC_KEY_LEN..1536 + PUBLIC_KEY_LEN + 32).ok_or(CryptoError::KemFailed)?;
+        let h = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA3_256, public.as_bytes());
+        if h.as_ref() != hash {
+            return Err(CryptoError::KemFailed);
+        }
+        DecapsulationKey::new(&ML_KEM_1024, secret).map_err(|_| CryptoError::KemFailed)?;
+        Ok(Self { bytes: Arc::new(Zeroizing::new(secret.to_vec())), public })
+    }
+
+    pub(crate) fn public(&self) -> &KemPublic {
+        &self.public
+    }
+
+    pub(crate) fn secret_bytes(&self) -> &[u8] {
+        self.bytes.as_slice()
+    }
+
+    /// Decapsulates; ML-KEM's implicit rejection means a forged ciphertext yields an
+    /// unrelated secret, which the first message's AEAD then rejects.
+    pub(crate) fn decapsulate(&self, ct: &KemCiphertext) -> Result<Secret32, CryptoError> {
+        let dk = DecapsulationKey::new(&ML_KEM_1024, self.bytes.as_slice())
+            .map_err(|_| CryptoError::KemFailed)?;
+        let ss = dk
+            .decapsulate(Ciphertext::from(ct.0.as_slice()))
+            .map_err(|_| CryptoError::KemFailed)?;
+        let mut out = Secret32([0u8; 32]);
+        if ss.as_ref().len() != 32 {
+            return Err(CryptoError::Library);
+        }
+        out.0.copy_from_slice(ss.as_ref());
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_restore() {
+        let k = KemSecret::generate().unwrap();
+        let (ct, ss) = k.public().encapsulate().unwrap();
+        let k2 = KemSecret::from_parts(k.secret_bytes(), k.public().clone()).unwrap();
+        assert_eq!(k2.decapsulate(&ct).unwrap().0, ss.0);
+        let other = KemSecret::generate().unwrap();
+        assert!(KemSecret::from_parts(k.secret_bytes(), other.public().clone()).is_err());
+    }
+}

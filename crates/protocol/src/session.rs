@@ -1,0 +1,332 @@
+//! A 1:1 session with one remote device: PQXDH to start, the Double Ratchet after.
+//!
+//! ```
+//! # use tacit_protocol::*;
+//! # use rand_core::OsRng;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let alice_addr = DeviceAddress { account: AccountName::new("alice")?, device: DeviceId::new(1).unwrap() };
+//! let bob_addr = DeviceAddress { account: AccountName::new("bob")?, device: DeviceId::new(1).unwrap() };
+//! let alice = DeviceIdentity::generate(&mut OsRng)?;
+//! let bob = DeviceIdentity::generate(&mut OsRng)?;
+//! let mut bob_prekeys = DevicePrekeys::new();
+//! let plan = bob_prekeys.plan(UnixTime(0), &PrekeyPolicy::default(), 0, 0);
+//! bob_prekeys.execute(&mut OsRng, &bob, UnixTime(0), &plan)?;
+//! let bundle = bob_prekeys.bundle(bob_addr.clone(), &bob).unwrap();
+//!
+//! let mut a = Session::initiate(&mut OsRng, &alice, alice_addr.clone(), &bundle)?;
+//! let wire = a.encrypt(&mut OsRng, b"hi bob")?.to_bytes();
+//! let Message::Prekey(first) = Message::from_bytes(&wire)? else { unreachable!() };
+//! let (mut b, text) = Session::accept(&bob, bob_addr, &mut bob_prekeys, alice_addr, alice.public(), &first)?;
+//! assert_eq!(text, b"hi bob");
+//! let reply = b.encrypt(&mut OsRng, b"hi alice")?;
+//! assert_eq!(a.decrypt(&reply)?, b"hi alice");
+//! # Ok(()) }
+//! ```
+
+use rand_core::{CryptoRng, RngCore};
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::crypto::CryptoError;
+use crate::crypto::kem::KemCiphertext;
+use crate::crypto::x25519::X25519Public;
+use crate::identity::{DeviceAddress, DeviceIdentity, DevicePublic};
+use crate::message::{Message, PrekeyMessage, RatchetMessage};
+use crate::padding::PaddingError;
+use crate::prekeys::{DevicePrekeys, KemPrekeyKind, PrekeyBundle, PrekeyError, PrekeyUse};
+use crate::pqxdh;
+use crate::ratchet::DoubleRatchet;
+use crate::state::{StateKind, read_header, write_header};
+
+/// Why a session operation failed. After any error the session is unchanged and can go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The bytes are not a well-formed message or state.
+    #[error("malformed input: {0}")]
+    Decode(#[from] DecodeError),
+    /// A primitive refused its input (bad signature, invalid key, degenerate DH).
+    #[error("cryptographic check failed: {0}")]
+    Crypto(#[from] CryptoError),
+    /// The prekeys an initial message names are unknown, used, or replayed.
+    #[error("prekey problem: {0}")]
+    Prekey(#[from] PrekeyError),
+    /// The message did not authenticate (forged, corrupted, or for another session).
+    #[error("message failed to authenticate")]
+    DecryptionFailed,
+    /// The message's key was already used or is no longer held: a duplicate, a replay, or a
+    /// message delayed past the skipped-key bounds.
+    #[error("duplicate or expired message")]
+    DuplicateMessage,
+    /// The message claims to be more than [`crate::MAX_MESSAGE_GAP`] ahead of its chain.
+    #[error("message number jumps too far ahead")]
+    TooBigMessageGap,
+    /// A new ratchet key arrived before this side replied to the previous one.
+    #[error("unexpected ratchet key")]
+    UnexpectedRatchetKey,
+    /// The plaintext is too long, or the decrypted padding is invalid.
+    #[error("padding: {0}")]
+    Padding(#[from] PaddingError),
+    /// The initial message's identity key is not the sender device's known identity.
+    #[error("sender identity does not match the sender's device list")]
+    IdentityMismatch,
+    /// An initial message that belongs to a different session (another base key): the
+    /// caller should [`Session::accept`] it as a new session.
+    #[error("initial message for another session")]
+    OtherSession,
+    /// This side cannot send yet (never happens for sessions made by this crate).
+    #[error("no sending chain")]
+    NoSendingChain,
+    /// An internal invariant failed; please report it.
+    #[error("internal error")]
+    Internal,
+}
+
+/// The initial-message fields Alice repeats on every message until Bob answers.
+#[derive(Clone)]
+struct Pending {
+    signed_prekey_id: u32,
+    one_time_prekey_id: Option<u32>,
+    kem_prekey_kind: KemPrekeyKind,
+    kem_prekey_id: u32,
+    kem_ciphertext: KemCiphertext,
+    identity_key: X25519Public,
+}
+
+/// A 1:1 session with one remote device.
+#[derive(Clone)]
+pub struct Session {
+    ratchet: DoubleRatchet,
+    local_address: DeviceAddress,
+    remote_address: DeviceAddress,
+    remote_identity: DevicePublic,
+    base_key: X25519Public,
+    pending: Option<Pending>,
+    generation: u64,
+}
+
+impl Session {
+    /// Starts a session with the device `bundle` describes (PQXDH section 3.3): verifies
+    /// the bundle's signatures, runs PQXDH and initialises the ratchet. Messages sent before
+    /// the peer answers are [`Message::Prekey`]s.
+    pub fn initiate<R: RngCore + CryptoRng>(
+        rng: &mut R,
+        local: &DeviceIdentity,
+        local_address: DeviceAddress,
+        bundle: &PrekeyBundle,
+    ) -> Result<Self, SessionError> {
+        bundle.verify()?;
+        let out = pqxdh::initiate(rng, local, bundle)?;
+        Self::finish_initiate(rng, local, local_address, bundle, out)
+    }
+
+    fn finish_initiate<R: RngCore + CryptoRng>(
+        rng: &mut R,
+        local: &DeviceIdentity,
+        local_address: DeviceAddress,
+        bundle: &PrekeyBundle,
+        out: pqxdh::Initiated,
+    ) -> Result<Self, SessionError> {
+        let ad = pqxdh::associated_data(local.public(), &local_address, &bundle.identity, &bundle.address);
+        let ratchet = DoubleRatchet::init_initiator(rng, &out.sk, bundle.signed_prekey.key, &ad)?;
+        Ok(Self {
+            ratchet,
+            local_address,
+            remote_address: bundle.address.clone(),
+            remote_identity: bundle.identity.clone(),
+            base_key: out.base_key,
+            pending: Some(Pending {
+                signed_prekey_id: bundle.signed_prekey.id,
+                one_time_prekey_id: bundle.one_time_prekey.map(|k| k.id),
+                kem_prekey_kind: bundle.kem_prekey.kind,
+                kem_prekey_id: bundle.kem_prekey.id,
+                kem_ciphertext: out.kem_ciphertext,
+                identity_key: *local.public().dh_key(),
+            }),
+            generation: 0,
+        })
+    }
+
+    /// Known-answer tests fix the KEM output, which AWS-LC cannot derandomise.
+    #[cfg(test)]
+    pub(crate) fn initiate_with_kem<R: RngCore + CryptoRng>(
+        rng: &mut R,
+        local: &DeviceIdentity,
+        local_address: DeviceAddress,
+        bundle: &PrekeyBundle,
+        ct: KemCiphertext,
+        ss: &crate::crypto::Secret32,
+    ) -> Result<Self, SessionError> {
+        bundle.verify()?;
+        let out = pqxdh::initiate_with(rng, local, bundle, ct, ss)?;
+        Self::finish_initiate(rng, local, local_address, bundle, out)
+    }
+
+    /// Accepts an initial message (PQXDH section 3.4) from `sender`, whose device identity
+    /// the caller took from the sender's verified device list. Returns the new session and
+    /// the first plaintext. The used one-time prekeys are deleted from `prekeys` only after
+    /// the first message authenticated; on any error nothing changes.
+    pub fn accept(
+        local: &DeviceIdentity,
+        local_address: DeviceAddress,
+        prekeys: &mut DevicePrekeys,
+        sender: DeviceAddress,
+        sender_identity: &DevicePublic,
+        message: &PrekeyMessage,
+    ) -> Result<(Self, Vec<u8>), SessionError> {
+        if message.identity_key != *sender_identity.dh_key() {
+            return Err(SessionError::IdentityMismatch);
+        }
+        let used = PrekeyUse {
+            signed_id: message.signed_prekey_id,
+            one_time_id: message.one_time_prekey_id,
+            kem_id: message.kem_prekey_id,
+            kem_kind: message.kem_prekey_kind,
+            base_key: message.base_key,
+        };
+        let secrets = prekeys.lookup(&used)?;
+        let sk = pqxdh::respond(local, &secrets, &message.identity_key, &message.base_key, &message.kem_ciphertext)?;
+        let ad = pqxdh::associated_data(sender_identity, &sender, local.public(), &local_address);
+        let mut ratchet = DoubleRatchet::init_responder(&sk, secrets.signed.clone(), &ad);
+        let plaintext = ratchet.decrypt(&message.message)?;
+        prekeys.consume(&used);
+        let session = Self {
+            ratchet,
+            local_address,
+            remote_address: sender,
+            remote_identity: sender_identity.clone(),
+            base_key: message.base_key,
+            pending: None,
+            generation: 1,
+        };
+        Ok((session, plaintext))
+    }
+
+    /// Encrypts `plaintext` (padded to its size bucket) for the remote device.
+    pub fn encrypt<R: RngCore + CryptoRng>(&mut self, rng: &mut R, plaintext: &[u8]) -> Result<Message, SessionError> {
+        let message = self.ratchet.encrypt(rng, plaintext)?;
+        self.generation = self.generation.wrapping_add(1);
+        Ok(match &self.pending {
+            None => Message::Ratchet(message),
+            Some(p) => Message::Prekey(PrekeyMessage {
+                identity_key: p.identity_key,
+                base_key: self.base_key,
+                signed_prekey_id: p.signed_prekey_id,
+                one_time_prekey_id: p.one_time_prekey_id,
+                kem_prekey_kind: p.kem_prekey_kind,
+                kem_prekey_id: p.kem_prekey_id,
+                kem_ciphertext: p.kem_ciphertext.clone(),
+                message,
+            }),
+        })
+    }
+
+    /// Decrypts a message on this session. A [`Message::Prekey`] is accepted only if it
+    /// belongs to this session (same base key), as a resend of the initial message does.
+    pub fn decrypt(&mut self, message: &Message) -> Result<Vec<u8>, SessionError> {
+        let inner: &RatchetMessage = match message {
+            Message::Ratchet(m) => m,
+            Message::Prekey(p) if p.base_key == self.base_key => &p.message,
+            Message::Prekey(_) => return Err(SessionError::OtherSession),
+        };
+        let pt = self.ratchet.decrypt(inner)?;
+        if self.ratchet.has_received() {
+            self.pending = None;
+        }
+        self.generation = self.generation.wrapping_add(1);
+        Ok(pt)
+    }
+
+    /// Decodes and decrypts wire bytes.
+    pub fn decrypt_bytes(&mut self, bytes: &[u8]) -> Result<Vec<u8>, SessionError> {
+        self.decrypt(&Message::from_bytes(bytes)?)
+    }
+
+    /// The remote device's address.
+    pub fn remote_address(&self) -> &DeviceAddress {
+        &self.remote_address
+    }
+
+    /// The remote device's identity, as used in PQXDH.
+    pub fn remote_identity(&self) -> &DevicePublic {
+        &self.remote_identity
+    }
+
+    /// The PQXDH base key that identifies this session.
+    pub fn base_key(&self) -> &X25519Public {
+        &self.base_key
+    }
+
+    /// Whether the peer has not answered yet (messages still carry the PQXDH fields).
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Grows by one with every change; see [`crate::state`] on restored copies.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Serialises the whole session (secret: keep it in the encrypted store).
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut w = Zeroizing::new(Vec::with_capacity(4_096));
+        write_header(&mut *w, StateKind::Session, self.generation);
+        self.local_address.encode(&mut *w);
+        self.remote_address.encode(&mut *w);
+        self.remote_identity.encode(&mut *w);
+        w.put(self.base_key.as_bytes());
+        match &self.pending {
+            Some(p) => {
+                w.put_bool(true);
+                w.put_u32(p.signed_prekey_id);
+                match p.one_time_prekey_id {
+                    Some(id) => {
+                        w.put_bool(true);
+                        w.put_u32(id);
+                    }
+                    None => w.put_bool(false),
+                }
+                w.put_u8(match p.kem_prekey_kind {
+                    KemPrekeyKind::OneTime => 1,
+                    KemPrekeyKind::LastResort => 2,
+                });
+                w.put_u32(p.kem_prekey_id);
+                w.put(p.kem_ciphertext.as_bytes());
+                w.put(p.identity_key.as_bytes());
+            }
+            None => w.put_bool(false),
+        }
+        self.ratchet.encode(&mut *w);
+        w
+    }
+
+    /// Restores a session written by [`Self::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SessionError> {
+        let mut r = Reader::new(bytes);
+        let generation = read_header(&mut r, StateKind::Session)?;
+        let local_address = DeviceAddress::decode(&mut r)?;
+        let remote_address = DeviceAddress::decode(&mut r)?;
+        let remote_identity = DevicePublic::decode(&mut r)?;
+        let key = |r: &mut Reader<'_>| X25519Public::from_bytes(r.array()?).map_err(|_| DecodeError::InvalidValue);
+        let base_key = key(&mut r)?;
+        let pending = if r.bool()? {
+            let signed_prekey_id = r.u32()?;
+            let one_time_prekey_id = if r.bool()? { Some(r.u32()?) } else { None };
+            let kem_prekey_kind = match r.u8()? {
+                1 => KemPrekeyKind::OneTime,
+                2 => KemPrekeyKind::LastResort,
+                t => return Err(DecodeError::UnknownTag(t).into()),
+            };
+            let kem_prekey_id = r.u32()?;
+            let kem_ciphertext = KemCiphertext::from_bytes(r.take(crate::crypto::kem::CIPHERTEXT_LEN)?)?;
+            let identity_key = key(&mut r)?;
+            Some(Pending { signed_prekey_id, one_time_prekey_id, kem_prekey_kind, kem_prekey_id, kem_ciphertext, identity_key })
+        } else {
+            None
+        };
+        let ratchet = DoubleRatchet::decode(&mut r)?;
+        r.finish()?;
+        Ok(Self { ratchet, local_address, remote_address, remote_identity, base_key, pending, generation })
+    }
+}
