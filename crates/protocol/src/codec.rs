@@ -61,10 +61,6 @@ impl<'a> Reader<'a> {
         Ok(self.array::<1>()?[0])
     }
 
-    pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_be_bytes(self.array()?))
-    }
-
     pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.array()?))
     }
@@ -102,17 +98,9 @@ impl<'a> Reader<'a> {
         core::mem::take(&mut self.buf)
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
     /// Fails unless every byte was consumed.
     pub(crate) fn finish(self) -> Result<(), DecodeError> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(DecodeError::TrailingBytes)
-        }
+        if self.buf.is_empty() { Ok(()) } else { Err(DecodeError::TrailingBytes) }
     }
 }
 
@@ -121,9 +109,6 @@ pub(crate) trait Writer {
     fn put(&mut self, bytes: &[u8]);
     fn put_u8(&mut self, v: u8) {
         self.put(&[v]);
-    }
-    fn put_u16(&mut self, v: u16) {
-        self.put(&v.to_be_bytes());
     }
     fn put_u32(&mut self, v: u32) {
         self.put(&v.to_be_bytes());

@@ -15,6 +15,8 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::ed25519::{Signature, SigningKey, VerifyingKey};
 use crate::crypto::x25519::{X25519Public, X25519Secret};
 use crate::crypto::{CryptoError, Secret32};
+use crate::state::{StateKind, read_header, write_header};
+use zeroize::Zeroizing;
 
 /// Domain separator for a device's signature over its own X25519 identity key.
 const DEVICE_BINDING_LABEL: &[u8] = b"Tacit v1 device identity binding";
@@ -176,6 +178,23 @@ impl AccountIdentity {
         let seed = Secret32(r.array()?);
         Ok(Self { key: SigningKey::from_seed(seed).map_err(|_| DecodeError::InvalidValue)? })
     }
+
+    /// Serialises the private key (secret: keep it in the encrypted store).
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut w = Zeroizing::new(Vec::with_capacity(48));
+        write_header(&mut *w, StateKind::AccountIdentity, 0);
+        self.encode(&mut *w);
+        w
+    }
+
+    /// Restores what [`Self::to_bytes`] wrote.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        read_header(&mut r, StateKind::AccountIdentity)?;
+        let id = Self::decode(&mut r)?;
+        r.finish()?;
+        Ok(id)
+    }
 }
 
 /// The public identity of one device: its signing key, its X25519 identity key and the
@@ -227,13 +246,19 @@ impl DevicePublic {
 
     /// Decodes and verifies the binding signature.
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let d = Self::decode_unverified(r)?;
+        d.signing
+            .verify(&Self::binding_message(&d.signing, &d.dh), &d.binding)
+            .map_err(|_| DecodeError::InvalidValue)?;
+        Ok(d)
+    }
+
+    /// Decodes without checking the binding signature: only for places that compare the
+    /// result with an identity that was verified (bundles, against the device list).
+    pub(crate) fn decode_unverified(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let signing = VerifyingKey::from_bytes(r.array()?).map_err(|_| DecodeError::InvalidValue)?;
         let dh = X25519Public::from_bytes(r.array()?).map_err(|_| DecodeError::InvalidValue)?;
-        let binding = Signature::from_bytes(r.array()?);
-        signing
-            .verify(&Self::binding_message(&signing, &dh), &binding)
-            .map_err(|_| DecodeError::InvalidValue)?;
-        Ok(Self { signing, dh, binding })
+        Ok(Self { signing, dh, binding: Signature::from_bytes(r.array()?) })
     }
 
     /// Parses and verifies a 128-byte encoding.
@@ -289,6 +314,23 @@ impl DeviceIdentity {
         let signing = SigningKey::from_seed(Secret32(r.array()?)).map_err(|_| DecodeError::InvalidValue)?;
         let dh = X25519Secret::from_bytes(Secret32(r.array()?)).map_err(|_| DecodeError::InvalidValue)?;
         Ok(Self::assemble(signing, dh))
+    }
+
+    /// Serialises the private keys (secret: keep it in the encrypted store).
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut w = Zeroizing::new(Vec::with_capacity(80));
+        write_header(&mut *w, StateKind::DeviceIdentity, 0);
+        self.encode(&mut *w);
+        w
+    }
+
+    /// Restores what [`Self::to_bytes`] wrote.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        read_header(&mut r, StateKind::DeviceIdentity)?;
+        let id = Self::decode(&mut r)?;
+        r.finish()?;
+        Ok(id)
     }
 }
 

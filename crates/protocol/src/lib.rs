@@ -2,12 +2,14 @@
 
 mod codec;
 pub mod crypto;
+mod device_list;
 mod identity;
 mod message;
 pub mod padding;
 mod pqxdh;
 mod prekeys;
 mod ratchet;
+mod safety_number;
 mod session;
 pub mod state;
 
@@ -16,12 +18,17 @@ pub use crypto::CryptoError;
 pub use crypto::ed25519::{Signature, VerifyingKey};
 pub use crypto::kem::{KemCiphertext, KemPublic};
 pub use crypto::x25519::X25519Public;
-pub use identity::{AccountIdentity, AccountKey, AccountName, DeviceAddress, DeviceId, DeviceIdentity, DevicePublic, NameError};
-pub use message::{Message, PrekeyMessage, RatchetHeader, RatchetMessage, PROTOCOL_VERSION};
+pub use device_list::{DeviceEntry, DeviceList, DeviceListError, MAX_DEVICES};
+pub use identity::{
+    AccountIdentity, AccountKey, AccountName, DeviceAddress, DeviceId, DeviceIdentity, DevicePublic,
+    NameError,
+};
+pub use message::{Message, PROTOCOL_VERSION, PrekeyMessage, RatchetHeader, RatchetMessage};
 pub use pqxdh::KDF_INFO as PQXDH_INFO;
 pub use prekeys::{
-    DevicePrekeys, KemPrekeyKind, KemPrekeyPublic, OneTimePrekeyPublic, PrekeyBundle, PrekeyError, PrekeyPlan,
-    PrekeyPolicy, PrekeyUpload, SignedPrekeyPublic, UnixTime,
+    DevicePrekeys, KemPrekeyKind, KemPrekeyPublic, OneTimePrekeyPublic, PrekeyBundle, PrekeyError,
+    PrekeyPlan, PrekeyPolicy, PrekeyUpload, SignedPrekeyPublic, UnixTime,
 };
 pub use ratchet::{MAX_MESSAGE_GAP, MAX_RECEIVING_CHAINS, MAX_SKIPPED_PER_CHAIN};
+pub use safety_number::{SafetyNumber, SafetyNumberError};
 pub use session::{Session, SessionError};

@@ -83,7 +83,10 @@ impl RatchetMessage {
         if ciphertext.len() > MAX_CIPHERTEXT_LEN {
             return Err(DecodeError::TooLong);
         }
-        Ok(Self { header: RatchetHeader { ratchet_key, previous_counter, counter }, ciphertext: ciphertext.to_vec() })
+        Ok(Self {
+            header: RatchetHeader { ratchet_key, previous_counter, counter },
+            ciphertext: ciphertext.to_vec(),
+        })
     }
 }
 
@@ -136,7 +139,8 @@ impl PrekeyMessage {
     }
 
     fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let key = |r: &mut Reader<'_>| X25519Public::from_bytes(r.array()?).map_err(|_| DecodeError::InvalidValue);
+        let key =
+            |r: &mut Reader<'_>| X25519Public::from_bytes(r.array()?).map_err(|_| DecodeError::InvalidValue);
         let identity_key = key(r)?;
         let base_key = key(r)?;
         let signed_prekey_id = r.u32()?;
@@ -147,7 +151,8 @@ impl PrekeyMessage {
             t => return Err(DecodeError::UnknownTag(t)),
         };
         let kem_prekey_id = r.u32()?;
-        let kem_ciphertext = KemCiphertext::from_bytes(r.take(CIPHERTEXT_LEN)?).map_err(|_| DecodeError::InvalidValue)?;
+        let kem_ciphertext =
+            KemCiphertext::from_bytes(r.take(CIPHERTEXT_LEN)?).map_err(|_| DecodeError::InvalidValue)?;
         let v = r.u8()?;
         if v != PROTOCOL_VERSION {
             return Err(DecodeError::UnknownVersion(v));

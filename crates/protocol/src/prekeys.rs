@@ -149,9 +149,7 @@ impl KemPrekeyPublic {
     }
     /// Checks the device's signature.
     pub fn verify(&self, device: &DevicePublic) -> Result<(), CryptoError> {
-        device
-            .signing_key()
-            .verify(&Self::signed_message(self.id, self.kind, &self.key), &self.signature)
+        device.signing_key().verify(&Self::signed_message(self.id, self.kind, &self.key), &self.signature)
     }
     pub(crate) fn encode(&self, w: &mut impl Writer) {
         w.put_u8(self.kind.tag());
@@ -227,8 +225,8 @@ impl PrekeyBundle {
         w
     }
 
-    /// Decodes a bundle and verifies every signature in it (the identity binding, the signed
-    /// prekey and the KEM prekey). A bundle that fails any check is refused whole.
+    /// Decodes a bundle. Nothing in it is trusted yet: [`crate::Session::initiate`] checks
+    /// the identity against the device list and verifies the prekey signatures.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let v = r.u8()?;
@@ -236,14 +234,12 @@ impl PrekeyBundle {
             return Err(DecodeError::UnknownVersion(v));
         }
         let address = DeviceAddress::decode(&mut r)?;
-        let identity = DevicePublic::decode(&mut r)?;
+        let identity = DevicePublic::decode_unverified(&mut r)?;
         let signed_prekey = SignedPrekeyPublic::decode(&mut r)?;
         let kem_prekey = KemPrekeyPublic::decode(&mut r)?;
         let one_time_prekey = if r.bool()? { Some(OneTimePrekeyPublic::decode(&mut r)?) } else { None };
         r.finish()?;
-        let bundle = Self { address, identity, signed_prekey, kem_prekey, one_time_prekey };
-        bundle.verify().map_err(|_| DecodeError::InvalidValue)?;
-        Ok(bundle)
+        Ok(Self { address, identity, signed_prekey, kem_prekey, one_time_prekey })
     }
 
     /// Verifies the prekey signatures against the bundle's identity.
@@ -315,6 +311,7 @@ pub struct DevicePrekeys {
     kem_one_time: BTreeMap<u32, KemRecord>,
     one_time: BTreeMap<u32, X25519Secret>,
     seen_base_keys: VecDeque<(u32, X25519Public)>,
+    generation: u64,
 }
 
 /// The private keys an initial message names, looked up without changing anything.
@@ -371,9 +368,16 @@ impl DevicePrekeys {
 
     /// Decides what to make and delete at `now`, given how many one-time keys of each kind
     /// the server reports it still holds. Pure: it changes nothing.
-    pub fn plan(&self, now: UnixTime, policy: &PrekeyPolicy, server_one_time: u32, server_kem_one_time: u32) -> PrekeyPlan {
+    pub fn plan(
+        &self,
+        now: UnixTime,
+        policy: &PrekeyPolicy,
+        server_one_time: u32,
+        server_kem_one_time: u32,
+    ) -> PrekeyPlan {
         let due = |created: UnixTime| now >= created.plus(policy.rotation_period_secs);
-        let expired = |retired: Option<UnixTime>| retired.is_some_and(|t| now >= t.plus(policy.retired_grace_secs));
+        let expired =
+            |retired: Option<UnixTime>| retired.is_some_and(|t| now >= t.plus(policy.retired_grace_secs));
         let refill = |have: u32| {
             if have < policy.one_time_low_water { policy.one_time_target.saturating_sub(have) } else { 0 }
         };
@@ -383,7 +387,12 @@ impl DevicePrekeys {
             new_one_time: refill(server_one_time),
             new_kem_one_time: refill(server_kem_one_time),
             delete_signed: self.signed.iter().filter(|r| expired(r.retired)).map(|r| r.public.id).collect(),
-            delete_last_resort: self.last_resort.iter().filter(|r| expired(r.retired)).map(|r| r.public.id).collect(),
+            delete_last_resort: self
+                .last_resort
+                .iter()
+                .filter(|r| expired(r.retired))
+                .map(|r| r.public.id)
+                .collect(),
         }
     }
 
@@ -403,6 +412,7 @@ impl DevicePrekeys {
         plan: &PrekeyPlan,
     ) -> Result<PrekeyUpload, CryptoError> {
         let mut upload = PrekeyUpload::default();
+        self.generation = self.generation.wrapping_add(1);
         self.signed.retain(|r| !plan.delete_signed.contains(&r.public.id));
         self.last_resort.retain(|r| !plan.delete_last_resort.contains(&r.public.id));
         let deleted_spks: Vec<u32> = plan.delete_signed.clone();
@@ -449,12 +459,22 @@ impl DevicePrekeys {
         Ok(upload)
     }
 
-    fn make_kem(&mut self, identity: &DeviceIdentity, kind: KemPrekeyKind, now: UnixTime) -> Result<KemRecord, CryptoError> {
+    fn make_kem(
+        &mut self,
+        identity: &DeviceIdentity,
+        kind: KemPrekeyKind,
+        now: UnixTime,
+    ) -> Result<KemRecord, CryptoError> {
         let secret = KemSecret::generate()?;
         let id = self.fresh_id();
         let key = secret.public().clone();
         let signature = identity.signing_key().sign(&KemPrekeyPublic::signed_message(id, kind, &key));
-        Ok(KemRecord { public: KemPrekeyPublic { id, kind, key, signature }, secret, created: now, retired: None })
+        Ok(KemRecord {
+            public: KemPrekeyPublic { id, kind, key, signature },
+            secret,
+            created: now,
+            retired: None,
+        })
     }
 
     /// The bundle this device would publish now, taking the lowest-numbered one-time keys
@@ -467,7 +487,13 @@ impl DevicePrekeys {
         };
         let one_time_prekey =
             self.one_time.iter().next().map(|(id, s)| OneTimePrekeyPublic { id: *id, key: *s.public() });
-        Some(PrekeyBundle { address, identity: identity.public().clone(), signed_prekey, kem_prekey, one_time_prekey })
+        Some(PrekeyBundle {
+            address,
+            identity: identity.public().clone(),
+            signed_prekey,
+            kem_prekey,
+            one_time_prekey,
+        })
     }
 
     /// Number of one-time X25519 and KEM prekeys held.
@@ -505,6 +531,7 @@ impl DevicePrekeys {
     /// "Bob deletes any one-time prekey private key that was used"), or remembers its base
     /// key when it used none, so a replay is refused.
     pub(crate) fn consume(&mut self, u: &PrekeyUse) {
+        self.generation = self.generation.wrapping_add(1);
         if let Some(id) = u.one_time_id {
             self.one_time.remove(&id);
         }
@@ -580,7 +607,31 @@ impl DevicePrekeys {
             let spk = r.u32()?;
             seen_base_keys.push_back((spk, X25519Public::from_bytes(r.array()?).map_err(bad)?));
         }
-        Ok(Self { next_id, signed, last_resort, kem_one_time, one_time, seen_base_keys })
+        Ok(Self { next_id, signed, last_resort, kem_one_time, one_time, seen_base_keys, generation: 0 })
+    }
+
+    /// Grows with every change (a restored older copy would hand out used one-time keys
+    /// again; see [`crate::state`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Serialises every private prekey (secret: keep it in the encrypted store).
+    pub fn to_bytes(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut w = zeroize::Zeroizing::new(Vec::with_capacity(16_384));
+        crate::state::write_header(&mut *w, crate::state::StateKind::Prekeys, self.generation);
+        self.encode(&mut *w);
+        w
+    }
+
+    /// Restores what [`Self::to_bytes`] wrote.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let generation = crate::state::read_header(&mut r, crate::state::StateKind::Prekeys)?;
+        let mut p = Self::decode(&mut r)?;
+        r.finish()?;
+        p.generation = generation;
+        Ok(p)
     }
 }
 
@@ -676,10 +727,10 @@ mod tests {
         // Swap in a signed prekey signed by nobody: refused.
         let mut forged = b.clone();
         forged.signed_prekey.key = *X25519Secret::generate(&mut rng).unwrap().public();
-        assert!(PrekeyBundle::from_bytes(&forged.to_bytes()).is_err());
+        assert!(PrekeyBundle::from_bytes(&forged.to_bytes()).unwrap().verify().is_err());
         let mut forged = b;
         forged.kem_prekey.kind = KemPrekeyKind::LastResort;
-        assert!(PrekeyBundle::from_bytes(&forged.to_bytes()).is_err());
+        assert!(PrekeyBundle::from_bytes(&forged.to_bytes()).unwrap().verify().is_err());
     }
 
     #[test]

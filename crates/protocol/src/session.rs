@@ -13,7 +13,8 @@
 //! bob_prekeys.execute(&mut OsRng, &bob, UnixTime(0), &plan)?;
 //! let bundle = bob_prekeys.bundle(bob_addr.clone(), &bob).unwrap();
 //!
-//! let mut a = Session::initiate(&mut OsRng, &alice, alice_addr.clone(), &bundle)?;
+//! // Bob's identity comes from his account-signed device list.
+//! let mut a = Session::initiate(&mut OsRng, &alice, alice_addr.clone(), &bundle, bob.public())?;
 //! let wire = a.encrypt(&mut OsRng, b"hi bob")?.to_bytes();
 //! let Message::Prekey(first) = Message::from_bytes(&wire)? else { unreachable!() };
 //! let (mut b, text) = Session::accept(&bob, bob_addr, &mut bob_prekeys, alice_addr, alice.public(), &first)?;
@@ -34,8 +35,8 @@ use crate::crypto::x25519::X25519Public;
 use crate::identity::{DeviceAddress, DeviceIdentity, DevicePublic};
 use crate::message::{Message, PrekeyMessage, RatchetMessage};
 use crate::padding::PaddingError;
-use crate::prekeys::{DevicePrekeys, KemPrekeyKind, PrekeyBundle, PrekeyError, PrekeyUse};
 use crate::pqxdh;
+use crate::prekeys::{DevicePrekeys, KemPrekeyKind, PrekeyBundle, PrekeyError, PrekeyUse};
 use crate::ratchet::DoubleRatchet;
 use crate::state::{StateKind, read_header, write_header};
 
@@ -68,8 +69,8 @@ pub enum SessionError {
     /// The plaintext is too long, or the decrypted padding is invalid.
     #[error("padding: {0}")]
     Padding(#[from] PaddingError),
-    /// The initial message's identity key is not the sender device's known identity.
-    #[error("sender identity does not match the sender's device list")]
+    /// A bundle's or initial message's identity is not the device's known identity.
+    #[error("identity does not match the device list")]
     IdentityMismatch,
     /// An initial message that belongs to a different session (another base key): the
     /// caller should [`Session::accept`] it as a new session.
@@ -107,15 +108,23 @@ pub struct Session {
 }
 
 impl Session {
-    /// Starts a session with the device `bundle` describes (PQXDH section 3.3): verifies
-    /// the bundle's signatures, runs PQXDH and initialises the ratchet. Messages sent before
-    /// the peer answers are [`Message::Prekey`]s.
+    /// Starts a session with the device `bundle` describes (PQXDH section 3.3).
+    ///
+    /// `expected_identity` is the device's identity as the caller trusts it: taken from
+    /// the account's verified [`crate::DeviceList`], whose verification checked the
+    /// identity's binding signature. The bundle must carry exactly that identity, and its
+    /// signed prekey and KEM prekey signatures must verify under it; then PQXDH runs and the
+    /// ratchet starts. Messages sent before the peer answers are [`Message::Prekey`]s.
     pub fn initiate<R: RngCore + CryptoRng>(
         rng: &mut R,
         local: &DeviceIdentity,
         local_address: DeviceAddress,
         bundle: &PrekeyBundle,
+        expected_identity: &DevicePublic,
     ) -> Result<Self, SessionError> {
+        if bundle.identity != *expected_identity {
+            return Err(SessionError::IdentityMismatch);
+        }
         bundle.verify()?;
         let out = pqxdh::initiate(rng, local, bundle)?;
         Self::finish_initiate(rng, local, local_address, bundle, out)
@@ -155,9 +164,13 @@ impl Session {
         local: &DeviceIdentity,
         local_address: DeviceAddress,
         bundle: &PrekeyBundle,
+        expected_identity: &DevicePublic,
         ct: KemCiphertext,
         ss: &crate::crypto::Secret32,
     ) -> Result<Self, SessionError> {
+        if bundle.identity != *expected_identity {
+            return Err(SessionError::IdentityMismatch);
+        }
         bundle.verify()?;
         let out = pqxdh::initiate_with(rng, local, bundle, ct, ss)?;
         Self::finish_initiate(rng, local, local_address, bundle, out)
@@ -186,7 +199,13 @@ impl Session {
             base_key: message.base_key,
         };
         let secrets = prekeys.lookup(&used)?;
-        let sk = pqxdh::respond(local, &secrets, &message.identity_key, &message.base_key, &message.kem_ciphertext)?;
+        let sk = pqxdh::respond(
+            local,
+            &secrets,
+            &message.identity_key,
+            &message.base_key,
+            &message.kem_ciphertext,
+        )?;
         let ad = pqxdh::associated_data(sender_identity, &sender, local.public(), &local_address);
         let mut ratchet = DoubleRatchet::init_responder(&sk, secrets.signed.clone(), &ad);
         let plaintext = ratchet.decrypt(&message.message)?;
@@ -204,7 +223,11 @@ impl Session {
     }
 
     /// Encrypts `plaintext` (padded to its size bucket) for the remote device.
-    pub fn encrypt<R: RngCore + CryptoRng>(&mut self, rng: &mut R, plaintext: &[u8]) -> Result<Message, SessionError> {
+    pub fn encrypt<R: RngCore + CryptoRng>(
+        &mut self,
+        rng: &mut R,
+        plaintext: &[u8],
+    ) -> Result<Message, SessionError> {
         let message = self.ratchet.encrypt(rng, plaintext)?;
         self.generation = self.generation.wrapping_add(1);
         Ok(match &self.pending {
@@ -307,8 +330,9 @@ impl Session {
         let generation = read_header(&mut r, StateKind::Session)?;
         let local_address = DeviceAddress::decode(&mut r)?;
         let remote_address = DeviceAddress::decode(&mut r)?;
-        let remote_identity = DevicePublic::decode(&mut r)?;
-        let key = |r: &mut Reader<'_>| X25519Public::from_bytes(r.array()?).map_err(|_| DecodeError::InvalidValue);
+        let remote_identity = DevicePublic::decode_unverified(&mut r)?;
+        let key =
+            |r: &mut Reader<'_>| X25519Public::from_bytes(r.array()?).map_err(|_| DecodeError::InvalidValue);
         let base_key = key(&mut r)?;
         let pending = if r.bool()? {
             let signed_prekey_id = r.u32()?;
@@ -321,7 +345,14 @@ impl Session {
             let kem_prekey_id = r.u32()?;
             let kem_ciphertext = KemCiphertext::from_bytes(r.take(crate::crypto::kem::CIPHERTEXT_LEN)?)?;
             let identity_key = key(&mut r)?;
-            Some(Pending { signed_prekey_id, one_time_prekey_id, kem_prekey_kind, kem_prekey_id, kem_ciphertext, identity_key })
+            Some(Pending {
+                signed_prekey_id,
+                one_time_prekey_id,
+                kem_prekey_kind,
+                kem_prekey_id,
+                kem_ciphertext,
+                identity_key,
+            })
         } else {
             None
         };

@@ -17,29 +17,34 @@ pub const CIPHERTEXT_LEN: usize = 1568;
 /// Length of an ML-KEM-1024 expanded decapsulation key.
 pub(crate) const SECRET_KEY_LEN: usize = 3168;
 
-/// An ML-KEM-1024 encapsulation key.
-#[derive(Clone, PartialEq, Eq)]
-pub struct KemPublic(Arc<[u8; PUBLIC_KEY_LEN]>);
+/// An ML-KEM-1024 encapsulation key (the parsed AWS-LC key is cached).
+#[derive(Clone)]
+pub struct KemPublic(Arc<([u8; PUBLIC_KEY_LEN], EncapsulationKey)>);
+
+impl PartialEq for KemPublic {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+impl Eq for KemPublic {}
 
 impl KemPublic {
     /// Parses an encapsulation key, running FIPS 203's modulus check (section 7.2) through
     /// AWS-LC's import.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
         let arr: [u8; PUBLIC_KEY_LEN] = bytes.try_into().map_err(|_| CryptoError::InvalidPublicKey)?;
-        EncapsulationKey::new(&ML_KEM_1024, &arr).map_err(|_| CryptoError::InvalidPublicKey)?;
-        Ok(Self(Arc::new(arr)))
+        let ek = EncapsulationKey::new(&ML_KEM_1024, &arr).map_err(|_| CryptoError::InvalidPublicKey)?;
+        Ok(Self(Arc::new((arr, ek))))
     }
 
     /// The 1,568-byte encoding.
     pub fn as_bytes(&self) -> &[u8; PUBLIC_KEY_LEN] {
-        &self.0
+        &self.0.0
     }
 
     /// Encapsulates to this key: returns the ciphertext and the 32-byte shared secret.
     pub(crate) fn encapsulate(&self) -> Result<(KemCiphertext, Secret32), CryptoError> {
-        let ek = EncapsulationKey::new(&ML_KEM_1024, self.0.as_slice())
-            .map_err(|_| CryptoError::InvalidPublicKey)?;
-        let (ct, ss) = ek.encapsulate().map_err(|_| CryptoError::KemFailed)?;
+        let (ct, ss) = self.0.1.encapsulate().map_err(|_| CryptoError::KemFailed)?;
         let ct: [u8; CIPHERTEXT_LEN] = ct.as_ref().try_into().map_err(|_| CryptoError::Library)?;
         let mut out = Secret32([0u8; 32]);
         if ss.as_ref().len() != 32 {
@@ -82,6 +87,7 @@ impl core::fmt::Debug for KemCiphertext {
 #[derive(Clone)]
 pub(crate) struct KemSecret {
     bytes: Arc<Zeroizing<Vec<u8>>>,
+    key: Arc<DecapsulationKey>,
     public: KemPublic,
 }
 
@@ -94,7 +100,7 @@ impl KemSecret {
         let public = KemPublic::from_bytes(ek_bytes.as_ref())?;
         let dk_bytes = dk.key_bytes().map_err(|_| CryptoError::Library)?;
         let bytes = Zeroizing::new(dk_bytes.as_ref().to_vec());
-        Ok(Self { bytes: Arc::new(bytes), public })
+        Ok(Self { bytes: Arc::new(bytes), key: Arc::new(dk), public })
     }
 
     /// Restores a key pair from its stored parts; fails unless the public key is the one
@@ -108,13 +114,14 @@ impl KemSecret {
         if embedded != public.as_bytes().as_slice() {
             return Err(CryptoError::KemFailed);
         }
-        let hash = secret.get(1536 + PUBLIC_KEY_LEN..1536 + PUBLIC_KEY_LEN + 32).ok_or(CryptoError::KemFailed)?;
+        let hash =
+            secret.get(1536 + PUBLIC_KEY_LEN..1536 + PUBLIC_KEY_LEN + 32).ok_or(CryptoError::KemFailed)?;
         let h = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA3_256, public.as_bytes());
         if h.as_ref() != hash {
             return Err(CryptoError::KemFailed);
         }
-        DecapsulationKey::new(&ML_KEM_1024, secret).map_err(|_| CryptoError::KemFailed)?;
-        Ok(Self { bytes: Arc::new(Zeroizing::new(secret.to_vec())), public })
+        let key = DecapsulationKey::new(&ML_KEM_1024, secret).map_err(|_| CryptoError::KemFailed)?;
+        Ok(Self { bytes: Arc::new(Zeroizing::new(secret.to_vec())), key: Arc::new(key), public })
     }
 
     pub(crate) fn public(&self) -> &KemPublic {
@@ -128,11 +135,8 @@ impl KemSecret {
     /// Decapsulates; ML-KEM's implicit rejection means a forged ciphertext yields an
     /// unrelated secret, which the first message's AEAD then rejects.
     pub(crate) fn decapsulate(&self, ct: &KemCiphertext) -> Result<Secret32, CryptoError> {
-        let dk = DecapsulationKey::new(&ML_KEM_1024, self.bytes.as_slice())
-            .map_err(|_| CryptoError::KemFailed)?;
-        let ss = dk
-            .decapsulate(Ciphertext::from(ct.0.as_slice()))
-            .map_err(|_| CryptoError::KemFailed)?;
+        let ss =
+            self.key.decapsulate(Ciphertext::from(ct.0.as_slice())).map_err(|_| CryptoError::KemFailed)?;
         let mut out = Secret32([0u8; 32]);
         if ss.as_ref().len() != 32 {
             return Err(CryptoError::Library);

@@ -19,11 +19,11 @@ use std::collections::VecDeque;
 
 use rand_core::{CryptoRng, RngCore};
 
-pub use chain_key::MAX_MESSAGE_GAP;
 pub(crate) use chain_key::ChainKey;
+pub use chain_key::MAX_MESSAGE_GAP;
 pub(crate) use message_key::MessageKey;
-pub use receiver_chain::{MAX_RECEIVING_CHAINS, MAX_SKIPPED_PER_CHAIN};
 pub(crate) use receiver_chain::ReceiverChain;
+pub use receiver_chain::{MAX_RECEIVING_CHAINS, MAX_SKIPPED_PER_CHAIN};
 pub(crate) use root_key::RootKey;
 
 use crate::codec::{DecodeError, Reader, Writer};
@@ -120,7 +120,8 @@ impl DoubleRatchet {
         };
         let ratchet_key = *key.public();
         let mk = chain.step()?;
-        let header = RatchetHeader { ratchet_key, previous_counter: self.previous_counter, counter: mk.index() };
+        let header =
+            RatchetHeader { ratchet_key, previous_counter: self.previous_counter, counter: mk.index() };
         let aad = self.set_header(&header.to_bytes());
         mk.seal(aad, &mut buf)?;
         Ok(RatchetMessage { header, ciphertext: buf })
@@ -183,7 +184,12 @@ impl DoubleRatchet {
         Ok(pt)
     }
 
-    fn open(&mut self, mk: &MessageKey, header: &[u8; HEADER_LEN], ciphertext: &[u8]) -> Result<Vec<u8>, SessionError> {
+    fn open(
+        &mut self,
+        mk: &MessageKey,
+        header: &[u8; HEADER_LEN],
+        ciphertext: &[u8],
+    ) -> Result<Vec<u8>, SessionError> {
         let mut buf = ciphertext.to_vec();
         let aad = self.set_header(header);
         mk.open(aad, &mut buf).map_err(|_| SessionError::DecryptionFailed)?;

@@ -1,0 +1,260 @@
+//! Signed device lists (Sesame's per-device identity mode, with the account key as the
+//! signer): the account identity key signs a versioned list of the account's devices.
+//!
+//! A client keeps the last list it accepted for each contact and refuses any list that is
+//! not signed by the same account key, names another account, or goes back in version
+//! (rollback) or forks it (same version, different content). Adding and revoking devices
+//! are new versions of the list; the safety number, computed over the account key alone,
+//! stays the same.
+
+use thiserror::Error;
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::crypto::ed25519::Signature;
+use crate::identity::{AccountIdentity, AccountKey, AccountName, DeviceId, DevicePublic};
+
+const LABEL: &[u8] = b"Tacit v1 device list";
+/// Format version of the encoding.
+const FORMAT_VERSION: u8 = 1;
+/// Most devices one account may list.
+pub const MAX_DEVICES: usize = 32;
+
+/// One device in a list.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct DeviceEntry {
+    /// The device's number.
+    pub id: DeviceId,
+    /// The device's identity.
+    pub identity: DevicePublic,
+}
+
+/// Why a device list was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum DeviceListError {
+    /// The bytes are not a device list.
+    #[error("malformed device list: {0}")]
+    Decode(#[from] DecodeError),
+    /// The account key's signature does not verify.
+    #[error("device list signature does not verify")]
+    BadSignature,
+    /// The list names a different account than the one asked for.
+    #[error("device list is for another account")]
+    WrongAccount,
+    /// The list is signed by a different account key than the one known for this account.
+    #[error("account identity key changed")]
+    AccountKeyChanged,
+    /// The list is older than one already accepted.
+    #[error("device list version {got} is older than accepted version {have}")]
+    Rollback {
+        /// The version already accepted.
+        have: u64,
+        /// The version offered.
+        got: u64,
+    },
+    /// Same version as the accepted list but different content: the server equivocates.
+    #[error("two different device lists with the same version")]
+    Forked,
+    /// The same device number appears twice.
+    #[error("duplicate device id")]
+    DuplicateDevice,
+    /// No device, or more than [`MAX_DEVICES`].
+    #[error("a device list has 1 to {MAX_DEVICES} devices")]
+    BadDeviceCount,
+}
+
+/// A verified, signed device list.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct DeviceList {
+    account: AccountName,
+    account_key: AccountKey,
+    version: u64,
+    devices: Vec<DeviceEntry>,
+    signature: Signature,
+}
+
+impl DeviceList {
+    fn signed_part(
+        account: &AccountName,
+        key: &AccountKey,
+        version: u64,
+        devices: &[DeviceEntry],
+    ) -> Vec<u8> {
+        let mut w = Vec::with_capacity(64 + devices.len() * (4 + DevicePublic::LEN));
+        w.put_u8(FORMAT_VERSION);
+        w.put(LABEL);
+        account.encode(&mut w);
+        w.put(key.as_bytes());
+        w.put_u64(version);
+        w.put_count(devices.len());
+        for d in devices {
+            w.put_u32(d.id.get());
+            d.identity.encode(&mut w);
+        }
+        w
+    }
+
+    fn check_devices(devices: &[DeviceEntry]) -> Result<(), DeviceListError> {
+        if devices.is_empty() || devices.len() > MAX_DEVICES {
+            return Err(DeviceListError::BadDeviceCount);
+        }
+        let mut ids: Vec<u32> = devices.iter().map(|d| d.id.get()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != devices.len() {
+            return Err(DeviceListError::DuplicateDevice);
+        }
+        Ok(())
+    }
+
+    /// Signs a new list with the account identity.
+    pub fn sign(
+        identity: &AccountIdentity,
+        account: AccountName,
+        version: u64,
+        devices: Vec<DeviceEntry>,
+    ) -> Result<Self, DeviceListError> {
+        Self::check_devices(&devices)?;
+        let account_key = identity.public();
+        let signature = identity.sign(&Self::signed_part(&account, &account_key, version, &devices));
+        Ok(Self { account, account_key, version, devices, signature })
+    }
+
+    /// Encodes the list and its signature.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Self::signed_part(&self.account, &self.account_key, self.version, &self.devices);
+        w.put(self.signature.as_bytes());
+        w
+    }
+
+    /// Decodes and verifies a list for `account`. `known_key` is the account key already
+    /// trusted for it (pinned, verified, or from key transparency); `previous` the last list
+    /// accepted. Every device's identity binding is verified too.
+    pub fn verify(
+        bytes: &[u8],
+        account: &AccountName,
+        known_key: Option<&AccountKey>,
+        previous: Option<&DeviceList>,
+    ) -> Result<Self, DeviceListError> {
+        let mut r = Reader::new(bytes);
+        let v = r.u8()?;
+        if v != FORMAT_VERSION {
+            return Err(DecodeError::UnknownVersion(v).into());
+        }
+        if r.take(LABEL.len())? != LABEL {
+            return Err(DecodeError::InvalidValue.into());
+        }
+        let name = AccountName::decode(&mut r)?;
+        let account_key = AccountKey::decode(&mut r)?;
+        let version = r.u64()?;
+        let n = r.count(MAX_DEVICES)?;
+        let mut devices = Vec::with_capacity(n);
+        for _ in 0..n {
+            let id = DeviceId::decode(&mut r)?;
+            devices.push(DeviceEntry { id, identity: DevicePublic::decode(&mut r)? });
+        }
+        let signed_len = bytes.len().saturating_sub(r.rest().len());
+        let mut sig_reader = Reader::new(bytes.get(signed_len..).unwrap_or_default());
+        let signature = Signature::from_bytes(sig_reader.array()?);
+        sig_reader.finish()?;
+        if name != *account {
+            return Err(DeviceListError::WrongAccount);
+        }
+        if known_key.is_some_and(|k| *k != account_key) {
+            return Err(DeviceListError::AccountKeyChanged);
+        }
+        Self::check_devices(&devices)?;
+        account_key
+            .0
+            .verify(bytes.get(..signed_len).unwrap_or_default(), &signature)
+            .map_err(|_| DeviceListError::BadSignature)?;
+        let list = Self { account: name, account_key, version, devices, signature };
+        if let Some(prev) = previous {
+            if prev.account_key != list.account_key {
+                return Err(DeviceListError::AccountKeyChanged);
+            }
+            if list.version < prev.version {
+                return Err(DeviceListError::Rollback { have: prev.version, got: list.version });
+            }
+            if list.version == prev.version && list.devices != prev.devices {
+                return Err(DeviceListError::Forked);
+            }
+        }
+        Ok(list)
+    }
+
+    /// The account.
+    pub fn account(&self) -> &AccountName {
+        &self.account
+    }
+    /// The account key that signed the list.
+    pub fn account_key(&self) -> &AccountKey {
+        &self.account_key
+    }
+    /// The list's version.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+    /// The devices.
+    pub fn devices(&self) -> &[DeviceEntry] {
+        &self.devices
+    }
+    /// One device's identity.
+    pub fn device(&self, id: DeviceId) -> Option<&DevicePublic> {
+        self.devices.iter().find(|d| d.id == id).map(|d| &d.identity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::DeviceIdentity;
+    use rand_core::SeedableRng;
+
+    #[test]
+    fn sign_verify_rollback_fork() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
+        let acct = AccountIdentity::generate(&mut rng).unwrap();
+        let name = AccountName::new("carol").unwrap();
+        let d1 = DeviceEntry {
+            id: DeviceId::new(1).unwrap(),
+            identity: DeviceIdentity::generate(&mut rng).unwrap().public().clone(),
+        };
+        let d2 = DeviceEntry {
+            id: DeviceId::new(2).unwrap(),
+            identity: DeviceIdentity::generate(&mut rng).unwrap().public().clone(),
+        };
+        let v1 = DeviceList::sign(&acct, name.clone(), 1, vec![d1.clone()]).unwrap();
+        let l1 = DeviceList::verify(&v1.to_bytes(), &name, Some(&acct.public()), None).unwrap();
+        assert_eq!(l1, v1);
+        let v2 = DeviceList::sign(&acct, name.clone(), 2, vec![d1.clone(), d2.clone()]).unwrap();
+        let l2 = DeviceList::verify(&v2.to_bytes(), &name, None, Some(&l1)).unwrap();
+        assert_eq!(
+            DeviceList::verify(&v1.to_bytes(), &name, None, Some(&l2)),
+            Err(DeviceListError::Rollback { have: 2, got: 1 })
+        );
+        let fork = DeviceList::sign(&acct, name.clone(), 2, vec![d2.clone()]).unwrap();
+        assert_eq!(
+            DeviceList::verify(&fork.to_bytes(), &name, None, Some(&l2)),
+            Err(DeviceListError::Forked)
+        );
+        let other = AccountIdentity::generate(&mut rng).unwrap();
+        let swapped = DeviceList::sign(&other, name.clone(), 3, vec![d1.clone()]).unwrap();
+        assert_eq!(
+            DeviceList::verify(&swapped.to_bytes(), &name, Some(&acct.public()), None),
+            Err(DeviceListError::AccountKeyChanged)
+        );
+        assert_eq!(
+            DeviceList::verify(&v1.to_bytes(), &AccountName::new("dave").unwrap(), None, None),
+            Err(DeviceListError::WrongAccount)
+        );
+        let mut bytes = v2.to_bytes();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert_eq!(DeviceList::verify(&bytes, &name, None, None), Err(DeviceListError::BadSignature));
+        assert_eq!(
+            DeviceList::sign(&acct, name, 4, vec![d1.clone(), d1]),
+            Err(DeviceListError::DuplicateDevice)
+        );
+    }
+}
