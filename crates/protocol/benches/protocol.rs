@@ -6,7 +6,7 @@
 //! `session_setup` (bundle decoded and its signatures checked → key agreement → first
 //! message → processed by the receiver), and `primitive/*` (the operations the setup is
 //! made of, for the "within 1.3x of its primitives" check).
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::hint::black_box;
 

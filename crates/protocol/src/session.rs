@@ -159,6 +159,7 @@ impl Session {
 
     /// Known-answer tests fix the KEM output, which AWS-LC cannot derandomise.
     #[cfg(test)]
+    #[allow(dead_code)] // used by the known-answer tests
     pub(crate) fn initiate_with_kem<R: RngCore + CryptoRng>(
         rng: &mut R,
         local: &DeviceIdentity,
