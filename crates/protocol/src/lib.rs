@@ -11,6 +11,8 @@ mod prekeys;
 mod ratchet;
 mod safety_number;
 mod session;
+#[cfg(test)]
+mod session_tests;
 pub mod state;
 
 pub use codec::DecodeError;

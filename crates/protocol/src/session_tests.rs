@@ -1,0 +1,528 @@
+//! Whole-session tests: any order, any loss, any duplication; key and nonce uniqueness;
+//! forward secrecy and post-compromise security; bounds; tampering with every bit.
+
+use std::collections::{HashSet, VecDeque};
+
+use proptest::prelude::*;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+use crate::crypto::aead::SEALED;
+use crate::*;
+
+fn addr(name: &str) -> DeviceAddress {
+    DeviceAddress { account: AccountName::new(name).unwrap(), device: DeviceId::new(1).unwrap() }
+}
+
+struct World {
+    rng: ChaCha20Rng,
+    alice: DeviceIdentity,
+    bob: DeviceIdentity,
+    bob_prekeys: DevicePrekeys,
+    bundle: PrekeyBundle,
+}
+
+fn world(seed: u64) -> World {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let alice = DeviceIdentity::generate(&mut rng).unwrap();
+    let bob = DeviceIdentity::generate(&mut rng).unwrap();
+    let mut bob_prekeys = DevicePrekeys::new();
+    let mut plan = bob_prekeys.plan(UnixTime(0), &PrekeyPolicy::default(), 0, 0);
+    plan.new_one_time = 3;
+    plan.new_kem_one_time = 3;
+    bob_prekeys.execute(&mut rng, &bob, UnixTime(0), &plan).unwrap();
+    let bundle = bob_prekeys.bundle(addr("bob"), &bob).unwrap();
+    World { rng, alice, bob, bob_prekeys, bundle }
+}
+
+/// An established pair: Alice initiated, Bob accepted, Bob replied, Alice read it.
+fn pair(seed: u64) -> (World, Session, Session) {
+    let mut w = world(seed);
+    let mut a = Session::initiate(&mut w.rng, &w.alice, addr("alice"), &w.bundle, w.bob.public()).unwrap();
+    let Message::Prekey(m) = a.encrypt(&mut w.rng, b"hello").unwrap() else { panic!("not a prekey message") };
+    let (mut b, pt) =
+        Session::accept(&w.bob, addr("bob"), &mut w.bob_prekeys, addr("alice"), w.alice.public(), &m)
+            .unwrap();
+    assert_eq!(pt, b"hello");
+    let r = b.encrypt(&mut w.rng, b"hi").unwrap();
+    assert_eq!(a.decrypt(&r).unwrap(), b"hi");
+    assert!(!a.is_pending());
+    (w, a, b)
+}
+
+fn ratchet_key(m: &Message) -> X25519Public {
+    match m {
+        Message::Ratchet(r) => r.header.ratchet_key,
+        Message::Prekey(p) => p.message.header.ratchet_key,
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Action {
+    /// Send from Alice (true) or Bob (false).
+    Send(bool),
+    /// Deliver an in-flight message to Alice or Bob; `keep` leaves a copy in flight
+    /// (duplication); the index picks which one (reordering).
+    Deliver { to_alice: bool, index: usize, keep: bool },
+    /// Lose an in-flight message.
+    Drop { to_alice: bool, index: usize },
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        3 => any::<bool>().prop_map(Action::Send),
+        4 => (any::<bool>(), any::<usize>(), prop::bool::weighted(0.15))
+            .prop_map(|(to_alice, index, keep)| Action::Deliver { to_alice, index, keep }),
+        1 => (any::<bool>(), any::<usize>()).prop_map(|(to_alice, index)| Action::Drop { to_alice, index }),
+    ]
+}
+
+/// One direction's view: messages in flight, which were delivered, and the receiver's
+/// receiving chains as the specification predicts them.
+#[derive(Default)]
+struct Lane {
+    in_flight: Vec<(u64, Message)>,
+    delivered: HashSet<u64>,
+    /// The receiver's window of receiving chains (at most `MAX_RECEIVING_CHAINS`).
+    window: VecDeque<X25519Public>,
+    /// Every chain the receiver ever started.
+    ever: HashSet<X25519Public>,
+}
+
+impl Lane {
+    /// The prediction for delivering message `id` on chain `key`. A first delivery decrypts
+    /// iff its chain is in the window, or is new: a chain the receiver never saw is always
+    /// the sender's newest, because a sender starts a chain only after receiving a ratchet
+    /// key that the receiver made after seeing the sender's previous chain. Repeats never
+    /// decrypt.
+    fn predicts_success(&self, id: u64, key: &X25519Public) -> bool {
+        !self.delivered.contains(&id) && (self.window.contains(key) || !self.ever.contains(key))
+    }
+
+    fn record_success(&mut self, id: u64, key: X25519Public) {
+        self.delivered.insert(id);
+        if self.ever.insert(key) {
+            self.window.push_back(key);
+            while self.window.len() > MAX_RECEIVING_CHAINS {
+                self.window.pop_front();
+            }
+        }
+    }
+}
+
+fn pick(lane: &mut Lane, index: usize, keep: bool) -> Option<(u64, Message)> {
+    if lane.in_flight.is_empty() {
+        return None;
+    }
+    let i = index % lane.in_flight.len();
+    Some(if keep { lane.in_flight[i].clone() } else { lane.in_flight.remove(i) })
+}
+
+/// Runs a random conversation and checks every delivery against the prediction, that a
+/// failed delivery changes no stored byte, and that no AEAD (key, nonce) pair repeats.
+/// Returns how many messages decrypted and how many deliveries were refused.
+fn run_conversation(seed: u64, actions: &[Action]) -> Result<(usize, usize), TestCaseError> {
+    SEALED.with(|s| s.borrow_mut().clear());
+    let mut w = world(seed);
+    let mut a = Session::initiate(&mut w.rng, &w.alice, addr("alice"), &w.bundle, w.bob.public()).unwrap();
+    let mut b: Option<Session> = None;
+    let (mut to_bob, mut to_alice) = (Lane::default(), Lane::default());
+    let (mut next_id, mut ok, mut refused) = (0u64, 0usize, 0usize);
+    for act in actions {
+        match act {
+            Action::Send(true) => {
+                let m = a.encrypt(&mut w.rng, &next_id.to_be_bytes()).unwrap();
+                to_bob.in_flight.push((next_id, m));
+                next_id += 1;
+            }
+            Action::Send(false) => {
+                let Some(bs) = b.as_mut() else { continue };
+                let m = bs.encrypt(&mut w.rng, &next_id.to_be_bytes()).unwrap();
+                to_alice.in_flight.push((next_id, m));
+                next_id += 1;
+            }
+            Action::Drop { to_alice: ta, index } => {
+                let _ = pick(if *ta { &mut to_alice } else { &mut to_bob }, *index, false);
+            }
+            Action::Deliver { to_alice: ta, index, keep } => {
+                let lane = if *ta { &mut to_alice } else { &mut to_bob };
+                let Some((id, m)) = pick(lane, *index, *keep) else { continue };
+                let key = ratchet_key(&m);
+                let expect = lane.predicts_success(id, &key);
+                let result = match (if *ta { Some(&mut a) } else { b.as_mut() }, &m) {
+                    (Some(s), m) => {
+                        let before = s.to_bytes();
+                        let r = s.decrypt(m);
+                        if r.is_err() {
+                            prop_assert_eq!(&*before, &*s.to_bytes(), "session changed on error");
+                        }
+                        r
+                    }
+                    (None, Message::Prekey(p)) => {
+                        let before = w.bob_prekeys.to_bytes();
+                        let r = Session::accept(
+                            &w.bob,
+                            addr("bob"),
+                            &mut w.bob_prekeys,
+                            addr("alice"),
+                            w.alice.public(),
+                            p,
+                        );
+                        match r {
+                            Ok((s, pt)) => {
+                                b = Some(s);
+                                Ok(pt)
+                            }
+                            Err(e) => {
+                                prop_assert_eq!(&*before, &*w.bob_prekeys.to_bytes());
+                                Err(e)
+                            }
+                        }
+                    }
+                    (None, Message::Ratchet(_)) => {
+                        return Err(TestCaseError::fail("Alice sent a ratchet message before Bob answered"));
+                    }
+                };
+                let lane = if *ta { &mut to_alice } else { &mut to_bob };
+                match result {
+                    Ok(pt) => {
+                        prop_assert!(expect, "message {} decrypted but should not have", id);
+                        prop_assert_eq!(pt, id.to_be_bytes().to_vec());
+                        lane.record_success(id, key);
+                        ok += 1;
+                    }
+                    Err(e) => {
+                        prop_assert!(!expect, "message {} was refused: {:?}", id, e);
+                        refused += 1;
+                    }
+                }
+            }
+        }
+    }
+    let sealed = SEALED.with(|s| s.borrow().clone());
+    let unique: HashSet<_> = sealed.iter().collect();
+    prop_assert_eq!(unique.len(), sealed.len(), "an AEAD key and nonce pair was used twice");
+    Ok((ok, refused))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_order_any_loss_any_duplication(seed in any::<u64>(), actions in prop::collection::vec(action(), 1..400)) {
+        run_conversation(seed, &actions)?;
+    }
+}
+
+/// The property above is not vacuous: long random runs decrypt many messages, refuse
+/// duplicates, and exercise ratchet steps in both directions.
+#[test]
+fn conversation_exercises_every_path() {
+    use rand_core::RngCore;
+    let mut r = ChaCha20Rng::seed_from_u64(77);
+    let actions: Vec<Action> = (0..3_000)
+        .map(|_| match r.next_u32() % 8 {
+            0..=2 => Action::Send(r.next_u32() % 2 == 0),
+            3..=6 => Action::Deliver {
+                to_alice: r.next_u32() % 2 == 0,
+                index: r.next_u32() as usize,
+                keep: r.next_u32() % 6 == 0,
+            },
+            _ => Action::Drop { to_alice: r.next_u32() % 2 == 0, index: r.next_u32() as usize },
+        })
+        .collect();
+    let (ok, refused) = run_conversation(5, &actions).unwrap();
+    assert!(ok > 500, "only {ok} messages decrypted");
+    assert!(refused > 20, "only {refused} deliveries refused");
+}
+
+#[test]
+fn chain_window_evicts_the_oldest_chain() {
+    let (mut w, mut a, mut b) = pair(11);
+    // A message on Alice's current chain, held back.
+    let held = a.encrypt(&mut w.rng, b"held").unwrap();
+    let held_second = a.encrypt(&mut w.rng, b"held too").unwrap();
+    // Each round trip makes Bob start a receiving chain; the held chain is the first.
+    for i in 0..=MAX_RECEIVING_CHAINS {
+        if i == MAX_RECEIVING_CHAINS {
+            // Still within the window of MAX_RECEIVING_CHAINS chains.
+            assert_eq!(b.clone().decrypt(&held).unwrap(), b"held");
+        }
+        let m = a.encrypt(&mut w.rng, &[i as u8]).unwrap();
+        if i == 0 {
+            // Deliver the second held message first: it is on the same chain.
+            assert_eq!(b.decrypt(&held_second).unwrap(), b"held too");
+        }
+        b.decrypt(&m).unwrap();
+        let r = b.encrypt(&mut w.rng, b"r").unwrap();
+        a.decrypt(&r).unwrap();
+    }
+    // Alice's chain of `held` is now the sixth-newest at Bob: evicted with its keys. Its
+    // ratchet key is unknown again, so the message is treated as a new chain and fails to
+    // authenticate, like a forgery, leaving the state as it was.
+    let before = b.to_bytes();
+    assert_eq!(b.decrypt(&held), Err(SessionError::DecryptionFailed));
+    assert_eq!(*before, *b.to_bytes());
+}
+
+#[test]
+fn skipped_keys_are_bounded_oldest_evicted_first() {
+    let (mut w, mut a, mut b) = pair(12);
+    let total = MAX_SKIPPED_PER_CHAIN + 5;
+    let msgs: Vec<Message> =
+        (0..=total).map(|i| a.encrypt(&mut w.rng, &(i as u32).to_be_bytes()).unwrap()).collect();
+    b.decrypt(&msgs[total]).unwrap();
+    for (i, m) in msgs.iter().enumerate().take(5) {
+        assert_eq!(b.decrypt(m), Err(SessionError::DuplicateMessage), "message {i} should be evicted");
+    }
+    assert_eq!(b.decrypt(&msgs[5]).unwrap(), 5u32.to_be_bytes());
+    assert_eq!(b.decrypt(&msgs[total - 1]).unwrap(), ((total - 1) as u32).to_be_bytes());
+    // A new chain closes this one at PN, still within the bound.
+    let r = b.encrypt(&mut w.rng, b"r").unwrap();
+    a.decrypt(&r).unwrap();
+    let m = a.encrypt(&mut w.rng, b"next chain").unwrap();
+    assert_eq!(b.decrypt(&m).unwrap(), b"next chain");
+    assert_eq!(b.decrypt(&msgs[6]).unwrap(), 6u32.to_be_bytes());
+}
+
+#[test]
+fn forward_jump_is_bounded() {
+    let (mut w, mut a, mut b) = pair(13);
+    let gap = MAX_MESSAGE_GAP as usize;
+    let mut last_ok = None;
+    let mut too_far = None;
+    for i in 0..=gap + 1 {
+        let m = a.encrypt(&mut w.rng, b"x").unwrap();
+        if i == gap {
+            last_ok = Some(m);
+        } else if i == gap + 1 {
+            too_far = Some(m);
+        }
+    }
+    let mut b2 = b.clone();
+    // N - next = MAX_MESSAGE_GAP + 1: refused, nothing changed.
+    let before = b2.to_bytes();
+    assert_eq!(b2.decrypt(too_far.as_ref().unwrap()), Err(SessionError::TooBigMessageGap));
+    assert_eq!(&*before, &*b2.to_bytes());
+    // Exactly MAX_MESSAGE_GAP ahead: accepted.
+    assert_eq!(b.decrypt(last_ok.as_ref().unwrap()).unwrap(), b"x");
+}
+
+#[test]
+fn forward_secrecy_a_captured_state_cannot_read_earlier_messages() {
+    let (mut w, mut a, mut b) = pair(14);
+    let m1 = a.encrypt(&mut w.rng, b"one").unwrap();
+    let m2 = a.encrypt(&mut w.rng, b"two (delayed)").unwrap();
+    let m3 = a.encrypt(&mut w.rng, b"three").unwrap();
+    b.decrypt(&m1).unwrap();
+    b.decrypt(&m3).unwrap();
+    // The attacker captures Bob's whole state now.
+    let captured = Session::from_bytes(&b.to_bytes()).unwrap();
+    // Messages already read cannot be read again from the captured state...
+    for m in [&m1, &m3] {
+        assert_eq!(captured.clone().decrypt(m), Err(SessionError::DuplicateMessage));
+    }
+    // ...except the delayed one whose skipped key the state still legitimately holds.
+    assert_eq!(captured.clone().decrypt(&m2).unwrap(), b"two (delayed)");
+    // Once Bob reads it, the key is gone from later captures too.
+    b.decrypt(&m2).unwrap();
+    let later = Session::from_bytes(&b.to_bytes()).unwrap();
+    assert_eq!(later.clone().decrypt(&m2), Err(SessionError::DuplicateMessage));
+    // Earlier chains: after a round trip, messages of the old chain are out of reach.
+    let r = b.encrypt(&mut w.rng, b"r").unwrap();
+    a.decrypt(&r).unwrap();
+    let n = a.encrypt(&mut w.rng, b"new chain").unwrap();
+    b.decrypt(&n).unwrap();
+    let captured = Session::from_bytes(&b.to_bytes()).unwrap();
+    assert!(captured.clone().decrypt(&m1).is_err());
+    assert!(captured.clone().decrypt(&n).is_err());
+}
+
+#[test]
+fn post_compromise_security_heals_after_one_round_trip() {
+    let (mut w, mut a, mut b) = pair(15);
+    // The attacker captures Bob's state (all of it) and keeps a copy.
+    let mut attacker = Session::from_bytes(&b.to_bytes()).unwrap();
+    // Before healing the attacker reads what Alice sends on her current chain.
+    let m = a.encrypt(&mut w.rng, b"still exposed").unwrap();
+    assert_eq!(attacker.decrypt(&m).unwrap(), b"still exposed");
+    b.decrypt(&m).unwrap();
+    // One round trip with fresh randomness the attacker never sees...
+    let r = b.encrypt(&mut w.rng, b"fresh ratchet key").unwrap();
+    a.decrypt(&r).unwrap();
+    // ...and Alice's next messages are out of the attacker's reach.
+    for text in [b"healed 1".as_slice(), b"healed 2"] {
+        let m = a.encrypt(&mut w.rng, text).unwrap();
+        assert!(attacker.decrypt(&m).is_err());
+        assert_eq!(b.decrypt(&m).unwrap(), text);
+    }
+    // Bob's messages after the round trip too: the attacker cannot pose as Alice's peer.
+    let mut attacker_a = Session::from_bytes(&a.to_bytes()).unwrap();
+    let r2 = b.encrypt(&mut w.rng, b"to alice").unwrap();
+    assert_eq!(attacker_a.decrypt(&r2).unwrap(), b"to alice"); // a copy of Alice now: exposed
+    a.decrypt(&r2).unwrap();
+    let m = a.encrypt(&mut w.rng, b"after").unwrap();
+    b.decrypt(&m).unwrap();
+    let r3 = b.encrypt(&mut w.rng, b"healed for alice").unwrap();
+    assert!(attacker_a.decrypt(&r3).is_err());
+    assert_eq!(a.decrypt(&r3).unwrap(), b"healed for alice");
+}
+
+/// Every single-bit flip, every truncation and an extension of `wire` must give a typed
+/// error from `deliver` and leave the receiver's stored state exactly as it was.
+fn assert_tamper_proof(wire: &[u8], mut deliver: impl FnMut(&[u8]) -> (Result<Vec<u8>, SessionError>, bool)) {
+    let mut variants: Vec<Vec<u8>> = Vec::new();
+    for bit in 0..wire.len() * 8 {
+        let mut v = wire.to_vec();
+        v[bit / 8] ^= 1 << (bit % 8);
+        variants.push(v);
+    }
+    for len in 0..wire.len() {
+        variants.push(wire[..len].to_vec());
+    }
+    let mut extended = wire.to_vec();
+    extended.push(0);
+    variants.push(extended);
+    for (i, v) in variants.iter().enumerate() {
+        let (result, unchanged) = deliver(v);
+        assert!(result.is_err(), "tampered variant {i} was accepted");
+        assert!(unchanged, "tampered variant {i} changed the stored state");
+    }
+}
+
+#[test]
+fn tampered_ratchet_messages_are_refused_and_change_nothing() {
+    let (mut w, mut a, mut b) = pair(16);
+    let wire = a.encrypt(&mut w.rng, b"tamper with me").unwrap().to_bytes();
+    let before = b.to_bytes();
+    assert_tamper_proof(&wire, |v| {
+        let r = b.decrypt_bytes(v);
+        (r, *b.to_bytes() == *before)
+    });
+    // The conversation goes on.
+    assert_eq!(b.decrypt_bytes(&wire).unwrap(), b"tamper with me");
+    let r = b.encrypt(&mut w.rng, b"ok").unwrap();
+    assert_eq!(a.decrypt(&r).unwrap(), b"ok");
+}
+
+#[test]
+fn tampered_prekey_messages_are_refused_and_change_nothing() {
+    let mut w = world(17);
+    let mut a = Session::initiate(&mut w.rng, &w.alice, addr("alice"), &w.bundle, w.bob.public()).unwrap();
+    let wire = a.encrypt(&mut w.rng, b"first").unwrap().to_bytes();
+    let before = w.bob_prekeys.to_bytes();
+    let (bob, prekeys, alice) = (&w.bob, &mut w.bob_prekeys, w.alice.public().clone());
+    assert_tamper_proof(&wire, |v| {
+        let r = match Message::from_bytes(v) {
+            Ok(Message::Prekey(p)) => {
+                Session::accept(bob, addr("bob"), prekeys, addr("alice"), &alice, &p).map(|(_, pt)| pt)
+            }
+            Ok(Message::Ratchet(_)) => Err(SessionError::Internal),
+            Err(e) => Err(e.into()),
+        };
+        (r, *prekeys.to_bytes() == *before)
+    });
+    let Message::Prekey(p) = Message::from_bytes(&wire).unwrap() else { panic!() };
+    let (mut b, pt) = Session::accept(bob, addr("bob"), prekeys, addr("alice"), &alice, &p).unwrap();
+    assert_eq!(pt, b"first");
+    // The one-time keys are gone now: a replay of the same initial message is refused.
+    assert!(Session::accept(bob, addr("bob"), prekeys, addr("alice"), &alice, &p).is_err());
+    let r = b.encrypt(&mut w.rng, b"reply").unwrap();
+    assert_eq!(a.decrypt(&r).unwrap(), b"reply");
+}
+
+#[test]
+fn tampered_bundles_never_yield_a_working_session() {
+    let mut w = world(18);
+    let wire = w.bundle.to_bytes();
+    let before = w.bob_prekeys.to_bytes();
+    let mut undetected = 0;
+    for bit in 0..wire.len() * 8 {
+        let mut v = wire.clone();
+        v[bit / 8] ^= 1 << (bit % 8);
+        let Ok(bundle) = PrekeyBundle::from_bytes(&v) else { continue };
+        let Ok(mut a) = Session::initiate(&mut w.rng, &w.alice, addr("alice"), &bundle, w.bob.public())
+        else {
+            continue;
+        };
+        // Fields outside the signatures (the one-time prekey, ids, the address) can only
+        // make the first message fail at Bob: never a session with other keys.
+        let Message::Prekey(p) = a.encrypt(&mut w.rng, b"x").unwrap() else { panic!() };
+        let mut prekeys = w.bob_prekeys.clone();
+        if Session::accept(&w.bob, addr("bob"), &mut prekeys, addr("alice"), w.alice.public(), &p).is_ok() {
+            undetected += 1;
+        }
+    }
+    assert_eq!(undetected, 0);
+    assert_eq!(*before, *w.bob_prekeys.to_bytes());
+}
+
+#[test]
+fn identity_mismatch_is_refused() {
+    let mut w = world(19);
+    let stranger = DeviceIdentity::generate(&mut w.rng).unwrap();
+    assert_eq!(
+        Session::initiate(&mut w.rng, &w.alice, addr("alice"), &w.bundle, stranger.public()).err(),
+        Some(SessionError::IdentityMismatch)
+    );
+    let mut a = Session::initiate(&mut w.rng, &w.alice, addr("alice"), &w.bundle, w.bob.public()).unwrap();
+    let Message::Prekey(p) = a.encrypt(&mut w.rng, b"x").unwrap() else { panic!() };
+    // Bob's client expected another device identity for "alice".
+    assert_eq!(
+        Session::accept(&w.bob, addr("bob"), &mut w.bob_prekeys, addr("alice"), stranger.public(), &p).err(),
+        Some(SessionError::IdentityMismatch)
+    );
+    // The server lies about the sender's address: the associated data differs.
+    let mallory =
+        DeviceAddress { account: AccountName::new("mallory").unwrap(), device: DeviceId::new(1).unwrap() };
+    assert_eq!(
+        Session::accept(&w.bob, addr("bob"), &mut w.bob_prekeys, mallory, w.alice.public(), &p).err(),
+        Some(SessionError::DecryptionFailed)
+    );
+}
+
+#[test]
+fn last_resort_initial_messages_cannot_be_replayed() {
+    let mut rng = ChaCha20Rng::seed_from_u64(20);
+    let alice = DeviceIdentity::generate(&mut rng).unwrap();
+    let bob = DeviceIdentity::generate(&mut rng).unwrap();
+    let mut prekeys = DevicePrekeys::new();
+    let mut plan = prekeys.plan(UnixTime(0), &PrekeyPolicy::default(), 0, 0);
+    plan.new_one_time = 0;
+    plan.new_kem_one_time = 0;
+    prekeys.execute(&mut rng, &bob, UnixTime(0), &plan).unwrap();
+    let bundle = prekeys.bundle(addr("bob"), &bob).unwrap();
+    assert!(bundle.one_time_prekey.is_none());
+    assert_eq!(bundle.kem_prekey.kind, KemPrekeyKind::LastResort);
+    let mut a = Session::initiate(&mut rng, &alice, addr("alice"), &bundle, bob.public()).unwrap();
+    let Message::Prekey(p) = a.encrypt(&mut rng, b"x").unwrap() else { panic!() };
+    Session::accept(&bob, addr("bob"), &mut prekeys, addr("alice"), alice.public(), &p).unwrap();
+    assert_eq!(
+        Session::accept(&bob, addr("bob"), &mut prekeys, addr("alice"), alice.public(), &p).err(),
+        Some(SessionError::Prekey(PrekeyError::ReplayedInitialMessage))
+    );
+    // The prekey set survives a save and load with its memory of base keys.
+    let mut reloaded = DevicePrekeys::from_bytes(&prekeys.to_bytes()).unwrap();
+    assert!(Session::accept(&bob, addr("bob"), &mut reloaded, addr("alice"), alice.public(), &p).is_err());
+}
+
+#[test]
+fn state_round_trips_and_generation_grows() {
+    let (mut w, mut a, mut b) = pair(21);
+    let g0 = a.generation();
+    let m = a.encrypt(&mut w.rng, b"x").unwrap();
+    assert!(a.generation() > g0);
+    let restored = Session::from_bytes(&a.to_bytes()).unwrap();
+    assert_eq!(*restored.to_bytes(), *a.to_bytes());
+    assert_eq!(restored.generation(), a.generation());
+    b.decrypt(&m).unwrap();
+    let mut b2 = Session::from_bytes(&b.to_bytes()).unwrap();
+    let r = b2.encrypt(&mut w.rng, b"from restored").unwrap();
+    assert_eq!(a.decrypt(&r).unwrap(), b"from restored");
+    let id = DeviceIdentity::from_bytes(&w.alice.to_bytes()).unwrap();
+    assert_eq!(id.public(), w.alice.public());
+    let acct = AccountIdentity::generate(&mut w.rng).unwrap();
+    assert_eq!(AccountIdentity::from_bytes(&acct.to_bytes()).unwrap().public(), acct.public());
+    // Kinds are not interchangeable.
+    assert!(Session::from_bytes(&w.alice.to_bytes()).is_err());
+}
