@@ -4,6 +4,8 @@ mod codec;
 pub mod crypto;
 mod device_list;
 mod identity;
+#[cfg(test)]
+mod kat;
 mod message;
 pub mod padding;
 mod pqxdh;

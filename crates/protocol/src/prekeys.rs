@@ -635,6 +635,51 @@ impl DevicePrekeys {
     }
 }
 
+#[cfg(test)]
+impl DevicePrekeys {
+    /// Known-answer tests: a set holding exactly the given keys (ML-KEM key generation cannot
+    /// be derandomised through AWS-LC), signed by `identity` as [`Self::execute`] signs.
+    pub(crate) fn from_secrets(
+        identity: &DeviceIdentity,
+        signed: (u32, X25519Secret),
+        kem: (u32, KemPrekeyKind, KemSecret),
+        one_time: Option<(u32, X25519Secret)>,
+    ) -> Self {
+        let (spk_id, spk) = signed;
+        let key = *spk.public();
+        let signature = identity.signing_key().sign(&SignedPrekeyPublic::signed_message(spk_id, &key));
+        let mut p = Self::new();
+        p.signed.push(SignedRecord {
+            public: SignedPrekeyPublic { id: spk_id, key, signature },
+            secret: spk,
+            created: UnixTime(0),
+            retired: None,
+        });
+        let (kem_id, kind, secret) = kem;
+        let kem_key = secret.public().clone();
+        let signature = identity.signing_key().sign(&KemPrekeyPublic::signed_message(kem_id, kind, &kem_key));
+        let record = KemRecord {
+            public: KemPrekeyPublic { id: kem_id, kind, key: kem_key, signature },
+            secret,
+            created: UnixTime(0),
+            retired: None,
+        };
+        match kind {
+            KemPrekeyKind::OneTime => {
+                p.kem_one_time.insert(kem_id, record);
+            }
+            KemPrekeyKind::LastResort => p.last_resort.push(record),
+        }
+        let mut max_id = spk_id.max(kem_id);
+        if let Some((id, secret)) = one_time {
+            max_id = max_id.max(id);
+            p.one_time.insert(id, secret);
+        }
+        p.next_id = max_id.wrapping_add(1).max(1);
+        p
+    }
+}
+
 fn trim_retired<T>(v: &mut Vec<T>, retired: impl Fn(&T) -> bool) {
     while v.iter().filter(|r| retired(r)).count() > MAX_RETIRED_PREKEYS {
         if let Some(pos) = v.iter().position(&retired) {
