@@ -47,12 +47,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let first = a.encrypt(rng, b"hi bob, this is PQXDH")?.to_bytes();
     println!("alice -> bob  initial message: {} bytes on the wire", first.len());
-    let Message::Prekey(first) = Message::from_bytes(&first)? else { return Err("expected a prekey message".into()) };
-    let (mut b, text) = Session::accept(&bob, bob_addr, &mut bob_prekeys, alice_addr, alice.public(), &first)?;
+    let Message::Prekey(first) = Message::from_bytes(&first)? else {
+        return Err("expected a prekey message".into());
+    };
+    let (mut b, text) =
+        Session::accept(&bob, bob_addr, &mut bob_prekeys, alice_addr, alice.public(), &first)?;
     println!("bob reads:    {}", String::from_utf8_lossy(&text));
 
     let reply = b.encrypt(rng, b"hi alice")?.to_bytes();
-    println!("alice reads:  {}  ({} bytes on the wire)", String::from_utf8_lossy(&a.decrypt_bytes(&reply)?), reply.len());
+    println!(
+        "alice reads:  {}  ({} bytes on the wire)",
+        String::from_utf8_lossy(&a.decrypt_bytes(&reply)?),
+        reply.len()
+    );
 
     // Out-of-order delivery: three messages arrive 3, 1, 2; a replay is refused.
     let m: Vec<Vec<u8>> = ["one", "two", "three"]
@@ -62,7 +69,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in [2, 0, 1] {
         println!("bob reads:    {}", String::from_utf8_lossy(&b.decrypt_bytes(&m[i])?));
     }
-    println!("replay of \"one\": {}", b.decrypt_bytes(&m[0]).err().map_or("accepted?!".into(), |e| e.to_string()));
+    println!(
+        "replay of \"one\": {}",
+        b.decrypt_bytes(&m[0]).err().map_or("accepted?!".into(), |e| e.to_string())
+    );
 
     let sn_alice = SafetyNumber::new(&alice_name, &alice_account.public(), &bob_name, &bob_account.public());
     let sn_bob = SafetyNumber::new(&bob_name, &bob_account.public(), &alice_name, &alice_account.public());
