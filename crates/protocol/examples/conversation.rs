@@ -66,12 +66,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(|t| a.encrypt(rng, t.as_bytes()).map(|m| m.to_bytes()))
         .collect::<Result<_, _>>()?;
-    for i in [2, 0, 1] {
-        println!("bob reads:    {}", String::from_utf8_lossy(&b.decrypt_bytes(&m[i])?));
+    let [one, two, three] = m.as_slice() else { return Err("three messages".into()) };
+    for wire in [three, one, two] {
+        println!("bob reads:    {}", String::from_utf8_lossy(&b.decrypt_bytes(wire)?));
     }
     println!(
         "replay of \"one\": {}",
-        b.decrypt_bytes(&m[0]).err().map_or("accepted?!".into(), |e| e.to_string())
+        b.decrypt_bytes(one).err().map_or("accepted?!".into(), |e| e.to_string())
     );
 
     let sn_alice = SafetyNumber::new(&alice_name, &alice_account.public(), &bob_name, &bob_account.public());
