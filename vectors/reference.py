@@ -4,7 +4,7 @@
 Written from docs/PROTOCOL.md and the Signal specifications it cites, not from the Rust
 code, using only vetted libraries:
 
-* ``cryptography`` (OpenSSL): X25519, Ed25519, AES-256-GCM, HMAC/HKDF-SHA-256, SHA-512;
+* ``cryptography`` (OpenSSL): X25519, Ed25519, AES-256-GCM-SIV, HMAC/HKDF-SHA-256, SHA-512;
 * ``kyber-py``: ML-KEM-1024 (FIPS 203), whose internal algorithms take the randomness
   explicitly (``key_derive(d || z)``, ``_encaps_internal(ek, m)``), so the KEM is fixed too.
 
@@ -30,7 +30,7 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 from cryptography.hazmat.primitives.hmac import HMAC
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -178,12 +178,12 @@ def sha512(data: bytes) -> bytes:
 
 
 def aead_seal(key: bytes, nonce: bytes, aad: bytes, pt: bytes) -> bytes:
-    return AESGCM(key).encrypt(nonce, pt, aad)  # ciphertext || 16-byte tag
+    return AESGCMSIV(key).encrypt(nonce, pt, aad)  # ciphertext || 16-byte tag (RFC 8452)
 
 
 def aead_open(key: bytes, nonce: bytes, aad: bytes, ct: bytes) -> bytes:
     try:
-        return AESGCM(key).decrypt(nonce, ct, aad)
+        return AESGCMSIV(key).decrypt(nonce, ct, aad)
     except InvalidTag as e:
         raise Reject("auth") from e
 

@@ -49,7 +49,7 @@ impl RatchetHeader {
     }
 }
 
-/// An ordinary ratchet message: header then AES-256-GCM ciphertext of the padded plaintext.
+/// An ordinary ratchet message: header then AES-256-GCM-SIV ciphertext of the padded plaintext.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct RatchetMessage {
     /// The header.

@@ -1,6 +1,10 @@
-//! AES-256-GCM (NIST SP 800-38D) with full 16-byte tags, through AWS-LC.
+//! AES-256-GCM-SIV (RFC 8452) with full 16-byte tags, through AWS-LC.
+//!
+//! GCM-SIV rather than GCM: Tacit's nonces are derived from single-use message keys, but a
+//! state restored from an old copy can replay a chain, and with GCM-SIV a repeated
+//! (key, nonce) pair reveals only whether two plaintexts were equal.
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::aead::{AES_256_GCM_SIV, Aad, LessSafeKey, Nonce, UnboundKey};
 
 use super::{CryptoError, Secret32};
 
@@ -17,7 +21,7 @@ thread_local! {
 }
 
 fn key(k: &Secret32) -> Result<LessSafeKey, CryptoError> {
-    let unbound = UnboundKey::new(&AES_256_GCM, k.expose()).map_err(|_| CryptoError::Library)?;
+    let unbound = UnboundKey::new(&AES_256_GCM_SIV, k.expose()).map_err(|_| CryptoError::Library)?;
     Ok(LessSafeKey::new(unbound))
 }
 

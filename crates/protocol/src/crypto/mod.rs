@@ -1,7 +1,7 @@
 //! The only place Tacit touches cryptographic primitives.
 //!
 //! Everything here wraps a vetted implementation: AWS-LC (through `aws-lc-rs`) for X25519,
-//! Ed25519 signing, ML-KEM-1024, AES-256-GCM, HMAC/HKDF-SHA-256 and SHA-512, and
+//! Ed25519 signing, ML-KEM-1024, AES-256-GCM-SIV, HMAC/HKDF-SHA-256 and SHA-512, and
 //! `ed25519-dalek` for *strict* Ed25519 verification. No primitive is implemented here; this
 //! module only fixes parameters, types the keys, validates encodings and maps errors.
 //!

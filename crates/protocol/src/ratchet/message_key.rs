@@ -2,7 +2,8 @@
 //! `ENCRYPT` / `DECRYPT`).
 //!
 //! The specification recommends AES-256-CBC with HMAC-SHA-256 and allows any AEAD whose
-//! keys are used once. Tacit uses AES-256-GCM with a full 16-byte tag: HKDF-SHA-256 (salt
+//! keys are used once. Tacit uses AES-256-GCM-SIV (RFC 8452, see `crypto::aead`) with a full
+//! 16-byte tag: HKDF-SHA-256 (salt
 //! of 32 zero bytes, input key material `mk`, info [`MESSAGE_KEY_INFO`]) yields 44 bytes,
 //! a 32-byte AES key then a 12-byte nonce. Every message key is used for exactly one
 //! message, so every (key, nonce) pair is used once.
