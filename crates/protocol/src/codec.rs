@@ -129,6 +129,35 @@ pub(crate) trait Writer {
     }
 }
 
+/// A writer that first counts and then writes, so secret-bearing buffers are allocated
+/// once at their exact size (a growing `Vec` leaves copies of its contents in freed memory).
+pub(crate) enum ExactWriter<'a> {
+    Count(usize),
+    Write(&'a mut Vec<u8>),
+}
+
+impl Writer for ExactWriter<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        match self {
+            Self::Count(n) => *n = n.saturating_add(bytes.len()),
+            Self::Write(v) => v.extend_from_slice(bytes),
+        }
+    }
+}
+
+/// Runs `f` once to measure and once to write into a zeroizing buffer of exactly that size.
+pub(crate) fn encode_exact(f: impl Fn(&mut ExactWriter<'_>)) -> zeroize::Zeroizing<Vec<u8>> {
+    let mut count = ExactWriter::Count(0);
+    f(&mut count);
+    let len = match count {
+        ExactWriter::Count(n) => n,
+        ExactWriter::Write(_) => 0,
+    };
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(len));
+    f(&mut ExactWriter::Write(&mut out));
+    out
+}
+
 impl Writer for Vec<u8> {
     fn put(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);

@@ -55,6 +55,9 @@ pub enum DeviceListError {
     /// Same version as the accepted list but different content: the server equivocates.
     #[error("two different device lists with the same version")]
     Forked,
+    /// A device's signing key did not sign its X25519 identity key.
+    #[error("a device's identity binding does not verify")]
+    BadDeviceBinding,
     /// The same device number appears twice.
     #[error("duplicate device id")]
     DuplicateDevice,
@@ -151,7 +154,7 @@ impl DeviceList {
         let mut devices = Vec::with_capacity(n);
         for _ in 0..n {
             let id = DeviceId::decode(&mut r)?;
-            devices.push(DeviceEntry { id, identity: DevicePublic::decode(&mut r)? });
+            devices.push(DeviceEntry { id, identity: DevicePublic::decode_unverified(&mut r)? });
         }
         let signed_len = bytes.len().saturating_sub(r.rest().len());
         let mut sig_reader = Reader::new(bytes.get(signed_len..).unwrap_or_default());
@@ -164,10 +167,14 @@ impl DeviceList {
             return Err(DeviceListError::AccountKeyChanged);
         }
         Self::check_devices(&devices)?;
+        // The account's signature first: nothing else is worth checking on a forgery.
         account_key
             .0
             .verify(bytes.get(..signed_len).unwrap_or_default(), &signature)
             .map_err(|_| DeviceListError::BadSignature)?;
+        for d in &devices {
+            d.identity.verify_binding().map_err(|_| DeviceListError::BadDeviceBinding)?;
+        }
         let list = Self { account: name, account_key, version, devices, signature };
         if let Some(prev) = previous {
             if prev.account_key != list.account_key {

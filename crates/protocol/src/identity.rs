@@ -247,10 +247,13 @@ impl DevicePublic {
     /// Decodes and verifies the binding signature.
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let d = Self::decode_unverified(r)?;
-        d.signing
-            .verify(&Self::binding_message(&d.signing, &d.dh), &d.binding)
-            .map_err(|_| DecodeError::InvalidValue)?;
+        d.verify_binding().map_err(|_| DecodeError::InvalidValue)?;
         Ok(d)
+    }
+
+    /// Checks the signing key's signature over the X25519 identity key.
+    pub(crate) fn verify_binding(&self) -> Result<(), CryptoError> {
+        self.signing.verify(&Self::binding_message(&self.signing, &self.dh), &self.binding)
     }
 
     /// Decodes without checking the binding signature: only for places that compare the

@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use rand_core::{CryptoRng, RngCore};
 use serde_json::Value;
 
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{Reader, Writer};
 use crate::crypto::kem::{KemCiphertext, KemPublic, KemSecret};
 use crate::crypto::x25519::{X25519Public, X25519Secret};
 use crate::crypto::{CryptoError, Secret32};
@@ -222,12 +222,13 @@ fn device_list() {
     for c in v["must_fail"].as_array().unwrap() {
         let who = AccountName::new(text(&c["account"])).unwrap();
         let got = DeviceList::verify(&bytes(&c["bytes"]), &who, Some(&key), None);
-        // "bad_binding": the entry's DevicePublic does not decode, its binding not verifying.
+        // "bad_binding": an entry's binding signature does not verify (checked after the
+        // account signature).
         let ok = matches!(
             (text(&c["expect"]), &got),
             ("bad_signature", Err(DeviceListError::BadSignature))
                 | ("wrong_account", Err(DeviceListError::WrongAccount))
-                | ("bad_binding", Err(DeviceListError::Decode(DecodeError::InvalidValue)))
+                | ("bad_binding", Err(DeviceListError::BadDeviceBinding))
                 | ("duplicate_device", Err(DeviceListError::DuplicateDevice))
                 | ("bad_device_count", Err(DeviceListError::BadDeviceCount))
         );

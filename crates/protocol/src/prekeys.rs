@@ -6,7 +6,7 @@
 //! key. Which keys to make, rotate or delete is decided by the pure [`DevicePrekeys::plan`],
 //! so forward secrecy depends on a schedule rather than on luck.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use rand_core::{CryptoRng, RngCore};
 
@@ -58,9 +58,13 @@ impl Default for PrekeyPolicy {
 
 /// Most one-time keys of one kind a device keeps; making more deletes the oldest.
 pub const MAX_ONE_TIME_PREKEYS: usize = 1_000;
-/// Most retired signed or last-resort keys kept (older ones are deleted even inside the grace).
-pub const MAX_RETIRED_PREKEYS: usize = 64;
-/// Most base keys remembered to refuse replays of initial messages that consumed no one-time key.
+/// Most retired signed or last-resort keys kept (older ones are deleted even inside the
+/// grace): 16 rotations of 2 days cover the 30-day grace.
+pub const MAX_RETIRED_PREKEYS: usize = 16;
+/// Most base keys remembered **per signed prekey** to refuse replays of initial messages
+/// that consumed no one-time key. When the memory of the current signed prekey is full,
+/// such messages are refused (never forgotten, which would let a flood re-open replays)
+/// and [`DevicePrekeys::plan`] asks for a new signed prekey, whose memory starts empty.
 pub const MAX_SEEN_BASE_KEYS: usize = 10_000;
 
 /// Which kind of KEM prekey a bundle carries.
@@ -310,7 +314,8 @@ pub struct DevicePrekeys {
     last_resort: Vec<KemRecord>,
     kem_one_time: BTreeMap<u32, KemRecord>,
     one_time: BTreeMap<u32, X25519Secret>,
-    seen_base_keys: VecDeque<(u32, X25519Public)>,
+    /// Base keys of accepted initial messages that used no one-time key, by signed prekey.
+    seen_base_keys: BTreeMap<u32, BTreeSet<X25519Public>>,
     generation: u64,
 }
 
@@ -347,6 +352,11 @@ pub enum PrekeyError {
     /// An initial message with this base key was already accepted.
     #[error("initial message replayed")]
     ReplayedInitialMessage,
+    /// The replay memory of this signed prekey is full: the device must rotate its signed
+    /// prekey ([`DevicePrekeys::plan`] asks for it) before it accepts more initial messages
+    /// that use no one-time key.
+    #[error("too many initial messages without one-time keys; rotate the signed prekey")]
+    ReplayMemoryFull,
     /// A primitive failed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
@@ -381,8 +391,12 @@ impl DevicePrekeys {
         let refill = |have: u32| {
             if have < policy.one_time_low_water { policy.one_time_target.saturating_sub(have) } else { 0 }
         };
+        let memory_filling =
+            |id: u32| self.seen_base_keys.get(&id).is_some_and(|seen| seen.len() >= MAX_SEEN_BASE_KEYS / 2);
         PrekeyPlan {
-            rotate_signed: self.current_signed().is_none_or(|r| due(r.created)),
+            rotate_signed: self
+                .current_signed()
+                .is_none_or(|r| due(r.created) || memory_filling(r.public.id)),
             rotate_last_resort: self.current_last_resort().is_none_or(|r| due(r.created)),
             new_one_time: refill(server_one_time),
             new_kem_one_time: refill(server_kem_one_time),
@@ -411,12 +425,24 @@ impl DevicePrekeys {
         now: UnixTime,
         plan: &PrekeyPlan,
     ) -> Result<PrekeyUpload, CryptoError> {
+        // Work on a copy and replace `self` only when every step succeeded.
+        let mut next = self.clone();
+        let upload = next.execute_in_place(rng, identity, now, plan)?;
+        next.generation = self.generation.wrapping_add(1);
+        *self = next;
+        Ok(upload)
+    }
+
+    fn execute_in_place<R: RngCore + CryptoRng>(
+        &mut self,
+        rng: &mut R,
+        identity: &DeviceIdentity,
+        now: UnixTime,
+        plan: &PrekeyPlan,
+    ) -> Result<PrekeyUpload, CryptoError> {
         let mut upload = PrekeyUpload::default();
-        self.generation = self.generation.wrapping_add(1);
         self.signed.retain(|r| !plan.delete_signed.contains(&r.public.id));
         self.last_resort.retain(|r| !plan.delete_last_resort.contains(&r.public.id));
-        let deleted_spks: Vec<u32> = plan.delete_signed.clone();
-        self.seen_base_keys.retain(|(spk, _)| !deleted_spks.contains(spk));
         if plan.rotate_signed {
             let secret = X25519Secret::generate(rng)?;
             let id = self.fresh_id();
@@ -439,6 +465,9 @@ impl DevicePrekeys {
         }
         trim_retired(&mut self.signed, |r| r.retired.is_some());
         trim_retired(&mut self.last_resort, |r| r.retired.is_some());
+        // A signed prekey's replay memory goes with it.
+        let signed = &self.signed;
+        self.seen_base_keys.retain(|spk, _| signed.iter().any(|r| r.public.id == *spk));
         for _ in 0..plan.new_one_time.min(MAX_ONE_TIME_PREKEYS as u32) {
             let secret = X25519Secret::generate(rng)?;
             let id = self.fresh_id();
@@ -521,8 +550,13 @@ impl DevicePrekeys {
         }
         .ok_or(PrekeyError::UnknownKemPrekey(u.kem_id))?;
         let consumes_one_time = u.one_time_id.is_some() || u.kem_kind == KemPrekeyKind::OneTime;
-        if !consumes_one_time && self.seen_base_keys.iter().any(|(_, k)| *k == u.base_key) {
-            return Err(PrekeyError::ReplayedInitialMessage);
+        if !consumes_one_time && let Some(seen) = self.seen_base_keys.get(&u.signed_id) {
+            if seen.contains(&u.base_key) {
+                return Err(PrekeyError::ReplayedInitialMessage);
+            }
+            if seen.len() >= MAX_SEEN_BASE_KEYS {
+                return Err(PrekeyError::ReplayMemoryFull);
+            }
         }
         Ok(PrekeySecrets { signed, one_time, kem })
     }
@@ -539,10 +573,8 @@ impl DevicePrekeys {
             self.kem_one_time.remove(&u.kem_id);
         }
         if u.one_time_id.is_none() && u.kem_kind == KemPrekeyKind::LastResort {
-            if self.seen_base_keys.len() >= MAX_SEEN_BASE_KEYS {
-                self.seen_base_keys.pop_front();
-            }
-            self.seen_base_keys.push_back((u.signed_id, u.base_key));
+            // `lookup` refused this message if the memory was full.
+            self.seen_base_keys.entry(u.signed_id).or_default().insert(u.base_key);
         }
     }
 
@@ -569,9 +601,12 @@ impl DevicePrekeys {
             w.put(s.secret_bytes().expose());
         }
         w.put_count(self.seen_base_keys.len());
-        for (spk, k) in &self.seen_base_keys {
+        for (spk, seen) in &self.seen_base_keys {
             w.put_u32(*spk);
-            w.put(k.as_bytes());
+            w.put_count(seen.len());
+            for k in seen {
+                w.put(k.as_bytes());
+            }
         }
     }
 
@@ -595,19 +630,69 @@ impl DevicePrekeys {
         let mut kem_one_time = BTreeMap::new();
         for _ in 0..r.count(MAX_ONE_TIME_PREKEYS)? {
             let rec = decode_kem(r)?;
+            if kem_one_time.last_key_value().is_some_and(|(&last, _)| rec.public.id <= last) {
+                return Err(DecodeError::InvalidValue);
+            }
             kem_one_time.insert(rec.public.id, rec);
         }
         let mut one_time = BTreeMap::new();
         for _ in 0..r.count(MAX_ONE_TIME_PREKEYS)? {
             let id = r.u32()?;
+            if one_time.last_key_value().is_some_and(|(&last, _)| id <= last) {
+                return Err(DecodeError::InvalidValue);
+            }
             one_time.insert(id, X25519Secret::from_bytes(Secret32(r.array()?)).map_err(bad)?);
         }
-        let mut seen_base_keys = VecDeque::new();
-        for _ in 0..r.count(MAX_SEEN_BASE_KEYS)? {
+        let mut seen_base_keys: BTreeMap<u32, BTreeSet<X25519Public>> = BTreeMap::new();
+        for _ in 0..r.count(MAX_RETIRED_PREKEYS + 1)? {
             let spk = r.u32()?;
-            seen_base_keys.push_back((spk, X25519Public::from_bytes(r.array()?).map_err(bad)?));
+            let ascending = seen_base_keys.last_key_value().is_none_or(|(&last, _)| spk > last);
+            if !ascending || !signed.iter().any(|s: &SignedRecord| s.public.id == spk) {
+                return Err(DecodeError::InvalidValue);
+            }
+            let mut seen = BTreeSet::new();
+            for _ in 0..r.count(MAX_SEEN_BASE_KEYS)? {
+                let k = X25519Public::from_bytes(r.array()?).map_err(bad)?;
+                if seen.last().is_some_and(|last| k <= *last) {
+                    return Err(DecodeError::InvalidValue);
+                }
+                seen.insert(k);
+            }
+            seen_base_keys.insert(spk, seen);
         }
-        Ok(Self { next_id, signed, last_resort, kem_one_time, one_time, seen_base_keys, generation: 0 })
+        let p = Self { next_id, signed, last_resort, kem_one_time, one_time, seen_base_keys, generation: 0 };
+        p.check_invariants()?;
+        Ok(p)
+    }
+
+    /// What every stored set satisfies: ids unique across all kinds and below `next_id`,
+    /// each KEM record in the list of its kind, at most one current signed and last-resort
+    /// key, and one-time maps keyed by their records' ids.
+    fn check_invariants(&self) -> Result<(), DecodeError> {
+        let mut ids = BTreeSet::new();
+        let all = self
+            .signed
+            .iter()
+            .map(|r| r.public.id)
+            .chain(self.last_resort.iter().map(|r| r.public.id))
+            .chain(self.kem_one_time.keys().copied())
+            .chain(self.one_time.keys().copied());
+        for id in all {
+            if id == 0 || id >= self.next_id || !ids.insert(id) {
+                return Err(DecodeError::InvalidValue);
+            }
+        }
+        let kinds_ok = self.last_resort.iter().all(|r| r.public.kind == KemPrekeyKind::LastResort)
+            && self
+                .kem_one_time
+                .iter()
+                .all(|(id, r)| r.public.kind == KemPrekeyKind::OneTime && *id == r.public.id);
+        let current_signed = self.signed.iter().filter(|r| r.retired.is_none()).count();
+        let current_last_resort = self.last_resort.iter().filter(|r| r.retired.is_none()).count();
+        if !kinds_ok || current_signed > 1 || current_last_resort > 1 {
+            return Err(DecodeError::InvalidValue);
+        }
+        Ok(())
     }
 
     /// Grows with every change (a restored older copy would hand out used one-time keys
@@ -618,10 +703,10 @@ impl DevicePrekeys {
 
     /// Serialises every private prekey (secret: keep it in the encrypted store).
     pub fn to_bytes(&self) -> zeroize::Zeroizing<Vec<u8>> {
-        let mut w = zeroize::Zeroizing::new(Vec::with_capacity(16_384));
-        crate::state::write_header(&mut *w, crate::state::StateKind::Prekeys, self.generation);
-        self.encode(&mut *w);
-        w
+        crate::codec::encode_exact(|w| {
+            crate::state::write_header(w, crate::state::StateKind::Prekeys, self.generation);
+            self.encode(w);
+        })
     }
 
     /// Restores what [`Self::to_bytes`] wrote.
@@ -757,6 +842,53 @@ mod tests {
         assert!(after.delete_signed.contains(&old_spk));
         p.execute(&mut rng, &id, t2.plus(30 * 86_400), &after).unwrap();
         assert!(p.signed.iter().all(|r| r.public.id != old_spk));
+    }
+
+    #[test]
+    fn replay_memory_refuses_when_full_and_asks_for_rotation() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
+        let id = DeviceIdentity::generate(&mut rng).unwrap();
+        let policy = PrekeyPolicy::default();
+        let mut p = DevicePrekeys::new();
+        let plan = p.plan(UnixTime(0), &policy, 100, 100);
+        p.execute(&mut rng, &id, UnixTime(0), &plan).unwrap();
+        let spk = p.current_signed().unwrap().public.id;
+        let lr = p.current_last_resort().unwrap().public.id;
+        let use_of = |i: u32| {
+            let mut k = [0u8; 32];
+            k[..4].copy_from_slice(&i.to_be_bytes());
+            PrekeyUse {
+                signed_id: spk,
+                one_time_id: None,
+                kem_id: lr,
+                kem_kind: KemPrekeyKind::LastResort,
+                base_key: X25519Public::from_bytes(k).unwrap(),
+            }
+        };
+        for i in 0..MAX_SEEN_BASE_KEYS as u32 {
+            assert!(p.lookup(&use_of(i)).is_ok());
+            p.consume(&use_of(i));
+            if i as usize + 1 == MAX_SEEN_BASE_KEYS / 2 {
+                assert!(p.plan(UnixTime(1), &policy, 100, 100).rotate_signed, "half full: rotate");
+            }
+        }
+        assert!(matches!(p.lookup(&use_of(0)), Err(PrekeyError::ReplayedInitialMessage)));
+        let fresh = use_of(u32::MAX);
+        assert!(matches!(p.lookup(&fresh), Err(PrekeyError::ReplayMemoryFull)));
+        // Rotation gives the new signed prekey an empty memory; the old one keeps its own.
+        let plan = p.plan(UnixTime(1), &policy, 100, 100);
+        p.execute(&mut rng, &id, UnixTime(1), &plan).unwrap();
+        let new_spk = p.current_signed().unwrap().public.id;
+        assert!(p.lookup(&PrekeyUse { signed_id: new_spk, ..fresh }).is_ok());
+        assert!(matches!(p.lookup(&use_of(7)), Err(PrekeyError::ReplayedInitialMessage)));
+        // Saved and loaded, the memory survives; deleting the old key drops its memory.
+        let mut q = DevicePrekeys::from_bytes(&p.to_bytes()).unwrap();
+        assert!(matches!(q.lookup(&use_of(7)), Err(PrekeyError::ReplayedInitialMessage)));
+        let later = UnixTime(1 + policy.retired_grace_secs);
+        let plan = q.plan(later, &policy, 100, 100);
+        assert!(plan.delete_signed.contains(&spk));
+        q.execute(&mut rng, &id, later, &plan).unwrap();
+        assert!(q.seen_base_keys.get(&spk).is_none());
     }
 
     #[test]

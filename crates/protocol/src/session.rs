@@ -294,11 +294,14 @@ impl Session {
 
     /// Serialises the whole session (secret: keep it in the encrypted store).
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let mut w = Zeroizing::new(Vec::with_capacity(4_096));
-        write_header(&mut *w, StateKind::Session, self.generation);
-        self.local_address.encode(&mut *w);
-        self.remote_address.encode(&mut *w);
-        self.remote_identity.encode(&mut *w);
+        crate::codec::encode_exact(|w| self.encode(w))
+    }
+
+    fn encode(&self, w: &mut impl Writer) {
+        write_header(w, StateKind::Session, self.generation);
+        self.local_address.encode(w);
+        self.remote_address.encode(w);
+        self.remote_identity.encode(w);
         w.put(self.base_key.as_bytes());
         match &self.pending {
             Some(p) => {
@@ -321,8 +324,7 @@ impl Session {
             }
             None => w.put_bool(false),
         }
-        self.ratchet.encode(&mut *w);
-        w
+        self.ratchet.encode(w);
     }
 
     /// Restores a session written by [`Self::to_bytes`].

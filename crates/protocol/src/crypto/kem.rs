@@ -29,10 +29,13 @@ impl PartialEq for KemPublic {
 impl Eq for KemPublic {}
 
 impl KemPublic {
-    /// Parses an encapsulation key, running FIPS 203's modulus check (section 7.2) through
-    /// AWS-LC's import.
+    /// Parses an encapsulation key after FIPS 203's modulus check (section 7.2, "Input
+    /// checking"): AWS-LC's import copies the bytes and would only check at encapsulation.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
         let arr: [u8; PUBLIC_KEY_LEN] = bytes.try_into().map_err(|_| CryptoError::InvalidPublicKey)?;
+        if !modulus_check(&arr) {
+            return Err(CryptoError::InvalidPublicKey);
+        }
         let ek = EncapsulationKey::new(&ML_KEM_1024, &arr).map_err(|_| CryptoError::InvalidPublicKey)?;
         Ok(Self(Arc::new((arr, ek))))
     }
@@ -53,6 +56,23 @@ impl KemPublic {
         out.0.copy_from_slice(ss.as_ref());
         Ok((KemCiphertext(Box::new(ct)), out))
     }
+}
+
+/// ML-KEM's q.
+const Q: u16 = 3329;
+
+/// FIPS 203 section 7.2: `ByteEncode12(ByteDecode12(ek[0:384k])) == ek[0:384k]`, which
+/// holds exactly when every 12-bit coefficient of the encoded vector `t` is below q.
+fn modulus_check(ek: &[u8; PUBLIC_KEY_LEN]) -> bool {
+    // k = 4: 4 polynomials of 256 coefficients, 3 bytes per pair of coefficients.
+    ek.chunks_exact(3).take(4 * 256 / 2).all(|b| match b {
+        [b0, b1, b2] => {
+            let d1 = u16::from(*b0) | (u16::from(*b1 & 0x0f) << 8);
+            let d2 = (u16::from(*b1) >> 4) | (u16::from(*b2) << 4);
+            d1 < Q && d2 < Q
+        }
+        _ => false,
+    })
 }
 
 impl core::fmt::Debug for KemPublic {
@@ -149,6 +169,24 @@ impl KemSecret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modulus_check_refuses_out_of_range_coefficients() {
+        let k = KemSecret::generate().unwrap();
+        let mut ek = *k.public().as_bytes();
+        assert!(KemPublic::from_bytes(&ek).is_ok());
+        // Coefficient 0 := 3329 (q), the smallest value out of range.
+        ek[0] = (3329 & 0xff) as u8;
+        ek[1] = (ek[1] & 0xf0) | (3329 >> 8) as u8;
+        assert_eq!(KemPublic::from_bytes(&ek), Err(CryptoError::InvalidPublicKey));
+        // 3328 is fine.
+        ek[0] = (3328 & 0xff) as u8;
+        assert!(KemPublic::from_bytes(&ek).is_ok());
+        // The seed rho (last 32 bytes) is not checked.
+        let mut ek2 = *k.public().as_bytes();
+        ek2[PUBLIC_KEY_LEN - 1] = 0xff;
+        assert!(KemPublic::from_bytes(&ek2).is_ok());
+    }
 
     #[test]
     fn round_trip_and_restore() {

@@ -41,23 +41,29 @@ impl ChainKey {
         Ok(mk)
     }
 
-    /// Advances a copy of this chain to message `n`, returning the keys skipped on the way
-    /// (for out-of-order delivery), the key for `n`, and the chain after `n`. `self` is left
-    /// untouched so the caller can commit only after the message authenticates.
-    pub(crate) fn advance_to(&self, n: u32) -> Result<Advance, AdvanceError> {
+    /// Fails unless message `n` lies within [`MAX_MESSAGE_GAP`] ahead of this chain.
+    pub(crate) fn check_gap(&self, n: u32) -> Result<(), AdvanceError> {
         if n < self.index {
             return Err(AdvanceError::InThePast);
         }
         if n - self.index > MAX_MESSAGE_GAP {
             return Err(AdvanceError::TooBigGap);
         }
+        Ok(())
+    }
+
+    /// Advances a copy of this chain to message `n`: returns the key for `n` and the chain
+    /// after it, keeping none of the keys on the way, so an unauthenticated header costs at
+    /// most [`MAX_MESSAGE_GAP`] steps and no allocation. `self` is left untouched; once the
+    /// message authenticated, [`Self::skip_to`] on the original chain gives the skipped keys.
+    pub(crate) fn advance_to(&self, n: u32) -> Result<Advance, AdvanceError> {
+        self.check_gap(n)?;
         let mut chain = self.clone();
-        let mut skipped = Vec::with_capacity((n - self.index) as usize);
         while chain.index < n {
-            skipped.push(chain.step().map_err(AdvanceError::Crypto)?);
+            chain.step().map_err(AdvanceError::Crypto)?;
         }
         let key = chain.step().map_err(AdvanceError::Crypto)?;
-        Ok(Advance { skipped, key, chain })
+        Ok(Advance { key, chain })
     }
 
     /// Like [`Self::advance_to`] but stops before `n`, deriving only the skipped keys
@@ -66,9 +72,7 @@ impl ChainKey {
         if n <= self.index {
             return Ok((Vec::new(), self.clone()));
         }
-        if n - self.index > MAX_MESSAGE_GAP {
-            return Err(AdvanceError::TooBigGap);
-        }
+        self.check_gap(n)?;
         let mut chain = self.clone();
         let mut skipped = Vec::with_capacity((n - self.index) as usize);
         while chain.index < n {
@@ -80,7 +84,6 @@ impl ChainKey {
 
 /// The result of [`ChainKey::advance_to`].
 pub(crate) struct Advance {
-    pub(crate) skipped: Vec<MessageKey>,
     pub(crate) key: MessageKey,
     pub(crate) chain: ChainKey,
 }

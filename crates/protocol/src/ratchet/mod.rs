@@ -107,23 +107,30 @@ impl DoubleRatchet {
         plaintext: &[u8],
     ) -> Result<RatchetMessage, SessionError> {
         let mut buf = padding::pad(plaintext, TAG_LEN)?;
-        if !matches!(self.sending, SendState::Active { .. }) {
-            // Second half of DHRatchet, deferred to now.
-            let remote = self.receiving.back().map(|c| c.ratchet_key).ok_or(SessionError::NoSendingChain)?;
-            let key = X25519Secret::generate(rng)?;
-            let (root, chain) = self.root.ratchet(&key.diffie_hellman(&remote)?)?;
-            self.root = root;
-            self.sending = SendState::Active { key, chain };
-        }
-        let SendState::Active { key, chain } = &mut self.sending else {
-            return Err(SessionError::NoSendingChain);
+        // Everything is computed on the side and assigned once the message is sealed.
+        let (new_root, key, mut chain) = match &self.sending {
+            SendState::Active { key, chain } => (None, key.clone(), chain.clone()),
+            SendState::KeyOnly(_) | SendState::Pending => {
+                // Second half of DHRatchet, deferred to now.
+                let remote =
+                    self.receiving.back().map(|c| c.ratchet_key).ok_or(SessionError::NoSendingChain)?;
+                let key = X25519Secret::generate(rng)?;
+                let (root, chain) = self.root.ratchet(&key.diffie_hellman(&remote)?)?;
+                (Some(root), key, chain)
+            }
         };
-        let ratchet_key = *key.public();
         let mk = chain.step()?;
-        let header =
-            RatchetHeader { ratchet_key, previous_counter: self.previous_counter, counter: mk.index() };
+        let header = RatchetHeader {
+            ratchet_key: *key.public(),
+            previous_counter: self.previous_counter,
+            counter: mk.index(),
+        };
         let aad = self.set_header(&header.to_bytes());
         mk.seal(aad, &mut buf)?;
+        if let Some(root) = new_root {
+            self.root = root;
+        }
+        self.sending = SendState::Active { key, chain };
         Ok(RatchetMessage { header, ciphertext: buf })
     }
 
@@ -145,9 +152,14 @@ impl DoubleRatchet {
             let ck = chain.chain.as_ref().ok_or(SessionError::DuplicateMessage)?;
             let adv = ck.advance_to(h.counter).map_err(advance_error)?;
             let pt = self.open(&adv.key, &header_bytes, &msg.ciphertext)?;
+            // Authenticated: derive the skipped keys and commit.
             let c = self.receiving.get_mut(idx).ok_or(SessionError::Internal)?;
+            let skipped = match &c.chain {
+                Some(ck) => ck.skip_to(h.counter).map_err(advance_error)?.0,
+                None => Vec::new(),
+            };
             c.chain = Some(adv.chain);
-            c.store_skipped(adv.skipped);
+            c.store_skipped(skipped);
             return Ok(pt);
         }
         // A new ratchet key: DHRatchet, after SkipMessageKeys(PN) on the current chain.
@@ -155,20 +167,26 @@ impl DoubleRatchet {
             SendState::Active { key, .. } | SendState::KeyOnly(key) => key,
             SendState::Pending => return Err(SessionError::UnexpectedRatchetKey),
         };
-        let closing = match self.receiving.back().and_then(|c| c.chain.as_ref()) {
-            Some(ck) => Some(ck.skip_to(h.previous_counter).map_err(advance_error)?.0),
-            None => None,
-        };
+        // Only bounds are checked before authentication; the closing chain's skipped keys
+        // are derived after it.
+        if let Some(ck) = self.receiving.back().and_then(|c| c.chain.as_ref())
+            && h.previous_counter > ck.index()
+        {
+            ck.check_gap(h.previous_counter).map_err(advance_error)?;
+        }
         let dh = our_key.diffie_hellman(&h.ratchet_key)?;
         let (root, ck) = self.root.ratchet(&dh)?;
         let adv = ck.advance_to(h.counter).map_err(advance_error)?;
         let pt = self.open(&adv.key, &header_bytes, &msg.ciphertext)?;
-        // Authenticated: commit.
+        // Authenticated: derive skipped keys, then commit.
+        let closing = match self.receiving.back().and_then(|c| c.chain.as_ref()) {
+            Some(ck) => ck.skip_to(h.previous_counter).map_err(advance_error)?.0,
+            None => Vec::new(),
+        };
+        let skipped = ck.skip_to(h.counter).map_err(advance_error)?.0;
         if let Some(current) = self.receiving.back_mut() {
             current.chain = None;
-            if let Some(keys) = closing {
-                current.store_skipped(keys);
-            }
+            current.store_skipped(closing);
         }
         if let SendState::Active { chain, .. } = &self.sending {
             self.previous_counter = chain.index();
@@ -176,7 +194,7 @@ impl DoubleRatchet {
         self.root = root;
         self.sending = SendState::Pending;
         let mut chain = ReceiverChain::new(h.ratchet_key, adv.chain);
-        chain.store_skipped(adv.skipped);
+        chain.store_skipped(skipped);
         self.receiving.push_back(chain);
         while self.receiving.len() > MAX_RECEIVING_CHAINS {
             self.receiving.pop_front();
@@ -265,9 +283,34 @@ impl DoubleRatchet {
             let mut skipped = std::collections::BTreeMap::new();
             for _ in 0..r.count(MAX_SKIPPED_PER_CHAIN)? {
                 let n = r.u32()?;
+                // The encoder writes the map in ascending order: refuse duplicates and any
+                // other order, so one state has exactly one encoding.
+                if skipped.last_key_value().is_some_and(|(&last, _)| n <= last) {
+                    return Err(DecodeError::InvalidValue);
+                }
                 skipped.insert(n, MessageKey::new(Secret32(r.array()?), n));
             }
+            // Skipped keys lie below the chain's next index; ratchet keys are distinct.
+            if let (Some(ck), Some((&last, _))) = (&chain, skipped.last_key_value())
+                && last >= ck.index()
+            {
+                return Err(DecodeError::InvalidValue);
+            }
+            if receiving.iter().any(|c: &ReceiverChain| c.ratchet_key == ratchet_key) {
+                return Err(DecodeError::InvalidValue);
+            }
             receiving.push_back(ReceiverChain { ratchet_key, chain, skipped });
+        }
+        // Only the newest chain may still be open; the sending state matches the chains.
+        let open_chains = receiving.iter().filter(|c| c.chain.is_some()).count();
+        let newest_open = receiving.back().is_none_or(|c| c.chain.is_some() || open_chains == 0);
+        let sending_consistent = match sending {
+            SendState::KeyOnly(_) => receiving.is_empty(),
+            SendState::Pending => !receiving.is_empty(),
+            SendState::Active { .. } => true,
+        };
+        if open_chains > 1 || !newest_open || !sending_consistent {
+            return Err(DecodeError::InvalidValue);
         }
         let ad = r.bytes(MAX_AD_LEN)?;
         Ok(Self { root, sending, previous_counter, receiving, aad: aad_buffer(ad) })
@@ -289,5 +332,44 @@ fn advance_error(e: AdvanceError) -> SessionError {
         AdvanceError::InThePast => SessionError::DuplicateMessage,
         AdvanceError::TooBigGap => SessionError::TooBigMessageGap,
         AdvanceError::Crypto(c) => SessionError::Crypto(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `session_state_decode` fuzz target: a stored state whose skipped keys
+    /// were out of order (or repeated) decoded, then re-encoded to different bytes.
+    #[test]
+    fn decode_refuses_unsorted_or_duplicate_skipped_keys() {
+        let signed = X25519Secret::from_bytes(Secret32([2; 32])).unwrap();
+        let mut ratchet = DoubleRatchet::init_responder(&Secret32([1; 32]), signed, b"ad");
+        let mut chain = ReceiverChain::new(
+            X25519Public::from_bytes([9; 32]).unwrap(),
+            ChainKey::new(Secret32([3; 32]), 5),
+        );
+        chain.store_skipped(vec![
+            MessageKey::new(Secret32([4; 32]), 1),
+            MessageKey::new(Secret32([5; 32]), 3),
+        ]);
+        ratchet.receiving.push_back(chain);
+        ratchet.sending = SendState::Pending;
+        let mut good = Vec::new();
+        ratchet.encode(&mut good);
+        let mut again = Vec::new();
+        DoubleRatchet::decode(&mut Reader::new(&good)).unwrap().encode(&mut again);
+        assert_eq!(good, again);
+
+        let first = [&1u32.to_be_bytes()[..], &[4u8; 32]].concat();
+        let pos = good.windows(36).position(|w| w == first).unwrap();
+        let second = good[pos + 36..pos + 72].to_vec();
+        let mut swapped = good.clone();
+        swapped[pos..pos + 36].copy_from_slice(&second);
+        swapped[pos + 36..pos + 72].copy_from_slice(&first);
+        assert_eq!(DoubleRatchet::decode(&mut Reader::new(&swapped)).err(), Some(DecodeError::InvalidValue));
+        let mut repeated = good.clone();
+        repeated[pos + 36..pos + 72].copy_from_slice(&first);
+        assert_eq!(DoubleRatchet::decode(&mut Reader::new(&repeated)).err(), Some(DecodeError::InvalidValue));
     }
 }
