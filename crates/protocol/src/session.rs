@@ -79,6 +79,16 @@ pub enum SessionError {
     /// This side cannot send yet (never happens for sessions made by this crate).
     #[error("no sending chain")]
     NoSendingChain,
+    /// A stored session is older than the newest copy the client wrote: it was restored
+    /// from an old backup and may already have used its next message keys. Start a new
+    /// session with the peer instead.
+    #[error("session restored from an old copy (generation {stored} < {expected})")]
+    RolledBack {
+        /// The loaded copy's generation.
+        stored: u64,
+        /// The generation the client last wrote for this session.
+        expected: u64,
+    },
     /// An internal invariant failed; please report it.
     #[error("internal error")]
     Internal,
@@ -287,7 +297,9 @@ impl Session {
         self.pending.is_some()
     }
 
-    /// Grows by one with every change; see [`crate::state`] on restored copies.
+    /// Grows by one with every change; see [`crate::state`] on restored copies. Generations
+    /// are per session (a new session starts low), so a client records them per
+    /// [`Self::base_key`].
     pub fn generation(&self) -> u64 {
         self.generation
     }
@@ -327,7 +339,19 @@ impl Session {
         self.ratchet.encode(w);
     }
 
-    /// Restores a session written by [`Self::to_bytes`].
+    /// Restores a session and refuses it if it is older than the newest copy written
+    /// (`expected`: the generation the client recorded, keyed by [`Self::base_key`], in a
+    /// place a restored backup cannot roll back).
+    pub fn from_bytes_at_least(bytes: &[u8], expected: u64) -> Result<Self, SessionError> {
+        let s = Self::from_bytes(bytes)?;
+        if s.generation < expected {
+            return Err(SessionError::RolledBack { stored: s.generation, expected });
+        }
+        Ok(s)
+    }
+
+    /// Restores a session written by [`Self::to_bytes`]. Prefer
+    /// [`Self::from_bytes_at_least`], which detects a copy restored from an old backup.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SessionError> {
         let mut r = Reader::new(bytes);
         let generation = read_header(&mut r, StateKind::Session)?;

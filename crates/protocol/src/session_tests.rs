@@ -526,3 +526,16 @@ fn state_round_trips_and_generation_grows() {
     // Kinds are not interchangeable.
     assert!(Session::from_bytes(&w.alice.to_bytes()).is_err());
 }
+
+#[test]
+fn restored_old_copies_are_detected() {
+    let (mut w, mut a, _b) = pair(22);
+    let old = a.to_bytes();
+    a.encrypt(&mut w.rng, b"x").unwrap();
+    let newest = a.generation();
+    assert!(Session::from_bytes_at_least(&a.to_bytes(), newest).is_ok());
+    assert_eq!(
+        Session::from_bytes_at_least(&old, newest).err(),
+        Some(SessionError::RolledBack { stored: newest - 1, expected: newest })
+    );
+}
