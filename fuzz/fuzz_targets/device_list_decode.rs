@@ -1,0 +1,7 @@
+//! Fuzz target `device_list_decode`: see `check_device_list_decode` in the shared checks file.
+#![no_main]
+
+#[path = "../../crates/protocol/tests/fuzz_checks/mod.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::check_device_list_decode(data));
