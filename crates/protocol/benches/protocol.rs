@@ -54,11 +54,23 @@ fn tacit_pair() -> Pair {
     let mut rng = ChaCha20Rng::from_rng(OsRng).unwrap();
     let mut s = setup(&mut rng);
     let bundle = PrekeyBundle::from_bytes(&s.bundle_bytes).unwrap();
-    let mut a = Session::initiate(&mut rng, &s.alice, addr("alice"), &bundle, s.bob.public()).unwrap();
+    let mut a = Session::initiate(
+        &mut rng,
+        &s.alice,
+        addr("alice"),
+        &bundle,
+        &VerifiedDevice::dangerous_assume_verified(bundle.address.clone(), s.bob.public().clone()),
+    )
+    .unwrap();
     let Message::Prekey(m) = a.encrypt(&mut rng, &MSG).unwrap() else { panic!() };
-    let (mut b, _) =
-        Session::accept(&s.bob, addr("bob"), &mut s.bob_prekeys, addr("alice"), s.alice.public(), &m)
-            .unwrap();
+    let (mut b, _) = Session::accept(
+        &s.bob,
+        addr("bob"),
+        &mut s.bob_prekeys,
+        &VerifiedDevice::dangerous_assume_verified(addr("alice"), s.alice.public().clone()),
+        &m,
+    )
+    .unwrap();
     let reply = b.encrypt(&mut rng, &MSG).unwrap();
     a.decrypt(&reply).unwrap();
     Pair { a, b, rng }
@@ -134,13 +146,27 @@ fn session_setup(c: &mut Criterion) {
             || s.bob_prekeys.clone(),
             |mut prekeys| {
                 let bundle = PrekeyBundle::from_bytes(&s.bundle_bytes).unwrap();
-                let mut a =
-                    Session::initiate(&mut rng, &s.alice, addr("alice"), &bundle, s.bob.public()).unwrap();
+                let mut a = Session::initiate(
+                    &mut rng,
+                    &s.alice,
+                    addr("alice"),
+                    &bundle,
+                    &VerifiedDevice::dangerous_assume_verified(
+                        bundle.address.clone(),
+                        s.bob.public().clone(),
+                    ),
+                )
+                .unwrap();
                 let wire = a.encrypt(&mut rng, &MSG).unwrap().to_bytes();
                 let Message::Prekey(m) = Message::from_bytes(&wire).unwrap() else { panic!() };
-                let out =
-                    Session::accept(&s.bob, addr("bob"), &mut prekeys, addr("alice"), s.alice.public(), &m)
-                        .unwrap();
+                let out = Session::accept(
+                    &s.bob,
+                    addr("bob"),
+                    &mut prekeys,
+                    &VerifiedDevice::dangerous_assume_verified(addr("alice"), s.alice.public().clone()),
+                    &m,
+                )
+                .unwrap();
                 black_box(out);
             },
             BatchSize::SmallInput,

@@ -41,17 +41,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Alice verifies Bob's device list, then starts a session from the bundle.
     let list = DeviceList::verify(&bob_list.to_bytes(), &bob_name, None, None)?;
-    let bob_identity = list.device(device).ok_or("bob's device is not listed")?;
+    let bob_device = list.verified_device(device).ok_or("bob's device is not listed")?;
     let bundle = PrekeyBundle::from_bytes(&bundle_bytes)?;
-    let mut a = Session::initiate(rng, &alice, alice_addr.clone(), &bundle, bob_identity)?;
+    // (Bob verifies Alice's device list the same way; here he pins her device directly.)
+    let alice_device = VerifiedDevice::dangerous_assume_verified(alice_addr.clone(), alice.public().clone());
+    let mut a = Session::initiate(rng, &alice, alice_addr.clone(), &bundle, &bob_device)?;
 
     let first = a.encrypt(rng, b"hi bob, this is PQXDH")?.to_bytes();
     println!("alice -> bob  initial message: {} bytes on the wire", first.len());
     let Message::Prekey(first) = Message::from_bytes(&first)? else {
         return Err("expected a prekey message".into());
     };
-    let (mut b, text) =
-        Session::accept(&bob, bob_addr, &mut bob_prekeys, alice_addr, alice.public(), &first)?;
+    let (mut b, text) = Session::accept(&bob, bob_addr, &mut bob_prekeys, &alice_device, &first)?;
     println!("bob reads:    {}", String::from_utf8_lossy(&text));
 
     let reply = b.encrypt(rng, b"hi alice")?.to_bytes();

@@ -11,7 +11,7 @@ use thiserror::Error;
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::ed25519::Signature;
-use crate::identity::{AccountIdentity, AccountKey, AccountName, DeviceId, DevicePublic};
+use crate::identity::{AccountIdentity, AccountKey, AccountName, DeviceAddress, DeviceId, DevicePublic};
 
 const LABEL: &[u8] = b"Tacit v1 device list";
 /// Format version of the encoding.
@@ -26,6 +26,34 @@ pub struct DeviceEntry {
     pub id: DeviceId,
     /// The device's identity.
     pub identity: DevicePublic,
+}
+
+/// A device whose identity the caller has verified: made by [`DeviceList::verified_device`]
+/// from an account-signed, verified device list, which is what [`crate::Session::initiate`]
+/// and [`crate::Session::accept`] require, so a session cannot be set up with a key the
+/// server chose.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct VerifiedDevice {
+    address: DeviceAddress,
+    identity: DevicePublic,
+}
+
+impl VerifiedDevice {
+    /// The device's address.
+    pub fn address(&self) -> &DeviceAddress {
+        &self.address
+    }
+
+    /// The device's identity.
+    pub fn identity(&self) -> &DevicePublic {
+        &self.identity
+    }
+
+    /// Trusts `identity` for `address` without a device list. Only for callers that
+    /// verified it some other way (tests, a pinned identity): the name says what it costs.
+    pub fn dangerous_assume_verified(address: DeviceAddress, identity: DevicePublic) -> Self {
+        Self { address, identity }
+    }
 }
 
 /// Why a device list was refused.
@@ -209,6 +237,23 @@ impl DeviceList {
     /// One device's identity.
     pub fn device(&self, id: DeviceId) -> Option<&DevicePublic> {
         self.devices.iter().find(|d| d.id == id).map(|d| &d.identity)
+    }
+
+    /// One device, as the verified identity sessions require.
+    pub fn verified_device(&self, id: DeviceId) -> Option<VerifiedDevice> {
+        let identity = self.device(id)?.clone();
+        Some(VerifiedDevice {
+            address: DeviceAddress { account: self.account.clone(), device: id },
+            identity,
+        })
+    }
+
+    /// Every device, as verified identities (for fan-out to all of an account's devices).
+    pub fn verified_devices(&self) -> impl Iterator<Item = VerifiedDevice> + '_ {
+        self.devices.iter().map(|d| VerifiedDevice {
+            address: DeviceAddress { account: self.account.clone(), device: d.id },
+            identity: d.identity.clone(),
+        })
     }
 }
 

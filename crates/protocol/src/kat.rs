@@ -23,7 +23,7 @@ use crate::ratchet::MessageKey;
 use crate::{
     AccountIdentity, AccountKey, AccountName, DeviceAddress, DeviceEntry, DeviceId, DeviceIdentity,
     DeviceList, DeviceListError, DevicePrekeys, KemPrekeyKind, Message, PrekeyBundle, PrekeyError,
-    SafetyNumber, Session, SessionError,
+    SafetyNumber, Session, SessionError, VerifiedDevice,
 };
 
 const PADDING: &str = include_str!("../tests/vectors/padding.json");
@@ -256,7 +256,13 @@ fn prekey_bundle() {
         let b = PrekeyBundle::from_bytes(&bytes(&c["bytes"])).unwrap();
         // Nothing may be drawn before the bundle is refused.
         let mut rng = QueueRng::new([]);
-        let got = Session::initiate(&mut rng, &alice_id, alice_addr.clone(), &b, bob.public());
+        let got = Session::initiate(
+            &mut rng,
+            &alice_id,
+            alice_addr.clone(),
+            &b,
+            &VerifiedDevice::dangerous_assume_verified(b.address.clone(), bob.public().clone()),
+        );
         let ok = matches!(
             (text(&c["expect"]), &got),
             ("bad_signature", Err(SessionError::Crypto(CryptoError::BadSignature)))
@@ -348,7 +354,7 @@ impl Parties {
             &alice_id,
             alice_addr.clone(),
             &bundle,
-            bob_id.public(),
+            &VerifiedDevice::dangerous_assume_verified(bundle.address.clone(), bob_id.public().clone()),
             ct,
             &ss,
         )
@@ -447,8 +453,10 @@ impl Parties {
             &self.bob_id,
             bob_address.unwrap_or_else(|| self.bob_addr.clone()),
             &mut self.bob_prekeys,
-            self.alice_addr.clone(),
-            self.alice_id.public(),
+            &VerifiedDevice::dangerous_assume_verified(
+                self.alice_addr.clone(),
+                self.alice_id.public().clone(),
+            ),
             first,
         )?;
         self.bob = Some(session);

@@ -22,7 +22,7 @@ pub use crypto::CryptoError;
 pub use crypto::ed25519::{Signature, VerifyingKey};
 pub use crypto::kem::{KemCiphertext, KemPublic};
 pub use crypto::x25519::X25519Public;
-pub use device_list::{DeviceEntry, DeviceList, DeviceListError, MAX_DEVICES};
+pub use device_list::{DeviceEntry, DeviceList, DeviceListError, MAX_DEVICES, VerifiedDevice};
 pub use identity::{
     AccountIdentity, AccountKey, AccountName, DeviceAddress, DeviceId, DeviceIdentity, DevicePublic,
     NameError,

@@ -888,7 +888,7 @@ mod tests {
         let plan = q.plan(later, &policy, 100, 100);
         assert!(plan.delete_signed.contains(&spk));
         q.execute(&mut rng, &id, later, &plan).unwrap();
-        assert!(q.seen_base_keys.get(&spk).is_none());
+        assert!(!q.seen_base_keys.contains_key(&spk));
     }
 
     #[test]

@@ -13,11 +13,18 @@
 //! bob_prekeys.execute(&mut OsRng, &bob, UnixTime(0), &plan)?;
 //! let bundle = bob_prekeys.bundle(bob_addr.clone(), &bob).unwrap();
 //!
-//! // Bob's identity comes from his account-signed device list.
-//! let mut a = Session::initiate(&mut OsRng, &alice, alice_addr.clone(), &bundle, bob.public())?;
+//! // Bob's account signs his device list; Alice verifies it and takes his device from it.
+//! let bob_account = AccountIdentity::generate(&mut OsRng)?;
+//! let entry = DeviceEntry { id: bob_addr.device, identity: bob.public().clone() };
+//! let list = DeviceList::sign(&bob_account, bob_addr.account.clone(), 1, vec![entry])?;
+//! let list = DeviceList::verify(&list.to_bytes(), &bob_addr.account, None, None)?;
+//! let bob_device = list.verified_device(bob_addr.device).unwrap();
+//! let mut a = Session::initiate(&mut OsRng, &alice, alice_addr.clone(), &bundle, &bob_device)?;
 //! let wire = a.encrypt(&mut OsRng, b"hi bob")?.to_bytes();
 //! let Message::Prekey(first) = Message::from_bytes(&wire)? else { unreachable!() };
-//! let (mut b, text) = Session::accept(&bob, bob_addr, &mut bob_prekeys, alice_addr, alice.public(), &first)?;
+//! // Bob looks Alice's device up in her verified device list the same way.
+//! let alice_device = VerifiedDevice::dangerous_assume_verified(alice_addr, alice.public().clone());
+//! let (mut b, text) = Session::accept(&bob, bob_addr, &mut bob_prekeys, &alice_device, &first)?;
 //! assert_eq!(text, b"hi bob");
 //! let reply = b.encrypt(&mut OsRng, b"hi alice")?;
 //! assert_eq!(a.decrypt(&reply)?, b"hi alice");
@@ -32,6 +39,7 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::CryptoError;
 use crate::crypto::kem::KemCiphertext;
 use crate::crypto::x25519::X25519Public;
+use crate::device_list::VerifiedDevice;
 use crate::identity::{DeviceAddress, DeviceIdentity, DevicePublic};
 use crate::message::{Message, PrekeyMessage, RatchetMessage};
 use crate::padding::PaddingError;
@@ -94,6 +102,16 @@ pub enum SessionError {
     Internal,
 }
 
+/// The bundle must be for exactly the device the caller verified, and its prekeys signed
+/// by that device.
+fn check_bundle(bundle: &PrekeyBundle, remote: &VerifiedDevice) -> Result<(), SessionError> {
+    if bundle.identity != *remote.identity() || bundle.address != *remote.address() {
+        return Err(SessionError::IdentityMismatch);
+    }
+    bundle.verify()?;
+    Ok(())
+}
+
 /// The initial-message fields Alice repeats on every message until Bob answers.
 #[derive(Clone)]
 struct Pending {
@@ -118,24 +136,21 @@ pub struct Session {
 }
 
 impl Session {
-    /// Starts a session with the device `bundle` describes (PQXDH section 3.3).
+    /// Starts a session with `remote` from its prekey `bundle` (PQXDH section 3.3).
     ///
-    /// `expected_identity` is the device's identity as the caller trusts it: taken from
-    /// the account's verified [`crate::DeviceList`], whose verification checked the
-    /// identity's binding signature. The bundle must carry exactly that identity, and its
-    /// signed prekey and KEM prekey signatures must verify under it; then PQXDH runs and the
-    /// ratchet starts. Messages sent before the peer answers are [`Message::Prekey`]s.
+    /// `remote` comes from the account's verified [`crate::DeviceList`] (whose verification
+    /// checked the identity's binding signature). The bundle must name exactly that address
+    /// and identity, and its signed prekey and KEM prekey signatures must verify under it;
+    /// then PQXDH runs and the ratchet starts. Messages sent before the peer answers are
+    /// [`Message::Prekey`]s.
     pub fn initiate<R: RngCore + CryptoRng>(
         rng: &mut R,
         local: &DeviceIdentity,
         local_address: DeviceAddress,
         bundle: &PrekeyBundle,
-        expected_identity: &DevicePublic,
+        remote: &VerifiedDevice,
     ) -> Result<Self, SessionError> {
-        if bundle.identity != *expected_identity {
-            return Err(SessionError::IdentityMismatch);
-        }
-        bundle.verify()?;
+        check_bundle(bundle, remote)?;
         let out = pqxdh::initiate(rng, local, bundle)?;
         Self::finish_initiate(rng, local, local_address, bundle, out)
     }
@@ -175,30 +190,27 @@ impl Session {
         local: &DeviceIdentity,
         local_address: DeviceAddress,
         bundle: &PrekeyBundle,
-        expected_identity: &DevicePublic,
+        remote: &VerifiedDevice,
         ct: KemCiphertext,
         ss: &crate::crypto::Secret32,
     ) -> Result<Self, SessionError> {
-        if bundle.identity != *expected_identity {
-            return Err(SessionError::IdentityMismatch);
-        }
-        bundle.verify()?;
+        check_bundle(bundle, remote)?;
         let out = pqxdh::initiate_with(rng, local, bundle, ct, ss)?;
         Self::finish_initiate(rng, local, local_address, bundle, out)
     }
 
-    /// Accepts an initial message (PQXDH section 3.4) from `sender`, whose device identity
-    /// the caller took from the sender's verified device list. Returns the new session and
-    /// the first plaintext. The used one-time prekeys are deleted from `prekeys` only after
-    /// the first message authenticated; on any error nothing changes.
+    /// Accepts an initial message (PQXDH section 3.4) from `sender`, the device the
+    /// envelope claims it came from, as found in the sender's verified device list. Returns
+    /// the new session and the first plaintext. The used one-time prekeys are deleted from
+    /// `prekeys` only after the first message authenticated; on any error nothing changes.
     pub fn accept(
         local: &DeviceIdentity,
         local_address: DeviceAddress,
         prekeys: &mut DevicePrekeys,
-        sender: DeviceAddress,
-        sender_identity: &DevicePublic,
+        sender: &VerifiedDevice,
         message: &PrekeyMessage,
     ) -> Result<(Self, Vec<u8>), SessionError> {
+        let sender_identity = sender.identity();
         if message.identity_key != *sender_identity.dh_key() {
             return Err(SessionError::IdentityMismatch);
         }
@@ -217,14 +229,14 @@ impl Session {
             &message.base_key,
             &message.kem_ciphertext,
         )?;
-        let ad = pqxdh::associated_data(sender_identity, &sender, local.public(), &local_address);
+        let ad = pqxdh::associated_data(sender_identity, sender.address(), local.public(), &local_address);
         let mut ratchet = DoubleRatchet::init_responder(&sk, secrets.signed.clone(), &ad);
         let plaintext = ratchet.decrypt(&message.message)?;
         prekeys.consume(&used);
         let session = Self {
             ratchet,
             local_address,
-            remote_address: sender,
+            remote_address: sender.address().clone(),
             remote_identity: sender_identity.clone(),
             base_key: message.base_key,
             pending: None,

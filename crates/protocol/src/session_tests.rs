@@ -38,11 +38,23 @@ fn world(seed: u64) -> World {
 /// An established pair: Alice initiated, Bob accepted, Bob replied, Alice read it.
 fn pair(seed: u64) -> (World, Session, Session) {
     let mut w = world(seed);
-    let mut a = Session::initiate(&mut w.rng, &w.alice, addr("alice"), &w.bundle, w.bob.public()).unwrap();
+    let mut a = Session::initiate(
+        &mut w.rng,
+        &w.alice,
+        addr("alice"),
+        &w.bundle,
+        &VerifiedDevice::dangerous_assume_verified(w.bundle.address.clone(), w.bob.public().clone()),
+    )
+    .unwrap();
     let Message::Prekey(m) = a.encrypt(&mut w.rng, b"hello").unwrap() else { panic!("not a prekey message") };
-    let (mut b, pt) =
-        Session::accept(&w.bob, addr("bob"), &mut w.bob_prekeys, addr("alice"), w.alice.public(), &m)
-            .unwrap();
+    let (mut b, pt) = Session::accept(
+        &w.bob,
+        addr("bob"),
+        &mut w.bob_prekeys,
+        &VerifiedDevice::dangerous_assume_verified(addr("alice"), w.alice.public().clone()),
+        &m,
+    )
+    .unwrap();
     assert_eq!(pt, b"hello");
     let r = b.encrypt(&mut w.rng, b"hi").unwrap();
     assert_eq!(a.decrypt(&r).unwrap(), b"hi");
@@ -124,7 +136,14 @@ fn pick(lane: &mut Lane, index: usize, keep: bool) -> Option<(u64, Message)> {
 fn run_conversation(seed: u64, actions: &[Action]) -> Result<(usize, usize), TestCaseError> {
     SEALED.with(|s| s.borrow_mut().clear());
     let mut w = world(seed);
-    let mut a = Session::initiate(&mut w.rng, &w.alice, addr("alice"), &w.bundle, w.bob.public()).unwrap();
+    let mut a = Session::initiate(
+        &mut w.rng,
+        &w.alice,
+        addr("alice"),
+        &w.bundle,
+        &VerifiedDevice::dangerous_assume_verified(w.bundle.address.clone(), w.bob.public().clone()),
+    )
+    .unwrap();
     let mut b: Option<Session> = None;
     let (mut to_bob, mut to_alice) = (Lane::default(), Lane::default());
     let (mut next_id, mut ok, mut refused) = (0u64, 0usize, 0usize);
@@ -164,8 +183,10 @@ fn run_conversation(seed: u64, actions: &[Action]) -> Result<(usize, usize), Tes
                             &w.bob,
                             addr("bob"),
                             &mut w.bob_prekeys,
-                            addr("alice"),
-                            w.alice.public(),
+                            &VerifiedDevice::dangerous_assume_verified(
+                                addr("alice"),
+                                w.alice.public().clone(),
+                            ),
                             p,
                         );
                         match r {
@@ -408,25 +429,53 @@ fn tampered_ratchet_messages_are_refused_and_change_nothing() {
 #[test]
 fn tampered_prekey_messages_are_refused_and_change_nothing() {
     let mut w = world(17);
-    let mut a = Session::initiate(&mut w.rng, &w.alice, addr("alice"), &w.bundle, w.bob.public()).unwrap();
+    let mut a = Session::initiate(
+        &mut w.rng,
+        &w.alice,
+        addr("alice"),
+        &w.bundle,
+        &VerifiedDevice::dangerous_assume_verified(w.bundle.address.clone(), w.bob.public().clone()),
+    )
+    .unwrap();
     let wire = a.encrypt(&mut w.rng, b"first").unwrap().to_bytes();
     let before = w.bob_prekeys.to_bytes();
     let (bob, prekeys, alice) = (&w.bob, &mut w.bob_prekeys, w.alice.public().clone());
     assert_tamper_proof(&wire, |v| {
         let r = match Message::from_bytes(v) {
-            Ok(Message::Prekey(p)) => {
-                Session::accept(bob, addr("bob"), prekeys, addr("alice"), &alice, &p).map(|(_, pt)| pt)
-            }
+            Ok(Message::Prekey(p)) => Session::accept(
+                bob,
+                addr("bob"),
+                prekeys,
+                &VerifiedDevice::dangerous_assume_verified(addr("alice"), alice.clone()),
+                &p,
+            )
+            .map(|(_, pt)| pt),
             Ok(Message::Ratchet(_)) => Err(SessionError::Internal),
             Err(e) => Err(e.into()),
         };
         (r, *prekeys.to_bytes() == *before)
     });
     let Message::Prekey(p) = Message::from_bytes(&wire).unwrap() else { panic!() };
-    let (mut b, pt) = Session::accept(bob, addr("bob"), prekeys, addr("alice"), &alice, &p).unwrap();
+    let (mut b, pt) = Session::accept(
+        bob,
+        addr("bob"),
+        prekeys,
+        &VerifiedDevice::dangerous_assume_verified(addr("alice"), alice.clone()),
+        &p,
+    )
+    .unwrap();
     assert_eq!(pt, b"first");
     // The one-time keys are gone now: a replay of the same initial message is refused.
-    assert!(Session::accept(bob, addr("bob"), prekeys, addr("alice"), &alice, &p).is_err());
+    assert!(
+        Session::accept(
+            bob,
+            addr("bob"),
+            prekeys,
+            &VerifiedDevice::dangerous_assume_verified(addr("alice"), alice.clone()),
+            &p
+        )
+        .is_err()
+    );
     let r = b.encrypt(&mut w.rng, b"reply").unwrap();
     assert_eq!(a.decrypt(&r).unwrap(), b"reply");
 }
@@ -441,15 +490,28 @@ fn tampered_bundles_never_yield_a_working_session() {
         let mut v = wire.clone();
         v[bit / 8] ^= 1 << (bit % 8);
         let Ok(bundle) = PrekeyBundle::from_bytes(&v) else { continue };
-        let Ok(mut a) = Session::initiate(&mut w.rng, &w.alice, addr("alice"), &bundle, w.bob.public())
-        else {
+        let Ok(mut a) = Session::initiate(
+            &mut w.rng,
+            &w.alice,
+            addr("alice"),
+            &bundle,
+            &VerifiedDevice::dangerous_assume_verified(bundle.address.clone(), w.bob.public().clone()),
+        ) else {
             continue;
         };
         // Fields outside the signatures (the one-time prekey, ids, the address) can only
         // make the first message fail at Bob: never a session with other keys.
         let Message::Prekey(p) = a.encrypt(&mut w.rng, b"x").unwrap() else { panic!() };
         let mut prekeys = w.bob_prekeys.clone();
-        if Session::accept(&w.bob, addr("bob"), &mut prekeys, addr("alice"), w.alice.public(), &p).is_ok() {
+        if Session::accept(
+            &w.bob,
+            addr("bob"),
+            &mut prekeys,
+            &VerifiedDevice::dangerous_assume_verified(addr("alice"), w.alice.public().clone()),
+            &p,
+        )
+        .is_ok()
+        {
             undetected += 1;
         }
     }
@@ -462,21 +524,63 @@ fn identity_mismatch_is_refused() {
     let mut w = world(19);
     let stranger = DeviceIdentity::generate(&mut w.rng).unwrap();
     assert_eq!(
-        Session::initiate(&mut w.rng, &w.alice, addr("alice"), &w.bundle, stranger.public()).err(),
+        Session::initiate(
+            &mut w.rng,
+            &w.alice,
+            addr("alice"),
+            &w.bundle,
+            &VerifiedDevice::dangerous_assume_verified(w.bundle.address.clone(), stranger.public().clone())
+        )
+        .err(),
         Some(SessionError::IdentityMismatch)
     );
-    let mut a = Session::initiate(&mut w.rng, &w.alice, addr("alice"), &w.bundle, w.bob.public()).unwrap();
+    // A bundle for another device of Bob's (or relabelled by the server) is refused.
+    let elsewhere =
+        DeviceAddress { account: AccountName::new("bob").unwrap(), device: DeviceId::new(2).unwrap() };
+    assert_eq!(
+        Session::initiate(
+            &mut w.rng,
+            &w.alice,
+            addr("alice"),
+            &w.bundle,
+            &VerifiedDevice::dangerous_assume_verified(elsewhere, w.bob.public().clone())
+        )
+        .err(),
+        Some(SessionError::IdentityMismatch)
+    );
+    let mut a = Session::initiate(
+        &mut w.rng,
+        &w.alice,
+        addr("alice"),
+        &w.bundle,
+        &VerifiedDevice::dangerous_assume_verified(w.bundle.address.clone(), w.bob.public().clone()),
+    )
+    .unwrap();
     let Message::Prekey(p) = a.encrypt(&mut w.rng, b"x").unwrap() else { panic!() };
     // Bob's client expected another device identity for "alice".
     assert_eq!(
-        Session::accept(&w.bob, addr("bob"), &mut w.bob_prekeys, addr("alice"), stranger.public(), &p).err(),
+        Session::accept(
+            &w.bob,
+            addr("bob"),
+            &mut w.bob_prekeys,
+            &VerifiedDevice::dangerous_assume_verified(addr("alice"), stranger.public().clone()),
+            &p
+        )
+        .err(),
         Some(SessionError::IdentityMismatch)
     );
     // The server lies about the sender's address: the associated data differs.
     let mallory =
         DeviceAddress { account: AccountName::new("mallory").unwrap(), device: DeviceId::new(1).unwrap() };
     assert_eq!(
-        Session::accept(&w.bob, addr("bob"), &mut w.bob_prekeys, mallory, w.alice.public(), &p).err(),
+        Session::accept(
+            &w.bob,
+            addr("bob"),
+            &mut w.bob_prekeys,
+            &VerifiedDevice::dangerous_assume_verified(mallory, w.alice.public().clone()),
+            &p
+        )
+        .err(),
         Some(SessionError::DecryptionFailed)
     );
 }
@@ -494,16 +598,46 @@ fn last_resort_initial_messages_cannot_be_replayed() {
     let bundle = prekeys.bundle(addr("bob"), &bob).unwrap();
     assert!(bundle.one_time_prekey.is_none());
     assert_eq!(bundle.kem_prekey.kind, KemPrekeyKind::LastResort);
-    let mut a = Session::initiate(&mut rng, &alice, addr("alice"), &bundle, bob.public()).unwrap();
+    let mut a = Session::initiate(
+        &mut rng,
+        &alice,
+        addr("alice"),
+        &bundle,
+        &VerifiedDevice::dangerous_assume_verified(bundle.address.clone(), bob.public().clone()),
+    )
+    .unwrap();
     let Message::Prekey(p) = a.encrypt(&mut rng, b"x").unwrap() else { panic!() };
-    Session::accept(&bob, addr("bob"), &mut prekeys, addr("alice"), alice.public(), &p).unwrap();
+    Session::accept(
+        &bob,
+        addr("bob"),
+        &mut prekeys,
+        &VerifiedDevice::dangerous_assume_verified(addr("alice"), alice.public().clone()),
+        &p,
+    )
+    .unwrap();
     assert_eq!(
-        Session::accept(&bob, addr("bob"), &mut prekeys, addr("alice"), alice.public(), &p).err(),
+        Session::accept(
+            &bob,
+            addr("bob"),
+            &mut prekeys,
+            &VerifiedDevice::dangerous_assume_verified(addr("alice"), alice.public().clone()),
+            &p
+        )
+        .err(),
         Some(SessionError::Prekey(PrekeyError::ReplayedInitialMessage))
     );
     // The prekey set survives a save and load with its memory of base keys.
     let mut reloaded = DevicePrekeys::from_bytes(&prekeys.to_bytes()).unwrap();
-    assert!(Session::accept(&bob, addr("bob"), &mut reloaded, addr("alice"), alice.public(), &p).is_err());
+    assert!(
+        Session::accept(
+            &bob,
+            addr("bob"),
+            &mut reloaded,
+            &VerifiedDevice::dangerous_assume_verified(addr("alice"), alice.public().clone()),
+            &p
+        )
+        .is_err()
+    );
 }
 
 #[test]

@@ -20,7 +20,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use tacit_protocol::{
     AccountIdentity, AccountName, DeviceAddress, DeviceEntry, DeviceId, DeviceIdentity, DeviceList,
-    DevicePrekeys, Message, PrekeyPolicy, SafetyNumber, Session, UnixTime,
+    DevicePrekeys, Message, PrekeyPolicy, SafetyNumber, Session, UnixTime, VerifiedDevice,
 };
 
 /// Every fuzz target, in the order of `fuzz/Cargo.toml`.
@@ -230,8 +230,14 @@ fn generate_corpus() {
     bundles.exact("bad-signed-prekey-signature", &forged.to_bytes());
 
     // Alice starts a session and sends three initial messages; Bob gets the first and third.
-    let mut alice =
-        Session::initiate(&mut rng, &alice_id, alice_addr.clone(), &bundle, bob_id.public()).unwrap();
+    let mut alice = Session::initiate(
+        &mut rng,
+        &alice_id,
+        alice_addr.clone(),
+        &bundle,
+        &VerifiedDevice::dangerous_assume_verified(bundle.address.clone(), bob_id.public().clone()),
+    )
+    .unwrap();
     sessions.with_variants("alice-pending", &alice.to_bytes());
     let a0 = alice.encrypt(&mut rng, b"hello bob").unwrap();
     let a1 = alice.encrypt(&mut rng, &[7u8; 300]).unwrap();
@@ -241,8 +247,7 @@ fn generate_corpus() {
         &bob_id,
         bob_addr.clone(),
         &mut bob_prekeys,
-        alice_addr.clone(),
-        alice_id.public(),
+        &VerifiedDevice::dangerous_assume_verified(alice_addr.clone(), alice_id.public().clone()),
         prekey_part(&a0),
     )
     .unwrap();
@@ -308,16 +313,21 @@ fn generate_corpus() {
     carol_prekeys.execute(&mut rng, &carol_id, t0, &plan).unwrap();
     let last_resort = carol_prekeys.bundle(carol_addr.clone(), &carol_id).unwrap();
     bundles.with_variants("last-resort", &last_resort.to_bytes());
-    let mut alice2 =
-        Session::initiate(&mut rng, &alice_id, alice_addr.clone(), &last_resort, carol_id.public()).unwrap();
+    let mut alice2 = Session::initiate(
+        &mut rng,
+        &alice_id,
+        alice_addr.clone(),
+        &last_resort,
+        &VerifiedDevice::dangerous_assume_verified(last_resort.address.clone(), carol_id.public().clone()),
+    )
+    .unwrap();
     let c0 = alice2.encrypt(&mut rng, b"to carol").unwrap();
     messages.exact("prekey-last-resort", &c0.to_bytes());
     let (carol, _) = Session::accept(
         &carol_id,
         carol_addr,
         &mut carol_prekeys,
-        alice_addr.clone(),
-        alice_id.public(),
+        &VerifiedDevice::dangerous_assume_verified(alice_addr.clone(), alice_id.public().clone()),
         prekey_part(&c0),
     )
     .unwrap();
