@@ -143,7 +143,7 @@ fn session_setup(c: &mut Criterion) {
     let s = setup(&mut rng);
     g.bench_function("tacit", |bch| {
         bch.iter_batched(
-            || s.bob_prekeys.clone(),
+            || DevicePrekeys::from_bytes(&s.bob_prekeys.to_bytes()).unwrap(),
             |mut prekeys| {
                 let bundle = PrekeyBundle::from_bytes(&s.bundle_bytes).unwrap();
                 let mut a = Session::initiate(

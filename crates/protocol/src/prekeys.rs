@@ -307,7 +307,10 @@ pub struct PrekeyUpload {
 }
 
 /// The private prekeys of one device.
-#[derive(Clone, Default)]
+///
+/// Not `Clone`: two copies would hand out the same one-time keys. Persist with
+/// [`DevicePrekeys::to_bytes`].
+#[derive(Default)]
 pub struct DevicePrekeys {
     next_id: u32,
     signed: Vec<SignedRecord>,
@@ -426,11 +429,23 @@ impl DevicePrekeys {
         plan: &PrekeyPlan,
     ) -> Result<PrekeyUpload, CryptoError> {
         // Work on a copy and replace `self` only when every step succeeded.
-        let mut next = self.clone();
+        let mut next = self.snapshot();
         let upload = next.execute_in_place(rng, identity, now, plan)?;
         next.generation = self.generation.wrapping_add(1);
         *self = next;
         Ok(upload)
+    }
+
+    fn snapshot(&self) -> Self {
+        Self {
+            next_id: self.next_id,
+            signed: self.signed.clone(),
+            last_resort: self.last_resort.clone(),
+            kem_one_time: self.kem_one_time.clone(),
+            one_time: self.one_time.clone(),
+            seen_base_keys: self.seen_base_keys.clone(),
+            generation: self.generation,
+        }
     }
 
     fn execute_in_place<R: RngCore + CryptoRng>(

@@ -124,7 +124,9 @@ struct Pending {
 }
 
 /// A 1:1 session with one remote device.
-#[derive(Clone)]
+///
+/// Deliberately not `Clone`: two copies that both encrypt would use the same message keys.
+/// Persist with [`Session::to_bytes`] and load with [`Session::from_bytes_at_least`].
 pub struct Session {
     ratchet: DoubleRatchet,
     local_address: DeviceAddress,
@@ -287,6 +289,20 @@ impl Session {
     /// Decodes and decrypts wire bytes.
     pub fn decrypt_bytes(&mut self, bytes: &[u8]) -> Result<Vec<u8>, SessionError> {
         self.decrypt(&Message::from_bytes(bytes)?)
+    }
+
+    /// A copy for tests that explore alternative futures of one state.
+    #[cfg(test)]
+    pub(crate) fn snapshot(&self) -> Self {
+        Self {
+            ratchet: self.ratchet.clone(),
+            local_address: self.local_address.clone(),
+            remote_address: self.remote_address.clone(),
+            remote_identity: self.remote_identity.clone(),
+            base_key: self.base_key,
+            pending: self.pending.clone(),
+            generation: self.generation,
+        }
     }
 
     /// The remote device's address.

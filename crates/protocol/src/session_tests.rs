@@ -267,7 +267,7 @@ fn chain_window_evicts_the_oldest_chain() {
     for i in 0..=MAX_RECEIVING_CHAINS {
         if i == MAX_RECEIVING_CHAINS {
             // Still within the window of MAX_RECEIVING_CHAINS chains.
-            assert_eq!(b.clone().decrypt(&held).unwrap(), b"held");
+            assert_eq!(b.snapshot().decrypt(&held).unwrap(), b"held");
         }
         let m = a.encrypt(&mut w.rng, &[i as u8]).unwrap();
         if i == 0 {
@@ -320,7 +320,7 @@ fn forward_jump_is_bounded() {
             too_far = Some(m);
         }
     }
-    let mut b2 = b.clone();
+    let mut b2 = b.snapshot();
     // N - next = MAX_MESSAGE_GAP + 1: refused, nothing changed.
     let before = b2.to_bytes();
     assert_eq!(b2.decrypt(too_far.as_ref().unwrap()), Err(SessionError::TooBigMessageGap));
@@ -341,22 +341,22 @@ fn forward_secrecy_a_captured_state_cannot_read_earlier_messages() {
     let captured = Session::from_bytes(&b.to_bytes()).unwrap();
     // Messages already read cannot be read again from the captured state...
     for m in [&m1, &m3] {
-        assert_eq!(captured.clone().decrypt(m), Err(SessionError::DuplicateMessage));
+        assert_eq!(captured.snapshot().decrypt(m), Err(SessionError::DuplicateMessage));
     }
     // ...except the delayed one whose skipped key the state still legitimately holds.
-    assert_eq!(captured.clone().decrypt(&m2).unwrap(), b"two (delayed)");
+    assert_eq!(captured.snapshot().decrypt(&m2).unwrap(), b"two (delayed)");
     // Once Bob reads it, the key is gone from later captures too.
     b.decrypt(&m2).unwrap();
     let later = Session::from_bytes(&b.to_bytes()).unwrap();
-    assert_eq!(later.clone().decrypt(&m2), Err(SessionError::DuplicateMessage));
+    assert_eq!(later.snapshot().decrypt(&m2), Err(SessionError::DuplicateMessage));
     // Earlier chains: after a round trip, messages of the old chain are out of reach.
     let r = b.encrypt(&mut w.rng, b"r").unwrap();
     a.decrypt(&r).unwrap();
     let n = a.encrypt(&mut w.rng, b"new chain").unwrap();
     b.decrypt(&n).unwrap();
     let captured = Session::from_bytes(&b.to_bytes()).unwrap();
-    assert!(captured.clone().decrypt(&m1).is_err());
-    assert!(captured.clone().decrypt(&n).is_err());
+    assert!(captured.snapshot().decrypt(&m1).is_err());
+    assert!(captured.snapshot().decrypt(&n).is_err());
 }
 
 #[test]
@@ -502,7 +502,7 @@ fn tampered_bundles_never_yield_a_working_session() {
         // Fields outside the signatures (the one-time prekey, ids, the address) can only
         // make the first message fail at Bob: never a session with other keys.
         let Message::Prekey(p) = a.encrypt(&mut w.rng, b"x").unwrap() else { panic!() };
-        let mut prekeys = w.bob_prekeys.clone();
+        let mut prekeys = DevicePrekeys::from_bytes(&w.bob_prekeys.to_bytes()).unwrap();
         if Session::accept(
             &w.bob,
             addr("bob"),

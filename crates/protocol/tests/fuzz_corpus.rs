@@ -295,8 +295,8 @@ fn generate_corpus() {
     decrypts.exact("replay-a0", &a0.to_bytes());
     decrypts.exact("replay-a3", &a3.to_bytes());
     decrypts.exact("replay-b2", &b2.to_bytes());
-    let mut alice_later = alice.clone();
-    let mut bob_later = bob.clone();
+    let mut alice_later = Session::from_bytes(&alice.to_bytes()).unwrap();
+    let mut bob_later = Session::from_bytes(&bob.to_bytes()).unwrap();
     let a7 = alice_later.encrypt(&mut rng, &[1u8; 2_000]).unwrap();
     decrypts.with_variants("to-bob-a7-ahead", &a7.to_bytes());
     let b4 = bob_later.encrypt(&mut rng, b"nine").unwrap();

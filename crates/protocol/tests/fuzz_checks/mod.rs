@@ -125,8 +125,10 @@ fn session_fixture() -> &'static SessionFixture {
         let alice = Session::from_bytes(SESSION_ALICE).expect("fuzz/fixtures/session_alice.bin decodes");
         let bob = Session::from_bytes(SESSION_BOB).expect("fuzz/fixtures/session_bob.bin decodes");
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(0xf2e5);
-        let fresh_to_bob = alice.clone().encrypt(&mut rng, FRESH_PLAINTEXT).unwrap();
-        let fresh_to_alice = bob.clone().encrypt(&mut rng, FRESH_PLAINTEXT).unwrap();
+        let fresh_to_bob =
+            Session::from_bytes(&alice.to_bytes()).unwrap().encrypt(&mut rng, FRESH_PLAINTEXT).unwrap();
+        let fresh_to_alice =
+            Session::from_bytes(&bob.to_bytes()).unwrap().encrypt(&mut rng, FRESH_PLAINTEXT).unwrap();
         SessionFixture {
             alice_state: alice.to_bytes().to_vec(),
             bob_state: bob.to_bytes().to_vec(),
@@ -141,8 +143,9 @@ fn session_fixture() -> &'static SessionFixture {
 /// Decrypts `data` on a copy of `session`. On success a replay must fail; on failure the
 /// state must be byte-for-byte unchanged and still accept `fresh`. Returns whether `data`
 /// decrypted.
-fn decrypt_on(session: &Session, state: &[u8], fresh: &Message, data: &[u8]) -> bool {
-    let mut s = session.clone();
+fn decrypt_on(state: &[u8], fresh: &Message, data: &[u8]) -> bool {
+    // A fresh copy of the fixture for every input (sessions are not `Clone`).
+    let mut s = Session::from_bytes(state).expect("the fixture state loads");
     match s.decrypt_bytes(data) {
         Ok(_) => {
             assert!(s.decrypt_bytes(data).is_err(), "a replayed message decrypted twice");
@@ -161,8 +164,8 @@ fn decrypt_on(session: &Session, state: &[u8], fresh: &Message, data: &[u8]) -> 
 /// fixture).
 pub fn check_session_decrypt(data: &[u8]) -> usize {
     let f = session_fixture();
-    usize::from(decrypt_on(&f.bob, &f.bob_state, &f.fresh_to_bob, data))
-        + usize::from(decrypt_on(&f.alice, &f.alice_state, &f.fresh_to_alice, data))
+    usize::from(decrypt_on(&f.bob_state, &f.fresh_to_bob, data))
+        + usize::from(decrypt_on(&f.alice_state, &f.fresh_to_alice, data))
 }
 
 /// The two account identities behind the safety-number target.
