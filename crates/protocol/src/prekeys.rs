@@ -104,6 +104,21 @@ pub struct SignedPrekeyPublic {
 }
 
 impl SignedPrekeyPublic {
+    /// Encodes the key as published (see `docs/PROTOCOL.md` section 4).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Vec::new();
+        self.encode(&mut w);
+        w
+    }
+
+    /// Decodes a published key (signatures are checked by `verify`, not here).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let k = Self::decode(&mut r)?;
+        r.finish()?;
+        Ok(k)
+    }
+
     fn signed_message(id: u32, key: &X25519Public) -> Vec<u8> {
         let mut m = Vec::with_capacity(SPK_LABEL.len() + 36);
         m.put(SPK_LABEL);
@@ -143,6 +158,21 @@ pub struct KemPrekeyPublic {
 }
 
 impl KemPrekeyPublic {
+    /// Encodes the key as published (see `docs/PROTOCOL.md` section 4).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Vec::new();
+        self.encode(&mut w);
+        w
+    }
+
+    /// Decodes a published key (signatures are checked by `verify`, not here).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let k = Self::decode(&mut r)?;
+        r.finish()?;
+        Ok(k)
+    }
+
     fn signed_message(id: u32, kind: KemPrekeyKind, key: &KemPublic) -> Vec<u8> {
         let mut m = Vec::with_capacity(KEM_LABEL.len() + 5 + key.as_bytes().len());
         m.put(KEM_LABEL);
@@ -180,6 +210,21 @@ pub struct OneTimePrekeyPublic {
 }
 
 impl OneTimePrekeyPublic {
+    /// Encodes the key as published (see `docs/PROTOCOL.md` section 4).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Vec::new();
+        self.encode(&mut w);
+        w
+    }
+
+    /// Decodes a published key (signatures are checked by `verify`, not here).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let k = Self::decode(&mut r)?;
+        r.finish()?;
+        Ok(k)
+    }
+
     pub(crate) fn encode(&self, w: &mut impl Writer) {
         w.put_u32(self.id);
         w.put(self.key.as_bytes());

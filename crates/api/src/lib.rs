@@ -1,0 +1,69 @@
+//! Tacit's wire contract, version 1: every request, response and WebSocket frame that
+//! crosses between a Tacit client and a Tacit server, plus the limits both enforce.
+//!
+//! Everything the server stores or relays is public-key material, signed data or
+//! end-to-end ciphertext; nothing here carries a secret except the bearer token, which
+//! only proves a device's identity to this server.
+//!
+//! HTTP requests carry [`VERSION_HEADER`]; a server that no longer supports the client's
+//! version answers `426 Upgrade Required` with [`ErrorCode::ClientTooOld`].
+
+mod b64;
+mod error;
+mod routes;
+mod types;
+
+pub use b64::Bytes;
+pub use error::{ApiError, ErrorCode};
+pub use routes::*;
+pub use types::*;
+
+/// The wire protocol version this crate describes.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The oldest client version a server of this build accepts.
+pub const MIN_CLIENT_VERSION: u32 = 1;
+/// Header naming the client's wire protocol version on every request.
+pub const VERSION_HEADER: &str = "tacit-protocol";
+
+/// Limits enforced by the server (and respected by the client).
+pub mod limits {
+    /// Largest HTTP request body.
+    pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+    /// Largest single envelope ciphertext (the largest padded message, a prekey message
+    /// header and slack).
+    pub const MAX_ENVELOPE_BYTES: usize = 70 * 1024;
+    /// Most envelopes in one send (one per recipient device plus the sender's own).
+    pub const MAX_ENVELOPES_PER_SEND: usize = 64;
+    /// Most envelopes held for one device; a full mailbox refuses new messages.
+    pub const MAX_MAILBOX_ENVELOPES: usize = 10_000;
+    /// Most envelopes returned by one fetch.
+    pub const MAX_FETCH: usize = 256;
+    /// Most one-time prekeys of each kind uploaded at once.
+    pub const MAX_PREKEYS_PER_UPLOAD: usize = 200;
+    /// Most one-time prekeys of each kind the server keeps for one device.
+    pub const MAX_STORED_PREKEYS: usize = 1_000;
+    /// Bundle fetches allowed per requesting device per minute (protects one-time keys).
+    pub const BUNDLE_FETCHES_PER_MINUTE: u32 = 60;
+    /// Requests allowed per connection or device per second, burst included.
+    pub const REQUESTS_PER_SECOND: u32 = 200;
+    /// Seconds an authentication challenge stays valid.
+    pub const CHALLENGE_TTL_SECS: u64 = 60;
+    /// Seconds a session token stays valid.
+    pub const TOKEN_TTL_SECS: u64 = 24 * 3600;
+    /// The server reports "running low" below this many one-time keys of either kind.
+    pub const LOW_PREKEY_WATER: u32 = 20;
+}
+
+/// The byte string a device signs to open an authenticated session: a label, the server's
+/// origin (so a signature for one server is useless on another), the account, the device
+/// and the server's single-use challenge.
+pub fn auth_message(origin: &str, account: &str, device: u32, challenge: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(64 + origin.len() + account.len() + challenge.len());
+    for part in [b"Tacit v1 auth".as_slice(), origin.as_bytes(), account.as_bytes()] {
+        m.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        m.extend_from_slice(part);
+    }
+    m.extend_from_slice(&device.to_be_bytes());
+    m.extend_from_slice(challenge);
+    m
+}

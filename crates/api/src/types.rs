@@ -1,0 +1,238 @@
+//! Request, response and frame bodies (JSON).
+
+use serde::{Deserialize, Serialize};
+
+use crate::Bytes;
+
+/// Creates an account with its first device (device 1), from public keys only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateAccountRequest {
+    /// The account name (3 to 32 of `a-z 0-9 . _ -`).
+    pub name: String,
+    /// The account identity key (Ed25519, 32 bytes).
+    pub account_key: Bytes,
+    /// The account-signed device list naming exactly device 1.
+    pub device_list: Bytes,
+    /// Required when the server was started with a registration token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_token: Option<String>,
+    /// The first device's prekeys.
+    pub prekeys: PrekeyUploadRequest,
+}
+
+/// The created account's first device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateAccountResponse {
+    /// Always 1 for a new account.
+    pub device: u32,
+}
+
+/// Asks for a single-use challenge to sign.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeRequest {
+    /// The account.
+    pub account: String,
+    /// The device that will sign.
+    pub device: u32,
+}
+
+/// A challenge, valid for [`crate::limits::CHALLENGE_TTL_SECS`] and one use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeResponse {
+    /// 32 random bytes.
+    pub challenge: Bytes,
+    /// The origin the server signs for (part of [`crate::auth_message`]).
+    pub origin: String,
+}
+
+/// Proves possession of the device signing key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRequest {
+    /// The account.
+    pub account: String,
+    /// The device.
+    pub device: u32,
+    /// The challenge being answered.
+    pub challenge: Bytes,
+    /// Ed25519 signature by the device signing key over [`crate::auth_message`].
+    pub signature: Bytes,
+}
+
+/// A bearer token for the authenticated device.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionResponse {
+    /// The token (random; the server stores only its hash).
+    pub token: String,
+    /// Seconds until it expires.
+    pub expires_in_secs: u64,
+}
+
+impl core::fmt::Debug for SessionResponse {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SessionResponse")
+            .field("token", &"***")
+            .field("expires_in_secs", &self.expires_in_secs)
+            .finish()
+    }
+}
+
+/// Public prekeys to publish, each in `tacit-protocol`'s encoding.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrekeyUploadRequest {
+    /// A new signed X25519 prekey (`SignedPrekeyPublic`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_prekey: Option<Bytes>,
+    /// A new last-resort ML-KEM prekey (`KemPrekeyPublic`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_resort: Option<Bytes>,
+    /// New one-time X25519 prekeys (`OneTimePrekeyPublic`).
+    #[serde(default)]
+    pub one_time: Vec<Bytes>,
+    /// New one-time ML-KEM prekeys (`KemPrekeyPublic`).
+    #[serde(default)]
+    pub kem_one_time: Vec<Bytes>,
+}
+
+/// How many one-time keys the server still holds for the caller's device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrekeyStatus {
+    /// One-time X25519 prekeys left.
+    pub one_time: u32,
+    /// One-time ML-KEM prekeys left.
+    pub kem_one_time: u32,
+    /// Either count is below [`crate::limits::LOW_PREKEY_WATER`]: refill.
+    pub low: bool,
+}
+
+/// One device's prekey bundle (`PrekeyBundle` encoding).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleResponse {
+    /// The bundle; its one-time keys were removed from the server when handed out.
+    pub bundle: Bytes,
+}
+
+/// An account's signed device list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceListResponse {
+    /// `DeviceList` encoding, signed by the account key.
+    pub device_list: Bytes,
+}
+
+/// One ciphertext for one recipient device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutgoingEnvelope {
+    /// The recipient device.
+    pub device: u32,
+    /// End-to-end ciphertext (a `tacit-protocol` message).
+    pub content: Bytes,
+}
+
+/// Sends one message to every device of `recipient`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendRequest {
+    /// The recipient account.
+    pub recipient: String,
+    /// One envelope per current device of the recipient.
+    pub envelopes: Vec<OutgoingEnvelope>,
+}
+
+/// The message is durably stored in every recipient mailbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendResponse {
+    /// Server time of acceptance, milliseconds since the Unix epoch.
+    pub server_time_ms: u64,
+}
+
+/// `409`: the envelopes do not cover exactly the recipient's current devices.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MismatchedDevices {
+    /// Always [`crate::ErrorCode::MismatchedDevices`].
+    pub code: crate::ErrorCode,
+    /// Current devices with no envelope.
+    pub missing: Vec<u32>,
+    /// Envelopes for devices that do not exist.
+    pub extra: Vec<u32>,
+}
+
+/// `410`: devices that were re-registered since the sender's session began.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleDevices {
+    /// Always [`crate::ErrorCode::StaleDevices`].
+    pub code: crate::ErrorCode,
+    /// The re-registered devices.
+    pub stale: Vec<u32>,
+}
+
+/// A stored message for the fetching device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Mailbox-unique id, used to acknowledge.
+    pub id: u64,
+    /// Sender account (as authenticated by the server).
+    pub sender: String,
+    /// Sender device.
+    pub sender_device: u32,
+    /// When the server accepted it, milliseconds since the Unix epoch.
+    pub server_time_ms: u64,
+    /// End-to-end ciphertext.
+    pub content: Bytes,
+}
+
+/// Pending envelopes, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchResponse {
+    /// At most [`crate::limits::MAX_FETCH`] envelopes.
+    pub envelopes: Vec<Envelope>,
+    /// More are waiting.
+    pub more: bool,
+}
+
+/// Deletes delivered envelopes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckRequest {
+    /// Envelope ids.
+    pub ids: Vec<u64>,
+}
+
+/// Server-to-client WebSocket frames (JSON text frames).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// A stored envelope; it stays stored until acknowledged.
+    Envelope(Envelope),
+    /// Everything stored at connection time has been sent.
+    Drained,
+}
+
+/// Client-to-server WebSocket frames.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// The client stored these envelopes durably: the server may delete them.
+    Ack {
+        /// Envelope ids.
+        ids: Vec<u64>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_and_bytes_round_trip() {
+        let f = ServerFrame::Envelope(Envelope {
+            id: 7,
+            sender: "alice".into(),
+            sender_device: 1,
+            server_time_ms: 1,
+            content: Bytes(vec![0, 255, 1]),
+        });
+        let j = serde_json::to_string(&f).unwrap();
+        assert!(j.contains("\"type\":\"envelope\"") && j.contains("\"content\":\"AP8B\""), "{j}");
+        assert_eq!(serde_json::from_str::<ServerFrame>(&j).unwrap(), f);
+        let a: ClientFrame = serde_json::from_str(r#"{"type":"ack","ids":[1,2]}"#).unwrap();
+        assert_eq!(a, ClientFrame::Ack { ids: vec![1, 2] });
+        assert!(serde_json::from_str::<Bytes>("\"***\"").is_err());
+    }
+}
