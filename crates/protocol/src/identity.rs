@@ -304,6 +304,18 @@ impl DeviceIdentity {
         &self.signing
     }
 
+    /// Signs a server authentication challenge: `message` must be a `tacit-api`
+    /// `auth_message`, whose length-prefixed label (`u32 13 || "Tacit v1 auth"`) keeps it
+    /// apart from every protocol signature (those start with a bare ASCII label). Anything
+    /// else is refused ([`CryptoError::BadSignature`]), so this cannot sign prekeys or bindings.
+    pub fn sign_auth_message(&self, message: &[u8]) -> Result<Signature, CryptoError> {
+        const AUTH_PREFIX: &[u8] = b"\x00\x00\x00\x0dTacit v1 auth";
+        if !message.starts_with(AUTH_PREFIX) {
+            return Err(CryptoError::BadSignature);
+        }
+        Ok(self.signing.sign(message))
+    }
+
     pub(crate) fn dh(&self) -> &X25519Secret {
         &self.dh
     }
@@ -350,6 +362,18 @@ mod tests {
         assert_eq!(AccountName::new(&"a".repeat(33)), Err(NameError::BadLength));
         assert_eq!(AccountName::new("Alice"), Err(NameError::BadCharacter));
         assert_eq!(AccountName::new("al ce"), Err(NameError::BadCharacter));
+    }
+
+    #[test]
+    fn auth_signatures_only_over_auth_messages() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
+        let d = DeviceIdentity::generate(&mut rng).unwrap();
+        let mut m = 13u32.to_be_bytes().to_vec();
+        m.extend_from_slice(b"Tacit v1 auth");
+        m.extend_from_slice(b"rest");
+        let sig = d.sign_auth_message(&m).unwrap();
+        d.public().signing_key().verify(&m, &sig).unwrap();
+        assert!(d.sign_auth_message(b"Tacit v1 signed prekey").is_err());
     }
 
     #[test]

@@ -1,0 +1,138 @@
+//! The command line (docs/CLI.md is the contract).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Tacit: end-to-end encrypted messaging.
+#[derive(Debug, Parser)]
+#[command(name = "tacit", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The account's folder (default: the platform's data directory, e.g. ~/.local/share/tacit).
+    #[arg(long, global = true, env = "TACIT_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Print one JSON object per line, each with a "type" field.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or delete this device's account.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Send a text message to every device of NAME.
+    Send {
+        /// The recipient's account name.
+        name: String,
+        /// The text.
+        text: String,
+    },
+    /// Print pending messages (waiting up to SECONDS for at least one).
+    Receive {
+        /// Wait up to this many seconds for at least one message (0: only what is stored).
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        wait: u64,
+    },
+    /// Print the conversation with NAME.
+    History {
+        /// The contact's account name.
+        name: String,
+    },
+    /// Print the safety number with NAME (12 groups of 5 digits).
+    SafetyNumber {
+        /// The contact's account name.
+        name: String,
+    },
+    /// Mark NAME verified if DIGITS equal the safety number (spaces ignored).
+    Verify {
+        /// The contact's account name.
+        name: String,
+        /// The safety number as read from the other device.
+        #[arg(num_args = 1.., required = true)]
+        digits: Vec<String>,
+    },
+    /// Local store maintenance.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+/// `tacit account ...`.
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Create an account on a server, with this device as its first device.
+    Create(CreateArgs),
+    /// Delete the account from the server and this device.
+    Delete,
+}
+
+/// `tacit account create` flags.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The server's URL, e.g. http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+    /// The account name: 3 to 32 of a-z 0-9 . _ -
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// The server's registration token, if it requires one.
+    #[arg(long, value_name = "T", env = "TACIT_REGISTRATION_TOKEN")]
+    pub registration_token: Option<String>,
+}
+
+/// `tacit store ...`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Change the store's passphrase (TACIT_NEW_PASSPHRASE, or asked; empty for none).
+    Rekey,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_the_contract() {
+        let c = Cli::try_parse_from([
+            "tacit", "--home", "/h", "account", "create", "--server", "http://x", "--name", "alice",
+        ])
+        .unwrap();
+        assert_eq!(c.home.as_deref(), Some(std::path::Path::new("/h")));
+        assert!(
+            matches!(c.command, Command::Account(AccountCommand::Create(ref a)) if a.name == "alice" && a.registration_token.is_none())
+        );
+        let c = Cli::try_parse_from(["tacit", "send", "bob", "hello there", "--json"]).unwrap();
+        assert!(c.json);
+        assert!(
+            matches!(c.command, Command::Send { ref name, ref text } if name == "bob" && text == "hello there")
+        );
+        let c = Cli::try_parse_from(["tacit", "receive", "--wait", "5"]).unwrap();
+        assert!(matches!(c.command, Command::Receive { wait: 5 }));
+        let c = Cli::try_parse_from(["tacit", "verify", "bob", "12345", "67890"]).unwrap();
+        assert!(matches!(c.command, Command::Verify { ref digits, .. } if digits.len() == 2));
+        assert!(Cli::try_parse_from(["tacit", "safety-number", "bob"]).is_ok());
+        assert!(Cli::try_parse_from(["tacit", "history", "bob"]).is_ok());
+        assert!(Cli::try_parse_from(["tacit", "store", "rekey"]).is_ok());
+        assert!(Cli::try_parse_from(["tacit", "account", "delete"]).is_ok());
+    }
+
+    #[test]
+    fn refuses_bad_usage() {
+        assert!(Cli::try_parse_from(["tacit"]).is_err());
+        assert!(Cli::try_parse_from(["tacit", "send", "bob"]).is_err());
+        assert!(Cli::try_parse_from(["tacit", "receive", "--wait", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["tacit", "account", "create", "--name", "alice"]).is_err());
+        assert!(Cli::try_parse_from(["tacit", "verify", "bob"]).is_err());
+        assert!(Cli::try_parse_from(["tacit", "frobnicate"]).is_err());
+    }
+}

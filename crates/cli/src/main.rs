@@ -1,0 +1,212 @@
+//! `tacit`: the command-line client (and, later, server and demo). The contract — commands,
+//! flags, `--json` lines and exit codes — is docs/CLI.md.
+
+mod args;
+mod output;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tacit_client::{Client, ClientError, ErrorKind, StoreSecret};
+use zeroize::Zeroizing;
+
+use args::{AccountCommand, Cli, Command, StoreCommand};
+use output::Out;
+
+/// Exit codes (docs/CLI.md).
+mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const NETWORK: u8 = 3;
+    pub const SECURITY: u8 = 4;
+    pub const NOT_FOUND: u8 = 5;
+}
+
+/// A command failure: the SDK's error, or a usage problem found by the CLI itself.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    /// From the SDK.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Bad usage detected after parsing.
+    #[error("{0}")]
+    Usage(String),
+    /// A local failure outside the SDK.
+    #[error("{0}")]
+    Local(String),
+}
+
+impl CliError {
+    fn code(&self) -> u8 {
+        match self {
+            Self::Usage(_) => exit::USAGE,
+            Self::Local(_) => exit::FAILURE,
+            Self::Client(e) => match e.kind() {
+                ErrorKind::Usage => exit::USAGE,
+                ErrorKind::Network => exit::NETWORK,
+                ErrorKind::Security => exit::SECURITY,
+                ErrorKind::NotFound => exit::NOT_FOUND,
+                _ => exit::FAILURE,
+            },
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.code() {
+            exit::USAGE => "usage",
+            exit::NETWORK => "network",
+            exit::SECURITY => "security",
+            exit::NOT_FOUND => "not_found",
+            _ => "failure",
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let out = Out::new(cli.json);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            out.error("failure", &format!("cannot start the runtime: {e}"));
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    match runtime.block_on(run(cli, &out)) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            out.error(e.kind(), &e.to_string());
+            ExitCode::from(e.code())
+        }
+    }
+}
+
+fn home(cli_home: Option<PathBuf>) -> Result<PathBuf, CliError> {
+    match cli_home {
+        Some(h) => Ok(h),
+        None => dirs::data_dir().map(|d| d.join("tacit")).ok_or_else(|| {
+            CliError::Usage("no platform data directory: pass --home or set TACIT_HOME".into())
+        }),
+    }
+}
+
+fn env_secret(var: &str) -> Option<Zeroizing<String>> {
+    std::env::var(var).ok().map(Zeroizing::new)
+}
+
+fn prompt(label: &str) -> Result<Zeroizing<String>, CliError> {
+    rpassword::prompt_password(label)
+        .map(Zeroizing::new)
+        .map_err(|e| CliError::Local(format!("cannot read the passphrase: {e}")))
+}
+
+/// A new passphrase from `var`, or asked twice on a terminal; empty means none.
+fn new_secret(var: &str, required: bool) -> Result<StoreSecret, CliError> {
+    if let Some(p) = env_secret(var) {
+        return Ok(StoreSecret::Passphrase(p));
+    }
+    if !std::io::stdin().is_terminal() {
+        if required {
+            return Err(CliError::Usage(format!("set {var} (empty for no passphrase) or run interactively")));
+        }
+        return Ok(StoreSecret::NoPassphrase);
+    }
+    let first = prompt("New passphrase for the local store (empty: none, a private key file is used): ")?;
+    if first.is_empty() {
+        return Ok(StoreSecret::NoPassphrase);
+    }
+    let again = prompt("Repeat it: ")?;
+    if *first != *again {
+        return Err(CliError::Usage("the passphrases differ".into()));
+    }
+    Ok(StoreSecret::Passphrase(first))
+}
+
+fn open(home: &Path) -> Result<Client, CliError> {
+    if !Client::exists(home) {
+        return Err(ClientError::NoAccount.into());
+    }
+    let pass = if Client::needs_passphrase(home) {
+        match env_secret("TACIT_PASSPHRASE") {
+            Some(p) => Some(p),
+            None if std::io::stdin().is_terminal() => Some(prompt("Passphrase: ")?),
+            None => return Err(ClientError::PassphraseRequired.into()),
+        }
+    } else {
+        None
+    };
+    Ok(Client::open(home, pass.as_ref())?)
+}
+
+async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
+    let home = home(cli.home)?;
+    match cli.command {
+        Command::Account(AccountCommand::Create(a)) => {
+            let secret = new_secret("TACIT_PASSPHRASE", false)?;
+            let mut c =
+                Client::create_account(&home, secret, &a.server, &a.name, a.registration_token.as_deref())
+                    .await?;
+            out.warnings(c.take_warnings());
+            out.account_created(c.account_name(), c.device_id(), c.server(), &home);
+        }
+        Command::Account(AccountCommand::Delete) => {
+            let c = open(&home)?;
+            let name = c.account_name().to_owned();
+            c.delete_account().await?;
+            out.account_deleted(&name);
+        }
+        Command::Send { name, text } => {
+            let mut c = open(&home)?;
+            let r = c.send_text(&name, &text).await;
+            out.warnings(c.take_warnings());
+            out.sent(&name, &r?);
+        }
+        Command::Receive { wait } => {
+            let mut c = open(&home)?;
+            let r = c.receive(Duration::from_secs(wait)).await;
+            out.warnings(c.take_warnings());
+            for m in r? {
+                out.message(&m);
+            }
+        }
+        Command::History { name } => {
+            let c = open(&home)?;
+            for e in c.history(&name)? {
+                out.history(&e);
+            }
+        }
+        Command::SafetyNumber { name } => {
+            let mut c = open(&home)?;
+            let r = c.safety_number(&name).await;
+            out.warnings(c.take_warnings());
+            let verified = c.is_verified(&name)?;
+            out.safety_number(&name, &r?, verified);
+        }
+        Command::Verify { name, digits } => {
+            let mut c = open(&home)?;
+            let r = c.verify(&name, &digits.join(" ")).await;
+            out.warnings(c.take_warnings());
+            r?;
+            out.verified(&name);
+        }
+        Command::Store(StoreCommand::Rekey) => {
+            let mut c = open(&home)?;
+            let secret = new_secret("TACIT_NEW_PASSPHRASE", true)?;
+            let with_passphrase = matches!(&secret, StoreSecret::Passphrase(p) if !p.is_empty());
+            c.rekey(secret)?;
+            out.rekeyed(with_passphrase);
+        }
+    }
+    Ok(())
+}

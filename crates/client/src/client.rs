@@ -1,0 +1,376 @@
+//! The [`Client`]: one account's device, its store and its server connection.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand_core::OsRng;
+use tacit_api as api;
+use tacit_protocol::{
+    AccountIdentity, AccountName, DeviceAddress, DeviceEntry, DeviceId, DeviceIdentity, DeviceList,
+    DevicePrekeys, PrekeyPolicy, PrekeyUpload, UnixTime,
+};
+use zeroize::Zeroizing;
+
+use crate::error::{ClientError, Result};
+use crate::generations::{self, Generations};
+use crate::net::Api;
+use crate::store::key::{self, StoreSecret, remove_if_exists};
+use crate::store::{self, DB_FILE, HistoryEntry, Store};
+
+/// Meta keys in the store.
+pub(crate) mod meta {
+    pub(crate) const NAME: &str = "account_name";
+    pub(crate) const DEVICE: &str = "device_id";
+    pub(crate) const SERVER: &str = "server";
+    pub(crate) const ACCOUNT_IDENTITY: &str = "account_identity";
+    pub(crate) const DEVICE_IDENTITY: &str = "device_identity";
+    pub(crate) const DEVICE_LIST: &str = "device_list";
+    pub(crate) const PREKEYS: &str = "prekeys";
+    pub(crate) const REGISTERED: &str = "registered";
+    pub(crate) const GENERATIONS_FILE: &str = "generations_file";
+    pub(crate) const PENDING_UPLOAD: &str = "pending_prekey_upload";
+}
+
+/// Sessions kept per remote device (the newest sends; older ones still decrypt late messages).
+pub(crate) const SESSIONS_PER_DEVICE: usize = 5;
+
+/// This device's own identity.
+pub(crate) struct Me {
+    pub(crate) name: AccountName,
+    pub(crate) device: DeviceId,
+    pub(crate) account: AccountIdentity,
+    pub(crate) identity: DeviceIdentity,
+}
+
+impl Me {
+    pub(crate) fn address(&self) -> DeviceAddress {
+        DeviceAddress { account: self.name.clone(), device: self.device }
+    }
+}
+
+/// One account's device: the encrypted store, the generation marks and the server.
+///
+/// Calls take `&mut self`; database work is short and runs inline on the calling task.
+pub struct Client {
+    pub(crate) store: Store,
+    pub(crate) gens: Generations,
+    pub(crate) api: Api,
+    pub(crate) me: Me,
+    pub(crate) warnings: Vec<String>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn now() -> UnixTime {
+    UnixTime(now_ms() / 1000)
+}
+
+/// Converts the protocol's public prekeys to the wire request.
+pub(crate) fn upload_request(u: &PrekeyUpload) -> api::PrekeyUploadRequest {
+    api::PrekeyUploadRequest {
+        signed_prekey: u.signed_prekey.as_ref().map(|k| api::Bytes(k.to_bytes())),
+        last_resort: u.last_resort.as_ref().map(|k| api::Bytes(k.to_bytes())),
+        one_time: u.one_time.iter().map(|k| api::Bytes(k.to_bytes())).collect(),
+        kem_one_time: u.kem_one_time.iter().map(|k| api::Bytes(k.to_bytes())).collect(),
+    }
+}
+
+fn load_me(store: &Store) -> Result<Me> {
+    let get = |k: &str| store.meta(k)?.ok_or(ClientError::NoAccount);
+    let name =
+        String::from_utf8(get(meta::NAME)?.to_vec()).map_err(|_| ClientError::Internal("stored name"))?;
+    let device: [u8; 4] =
+        get(meta::DEVICE)?.as_slice().try_into().map_err(|_| ClientError::Internal("stored device id"))?;
+    Ok(Me {
+        name: AccountName::new(&name)?,
+        device: DeviceId::new(u32::from_be_bytes(device)).ok_or(ClientError::Internal("stored device id"))?,
+        account: AccountIdentity::from_bytes(&get(meta::ACCOUNT_IDENTITY)?)?,
+        identity: DeviceIdentity::from_bytes(&get(meta::DEVICE_IDENTITY)?)?,
+    })
+}
+
+/// Removes every file of a store in `home`.
+fn wipe(home: &Path) -> Result<()> {
+    for f in [
+        DB_FILE.to_owned(),
+        format!("{DB_FILE}-wal"),
+        format!("{DB_FILE}-shm"),
+        key::SALT_FILE.to_owned(),
+        key::KEY_FILE.to_owned(),
+        generations::FILE.to_owned(),
+    ] {
+        remove_if_exists(&home.join(f))?;
+    }
+    Ok(())
+}
+
+impl Client {
+    /// Whether the store in `home` is protected by a passphrase (so the caller must ask).
+    pub fn needs_passphrase(home: &Path) -> bool {
+        key::needs_passphrase(home)
+    }
+
+    /// Whether `home` holds an account.
+    pub fn exists(home: &Path) -> bool {
+        Store::exists(home)
+    }
+
+    /// Opens the account in `home` (`passphrase` when the store has one).
+    pub fn open(home: &Path, passphrase: Option<&Zeroizing<String>>) -> Result<Self> {
+        let store = Store::open(home, passphrase)?;
+        if store.meta(meta::REGISTERED)?.as_deref().map(Vec::as_slice) != Some(&[1]) {
+            return Err(ClientError::NoAccount);
+        }
+        Self::from_store(store)
+    }
+
+    fn from_store(store: Store) -> Result<Self> {
+        let me = load_me(&store)?;
+        let server = store.meta(meta::SERVER)?.ok_or(ClientError::NoAccount)?;
+        let server =
+            String::from_utf8(server.to_vec()).map_err(|_| ClientError::Internal("stored server"))?;
+        let expected = store.meta(meta::GENERATIONS_FILE)?.is_some() || store.has_sessions()?;
+        let gens = Generations::load(store.home(), expected)?;
+        Ok(Self { store, gens, api: Api::new(&server)?, me, warnings: Vec::new() })
+    }
+
+    /// Creates an account on `server` with this device as device 1: generates the account
+    /// and device identities, signs the device list, makes prekeys, stores everything
+    /// (encrypted with `secret`), then registers. Re-running after a crash resumes with the
+    /// same keys.
+    pub async fn create_account(
+        home: &Path,
+        secret: StoreSecret,
+        server: &str,
+        name: &str,
+        registration_token: Option<&str>,
+    ) -> Result<Self> {
+        let name = AccountName::new(name)?;
+        let api = Api::new(server)?;
+        if Store::exists(home) {
+            let pass = match &secret {
+                StoreSecret::Passphrase(p) if !p.is_empty() => Some(p),
+                _ => None,
+            };
+            let resumable = match Store::open(home, pass) {
+                Ok(s) => {
+                    let registered = s.meta(meta::REGISTERED)?.as_deref().map(Vec::as_slice) == Some(&[1]);
+                    let same =
+                        s.meta(meta::NAME)?.as_deref().map(Vec::as_slice) == Some(name.as_str().as_bytes());
+                    if registered {
+                        let existing = load_me(&s).map(|m| m.name.to_string()).unwrap_or_default();
+                        return Err(ClientError::AccountExists(existing));
+                    }
+                    same.then_some(s)
+                }
+                Err(ClientError::WrongKey | ClientError::PassphraseRequired) => {
+                    return Err(ClientError::AccountExists("(locked store)".into()));
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(s) = resumable {
+                return Self::register(Self::from_store(s)?, api, registration_token).await;
+            }
+            wipe(home)?;
+        }
+        let mut rng = OsRng;
+        let account = AccountIdentity::generate(&mut rng)?;
+        let identity = DeviceIdentity::generate(&mut rng)?;
+        let device = DeviceId::new(1).ok_or(ClientError::Internal("device 1"))?;
+        let list = DeviceList::sign(
+            &account,
+            name.clone(),
+            1,
+            vec![DeviceEntry { id: device, identity: identity.public().clone() }],
+        )
+        .map_err(|source| ClientError::DeviceList { name: name.to_string(), source })?;
+        let mut prekeys = DevicePrekeys::new();
+        let plan = prekeys.plan(now(), &PrekeyPolicy::default(), 0, 0);
+        let upload = prekeys.execute(&mut rng, &identity, now(), &plan)?;
+        let upload =
+            serde_json::to_vec(&upload_request(&upload)).map_err(|_| ClientError::Internal("upload"))?;
+
+        let mut store = Store::create(home, &secret)?;
+        let tx = store.tx()?;
+        store::set_meta(&tx, meta::NAME, name.as_str().as_bytes())?;
+        store::set_meta(&tx, meta::DEVICE, &device.get().to_be_bytes())?;
+        store::set_meta(&tx, meta::SERVER, api.base().as_bytes())?;
+        store::set_meta(&tx, meta::ACCOUNT_IDENTITY, &account.to_bytes())?;
+        store::set_meta(&tx, meta::DEVICE_IDENTITY, &identity.to_bytes())?;
+        store::set_meta(&tx, meta::DEVICE_LIST, &list.to_bytes())?;
+        store::set_meta(&tx, meta::PREKEYS, &prekeys.to_bytes())?;
+        store::set_meta(&tx, meta::PENDING_UPLOAD, &upload)?;
+        store::set_meta(&tx, meta::REGISTERED, &[0])?;
+        store::set_meta(&tx, meta::GENERATIONS_FILE, &[1])?;
+        tx.commit()?;
+        let client = Self::from_store(store)?;
+        client.gens.ensure_file()?;
+        Self::register(client, api, registration_token).await
+    }
+
+    async fn register(mut self, api: Api, registration_token: Option<&str>) -> Result<Self> {
+        self.api = api;
+        let get = |k: &str| self.store.meta(k)?.ok_or(ClientError::Internal("missing registration data"));
+        let device_list = get(meta::DEVICE_LIST)?.to_vec();
+        let prekeys: api::PrekeyUploadRequest = serde_json::from_slice(&get(meta::PENDING_UPLOAD)?)
+            .map_err(|_| ClientError::Internal("upload"))?;
+        let req = api::CreateAccountRequest {
+            name: self.me.name.to_string(),
+            account_key: api::Bytes(self.me.account.public().as_bytes().to_vec()),
+            device_list: api::Bytes(device_list),
+            registration_token: registration_token.map(str::to_owned),
+            prekeys,
+        };
+        match self.api.create_account(&req).await {
+            Ok(_) => {}
+            Err(ClientError::Server { code: Some(api::ErrorCode::NameTaken), .. })
+                if self.registered_earlier().await.unwrap_or(false) => {}
+            Err(e @ ClientError::Server { .. }) => {
+                // Refused for good (name taken, bad name, closed): leave no half-made store.
+                let home = self.store.home().to_owned();
+                self.store.close()?;
+                wipe(&home)?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
+        let tx = self.store.tx()?;
+        store::set_meta(&tx, meta::REGISTERED, &[1])?;
+        store::delete_meta(&tx, meta::PENDING_UPLOAD)?;
+        store::set_meta(&tx, meta::SERVER, self.api.base().as_bytes())?;
+        tx.commit()?;
+        Ok(self)
+    }
+
+    /// After a crash between registering and recording it: the server's list is ours.
+    async fn registered_earlier(&self) -> Result<bool> {
+        let bytes = self.api.device_list(self.me.name.as_str()).await?;
+        let list = DeviceList::verify(&bytes, &self.me.name, Some(&self.me.account.public()), None);
+        Ok(list.is_ok())
+    }
+
+    /// The account name.
+    pub fn account_name(&self) -> &str {
+        self.me.name.as_str()
+    }
+
+    /// This device's id.
+    pub fn device_id(&self) -> u32 {
+        self.me.device.get()
+    }
+
+    /// The server URL.
+    pub fn server(&self) -> &str {
+        self.api.base()
+    }
+
+    /// The home directory.
+    pub fn home(&self) -> &Path {
+        self.store.home()
+    }
+
+    /// Warnings gathered since the last call (identity changes accepted, stale sessions
+    /// replaced, envelopes dropped): for the user's eyes.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// Authenticates if needed, then brings the server's prekeys up to date.
+    pub(crate) async fn online(&mut self) -> Result<()> {
+        if self.api.is_authenticated() {
+            return Ok(());
+        }
+        let identity = &self.me.identity;
+        self.api
+            .authenticate(self.me.name.as_str(), self.me.device.get(), |m| {
+                Ok(identity.sign_auth_message(m)?.as_bytes().to_vec())
+            })
+            .await?;
+        self.maintain_prekeys().await
+    }
+
+    /// Refills one-time prekeys and rotates the signed and last-resort prekeys as
+    /// `DevicePrekeys::plan` decides from the server's counts. The new private keys and the
+    /// pending upload commit together before the upload, so a crash re-sends the upload.
+    pub async fn maintain_prekeys(&mut self) -> Result<()> {
+        if let Some(pending) = self.store.meta(meta::PENDING_UPLOAD)? {
+            let req: api::PrekeyUploadRequest =
+                serde_json::from_slice(&pending).map_err(|_| ClientError::Internal("upload"))?;
+            self.upload(&req).await?;
+        }
+        let status = self.api.prekey_status().await?;
+        let bytes = self.store.meta(meta::PREKEYS)?.ok_or(ClientError::Internal("missing prekeys"))?;
+        let mut prekeys = DevicePrekeys::from_bytes(&bytes)?;
+        let plan = prekeys.plan(now(), &PrekeyPolicy::default(), status.one_time, status.kem_one_time);
+        if plan.is_empty() {
+            return Ok(());
+        }
+        let upload = prekeys.execute(&mut OsRng, &self.me.identity, now(), &plan)?;
+        let req = upload_request(&upload);
+        let json = serde_json::to_vec(&req).map_err(|_| ClientError::Internal("upload"))?;
+        let tx = self.store.tx()?;
+        store::set_meta(&tx, meta::PREKEYS, &prekeys.to_bytes())?;
+        store::set_meta(&tx, meta::PENDING_UPLOAD, &json)?;
+        tx.commit()?;
+        self.upload(&req).await
+    }
+
+    async fn upload(&mut self, req: &api::PrekeyUploadRequest) -> Result<()> {
+        let empty = req.signed_prekey.is_none()
+            && req.last_resort.is_none()
+            && req.one_time.is_empty()
+            && req.kem_one_time.is_empty();
+        if !empty {
+            // The server takes at most MAX_PREKEYS_PER_UPLOAD of each kind per request.
+            let max = api::limits::MAX_PREKEYS_PER_UPLOAD;
+            let mut first = true;
+            let mut ot = req.one_time.chunks(max);
+            let mut kem = req.kem_one_time.chunks(max);
+            loop {
+                let (a, b) = (ot.next(), kem.next());
+                if a.is_none() && b.is_none() && !first {
+                    break;
+                }
+                let part = api::PrekeyUploadRequest {
+                    signed_prekey: if first { req.signed_prekey.clone() } else { None },
+                    last_resort: if first { req.last_resort.clone() } else { None },
+                    one_time: a.map(<[_]>::to_vec).unwrap_or_default(),
+                    kem_one_time: b.map(<[_]>::to_vec).unwrap_or_default(),
+                };
+                first = false;
+                self.api.upload_prekeys(&part).await?;
+            }
+        }
+        let tx = self.store.tx()?;
+        store::delete_meta(&tx, meta::PENDING_UPLOAD)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The conversation with `name`, oldest first.
+    pub fn history(&self, name: &str) -> Result<Vec<HistoryEntry>> {
+        let name = AccountName::new(name)?;
+        let h = self.store.history(name.as_str())?;
+        if h.is_empty() && self.store.contact(name.as_str())?.is_none() {
+            return Err(ClientError::UnknownContact(name.to_string()));
+        }
+        Ok(h)
+    }
+
+    /// Re-encrypts the store under a new passphrase (or a key file for no passphrase).
+    pub fn rekey(&mut self, secret: StoreSecret) -> Result<()> {
+        self.store.rekey(&secret)
+    }
+
+    /// Deletes the account on the server, then every local file of it.
+    pub async fn delete_account(mut self) -> Result<()> {
+        self.online().await?;
+        self.api.delete_account(self.me.name.as_str()).await?;
+        let home: PathBuf = self.store.home().to_owned();
+        self.store.close()?;
+        wipe(&home)
+    }
+}

@@ -1,0 +1,161 @@
+//! Contacts: device lists verified against the pinned account key, safety numbers and
+//! verification.
+//!
+//! The first device list seen for a name pins its account key (trust on first use). A later
+//! list signed by another key is a key change: for an unverified contact it replaces the pin
+//! with a warning (and old sessions are dropped); for a verified contact it is held as
+//! *pending* and nothing is sent to or accepted from the contact until the user compares the
+//! new safety number and runs `verify` again.
+
+use tacit_protocol::{
+    AccountKey, AccountName, DeviceId, DeviceList, DeviceListError, SafetyNumber, VerifiedDevice,
+};
+
+use crate::client::Client;
+use crate::error::{ClientError, Result};
+use crate::store::{self, ContactRow};
+
+fn key_from(bytes: &[u8; 32]) -> Result<AccountKey> {
+    Ok(AccountKey::from_bytes(*bytes)?)
+}
+
+impl Client {
+    fn list_error(name: &AccountName, source: DeviceListError) -> ClientError {
+        ClientError::DeviceList { name: name.to_string(), source }
+    }
+
+    /// The stored, accepted device list of `name` (verified again from the store).
+    pub(crate) fn stored_list(&self, name: &AccountName) -> Result<Option<(ContactRow, DeviceList)>> {
+        let Some(c) = self.store.contact(name.as_str())? else { return Ok(None) };
+        let key = key_from(&c.account_key)?;
+        let list = DeviceList::verify(&c.device_list, name, Some(&key), None)
+            .map_err(|e| Self::list_error(name, e))?;
+        Ok(Some((c, list)))
+    }
+
+    /// Fetches `name`'s device list and accepts it under the contact rules above.
+    pub(crate) async fn refresh_contact(&mut self, name: &AccountName) -> Result<DeviceList> {
+        let bytes = match self.api.device_list(name.as_str()).await {
+            Err(ClientError::NotFound(_)) => {
+                return Err(ClientError::NotFound(format!("no account named {name}")));
+            }
+            r => r?,
+        };
+        let Some((c, previous)) = self.stored_list(name)? else {
+            let list = DeviceList::verify(&bytes, name, None, None).map_err(|e| Self::list_error(name, e))?;
+            let row = ContactRow {
+                account_key: *list.account_key().as_bytes(),
+                device_list: bytes,
+                verified: false,
+                pending: None,
+            };
+            store::put_contact(self.store.conn(), name.as_str(), &row)?;
+            return Ok(list);
+        };
+        let pinned = key_from(&c.account_key)?;
+        match DeviceList::verify(&bytes, name, Some(&pinned), Some(&previous)) {
+            Ok(list) => {
+                let row = ContactRow { device_list: bytes, pending: None, ..c };
+                store::put_contact(self.store.conn(), name.as_str(), &row)?;
+                Ok(list)
+            }
+            Err(DeviceListError::AccountKeyChanged) => {
+                let list =
+                    DeviceList::verify(&bytes, name, None, None).map_err(|e| Self::list_error(name, e))?;
+                let new_key = *list.account_key().as_bytes();
+                if c.verified {
+                    let row = ContactRow { pending: Some((new_key, bytes)), ..c };
+                    store::put_contact(self.store.conn(), name.as_str(), &row)?;
+                    return Err(ClientError::IdentityChanged(name.to_string()));
+                }
+                let tx = self.store.tx()?;
+                store::delete_sessions(&tx, name.as_str(), None)?;
+                let row =
+                    ContactRow { account_key: new_key, device_list: bytes, verified: false, pending: None };
+                store::put_contact(&tx, name.as_str(), &row)?;
+                tx.commit()?;
+                self.warnings.push(format!(
+                    "{name}'s identity key changed (a new installation, or an attack): compare safety numbers \
+                     with `tacit safety-number {name}` and `tacit verify {name} DIGITS`"
+                ));
+                Ok(list)
+            }
+            Err(e) => Err(Self::list_error(name, e)),
+        }
+    }
+
+    /// The verified identity of a sender's device, refreshing the list when the device is
+    /// not in the stored one.
+    pub(crate) async fn sender_device(
+        &mut self,
+        name: &AccountName,
+        device: DeviceId,
+    ) -> Result<VerifiedDevice> {
+        if let Some((c, list)) = self.stored_list(name)? {
+            if c.pending.is_some() {
+                return Err(ClientError::IdentityChanged(name.to_string()));
+            }
+            if let Some(d) = list.verified_device(device) {
+                return Ok(d);
+            }
+        }
+        let list = self.refresh_contact(name).await?;
+        list.verified_device(device)
+            .ok_or(ClientError::UnknownDevice { name: name.to_string(), device: device.get() })
+    }
+
+    /// The safety number with `name` (12 groups of 5 digits), for the account key the server
+    /// now publishes (a pending changed key if there is one). Works offline from the store.
+    pub async fn safety_number(&mut self, name: &str) -> Result<String> {
+        Ok(self.safety_number_inner(name).await?.0.display())
+    }
+
+    async fn safety_number_inner(&mut self, name: &str) -> Result<(SafetyNumber, [u8; 32], Vec<u8>)> {
+        let name = AccountName::new(name)?;
+        if let Err(e) = self.refresh_contact(&name).await {
+            match e {
+                ClientError::IdentityChanged(_) | ClientError::Network(_) | ClientError::Server { .. } => {}
+                e => return Err(e),
+            }
+        }
+        let c = self
+            .store
+            .contact(name.as_str())?
+            .ok_or_else(|| ClientError::UnknownContact(name.to_string()))?;
+        let (key, list) = match c.pending {
+            Some((k, l)) => (k, l),
+            None => (c.account_key, c.device_list),
+        };
+        let number = SafetyNumber::new(&self.me.name, &self.me.account.public(), &name, &key_from(&key)?);
+        Ok((number, key, list))
+    }
+
+    /// Compares the typed safety number (spaces ignored) in constant time; on a match marks
+    /// the contact verified (accepting a pending key change), otherwise fails with
+    /// [`ClientError::VerificationFailed`] and changes nothing.
+    pub async fn verify(&mut self, name: &str, digits: &str) -> Result<()> {
+        let (number, key, list) = self.safety_number_inner(name).await?;
+        let name = AccountName::new(name)?;
+        if !number.matches_digits(digits) {
+            return Err(ClientError::VerificationFailed(name.to_string()));
+        }
+        let c = self
+            .store
+            .contact(name.as_str())?
+            .ok_or_else(|| ClientError::UnknownContact(name.to_string()))?;
+        let tx = self.store.tx()?;
+        if c.account_key != key {
+            store::delete_sessions(&tx, name.as_str(), None)?;
+        }
+        let row = ContactRow { account_key: key, device_list: list, verified: true, pending: None };
+        store::put_contact(&tx, name.as_str(), &row)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether `name` is a verified contact.
+    pub fn is_verified(&self, name: &str) -> Result<bool> {
+        let name = AccountName::new(name)?;
+        Ok(self.store.contact(name.as_str())?.is_some_and(|c| c.verified && c.pending.is_none()))
+    }
+}

@@ -1,0 +1,158 @@
+//! The SDK's one error type, and the coarse kind each error belongs to (the CLI maps kinds
+//! to exit codes).
+
+use tacit_api::ErrorCode;
+use tacit_protocol::{CryptoError, DecodeError, DeviceListError, NameError, PrekeyError, SessionError};
+use thiserror::Error;
+
+/// What went wrong, coarsely: decides the CLI's exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The caller asked for something malformed (bad name, text too long, missing passphrase).
+    Usage,
+    /// The network or the server failed or refused.
+    Network,
+    /// A security check failed: identity changed, verification failed, forged data.
+    Security,
+    /// No such account, contact or store.
+    NotFound,
+    /// Local failure (disk, store, internal).
+    Local,
+}
+
+/// Why an SDK call failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The account name is not 3 to 32 of `a-z 0-9 . _ -`.
+    #[error("invalid account name: {0}")]
+    BadName(#[from] NameError),
+    /// The message text is longer than a message can carry.
+    #[error("message too long ({len} bytes, at most {max})")]
+    MessageTooLong {
+        /// The text's length in bytes.
+        len: usize,
+        /// The largest allowed.
+        max: usize,
+    },
+    /// The store is protected by a passphrase and none was given.
+    #[error("the store is protected by a passphrase: set TACIT_PASSPHRASE or run interactively")]
+    PassphraseRequired,
+    /// The store's key is wrong (wrong passphrase, damaged key file) or the file is not a store.
+    #[error("cannot open the store: wrong passphrase or not a Tacit store")]
+    WrongKey,
+    /// There is no account in this home directory.
+    #[error("no account here: run `tacit account create` first")]
+    NoAccount,
+    /// An account already exists in this home directory.
+    #[error("an account ({0}) already exists here")]
+    AccountExists(String),
+    /// The server says the name, account or device does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// No conversation or contact with this name.
+    #[error("unknown contact {0}")]
+    UnknownContact(String),
+    /// The request did not reach the server or the answer was unreadable.
+    #[error("network: {0}")]
+    Network(String),
+    /// The server refused the request.
+    #[error("server refused ({status}, {code:?}): {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// The stable error code, when the server sent one.
+        code: Option<ErrorCode>,
+        /// The server's short message.
+        message: String,
+    },
+    /// A verified contact's account key changed: nothing is sent to or accepted from it until
+    /// the user compares safety numbers again.
+    #[error(
+        "{0}'s identity key changed since you verified it. Nothing is sent to or accepted from {0} \
+         until you compare safety numbers again (`tacit safety-number {0}`, in person or by a \
+         trusted channel) and run `tacit verify {0} DIGITS`"
+    )]
+    IdentityChanged(String),
+    /// An envelope claims a sender device that is not in the sender's signed device list.
+    #[error("{name} has no device {device} in its signed device list")]
+    UnknownDevice {
+        /// The account.
+        name: String,
+        /// The claimed device.
+        device: u32,
+    },
+    /// The typed safety number does not match.
+    #[error("safety number mismatch for {0}: do not trust this contact until the numbers match")]
+    VerificationFailed(String),
+    /// The server handed out a device list that does not verify.
+    #[error("device list of {name} refused: {source}")]
+    DeviceList {
+        /// The account.
+        name: String,
+        /// Why.
+        source: DeviceListError,
+    },
+    /// A session operation failed.
+    #[error("session: {0}")]
+    Session(#[from] SessionError),
+    /// Bytes from the server or the store did not decode.
+    #[error("malformed data: {0}")]
+    Decode(#[from] DecodeError),
+    /// A primitive failed.
+    #[error("cryptography: {0}")]
+    Crypto(#[from] CryptoError),
+    /// A prekey operation failed.
+    #[error("prekeys: {0}")]
+    Prekey(#[from] PrekeyError),
+    /// The local store failed.
+    #[error("store: {0}")]
+    Store(#[from] rusqlite::Error),
+    /// A file operation failed.
+    #[error("file: {0}")]
+    Io(#[from] std::io::Error),
+    /// An internal invariant failed; please report it.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl ClientError {
+    /// The coarse kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::BadName(_)
+            | Self::MessageTooLong { .. }
+            | Self::PassphraseRequired
+            | Self::AccountExists(_) => ErrorKind::Usage,
+            Self::WrongKey => ErrorKind::Security,
+            Self::NoAccount | Self::NotFound(_) | Self::UnknownContact(_) => ErrorKind::NotFound,
+            Self::Network(_) | Self::Server { .. } => ErrorKind::Network,
+            Self::IdentityChanged(_)
+            | Self::VerificationFailed(_)
+            | Self::UnknownDevice { .. }
+            | Self::DeviceList { .. }
+            | Self::Session(_)
+            | Self::Decode(_)
+            | Self::Crypto(_)
+            | Self::Prekey(_) => ErrorKind::Security,
+            Self::Store(_) | Self::Io(_) | Self::Internal(_) => ErrorKind::Local,
+        }
+    }
+}
+
+impl From<reqwest::Error> for ClientError {
+    fn from(e: reqwest::Error) -> Self {
+        // Without the URL: it may carry nothing secret, but keeps messages short.
+        Self::Network(e.without_url().to_string())
+    }
+}
+
+impl From<tokio_tungstenite::tungstenite::Error> for ClientError {
+    fn from(e: tokio_tungstenite::tungstenite::Error) -> Self {
+        Self::Network(e.to_string())
+    }
+}
+
+/// Shorthand.
+pub type Result<T, E = ClientError> = core::result::Result<T, E>;

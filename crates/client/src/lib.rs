@@ -1,0 +1,31 @@
+//! Tacit's client SDK: one account's device.
+//!
+//! - [`Client::create_account`], [`Client::open`]: the local store (SQLCipher, keyed from a
+//!   passphrase through Argon2id or from a private key file) holding identities, prekeys,
+//!   sessions, contacts and history.
+//! - [`Client::send_text`], [`Client::receive`], [`Client::history`]: messaging; a received
+//!   message is stored with its session state in one transaction before it is acknowledged,
+//!   and deduplicated by envelope id.
+//! - [`Client::safety_number`], [`Client::verify`]: contacts are pinned on first use; a
+//!   verified contact whose identity changes is refused until verified again.
+//! - Sessions restored from an old copy of the store are detected through generation marks
+//!   kept outside the database and never sent on again (a fresh session starts instead).
+//! - Prekeys are refilled and rotated automatically ([`Client::maintain_prekeys`]).
+
+mod client;
+mod contacts;
+mod error;
+mod generations;
+mod messaging;
+mod net;
+mod payload;
+mod store;
+
+pub use client::Client;
+pub use error::{ClientError, ErrorKind, Result};
+pub use messaging::{ReceivedMessage, SentMessage};
+pub use payload::MAX_TEXT_BYTES;
+pub use store::HistoryEntry;
+pub use store::key::StoreSecret;
+/// The wire types, for callers that drive delivery themselves.
+pub use tacit_api as api;

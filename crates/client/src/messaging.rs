@@ -1,0 +1,389 @@
+//! Sending and receiving text messages.
+//!
+//! **Send**: fresh device list → verified devices → for each, the newest session that is
+//! not stale (or a new PQXDH session from a fetched bundle) → encrypt → raise the generation
+//! marks, then commit sessions and the history entry in one transaction → one request with
+//! an envelope per device. `409` refetches the list and `410` drops the re-registered
+//! devices' sessions, then encrypts again.
+//!
+//! **Receive**: for each envelope, dedupe by envelope id → decrypt (an existing session, or
+//! `Session::accept` for a new prekey message) → raise the marks, then commit the session,
+//! consumed prekeys, the message and the envelope id in one transaction → only then ack.
+//! Killed anywhere, the client neither loses (no ack before commit) nor duplicates (the id
+//! is checked before decrypting) a message.
+
+use std::time::{Duration, Instant};
+
+use rand_core::OsRng;
+use tacit_api as api;
+use tacit_protocol::{
+    AccountName, DeviceId, DevicePrekeys, Message, PrekeyBundle, Session, SessionError, VerifiedDevice,
+};
+
+use crate::client::{Client, SESSIONS_PER_DEVICE, meta, now_ms};
+use crate::error::{ClientError, Result};
+use crate::net::{Incoming, SendOutcome};
+use crate::payload::TextPayload;
+use crate::store::{self, HistoryEntry};
+
+/// Attempts at a send when the server reports a changed device set.
+const SEND_ATTEMPTS: usize = 3;
+/// After the first live message, how long to wait for more in the same burst.
+const BURST_GRACE: Duration = Duration::from_millis(300);
+
+/// A message accepted by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMessage {
+    /// Server time of acceptance (ms since the Unix epoch).
+    pub server_time_ms: u64,
+    /// Our clock when sending (ms since the Unix epoch).
+    pub sent_time_ms: u64,
+    /// Recipient devices.
+    pub devices: Vec<u32>,
+}
+
+/// A received, decrypted and stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// Sender account.
+    pub from: String,
+    /// Sender device.
+    pub device: u32,
+    /// When the server accepted it (ms since the Unix epoch).
+    pub server_time_ms: u64,
+    /// When the sender says it sent it (ms since the Unix epoch; the sender's claim).
+    pub sent_time_ms: u64,
+    /// The text.
+    pub text: String,
+}
+
+/// What processing one envelope did.
+enum Outcome {
+    /// Stored: ack.
+    Message(ReceivedMessage),
+    /// Already stored earlier, or undecryptable: ack (with a warning for the latter).
+    Done,
+    /// Held back (sender's identity changed and awaits verification): do not ack.
+    Held,
+}
+
+impl Client {
+    /// Loads a stored session for sending: `None` if it is stale (marked, or below its
+    /// generation mark: restored from an old copy) or no longer matches the device.
+    fn sendable(&mut self, peer: &str, dev: &VerifiedDevice) -> Result<Option<Session>> {
+        let rows = self.store.sessions(peer, dev.address().device.get())?;
+        let Some(row) = rows.into_iter().next() else { return Ok(None) };
+        if row.stale {
+            return Ok(None);
+        }
+        match Session::from_bytes_at_least(&row.state, self.gens.expected(&row.base_key)) {
+            Ok(s) if s.remote_identity() == dev.identity() => Ok(Some(s)),
+            Ok(_) => Ok(None),
+            Err(SessionError::RolledBack { stored, expected }) => {
+                store::mark_stale(self.store.conn(), &row.base_key)?;
+                self.warnings.push(format!(
+                    "the session with {peer} device {} was restored from an old copy of the store \
+                     (generation {stored} < {expected}); starting a new one",
+                    dev.address().device
+                ));
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sends `text` to every device of `to`.
+    pub async fn send_text(&mut self, to: &str, text: &str) -> Result<SentMessage> {
+        let name = AccountName::new(to)?;
+        let sent_time_ms = now_ms();
+        let payload = TextPayload { sent_time_ms, text: text.to_owned() }.encode()?;
+        self.online().await?;
+        let mut message_id = None;
+        let mut last_error = None;
+        for _ in 0..SEND_ATTEMPTS {
+            let list = self.refresh_contact(&name).await?;
+            let mut envelopes = Vec::new();
+            let mut sessions = Vec::new();
+            for dev in list.verified_devices() {
+                let device = dev.address().device.get();
+                let mut session = match self.sendable(name.as_str(), &dev)? {
+                    Some(s) => s,
+                    None => {
+                        let bytes = self.api.bundle(name.as_str(), device).await?;
+                        let bundle = PrekeyBundle::from_bytes(&bytes)?;
+                        Session::initiate(&mut OsRng, &self.me.identity, self.me.address(), &bundle, &dev)?
+                    }
+                };
+                let wire = session.encrypt(&mut OsRng, &payload)?.to_bytes();
+                envelopes.push(api::OutgoingEnvelope { device, content: api::Bytes(wire) });
+                sessions.push((device, session));
+            }
+            // Marks first, then the states: a crash in between only makes a session look
+            // stale, never an old state look current.
+            let marks: Vec<_> =
+                sessions.iter().map(|(_, s)| (*s.base_key().as_bytes(), s.generation())).collect();
+            self.gens.raise(&marks)?;
+            let tx = self.store.tx()?;
+            for (device, s) in &sessions {
+                store::put_session(
+                    &tx,
+                    name.as_str(),
+                    *device,
+                    s.base_key().as_bytes(),
+                    &s.to_bytes(),
+                    s.generation(),
+                    false,
+                )?;
+                store::prune_sessions(&tx, name.as_str(), *device, SESSIONS_PER_DEVICE)?;
+            }
+            if message_id.is_none() {
+                let entry = HistoryEntry {
+                    peer: name.to_string(),
+                    device: 0,
+                    outgoing: true,
+                    text: text.to_owned(),
+                    server_time_ms: None,
+                    sent_time_ms,
+                };
+                message_id = Some(store::put_message(&tx, &entry, None)?);
+            }
+            tx.commit()?;
+            let devices = envelopes.iter().map(|e| e.device).collect();
+            match self.api.send(&api::SendRequest { recipient: name.to_string(), envelopes }).await? {
+                SendOutcome::Sent(r) => {
+                    if let Some(id) = message_id {
+                        store::set_server_time(self.store.conn(), id, r.server_time_ms)?;
+                    }
+                    return Ok(SentMessage { server_time_ms: r.server_time_ms, sent_time_ms, devices });
+                }
+                SendOutcome::Mismatched(m) => {
+                    last_error =
+                        Some(format!("devices changed (missing {:?}, extra {:?})", m.missing, m.extra));
+                }
+                SendOutcome::Stale(s) => {
+                    let tx = self.store.tx()?;
+                    for d in &s.stale {
+                        store::delete_sessions(&tx, name.as_str(), Some(*d))?;
+                    }
+                    tx.commit()?;
+                    last_error = Some(format!("devices re-registered: {:?}", s.stale));
+                }
+            }
+        }
+        Err(ClientError::Server {
+            status: 409,
+            code: Some(api::ErrorCode::MismatchedDevices),
+            message: last_error.unwrap_or_default(),
+        })
+    }
+
+    /// Receives pending messages. With `wait` zero, fetches over HTTP what is stored; else
+    /// listens on the WebSocket up to `wait` for at least one message and returns every
+    /// message pending by then. Each message is stored before it is acknowledged.
+    pub async fn receive(&mut self, wait: Duration) -> Result<Vec<ReceivedMessage>> {
+        self.online().await?;
+        let mut out = Vec::new();
+        if wait.is_zero() {
+            loop {
+                let batch = self.api.fetch().await?;
+                let more = batch.more && !batch.envelopes.is_empty();
+                let (msgs, acks) = self.process_all(batch.envelopes).await?;
+                self.api.ack(acks).await?;
+                out.extend(msgs);
+                if !more {
+                    break;
+                }
+            }
+        } else {
+            let deadline = Instant::now() + wait;
+            let mut live = self.api.connect().await?;
+            let mut drained = false;
+            loop {
+                let now = Instant::now();
+                let limit = if drained && !out.is_empty() {
+                    BURST_GRACE
+                } else {
+                    deadline.saturating_duration_since(now)
+                };
+                if limit.is_zero() {
+                    break;
+                }
+                match live.next(limit).await? {
+                    None | Some(Incoming::Closed) => break,
+                    Some(Incoming::Drained) => drained = true,
+                    Some(Incoming::Envelope(e)) => {
+                        let (msgs, acks) = self.process_all(vec![e]).await?;
+                        live.ack(acks).await?;
+                        out.extend(msgs);
+                    }
+                }
+            }
+            live.close().await;
+        }
+        self.maintain_prekeys().await?;
+        Ok(out)
+    }
+
+    /// Fetches the stored envelopes without processing them (for tools and the demo, which
+    /// may deliver them to [`Self::process_envelopes`] in any order).
+    pub async fn fetch_envelopes(&mut self) -> Result<Vec<api::Envelope>> {
+        self.online().await?;
+        Ok(self.api.fetch().await?.envelopes)
+    }
+
+    /// Processes envelopes in the given order (decrypt, store, then ack).
+    pub async fn process_envelopes(&mut self, envelopes: Vec<api::Envelope>) -> Result<Vec<ReceivedMessage>> {
+        self.online().await?;
+        let (msgs, acks) = self.process_all(envelopes).await?;
+        self.api.ack(acks).await?;
+        Ok(msgs)
+    }
+
+    async fn process_all(
+        &mut self,
+        envelopes: Vec<api::Envelope>,
+    ) -> Result<(Vec<ReceivedMessage>, Vec<u64>)> {
+        let mut msgs = Vec::new();
+        let mut acks = Vec::new();
+        for e in envelopes {
+            let id = e.id;
+            match self.process(e).await? {
+                Outcome::Message(m) => {
+                    msgs.push(m);
+                    acks.push(id);
+                }
+                Outcome::Done => acks.push(id),
+                Outcome::Held => {}
+            }
+        }
+        Ok((msgs, acks))
+    }
+
+    /// Drops an envelope that can never be read: remembered as processed, acked, reported.
+    fn drop_envelope(&mut self, e: &api::Envelope, why: &str) -> Result<Outcome> {
+        store::mark_seen(self.store.conn(), e.id)?;
+        self.warnings.push(format!(
+            "dropped a message from {} device {} (envelope {}): {why}",
+            e.sender, e.sender_device, e.id
+        ));
+        Ok(Outcome::Done)
+    }
+
+    async fn process(&mut self, e: api::Envelope) -> Result<Outcome> {
+        if self.store.seen(e.id)? {
+            return Ok(Outcome::Done);
+        }
+        let Ok(message) = Message::from_bytes(e.content.as_slice()) else {
+            return self.drop_envelope(&e, "malformed");
+        };
+        let (Ok(sender), Some(device)) = (AccountName::new(&e.sender), DeviceId::new(e.sender_device)) else {
+            return self.drop_envelope(&e, "bad sender address");
+        };
+        let dev = match self.sender_device(&sender, device).await {
+            Ok(d) => d,
+            Err(ClientError::IdentityChanged(n)) => {
+                self.warnings.push(format!(
+                    "holding a message from {n}: their identity key changed since you verified it; run \
+                     `tacit safety-number {n}` and `tacit verify {n} DIGITS` to read it"
+                ));
+                return Ok(Outcome::Held);
+            }
+            Err(
+                err @ (ClientError::UnknownDevice { .. }
+                | ClientError::DeviceList { .. }
+                | ClientError::NotFound(_)),
+            ) => {
+                return self.drop_envelope(&e, &err.to_string());
+            }
+            Err(err) => return Err(err),
+        };
+        let Some((session, plaintext, stale, prekeys)) = self.decrypt(&sender, &dev, &message)? else {
+            return self.drop_envelope(&e, "could not decrypt (forged, duplicate, or for a lost session)");
+        };
+        let payload = TextPayload::decode(&plaintext);
+        self.gens.raise(&[(*session.base_key().as_bytes(), session.generation())])?;
+        let tx = self.store.tx()?;
+        let peer = sender.as_str();
+        store::put_session(
+            &tx,
+            peer,
+            device.get(),
+            session.base_key().as_bytes(),
+            &session.to_bytes(),
+            session.generation(),
+            stale,
+        )?;
+        store::prune_sessions(&tx, peer, device.get(), SESSIONS_PER_DEVICE)?;
+        if let Some(p) = &prekeys {
+            store::set_meta(&tx, meta::PREKEYS, &p.to_bytes())?;
+        }
+        store::mark_seen(&tx, e.id)?;
+        let received = payload.map(|p| ReceivedMessage {
+            from: sender.to_string(),
+            device: device.get(),
+            server_time_ms: e.server_time_ms,
+            sent_time_ms: p.sent_time_ms,
+            text: p.text,
+        });
+        if let Some(m) = &received {
+            let entry = HistoryEntry {
+                peer: m.from.clone(),
+                device: m.device,
+                outgoing: false,
+                text: m.text.clone(),
+                server_time_ms: Some(m.server_time_ms),
+                sent_time_ms: m.sent_time_ms,
+            };
+            store::put_message(&tx, &entry, Some(e.id))?;
+        }
+        tx.commit()?;
+        match received {
+            Some(m) => Ok(Outcome::Message(m)),
+            None => {
+                self.warnings.push(format!("a message from {sender} has a payload this version cannot read"));
+                Ok(Outcome::Done)
+            }
+        }
+    }
+
+    /// Decrypts with an existing session of this device or, for a new prekey message, a new
+    /// one. Returns the session, the plaintext, whether the session is stale, and the
+    /// prekeys when a new session consumed some. `None`: nothing could decrypt it.
+    #[allow(clippy::type_complexity)]
+    fn decrypt(
+        &mut self,
+        sender: &AccountName,
+        dev: &VerifiedDevice,
+        message: &Message,
+    ) -> Result<Option<(Session, Vec<u8>, bool, Option<DevicePrekeys>)>> {
+        let candidates = match message {
+            Message::Prekey(p) => match self.store.session_by_base_key(p.base_key.as_bytes())? {
+                Some(row) => vec![row],
+                None => {
+                    let bytes =
+                        self.store.meta(meta::PREKEYS)?.ok_or(ClientError::Internal("missing prekeys"))?;
+                    let mut prekeys = DevicePrekeys::from_bytes(&bytes)?;
+                    return Ok(
+                        match Session::accept(&self.me.identity, self.me.address(), &mut prekeys, dev, p) {
+                            Ok((s, pt)) => Some((s, pt, false, Some(prekeys))),
+                            Err(_) => None,
+                        },
+                    );
+                }
+            },
+            Message::Ratchet(_) => self.store.sessions(sender.as_str(), dev.address().device.get())?,
+        };
+        for row in candidates {
+            // Decrypting on a stale copy is safe (it sends nothing); it stays stale.
+            let Ok(mut s) = Session::from_bytes(&row.state) else { continue };
+            if s.remote_address() != dev.address() || s.remote_identity() != dev.identity() {
+                continue;
+            }
+            let stale = row.stale || s.generation() < self.gens.expected(&row.base_key);
+            if let Ok(pt) = s.decrypt(message) {
+                return Ok(Some((s, pt, stale, None)));
+            }
+        }
+        Ok(None)
+    }
+}

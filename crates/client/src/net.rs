@@ -1,0 +1,307 @@
+//! HTTP (reqwest, rustls) and WebSocket (tokio-tungstenite) access to a Tacit server,
+//! speaking `tacit-api` exactly. Every request carries the protocol version header.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tacit_api as api;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use zeroize::Zeroizing;
+
+use crate::error::{ClientError, Result};
+
+/// How long one HTTP request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A bearer token (secret to this server). Never printed.
+struct Token(Zeroizing<String>);
+
+/// The outcome of a send.
+pub(crate) enum SendOutcome {
+    /// Stored in every recipient mailbox.
+    Sent(api::SendResponse),
+    /// `409`: the device set changed.
+    Mismatched(api::MismatchedDevices),
+    /// `410`: devices were re-registered.
+    Stale(api::StaleDevices),
+}
+
+/// A connection to one server.
+pub(crate) struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: Option<Token>,
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A live WebSocket receiving envelopes.
+pub(crate) struct Live {
+    ws: Ws,
+}
+
+/// What the WebSocket delivered.
+pub(crate) enum Incoming {
+    /// A stored envelope.
+    Envelope(api::Envelope),
+    /// Everything stored at connection time has been sent.
+    Drained,
+    /// The server closed the connection.
+    Closed,
+}
+
+impl Api {
+    /// A client for the server at `base` (`http://` or `https://`, no trailing slash needed).
+    pub(crate) fn new(base: &str) -> Result<Self> {
+        let base = base.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::Network(format!(
+                "server URL must start with http:// or https://: {base}"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("tacit-client/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { http, base, token: None })
+    }
+
+    /// The server's base URL.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Whether a session token is held.
+    pub(crate) fn is_authenticated(&self) -> bool {
+        self.token.is_some()
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let mut rb = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header(api::VERSION_HEADER, api::PROTOCOL_VERSION.to_string());
+        if let Some(t) = &self.token {
+            rb = rb.bearer_auth(t.0.as_str());
+        }
+        rb
+    }
+
+    async fn error(resp: reqwest::Response) -> ClientError {
+        let status = resp.status();
+        let body = resp.bytes().await.unwrap_or_default();
+        let parsed: Option<api::ApiError> = serde_json::from_slice(&body).ok();
+        let (code, message) = match parsed {
+            Some(e) => (Some(e.code), e.message),
+            None => (None, String::from_utf8_lossy(body.get(..200).unwrap_or(&body)).into_owned()),
+        };
+        if status == StatusCode::NOT_FOUND || code == Some(api::ErrorCode::NotFound) {
+            return ClientError::NotFound(message);
+        }
+        ClientError::Server { status: status.as_u16(), code, message }
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T> {
+        let mut rb = self.request(method, path);
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let resp = rb.send().await?;
+        if !resp.status().is_success() {
+            return Err(Self::error(resp).await);
+        }
+        Ok(resp.json().await?)
+    }
+
+    async fn call_empty<B: Serialize>(&self, method: Method, path: &str, body: Option<&B>) -> Result<()> {
+        let mut rb = self.request(method, path);
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let resp = rb.send().await?;
+        if !resp.status().is_success() {
+            return Err(Self::error(resp).await);
+        }
+        Ok(())
+    }
+
+    /// `POST /v1/accounts`.
+    pub(crate) async fn create_account(
+        &self,
+        req: &api::CreateAccountRequest,
+    ) -> Result<api::CreateAccountResponse> {
+        self.call(Method::POST, api::ACCOUNTS, Some(req)).await
+    }
+
+    /// `DELETE /v1/accounts/{name}`.
+    pub(crate) async fn delete_account(&self, name: &str) -> Result<()> {
+        self.call_empty::<()>(Method::DELETE, &api::ACCOUNT.replace("{name}", name), None).await
+    }
+
+    /// `GET /v1/accounts/{name}/devices`.
+    pub(crate) async fn device_list(&self, name: &str) -> Result<Vec<u8>> {
+        let r: api::DeviceListResponse =
+            self.call::<(), _>(Method::GET, &api::DEVICE_LIST.replace("{name}", name), None).await?;
+        Ok(r.device_list.0)
+    }
+
+    /// Challenge, sign, session: holds the token afterwards.
+    pub(crate) async fn authenticate(
+        &mut self,
+        account: &str,
+        device: u32,
+        sign: impl FnOnce(&[u8]) -> Result<Vec<u8>>,
+    ) -> Result<()> {
+        let ch: api::ChallengeResponse = self
+            .call(
+                Method::POST,
+                api::AUTH_CHALLENGE,
+                Some(&api::ChallengeRequest { account: account.into(), device }),
+            )
+            .await?;
+        let message = api::auth_message(&ch.origin, account, device, ch.challenge.as_slice());
+        let signature = sign(&message)?;
+        let req = api::SessionRequest {
+            account: account.into(),
+            device,
+            challenge: ch.challenge,
+            signature: api::Bytes(signature),
+        };
+        let s: api::SessionResponse = self.call(Method::POST, api::AUTH_SESSION, Some(&req)).await?;
+        self.token = Some(Token(Zeroizing::new(s.token)));
+        Ok(())
+    }
+
+    /// `GET /v1/keys`.
+    pub(crate) async fn prekey_status(&self) -> Result<api::PrekeyStatus> {
+        self.call::<(), _>(Method::GET, api::PREKEYS, None).await
+    }
+
+    /// `PUT /v1/keys`.
+    pub(crate) async fn upload_prekeys(&self, req: &api::PrekeyUploadRequest) -> Result<api::PrekeyStatus> {
+        self.call(Method::PUT, api::PREKEYS, Some(req)).await
+    }
+
+    /// `GET /v1/keys/{name}/{device}`.
+    pub(crate) async fn bundle(&self, name: &str, device: u32) -> Result<Vec<u8>> {
+        let path = api::BUNDLE.replace("{name}", name).replace("{device}", &device.to_string());
+        let r: api::BundleResponse = self.call::<(), _>(Method::GET, &path, None).await?;
+        Ok(r.bundle.0)
+    }
+
+    /// `POST /v1/messages`, with 409 and 410 as outcomes rather than errors.
+    pub(crate) async fn send(&self, req: &api::SendRequest) -> Result<SendOutcome> {
+        let resp = self.request(Method::POST, api::MESSAGES).json(req).send().await?;
+        match resp.status() {
+            s if s.is_success() => Ok(SendOutcome::Sent(resp.json().await?)),
+            StatusCode::CONFLICT => match resp.json::<api::MismatchedDevices>().await {
+                Ok(m) => Ok(SendOutcome::Mismatched(m)),
+                Err(e) => Err(e.into()),
+            },
+            StatusCode::GONE => match resp.json::<api::StaleDevices>().await {
+                Ok(m) => Ok(SendOutcome::Stale(m)),
+                Err(e) => Err(e.into()),
+            },
+            _ => Err(Self::error(resp).await),
+        }
+    }
+
+    /// `GET /v1/messages`.
+    pub(crate) async fn fetch(&self) -> Result<api::FetchResponse> {
+        self.call::<(), _>(Method::GET, api::MESSAGES, None).await
+    }
+
+    /// `POST /v1/messages/ack`.
+    pub(crate) async fn ack(&self, ids: Vec<u64>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.call_empty(Method::POST, api::ACK, Some(&api::AckRequest { ids })).await
+    }
+
+    /// Opens the WebSocket (`GET /v1/ws`, authenticated).
+    pub(crate) async fn connect(&self) -> Result<Live> {
+        let url = if let Some(rest) = self.base.strip_prefix("https://") {
+            format!("wss://{rest}{}", api::WEBSOCKET)
+        } else if let Some(rest) = self.base.strip_prefix("http://") {
+            format!("ws://{rest}{}", api::WEBSOCKET)
+        } else {
+            return Err(ClientError::Internal("base URL scheme"));
+        };
+        let mut req = url.into_client_request()?;
+        let headers = req.headers_mut();
+        let version =
+            api::PROTOCOL_VERSION.to_string().parse().map_err(|_| ClientError::Internal("version header"))?;
+        headers.insert(api::VERSION_HEADER, version);
+        if let Some(t) = &self.token {
+            let value = format!("Bearer {}", t.0.as_str())
+                .parse()
+                .map_err(|_| ClientError::Internal("token header"))?;
+            headers.insert("authorization", value);
+        }
+        let (ws, _resp) = tokio_tungstenite::connect_async(req).await.map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Http(resp) => ClientError::Server {
+                status: resp.status().as_u16(),
+                code: resp
+                    .body()
+                    .as_ref()
+                    .and_then(|b| serde_json::from_slice::<api::ApiError>(b).ok())
+                    .map(|e| e.code),
+                message: "WebSocket upgrade refused".into(),
+            },
+            other => other.into(),
+        })?;
+        Ok(Live { ws })
+    }
+}
+
+impl Live {
+    /// The next frame, or `None` when `timeout` passes first.
+    pub(crate) async fn next(&mut self, timeout: Duration) -> Result<Option<Incoming>> {
+        loop {
+            let frame = match tokio::time::timeout(timeout, self.ws.next()).await {
+                Err(_) => return Ok(None),
+                Ok(None) => return Ok(Some(Incoming::Closed)),
+                Ok(Some(f)) => f?,
+            };
+            match frame {
+                WsMessage::Text(t) => {
+                    let f: api::ServerFrame = serde_json::from_str(t.as_str())
+                        .map_err(|e| ClientError::Network(format!("malformed frame: {e}")))?;
+                    return Ok(Some(match f {
+                        api::ServerFrame::Envelope(e) => Incoming::Envelope(e),
+                        api::ServerFrame::Drained => Incoming::Drained,
+                    }));
+                }
+                WsMessage::Close(_) => return Ok(Some(Incoming::Closed)),
+                // Pings are answered by tungstenite; binary frames are not part of v1.
+                _ => continue,
+            }
+        }
+    }
+
+    /// Acknowledges stored envelopes.
+    pub(crate) async fn ack(&mut self, ids: Vec<u64>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let text = serde_json::to_string(&api::ClientFrame::Ack { ids })
+            .map_err(|_| ClientError::Internal("ack frame"))?;
+        self.ws.send(WsMessage::Text(text.into())).await?;
+        Ok(())
+    }
+
+    /// Closes politely.
+    pub(crate) async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
