@@ -211,6 +211,32 @@ impl Client {
         Self::register(client, api, registration_token).await
     }
 
+    /// A registered-looking client that never touched a server (for unit tests).
+    #[cfg(test)]
+    pub(crate) fn offline(home: &Path, name: &str) -> Result<Self> {
+        let name = AccountName::new(name)?;
+        let mut rng = OsRng;
+        let account = AccountIdentity::generate(&mut rng)?;
+        let identity = DeviceIdentity::generate(&mut rng)?;
+        let mut prekeys = DevicePrekeys::new();
+        let plan = prekeys.plan(now(), &PrekeyPolicy::default(), 0, 0);
+        prekeys.execute(&mut rng, &identity, now(), &plan)?;
+        let mut store = Store::create(home, &StoreSecret::NoPassphrase)?;
+        let tx = store.tx()?;
+        store::set_meta(&tx, meta::NAME, name.as_str().as_bytes())?;
+        store::set_meta(&tx, meta::DEVICE, &1u32.to_be_bytes())?;
+        store::set_meta(&tx, meta::SERVER, b"http://127.0.0.1:9")?;
+        store::set_meta(&tx, meta::ACCOUNT_IDENTITY, &account.to_bytes())?;
+        store::set_meta(&tx, meta::DEVICE_IDENTITY, &identity.to_bytes())?;
+        store::set_meta(&tx, meta::PREKEYS, &prekeys.to_bytes())?;
+        store::set_meta(&tx, meta::REGISTERED, &[1])?;
+        store::set_meta(&tx, meta::GENERATIONS_FILE, &[1])?;
+        tx.commit()?;
+        let client = Self::from_store(store)?;
+        client.gens.ensure_file()?;
+        Ok(client)
+    }
+
     async fn register(mut self, api: Api, registration_token: Option<&str>) -> Result<Self> {
         self.api = api;
         let get = |k: &str| self.store.meta(k)?.ok_or(ClientError::Internal("missing registration data"));

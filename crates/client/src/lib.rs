@@ -20,6 +20,8 @@ mod messaging;
 mod net;
 mod payload;
 mod store;
+#[cfg(test)]
+mod tests;
 
 pub use client::Client;
 pub use error::{ClientError, ErrorKind, Result};

@@ -70,7 +70,7 @@ enum Outcome {
 impl Client {
     /// Loads a stored session for sending: `None` if it is stale (marked, or below its
     /// generation mark: restored from an old copy) or no longer matches the device.
-    fn sendable(&mut self, peer: &str, dev: &VerifiedDevice) -> Result<Option<Session>> {
+    pub(crate) fn sendable(&mut self, peer: &str, dev: &VerifiedDevice) -> Result<Option<Session>> {
         let rows = self.store.sessions(peer, dev.address().device.get())?;
         let Some(row) = rows.into_iter().next() else { return Ok(None) };
         if row.stale {
@@ -239,7 +239,7 @@ impl Client {
         Ok(msgs)
     }
 
-    async fn process_all(
+    pub(crate) async fn process_all(
         &mut self,
         envelopes: Vec<api::Envelope>,
     ) -> Result<(Vec<ReceivedMessage>, Vec<u64>)> {

@@ -1,0 +1,205 @@
+//! Offline tests of the receive path (dedupe, tampering, any order, kill between store and
+//! ack) and of stale-session handling (a store restored from an old copy), driving a real
+//! client store with a peer built from the protocol crate directly.
+
+use rand_core::OsRng;
+use tacit_api as api;
+use tacit_protocol::{
+    AccountIdentity, AccountName, DeviceAddress, DeviceEntry, DeviceId, DeviceIdentity, DeviceList, DevicePrekeys,
+    PrekeyBundle, Session, VerifiedDevice,
+};
+
+use crate::client::{Client, meta};
+use crate::payload::TextPayload;
+use crate::store::{self, ContactRow};
+
+/// A peer outside any store: account, device 1, its signed list.
+struct Peer {
+    name: AccountName,
+    identity: DeviceIdentity,
+    list: DeviceList,
+}
+
+impl Peer {
+    fn new(name: &str) -> Self {
+        let name = AccountName::new(name).unwrap();
+        let account = AccountIdentity::generate(&mut OsRng).unwrap();
+        let identity = DeviceIdentity::generate(&mut OsRng).unwrap();
+        let entry = DeviceEntry { id: DeviceId::new(1).unwrap(), identity: identity.public().clone() };
+        let list = DeviceList::sign(&account, name.clone(), 1, vec![entry]).unwrap();
+        Self { name, identity, list }
+    }
+
+    fn address(&self) -> DeviceAddress {
+        DeviceAddress { account: self.name.clone(), device: DeviceId::new(1).unwrap() }
+    }
+
+    /// Makes `client` know this peer (as a contact with a pinned key).
+    fn introduce_to(&self, client: &Client) {
+        let row = ContactRow {
+            account_key: *self.list.account_key().as_bytes(),
+            device_list: self.list.to_bytes(),
+            verified: false,
+            pending: None,
+        };
+        store::put_contact(client.store.conn(), self.name.as_str(), &row).unwrap();
+    }
+
+    /// Starts a session with the client's device from its own prekeys.
+    fn session_with(&self, client: &Client) -> Session {
+        let prekeys = DevicePrekeys::from_bytes(&client.store.meta(meta::PREKEYS).unwrap().unwrap()).unwrap();
+        let bundle: PrekeyBundle = prekeys.bundle(client.me.address(), &client.me.identity).unwrap();
+        let remote = VerifiedDevice::dangerous_assume_verified(client.me.address(), client.me.identity.public().clone());
+        Session::initiate(&mut OsRng, &self.identity, self.address(), &bundle, &remote).unwrap()
+    }
+}
+
+fn envelope(id: u64, from: &Peer, session: &mut Session, text: &str) -> api::Envelope {
+    let payload = TextPayload { sent_time_ms: 1_000 + id, text: text.into() }.encode().unwrap();
+    api::Envelope {
+        id,
+        sender: from.name.to_string(),
+        sender_device: 1,
+        server_time_ms: 2_000 + id,
+        content: api::Bytes(session.encrypt(&mut OsRng, &payload).unwrap().to_bytes()),
+    }
+}
+
+fn texts(client: &Client, peer: &str) -> Vec<String> {
+    client.store.history(peer).unwrap().into_iter().map(|e| e.text).collect()
+}
+
+#[tokio::test]
+async fn redelivery_after_a_kill_before_ack_is_deduplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = Client::offline(dir.path(), "bob").unwrap();
+    let alice = Peer::new("alice");
+    alice.introduce_to(&bob);
+    let mut s = alice.session_with(&bob);
+    let e1 = envelope(1, &alice, &mut s, "one");
+
+    let (msgs, acks) = bob.process_all(vec![e1.clone()]).await.unwrap();
+    assert_eq!((msgs.len(), acks.as_slice()), (1, &[1][..]));
+    assert_eq!(msgs[0].sent_time_ms, 1_001);
+    assert_eq!(msgs[0].server_time_ms, 2_001);
+    // Killed before the ack reached the server: reopen, the server delivers envelope 1 again.
+    drop(bob);
+    let mut bob = Client::open(dir.path(), None).unwrap();
+    let (msgs, acks) = bob.process_all(vec![e1]).await.unwrap();
+    assert!(msgs.is_empty(), "a redelivered envelope is not shown twice");
+    assert_eq!(acks, vec![1], "but it is acknowledged again");
+    assert_eq!(texts(&bob, "alice"), ["one"]);
+    assert!(bob.take_warnings().is_empty());
+}
+
+#[tokio::test]
+async fn any_order_tampering_and_replay_leave_the_conversation_going() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = Client::offline(dir.path(), "bob").unwrap();
+    let alice = Peer::new("alice");
+    alice.introduce_to(&bob);
+    let mut s = alice.session_with(&bob);
+    let e: Vec<_> = (1..=4).map(|i| envelope(i, &alice, &mut s, &format!("m{i}"))).collect();
+
+    let mut forged = e[1].clone();
+    forged.id = 99;
+    if let Some(b) = forged.content.0.last_mut() {
+        *b ^= 1;
+    }
+    let mut replayed = e[2].clone();
+    replayed.id = 100; // same ciphertext under a new envelope id: refused by the session
+    let order = vec![e[3].clone(), forged, e[0].clone(), e[2].clone(), replayed, e[1].clone()];
+    let (msgs, acks) = bob.process_all(order).await.unwrap();
+    let got: Vec<_> = msgs.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(got, ["m4", "m1", "m3", "m2"]);
+    assert_eq!(acks, vec![4, 99, 1, 3, 100, 2], "undecryptable envelopes are acked (and reported)");
+    assert_eq!(bob.take_warnings().len(), 2);
+
+    // Bob replies on the same session and Alice reads it.
+    let dev = bob.sender_device(&alice.name, DeviceId::new(1).unwrap()).await.unwrap();
+    let mut bs = bob.sendable("alice", &dev).unwrap().unwrap();
+    let reply = bs.encrypt(&mut OsRng, b"hi alice").unwrap();
+    assert_eq!(s.decrypt(&reply).unwrap(), b"hi alice");
+}
+
+#[tokio::test]
+async fn a_network_failure_while_receiving_acks_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = Client::offline(dir.path(), "bob").unwrap();
+    let alice = Peer::new("alice");
+    alice.introduce_to(&bob);
+    let mut s = alice.session_with(&bob);
+    let mut e = envelope(1, &alice, &mut s, "hi");
+    e.sender = "mallory".into(); // not a contact and no server to ask: a network error
+    assert!(bob.process_all(vec![e.clone()]).await.is_err(), "unreachable server: nothing acked");
+    assert!(texts(&bob, "mallory").is_empty());
+    e.sender = "alice".into();
+    let (msgs, _) = bob.process_all(vec![e]).await.unwrap();
+    assert_eq!(msgs.len(), 1, "the envelope is still processable after the failure");
+}
+
+/// Saves `session` as the client's sending session with the peer (as a send does).
+fn save(client: &mut Client, peer: &str, s: &Session) {
+    client.gens.raise(&[(*s.base_key().as_bytes(), s.generation())]).unwrap();
+    store::put_session(client.store.conn(), peer, 1, s.base_key().as_bytes(), &s.to_bytes(), s.generation(), false)
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_store_restored_from_an_old_copy_never_sends_on_an_old_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let backup = tempfile::tempdir().unwrap();
+    let bob = Peer::new("bob");
+    let dev = bob.list.verified_device(DeviceId::new(1).unwrap()).unwrap();
+    let mut bob_prekeys = DevicePrekeys::new();
+    let plan = bob_prekeys.plan(tacit_protocol::UnixTime(0), &Default::default(), 0, 0);
+    bob_prekeys.execute(&mut OsRng, &bob.identity, tacit_protocol::UnixTime(0), &plan).unwrap();
+    let bundle = bob_prekeys.bundle(bob.address(), &bob.identity).unwrap();
+
+    {
+        let mut alice = Client::offline(dir.path(), "alice").unwrap();
+        bob.introduce_to(&alice);
+        let mut s = Session::initiate(&mut OsRng, &alice.me.identity, alice.me.address(), &bundle, &dev).unwrap();
+        s.encrypt(&mut OsRng, b"first").unwrap();
+        save(&mut alice, "bob", &s);
+    }
+    // The user backs up the database (not the generations file beside it) ...
+    std::fs::copy(dir.path().join(store::DB_FILE), backup.path().join(store::DB_FILE)).unwrap();
+    {
+        let mut alice = Client::open(dir.path(), None).unwrap();
+        let mut s = alice.sendable("bob", &dev).unwrap().unwrap();
+        s.encrypt(&mut OsRng, b"second").unwrap();
+        save(&mut alice, "bob", &s);
+    }
+    // ... and later puts the old copy back.
+    std::fs::copy(backup.path().join(store::DB_FILE), dir.path().join(store::DB_FILE)).unwrap();
+    let mut alice = Client::open(dir.path(), None).unwrap();
+    assert!(alice.sendable("bob", &dev).unwrap().is_none(), "the restored session is not sent on");
+    let w = alice.take_warnings();
+    assert!(w.len() == 1 && w[0].contains("old copy"), "{w:?}");
+    // It stays stale even though nothing else changed.
+    assert!(alice.sendable("bob", &dev).unwrap().is_none());
+    assert!(alice.store.sessions("bob", 1).unwrap()[0].stale);
+}
+
+#[tokio::test]
+async fn a_lost_generations_file_makes_existing_sessions_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let bob = Peer::new("bob");
+    let dev = bob.list.verified_device(DeviceId::new(1).unwrap()).unwrap();
+    let mut bob_prekeys = DevicePrekeys::new();
+    let plan = bob_prekeys.plan(tacit_protocol::UnixTime(0), &Default::default(), 0, 0);
+    bob_prekeys.execute(&mut OsRng, &bob.identity, tacit_protocol::UnixTime(0), &plan).unwrap();
+    let bundle = bob_prekeys.bundle(bob.address(), &bob.identity).unwrap();
+    {
+        let mut alice = Client::offline(dir.path(), "alice").unwrap();
+        bob.introduce_to(&alice);
+        let mut s = Session::initiate(&mut OsRng, &alice.me.identity, alice.me.address(), &bundle, &dev).unwrap();
+        s.encrypt(&mut OsRng, b"first").unwrap();
+        save(&mut alice, "bob", &s);
+        assert!(alice.sendable("bob", &dev).unwrap().is_some());
+    }
+    std::fs::remove_file(dir.path().join(crate::generations::FILE)).unwrap();
+    let mut alice = Client::open(dir.path(), None).unwrap();
+    assert!(alice.sendable("bob", &dev).unwrap().is_none());
+}
