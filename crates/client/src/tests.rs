@@ -5,8 +5,8 @@
 use rand_core::OsRng;
 use tacit_api as api;
 use tacit_protocol::{
-    AccountIdentity, AccountName, DeviceAddress, DeviceEntry, DeviceId, DeviceIdentity, DeviceList, DevicePrekeys,
-    PrekeyBundle, Session, VerifiedDevice,
+    AccountIdentity, AccountName, DeviceAddress, DeviceEntry, DeviceId, DeviceIdentity, DeviceList,
+    DevicePrekeys, PrekeyBundle, Session, VerifiedDevice,
 };
 
 use crate::client::{Client, meta};
@@ -49,7 +49,10 @@ impl Peer {
     fn session_with(&self, client: &Client) -> Session {
         let prekeys = DevicePrekeys::from_bytes(&client.store.meta(meta::PREKEYS).unwrap().unwrap()).unwrap();
         let bundle: PrekeyBundle = prekeys.bundle(client.me.address(), &client.me.identity).unwrap();
-        let remote = VerifiedDevice::dangerous_assume_verified(client.me.address(), client.me.identity.public().clone());
+        let remote = VerifiedDevice::dangerous_assume_verified(
+            client.me.address(),
+            client.me.identity.public().clone(),
+        );
         Session::initiate(&mut OsRng, &self.identity, self.address(), &bundle, &remote).unwrap()
     }
 }
@@ -141,8 +144,16 @@ async fn a_network_failure_while_receiving_acks_nothing() {
 /// Saves `session` as the client's sending session with the peer (as a send does).
 fn save(client: &mut Client, peer: &str, s: &Session) {
     client.gens.raise(&[(*s.base_key().as_bytes(), s.generation())]).unwrap();
-    store::put_session(client.store.conn(), peer, 1, s.base_key().as_bytes(), &s.to_bytes(), s.generation(), false)
-        .unwrap();
+    store::put_session(
+        client.store.conn(),
+        peer,
+        1,
+        s.base_key().as_bytes(),
+        &s.to_bytes(),
+        s.generation(),
+        false,
+    )
+    .unwrap();
 }
 
 #[tokio::test]
@@ -159,7 +170,8 @@ async fn a_store_restored_from_an_old_copy_never_sends_on_an_old_chain() {
     {
         let mut alice = Client::offline(dir.path(), "alice").unwrap();
         bob.introduce_to(&alice);
-        let mut s = Session::initiate(&mut OsRng, &alice.me.identity, alice.me.address(), &bundle, &dev).unwrap();
+        let mut s =
+            Session::initiate(&mut OsRng, &alice.me.identity, alice.me.address(), &bundle, &dev).unwrap();
         s.encrypt(&mut OsRng, b"first").unwrap();
         save(&mut alice, "bob", &s);
     }
@@ -194,7 +206,8 @@ async fn a_lost_generations_file_makes_existing_sessions_stale() {
     {
         let mut alice = Client::offline(dir.path(), "alice").unwrap();
         bob.introduce_to(&alice);
-        let mut s = Session::initiate(&mut OsRng, &alice.me.identity, alice.me.address(), &bundle, &dev).unwrap();
+        let mut s =
+            Session::initiate(&mut OsRng, &alice.me.identity, alice.me.address(), &bundle, &dev).unwrap();
         s.encrypt(&mut OsRng, b"first").unwrap();
         save(&mut alice, "bob", &s);
         assert!(alice.sendable("bob", &dev).unwrap().is_some());
