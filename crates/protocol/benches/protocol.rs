@@ -10,7 +10,7 @@
 
 use std::hint::black_box;
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::aead::{AES_256_GCM_SIV, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::agreement::{self, UnparsedPublicKey, X25519};
 use aws_lc_rs::kem::{DecapsulationKey, ML_KEM_1024};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
@@ -231,6 +231,29 @@ fn primitives(c: &mut Criterion) {
     g.bench_function("ed25519_verify_awslc_1600B", |b| {
         b.iter(|| awsvk.verify(black_box(&msg), &sig.to_bytes()).unwrap())
     });
+    g.bench_function("ed25519_verify_awslc_32B", |b| {
+        b.iter(|| awsvk.verify(black_box(&msg[..32]), &sig32.to_bytes()).unwrap())
+    });
+    g.bench_function("hmac_sha256_32B_x2", |b| {
+        use hmac::{KeyInit, Mac};
+        b.iter(|| {
+            let k = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(black_box(&seed)).unwrap();
+            let mut m1 = k.clone();
+            m1.update(&[1]);
+            let mut m2 = k;
+            m2.update(&[2]);
+            black_box((m1.finalize(), m2.finalize()));
+        })
+    });
+    g.bench_function("hkdf_sha256_44B", |b| {
+        b.iter(|| {
+            let mut okm = [0u8; 44];
+            hkdf::Hkdf::<sha2::Sha256>::new(Some(&[0u8; 32]), black_box(&seed))
+                .expand(b"info", &mut okm)
+                .unwrap();
+            black_box(okm);
+        })
+    });
     let dk = DecapsulationKey::generate(&ML_KEM_1024).unwrap();
     let ek = dk.encapsulation_key().unwrap();
     g.bench_function("mlkem1024_encaps", |b| b.iter(|| black_box(ek.encapsulate().unwrap())));
@@ -238,8 +261,8 @@ fn primitives(c: &mut Criterion) {
     g.bench_function("mlkem1024_decaps", |b| {
         b.iter(|| black_box(dk.decapsulate(ct.as_ref().into()).unwrap()))
     });
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &seed).unwrap());
-    g.bench_function("aes256gcm_seal_open_256B", |b| {
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM_SIV, &seed).unwrap());
+    g.bench_function("aes256gcmsiv_seal_open_256B", |b| {
         b.iter(|| {
             let mut buf = vec![0u8; 256];
             let n = [0u8; 12];

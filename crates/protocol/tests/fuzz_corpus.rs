@@ -225,6 +225,10 @@ fn generate_corpus() {
     prekey_states.with_variants("fresh", &bob_prekeys.to_bytes());
     let bundle = bob_prekeys.bundle(bob_addr.clone(), &bob_id).unwrap();
     bundles.with_variants("one-time", &bundle.to_bytes());
+    // The published prekeys on their own (bundle_decode tries every input on these too).
+    bundles.exact("signed-prekey", &bundle.signed_prekey.to_bytes());
+    bundles.exact("kem-prekey", &bundle.kem_prekey.to_bytes());
+    bundles.exact("one-time-prekey", &bundle.one_time_prekey.unwrap().to_bytes());
     let mut forged = bundle.clone();
     forged.signed_prekey.id ^= 1;
     bundles.exact("bad-signed-prekey-signature", &forged.to_bytes());

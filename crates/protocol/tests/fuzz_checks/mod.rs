@@ -20,8 +20,8 @@ use std::sync::OnceLock;
 
 use rand_core::SeedableRng;
 use tacit_protocol::{
-    AccountIdentity, AccountName, DeviceIdentity, DeviceList, DevicePrekeys, DevicePublic, Message,
-    PrekeyBundle, SafetyNumber, Session,
+    AccountIdentity, AccountName, DeviceIdentity, DeviceList, DevicePrekeys, DevicePublic, KemPrekeyPublic,
+    Message, OneTimePrekeyPublic, PrekeyBundle, SafetyNumber, Session, SignedPrekeyPublic,
 };
 
 /// The account name the device-list target verifies against (the seeds are signed for it).
@@ -51,11 +51,21 @@ pub fn check_message_decode(data: &[u8]) {
     }
 }
 
-/// `bundle_decode`: decode, exact round trip, and signature verification never panics.
+/// `bundle_decode`: decode, exact round trip, and signature verification never panics; the
+/// same for the published prekeys on their own (as uploaded to the server).
 pub fn check_bundle_decode(data: &[u8]) {
     if let Ok(b) = PrekeyBundle::from_bytes(data) {
         assert_eq!(b.to_bytes(), data, "bundle round trip");
         let _ = b.verify();
+    }
+    if let Ok(k) = SignedPrekeyPublic::from_bytes(data) {
+        assert_eq!(k.to_bytes(), data, "signed prekey round trip");
+    }
+    if let Ok(k) = KemPrekeyPublic::from_bytes(data) {
+        assert_eq!(k.to_bytes(), data, "KEM prekey round trip");
+    }
+    if let Ok(k) = OneTimePrekeyPublic::from_bytes(data) {
+        assert_eq!(k.to_bytes(), data, "one-time prekey round trip");
     }
 }
 
@@ -107,12 +117,8 @@ pub fn check_device_list_decode(data: &[u8]) {
     }
 }
 
-/// The fixture sessions and the fresh message each side must still accept after an error.
+/// The fresh message each side of the fixture must still accept after an error.
 struct SessionFixture {
-    alice: Session,
-    bob: Session,
-    alice_state: Vec<u8>,
-    bob_state: Vec<u8>,
     /// From Alice to Bob, encrypted on a copy of Alice's fixture state.
     fresh_to_bob: Message,
     /// From Bob to Alice.
@@ -122,27 +128,22 @@ struct SessionFixture {
 fn session_fixture() -> &'static SessionFixture {
     static FIXTURE: OnceLock<SessionFixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let alice = Session::from_bytes(SESSION_ALICE).expect("fuzz/fixtures/session_alice.bin decodes");
-        let bob = Session::from_bytes(SESSION_BOB).expect("fuzz/fixtures/session_bob.bin decodes");
+        let mut alice = Session::from_bytes(SESSION_ALICE).expect("fuzz/fixtures/session_alice.bin decodes");
+        let mut bob = Session::from_bytes(SESSION_BOB).expect("fuzz/fixtures/session_bob.bin decodes");
+        // decrypt_on compares states with the fixture bytes, so they must be canonical.
+        assert_eq!(alice.to_bytes().as_slice(), SESSION_ALICE);
+        assert_eq!(bob.to_bytes().as_slice(), SESSION_BOB);
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(0xf2e5);
-        let fresh_to_bob =
-            Session::from_bytes(&alice.to_bytes()).unwrap().encrypt(&mut rng, FRESH_PLAINTEXT).unwrap();
-        let fresh_to_alice =
-            Session::from_bytes(&bob.to_bytes()).unwrap().encrypt(&mut rng, FRESH_PLAINTEXT).unwrap();
         SessionFixture {
-            alice_state: alice.to_bytes().to_vec(),
-            bob_state: bob.to_bytes().to_vec(),
-            alice,
-            bob,
-            fresh_to_bob,
-            fresh_to_alice,
+            fresh_to_bob: alice.encrypt(&mut rng, FRESH_PLAINTEXT).unwrap(),
+            fresh_to_alice: bob.encrypt(&mut rng, FRESH_PLAINTEXT).unwrap(),
         }
     })
 }
 
-/// Decrypts `data` on a copy of `session`. On success a replay must fail; on failure the
-/// state must be byte-for-byte unchanged and still accept `fresh`. Returns whether `data`
-/// decrypted.
+/// Decrypts `data` on a fresh copy of the session stored as `state`. On success a replay
+/// must fail; on failure the state must be byte-for-byte unchanged and still accept `fresh`.
+/// Returns whether `data` decrypted.
 fn decrypt_on(state: &[u8], fresh: &Message, data: &[u8]) -> bool {
     // A fresh copy of the fixture for every input (sessions are not `Clone`).
     let mut s = Session::from_bytes(state).expect("the fixture state loads");
@@ -164,8 +165,8 @@ fn decrypt_on(state: &[u8], fresh: &Message, data: &[u8]) -> bool {
 /// fixture).
 pub fn check_session_decrypt(data: &[u8]) -> usize {
     let f = session_fixture();
-    usize::from(decrypt_on(&f.bob_state, &f.fresh_to_bob, data))
-        + usize::from(decrypt_on(&f.alice_state, &f.fresh_to_alice, data))
+    usize::from(decrypt_on(SESSION_BOB, &f.fresh_to_bob, data))
+        + usize::from(decrypt_on(SESSION_ALICE, &f.fresh_to_alice, data))
 }
 
 /// The two account identities behind the safety-number target.

@@ -1,0 +1,120 @@
+//! Server configuration: a TOML file, or filled in by the `tacit` CLI from flags and
+//! environment variables.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file: {0}")]
+    Read(#[from] std::io::Error),
+    /// The file is not valid TOML for [`ServerConfig`].
+    #[error("invalid config file: {0}")]
+    Parse(#[from] toml::de::Error),
+}
+
+/// Everything `tacit server` can be told. Every field has a default, so an empty file is a
+/// valid configuration (SQLite in `./tacit-data`, plain HTTP on `127.0.0.1:7878`).
+///
+/// ```toml
+/// listen = "0.0.0.0:443"
+/// data_dir = "/var/lib/tacit"
+/// # database_url = "postgres://tacit@db/tacit"
+/// registration_token = "only-friends"
+/// tls_cert = "/etc/tacit/cert.pem"
+/// tls_key = "/etc/tacit/key.pem"
+/// ```
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Address to listen on (port 0 picks a free port; see [`crate::Server::local_addr`]).
+    pub listen: SocketAddr,
+    /// Folder of the embedded SQLite database (ignored when `database_url` is set).
+    pub data_dir: PathBuf,
+    /// `postgres://...`: use PostgreSQL instead of the embedded SQLite database.
+    pub database_url: Option<String>,
+    /// When set, accounts can only be created by callers who present this token.
+    pub registration_token: Option<String>,
+    /// PEM certificate chain; with `tls_key`, the server speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// The origin clients sign in their authentication message (`https://chat.example`);
+    /// defaults to `http(s)://` and the bound address.
+    pub origin: Option<String>,
+    /// Log the client IP address of each request (off by default).
+    pub log_ip_addresses: bool,
+    /// Seconds that shutdown waits for open requests and WebSockets to finish.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            data_dir: PathBuf::from("tacit-data"),
+            database_url: None,
+            registration_token: None,
+            tls_cert: None,
+            tls_key: None,
+            origin: None,
+            log_ip_addresses: false,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+impl core::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // The token and the database URL (which may hold a password) are never printed.
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_ref().map(|_| "***"))
+            .field("registration_token", &self.registration_token.as_ref().map(|_| "***"))
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("origin", &self.origin)
+            .field("log_ip_addresses", &self.log_ip_addresses)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .finish()
+    }
+}
+
+impl ServerConfig {
+    /// Parses a TOML configuration.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Reads and parses a TOML configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_toml(&std::fs::read_to_string(path)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_toml_and_redacts_secrets() {
+        let c = ServerConfig::from_toml(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"/tmp/x\"\nregistration_token = \"sekrit\"\n\
+             database_url = \"postgres://u:pw@h/db\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.registration_token.as_deref(), Some("sekrit"));
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("sekrit") && !dbg.contains("pw"), "{dbg}");
+        assert!(ServerConfig::from_toml("nonsense = 1").is_err());
+        assert_eq!(ServerConfig::from_toml("").unwrap().shutdown_grace_secs, 10);
+    }
+}

@@ -1,0 +1,121 @@
+//! Failures answered to clients: a stable [`ErrorCode`], an HTTP status and a short fixed
+//! message. Internal details are logged here and never sent.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use tacit_api::{ApiError, ErrorCode, MismatchedDevices};
+
+use crate::store::StoreError;
+
+/// A request failed. Messages are fixed strings: nothing from the request or from the
+/// server's internals is echoed back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Failure {
+    /// Malformed body, path, header or field.
+    #[error("{0}")]
+    BadRequest(&'static str),
+    /// Over a size or count limit.
+    #[error("{0}")]
+    TooLarge(&'static str),
+    /// No valid bearer token.
+    #[error("missing, invalid or expired session token")]
+    Unauthorized,
+    /// No such method on this route.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// Authenticated, but not allowed to touch this resource.
+    #[error("not allowed for this account")]
+    Forbidden,
+    /// The challenge or its signature did not verify.
+    #[error("authentication failed: request a new challenge")]
+    BadAuthentication,
+    /// Registration needs the server's token.
+    #[error("this server requires a registration token")]
+    RegistrationClosed,
+    /// The name is registered already.
+    #[error("account name taken")]
+    NameTaken,
+    /// The name breaks the naming rule.
+    #[error("account names are 3 to 32 of a-z 0-9 . _ -")]
+    BadName,
+    /// No such account or device.
+    #[error("no such account or device")]
+    NotFound,
+    /// A send did not name exactly the recipient's devices.
+    #[error("envelopes do not match the recipient's devices")]
+    MismatchedDevices {
+        /// Current devices with no envelope.
+        missing: Vec<u32>,
+        /// Envelopes for devices that do not exist.
+        extra: Vec<u32>,
+    },
+    /// A recipient mailbox is full.
+    #[error("the recipient's mailbox is full")]
+    MailboxFull,
+    /// Over a rate limit.
+    #[error("too many requests; retry later")]
+    RateLimited,
+    /// The client's wire protocol is too old.
+    #[error("this client is too old for this server: upgrade tacit")]
+    ClientTooOld,
+    /// Shutting down or overloaded.
+    #[error("server unavailable; retry later")]
+    Unavailable,
+    /// A server-side failure; the string is logged, not sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NameTaken => Self::NameTaken,
+            StoreError::NotFound => Self::NotFound,
+            StoreError::MismatchedDevices { missing, extra } => Self::MismatchedDevices { missing, extra },
+            StoreError::MailboxFull => Self::MailboxFull,
+            StoreError::Closed => Self::Unavailable,
+            StoreError::Backend(detail) => Self::Internal(detail),
+        }
+    }
+}
+
+impl Failure {
+    /// The HTTP status and stable code.
+    pub fn status_and_code(&self) -> (StatusCode, ErrorCode) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::BadRequest),
+            Self::Forbidden => (StatusCode::FORBIDDEN, ErrorCode::Unauthorized),
+            Self::BadAuthentication => (StatusCode::UNAUTHORIZED, ErrorCode::BadAuthentication),
+            Self::RegistrationClosed => (StatusCode::FORBIDDEN, ErrorCode::RegistrationClosed),
+            Self::NameTaken => (StatusCode::CONFLICT, ErrorCode::NameTaken),
+            Self::BadName => (StatusCode::BAD_REQUEST, ErrorCode::BadName),
+            Self::NotFound => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            Self::MismatchedDevices { .. } => (StatusCode::CONFLICT, ErrorCode::MismatchedDevices),
+            Self::MailboxFull => (StatusCode::INSUFFICIENT_STORAGE, ErrorCode::MailboxFull),
+            Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+            Self::ClientTooOld => (StatusCode::UPGRADE_REQUIRED, ErrorCode::ClientTooOld),
+            Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+        }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        match self {
+            Self::MismatchedDevices { missing, extra } => {
+                (status, axum::Json(MismatchedDevices { code, missing, extra })).into_response()
+            }
+            Self::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                (status, axum::Json(ApiError { code, message: "internal error".into() })).into_response()
+            }
+            other => (status, axum::Json(ApiError { code, message: other.to_string() })).into_response(),
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Tacit's relay server: accounts created from public keys, challenge-response device
+//! authentication, a prekey directory that hands out each one-time key once, durable
+//! per-device mailboxes, and live delivery over WebSockets. It stores and sees only public
+//! keys, signed data, ciphertext and metadata (`docs/THREAT_MODEL.md`).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), tacit_server::ServeError> {
+//! let mut config = tacit_server::ServerConfig::default();
+//! config.data_dir = "/var/lib/tacit".into();
+//! tacit_server::serve(config, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+//!
+//! Layout: [`routes`](app) (one thin handler per endpoint) → `service` (what a request
+//! means) → [`Store`] (SQLite with group commit, or PostgreSQL) and [`Bus`] (wake-ups).
+
+mod bus;
+mod config;
+mod crypto;
+mod error;
+mod limiter;
+mod routes;
+mod serve;
+mod service;
+mod state;
+mod store;
+mod tls;
+
+pub use bus::{Bus, LocalBus, SUBSCRIBER_QUEUE, Subscription};
+pub use config::{ConfigError, ServerConfig};
+pub use error::Failure;
+pub use routes::app;
+pub use routes::extract::PeerAddr;
+pub use serve::{ServeError, Server, serve};
+pub use state::{AppState, Settings};
+pub use store::{
+    AccountId, AccountRecord, Authed, BundleParts, DeviceKey, KeyRecord, NewAccount, NewEnvelope, PgStore,
+    PrekeyCounts, PrekeySet, SqliteStore, Store, StoreError, StoredEnvelope,
+};
+pub use tls::TlsError;

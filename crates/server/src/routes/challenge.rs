@@ -1,0 +1,18 @@
+//! `POST /v1/auth/challenge`: a single-use challenge for a device to sign.
+
+use axum::extract::State;
+use tacit_api::{ChallengeRequest, ChallengeResponse};
+
+use super::extract::{ApiJson, Peer};
+use crate::error::Failure;
+use crate::service::auth;
+use crate::state::AppState;
+
+/// `POST /v1/auth/challenge` [`ChallengeRequest`] → [`ChallengeResponse`].
+pub(super) async fn handler(
+    State(state): State<AppState>,
+    Peer(peer): Peer,
+    ApiJson(req): ApiJson<ChallengeRequest>,
+) -> Result<ApiJson<ChallengeResponse>, Failure> {
+    auth::challenge(&state, peer, req).await.map(ApiJson)
+}

@@ -1,0 +1,51 @@
+//! HTTP routes: one endpoint per file, each a thin handler (decode → service → encode).
+//! [`app`] builds the router so tests can drive it.
+
+mod ack;
+mod bundle;
+mod challenge;
+mod create_account;
+mod delete_account;
+mod device_list;
+pub(crate) mod extract;
+mod fetch;
+mod healthz;
+mod prekey_status;
+mod send;
+mod session;
+mod upload_prekeys;
+mod ws;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post, put};
+use tacit_api::limits::MAX_REQUEST_BYTES;
+
+use crate::error::Failure;
+use crate::state::AppState;
+
+/// The whole HTTP surface of [`tacit_api`]'s routes, with body limits, version check,
+/// request logging, timeouts and a panic guard.
+pub fn app(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route(tacit_api::ACCOUNTS, post(create_account::handler))
+        .route(tacit_api::ACCOUNT, delete(delete_account::handler))
+        .route(tacit_api::DEVICE_LIST, get(device_list::handler))
+        .route(tacit_api::AUTH_CHALLENGE, post(challenge::handler))
+        .route(tacit_api::AUTH_SESSION, post(session::handler))
+        .route(tacit_api::PREKEYS, put(upload_prekeys::handler).get(prekey_status::handler))
+        .route(tacit_api::BUNDLE, get(bundle::handler))
+        .route(tacit_api::MESSAGES, post(send::handler).get(fetch::handler))
+        .route(tacit_api::ACK, post(ack::handler))
+        .route(tacit_api::WEBSOCKET, get(ws::handler))
+        .layer(axum::middleware::from_fn(extract::version_check));
+    v1.route(tacit_api::HEALTHZ, get(healthz::handler))
+        .fallback(|| async { Failure::NotFound })
+        .method_not_allowed_fallback(|| async { Failure::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), extract::log_and_bound))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(Failure::Internal("handler panicked".into()))
+        }))
+        .with_state(state)
+}

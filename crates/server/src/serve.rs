@@ -1,0 +1,145 @@
+//! Start-up and shutdown: open the store, bind, serve HTTP or HTTPS, and on shutdown stop
+//! accepting, close WebSockets with "going away", wait (bounded) for open requests and
+//! sockets, then flush and close the store.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::bus::LocalBus;
+use crate::config::ServerConfig;
+use crate::routes::{app, extract::PeerAddr};
+use crate::state::{AppState, Settings, now_ms};
+use crate::store::{PgStore, SqliteStore, Store, StoreError};
+use crate::tls::{TlsError, TlsListener};
+
+/// How often expired challenges and tokens are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The store could not be opened.
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Only one of `tls_cert` and `tls_key` was given.
+    #[error("tls_cert and tls_key go together")]
+    TlsHalfConfigured,
+    /// Binding or serving failed.
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A bound server, not yet serving (so callers can learn the port first).
+pub struct Server {
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    state: AppState,
+    local_addr: SocketAddr,
+    grace: Duration,
+}
+
+impl Server {
+    /// Opens the store (SQLite in `data_dir`, or PostgreSQL at `database_url`), sets up TLS
+    /// if configured and binds `listen`.
+    pub async fn bind(config: ServerConfig) -> Result<Self, ServeError> {
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+            (None, None) => None,
+            _ => return Err(ServeError::TlsHalfConfigured),
+        };
+        let store: Arc<dyn Store> = match &config.database_url {
+            Some(url) => Arc::new(PgStore::connect(url).await?),
+            None => Arc::new(SqliteStore::open(&config.data_dir)?),
+        };
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let settings = Settings {
+            origin: config.origin.clone().unwrap_or_else(|| format!("{scheme}://{local_addr}")),
+            registration_token: config.registration_token.clone(),
+            log_ip_addresses: config.log_ip_addresses,
+        };
+        let state = AppState::new(store, Arc::new(LocalBus::new()), settings);
+        Ok(Self { listener, tls, state, local_addr, grace: Duration::from_secs(config.shutdown_grace_secs) })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The shared state (for embedding).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then drains and closes.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let Self { listener, tls, state, local_addr, grace } = self;
+        tracing::info!(%local_addr, tls = tls.is_some(), "tacit server listening");
+        let purge = {
+            let store = state.store().clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(PURGE_EVERY);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = store.purge_expired(now_ms()).await {
+                        tracing::warn!(error = %e, "purging expired tokens failed");
+                    }
+                }
+            })
+        };
+        let signal = {
+            let state = state.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down");
+                state.begin_shutdown();
+            }
+        };
+        let make = app(state.clone()).into_make_service_with_connect_info::<PeerAddr>();
+        let served = async {
+            match tls {
+                None => axum::serve(listener, make).with_graceful_shutdown(signal).await,
+                Some(acceptor) => {
+                    axum::serve(TlsListener::new(listener, acceptor)?, make)
+                        .with_graceful_shutdown(signal)
+                        .await
+                }
+            }
+        };
+        let cancelled = state.inner().shutdown.clone();
+        let result = tokio::select! {
+            r = served => r,
+            () = async { cancelled.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("shutdown grace period over; dropping open connections");
+                Ok(())
+            }
+        };
+        state.inner().sockets.close();
+        if tokio::time::timeout(grace, state.inner().sockets.wait()).await.is_err() {
+            tracing::warn!("websockets still open after the grace period");
+        }
+        purge.abort();
+        state.store().close().await;
+        tracing::info!("stopped");
+        Ok(result?)
+    }
+}
+
+/// Binds and serves `config` until `shutdown` completes (the `tacit server` entry point).
+pub async fn serve(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    Server::bind(config).await?.run(shutdown).await
+}

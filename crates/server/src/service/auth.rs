@@ -1,0 +1,93 @@
+//! Challenge-response authentication. The server hands out a random single-use challenge
+//! (valid [`CHALLENGE_TTL_SECS`]); the device signs [`tacit_api::auth_message`] over the
+//! server's origin, its address and the challenge with its Ed25519 signing key; the server
+//! consumes the challenge (whether or not the signature verifies, so nothing can be
+//! replayed or retried against it), verifies, and issues a random bearer token of which it
+//! keeps only the SHA-256 hash.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tacit_api::limits::{CHALLENGE_TTL_SECS, REQUESTS_PER_SECOND, TOKEN_TTL_SECS};
+use tacit_api::{ChallengeRequest, ChallengeResponse, SessionRequest, SessionResponse};
+use tacit_protocol::Signature;
+
+use crate::crypto::{random32, sha256};
+use crate::error::Failure;
+use crate::limiter::LimitKey;
+use crate::state::{AppState, now_ms};
+use crate::store::{Authed, DeviceKey};
+
+/// Length of a challenge.
+const CHALLENGE_LEN: usize = 32;
+/// Longest `Authorization` header value considered.
+const MAX_TOKEN_CHARS: usize = 64;
+
+async fn device_of(state: &AppState, account: &str, device: u32) -> Result<DeviceKey, Failure> {
+    tacit_protocol::AccountName::new(account).map_err(|_| Failure::NotFound)?;
+    let record = state.store().account(account).await?.ok_or(Failure::NotFound)?;
+    let key = DeviceKey { account: record.id, device };
+    state.store().device_identity(key).await?.ok_or(Failure::NotFound)?;
+    Ok(key)
+}
+
+/// `POST /v1/auth/challenge`.
+pub async fn challenge(
+    state: &AppState,
+    peer: Option<std::net::IpAddr>,
+    req: ChallengeRequest,
+) -> Result<ChallengeResponse, Failure> {
+    state.limit_address(peer)?;
+    let key = device_of(state, &req.account, req.device).await?;
+    let challenge = random32()?;
+    let expires = now_ms().saturating_add(CHALLENGE_TTL_SECS * 1000);
+    state.store().put_challenge(key, &challenge, expires).await?;
+    Ok(ChallengeResponse { challenge: challenge.to_vec().into(), origin: state.inner().origin.clone() })
+}
+
+/// `POST /v1/auth/session`.
+pub async fn session(
+    state: &AppState,
+    peer: Option<std::net::IpAddr>,
+    req: SessionRequest,
+) -> Result<SessionResponse, Failure> {
+    state.limit_address(peer)?;
+    if req.challenge.as_slice().len() != CHALLENGE_LEN {
+        return Err(Failure::BadRequest("challenge is 32 bytes"));
+    }
+    let signature: [u8; 64] =
+        req.signature.as_slice().try_into().map_err(|_| Failure::BadRequest("signature is 64 bytes"))?;
+    let key = device_of(state, &req.account, req.device).await.map_err(|e| match e {
+        Failure::NotFound => Failure::BadAuthentication,
+        other => other,
+    })?;
+    if !state.store().take_challenge(key, req.challenge.as_slice(), now_ms()).await? {
+        return Err(Failure::BadAuthentication);
+    }
+    let identity = super::prekeys::identity(state, key).await?;
+    let message =
+        tacit_api::auth_message(&state.inner().origin, &req.account, req.device, req.challenge.as_slice());
+    identity
+        .signing_key()
+        .verify(&message, &Signature::from_bytes(signature))
+        .map_err(|_| Failure::BadAuthentication)?;
+    let token = random32()?;
+    let expires = now_ms().saturating_add(TOKEN_TTL_SECS * 1000);
+    state.store().put_token(key, &sha256(&token), expires).await?;
+    tracing::info!("session opened");
+    Ok(SessionResponse { token: URL_SAFE_NO_PAD.encode(token), expires_in_secs: TOKEN_TTL_SECS })
+}
+
+/// Resolves an `Authorization` header value to a device and counts the request against the
+/// device's rate limit.
+pub async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Authed, Failure> {
+    let token = header
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .filter(|t| t.len() <= MAX_TOKEN_CHARS)
+        .ok_or(Failure::Unauthorized)?;
+    let raw = URL_SAFE_NO_PAD.decode(token.trim()).map_err(|_| Failure::Unauthorized)?;
+    let authed = state.store().token_device(&sha256(&raw), now_ms()).await?.ok_or(Failure::Unauthorized)?;
+    if !state.inner().limiter.allow(LimitKey::Device(authed.key), REQUESTS_PER_SECOND, 1000, now_ms()) {
+        return Err(Failure::RateLimited);
+    }
+    Ok(authed)
+}

@@ -1,0 +1,146 @@
+//! Live delivery over a WebSocket (`GET /v1/ws`). On connect the device subscribes to the
+//! bus first, then pages through its stored mailbox, sends `drained`, and from then on
+//! forwards envelopes as the bus hands them over (no database read per live envelope).
+//! Envelopes stay stored until the client acknowledges them (over the socket or HTTP);
+//! an envelope seen both in the stored pages and on the bus is sent once. On shutdown the
+//! server closes every socket with "going away" and the client reconnects elsewhere.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use tacit_api::limits::{MAX_FETCH, MAX_MAILBOX_ENVELOPES, REQUESTS_PER_SECOND};
+use tacit_api::{ClientFrame, ServerFrame};
+
+use super::messages::MAX_ACK_IDS;
+use crate::limiter::LimitKey;
+use crate::state::{AppState, now_ms};
+use crate::store::Authed;
+
+/// Largest frame a client may send (acks only).
+pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
+/// A client that does not read for this long is disconnected.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Close codes (RFC 6455 section 7.4.1).
+const GOING_AWAY: u16 = 1001;
+const POLICY: u16 = 1008;
+const INTERNAL: u16 = 1011;
+
+/// Why a connection ended early.
+#[derive(Debug, thiserror::Error)]
+enum Stop {
+    /// The socket closed or a write failed or timed out.
+    #[error("socket closed")]
+    Socket,
+    /// The server refuses to go on (code and reason sent to the client).
+    #[error("closing: {1}")]
+    Close(u16, &'static str),
+}
+
+struct Conn {
+    socket: WebSocket,
+    /// Envelopes sent on this connection and not yet acknowledged on it.
+    sent: HashSet<u64>,
+}
+
+impl Conn {
+    async fn send(&mut self, frame: &ServerFrame) -> Result<(), Stop> {
+        let text = serde_json::to_string(frame).map_err(|_| Stop::Close(INTERNAL, "encoding failed"))?;
+        match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(Message::Text(text.into()))).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Stop::Socket),
+        }
+    }
+
+    async fn deliver(&mut self, envelope: &tacit_api::Envelope) -> Result<(), Stop> {
+        if !self.sent.insert(envelope.id) {
+            return Ok(());
+        }
+        if self.sent.len() > 2 * MAX_MAILBOX_ENVELOPES {
+            return Err(Stop::Close(POLICY, "too many unacknowledged envelopes"));
+        }
+        self.send(&ServerFrame::Envelope(envelope.clone())).await
+    }
+
+    async fn close(mut self, code: u16, reason: &'static str) {
+        let frame = CloseFrame { code, reason: reason.into() };
+        let _ = tokio::time::timeout(SEND_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await;
+    }
+}
+
+/// Sends every stored envelope not yet sent on this connection.
+async fn resync(state: &AppState, who: &Authed, conn: &mut Conn) -> Result<(), Stop> {
+    let mut after = 0;
+    loop {
+        let page = state
+            .store()
+            .fetch(who.key, after, MAX_FETCH)
+            .await
+            .map_err(|_| Stop::Close(INTERNAL, "storage unavailable"))?;
+        let full = page.len() >= MAX_FETCH;
+        for e in &page {
+            after = after.max(e.id);
+            conn.deliver(e).await?;
+        }
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
+async fn on_text(state: &AppState, who: &Authed, conn: &mut Conn, text: &str) -> Result<(), Stop> {
+    if !state.inner().limiter.allow(LimitKey::Device(who.key), REQUESTS_PER_SECOND, 1000, now_ms()) {
+        return Err(Stop::Close(POLICY, "rate_limited"));
+    }
+    let ClientFrame::Ack { ids } =
+        serde_json::from_str::<ClientFrame>(text).map_err(|_| Stop::Close(POLICY, "bad_request"))?;
+    if ids.len() > MAX_ACK_IDS {
+        return Err(Stop::Close(POLICY, "too_large"));
+    }
+    state.store().ack(who.key, &ids).await.map_err(|_| Stop::Close(INTERNAL, "storage unavailable"))?;
+    for id in ids {
+        conn.sent.remove(&id);
+    }
+    Ok(())
+}
+
+async fn serve(state: &AppState, who: &Authed, conn: &mut Conn) -> Result<(), Stop> {
+    // Subscribe before reading the mailbox so nothing committed in between is missed.
+    let mut sub = state.inner().bus.subscribe(who.key);
+    resync(state, who, conn).await?;
+    conn.send(&ServerFrame::Drained).await?;
+    let shutdown = state.inner().shutdown.clone();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Err(Stop::Close(GOING_AWAY, "server shutting down")),
+            live = sub.recv() => {
+                let Some(envelope) = live else {
+                    return Err(Stop::Close(GOING_AWAY, "server shutting down"));
+                };
+                if sub.take_lagged() {
+                    resync(state, who, conn).await?;
+                }
+                conn.deliver(&envelope).await?;
+            }
+            incoming = conn.socket.recv() => match incoming {
+                Some(Ok(Message::Text(text))) => on_text(state, who, conn, text.as_str()).await?,
+                Some(Ok(Message::Binary(_))) => return Err(Stop::Close(POLICY, "bad_request")),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return Err(Stop::Socket),
+            },
+        }
+    }
+}
+
+/// Runs one device's WebSocket until either side closes or the server shuts down.
+pub async fn run(state: AppState, who: Authed, socket: WebSocket) {
+    let mut conn = Conn { socket, sent: HashSet::new() };
+    match serve(&state, &who, &mut conn).await {
+        Ok(()) | Err(Stop::Socket) => {}
+        Err(Stop::Close(code, reason)) => {
+            tracing::debug!(code, reason, "closing websocket");
+            conn.close(code, reason).await;
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Mailboxes: send (the envelope set must match the recipient's devices; stored durably
+//! before the 200), fetch and acknowledge (deletes only the caller's own envelopes).
+
+use std::sync::Arc;
+
+use tacit_api::limits::{MAX_ENVELOPE_BYTES, MAX_ENVELOPES_PER_SEND, MAX_FETCH};
+use tacit_api::{AckRequest, FetchResponse, SendRequest, SendResponse};
+
+use crate::error::Failure;
+use crate::state::{AppState, now_ms};
+use crate::store::{Authed, NewEnvelope};
+
+/// Most ids in one acknowledgement (HTTP or WebSocket).
+pub const MAX_ACK_IDS: usize = 1024;
+
+/// `POST /v1/messages`.
+pub async fn send(state: &AppState, caller: &Authed, req: SendRequest) -> Result<SendResponse, Failure> {
+    if tacit_protocol::AccountName::new(&req.recipient).is_err() {
+        return Err(Failure::NotFound);
+    }
+    if req.envelopes.len() > MAX_ENVELOPES_PER_SEND {
+        return Err(Failure::TooLarge("too many envelopes in one send"));
+    }
+    let mut devices = Vec::with_capacity(req.envelopes.len());
+    let mut envelopes = Vec::with_capacity(req.envelopes.len());
+    for e in req.envelopes {
+        let len = e.content.as_slice().len();
+        if len > MAX_ENVELOPE_BYTES {
+            return Err(Failure::TooLarge("envelope too large"));
+        }
+        if len == 0 {
+            return Err(Failure::BadRequest("empty envelope"));
+        }
+        devices.push(e.device);
+        envelopes.push(NewEnvelope { device: e.device, content: e.content.0 });
+    }
+    devices.sort_unstable();
+    if devices.windows(2).any(|w| w.first() == w.get(1)) {
+        return Err(Failure::BadRequest("two envelopes for one device"));
+    }
+    let now = now_ms();
+    let stored = state.store().send(caller, &req.recipient, envelopes, now).await?;
+    // Durable now: wake the recipients' connections with the envelopes themselves.
+    for s in stored {
+        state.inner().bus.publish(s.to, Arc::new(s.envelope));
+    }
+    Ok(SendResponse { server_time_ms: now })
+}
+
+/// `GET /v1/messages`: the oldest pending envelopes.
+pub async fn fetch(state: &AppState, caller: &Authed) -> Result<FetchResponse, Failure> {
+    let mut envelopes = state.store().fetch(caller.key, 0, MAX_FETCH + 1).await?;
+    let more = envelopes.len() > MAX_FETCH;
+    envelopes.truncate(MAX_FETCH);
+    Ok(FetchResponse { envelopes, more })
+}
+
+/// `POST /v1/messages/ack`.
+pub async fn ack(state: &AppState, caller: &Authed, req: AckRequest) -> Result<(), Failure> {
+    if req.ids.len() > MAX_ACK_IDS {
+        return Err(Failure::TooLarge("too many ids in one acknowledgement"));
+    }
+    state.store().ack(caller.key, &req.ids).await?;
+    Ok(())
+}

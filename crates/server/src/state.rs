@@ -1,0 +1,112 @@
+//! Shared server state handed to every handler.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::Bus;
+use crate::error::Failure;
+use crate::limiter::{LimitKey, RateLimiter};
+use crate::store::Store;
+
+/// Settings the services need (the rest of [`crate::ServerConfig`] is for start-up).
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct Settings {
+    /// The origin clients sign in [`tacit_api::auth_message`].
+    pub origin: String,
+    /// When set, account creation requires this token.
+    pub registration_token: Option<String>,
+    /// Log client addresses.
+    pub log_ip_addresses: bool,
+}
+
+impl Settings {
+    /// Settings with an origin and no registration token.
+    pub fn new(origin: impl Into<String>) -> Self {
+        Self { origin: origin.into(), ..Self::default() }
+    }
+}
+
+impl core::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Settings")
+            .field("origin", &self.origin)
+            .field("registration_token", &self.registration_token.as_ref().map(|_| "***"))
+            .field("log_ip_addresses", &self.log_ip_addresses)
+            .finish()
+    }
+}
+
+/// The state behind every handler: storage, the wake-up bus, settings, rate limits and
+/// the shutdown signal. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) origin: String,
+    /// SHA-256 of the registration token (compared in constant time).
+    pub(crate) registration_token_hash: Option<[u8; 32]>,
+    pub(crate) log_ip_addresses: bool,
+    pub(crate) limiter: RateLimiter,
+    /// Cancelled when shutdown begins: WebSockets close.
+    pub(crate) shutdown: CancellationToken,
+    /// Open WebSocket tasks, awaited on shutdown.
+    pub(crate) sockets: TaskTracker,
+}
+
+impl AppState {
+    /// Assembles the state.
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, settings: Settings) -> Self {
+        Self(Arc::new(Inner {
+            store,
+            bus,
+            origin: settings.origin,
+            registration_token_hash: settings
+                .registration_token
+                .as_deref()
+                .map(|t| crate::crypto::sha256(t.as_bytes())),
+            log_ip_addresses: settings.log_ip_addresses,
+            limiter: RateLimiter::default(),
+            shutdown: CancellationToken::new(),
+            sockets: TaskTracker::new(),
+        }))
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.0
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.0.store
+    }
+
+    /// Starts shutdown: open WebSockets are told to close.
+    pub fn begin_shutdown(&self) {
+        self.0.shutdown.cancel();
+    }
+
+    /// Counts an unauthenticated request from `peer` against its per-address limit.
+    pub(crate) fn limit_address(&self, peer: Option<IpAddr>) -> Result<(), Failure> {
+        let Some(ip) = peer else { return Ok(()) };
+        if self.0.limiter.allow(LimitKey::Address(ip), tacit_api::limits::REQUESTS_PER_SECOND, 1000, now_ms())
+        {
+            Ok(())
+        } else {
+            Err(Failure::RateLimited)
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

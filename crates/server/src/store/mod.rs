@@ -1,0 +1,293 @@
+//! Storage behind one async trait, with two implementations: embedded SQLite (the default,
+//! [`SqliteStore`]) and PostgreSQL ([`PgStore`]). Both pass the same integration tests.
+//!
+//! The store holds only public keys, signed data, ciphertext and hashes of bearer tokens;
+//! `docs/THREAT_MODEL.md` lists every table and column. Validation (names, signatures,
+//! sizes) happens in the services before anything reaches the store; the store enforces
+//! what must be atomic: unique names, one-time keys handed out once, the device set of a
+//! send, mailbox bounds.
+
+mod postgres;
+mod schema;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The account name is already registered.
+    #[error("account name taken")]
+    NameTaken,
+    /// No such account or device.
+    #[error("not found")]
+    NotFound,
+    /// The envelopes do not name exactly the recipient's current devices.
+    #[error("envelopes do not match the recipient's devices")]
+    MismatchedDevices {
+        /// Current devices with no envelope.
+        missing: Vec<u32>,
+        /// Envelopes for devices that do not exist.
+        extra: Vec<u32>,
+    },
+    /// A recipient mailbox holds [`tacit_api::limits::MAX_MAILBOX_ENVELOPES`] already.
+    #[error("mailbox full")]
+    MailboxFull,
+    /// The store is shutting down.
+    #[error("store closed")]
+    Closed,
+    /// The database failed; the detail is for the log only.
+    #[error("database: {0}")]
+    Backend(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Backend(e.to_string())
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Backend(e.to_string())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Backend(e.to_string())
+    }
+}
+
+/// The store's numeric account id (never reused, so a re-registered name is a new account).
+pub type AccountId = i64;
+
+/// One device: `(account id, device number)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceKey {
+    /// The account.
+    pub account: AccountId,
+    /// The device number within it.
+    pub device: u32,
+}
+
+/// A public key with the id the device gave it (for duplicate detection).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// The device's id for the key.
+    pub key_id: u32,
+    /// The key in `tacit-protocol`'s published encoding (signature included where it has one).
+    pub bytes: Vec<u8>,
+}
+
+/// Verified public prekeys to store for one device.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrekeySet {
+    /// Replaces the signed prekey.
+    pub signed_prekey: Option<Vec<u8>>,
+    /// Replaces the last-resort KEM prekey.
+    pub last_resort: Option<Vec<u8>>,
+    /// Added one-time X25519 prekeys.
+    pub one_time: Vec<KeyRecord>,
+    /// Added one-time KEM prekeys.
+    pub kem_one_time: Vec<KeyRecord>,
+}
+
+/// A new account with its first device, every key already verified.
+#[derive(Clone, Debug)]
+pub struct NewAccount {
+    /// Validated name.
+    pub name: String,
+    /// Account identity key (32 bytes).
+    pub account_key: Vec<u8>,
+    /// The signed device list as received.
+    pub device_list: Vec<u8>,
+    /// Its version.
+    pub device_list_version: u64,
+    /// Device 1's `DevicePublic` encoding.
+    pub device_identity: Vec<u8>,
+    /// Device 1's signed prekey.
+    pub signed_prekey: Vec<u8>,
+    /// Device 1's last-resort KEM prekey.
+    pub last_resort: Vec<u8>,
+    /// Device 1's one-time X25519 prekeys.
+    pub one_time: Vec<KeyRecord>,
+    /// Device 1's one-time KEM prekeys.
+    pub kem_one_time: Vec<KeyRecord>,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub now_ms: u64,
+}
+
+/// An account as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountRecord {
+    /// Its id.
+    pub id: AccountId,
+    /// Its name.
+    pub name: String,
+    /// The signed device list.
+    pub device_list: Vec<u8>,
+}
+
+/// A device authenticated by a bearer token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authed {
+    /// The device.
+    pub key: DeviceKey,
+    /// Its account's name.
+    pub account: String,
+}
+
+/// What a bundle fetch took from the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleParts {
+    /// `DevicePublic` encoding.
+    pub identity: Vec<u8>,
+    /// The signed prekey.
+    pub signed_prekey: Vec<u8>,
+    /// A one-time KEM prekey, or the last-resort one.
+    pub kem_prekey: Vec<u8>,
+    /// A one-time X25519 prekey, when one was left.
+    pub one_time: Option<Vec<u8>>,
+}
+
+/// One-time keys left for a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrekeyCounts {
+    /// One-time X25519 prekeys.
+    pub one_time: u32,
+    /// One-time KEM prekeys.
+    pub kem_one_time: u32,
+}
+
+/// One envelope to store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEnvelope {
+    /// Recipient device number.
+    pub device: u32,
+    /// Ciphertext.
+    pub content: Vec<u8>,
+}
+
+/// One stored envelope, with the mailbox it is in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEnvelope {
+    /// The mailbox.
+    pub to: DeviceKey,
+    /// The envelope as the recipient sees it.
+    pub envelope: tacit_api::Envelope,
+}
+
+/// The storage interface the services use.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates an account with device 1; [`StoreError::NameTaken`] if the name exists.
+    async fn create_account(&self, account: NewAccount) -> Result<AccountId, StoreError>;
+    /// Looks an account up by name.
+    async fn account(&self, name: &str) -> Result<Option<AccountRecord>, StoreError>;
+    /// A device's `DevicePublic` encoding.
+    async fn device_identity(&self, device: DeviceKey) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Deletes an account, its devices, keys, tokens, challenges and mailboxes.
+    async fn delete_account(&self, account: AccountId) -> Result<(), StoreError>;
+
+    /// Records a single-use challenge for a device.
+    async fn put_challenge(
+        &self,
+        device: DeviceKey,
+        challenge: &[u8],
+        expires_ms: u64,
+    ) -> Result<(), StoreError>;
+    /// Consumes a challenge: true if it existed for that device and had not expired. It is
+    /// deleted either way.
+    async fn take_challenge(
+        &self,
+        device: DeviceKey,
+        challenge: &[u8],
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+    /// Records a session token by its SHA-256 hash.
+    async fn put_token(
+        &self,
+        device: DeviceKey,
+        token_hash: &[u8],
+        expires_ms: u64,
+    ) -> Result<(), StoreError>;
+    /// The device a token hash belongs to, if the token is unexpired.
+    async fn token_device(&self, token_hash: &[u8], now_ms: u64) -> Result<Option<Authed>, StoreError>;
+    /// Deletes expired challenges and tokens.
+    async fn purge_expired(&self, now_ms: u64) -> Result<(), StoreError>;
+
+    /// Stores verified prekeys, keeping at most
+    /// [`tacit_api::limits::MAX_STORED_PREKEYS`] of each one-time kind (oldest dropped).
+    async fn put_prekeys(&self, device: DeviceKey, keys: PrekeySet) -> Result<PrekeyCounts, StoreError>;
+    /// One-time keys left.
+    async fn prekey_counts(&self, device: DeviceKey) -> Result<PrekeyCounts, StoreError>;
+    /// Takes a bundle, removing the one-time keys it hands out (each exactly once, also
+    /// under concurrent calls).
+    async fn take_bundle(&self, device: DeviceKey) -> Result<Option<BundleParts>, StoreError>;
+
+    /// Stores one envelope per device of `recipient`, durably, all or none. The device set
+    /// must equal the recipient's current devices (less the sender's own device when it
+    /// writes to its own account).
+    async fn send(
+        &self,
+        sender: &Authed,
+        recipient: &str,
+        envelopes: Vec<NewEnvelope>,
+        now_ms: u64,
+    ) -> Result<Vec<StoredEnvelope>, StoreError>;
+    /// Up to `limit` envelopes of a mailbox with ids above `after`, oldest first.
+    async fn fetch(
+        &self,
+        device: DeviceKey,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<tacit_api::Envelope>, StoreError>;
+    /// Deletes the named envelopes from the device's own mailbox; returns how many.
+    async fn ack(&self, device: DeviceKey, ids: &[u64]) -> Result<usize, StoreError>;
+
+    /// Flushes and closes (waits for queued writes).
+    async fn close(&self);
+}
+
+/// Milliseconds as the signed integer both databases store.
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A stored signed integer back to an unsigned one (never negative in our tables).
+pub(crate) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// A stored device number (checked into range on insert).
+pub(crate) fn to_u32(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(0)
+}
+
+/// Checks that `envelopes` name exactly the `current` devices (sorted ascending).
+pub(crate) fn check_devices(current: &[u32], envelopes: &[NewEnvelope]) -> Result<(), StoreError> {
+    let mut named: Vec<u32> = envelopes.iter().map(|e| e.device).collect();
+    named.sort_unstable();
+    let missing: Vec<u32> = current.iter().copied().filter(|d| named.binary_search(d).is_err()).collect();
+    let extra: Vec<u32> = named.iter().copied().filter(|d| current.binary_search(d).is_err()).collect();
+    if missing.is_empty() && extra.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::MismatchedDevices { missing, extra })
+    }
+}
+
+/// The devices a send must cover: all of the recipient's, except the sending device itself
+/// when a device writes to its own account (to reach its sibling devices).
+pub(crate) fn required_devices(current: Vec<u32>, recipient: AccountId, sender: &Authed) -> Vec<u32> {
+    if recipient == sender.key.account {
+        current.into_iter().filter(|&d| d != sender.key.device).collect()
+    } else {
+        current
+    }
+}

@@ -1,0 +1,432 @@
+//! PostgreSQL storage, for fleets of stateless server nodes. Each operation is one
+//! transaction on a pooled connection; PostgreSQL's commit is the durability point. One-time
+//! keys are taken with `FOR UPDATE SKIP LOCKED`, so concurrent bundle fetches on any number
+//! of nodes never hand out the same key; mailbox bounds are enforced by a conditional
+//! update of the device row (which also serialises concurrent sends to one device).
+//!
+//! The URL may carry `options=-c search_path=...` to place the tables in a schema (the tests
+//! use one schema per test).
+
+use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tacit_api::limits::{MAX_MAILBOX_ENVELOPES, MAX_STORED_PREKEYS};
+use tokio_postgres::NoTls;
+
+use super::schema;
+use super::{
+    AccountId, AccountRecord, Authed, BundleParts, DeviceKey, KeyRecord, NewAccount, NewEnvelope,
+    PrekeyCounts, PrekeySet, Store, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
+};
+
+/// Connections kept by the pool.
+const POOL_SIZE: usize = 16;
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://...`) and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let mut cfg = deadpool_postgres::Config::new();
+        cfg.url = Some(url.to_owned());
+        cfg.manager = Some(ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        cfg.pool = Some(deadpool_postgres::PoolConfig::new(POOL_SIZE));
+        let pool = cfg
+            .create_pool(Some(Runtime::Tokio1), NoTls)
+            .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // One migrating node at a time (per schema).
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema()))", &[]).await?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS tacit_schema (version BIGINT NOT NULL)").await?;
+        let applied: i64 =
+            tx.query_one("SELECT coalesce(max(version), 0) FROM tacit_schema", &[]).await?.try_get(0)?;
+        for (n, sql) in schema::POSTGRES.iter().enumerate().skip(usize::try_from(applied).unwrap_or(0)) {
+            tx.batch_execute(sql).await?;
+            tx.execute(
+                "INSERT INTO tacit_schema (version) VALUES ($1)",
+                &[&i64::try_from(n + 1).unwrap_or(0)],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn insert_keys(
+    c: &impl GenericClient,
+    table: &str,
+    d: DeviceKey,
+    keys: &[KeyRecord],
+) -> Result<(), StoreError> {
+    let insert = c
+        .prepare_cached(&format!(
+            "INSERT INTO {table} (account_id, device_id, key_id, key) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING"
+        ))
+        .await?;
+    for k in keys {
+        c.execute(&insert, &[&d.account, &i64::from(d.device), &i64::from(k.key_id), &k.bytes]).await?;
+    }
+    let trim = c
+        .prepare_cached(&format!(
+            "DELETE FROM {table} WHERE account_id = $1 AND device_id = $2 AND id NOT IN \
+             (SELECT id FROM {table} WHERE account_id = $1 AND device_id = $2 ORDER BY id DESC LIMIT $3)"
+        ))
+        .await?;
+    c.execute(&trim, &[&d.account, &i64::from(d.device), &i64::try_from(MAX_STORED_PREKEYS).unwrap_or(0)])
+        .await?;
+    Ok(())
+}
+
+async fn counts(c: &impl GenericClient, d: DeviceKey) -> Result<PrekeyCounts, StoreError> {
+    let st = c
+        .prepare_cached(
+            "SELECT (SELECT count(*) FROM one_time_prekeys WHERE account_id = $1 AND device_id = $2), \
+                    (SELECT count(*) FROM kem_prekeys WHERE account_id = $1 AND device_id = $2)",
+        )
+        .await?;
+    let row = c.query_one(&st, &[&d.account, &i64::from(d.device)]).await?;
+    Ok(PrekeyCounts { one_time: to_u32(row.try_get(0)?), kem_one_time: to_u32(row.try_get(1)?) })
+}
+
+async fn take_one(c: &impl GenericClient, table: &str, d: DeviceKey) -> Result<Option<Vec<u8>>, StoreError> {
+    let st = c
+        .prepare_cached(&format!(
+            "DELETE FROM {table} WHERE id = (SELECT id FROM {table} WHERE account_id = $1 AND device_id = $2 \
+             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING key"
+        ))
+        .await?;
+    let row = c.query_opt(&st, &[&d.account, &i64::from(d.device)]).await?;
+    Ok(match row {
+        Some(r) => Some(r.try_get(0)?),
+        None => None,
+    })
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_account(&self, a: NewAccount) -> Result<AccountId, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO accounts (name, account_key, device_list, device_list_version, created_ms) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING RETURNING id",
+            )
+            .await?;
+        let row = tx
+            .query_opt(
+                &st,
+                &[&a.name, &a.account_key, &a.device_list, &to_i64(a.device_list_version), &to_i64(a.now_ms)],
+            )
+            .await?;
+        let id: AccountId = match row {
+            Some(r) => r.try_get(0)?,
+            None => return Err(StoreError::NameTaken),
+        };
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO devices (account_id, device_id, identity, signed_prekey, last_resort) \
+                 VALUES ($1, 1, $2, $3, $4)",
+            )
+            .await?;
+        tx.execute(&st, &[&id, &a.device_identity, &a.signed_prekey, &a.last_resort]).await?;
+        let d = DeviceKey { account: id, device: 1 };
+        insert_keys(&tx, "one_time_prekeys", d, &a.one_time).await?;
+        insert_keys(&tx, "kem_prekeys", d, &a.kem_one_time).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn account(&self, name: &str) -> Result<Option<AccountRecord>, StoreError> {
+        let c = self.pool.get().await?;
+        let st = c.prepare_cached("SELECT id, name, device_list FROM accounts WHERE name = $1").await?;
+        Ok(match c.query_opt(&st, &[&name]).await? {
+            Some(r) => {
+                Some(AccountRecord { id: r.try_get(0)?, name: r.try_get(1)?, device_list: r.try_get(2)? })
+            }
+            None => None,
+        })
+    }
+
+    async fn device_identity(&self, d: DeviceKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let c = self.pool.get().await?;
+        let st =
+            c.prepare_cached("SELECT identity FROM devices WHERE account_id = $1 AND device_id = $2").await?;
+        Ok(match c.query_opt(&st, &[&d.account, &i64::from(d.device)]).await? {
+            Some(r) => Some(r.try_get(0)?),
+            None => None,
+        })
+    }
+
+    async fn delete_account(&self, account: AccountId) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        for sql in [
+            "DELETE FROM envelopes WHERE account_id = $1",
+            "DELETE FROM one_time_prekeys WHERE account_id = $1",
+            "DELETE FROM kem_prekeys WHERE account_id = $1",
+            "DELETE FROM challenges WHERE account_id = $1",
+            "DELETE FROM tokens WHERE account_id = $1",
+            "DELETE FROM devices WHERE account_id = $1",
+            "DELETE FROM accounts WHERE id = $1",
+        ] {
+            let st = tx.prepare_cached(sql).await?;
+            tx.execute(&st, &[&account]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn put_challenge(&self, d: DeviceKey, challenge: &[u8], expires_ms: u64) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached(
+                "INSERT INTO challenges (challenge, account_id, device_id, expires_ms) VALUES ($1, $2, $3, $4)",
+            )
+            .await?;
+        c.execute(&st, &[&challenge, &d.account, &i64::from(d.device), &to_i64(expires_ms)]).await?;
+        Ok(())
+    }
+
+    async fn take_challenge(&self, d: DeviceKey, challenge: &[u8], now_ms: u64) -> Result<bool, StoreError> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached(
+                "DELETE FROM challenges WHERE challenge = $1 RETURNING account_id, device_id, expires_ms",
+            )
+            .await?;
+        Ok(match c.query_opt(&st, &[&challenge]).await? {
+            Some(r) => {
+                let (a, dev, exp): (i64, i64, i64) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                a == d.account && dev == i64::from(d.device) && to_u64(exp) > now_ms
+            }
+            None => false,
+        })
+    }
+
+    async fn put_token(&self, d: DeviceKey, token_hash: &[u8], expires_ms: u64) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached(
+                "INSERT INTO tokens (token_hash, account_id, device_id, expires_ms) VALUES ($1, $2, $3, $4)",
+            )
+            .await?;
+        c.execute(&st, &[&token_hash, &d.account, &i64::from(d.device), &to_i64(expires_ms)]).await?;
+        Ok(())
+    }
+
+    async fn token_device(&self, token_hash: &[u8], now_ms: u64) -> Result<Option<Authed>, StoreError> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT t.account_id, t.device_id, a.name FROM tokens t JOIN accounts a ON a.id = t.account_id \
+                 WHERE t.token_hash = $1 AND t.expires_ms > $2",
+            )
+            .await?;
+        Ok(match c.query_opt(&st, &[&token_hash, &to_i64(now_ms)]).await? {
+            Some(r) => Some(Authed {
+                key: DeviceKey { account: r.try_get(0)?, device: to_u32(r.try_get(1)?) },
+                account: r.try_get(2)?,
+            }),
+            None => None,
+        })
+    }
+
+    async fn purge_expired(&self, now_ms: u64) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        c.execute("DELETE FROM challenges WHERE expires_ms <= $1", &[&to_i64(now_ms)]).await?;
+        c.execute("DELETE FROM tokens WHERE expires_ms <= $1", &[&to_i64(now_ms)]).await?;
+        Ok(())
+    }
+
+    async fn put_prekeys(&self, d: DeviceKey, keys: PrekeySet) -> Result<PrekeyCounts, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let dev = i64::from(d.device);
+        let st = tx
+            .prepare_cached(
+                "UPDATE devices SET signed_prekey = coalesce($3, signed_prekey), \
+                 last_resort = coalesce($4, last_resort) WHERE account_id = $1 AND device_id = $2",
+            )
+            .await?;
+        if tx.execute(&st, &[&d.account, &dev, &keys.signed_prekey, &keys.last_resort]).await? == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_keys(&tx, "one_time_prekeys", d, &keys.one_time).await?;
+        insert_keys(&tx, "kem_prekeys", d, &keys.kem_one_time).await?;
+        let out = counts(&tx, d).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn prekey_counts(&self, d: DeviceKey) -> Result<PrekeyCounts, StoreError> {
+        let c = self.pool.get().await?;
+        counts(&c, d).await
+    }
+
+    async fn take_bundle(&self, d: DeviceKey) -> Result<Option<BundleParts>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let st = tx
+            .prepare_cached(
+                "SELECT identity, signed_prekey, last_resort FROM devices WHERE account_id = $1 AND device_id = $2",
+            )
+            .await?;
+        let Some(row) = tx.query_opt(&st, &[&d.account, &i64::from(d.device)]).await? else {
+            return Ok(None);
+        };
+        let (identity, signed_prekey, last_resort): (Vec<u8>, Vec<u8>, Vec<u8>) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let one_time = take_one(&tx, "one_time_prekeys", d).await?;
+        let kem = take_one(&tx, "kem_prekeys", d).await?;
+        tx.commit().await?;
+        Ok(Some(BundleParts { identity, signed_prekey, kem_prekey: kem.unwrap_or(last_resort), one_time }))
+    }
+
+    async fn send(
+        &self,
+        sender: &Authed,
+        recipient: &str,
+        mut envelopes: Vec<NewEnvelope>,
+        now_ms: u64,
+    ) -> Result<Vec<StoredEnvelope>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let st = tx.prepare_cached("SELECT id FROM accounts WHERE name = $1").await?;
+        let account: AccountId = match tx.query_opt(&st, &[&recipient]).await? {
+            Some(r) => r.try_get(0)?,
+            None => return Err(StoreError::NotFound),
+        };
+        let st = tx
+            .prepare_cached("SELECT device_id FROM devices WHERE account_id = $1 ORDER BY device_id")
+            .await?;
+        let current: Vec<u32> = tx
+            .query(&st, &[&account])
+            .await?
+            .iter()
+            .map(|r| r.try_get::<_, i64>(0).map(to_u32))
+            .collect::<Result<_, _>>()?;
+        super::check_devices(&super::required_devices(current, account, sender), &envelopes)?;
+        // Lock device rows in one order so concurrent sends cannot deadlock.
+        envelopes.sort_by_key(|e| e.device);
+        let bump = tx
+            .prepare_cached(
+                "UPDATE devices SET mailbox_count = mailbox_count + 1 \
+                 WHERE account_id = $1 AND device_id = $2 AND mailbox_count < $3",
+            )
+            .await?;
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO envelopes (account_id, device_id, sender, sender_device, server_time_ms, content) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .await?;
+        let max = i64::try_from(MAX_MAILBOX_ENVELOPES).unwrap_or(i64::MAX);
+        let mut stored = Vec::with_capacity(envelopes.len());
+        for e in envelopes {
+            let dev = i64::from(e.device);
+            if tx.execute(&bump, &[&account, &dev, &max]).await? == 0 {
+                return Err(StoreError::MailboxFull);
+            }
+            let row = tx
+                .query_one(
+                    &insert,
+                    &[
+                        &account,
+                        &dev,
+                        &sender.account,
+                        &i64::from(sender.key.device),
+                        &to_i64(now_ms),
+                        &e.content,
+                    ],
+                )
+                .await?;
+            stored.push(StoredEnvelope {
+                to: DeviceKey { account, device: e.device },
+                envelope: tacit_api::Envelope {
+                    id: to_u64(row.try_get(0)?),
+                    sender: sender.account.clone(),
+                    sender_device: sender.key.device,
+                    server_time_ms: now_ms,
+                    content: e.content.into(),
+                },
+            });
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn fetch(
+        &self,
+        d: DeviceKey,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<tacit_api::Envelope>, StoreError> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT id, sender, sender_device, server_time_ms, content FROM envelopes \
+                 WHERE account_id = $1 AND device_id = $2 AND id > $3 ORDER BY id LIMIT $4",
+            )
+            .await?;
+        let rows = c
+            .query(
+                &st,
+                &[
+                    &d.account,
+                    &i64::from(d.device),
+                    &to_i64(after),
+                    &i64::try_from(limit).unwrap_or(i64::MAX),
+                ],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(tacit_api::Envelope {
+                    id: to_u64(r.try_get(0)?),
+                    sender: r.try_get(1)?,
+                    sender_device: to_u32(r.try_get(2)?),
+                    server_time_ms: to_u64(r.try_get(3)?),
+                    content: r.try_get::<_, Vec<u8>>(4)?.into(),
+                })
+            })
+            .collect()
+    }
+
+    async fn ack(&self, d: DeviceKey, ids: &[u64]) -> Result<usize, StoreError> {
+        let ids: Vec<i64> = ids.iter().map(|&i| to_i64(i)).collect();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let dev = i64::from(d.device);
+        let st = tx
+            .prepare_cached("DELETE FROM envelopes WHERE account_id = $1 AND device_id = $2 AND id = ANY($3)")
+            .await?;
+        let n = tx.execute(&st, &[&d.account, &dev, &ids]).await?;
+        if n > 0 {
+            let st = tx
+                .prepare_cached(
+                    "UPDATE devices SET mailbox_count = greatest(0, mailbox_count - $3) \
+                     WHERE account_id = $1 AND device_id = $2",
+                )
+                .await?;
+            tx.execute(&st, &[&d.account, &dev, &i64::try_from(n).unwrap_or(0)]).await?;
+        }
+        tx.commit().await?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    async fn close(&self) {
+        self.pool.close();
+    }
+}

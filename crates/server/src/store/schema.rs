@@ -1,0 +1,127 @@
+//! Schema migrations, one list per database. A migration is appended, never edited: the
+//! database records how many it has applied (SQLite `user_version`, PostgreSQL
+//! `tacit_schema`).
+
+/// SQLite migrations, in order.
+pub(crate) const SQLITE: &[&str] = &[r#"
+CREATE TABLE accounts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    account_key BLOB NOT NULL,
+    device_list BLOB NOT NULL,
+    device_list_version INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE devices (
+    account_id INTEGER NOT NULL,
+    device_id INTEGER NOT NULL,
+    identity BLOB NOT NULL,
+    signed_prekey BLOB NOT NULL,
+    last_resort BLOB NOT NULL,
+    mailbox_count INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (account_id, device_id)
+) WITHOUT ROWID;
+CREATE TABLE one_time_prekeys (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    account_id INTEGER NOT NULL,
+    device_id INTEGER NOT NULL,
+    key_id INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    UNIQUE (account_id, device_id, key_id)
+);
+CREATE INDEX one_time_prekeys_by_device ON one_time_prekeys (account_id, device_id, id);
+CREATE TABLE kem_prekeys (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    account_id INTEGER NOT NULL,
+    device_id INTEGER NOT NULL,
+    key_id INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    UNIQUE (account_id, device_id, key_id)
+);
+CREATE INDEX kem_prekeys_by_device ON kem_prekeys (account_id, device_id, id);
+CREATE TABLE challenges (
+    challenge BLOB PRIMARY KEY,
+    account_id INTEGER NOT NULL,
+    device_id INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+CREATE TABLE tokens (
+    token_hash BLOB PRIMARY KEY,
+    account_id INTEGER NOT NULL,
+    device_id INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+CREATE INDEX tokens_by_account ON tokens (account_id);
+CREATE TABLE envelopes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    account_id INTEGER NOT NULL,
+    device_id INTEGER NOT NULL,
+    sender TEXT NOT NULL,
+    sender_device INTEGER NOT NULL,
+    server_time_ms INTEGER NOT NULL,
+    content BLOB NOT NULL
+);
+CREATE INDEX envelopes_by_mailbox ON envelopes (account_id, device_id, id);
+"#];
+
+/// PostgreSQL migrations, in order (run in the connection's `search_path` schema).
+pub(crate) const POSTGRES: &[&str] = &[r#"
+CREATE TABLE accounts (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    account_key BYTEA NOT NULL,
+    device_list BYTEA NOT NULL,
+    device_list_version BIGINT NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+CREATE TABLE devices (
+    account_id BIGINT NOT NULL,
+    device_id BIGINT NOT NULL,
+    identity BYTEA NOT NULL,
+    signed_prekey BYTEA NOT NULL,
+    last_resort BYTEA NOT NULL,
+    mailbox_count BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (account_id, device_id)
+);
+CREATE TABLE one_time_prekeys (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id BIGINT NOT NULL,
+    device_id BIGINT NOT NULL,
+    key_id BIGINT NOT NULL,
+    key BYTEA NOT NULL,
+    UNIQUE (account_id, device_id, key_id)
+);
+CREATE INDEX one_time_prekeys_by_device ON one_time_prekeys (account_id, device_id, id);
+CREATE TABLE kem_prekeys (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id BIGINT NOT NULL,
+    device_id BIGINT NOT NULL,
+    key_id BIGINT NOT NULL,
+    key BYTEA NOT NULL,
+    UNIQUE (account_id, device_id, key_id)
+);
+CREATE INDEX kem_prekeys_by_device ON kem_prekeys (account_id, device_id, id);
+CREATE TABLE challenges (
+    challenge BYTEA PRIMARY KEY,
+    account_id BIGINT NOT NULL,
+    device_id BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL
+);
+CREATE TABLE tokens (
+    token_hash BYTEA PRIMARY KEY,
+    account_id BIGINT NOT NULL,
+    device_id BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL
+);
+CREATE INDEX tokens_by_account ON tokens (account_id);
+CREATE TABLE envelopes (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id BIGINT NOT NULL,
+    device_id BIGINT NOT NULL,
+    sender TEXT NOT NULL,
+    sender_device BIGINT NOT NULL,
+    server_time_ms BIGINT NOT NULL,
+    content BYTEA NOT NULL
+);
+CREATE INDEX envelopes_by_mailbox ON envelopes (account_id, device_id, id);
+"#];

@@ -1,0 +1,491 @@
+//! Embedded SQLite storage (the default): one file in the data directory, WAL mode,
+//! `synchronous=FULL`, one writer thread with group commit ([`writer`]) and a small pool of
+//! read-only connections for fetches and token look-ups. Every statement is prepared once
+//! per connection (`prepare_cached`).
+
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use tacit_api::limits::{MAX_MAILBOX_ENVELOPES, MAX_STORED_PREKEYS};
+use tokio::sync::{mpsc, oneshot};
+
+use super::schema;
+use super::{
+    AccountId, AccountRecord, Authed, BundleParts, DeviceKey, KeyRecord, NewAccount, NewEnvelope,
+    PrekeyCounts, PrekeySet, Store, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
+};
+use writer::{Msg, Typed};
+
+/// Read connections kept open for reuse.
+const MAX_IDLE_READERS: usize = 8;
+
+/// The SQLite store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    tx: mpsc::Sender<Msg>,
+    readers: Arc<ReaderPool>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReaderPool {
+    fn get(&self) -> Result<Connection, StoreError> {
+        if let Some(c) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
+            return Ok(c);
+        }
+        let c = Connection::open(&self.path)?;
+        c.busy_timeout(std::time::Duration::from_secs(5))?;
+        c.pragma_update(None, "query_only", true)?;
+        Ok(c)
+    }
+
+    fn put(&self, c: Connection) {
+        if let Ok(mut v) = self.idle.lock()
+            && v.len() < MAX_IDLE_READERS
+        {
+            v.push(c);
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `DIR/tacit.db`, applies pending migrations and starts
+    /// the writer thread.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(format!("data dir: {e}")))?;
+        let path = dir.join("tacit.db");
+        let mut conn = Connection::open(&path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel(writer::QUEUE);
+        let handle = std::thread::Builder::new()
+            .name("tacit-sqlite-writer".into())
+            .spawn(move || writer::run(conn, rx))
+            .map_err(|e| StoreError::Backend(format!("writer thread: {e}")))?;
+        Ok(Self {
+            tx,
+            readers: Arc::new(ReaderPool { path, idle: Mutex::new(Vec::new()) }),
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (job, rx) = Typed::job(f);
+        self.tx.send(Msg::Job(job)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.get()?;
+            let out = f(&conn);
+            pool.put(conn);
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("reader task: {e}")))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let applied: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (n, sql) in schema::SQLITE.iter().enumerate().skip(usize::try_from(applied).unwrap_or(0)) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i64::try_from(n + 1).unwrap_or(i64::MAX))?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn insert_keys(conn: &Connection, table: Table, d: DeviceKey, keys: &[KeyRecord]) -> Result<(), StoreError> {
+    let mut st = conn.prepare_cached(match table {
+        Table::OneTime => {
+            "INSERT OR IGNORE INTO one_time_prekeys (account_id, device_id, key_id, key) VALUES (?1, ?2, ?3, ?4)"
+        }
+        Table::Kem => {
+            "INSERT OR IGNORE INTO kem_prekeys (account_id, device_id, key_id, key) VALUES (?1, ?2, ?3, ?4)"
+        }
+    })?;
+    for k in keys {
+        st.execute(params![d.account, d.device, k.key_id, k.bytes])?;
+    }
+    let mut trim = conn.prepare_cached(match table {
+        Table::OneTime => {
+            "DELETE FROM one_time_prekeys WHERE account_id = ?1 AND device_id = ?2 AND id NOT IN \
+             (SELECT id FROM one_time_prekeys WHERE account_id = ?1 AND device_id = ?2 ORDER BY id DESC LIMIT ?3)"
+        }
+        Table::Kem => {
+            "DELETE FROM kem_prekeys WHERE account_id = ?1 AND device_id = ?2 AND id NOT IN \
+             (SELECT id FROM kem_prekeys WHERE account_id = ?1 AND device_id = ?2 ORDER BY id DESC LIMIT ?3)"
+        }
+    })?;
+    trim.execute(params![d.account, d.device, i64::try_from(MAX_STORED_PREKEYS).unwrap_or(i64::MAX)])?;
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Table {
+    OneTime,
+    Kem,
+}
+
+fn counts(conn: &Connection, d: DeviceKey) -> Result<PrekeyCounts, StoreError> {
+    let one: i64 = conn
+        .prepare_cached("SELECT count(*) FROM one_time_prekeys WHERE account_id = ?1 AND device_id = ?2")?
+        .query_row(params![d.account, d.device], |r| r.get(0))?;
+    let kem: i64 = conn
+        .prepare_cached("SELECT count(*) FROM kem_prekeys WHERE account_id = ?1 AND device_id = ?2")?
+        .query_row(params![d.account, d.device], |r| r.get(0))?;
+    Ok(PrekeyCounts { one_time: to_u32(one), kem_one_time: to_u32(kem) })
+}
+
+fn device_exists(conn: &Connection, d: DeviceKey) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM devices WHERE account_id = ?1 AND device_id = ?2")?
+        .exists(params![d.account, d.device])?)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_account(&self, a: NewAccount) -> Result<AccountId, StoreError> {
+        self.write(move |c| {
+            if c.prepare_cached("SELECT 1 FROM accounts WHERE name = ?1")?.exists([&a.name])? {
+                return Err(StoreError::NameTaken);
+            }
+            c.prepare_cached(
+                "INSERT INTO accounts (name, account_key, device_list, device_list_version, created_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                a.name,
+                a.account_key,
+                a.device_list,
+                to_i64(a.device_list_version),
+                to_i64(a.now_ms)
+            ])?;
+            let id = c.last_insert_rowid();
+            c.prepare_cached(
+                "INSERT INTO devices (account_id, device_id, identity, signed_prekey, last_resort) \
+                 VALUES (?1, 1, ?2, ?3, ?4)",
+            )?
+            .execute(params![id, a.device_identity, a.signed_prekey, a.last_resort])?;
+            let d = DeviceKey { account: id, device: 1 };
+            insert_keys(c, Table::OneTime, d, &a.one_time)?;
+            insert_keys(c, Table::Kem, d, &a.kem_one_time)?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn account(&self, name: &str) -> Result<Option<AccountRecord>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT id, name, device_list FROM accounts WHERE name = ?1")?
+                .query_row([&name], |r| {
+                    Ok(AccountRecord { id: r.get(0)?, name: r.get(1)?, device_list: r.get(2)? })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn device_identity(&self, d: DeviceKey) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT identity FROM devices WHERE account_id = ?1 AND device_id = ?2")?
+                .query_row(params![d.account, d.device], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn delete_account(&self, account: AccountId) -> Result<(), StoreError> {
+        self.write(move |c| {
+            for sql in [
+                "DELETE FROM envelopes WHERE account_id = ?1",
+                "DELETE FROM one_time_prekeys WHERE account_id = ?1",
+                "DELETE FROM kem_prekeys WHERE account_id = ?1",
+                "DELETE FROM challenges WHERE account_id = ?1",
+                "DELETE FROM tokens WHERE account_id = ?1",
+                "DELETE FROM devices WHERE account_id = ?1",
+                "DELETE FROM accounts WHERE id = ?1",
+            ] {
+                c.prepare_cached(sql)?.execute([account])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_challenge(&self, d: DeviceKey, challenge: &[u8], expires_ms: u64) -> Result<(), StoreError> {
+        let challenge = challenge.to_vec();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO challenges (challenge, account_id, device_id, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![challenge, d.account, d.device, to_i64(expires_ms)])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_challenge(&self, d: DeviceKey, challenge: &[u8], now_ms: u64) -> Result<bool, StoreError> {
+        let challenge = challenge.to_vec();
+        self.write(move |c| {
+            let row: Option<(i64, i64, i64)> = c
+                .prepare_cached(
+                    "DELETE FROM challenges WHERE challenge = ?1 RETURNING account_id, device_id, expires_ms",
+                )?
+                .query_row([&challenge], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            Ok(row.is_some_and(|(a, dev, exp)| {
+                a == d.account && dev == i64::from(d.device) && to_u64(exp) > now_ms
+            }))
+        })
+        .await
+    }
+
+    async fn put_token(&self, d: DeviceKey, token_hash: &[u8], expires_ms: u64) -> Result<(), StoreError> {
+        let hash = token_hash.to_vec();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO tokens (token_hash, account_id, device_id, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![hash, d.account, d.device, to_i64(expires_ms)])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn token_device(&self, token_hash: &[u8], now_ms: u64) -> Result<Option<Authed>, StoreError> {
+        let hash = token_hash.to_vec();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT t.account_id, t.device_id, a.name FROM tokens t JOIN accounts a ON a.id = t.account_id \
+                 WHERE t.token_hash = ?1 AND t.expires_ms > ?2",
+            )?
+            .query_row(params![hash, to_i64(now_ms)], |r| {
+                Ok(Authed {
+                    key: DeviceKey { account: r.get(0)?, device: to_u32(r.get(1)?) },
+                    account: r.get(2)?,
+                })
+            })
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn purge_expired(&self, now_ms: u64) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM challenges WHERE expires_ms <= ?1")?.execute([to_i64(now_ms)])?;
+            c.prepare_cached("DELETE FROM tokens WHERE expires_ms <= ?1")?.execute([to_i64(now_ms)])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_prekeys(&self, d: DeviceKey, keys: PrekeySet) -> Result<PrekeyCounts, StoreError> {
+        self.write(move |c| {
+            if !device_exists(c, d)? {
+                return Err(StoreError::NotFound);
+            }
+            if let Some(spk) = &keys.signed_prekey {
+                c.prepare_cached(
+                    "UPDATE devices SET signed_prekey = ?3 WHERE account_id = ?1 AND device_id = ?2",
+                )?
+                .execute(params![d.account, d.device, spk])?;
+            }
+            if let Some(lr) = &keys.last_resort {
+                c.prepare_cached(
+                    "UPDATE devices SET last_resort = ?3 WHERE account_id = ?1 AND device_id = ?2",
+                )?
+                .execute(params![d.account, d.device, lr])?;
+            }
+            insert_keys(c, Table::OneTime, d, &keys.one_time)?;
+            insert_keys(c, Table::Kem, d, &keys.kem_one_time)?;
+            counts(c, d)
+        })
+        .await
+    }
+
+    async fn prekey_counts(&self, d: DeviceKey) -> Result<PrekeyCounts, StoreError> {
+        self.read(move |c| counts(c, d)).await
+    }
+
+    async fn take_bundle(&self, d: DeviceKey) -> Result<Option<BundleParts>, StoreError> {
+        self.write(move |c| {
+            let Some((identity, signed_prekey, last_resort)) = c
+                .prepare_cached(
+                    "SELECT identity, signed_prekey, last_resort FROM devices WHERE account_id = ?1 AND device_id = ?2",
+                )?
+                .query_row(params![d.account, d.device], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Vec<u8>>(2)?))
+                })
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let one_time: Option<Vec<u8>> = c
+                .prepare_cached(
+                    "DELETE FROM one_time_prekeys WHERE id = (SELECT id FROM one_time_prekeys \
+                     WHERE account_id = ?1 AND device_id = ?2 ORDER BY id LIMIT 1) RETURNING key",
+                )?
+                .query_row(params![d.account, d.device], |r| r.get(0))
+                .optional()?;
+            let kem: Option<Vec<u8>> = c
+                .prepare_cached(
+                    "DELETE FROM kem_prekeys WHERE id = (SELECT id FROM kem_prekeys \
+                     WHERE account_id = ?1 AND device_id = ?2 ORDER BY id LIMIT 1) RETURNING key",
+                )?
+                .query_row(params![d.account, d.device], |r| r.get(0))
+                .optional()?;
+            Ok(Some(BundleParts { identity, signed_prekey, kem_prekey: kem.unwrap_or(last_resort), one_time }))
+        })
+        .await
+    }
+
+    async fn send(
+        &self,
+        sender: &Authed,
+        recipient: &str,
+        envelopes: Vec<NewEnvelope>,
+        now_ms: u64,
+    ) -> Result<Vec<StoredEnvelope>, StoreError> {
+        let sender = sender.clone();
+        let recipient = recipient.to_owned();
+        self.write(move |c| {
+            let account: AccountId = c
+                .prepare_cached("SELECT id FROM accounts WHERE name = ?1")?
+                .query_row([&recipient], |r| r.get(0))
+                .optional()?
+                .ok_or(StoreError::NotFound)?;
+            let current: Vec<u32> = c
+                .prepare_cached("SELECT device_id FROM devices WHERE account_id = ?1 ORDER BY device_id")?
+                .query_map([account], |r| r.get::<_, i64>(0))?
+                .map(|r| r.map(to_u32))
+                .collect::<Result<_, _>>()?;
+            super::check_devices(&super::required_devices(current, account, &sender), &envelopes)?;
+            let mut bump = c.prepare_cached(
+                "UPDATE devices SET mailbox_count = mailbox_count + 1 \
+                 WHERE account_id = ?1 AND device_id = ?2 AND mailbox_count < ?3",
+            )?;
+            let mut insert = c.prepare_cached(
+                "INSERT INTO envelopes (account_id, device_id, sender, sender_device, server_time_ms, content) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let max = i64::try_from(MAX_MAILBOX_ENVELOPES).unwrap_or(i64::MAX);
+            let mut stored = Vec::with_capacity(envelopes.len());
+            for e in envelopes {
+                if bump.execute(params![account, e.device, max])? == 0 {
+                    return Err(StoreError::MailboxFull);
+                }
+                insert.execute(params![
+                    account,
+                    e.device,
+                    sender.account,
+                    sender.key.device,
+                    to_i64(now_ms),
+                    e.content
+                ])?;
+                stored.push(StoredEnvelope {
+                    to: DeviceKey { account, device: e.device },
+                    envelope: tacit_api::Envelope {
+                        id: to_u64(c.last_insert_rowid()),
+                        sender: sender.account.clone(),
+                        sender_device: sender.key.device,
+                        server_time_ms: now_ms,
+                        content: e.content.into(),
+                    },
+                });
+            }
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn fetch(
+        &self,
+        d: DeviceKey,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<tacit_api::Envelope>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, sender, sender_device, server_time_ms, content FROM envelopes \
+                 WHERE account_id = ?1 AND device_id = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
+            )?;
+            let rows = st.query_map(
+                params![d.account, d.device, to_i64(after), i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    Ok(tacit_api::Envelope {
+                        id: to_u64(r.get(0)?),
+                        sender: r.get(1)?,
+                        sender_device: to_u32(r.get(2)?),
+                        server_time_ms: to_u64(r.get(3)?),
+                        content: r.get::<_, Vec<u8>>(4)?.into(),
+                    })
+                },
+            )?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn ack(&self, d: DeviceKey, ids: &[u64]) -> Result<usize, StoreError> {
+        let ids = ids.to_vec();
+        self.write(move |c| {
+            let mut del = c.prepare_cached(
+                "DELETE FROM envelopes WHERE id = ?1 AND account_id = ?2 AND device_id = ?3",
+            )?;
+            let mut n = 0usize;
+            for id in ids {
+                n += del.execute(params![to_i64(id), d.account, d.device])?;
+            }
+            if n > 0 {
+                c.prepare_cached(
+                    "UPDATE devices SET mailbox_count = max(0, mailbox_count - ?3) \
+                     WHERE account_id = ?1 AND device_id = ?2",
+                )?
+                .execute(params![
+                    d.account,
+                    d.device,
+                    i64::try_from(n).unwrap_or(i64::MAX)
+                ])?;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Stop(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        if let Ok(mut idle) = self.readers.idle.lock() {
+            idle.clear();
+        }
+    }
+}

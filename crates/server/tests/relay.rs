@@ -1,0 +1,463 @@
+//! The relay over real sockets, on SQLite and on PostgreSQL: every test runs against both.
+// A test harness: failing loudly on anything unexpected is the point (clippy.toml allows
+// these inside #[test] functions; the shared helpers in common/ need the same).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::*;
+use reqwest::Method;
+use tacit_api as api;
+use tacit_protocol::{AccountName, DeviceList, PrekeyBundle};
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+on_both!(
+    conversation,
+    racing_bundles_get_distinct_one_time_keys,
+    restart_loses_no_acknowledged_message,
+    hostile_input
+);
+
+async fn conversation(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let http = server.http();
+    let (ok, _) = (http.client.get(format!("{}/healthz", server.base)).send().await.unwrap().status(), ());
+    assert!(ok.is_success());
+
+    let alice = User::register(&http, &unique("alice"), 3).await;
+    let mut bob = User::register(&http, &unique("bob"), 3).await;
+
+    // The device list comes back as signed, and verifies.
+    let dl: api::DeviceListResponse =
+        http.ok(Method::GET, &format!("/v1/accounts/{}/devices", bob.name), None, NONE).await;
+    let name = AccountName::new(&bob.name).unwrap();
+    let list =
+        DeviceList::verify(dl.device_list.as_slice(), &name, Some(&bob.account.public()), None).unwrap();
+    assert_eq!(list, bob.list);
+
+    // Prekeys: 3 of each uploaded at creation, below the water mark: "low".
+    let st: api::PrekeyStatus = http.ok(Method::GET, api::PREKEYS, bob.tok(), NONE).await;
+    assert_eq!((st.one_time, st.kem_one_time, st.low), (3, 3, true));
+
+    // A bundle verifies against Bob's identity and consumes one key of each kind.
+    let b: api::BundleResponse =
+        http.ok(Method::GET, &format!("/v1/keys/{}/1", bob.name), alice.tok(), NONE).await;
+    let bundle = PrekeyBundle::from_bytes(b.bundle.as_slice()).unwrap();
+    bundle.verify().unwrap();
+    assert_eq!(&bundle.identity, bob.device.public());
+    assert!(bundle.one_time_prekey.is_some());
+    let st: api::PrekeyStatus = http.ok(Method::GET, api::PREKEYS, bob.tok(), NONE).await;
+    assert_eq!((st.one_time, st.kem_one_time), (2, 2));
+
+    // Refill: the upload is verified and counted.
+    let now = tacit_protocol::UnixTime(1_700_000_000);
+    let plan = bob.prekeys.plan(now, &policy(25), st.one_time, st.kem_one_time);
+    let up = bob.prekeys.execute(&mut rand_core::OsRng, &bob.device, now, &plan).unwrap();
+    let st: api::PrekeyStatus =
+        http.ok(Method::PUT, api::PREKEYS, bob.tok(), Some(&upload_request(&up))).await;
+    assert_eq!((st.one_time, st.kem_one_time, st.low), (25, 25, false));
+
+    // A message stored before Bob connects, then one live.
+    let (s, _) = alice.send(&http, &bob.name, &[1], b"stored").await;
+    assert!(s.is_success());
+    let mut ws = ws_connect(&server, bob.tok()).await.unwrap();
+    let api::ServerFrame::Envelope(first) = next_frame(&mut ws).await else { panic!("envelope first") };
+    assert_eq!(
+        (first.content.as_slice(), first.sender.as_str(), first.sender_device),
+        (&b"stored"[..], alice.name.as_str(), 1)
+    );
+    assert_eq!(next_frame(&mut ws).await, api::ServerFrame::Drained);
+    let (s, body) = alice.send(&http, &bob.name, &[1], b"live").await;
+    assert!(s.is_success(), "{body}");
+    let api::ServerFrame::Envelope(second) = next_frame(&mut ws).await else { panic!("live envelope") };
+    assert_eq!(second.content.as_slice(), b"live");
+    assert!(second.id > first.id);
+
+    // Until acknowledged, both stay stored; acks over the socket delete them.
+    assert_eq!(bob.fetch(&http).await.envelopes.len(), 2);
+    ws_ack(&mut ws, vec![first.id, second.id]).await;
+    let mut empty = false;
+    for _ in 0..50 {
+        if bob.fetch(&http).await.envelopes.is_empty() {
+            empty = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(empty, "ack over the socket deleted the envelopes");
+
+    // HTTP fetch and ack; Alice cannot delete Bob's envelopes.
+    let (s, _) = alice.send(&http, &bob.name, &[1], b"by http").await;
+    assert!(s.is_success());
+    let f = bob.fetch(&http).await;
+    assert_eq!(f.envelopes.len(), 1);
+    assert!(!f.more);
+    let id = f.envelopes[0].id;
+    let (s, _) =
+        http.call(Method::POST, api::ACK, alice.tok(), Some(&api::AckRequest { ids: vec![id] })).await;
+    assert_eq!(s.as_u16(), 204);
+    assert_eq!(bob.fetch(&http).await.envelopes.len(), 1);
+    let (s, _) = http.call(Method::POST, api::ACK, bob.tok(), Some(&api::AckRequest { ids: vec![id] })).await;
+    assert_eq!(s.as_u16(), 204);
+    assert!(bob.fetch(&http).await.envelopes.is_empty());
+
+    // The device set must match exactly.
+    let got = alice.send(&http, &bob.name, &[1, 2], b"x").await;
+    assert_eq!(got.0.as_u16(), 409);
+    assert_eq!(got.1, serde_json::json!({"code": "mismatched_devices", "missing": [], "extra": [2]}));
+    let got = alice.send(&http, &bob.name, &[], b"x").await;
+    assert_eq!(got.1, serde_json::json!({"code": "mismatched_devices", "missing": [1], "extra": []}));
+    // Writing to one's own account needs no envelope for the sending device.
+    let (s, _) = alice.send(&http, &alice.name, &[], b"x").await;
+    assert!(s.is_success());
+
+    // Account deletion: only by the account itself; afterwards its token is dead.
+    assert_code(
+        http.call(Method::DELETE, &format!("/v1/accounts/{}", bob.name), alice.tok(), NONE).await,
+        403,
+        "unauthorized",
+    );
+    let (s, _) = http.call(Method::DELETE, &format!("/v1/accounts/{}", bob.name), bob.tok(), NONE).await;
+    assert_eq!(s.as_u16(), 204);
+    assert_code(http.call(Method::GET, api::MESSAGES, bob.tok(), NONE).await, 401, "unauthorized");
+    assert_code(alice.send(&http, &bob.name, &[1], b"x").await, 404, "not_found");
+    drop(ws);
+    server.finish().await;
+}
+
+async fn racing_bundles_get_distinct_one_time_keys(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let http = server.http();
+    let bob = User::register(&http, &unique("bob"), 6).await;
+    let mut racers = Vec::new();
+    for i in 0..4 {
+        racers.push(User::register(&http, &unique(&format!("r{i}")), 1).await);
+    }
+    // Four clients fetch three bundles each at once: 12 fetches for 6 keys of each kind.
+    let mut tasks = Vec::new();
+    for r in &racers {
+        for _ in 0..3 {
+            let http = http.clone();
+            let tok = r.token.clone();
+            let path = format!("/v1/keys/{}/1", bob.name);
+            tasks.push(tokio::spawn(async move {
+                let b: api::BundleResponse = http.ok(Method::GET, &path, Some(&tok), NONE).await;
+                PrekeyBundle::from_bytes(b.bundle.as_slice()).unwrap()
+            }));
+        }
+    }
+    let mut one_time = HashSet::new();
+    let mut kem = HashSet::new();
+    let mut last_resort = 0;
+    for t in tasks {
+        let b = t.await.unwrap();
+        b.verify().unwrap();
+        if let Some(k) = b.one_time_prekey {
+            assert!(one_time.insert(k.id), "one-time key {} handed out twice", k.id);
+        }
+        match b.kem_prekey.kind {
+            tacit_protocol::KemPrekeyKind::OneTime => {
+                assert!(kem.insert(b.kem_prekey.id), "KEM key handed out twice")
+            }
+            tacit_protocol::KemPrekeyKind::LastResort => last_resort += 1,
+        }
+    }
+    assert_eq!((one_time.len(), kem.len(), last_resort), (6, 6, 6));
+
+    // The per-requester limit protects what is left.
+    let r = &racers[0];
+    let path = format!("/v1/keys/{}/1", bob.name);
+    let mut limited = false;
+    for _ in 0..api::limits::BUNDLE_FETCHES_PER_MINUTE {
+        let (s, body) = http.call(Method::GET, &path, r.tok(), NONE).await;
+        if s.as_u16() == 429 {
+            assert_eq!(body["code"], "rate_limited");
+            limited = true;
+            break;
+        }
+        assert!(s.is_success());
+    }
+    assert!(limited);
+    server.finish().await;
+}
+
+async fn restart_loses_no_acknowledged_message(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    // Concurrent sends share group commits; every 200 must survive the restart.
+    let mut tasks = Vec::new();
+    for i in 0..40u32 {
+        let http = http.clone();
+        let tok = alice.token.clone();
+        let to = bob.name.clone();
+        tasks.push(tokio::spawn(async move {
+            let req = api::SendRequest {
+                recipient: to,
+                envelopes: vec![api::OutgoingEnvelope {
+                    device: 1,
+                    content: i.to_be_bytes().to_vec().into(),
+                }],
+            };
+            let (s, _) = http.call(Method::POST, api::MESSAGES, Some(&tok), Some(&req)).await;
+            assert!(s.is_success());
+            i
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let server = server.restart().await;
+    let http = server.http();
+    // Tokens survive too (stored as hashes).
+    let got = bob.fetch(&http).await;
+    let contents: HashSet<Vec<u8>> = got.envelopes.iter().map(|e| e.content.0.clone()).collect();
+    assert_eq!(contents.len(), 40);
+    // The conversation goes on.
+    let (s, _) = bob.send(&http, &alice.name, &[1], b"after restart").await;
+    assert!(s.is_success());
+    assert_eq!(alice.fetch(&http).await.envelopes.len(), 1);
+    server.finish().await;
+}
+
+async fn hostile_input(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| c.registration_token = Some("let-me-in".into())).await;
+    let http = server.http();
+    let raw = |m: Method, path: &str| http.request(m, path, None);
+
+    // Registration token.
+    let (_, mut req) = User::new_request(&unique("eve"), 1);
+    assert_code(http.call(Method::POST, api::ACCOUNTS, None, Some(&req)).await, 403, "registration_closed");
+    req.registration_token = Some("wrong".into());
+    assert_code(http.call(Method::POST, api::ACCOUNTS, None, Some(&req)).await, 403, "registration_closed");
+    req.registration_token = Some("let-me-in".into());
+    let mut good = req.clone();
+    // Bad names, keys, lists, prekeys.
+    let mut r = good.clone();
+    r.name = "Eve!".into();
+    assert_code(http.call(Method::POST, api::ACCOUNTS, None, Some(&r)).await, 400, "bad_name");
+    let mut r = good.clone();
+    r.name = unique("mallory");
+    assert_code(http.call(Method::POST, api::ACCOUNTS, None, Some(&r)).await, 400, "bad_request");
+    let mut r = good.clone();
+    r.account_key = vec![1; 31].into();
+    assert_code(http.call(Method::POST, api::ACCOUNTS, None, Some(&r)).await, 400, "bad_request");
+    let mut r = good.clone();
+    let last = r.device_list.0.len() - 1;
+    r.device_list.0[last] ^= 1;
+    assert_code(http.call(Method::POST, api::ACCOUNTS, None, Some(&r)).await, 400, "bad_request");
+    let mut r = good.clone();
+    r.prekeys.signed_prekey.as_mut().unwrap().0[10] ^= 1;
+    assert_code(http.call(Method::POST, api::ACCOUNTS, None, Some(&r)).await, 400, "bad_request");
+    let mut r = good.clone();
+    r.prekeys.signed_prekey = None;
+    assert_code(http.call(Method::POST, api::ACCOUNTS, None, Some(&r)).await, 400, "bad_request");
+    let mut r = good.clone();
+    r.prekeys.kem_one_time.push(r.prekeys.last_resort.clone().unwrap());
+    assert_code(http.call(Method::POST, api::ACCOUNTS, None, Some(&r)).await, 400, "bad_request");
+    let mut r = good.clone();
+    r.prekeys.one_time = vec![r.prekeys.one_time[0].clone(); 201];
+    assert_code(http.call(Method::POST, api::ACCOUNTS, None, Some(&r)).await, 413, "too_large");
+
+    // A good one, then the same name again.
+    let created: api::CreateAccountResponse = http.ok(Method::POST, api::ACCOUNTS, None, Some(&good)).await;
+    assert_eq!(created.device, 1);
+    good.account_key = vec![9; 32].into();
+    let (_, mut again) = User::new_request(&req.name, 1);
+    again.registration_token = Some("let-me-in".into());
+    assert_code(http.call(Method::POST, api::ACCOUNTS, None, Some(&again)).await, 409, "name_taken");
+
+    // Malformed bodies, wrong content type, oversized bodies, unknown routes and methods.
+    let s = raw(Method::POST, api::ACCOUNTS)
+        .header("content-type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(s.status().as_u16(), 400);
+    assert_eq!(s.json::<api::ApiError>().await.unwrap().code, api::ErrorCode::BadRequest);
+    let s = raw(Method::POST, api::ACCOUNTS).body("{}").send().await.unwrap();
+    assert_eq!(s.json::<api::ApiError>().await.unwrap().code, api::ErrorCode::BadRequest);
+    let s = raw(Method::POST, api::ACCOUNTS)
+        .header("content-type", "application/json")
+        .body(vec![b' '; api::limits::MAX_REQUEST_BYTES + 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(s.status().as_u16(), 413);
+    assert_eq!(s.json::<api::ApiError>().await.unwrap().code, api::ErrorCode::TooLarge);
+    assert_code(http.call(Method::GET, "/v1/nothing", None, NONE).await, 404, "not_found");
+    assert_code(http.call(Method::PATCH, api::MESSAGES, None, NONE).await, 405, "bad_request");
+    assert_code(http.call(Method::GET, "/v1/keys/someone/notanumber", None, NONE).await, 401, "unauthorized");
+
+    // Version header: missing, malformed, too old.
+    let s = http.client.get(format!("{}{}", server.base, api::MESSAGES)).send().await.unwrap();
+    assert_eq!(s.status().as_u16(), 400);
+    let s = http
+        .client
+        .get(format!("{}{}", server.base, api::MESSAGES))
+        .header(api::VERSION_HEADER, "x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(s.status().as_u16(), 400);
+    let s = http
+        .client
+        .get(format!("{}{}", server.base, api::MESSAGES))
+        .header(api::VERSION_HEADER, "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(s.status().as_u16(), 426);
+    let e = s.json::<api::ApiError>().await.unwrap();
+    assert_eq!(e.code, api::ErrorCode::ClientTooOld);
+    assert!(e.message.contains("upgrade"));
+
+    // Authentication: unknown device, bad signature, replayed challenge, expired/unknown token.
+    let (mut eve, mut req) = User::new_request(&unique("eve"), 1);
+    req.registration_token = Some("let-me-in".into());
+    let _: api::CreateAccountResponse = http.ok(Method::POST, api::ACCOUNTS, None, Some(&req)).await;
+    assert_code(
+        http.call(
+            Method::POST,
+            api::AUTH_CHALLENGE,
+            None,
+            Some(&api::ChallengeRequest { account: eve.name.clone(), device: 2 }),
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    let c = eve.challenge(&http).await;
+    let mut forged = eve.answer(&c);
+    forged.signature.0[0] ^= 1;
+    assert_code(
+        http.call(Method::POST, api::AUTH_SESSION, None, Some(&forged)).await,
+        401,
+        "bad_authentication",
+    );
+    // The failed attempt used the challenge up: the genuine answer is now a replay.
+    assert_code(
+        http.call(Method::POST, api::AUTH_SESSION, None, Some(&eve.answer(&c))).await,
+        401,
+        "bad_authentication",
+    );
+    let c = eve.challenge(&http).await;
+    let answer = eve.answer(&c);
+    let s: api::SessionResponse = http.ok(Method::POST, api::AUTH_SESSION, None, Some(&answer)).await;
+    assert_code(
+        http.call(Method::POST, api::AUTH_SESSION, None, Some(&answer)).await,
+        401,
+        "bad_authentication",
+    );
+    let mut short = answer.clone();
+    short.challenge = vec![0; 5].into();
+    assert_code(http.call(Method::POST, api::AUTH_SESSION, None, Some(&short)).await, 400, "bad_request");
+    eve.token = s.token;
+    for bad in [
+        "",
+        "Bearer",
+        "Bearer !!!",
+        "Basic abc",
+        &format!("Bearer {}", "A".repeat(43)),
+        &format!("Bearer {}", "A".repeat(500)),
+    ] {
+        let r =
+            http.request(Method::GET, api::MESSAGES, None).header("authorization", bad).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{bad}");
+        assert_eq!(r.json::<api::ApiError>().await.unwrap().code, api::ErrorCode::Unauthorized);
+    }
+    for (m, p) in [
+        (Method::GET, api::MESSAGES.to_string()),
+        (Method::POST, api::MESSAGES.to_string()),
+        (Method::POST, api::ACK.to_string()),
+        (Method::GET, api::PREKEYS.to_string()),
+        (Method::PUT, api::PREKEYS.to_string()),
+        (Method::GET, format!("/v1/keys/{}/1", eve.name)),
+        (Method::DELETE, format!("/v1/accounts/{}", eve.name)),
+        (Method::GET, api::WEBSOCKET.to_string()),
+    ] {
+        assert_code(http.call(m, &p, None, NONE).await, 401, "unauthorized");
+    }
+    assert!(ws_connect(&server, None).await.is_err());
+    assert!(ws_connect(&server, Some("nonsense")).await.is_err());
+
+    // Authenticated but malformed.
+    let t = eve.tok();
+    assert_code(http.call(Method::GET, "/v1/keys/nobody-here/1", t, NONE).await, 404, "not_found");
+    assert_code(http.call(Method::GET, &format!("/v1/keys/{}/0", eve.name), t, NONE).await, 404, "not_found");
+    assert_code(
+        http.call(Method::GET, &format!("/v1/keys/{}/-1", eve.name), t, NONE).await,
+        400,
+        "bad_request",
+    );
+    assert_code(eve.send(&http, "nobody-here", &[1], b"x").await, 404, "not_found");
+    assert_code(eve.send(&http, "NOT A NAME", &[1], b"x").await, 404, "not_found");
+    assert_code(eve.send(&http, &eve.name, &[1], b"").await, 400, "bad_request");
+    assert_code(
+        eve.send(&http, &eve.name, &[1], &vec![0; api::limits::MAX_ENVELOPE_BYTES + 1]).await,
+        413,
+        "too_large",
+    );
+    let devices: Vec<u32> = (1..=65).collect();
+    assert_code(eve.send(&http, &eve.name, &devices, b"x").await, 413, "too_large");
+    assert_code(eve.send(&http, &eve.name, &[2, 2], b"x").await, 400, "bad_request");
+    assert_code(
+        http.call(Method::POST, api::ACK, t, Some(&api::AckRequest { ids: vec![1; 2000] })).await,
+        413,
+        "too_large",
+    );
+    assert_code(
+        http.call(Method::POST, api::ACK, t, Some(&serde_json::json!({"ids": [-1]}))).await,
+        400,
+        "bad_request",
+    );
+    let mut up = upload_request(&tacit_protocol::PrekeyUpload::default());
+    up.one_time = vec![vec![1, 2, 3].into()];
+    assert_code(http.call(Method::PUT, api::PREKEYS, t, Some(&up)).await, 400, "bad_request");
+    // Another device's prekeys do not verify against this device.
+    let (other, other_req) = User::new_request(&unique("zed"), 1);
+    drop(other);
+    assert_code(http.call(Method::PUT, api::PREKEYS, t, Some(&other_req.prekeys)).await, 400, "bad_request");
+
+    // A WebSocket that sends garbage is closed, and the server goes on.
+    {
+        use futures_util::{SinkExt, StreamExt};
+        let mut ws = ws_connect(&server, t).await.unwrap();
+        assert_eq!(next_frame(&mut ws).await, api::ServerFrame::Drained);
+        ws.send(tokio_tungstenite::tungstenite::Message::Text("garbage".into())).await.unwrap();
+        let mut closed = false;
+        while let Ok(Some(m)) = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await {
+            match m {
+                Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f))) => {
+                    assert_eq!(u16::from(f.code), 1008);
+                    closed = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        assert!(closed);
+    }
+    let ok = http.client.get(format!("{}/healthz", server.base)).send().await.unwrap();
+    assert!(ok.status().is_success());
+    server.finish().await;
+}
