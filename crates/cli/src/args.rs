@@ -59,6 +59,37 @@ pub enum Command {
     /// Local store maintenance.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Run a relay server (flags, TACIT_* environment variables, or a TOML config file).
+    Server(ServerArgs),
+    /// Run an embedded server and a conversation between alice and bob, then show that the
+    /// server holds none of the plaintext.
+    Demo,
+}
+
+/// `tacit server` flags; each overrides the config file, which overrides the defaults.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on (default 127.0.0.1:7878).
+    #[arg(long, env = "TACIT_LISTEN", value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Folder of the embedded SQLite database (default ./tacit-data).
+    #[arg(long, env = "TACIT_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// postgres://... to use PostgreSQL instead of SQLite.
+    #[arg(long, env = "TACIT_DATABASE_URL", value_name = "URL")]
+    pub database: Option<String>,
+    /// Only callers presenting this token may create accounts.
+    #[arg(long, env = "TACIT_REGISTRATION_TOKEN", value_name = "T")]
+    pub registration_token: Option<String>,
+    /// PEM certificate chain (HTTPS; needs --tls-key).
+    #[arg(long, env = "TACIT_TLS_CERT", value_name = "F", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "TACIT_TLS_KEY", value_name = "F", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// A TOML configuration file (see docs/CLI.md).
+    #[arg(long, env = "TACIT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// `tacit account ...`.
@@ -124,6 +155,27 @@ mod tests {
         assert!(Cli::try_parse_from(["tacit", "history", "bob"]).is_ok());
         assert!(Cli::try_parse_from(["tacit", "store", "rekey"]).is_ok());
         assert!(Cli::try_parse_from(["tacit", "account", "delete"]).is_ok());
+        assert!(Cli::try_parse_from(["tacit", "demo"]).is_ok());
+        let c = Cli::try_parse_from([
+            "tacit",
+            "server",
+            "--listen",
+            "0.0.0.0:8443",
+            "--data",
+            "/d",
+            "--registration-token",
+            "t",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ])
+        .unwrap();
+        assert!(
+            matches!(c.command, Command::Server(ref s) if s.listen.unwrap().port() == 8443 && s.data.is_some())
+        );
+        assert!(Cli::try_parse_from(["tacit", "server", "--tls-cert", "c.pem"]).is_err(), "cert needs key");
+        assert!(Cli::try_parse_from(["tacit", "server", "--listen", "nowhere"]).is_err());
     }
 
     #[test]

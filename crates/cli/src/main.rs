@@ -2,7 +2,9 @@
 //! flags, `--json` lines and exit codes — is docs/CLI.md.
 
 mod args;
+mod demo;
 mod output;
+mod server;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -38,6 +40,12 @@ enum CliError {
     /// A local failure outside the SDK.
     #[error("{0}")]
     Local(String),
+    /// The embedded or standalone server failed.
+    #[error("server: {0}")]
+    Server(String),
+    /// A check that guards a security property failed.
+    #[error("{0}")]
+    Security(String),
 }
 
 impl CliError {
@@ -45,6 +53,8 @@ impl CliError {
         match self {
             Self::Usage(_) => exit::USAGE,
             Self::Local(_) => exit::FAILURE,
+            Self::Server(_) => exit::NETWORK,
+            Self::Security(_) => exit::SECURITY,
             Self::Client(e) => match e.kind() {
                 ErrorKind::Usage => exit::USAGE,
                 ErrorKind::Network => exit::NETWORK,
@@ -76,7 +86,7 @@ fn main() -> ExitCode {
         }
     };
     let out = Out::new(cli.json);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             out.error("failure", &format!("cannot start the runtime: {e}"));
@@ -150,8 +160,13 @@ fn open(home: &Path) -> Result<Client, CliError> {
 }
 
 async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
+    let command = match cli.command {
+        Command::Server(args) => return server::run(args).await,
+        Command::Demo => return demo::run(out, cli.json).await,
+        other => other,
+    };
     let home = home(cli.home)?;
-    match cli.command {
+    match command {
         Command::Account(AccountCommand::Create(a)) => {
             let secret = new_secret("TACIT_PASSPHRASE", false)?;
             let mut c =
@@ -207,6 +222,7 @@ async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
             c.rekey(secret)?;
             out.rekeyed(with_passphrase);
         }
+        Command::Server(_) | Command::Demo => {}
     }
     Ok(())
 }

@@ -30,6 +30,11 @@ impl Out {
         println!("{v}");
     }
 
+    /// A ready-made JSON line.
+    pub fn raw(&self, v: Value) {
+        self.line(v);
+    }
+
     /// An error: a JSON line on stdout with `--json`, else text on stderr.
     pub fn error(&self, kind: &str, message: &str) {
         if self.json {

@@ -1,0 +1,95 @@
+//! `tacit server`: flags and `TACIT_*` variables override the config file, which overrides
+//! the defaults (`tacit_server::ServerConfig`).
+
+use tacit_server::ServerConfig;
+
+use crate::CliError;
+use crate::args::ServerArgs;
+
+/// The configuration `args` describe.
+pub fn config(args: ServerArgs) -> Result<ServerConfig, CliError> {
+    let mut c = match &args.config {
+        Some(path) => ServerConfig::load(path).map_err(|e| CliError::Usage(e.to_string()))?,
+        None => ServerConfig::default(),
+    };
+    if let Some(v) = args.listen {
+        c.listen = v;
+    }
+    if let Some(v) = args.data {
+        c.data_dir = v;
+    }
+    if args.database.is_some() {
+        c.database_url = args.database;
+    }
+    if args.registration_token.is_some() {
+        c.registration_token = args.registration_token;
+    }
+    if args.tls_cert.is_some() {
+        c.tls_cert = args.tls_cert;
+        c.tls_key = args.tls_key;
+    }
+    Ok(c)
+}
+
+/// Serves until Ctrl-C or SIGTERM.
+pub async fn run(args: ServerArgs) -> Result<(), CliError> {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let config = config(args)?;
+    tacit_server::serve(config, shutdown_signal()).await.map_err(|e| CliError::Server(e.to_string()))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tacit.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/from-file\"\nregistration_token = \"f\"\n",
+        )
+        .unwrap();
+        let cli = crate::args::Cli::try_parse_from([
+            "tacit",
+            "server",
+            "--config",
+            file.to_str().unwrap(),
+            "--data",
+            "/from-flag",
+        ])
+        .unwrap();
+        let crate::args::Command::Server(args) = cli.command else { panic!("not server") };
+        let c = config(args).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.data_dir, std::path::PathBuf::from("/from-flag"));
+        assert_eq!(c.registration_token.as_deref(), Some("f"));
+    }
+}
