@@ -31,8 +31,34 @@ on_both!(
     conversation,
     racing_bundles_get_distinct_one_time_keys,
     restart_loses_no_acknowledged_message,
-    hostile_input
+    hostile_input,
+    shutdown_closes_websockets_going_away,
 );
+
+async fn shutdown_closes_websockets_going_away(backend: Backend) {
+    use futures_util::StreamExt;
+    let mut server = TestServer::start(backend).await;
+    let http = server.http();
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    let mut ws = ws_connect(&server, bob.tok()).await.unwrap();
+    assert_eq!(next_frame(&mut ws).await, api::ServerFrame::Drained);
+    let started = std::time::Instant::now();
+    let (_, frame) = tokio::join!(server.shutdown(), async {
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await {
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f)))) => break f,
+                Ok(Some(Ok(_))) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    });
+    assert_eq!(frame.map(|f| u16::from(f.code)), Some(1001));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "shutdown waited out the grace period instead of closing sockets"
+    );
+    server.finish().await;
+}
 
 async fn conversation(backend: Backend) {
     let server = TestServer::start(backend).await;
