@@ -33,7 +33,63 @@ on_both!(
     restart_loses_no_acknowledged_message,
     hostile_input,
     shutdown_closes_websockets_going_away,
+    acknowledged_envelopes_are_not_delivered_again,
 );
+
+/// Envelopes committed while the socket pages through the mailbox are both in a page and
+/// on the bus; once acknowledged, the queued copy must not be sent again.
+async fn acknowledged_envelopes_are_not_delivered_again(backend: Backend) {
+    use futures_util::StreamExt;
+    const N: u32 = 120;
+    let server = TestServer::start(backend).await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    for i in 0..N / 2 {
+        let (s, _) = alice.send(&http, &bob.name, &[1], &i.to_be_bytes()).await;
+        assert!(s.is_success());
+    }
+    // Sends keep committing while Bob connects and pages through the first half.
+    let sender = {
+        let http = http.clone();
+        let tok = alice.token.clone();
+        let to = bob.name.clone();
+        tokio::spawn(async move {
+            for i in N / 2..N {
+                let req = api::SendRequest {
+                    recipient: to.clone(),
+                    envelopes: vec![api::OutgoingEnvelope {
+                        device: 1,
+                        content: i.to_be_bytes().to_vec().into(),
+                    }],
+                };
+                let (s, _) = http.call(Method::POST, api::MESSAGES, Some(&tok), Some(&req)).await;
+                assert!(s.is_success());
+            }
+        })
+    };
+    let mut ws = ws_connect(&server, bob.tok()).await.unwrap();
+    let mut seen = HashSet::new();
+    while seen.len() < N as usize {
+        if let api::ServerFrame::Envelope(e) = next_frame(&mut ws).await {
+            assert!(seen.insert(e.id), "envelope {} delivered twice", e.id);
+            ws_ack(&mut ws, vec![e.id]).await;
+        }
+    }
+    sender.await.unwrap();
+    // Nothing more may arrive (a duplicate would come from the bus queue).
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(std::time::Duration::from_millis(500), ws.next()).await {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            let frame: api::ServerFrame = serde_json::from_str(t.as_str()).unwrap();
+            assert!(
+                !matches!(frame, api::ServerFrame::Envelope(_)),
+                "extra envelope after all were acked: {frame:?}"
+            );
+        }
+    }
+    drop(ws);
+    server.finish().await;
+}
 
 async fn shutdown_closes_websockets_going_away(backend: Backend) {
     use futures_util::StreamExt;

@@ -334,6 +334,10 @@ impl Store for PgStore {
             .await?;
         let max = i64::try_from(MAX_MAILBOX_ENVELOPES).unwrap_or(i64::MAX);
         let mut stored = Vec::with_capacity(envelopes.len());
+        // Ids follow commit order within a mailbox: each id is drawn (identity sequence,
+        // cache 1) after `bump` locked the recipient's device row, and the lock is held until
+        // commit, so a later id of the same mailbox belongs to a later commit. WebSocket
+        // delivery relies on this (`service::delivery`'s watermark).
         for e in envelopes {
             let dev = i64::from(e.device);
             if tx.execute(&bump, &[&account, &dev, &max]).await? == 0 {
