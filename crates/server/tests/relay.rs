@@ -34,7 +34,55 @@ on_both!(
     hostile_input,
     shutdown_closes_websockets_going_away,
     acknowledged_envelopes_are_not_delivered_again,
+    ack_frames_beyond_the_request_limit_keep_the_socket_open,
+    sends_have_their_own_budget_and_get_429,
 );
+
+/// A client acking envelope by envelope over its socket exceeds the general request rate;
+/// the socket must stay open (slowed down at most).
+async fn ack_frames_beyond_the_request_limit_keep_the_socket_open(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    let mut ws = ws_connect(&server, bob.tok()).await.unwrap();
+    assert_eq!(next_frame(&mut ws).await, api::ServerFrame::Drained);
+    for i in 0..(api::limits::REQUESTS_PER_SECOND as u64 + 100) {
+        ws_ack(&mut ws, vec![1_000_000 + i]).await;
+    }
+    let (s, _) = alice.send(&http, &bob.name, &[1], b"still open").await;
+    assert!(s.is_success());
+    let api::ServerFrame::Envelope(e) = next_frame(&mut ws).await else { panic!("envelope") };
+    assert_eq!(e.content.as_slice(), b"still open");
+    drop(ws);
+    server.finish().await;
+}
+
+/// Sends count against their own budget (configurable); over it the answer is `429`,
+/// other requests of the device go on, and its socket stays open.
+async fn sends_have_their_own_budget_and_get_429(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| {
+        c.limits.sends_per_second = 1;
+        c.limits.send_burst = 3;
+    })
+    .await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    let mut ws = ws_connect(&server, bob.tok()).await.unwrap();
+    assert_eq!(next_frame(&mut ws).await, api::ServerFrame::Drained);
+    for _ in 0..3 {
+        let (s, _) = alice.send(&http, &bob.name, &[1], b"x").await;
+        assert!(s.is_success());
+    }
+    assert_code(alice.send(&http, &bob.name, &[1], b"x").await, 429, "rate_limited");
+    let _: api::PrekeyStatus = http.ok(Method::GET, api::PREKEYS, alice.tok(), NONE).await;
+    for _ in 0..3 {
+        assert!(matches!(next_frame(&mut ws).await, api::ServerFrame::Envelope(_)));
+    }
+    drop(ws);
+    server.finish().await;
+}
 
 /// Envelopes committed while the socket pages through the mailbox are both in a page and
 /// on the bus; once acknowledged, the queued copy must not be sent again.

@@ -17,12 +17,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use tacit_api::limits::{MAX_FETCH, MAX_MAILBOX_ENVELOPES, REQUESTS_PER_SECOND};
+use tacit_api::limits::{MAX_FETCH, MAX_MAILBOX_ENVELOPES};
 use tacit_api::{ClientFrame, ServerFrame};
 
 use super::messages::MAX_ACK_IDS;
 use crate::limiter::LimitKey;
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 use crate::store::Authed;
 
 /// Largest frame a client may send (acks only).
@@ -131,8 +131,10 @@ async fn resync(state: &AppState, who: &Authed, conn: &mut Conn) -> Result<(), S
 }
 
 async fn on_text(state: &AppState, who: &Authed, conn: &mut Conn, text: &str) -> Result<(), Stop> {
-    if !state.inner().limiter.allow(LimitKey::Device(who.key), REQUESTS_PER_SECOND, 1000, now_ms()) {
-        return Err(Stop::Close(POLICY, "rate_limited"));
+    // Over the acknowledgement budget the socket is slowed down, never closed: a client
+    // acking a burst of envelopes is doing what it should.
+    if let Err(wait) = state.limit_wait(LimitKey::Acks(who.key)) {
+        tokio::time::sleep(Duration::from_millis(wait.min(1000))).await;
     }
     let ClientFrame::Ack { ids } =
         serde_json::from_str::<ClientFrame>(text).map_err(|_| Stop::Close(POLICY, "bad_request"))?;
