@@ -39,11 +39,22 @@ pub async fn send(state: &AppState, caller: &Authed, req: SendRequest) -> Result
         return Err(Failure::BadRequest("two envelopes for one device"));
     }
     let now = now_ms();
-    let stored = state.store().send(caller, &req.recipient, envelopes, now).await?;
-    // Durable now: wake the recipients' connections with the envelopes themselves.
-    for s in stored {
-        state.inner().bus.publish(s.to, Arc::new(s.envelope));
-    }
+    // Store and publish in a detached task, so that an envelope that commits is published
+    // even when this request is cancelled meanwhile (the client hung up, or the request
+    // timed out): commit implies publish, and no connected recipient waits for a resync.
+    let store = state.store().clone();
+    let bus = state.inner().bus.clone();
+    let caller = caller.clone();
+    let recipient = req.recipient;
+    let task = tokio::spawn(async move {
+        let stored = store.send(&caller, &recipient, envelopes, now).await?;
+        // Durable now: wake the recipients' connections with the envelopes themselves.
+        for s in stored {
+            bus.publish(s.to, Arc::new(s.envelope));
+        }
+        Ok::<_, Failure>(())
+    });
+    task.await.map_err(|_| Failure::Internal("send task failed".into()))??;
     Ok(SendResponse { server_time_ms: now })
 }
 
