@@ -36,7 +36,34 @@ on_both!(
     acknowledged_envelopes_are_not_delivered_again,
     ack_frames_beyond_the_request_limit_keep_the_socket_open,
     sends_have_their_own_budget_and_get_429,
+    fetch_and_resync_pages_are_bounded_by_bytes,
 );
+
+/// Fetch pages (and WebSocket resync pages) stop at MAX_FETCH_BYTES of ciphertext.
+async fn fetch_and_resync_pages_are_bounded_by_bytes(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    let big = vec![7u8; api::limits::MAX_ENVELOPE_BYTES];
+    let n = api::limits::MAX_FETCH_BYTES / big.len() + 6;
+    for _ in 0..n {
+        let (s, _) = alice.send(&http, &bob.name, &[1], &big).await;
+        assert!(s.is_success());
+    }
+    let page = bob.fetch(&http).await;
+    assert_eq!(page.envelopes.len(), api::limits::MAX_FETCH_BYTES / big.len());
+    assert!(page.more);
+    // The socket pages through all of them.
+    let mut ws = ws_connect(&server, bob.tok()).await.unwrap();
+    let mut ids = HashSet::new();
+    while let api::ServerFrame::Envelope(e) = next_frame(&mut ws).await {
+        assert!(ids.insert(e.id));
+    }
+    assert_eq!(ids.len(), n);
+    drop(ws);
+    server.finish().await;
+}
 
 /// A client acking envelope by envelope over its socket exceeds the general request rate;
 /// the socket must stay open (slowed down at most).

@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use tacit_api::limits::{MAX_FETCH, MAX_MAILBOX_ENVELOPES};
+use tacit_api::limits::{MAX_FETCH, MAX_FETCH_BYTES, MAX_MAILBOX_ENVELOPES};
 use tacit_api::{ClientFrame, ServerFrame};
 
 use super::messages::MAX_ACK_IDS;
@@ -116,11 +116,13 @@ async fn resync(state: &AppState, who: &Authed, conn: &mut Conn) -> Result<(), S
     loop {
         let page = state
             .store()
-            .fetch(who.key, after, MAX_FETCH)
+            .fetch(who.key, after, MAX_FETCH + 1, MAX_FETCH_BYTES)
             .await
             .map_err(|_| Stop::Close(INTERNAL, "storage unavailable"))?;
-        let full = page.len() >= MAX_FETCH;
-        for e in &page {
+        // At most MAX_FETCH_BYTES (or one envelope) per page; the rest is read again.
+        let keep = crate::store::page_len(&page, MAX_FETCH, MAX_FETCH_BYTES);
+        let full = page.len() > keep;
+        for e in page.iter().take(keep) {
             after = after.max(e.id);
             conn.deliver(e, true).await?;
         }

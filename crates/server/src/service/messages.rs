@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tacit_api::limits::{MAX_ENVELOPE_BYTES, MAX_ENVELOPES_PER_SEND, MAX_FETCH};
+use tacit_api::limits::{MAX_ENVELOPE_BYTES, MAX_ENVELOPES_PER_SEND, MAX_FETCH, MAX_FETCH_BYTES};
 use tacit_api::{AckRequest, FetchResponse, SendRequest, SendResponse};
 
 use crate::error::Failure;
@@ -60,9 +60,10 @@ pub async fn send(state: &AppState, caller: &Authed, req: SendRequest) -> Result
 
 /// `GET /v1/messages`: the oldest pending envelopes.
 pub async fn fetch(state: &AppState, caller: &Authed) -> Result<FetchResponse, Failure> {
-    let mut envelopes = state.store().fetch(caller.key, 0, MAX_FETCH + 1).await?;
-    let more = envelopes.len() > MAX_FETCH;
-    envelopes.truncate(MAX_FETCH);
+    let mut envelopes = state.store().fetch(caller.key, 0, MAX_FETCH + 1, MAX_FETCH_BYTES).await?;
+    let keep = crate::store::page_len(&envelopes, MAX_FETCH, MAX_FETCH_BYTES);
+    let more = envelopes.len() > keep;
+    envelopes.truncate(keep);
     Ok(FetchResponse { envelopes, more })
 }
 

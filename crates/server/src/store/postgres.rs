@@ -376,6 +376,7 @@ impl Store for PgStore {
         d: DeviceKey,
         after: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<tacit_api::Envelope>, StoreError> {
         let c = self.pool.get().await?;
         let st = c
@@ -395,8 +396,13 @@ impl Store for PgStore {
                 ],
             )
             .await?;
-        rows.iter()
-            .map(|r| {
+        let mut total = 0usize;
+        let mut out = Vec::new();
+        for r in &rows {
+            if total > max_bytes {
+                break;
+            }
+            let e: Result<tacit_api::Envelope, StoreError> = (|| {
                 Ok(tacit_api::Envelope {
                     id: to_u64(r.try_get(0)?),
                     sender: r.try_get(1)?,
@@ -404,8 +410,12 @@ impl Store for PgStore {
                     server_time_ms: to_u64(r.try_get(3)?),
                     content: r.try_get::<_, Vec<u8>>(4)?.into(),
                 })
-            })
-            .collect()
+            })();
+            let e = e?;
+            total = total.saturating_add(e.content.as_slice().len());
+            out.push(e);
+        }
+        Ok(out)
     }
 
     async fn ack(&self, d: DeviceKey, ids: &[u64]) -> Result<usize, StoreError> {
