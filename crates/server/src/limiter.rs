@@ -11,8 +11,10 @@ use serde::Deserialize;
 
 use crate::store::DeviceKey;
 
-/// Entries kept before idle buckets are swept.
+/// Entries kept before idle buckets are swept (at most once a second).
 const SWEEP_AT: usize = 65_536;
+/// Entries never exceeded: a new key beyond this is refused until a sweep frees room.
+const MAX_ENTRIES: usize = 4 * SWEEP_AT;
 /// A bucket costs this many milli-tokens per event.
 const MILLI: u64 = 1000;
 
@@ -139,17 +141,39 @@ struct Bucket {
 /// Token buckets per key.
 #[derive(Default)]
 pub struct RateLimiter {
-    buckets: Mutex<HashMap<LimitKey, Bucket>>,
+    buckets: Mutex<Buckets>,
+}
+
+#[derive(Default)]
+struct Buckets {
+    map: HashMap<LimitKey, Bucket>,
+    last_sweep_ms: u64,
+}
+
+/// The key for a client address: IPv6 by /64 (one host usually holds a whole /64).
+pub fn address_key(ip: IpAddr) -> LimitKey {
+    match ip {
+        IpAddr::V4(_) => LimitKey::Address(ip),
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            LimitKey::Address(IpAddr::V6(prefix.into()))
+        }
+    }
 }
 
 impl RateLimiter {
     /// Takes one token for `key`; `Err(ms)` (and nothing taken) if the bucket is empty,
     /// with the time until a token is there.
     pub fn check(&self, key: LimitKey, budget: Budget, now_ms: u64) -> Result<(), u64> {
-        let Ok(mut map) = self.buckets.lock() else { return Err(1000) };
-        if map.len() >= SWEEP_AT {
+        let Ok(mut guard) = self.buckets.lock() else { return Err(1000) };
+        let Buckets { map, last_sweep_ms } = &mut *guard;
+        if map.len() >= SWEEP_AT && now_ms.saturating_sub(*last_sweep_ms) >= 1000 {
             // A bucket idle for over a minute (the longest period) is full again.
             map.retain(|_, b| b.at_ms.saturating_add(60_000) > now_ms);
+            *last_sweep_ms = now_ms;
+        }
+        if map.len() >= MAX_ENTRIES && !map.contains_key(&key) {
+            return Err(1000);
         }
         let cap = budget.capacity();
         let b = map.entry(key).or_insert(Bucket { tokens: cap, at_ms: now_ms });
@@ -195,6 +219,15 @@ mod tests {
             assert!(l.allow(k, b, 60_000));
         }
         assert!(!l.allow(k, b, 60_000));
+    }
+
+    #[test]
+    fn ipv6_addresses_share_their_slash_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap_or(IpAddr::V4([0; 4].into()));
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap_or(IpAddr::V4([0; 4].into()));
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap_or(IpAddr::V4([0; 4].into()));
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
     }
 
     #[test]

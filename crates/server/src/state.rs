@@ -99,7 +99,7 @@ impl AppState {
     /// Counts an unauthenticated request from `peer` against its per-address limit.
     pub(crate) fn limit_address(&self, peer: Option<IpAddr>) -> Result<(), Failure> {
         let Some(ip) = peer else { return Ok(()) };
-        self.limit(LimitKey::Address(ip))
+        self.limit(crate::limiter::address_key(ip))
     }
 
     /// Counts one event against `key`'s budget: `429 rate_limited` when over it.
