@@ -38,6 +38,9 @@ pub mod limits {
     pub const MAX_MAILBOX_ENVELOPES: usize = 10_000;
     /// Most envelopes returned by one fetch.
     pub const MAX_FETCH: usize = 256;
+    /// Most ciphertext bytes in one fetch or WebSocket resync page (a page always holds at
+    /// least one envelope); a fetch cut short by it says `more`.
+    pub const MAX_FETCH_BYTES: usize = 1024 * 1024;
     /// Most one-time prekeys of each kind uploaded at once.
     pub const MAX_PREKEYS_PER_UPLOAD: usize = 200;
     /// Most one-time prekeys of each kind the server keeps for one device.

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::limiter::RateLimits;
+
 /// Why a configuration file was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -28,6 +30,10 @@ pub enum ConfigError {
 /// registration_token = "only-friends"
 /// tls_cert = "/etc/tacit/cert.pem"
 /// tls_key = "/etc/tacit/key.pem"
+///
+/// [limits]
+/// sends_per_second = 1000
+/// send_burst = 2000
 /// ```
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -52,6 +58,8 @@ pub struct ServerConfig {
     pub log_ip_addresses: bool,
     /// Seconds that shutdown waits for open requests and WebSockets to finish.
     pub shutdown_grace_secs: u64,
+    /// Rate limits (`[limits]`; every field has a default).
+    pub limits: RateLimits,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +74,7 @@ impl Default for ServerConfig {
             origin: None,
             log_ip_addresses: false,
             shutdown_grace_secs: 10,
+            limits: RateLimits::default(),
         }
     }
 }
@@ -83,6 +92,7 @@ impl core::fmt::Debug for ServerConfig {
             .field("origin", &self.origin)
             .field("log_ip_addresses", &self.log_ip_addresses)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -116,5 +126,8 @@ mod tests {
         assert!(!dbg.contains("sekrit") && !dbg.contains("pw"), "{dbg}");
         assert!(ServerConfig::from_toml("nonsense = 1").is_err());
         assert_eq!(ServerConfig::from_toml("").unwrap().shutdown_grace_secs, 10);
+        let c = ServerConfig::from_toml("[limits]\nsends_per_second = 5\n").unwrap();
+        assert_eq!((c.limits.sends_per_second, c.limits.send_burst), (5, RateLimits::default().send_burst));
+        assert!(ServerConfig::from_toml("[limits]\nnonsense = 1\n").is_err());
     }
 }

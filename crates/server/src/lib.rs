@@ -27,7 +27,7 @@ mod store;
 mod tls;
 
 pub use bus::{Bus, LocalBus, SUBSCRIBER_QUEUE, Subscription};
-pub use config::{ConfigError, ServerConfig};
+pub use config::{ConfigError, RateLimits, ServerConfig};
 pub use error::Failure;
 pub use routes::app;
 pub use routes::extract::PeerAddr;

@@ -1,51 +1,200 @@
-//! Fixed-window rate limits kept in memory (per node): requests per device, unauthenticated
-//! requests per client address (never logged or stored), bundle fetches per requester.
+//! Token-bucket rate limits kept in memory (per node): requests per device, split into
+//! sends, acknowledgements and everything else; unauthenticated requests per client address
+//! (never logged or stored); bundle fetches per requester. Each budget refills at a steady
+//! rate up to a burst, so a client at its sustained rate has headroom for jitter.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
+use serde::Deserialize;
+
 use crate::store::DeviceKey;
 
-/// Entries kept before stale windows are swept.
+/// Entries kept before idle buckets are swept (at most once a second).
 const SWEEP_AT: usize = 65_536;
+/// Entries never exceeded: a new key beyond this is refused until a sweep frees room.
+const MAX_ENTRIES: usize = 4 * SWEEP_AT;
+/// A bucket costs this many milli-tokens per event.
+const MILLI: u64 = 1000;
 
 /// What a limit counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LimitKey {
     /// Unauthenticated requests from one address.
     Address(IpAddr),
-    /// Authenticated requests of one device.
+    /// Authenticated requests of one device other than sends and acknowledgements.
     Device(DeviceKey),
+    /// Sends (`POST /v1/messages`) of one device.
+    Sends(DeviceKey),
+    /// Acknowledgements of one device (HTTP requests and WebSocket frames).
+    Acks(DeviceKey),
     /// Bundle fetches by one requesting device.
     Bundles(DeviceKey),
 }
 
-/// Counts events per key in fixed windows.
+/// A steady rate and the burst a bucket holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Events added per `period_ms`.
+    pub rate: u32,
+    /// The refill period in milliseconds.
+    pub period_ms: u64,
+    /// The most events allowed at once (the bucket's size).
+    pub burst: u32,
+}
+
+impl Budget {
+    /// `rate` events per second, bursts of `burst`.
+    pub fn per_second(rate: u32, burst: u32) -> Self {
+        Self { rate, period_ms: 1000, burst: burst.max(1) }
+    }
+
+    /// `rate` events per minute, bursts of `rate`.
+    pub fn per_minute(rate: u32) -> Self {
+        Self { rate, period_ms: 60_000, burst: rate.max(1) }
+    }
+
+    fn capacity(self) -> u64 {
+        u64::from(self.burst) * MILLI
+    }
+
+    /// Milli-tokens refilled in `elapsed_ms`.
+    fn refill(self, elapsed_ms: u64) -> u64 {
+        elapsed_ms.saturating_mul(u64::from(self.rate)).saturating_mul(MILLI) / self.period_ms.max(1)
+    }
+
+    /// Milliseconds until `missing` milli-tokens are refilled.
+    fn wait_ms(self, missing: u64) -> u64 {
+        let per_ms_num = u64::from(self.rate).saturating_mul(MILLI);
+        if per_ms_num == 0 {
+            return u64::MAX;
+        }
+        missing.saturating_mul(self.period_ms).div_ceil(per_ms_num)
+    }
+}
+
+/// Rate limits of a server, configurable (`[limits]` in the config file).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RateLimits {
+    /// Authenticated requests per second per device, other than sends and acknowledgements.
+    pub requests_per_second: u32,
+    /// Burst of those.
+    pub request_burst: u32,
+    /// Sends per second per device.
+    pub sends_per_second: u32,
+    /// Burst of sends.
+    pub send_burst: u32,
+    /// Acknowledgements (HTTP requests or WebSocket frames) per second per device. A
+    /// WebSocket over budget is slowed down, never closed.
+    pub acks_per_second: u32,
+    /// Burst of acknowledgements.
+    pub ack_burst: u32,
+    /// Unauthenticated requests per second per client address (IPv6: per /64).
+    pub address_requests_per_second: u32,
+    /// Burst of those.
+    pub address_request_burst: u32,
+    /// Bundle fetches per minute per requesting device.
+    pub bundle_fetches_per_minute: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            requests_per_second: tacit_api::limits::REQUESTS_PER_SECOND,
+            request_burst: 2 * tacit_api::limits::REQUESTS_PER_SECOND,
+            sends_per_second: 1000,
+            send_burst: 2000,
+            acks_per_second: 2000,
+            ack_burst: 4000,
+            address_requests_per_second: tacit_api::limits::REQUESTS_PER_SECOND,
+            address_request_burst: 2 * tacit_api::limits::REQUESTS_PER_SECOND,
+            bundle_fetches_per_minute: tacit_api::limits::BUNDLE_FETCHES_PER_MINUTE,
+        }
+    }
+}
+
+impl RateLimits {
+    /// The budget for a key.
+    pub(crate) fn budget(&self, key: &LimitKey) -> Budget {
+        match key {
+            LimitKey::Address(_) => {
+                Budget::per_second(self.address_requests_per_second, self.address_request_burst)
+            }
+            LimitKey::Device(_) => Budget::per_second(self.requests_per_second, self.request_burst),
+            LimitKey::Sends(_) => Budget::per_second(self.sends_per_second, self.send_burst),
+            LimitKey::Acks(_) => Budget::per_second(self.acks_per_second, self.ack_burst),
+            LimitKey::Bundles(_) => Budget::per_minute(self.bundle_fetches_per_minute),
+        }
+    }
+}
+
+/// A bucket: milli-tokens left and when it was last refilled.
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: u64,
+    at_ms: u64,
+}
+
+/// Token buckets per key.
 #[derive(Default)]
 pub struct RateLimiter {
-    windows: Mutex<HashMap<LimitKey, (u64, u32)>>, // window start (ms), count
+    buckets: Mutex<Buckets>,
+}
+
+#[derive(Default)]
+struct Buckets {
+    map: HashMap<LimitKey, Bucket>,
+    last_sweep_ms: u64,
+}
+
+/// The key for a client address: IPv6 by /64 (one host usually holds a whole /64).
+pub fn address_key(ip: IpAddr) -> LimitKey {
+    match ip {
+        IpAddr::V4(_) => LimitKey::Address(ip),
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            LimitKey::Address(IpAddr::V6(prefix.into()))
+        }
+    }
 }
 
 impl RateLimiter {
-    /// Records one event; false if `key` already had `limit` events in the current window
-    /// of `window_ms`.
-    pub fn allow(&self, key: LimitKey, limit: u32, window_ms: u64, now_ms: u64) -> bool {
-        let Ok(mut map) = self.windows.lock() else { return false };
-        let window = now_ms - now_ms % window_ms.max(1);
-        if map.len() >= SWEEP_AT {
-            // A window that started over a minute (the longest limit) ago is over.
-            map.retain(|_, (start, _)| start.saturating_add(60_000) > now_ms);
+    /// Takes one token for `key`; `Err(ms)` (and nothing taken) if the bucket is empty,
+    /// with the time until a token is there.
+    pub fn check(&self, key: LimitKey, budget: Budget, now_ms: u64) -> Result<(), u64> {
+        let Ok(mut guard) = self.buckets.lock() else { return Err(1000) };
+        let Buckets { map, last_sweep_ms } = &mut *guard;
+        if map.len() >= SWEEP_AT && now_ms.saturating_sub(*last_sweep_ms) >= 1000 {
+            // A bucket idle for over a minute (the longest period) is full again.
+            map.retain(|_, b| b.at_ms.saturating_add(60_000) > now_ms);
+            *last_sweep_ms = now_ms;
         }
-        let entry = map.entry(key).or_insert((window, 0));
-        if entry.0 != window {
-            *entry = (window, 0);
+        if map.len() >= MAX_ENTRIES && !map.contains_key(&key) {
+            return Err(1000);
         }
-        if entry.1 >= limit {
-            return false;
+        let cap = budget.capacity();
+        let b = map.entry(key).or_insert(Bucket { tokens: cap, at_ms: now_ms });
+        let elapsed = now_ms.saturating_sub(b.at_ms);
+        let refill = budget.refill(elapsed);
+        if refill > 0 {
+            b.tokens = b.tokens.saturating_add(refill).min(cap);
+            b.at_ms = now_ms;
         }
-        entry.1 += 1;
-        true
+        if b.tokens >= MILLI {
+            b.tokens -= MILLI;
+            Ok(())
+        } else {
+            Err(budget.wait_ms(MILLI - b.tokens).max(1))
+        }
+    }
+
+    /// Records one event; false if `key` is over its budget.
+    #[cfg(test)]
+    pub fn allow(&self, key: LimitKey, budget: Budget, now_ms: u64) -> bool {
+        self.check(key, budget, now_ms).is_ok()
     }
 }
 
@@ -54,12 +203,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fixed_window() {
+    fn token_bucket_allows_bursts_and_refills() {
         let l = RateLimiter::default();
         let k = LimitKey::Device(DeviceKey { account: 1, device: 1 });
-        assert!(l.allow(k, 2, 1000, 5_000));
-        assert!(l.allow(k, 2, 1000, 5_100));
-        assert!(!l.allow(k, 2, 1000, 5_999));
-        assert!(l.allow(k, 2, 1000, 6_000));
+        let b = Budget::per_second(2, 4);
+        for _ in 0..4 {
+            assert!(l.allow(k, b, 5_000));
+        }
+        assert_eq!(l.check(k, b, 5_000), Err(500));
+        assert!(!l.allow(k, b, 5_499));
+        assert!(l.allow(k, b, 5_500));
+        assert!(!l.allow(k, b, 5_500));
+        // Idle time refills up to the burst, not beyond.
+        for _ in 0..4 {
+            assert!(l.allow(k, b, 60_000));
+        }
+        assert!(!l.allow(k, b, 60_000));
+    }
+
+    #[test]
+    fn ipv6_addresses_share_their_slash_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap_or(IpAddr::V4([0; 4].into()));
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap_or(IpAddr::V4([0; 4].into()));
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap_or(IpAddr::V4([0; 4].into()));
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
+    }
+
+    #[test]
+    fn budgets_are_separate() {
+        let l = RateLimiter::default();
+        let d = DeviceKey { account: 1, device: 1 };
+        let limits = RateLimits { sends_per_second: 1, send_burst: 1, ..RateLimits::default() };
+        let sends = LimitKey::Sends(d);
+        assert!(l.allow(sends, limits.budget(&sends), 0));
+        assert!(!l.allow(sends, limits.budget(&sends), 0));
+        let other = LimitKey::Device(d);
+        assert!(l.allow(other, limits.budget(&other), 0));
+        let acks = LimitKey::Acks(d);
+        assert!(l.allow(acks, limits.budget(&acks), 0));
     }
 }

@@ -67,6 +67,7 @@ impl Server {
             origin: config.origin.clone().unwrap_or_else(|| format!("{scheme}://{local_addr}")),
             registration_token: config.registration_token.clone(),
             log_ip_addresses: config.log_ip_addresses,
+            limits: config.limits,
         };
         let state = AppState::new(store, Arc::new(LocalBus::new()), settings);
         Ok(Self { listener, tls, state, local_addr, grace: Duration::from_secs(config.shutdown_grace_secs) })

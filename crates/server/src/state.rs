@@ -8,7 +8,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::bus::Bus;
 use crate::error::Failure;
-use crate::limiter::{LimitKey, RateLimiter};
+use crate::limiter::{LimitKey, RateLimiter, RateLimits};
 use crate::store::Store;
 
 /// Settings the services need (the rest of [`crate::ServerConfig`] is for start-up).
@@ -21,6 +21,8 @@ pub struct Settings {
     pub registration_token: Option<String>,
     /// Log client addresses.
     pub log_ip_addresses: bool,
+    /// Rate limits.
+    pub limits: RateLimits,
 }
 
 impl Settings {
@@ -36,6 +38,7 @@ impl core::fmt::Debug for Settings {
             .field("origin", &self.origin)
             .field("registration_token", &self.registration_token.as_ref().map(|_| "***"))
             .field("log_ip_addresses", &self.log_ip_addresses)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -53,6 +56,7 @@ pub(crate) struct Inner {
     pub(crate) registration_token_hash: Option<[u8; 32]>,
     pub(crate) log_ip_addresses: bool,
     pub(crate) limiter: RateLimiter,
+    pub(crate) limits: RateLimits,
     /// Cancelled when shutdown begins: WebSockets close.
     pub(crate) shutdown: CancellationToken,
     /// Open WebSocket tasks, awaited on shutdown.
@@ -72,6 +76,7 @@ impl AppState {
                 .map(|t| crate::crypto::sha256(t.as_bytes())),
             log_ip_addresses: settings.log_ip_addresses,
             limiter: RateLimiter::default(),
+            limits: settings.limits,
             shutdown: CancellationToken::new(),
             sockets: TaskTracker::new(),
         }))
@@ -94,12 +99,17 @@ impl AppState {
     /// Counts an unauthenticated request from `peer` against its per-address limit.
     pub(crate) fn limit_address(&self, peer: Option<IpAddr>) -> Result<(), Failure> {
         let Some(ip) = peer else { return Ok(()) };
-        if self.0.limiter.allow(LimitKey::Address(ip), tacit_api::limits::REQUESTS_PER_SECOND, 1000, now_ms())
-        {
-            Ok(())
-        } else {
-            Err(Failure::RateLimited)
-        }
+        self.limit(crate::limiter::address_key(ip))
+    }
+
+    /// Counts one event against `key`'s budget: `429 rate_limited` when over it.
+    pub(crate) fn limit(&self, key: LimitKey) -> Result<(), Failure> {
+        self.limit_wait(key).map_err(|_| Failure::RateLimited)
+    }
+
+    /// Counts one event against `key`'s budget; `Err(ms)` until a token is back.
+    pub(crate) fn limit_wait(&self, key: LimitKey) -> Result<(), u64> {
+        self.0.limiter.check(key, self.0.limits.budget(&key), now_ms())
     }
 }
 

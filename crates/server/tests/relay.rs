@@ -31,8 +31,165 @@ on_both!(
     conversation,
     racing_bundles_get_distinct_one_time_keys,
     restart_loses_no_acknowledged_message,
-    hostile_input
+    hostile_input,
+    shutdown_closes_websockets_going_away,
+    acknowledged_envelopes_are_not_delivered_again,
+    ack_frames_beyond_the_request_limit_keep_the_socket_open,
+    sends_have_their_own_budget_and_get_429,
+    fetch_and_resync_pages_are_bounded_by_bytes,
 );
+
+/// Fetch pages (and WebSocket resync pages) stop at MAX_FETCH_BYTES of ciphertext.
+async fn fetch_and_resync_pages_are_bounded_by_bytes(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    let big = vec![7u8; api::limits::MAX_ENVELOPE_BYTES];
+    let n = api::limits::MAX_FETCH_BYTES / big.len() + 6;
+    for _ in 0..n {
+        let (s, _) = alice.send(&http, &bob.name, &[1], &big).await;
+        assert!(s.is_success());
+    }
+    let page = bob.fetch(&http).await;
+    assert_eq!(page.envelopes.len(), api::limits::MAX_FETCH_BYTES / big.len());
+    assert!(page.more);
+    // The socket pages through all of them.
+    let mut ws = ws_connect(&server, bob.tok()).await.unwrap();
+    let mut ids = HashSet::new();
+    while let api::ServerFrame::Envelope(e) = next_frame(&mut ws).await {
+        assert!(ids.insert(e.id));
+    }
+    assert_eq!(ids.len(), n);
+    drop(ws);
+    server.finish().await;
+}
+
+/// A client acking envelope by envelope over its socket exceeds the general request rate;
+/// the socket must stay open (slowed down at most).
+async fn ack_frames_beyond_the_request_limit_keep_the_socket_open(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    let mut ws = ws_connect(&server, bob.tok()).await.unwrap();
+    assert_eq!(next_frame(&mut ws).await, api::ServerFrame::Drained);
+    for i in 0..(api::limits::REQUESTS_PER_SECOND as u64 + 100) {
+        ws_ack(&mut ws, vec![1_000_000 + i]).await;
+    }
+    let (s, _) = alice.send(&http, &bob.name, &[1], b"still open").await;
+    assert!(s.is_success());
+    let api::ServerFrame::Envelope(e) = next_frame(&mut ws).await else { panic!("envelope") };
+    assert_eq!(e.content.as_slice(), b"still open");
+    drop(ws);
+    server.finish().await;
+}
+
+/// Sends count against their own budget (configurable); over it the answer is `429`,
+/// other requests of the device go on, and its socket stays open.
+async fn sends_have_their_own_budget_and_get_429(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| {
+        c.limits.sends_per_second = 1;
+        c.limits.send_burst = 3;
+    })
+    .await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    let mut ws = ws_connect(&server, bob.tok()).await.unwrap();
+    assert_eq!(next_frame(&mut ws).await, api::ServerFrame::Drained);
+    for _ in 0..3 {
+        let (s, _) = alice.send(&http, &bob.name, &[1], b"x").await;
+        assert!(s.is_success());
+    }
+    assert_code(alice.send(&http, &bob.name, &[1], b"x").await, 429, "rate_limited");
+    let _: api::PrekeyStatus = http.ok(Method::GET, api::PREKEYS, alice.tok(), NONE).await;
+    for _ in 0..3 {
+        assert!(matches!(next_frame(&mut ws).await, api::ServerFrame::Envelope(_)));
+    }
+    drop(ws);
+    server.finish().await;
+}
+
+/// Envelopes committed while the socket pages through the mailbox are both in a page and
+/// on the bus; once acknowledged, the queued copy must not be sent again.
+async fn acknowledged_envelopes_are_not_delivered_again(backend: Backend) {
+    use futures_util::StreamExt;
+    const N: u32 = 120;
+    let server = TestServer::start(backend).await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    for i in 0..N / 2 {
+        let (s, _) = alice.send(&http, &bob.name, &[1], &i.to_be_bytes()).await;
+        assert!(s.is_success());
+    }
+    // Sends keep committing while Bob connects and pages through the first half.
+    let sender = {
+        let http = http.clone();
+        let tok = alice.token.clone();
+        let to = bob.name.clone();
+        tokio::spawn(async move {
+            for i in N / 2..N {
+                let req = api::SendRequest {
+                    recipient: to.clone(),
+                    envelopes: vec![api::OutgoingEnvelope {
+                        device: 1,
+                        content: i.to_be_bytes().to_vec().into(),
+                    }],
+                };
+                let (s, _) = http.call(Method::POST, api::MESSAGES, Some(&tok), Some(&req)).await;
+                assert!(s.is_success());
+            }
+        })
+    };
+    let mut ws = ws_connect(&server, bob.tok()).await.unwrap();
+    let mut seen = HashSet::new();
+    while seen.len() < N as usize {
+        if let api::ServerFrame::Envelope(e) = next_frame(&mut ws).await {
+            assert!(seen.insert(e.id), "envelope {} delivered twice", e.id);
+            ws_ack(&mut ws, vec![e.id]).await;
+        }
+    }
+    sender.await.unwrap();
+    // Nothing more may arrive (a duplicate would come from the bus queue).
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(std::time::Duration::from_millis(500), ws.next()).await {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            let frame: api::ServerFrame = serde_json::from_str(t.as_str()).unwrap();
+            assert!(
+                !matches!(frame, api::ServerFrame::Envelope(_)),
+                "extra envelope after all were acked: {frame:?}"
+            );
+        }
+    }
+    drop(ws);
+    server.finish().await;
+}
+
+async fn shutdown_closes_websockets_going_away(backend: Backend) {
+    use futures_util::StreamExt;
+    let mut server = TestServer::start(backend).await;
+    let http = server.http();
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    let mut ws = ws_connect(&server, bob.tok()).await.unwrap();
+    assert_eq!(next_frame(&mut ws).await, api::ServerFrame::Drained);
+    let started = std::time::Instant::now();
+    let (_, frame) = tokio::join!(server.shutdown(), async {
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await {
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f)))) => break f,
+                Ok(Some(Ok(_))) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    });
+    assert_eq!(frame.map(|f| u16::from(f.code)), Some(1001));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "shutdown waited out the grace period instead of closing sockets"
+    );
+    server.finish().await;
+}
 
 async fn conversation(backend: Backend) {
     let server = TestServer::start(backend).await;

@@ -119,7 +119,13 @@ impl FromRequestParts<AppState> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Failure> {
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        crate::service::auth::authenticate(state, header).await.map(Self)
+        use crate::service::auth::RequestKind;
+        let kind = match (&parts.method, parts.uri.path()) {
+            (&axum::http::Method::POST, tacit_api::MESSAGES) => RequestKind::Send,
+            (&axum::http::Method::POST, tacit_api::ACK) => RequestKind::Ack,
+            _ => RequestKind::Other,
+        };
+        crate::service::auth::authenticate(state, header, kind).await.map(Self)
     }
 }
 

@@ -7,7 +7,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use tacit_api::limits::{CHALLENGE_TTL_SECS, REQUESTS_PER_SECOND, TOKEN_TTL_SECS};
+use tacit_api::limits::{CHALLENGE_TTL_SECS, TOKEN_TTL_SECS};
 use tacit_api::{ChallengeRequest, ChallengeResponse, SessionRequest, SessionResponse};
 use tacit_protocol::Signature;
 
@@ -77,17 +77,34 @@ pub async fn session(
     Ok(SessionResponse { token: URL_SAFE_NO_PAD.encode(token), expires_in_secs: TOKEN_TTL_SECS })
 }
 
+/// Which of a device's budgets a request counts against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    /// `POST /v1/messages`.
+    Send,
+    /// `POST /v1/messages/ack`.
+    Ack,
+    /// Everything else.
+    Other,
+}
+
 /// Resolves an `Authorization` header value to a device and counts the request against the
-/// device's rate limit.
-pub async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Authed, Failure> {
+/// device's budget for its kind.
+pub async fn authenticate(
+    state: &AppState,
+    header: Option<&str>,
+    kind: RequestKind,
+) -> Result<Authed, Failure> {
     let token = header
         .and_then(|h| h.strip_prefix("Bearer "))
         .filter(|t| t.len() <= MAX_TOKEN_CHARS)
         .ok_or(Failure::Unauthorized)?;
     let raw = URL_SAFE_NO_PAD.decode(token.trim()).map_err(|_| Failure::Unauthorized)?;
     let authed = state.store().token_device(&sha256(&raw), now_ms()).await?.ok_or(Failure::Unauthorized)?;
-    if !state.inner().limiter.allow(LimitKey::Device(authed.key), REQUESTS_PER_SECOND, 1000, now_ms()) {
-        return Err(Failure::RateLimited);
-    }
+    state.limit(match kind {
+        RequestKind::Send => LimitKey::Sends(authed.key),
+        RequestKind::Ack => LimitKey::Acks(authed.key),
+        RequestKind::Other => LimitKey::Device(authed.key),
+    })?;
     Ok(authed)
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tacit_api::limits::{MAX_ENVELOPE_BYTES, MAX_ENVELOPES_PER_SEND, MAX_FETCH};
+use tacit_api::limits::{MAX_ENVELOPE_BYTES, MAX_ENVELOPES_PER_SEND, MAX_FETCH, MAX_FETCH_BYTES};
 use tacit_api::{AckRequest, FetchResponse, SendRequest, SendResponse};
 
 use crate::error::Failure;
@@ -39,19 +39,31 @@ pub async fn send(state: &AppState, caller: &Authed, req: SendRequest) -> Result
         return Err(Failure::BadRequest("two envelopes for one device"));
     }
     let now = now_ms();
-    let stored = state.store().send(caller, &req.recipient, envelopes, now).await?;
-    // Durable now: wake the recipients' connections with the envelopes themselves.
-    for s in stored {
-        state.inner().bus.publish(s.to, Arc::new(s.envelope));
-    }
+    // Store and publish in a detached task, so that an envelope that commits is published
+    // even when this request is cancelled meanwhile (the client hung up, or the request
+    // timed out): commit implies publish, and no connected recipient waits for a resync.
+    let store = state.store().clone();
+    let bus = state.inner().bus.clone();
+    let caller = caller.clone();
+    let recipient = req.recipient;
+    let task = tokio::spawn(async move {
+        let stored = store.send(&caller, &recipient, envelopes, now).await?;
+        // Durable now: wake the recipients' connections with the envelopes themselves.
+        for s in stored {
+            bus.publish(s.to, Arc::new(s.envelope));
+        }
+        Ok::<_, Failure>(())
+    });
+    task.await.map_err(|_| Failure::Internal("send task failed".into()))??;
     Ok(SendResponse { server_time_ms: now })
 }
 
 /// `GET /v1/messages`: the oldest pending envelopes.
 pub async fn fetch(state: &AppState, caller: &Authed) -> Result<FetchResponse, Failure> {
-    let mut envelopes = state.store().fetch(caller.key, 0, MAX_FETCH + 1).await?;
-    let more = envelopes.len() > MAX_FETCH;
-    envelopes.truncate(MAX_FETCH);
+    let mut envelopes = state.store().fetch(caller.key, 0, MAX_FETCH + 1, MAX_FETCH_BYTES).await?;
+    let keep = crate::store::page_len(&envelopes, MAX_FETCH, MAX_FETCH_BYTES);
+    let more = envelopes.len() > keep;
+    envelopes.truncate(keep);
     Ok(FetchResponse { envelopes, more })
 }
 

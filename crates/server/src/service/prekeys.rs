@@ -2,7 +2,7 @@
 //! status with the "running low" signal, and bundle fetches that hand each one-time key out
 //! exactly once (PQXDH section 3.2), rate-limited per requester.
 
-use tacit_api::limits::{BUNDLE_FETCHES_PER_MINUTE, LOW_PREKEY_WATER, MAX_PREKEYS_PER_UPLOAD};
+use tacit_api::limits::{LOW_PREKEY_WATER, MAX_PREKEYS_PER_UPLOAD};
 use tacit_api::{BundleResponse, PrekeyStatus, PrekeyUploadRequest};
 use tacit_protocol::{
     AccountName, DeviceAddress, DeviceId, DevicePublic, KemPrekeyKind, KemPrekeyPublic, OneTimePrekeyPublic,
@@ -11,7 +11,7 @@ use tacit_protocol::{
 
 use crate::error::Failure;
 use crate::limiter::LimitKey;
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 use crate::store::{Authed, DeviceKey, KeyRecord, PrekeyCounts, PrekeySet};
 
 /// Decodes and verifies uploaded prekeys against the device's identity.
@@ -99,14 +99,7 @@ pub async fn bundle(
     name: &str,
     device: u32,
 ) -> Result<BundleResponse, Failure> {
-    if !state.inner().limiter.allow(
-        LimitKey::Bundles(caller.key),
-        BUNDLE_FETCHES_PER_MINUTE,
-        60_000,
-        now_ms(),
-    ) {
-        return Err(Failure::RateLimited);
-    }
+    state.limit(LimitKey::Bundles(caller.key))?;
     let account = AccountName::new(name).map_err(|_| Failure::NotFound)?;
     let device_id = DeviceId::new(device).ok_or(Failure::NotFound)?;
     let record = state.store().account(name).await?.ok_or(Failure::NotFound)?;

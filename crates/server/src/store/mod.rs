@@ -240,18 +240,35 @@ pub trait Store: Send + Sync + 'static {
         envelopes: Vec<NewEnvelope>,
         now_ms: u64,
     ) -> Result<Vec<StoredEnvelope>, StoreError>;
-    /// Up to `limit` envelopes of a mailbox with ids above `after`, oldest first.
+    /// Up to `limit` envelopes of a mailbox with ids above `after`, oldest first, stopping
+    /// after the envelope whose content takes the total past `max_bytes` (that one is
+    /// included, so the caller can tell the page was cut; see [`page_len`]).
     async fn fetch(
         &self,
         device: DeviceKey,
         after: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<tacit_api::Envelope>, StoreError>;
     /// Deletes the named envelopes from the device's own mailbox; returns how many.
     async fn ack(&self, device: DeviceKey, ids: &[u64]) -> Result<usize, StoreError>;
 
     /// Flushes and closes (waits for queued writes).
     async fn close(&self);
+}
+
+/// How many of `page` fit in `limit` envelopes and `max_bytes` of content (at least one).
+pub(crate) fn page_len(page: &[tacit_api::Envelope], limit: usize, max_bytes: usize) -> usize {
+    let mut total = 0usize;
+    let mut keep = 0usize;
+    for e in page.iter().take(limit) {
+        total = total.saturating_add(e.content.as_slice().len());
+        if keep > 0 && total > max_bytes {
+            break;
+        }
+        keep += 1;
+    }
+    keep
 }
 
 /// Milliseconds as the signed integer both databases store.

@@ -334,6 +334,10 @@ impl Store for PgStore {
             .await?;
         let max = i64::try_from(MAX_MAILBOX_ENVELOPES).unwrap_or(i64::MAX);
         let mut stored = Vec::with_capacity(envelopes.len());
+        // Ids follow commit order within a mailbox: each id is drawn (identity sequence,
+        // cache 1) after `bump` locked the recipient's device row, and the lock is held until
+        // commit, so a later id of the same mailbox belongs to a later commit. WebSocket
+        // delivery relies on this (`service::delivery`'s watermark).
         for e in envelopes {
             let dev = i64::from(e.device);
             if tx.execute(&bump, &[&account, &dev, &max]).await? == 0 {
@@ -372,6 +376,7 @@ impl Store for PgStore {
         d: DeviceKey,
         after: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<tacit_api::Envelope>, StoreError> {
         let c = self.pool.get().await?;
         let st = c
@@ -391,8 +396,13 @@ impl Store for PgStore {
                 ],
             )
             .await?;
-        rows.iter()
-            .map(|r| {
+        let mut total = 0usize;
+        let mut out = Vec::new();
+        for r in &rows {
+            if total > max_bytes {
+                break;
+            }
+            let e: Result<tacit_api::Envelope, StoreError> = (|| {
                 Ok(tacit_api::Envelope {
                     id: to_u64(r.try_get(0)?),
                     sender: r.try_get(1)?,
@@ -400,8 +410,12 @@ impl Store for PgStore {
                     server_time_ms: to_u64(r.try_get(3)?),
                     content: r.try_get::<_, Vec<u8>>(4)?.into(),
                 })
-            })
-            .collect()
+            })();
+            let e = e?;
+            total = total.saturating_add(e.content.as_slice().len());
+            out.push(e);
+        }
+        Ok(out)
     }
 
     async fn ack(&self, d: DeviceKey, ids: &[u64]) -> Result<usize, StoreError> {

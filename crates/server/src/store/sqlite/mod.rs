@@ -426,6 +426,7 @@ impl Store for SqliteStore {
         d: DeviceKey,
         after: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<tacit_api::Envelope>, StoreError> {
         self.read(move |c| {
             let mut st = c.prepare_cached(
@@ -444,7 +445,18 @@ impl Store for SqliteStore {
                     })
                 },
             )?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            // Rows are read one at a time: a page holds at most `max_bytes` plus one envelope.
+            let mut out = Vec::new();
+            let mut total = 0usize;
+            for row in rows {
+                let e = row?;
+                total = total.saturating_add(e.content.as_slice().len());
+                out.push(e);
+                if total > max_bytes {
+                    break;
+                }
+            }
+            Ok(out)
         })
         .await
     }
