@@ -102,10 +102,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// The platform's data directory (XDG on Linux and other Unix, Application Support on
+/// macOS, %APPDATA% on Windows), without a dependency for a few lines.
+fn data_dir() -> Option<PathBuf> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if cfg!(windows) {
+        return env("APPDATA");
+    }
+    if cfg!(target_os = "macos") {
+        return env("HOME").map(|h| h.join("Library/Application Support"));
+    }
+    env("XDG_DATA_HOME").filter(|p| p.is_absolute()).or_else(|| env("HOME").map(|h| h.join(".local/share")))
+}
+
 fn home(cli_home: Option<PathBuf>) -> Result<PathBuf, CliError> {
     match cli_home {
         Some(h) => Ok(h),
-        None => dirs::data_dir().map(|d| d.join("tacit")).ok_or_else(|| {
+        None => data_dir().map(|d| d.join("tacit")).ok_or_else(|| {
             CliError::Usage("no platform data directory: pass --home or set TACIT_HOME".into())
         }),
     }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rand_core::OsRng;
+use crate::rng::OsRng;
 use tacit_api as api;
 use tacit_protocol::{
     AccountIdentity, AccountName, DeviceAddress, DeviceEntry, DeviceId, DeviceIdentity, DeviceList,

@@ -19,6 +19,7 @@ mod generations;
 mod messaging;
 mod net;
 mod payload;
+mod rng;
 mod store;
 #[cfg(test)]
 mod tests;

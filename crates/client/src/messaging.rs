@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use rand_core::OsRng;
+use crate::rng::OsRng;
 use tacit_api as api;
 use tacit_protocol::{
     AccountName, DeviceId, DevicePrekeys, Message, PrekeyBundle, Session, SessionError, VerifiedDevice,

@@ -2,7 +2,7 @@
 //! ack) and of stale-session handling (a store restored from an old copy), driving a real
 //! client store with a peer built from the protocol crate directly.
 
-use rand_core::OsRng;
+use crate::rng::OsRng;
 use tacit_api as api;
 use tacit_protocol::{
     AccountIdentity, AccountName, DeviceAddress, DeviceEntry, DeviceId, DeviceIdentity, DeviceList,

@@ -6,7 +6,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use rand_core::{OsRng, RngCore};
+use crate::rng::OsRng;
+use rand_core::RngCore;
 use zeroize::Zeroizing;
 
 use crate::error::{ClientError, Result};

@@ -1,0 +1,119 @@
+//! The `tacit` binary end to end against the real server on loopback, and `tacit demo`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a test file
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+use tacit_server::{Server, ServerConfig};
+
+/// Runs `tacit --json --home HOME ARGS` with extra environment; returns the exit code and
+/// the JSON lines.
+fn tacit(home: &Path, env: &[(&str, &str)], args: &[&str]) -> (i32, Vec<Value>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tacit"));
+    cmd.env_remove("TACIT_PASSPHRASE").env_remove("TACIT_NEW_PASSPHRASE").env_remove("TACIT_HOME");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.arg("--json").arg("--home").arg(home).args(args).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines = stdout.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).collect::<Vec<_>>();
+    for l in &lines {
+        assert!(l["type"].is_string(), "every line has a type: {l}");
+    }
+    (out.status.code().unwrap(), lines)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::default();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.data_dir = dir.path().join("server");
+    let server = Server::bind(config).await.unwrap();
+    let url = format!("http://{}", server.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let pass = [("TACIT_PASSPHRASE", "alice's secret")];
+
+    let url2 = url.clone();
+    let (a2, b2) = (a.clone(), b.clone());
+    tokio::task::spawn_blocking(move || {
+        let (a, b, url) = (a2, b2, url2);
+        let (code, l) = tacit(&a, &pass, &["account", "create", "--server", &url, "--name", "alice"]);
+        assert_eq!(code, 0, "{l:?}");
+        assert_eq!(l[0]["type"], "account");
+        assert_eq!(tacit(&b, &[], &["account", "create", "--server", &url, "--name", "bob"]).0, 0);
+        assert_eq!(tacit(&b, &[], &["account", "create", "--server", &url, "--name", "bob"]).0, 2, "exists");
+        // alice's store needs the passphrase: without it, usage; with a wrong one, security.
+        assert_eq!(tacit(&a, &[], &["send", "bob", "hi"]).0, 2);
+        assert_eq!(tacit(&a, &[("TACIT_PASSPHRASE", "nope")], &["send", "bob", "hi"]).0, 4);
+        let (code, l) = tacit(&a, &pass, &["send", "bob", "hello from the command line"]);
+        assert_eq!((code, l[0]["type"].as_str()), (0, Some("sent")), "{l:?}");
+        assert_eq!(tacit(&a, &pass, &["send", "nobody-here", "hi"]).0, 5);
+
+        let (code, l) = tacit(&b, &[], &["receive", "--wait", "5"]);
+        assert_eq!(code, 0);
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert_eq!(l[0]["type"], "message");
+        assert_eq!(l[0]["from"], "alice");
+        assert_eq!(l[0]["device"], 1);
+        assert_eq!(l[0]["text"], "hello from the command line");
+        assert!(l[0]["server_time"].as_str().unwrap().ends_with('Z'));
+        assert!(l[0]["sent_time"].as_str().unwrap().contains('T'));
+        let (code, l) = tacit(&b, &[], &["receive"]);
+        assert_eq!((code, l.len()), (0, 0), "nothing pending: exit 0, no lines");
+
+        let (_, l) = tacit(&b, &[], &["history", "alice"]);
+        assert_eq!(l[0]["type"], "history");
+        assert_eq!(l[0]["direction"], "received");
+        assert_eq!(tacit(&b, &[], &["history", "carol"]).0, 5);
+
+        let (code, l) = tacit(&b, &[], &["safety-number", "alice"]);
+        assert_eq!(code, 0);
+        assert_eq!(l[0]["type"], "safety_number");
+        let number = l[0]["number"].as_str().unwrap().to_owned();
+        assert_eq!(number.split(' ').count(), 12);
+        assert_eq!(tacit(&a, &pass, &["verify", "bob", "00000 00000"]).0, 4);
+        let (code, l) = tacit(&a, &pass, &["verify", "bob", &number]);
+        assert_eq!((code, l[0]["type"].as_str()), (0, Some("verified")), "{l:?}");
+
+        // Rekey alice's store to a new passphrase, then to none.
+        let (code, _) = tacit(&a, &[pass[0], ("TACIT_NEW_PASSPHRASE", "new one")], &["store", "rekey"]);
+        assert_eq!(code, 0);
+        assert_eq!(tacit(&a, &pass, &["history", "bob"]).0, 4, "old passphrase no longer opens it");
+        let (code, _) =
+            tacit(&a, &[("TACIT_PASSPHRASE", "new one"), ("TACIT_NEW_PASSPHRASE", "")], &["store", "rekey"]);
+        assert_eq!(code, 0);
+        assert_eq!(tacit(&a, &[], &["history", "bob"]).0, 0);
+
+        let (code, l) = tacit(&b, &[], &["account", "delete"]);
+        assert_eq!((code, l[0]["type"].as_str()), (0, Some("account_deleted")));
+        assert_eq!(tacit(&b, &[], &["receive"]).0, 5);
+        assert_eq!(tacit(&a, &[], &["send", "bob", "still there?"]).0, 5, "bob is gone from the server");
+    })
+    .await
+    .unwrap();
+    let _ = stop.send(());
+    let _ = task.await;
+}
+
+#[test]
+fn the_demo_runs_and_finds_no_plaintext_on_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = std::time::Instant::now();
+    let (code, l) = tacit(dir.path(), &[], &["demo"]);
+    assert_eq!(code, 0, "{l:?}");
+    assert!(start.elapsed().as_secs() < 10);
+    let check = l.iter().find(|v| v["type"] == "demo_check").unwrap();
+    assert_eq!(check["plaintexts_found"], 0);
+    assert!(check["plaintexts_checked"].as_u64().unwrap() >= 6);
+    let numbers: Vec<_> =
+        l.iter().filter(|v| v["type"] == "safety_number").map(|v| v["number"].clone()).collect();
+    assert_eq!(numbers.len(), 2);
+    assert_eq!(numbers[0], numbers[1]);
+    assert_eq!(l.iter().filter(|v| v["type"] == "demo_message").count(), 6);
+}
