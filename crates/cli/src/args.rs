@@ -61,9 +61,39 @@ pub enum Command {
     Store(StoreCommand),
     /// Run a relay server (flags, TACIT_* environment variables, or a TOML config file).
     Server(ServerArgs),
+    /// Load generators for operators.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Run an embedded server and a conversation between alice and bob, then show that the
     /// server holds none of the plaintext.
     Demo,
+}
+
+/// `tacit bench ...`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Relay throughput and latency: N connected clients exchange M opaque envelopes.
+    Relay(BenchRelayArgs),
+}
+
+/// `tacit bench relay` flags.
+#[derive(Debug, Args)]
+pub struct BenchRelayArgs {
+    /// The server's URL.
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+    /// Connected clients (each an account it creates).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=10_000))]
+    pub clients: u32,
+    /// Envelopes to send in total.
+    #[arg(long, value_name = "M", value_parser = clap::value_parser!(u64).range(1..))]
+    pub messages: u64,
+    /// Envelope size in bytes (at least 16).
+    #[arg(long, value_name = "BYTES", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=65_536))]
+    pub size: u32,
+    /// The server's registration token, if it requires one.
+    #[arg(long, value_name = "T", env = "TACIT_REGISTRATION_TOKEN")]
+    pub registration_token: Option<String>,
 }
 
 /// `tacit server` flags; each overrides the config file, which overrides the defaults.
@@ -156,6 +186,35 @@ mod tests {
         assert!(Cli::try_parse_from(["tacit", "store", "rekey"]).is_ok());
         assert!(Cli::try_parse_from(["tacit", "account", "delete"]).is_ok());
         assert!(Cli::try_parse_from(["tacit", "demo"]).is_ok());
+        let c = Cli::try_parse_from([
+            "tacit",
+            "bench",
+            "relay",
+            "--server",
+            "http://x",
+            "--clients",
+            "100",
+            "--messages",
+            "5",
+        ])
+        .unwrap();
+        assert!(
+            matches!(c.command, Command::Bench(BenchCommand::Relay(ref b)) if b.size == 1024 && b.clients == 100)
+        );
+        assert!(
+            Cli::try_parse_from([
+                "tacit",
+                "bench",
+                "relay",
+                "--server",
+                "u",
+                "--clients",
+                "1",
+                "--messages",
+                "5"
+            ])
+            .is_err()
+        );
         let c = Cli::try_parse_from([
             "tacit",
             "server",

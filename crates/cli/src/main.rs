@@ -2,6 +2,7 @@
 //! flags, `--json` lines and exit codes — is docs/CLI.md.
 
 mod args;
+mod bench;
 mod demo;
 mod output;
 mod server;
@@ -15,7 +16,7 @@ use clap::Parser;
 use tacit_client::{Client, ClientError, ErrorKind, StoreSecret};
 use zeroize::Zeroizing;
 
-use args::{AccountCommand, Cli, Command, StoreCommand};
+use args::{AccountCommand, BenchCommand, Cli, Command, StoreCommand};
 use output::Out;
 
 /// Exit codes (docs/CLI.md).
@@ -176,6 +177,7 @@ async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
     let command = match cli.command {
         Command::Server(args) => return server::run(args).await,
         Command::Demo => return demo::run(out, cli.json).await,
+        Command::Bench(BenchCommand::Relay(args)) => return bench::run(args, out, cli.json).await,
         other => other,
     };
     let home = home(cli.home)?;
@@ -235,7 +237,7 @@ async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
             c.rekey(secret)?;
             out.rekeyed(with_passphrase);
         }
-        Command::Server(_) | Command::Demo => {}
+        Command::Server(_) | Command::Demo | Command::Bench(_) => {}
     }
     Ok(())
 }

@@ -36,6 +36,7 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
     let _ = tracing_subscriber::fmt()
         .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let config = config(args)?;
     tacit_server::serve(config, shutdown_signal()).await.map_err(|e| CliError::Server(e.to_string()))

@@ -94,6 +94,14 @@ async fn a_conversation_through_the_binary() {
         assert_eq!((code, l[0]["type"].as_str()), (0, Some("account_deleted")));
         assert_eq!(tacit(&b, &[], &["receive"]).0, 5);
         assert_eq!(tacit(&a, &[], &["send", "bob", "still there?"]).0, 5, "bob is gone from the server");
+
+        let (code, l) =
+            tacit(&a, &[], &["bench", "relay", "--server", &url, "--clients", "3", "--messages", "30"]);
+        assert_eq!(code, 0, "{l:?}");
+        assert_eq!(l[0]["type"], "bench_relay");
+        assert_eq!(l[0]["delivered"], 30);
+        assert!(l[0]["delivered_per_s"].as_f64().unwrap() > 0.0);
+        assert!(l[0]["p99_ms"].as_f64().unwrap() >= l[0]["p50_ms"].as_f64().unwrap());
     })
     .await
     .unwrap();

@@ -1,0 +1,111 @@
+//! [`RelayClient`]: the wire without end-to-end encryption, for load generation
+//! (`tacit bench relay`) and server tests. It registers throwaway accounts with real keys
+//! (the server checks every signature) but sends opaque bytes: never use it for messages.
+
+use std::time::Duration;
+
+use tacit_api as api;
+use tacit_protocol::{
+    AccountIdentity, AccountName, DeviceEntry, DeviceId, DeviceIdentity, DeviceList, DevicePrekeys,
+    PrekeyPolicy, UnixTime,
+};
+
+use crate::client::upload_request;
+use crate::error::{ClientError, Result};
+use crate::net::{Api, Incoming, Live, SendOutcome};
+use crate::rng::OsRng;
+
+/// A registered, authenticated device that sends and receives opaque envelopes.
+pub struct RelayClient {
+    api: Api,
+    name: String,
+}
+
+/// A live WebSocket of a [`RelayClient`].
+pub struct RelayStream {
+    live: Live,
+}
+
+impl RelayClient {
+    /// Creates account `name` (device 1, a signed prekey and a last-resort key only) on
+    /// `server` and authenticates.
+    pub async fn register(server: &str, name: &str, registration_token: Option<&str>) -> Result<Self> {
+        let account_name = AccountName::new(name)?;
+        let mut rng = OsRng;
+        let account = AccountIdentity::generate(&mut rng)?;
+        let identity = DeviceIdentity::generate(&mut rng)?;
+        let device = DeviceId::new(1).ok_or(ClientError::Internal("device 1"))?;
+        let list = DeviceList::sign(
+            &account,
+            account_name,
+            1,
+            vec![DeviceEntry { id: device, identity: identity.public().clone() }],
+        )
+        .map_err(|source| ClientError::DeviceList { name: name.into(), source })?;
+        let mut prekeys = DevicePrekeys::new();
+        let policy = PrekeyPolicy { one_time_target: 0, ..PrekeyPolicy::default() };
+        let plan = prekeys.plan(UnixTime(0), &policy, 0, 0);
+        let upload = prekeys.execute(&mut rng, &identity, UnixTime(0), &plan)?;
+        let mut api = Api::new(server)?;
+        api.create_account(&api::CreateAccountRequest {
+            name: name.into(),
+            account_key: api::Bytes(account.public().as_bytes().to_vec()),
+            device_list: api::Bytes(list.to_bytes()),
+            registration_token: registration_token.map(str::to_owned),
+            prekeys: upload_request(&upload),
+        })
+        .await?;
+        api.authenticate(name, 1, |m| Ok(identity.sign_auth_message(m)?.as_bytes().to_vec())).await?;
+        Ok(Self { api, name: name.into() })
+    }
+
+    /// The account name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sends `content` to device 1 of `to`; returns the server's acceptance time (ms).
+    pub async fn send_opaque(&self, to: &str, content: Vec<u8>) -> Result<u64> {
+        let req = api::SendRequest {
+            recipient: to.into(),
+            envelopes: vec![api::OutgoingEnvelope { device: 1, content: api::Bytes(content) }],
+        };
+        match self.api.send(&req).await? {
+            SendOutcome::Sent(r) => Ok(r.server_time_ms),
+            SendOutcome::Mismatched(_) | SendOutcome::Stale(_) => Err(ClientError::Server {
+                status: 409,
+                code: Some(api::ErrorCode::MismatchedDevices),
+                message: to.into(),
+            }),
+        }
+    }
+
+    /// Opens the WebSocket.
+    pub async fn connect(&self) -> Result<RelayStream> {
+        Ok(RelayStream { live: self.api.connect().await? })
+    }
+
+    /// Deletes the account.
+    pub async fn delete(self) -> Result<()> {
+        self.api.delete_account(&self.name).await
+    }
+}
+
+impl RelayStream {
+    /// The next envelope, `Ok(None)` on timeout; an error when the server closed.
+    pub async fn next(&mut self, timeout: Duration) -> Result<Option<api::Envelope>> {
+        loop {
+            match self.live.next(timeout).await? {
+                None => return Ok(None),
+                Some(Incoming::Envelope(e)) => return Ok(Some(e)),
+                Some(Incoming::Drained) => continue,
+                Some(Incoming::Closed) => return Err(ClientError::Network("WebSocket closed".into())),
+            }
+        }
+    }
+
+    /// Acknowledges envelopes.
+    pub async fn ack(&mut self, ids: Vec<u64>) -> Result<()> {
+        self.live.ack(ids).await
+    }
+}
