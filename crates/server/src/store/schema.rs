@@ -3,7 +3,8 @@
 //! `tacit_schema`).
 
 /// SQLite migrations, in order.
-pub(crate) const SQLITE: &[&str] = &[r#"
+pub(crate) const SQLITE: &[&str] = &[
+    r#"
 CREATE TABLE accounts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL UNIQUE,
@@ -62,10 +63,17 @@ CREATE TABLE envelopes (
     content BLOB NOT NULL
 );
 CREATE INDEX envelopes_by_mailbox ON envelopes (account_id, device_id, id);
-"#];
+"#,
+    // 2: the periodic purge deletes by expiry; without these it scans both tables.
+    r#"
+CREATE INDEX challenges_by_expiry ON challenges (expires_ms);
+CREATE INDEX tokens_by_expiry ON tokens (expires_ms);
+"#,
+];
 
 /// PostgreSQL migrations, in order (run in the connection's `search_path` schema).
-pub(crate) const POSTGRES: &[&str] = &[r#"
+pub(crate) const POSTGRES: &[&str] = &[
+    r#"
 CREATE TABLE accounts (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -124,4 +132,10 @@ CREATE TABLE envelopes (
     content BYTEA NOT NULL
 );
 CREATE INDEX envelopes_by_mailbox ON envelopes (account_id, device_id, id);
-"#];
+"#,
+    // 2: the periodic purge deletes by expiry; without these it scans both tables.
+    r#"
+CREATE INDEX challenges_by_expiry ON challenges (expires_ms);
+CREATE INDEX tokens_by_expiry ON tokens (expires_ms);
+"#,
+];

@@ -65,6 +65,8 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // Truncate the WAL back to 64 MiB after checkpoints, so it does not keep its peak size.
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel(writer::QUEUE);
         let handle = std::thread::Builder::new()
