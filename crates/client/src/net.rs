@@ -105,33 +105,36 @@ impl Api {
         ClientError::Server { status: status.as_u16(), code, message }
     }
 
+    /// Sends a request with an optional JSON body; a non-success status becomes the
+    /// server's typed error.
+    async fn send_checked<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<reqwest::Response> {
+        let mut rb = self.request(method, path);
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let resp = rb.send().await?;
+        if !resp.status().is_success() {
+            return Err(Self::error(resp).await);
+        }
+        Ok(resp)
+    }
+
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<&B>,
     ) -> Result<T> {
-        let mut rb = self.request(method, path);
-        if let Some(b) = body {
-            rb = rb.json(b);
-        }
-        let resp = rb.send().await?;
-        if !resp.status().is_success() {
-            return Err(Self::error(resp).await);
-        }
-        Ok(resp.json().await?)
+        Ok(self.send_checked(method, path, body).await?.json().await?)
     }
 
     async fn call_empty<B: Serialize>(&self, method: Method, path: &str, body: Option<&B>) -> Result<()> {
-        let mut rb = self.request(method, path);
-        if let Some(b) = body {
-            rb = rb.json(b);
-        }
-        let resp = rb.send().await?;
-        if !resp.status().is_success() {
-            return Err(Self::error(resp).await);
-        }
-        Ok(())
+        self.send_checked(method, path, body).await.map(drop)
     }
 
     /// `POST /v1/accounts`.
