@@ -202,6 +202,31 @@ pub enum ServerFrame {
     Envelope(Envelope),
     /// Everything stored at connection time has been sent.
     Drained,
+    /// The send with this request id is stored durably in every recipient mailbox (the
+    /// WebSocket form of `200` to `POST /v1/messages`).
+    Sent {
+        /// The client's request id.
+        id: u64,
+        /// When the server accepted it, milliseconds since the Unix epoch.
+        server_time_ms: u64,
+    },
+    /// The send with this request id was refused; nothing of it was stored. `code` and
+    /// `message` are those `POST /v1/messages` answers; for `mismatched_devices`, `missing`
+    /// and `extra` name the devices.
+    SendFailed {
+        /// The client's request id.
+        id: u64,
+        /// Stable error code.
+        code: crate::ErrorCode,
+        /// Short human-readable explanation.
+        message: String,
+        /// Current devices with no envelope (`mismatched_devices` only).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        missing: Vec<u32>,
+        /// Envelopes for devices that do not exist (`mismatched_devices` only).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        extra: Vec<u32>,
+    },
 }
 
 /// Client-to-server WebSocket frames.
@@ -212,6 +237,17 @@ pub enum ClientFrame {
     Ack {
         /// Envelope ids.
         ids: Vec<u64>,
+    },
+    /// A send over the socket, answered by [`ServerFrame::Sent`] or
+    /// [`ServerFrame::SendFailed`] with the same `id`. The same rules, limits and
+    /// durability as `POST /v1/messages`; sends on one socket may be answered out of order.
+    Send {
+        /// The client's request id, echoed in the answer.
+        id: u64,
+        /// Recipient account name.
+        recipient: String,
+        /// One envelope per recipient device.
+        envelopes: Vec<OutgoingEnvelope>,
     },
 }
 
@@ -233,6 +269,30 @@ mod tests {
         assert_eq!(serde_json::from_str::<ServerFrame>(&j).unwrap(), f);
         let a: ClientFrame = serde_json::from_str(r#"{"type":"ack","ids":[1,2]}"#).unwrap();
         assert_eq!(a, ClientFrame::Ack { ids: vec![1, 2] });
+        let s: ClientFrame = serde_json::from_str(
+            r#"{"type":"send","id":9,"recipient":"bob","envelopes":[{"device":1,"content":"AA"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            ClientFrame::Send {
+                id: 9,
+                recipient: "bob".into(),
+                envelopes: vec![OutgoingEnvelope { device: 1, content: Bytes(vec![0]) }]
+            }
+        );
+        let ok = serde_json::to_string(&ServerFrame::Sent { id: 9, server_time_ms: 5 }).unwrap();
+        assert_eq!(ok, r#"{"type":"sent","id":9,"server_time_ms":5}"#);
+        let failed = ServerFrame::SendFailed {
+            id: 9,
+            code: crate::ErrorCode::RateLimited,
+            message: "m".into(),
+            missing: vec![],
+            extra: vec![],
+        };
+        let j = serde_json::to_string(&failed).unwrap();
+        assert_eq!(j, r#"{"type":"send_failed","id":9,"code":"rate_limited","message":"m"}"#);
+        assert_eq!(serde_json::from_str::<ServerFrame>(&j).unwrap(), failed);
         assert!(serde_json::from_str::<Bytes>("\"***\"").is_err());
     }
 }

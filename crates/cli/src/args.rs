@@ -94,6 +94,12 @@ pub struct BenchRelayArgs {
     /// The server's registration token, if it requires one.
     #[arg(long, value_name = "T", env = "TACIT_REGISTRATION_TOKEN")]
     pub registration_token: Option<String>,
+    /// Sends each client keeps in flight (waiting for the server's "stored").
+    #[arg(long, value_name = "W", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub window: u32,
+    /// Send with `POST /v1/messages` (one request per envelope) instead of over the WebSocket.
+    #[arg(long)]
+    pub http: bool,
 }
 
 /// `tacit server` flags; each overrides the config file, which overrides the defaults.

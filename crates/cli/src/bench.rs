@@ -1,24 +1,148 @@
 //! `tacit bench relay`: N clients, each with its own account and WebSocket; M opaque
-//! envelopes in total, client i sending to client i+1. A message counts as delivered when its
-//! recipient received it over the WebSocket and acknowledged it; latency is from just before
-//! the send request to that acknowledgement (one process, one clock).
+//! envelopes in total, client i sending to client i+1. Each client sends over its socket
+//! (or, with `--http`, by `POST /v1/messages`) with up to `--window` sends waiting for the
+//! server's "stored" answer, and acknowledges what it receives in one frame per burst. A
+//! message counts as delivered when its recipient received it over the WebSocket and wrote
+//! the acknowledgement; latency is from just before the send to that write (one process,
+//! one clock).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tacit_client::{ClientError, RelayClient};
+use tacit_client::{ClientError, RelayClient, RelayEvent, RelayStream};
 
 use crate::CliError;
 use crate::args::BenchRelayArgs;
 use crate::output::Out;
 
-/// Gives up when no envelope arrives for this long.
+/// Gives up when a client waits this long for anything.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn net(e: ClientError) -> CliError {
     CliError::Client(e)
+}
+
+/// One client's part of the run.
+struct Part {
+    /// Its account's recipient (the next client).
+    to: String,
+    /// Envelopes it sends.
+    sends: u64,
+    /// Envelopes it receives.
+    receives: u64,
+    window: u64,
+    size: usize,
+    /// The run's clock.
+    start: Instant,
+    /// Delivered so far, over all clients.
+    delivered: Arc<AtomicU64>,
+}
+
+impl Part {
+    /// An envelope whose first 8 bytes are the send time (µs on the run's clock).
+    fn payload(&self) -> Vec<u8> {
+        let mut content = vec![0u8; self.size];
+        if let Some(head) = content.first_chunk_mut::<8>() {
+            *head = self.micros().to_be_bytes();
+        }
+        content
+    }
+
+    fn micros(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+}
+
+fn sent_time(e: &tacit_client::api::Envelope) -> u64 {
+    e.content.as_slice().first_chunk::<8>().map(|b| u64::from_be_bytes(*b)).unwrap_or(0)
+}
+
+/// Sends over the socket and receives on it; returns the latencies (µs) of what it received.
+async fn socket_client(
+    mut stream: RelayStream,
+    part: Part,
+    http: Option<Arc<RelayClient>>,
+) -> Result<Vec<u64>, ClientError> {
+    let mut lat = Vec::with_capacity(usize::try_from(part.receives).unwrap_or(0));
+    let (mut sent, mut answered, mut received) = (0u64, 0u64, 0u64);
+    let mut acks = Vec::new();
+    let mut times = Vec::new();
+    // With --http, sends go out as requests from their own task, `window` at a time.
+    let http_sender = http.map(|client| {
+        let (to, sends, window) = (part.to.clone(), part.sends, part.window);
+        let (size, start) = (part.size, part.start);
+        tokio::spawn(async move {
+            let next = Arc::new(AtomicU64::new(0));
+            let mut lanes = Vec::new();
+            for _ in 0..window {
+                let (client, to, next) = (client.clone(), to.clone(), next.clone());
+                lanes.push(tokio::spawn(async move {
+                    while next.fetch_add(1, Ordering::Relaxed) < sends {
+                        let mut content = vec![0u8; size];
+                        let t = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        if let Some(head) = content.first_chunk_mut::<8>() {
+                            *head = t.to_be_bytes();
+                        }
+                        client.send_opaque(&to, content).await?;
+                    }
+                    Ok::<_, ClientError>(())
+                }));
+            }
+            for lane in lanes {
+                lane.await.map_err(|e| ClientError::Network(e.to_string()))??;
+            }
+            Ok::<_, ClientError>(())
+        })
+    });
+    if http_sender.is_some() {
+        answered = part.sends;
+        sent = part.sends;
+    }
+    loop {
+        while sent < part.sends && sent - answered < part.window {
+            stream.queue_send(sent, &part.to, part.payload()).await?;
+            sent += 1;
+        }
+        if !acks.is_empty() {
+            stream.queue_ack(std::mem::take(&mut acks)).await?;
+        }
+        stream.flush().await?;
+        let now = part.micros();
+        for t in times.drain(..) {
+            lat.push(now.saturating_sub(t));
+        }
+        if answered == part.sends && received == part.receives {
+            break;
+        }
+        let Some(mut event) = stream.next(IDLE_TIMEOUT).await? else {
+            return Err(ClientError::Network("no envelope for 30 s".into()));
+        };
+        // Everything that has arrived already is handled before the next write.
+        loop {
+            match event {
+                RelayEvent::Envelope(e) => {
+                    times.push(sent_time(&e));
+                    acks.push(e.id);
+                    received += 1;
+                    part.delivered.fetch_add(1, Ordering::Relaxed);
+                }
+                RelayEvent::Sent { .. } => answered += 1,
+                RelayEvent::SendFailed { code, message, .. } => {
+                    return Err(ClientError::Server { status: 0, code: Some(code), message });
+                }
+            }
+            match stream.try_next()? {
+                Some(e) => event = e,
+                None => break,
+            }
+        }
+    }
+    if let Some(sender) = http_sender {
+        sender.await.map_err(|e| ClientError::Network(e.to_string()))??;
+    }
+    Ok(lat)
 }
 
 /// Runs the benchmark and prints one `bench_relay` line.
@@ -49,67 +173,38 @@ pub async fn run(args: BenchRelayArgs, out: &Out, json: bool) -> Result<(), CliE
             clients.push(Arc::new(c));
         }
     }
+    let mut streams = Vec::with_capacity(n);
+    for c in &clients {
+        streams.push(c.connect().await.map_err(net)?);
+    }
+    let total = args.messages;
+    let share = |i: usize| total / n as u64 + u64::from((i as u64) < total % n as u64);
     let start = Instant::now();
     let delivered = Arc::new(AtomicU64::new(0));
-    let total = args.messages;
-    // Receivers.
-    let mut receivers = Vec::with_capacity(n);
-    for c in &clients {
-        let mut stream = c.connect().await.map_err(net)?;
-        let delivered = delivered.clone();
-        receivers.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            while delivered.load(Ordering::Relaxed) < total {
-                let e = match stream.next(Duration::from_millis(200)).await? {
-                    Some(e) => e,
-                    None if start.elapsed() > IDLE_TIMEOUT && lat.is_empty() => break,
-                    None => continue,
-                };
-                stream.ack(vec![e.id]).await?;
-                let sent =
-                    e.content.as_slice().first_chunk::<8>().map(|b| u64::from_be_bytes(*b)).unwrap_or(0);
-                let now = start.elapsed().as_micros() as u64;
-                lat.push(now.saturating_sub(sent));
-                delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok::<_, ClientError>(lat)
-        }));
+    let mut tasks = Vec::with_capacity(n);
+    for (i, stream) in streams.into_iter().enumerate() {
+        let part = Part {
+            to: clients.get((i + 1) % n).map(|c| c.name().to_owned()).unwrap_or_default(),
+            sends: share(i),
+            receives: share((i + n - 1) % n),
+            window: u64::from(args.window),
+            size,
+            start,
+            delivered: delivered.clone(),
+        };
+        let http = args.http.then(|| clients.get(i).cloned()).flatten();
+        tasks.push(tokio::spawn(socket_client(stream, part, http)));
     }
-    // Senders: client i sends its share to client i+1.
-    let send_start = Instant::now();
-    let mut senders = Vec::with_capacity(n);
-    for (i, c) in clients.iter().enumerate() {
-        let share = total / n as u64 + u64::from((i as u64) < total % n as u64);
-        let to = clients.get((i + 1) % n).map(|c| c.name().to_owned()).unwrap_or_default();
-        let c = c.clone();
-        senders.push(tokio::spawn(async move {
-            for _ in 0..share {
-                let mut content = vec![0u8; size];
-                let t = (start.elapsed().as_micros() as u64).to_be_bytes();
-                if let Some(head) = content.first_chunk_mut::<8>() {
-                    *head = t;
-                }
-                c.send_opaque(&to, content).await?;
-            }
-            Ok::<_, ClientError>(())
-        }));
-    }
-    for s in senders {
-        s.await.map_err(|e| CliError::Local(e.to_string()))?.map_err(net)?;
-    }
-    let mut latencies = Vec::with_capacity(total as usize);
-    let deadline = Instant::now() + IDLE_TIMEOUT;
-    while delivered.load(Ordering::Relaxed) < total && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let elapsed = send_start.elapsed().as_secs_f64();
-    for r in receivers {
-        match tokio::time::timeout(Duration::from_secs(1), r).await {
-            Ok(Ok(Ok(l))) => latencies.extend(l),
-            Ok(Ok(Err(e))) => return Err(net(e)),
-            _ => {}
+    let mut latencies = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    let mut failure = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(l)) => latencies.extend(l),
+            Ok(Err(e)) => failure = failure.or(Some(net(e))),
+            Err(e) => failure = failure.or(Some(CliError::Local(e.to_string()))),
         }
     }
+    let elapsed = start.elapsed().as_secs_f64();
     latencies.sort_unstable();
     let pct = |p: f64| -> f64 {
         let i = ((latencies.len() as f64 - 1.0) * p).round().max(0.0) as usize;
@@ -118,6 +213,7 @@ pub async fn run(args: BenchRelayArgs, out: &Out, json: bool) -> Result<(), CliE
     let got = delivered.load(Ordering::Relaxed);
     let rate = got as f64 / elapsed.max(1e-9);
     let line = json!({"type": "bench_relay", "clients": n, "messages": total, "delivered": got, "size": size,
+        "window": args.window, "transport": if args.http { "http" } else { "websocket" },
         "seconds": elapsed, "delivered_per_s": rate, "p50_ms": pct(0.50), "p99_ms": pct(0.99)});
     if json {
         out.raw(line);
@@ -132,6 +228,9 @@ pub async fn run(args: BenchRelayArgs, out: &Out, json: bool) -> Result<(), CliE
         if let Ok(c) = Arc::try_unwrap(c) {
             let _ = c.delete().await;
         }
+    }
+    if let Some(e) = failure {
+        return Err(e);
     }
     if got < total {
         return Err(CliError::Server(format!("only {got} of {total} envelopes delivered")));

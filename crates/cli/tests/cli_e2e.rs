@@ -102,6 +102,14 @@ async fn a_conversation_through_the_binary() {
         assert_eq!(l[0]["delivered"], 30);
         assert!(l[0]["delivered_per_s"].as_f64().unwrap() > 0.0);
         assert!(l[0]["p99_ms"].as_f64().unwrap() >= l[0]["p50_ms"].as_f64().unwrap());
+        assert_eq!((l[0]["transport"].as_str(), l[0]["window"].as_u64()), (Some("websocket"), Some(1)));
+        let args =
+            ["bench", "relay", "--server", &url, "--clients", "3", "--messages", "31", "--window", "4"];
+        let (code, l) = tacit(&a, &[], &args);
+        assert_eq!((code, l[0]["delivered"].as_u64()), (0, Some(31)), "{l:?}");
+        let (code, l) = tacit(&a, &[], &[&args[..], &["--http"]].concat());
+        assert_eq!((code, l[0]["delivered"].as_u64()), (0, Some(31)), "{l:?}");
+        assert_eq!(l[0]["transport"], "http");
     })
     .await
     .unwrap();

@@ -211,6 +211,8 @@ impl Client {
                 match live.next(limit).await? {
                     None | Some(Incoming::Closed) => break,
                     Some(Incoming::Drained) => drained = true,
+                    // This connection sends nothing, so it gets no answers to sends.
+                    Some(Incoming::Sent { .. } | Incoming::SendFailed { .. }) => {}
                     Some(Incoming::Envelope(e)) => {
                         let (msgs, acks) = self.process_all(vec![e]).await?;
                         live.ack(acks).await?;

@@ -91,20 +91,81 @@ impl RelayClient {
     }
 }
 
+/// What a [`RelayStream`] received.
+#[derive(Debug)]
+pub enum RelayEvent {
+    /// An envelope for this device (acknowledge it once handled).
+    Envelope(api::Envelope),
+    /// A send queued on this socket is stored.
+    Sent {
+        /// Its request id.
+        id: u64,
+        /// The server's acceptance time, milliseconds since the Unix epoch.
+        server_time_ms: u64,
+    },
+    /// A send queued on this socket was refused.
+    SendFailed {
+        /// Its request id.
+        id: u64,
+        /// The stable code (`rate_limited` may be retried later).
+        code: api::ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
+}
+
 impl RelayStream {
-    /// The next envelope, `Ok(None)` on timeout; an error when the server closed.
-    pub async fn next(&mut self, timeout: Duration) -> Result<Option<api::Envelope>> {
+    fn event(incoming: Incoming) -> Result<Option<RelayEvent>> {
+        Ok(match incoming {
+            Incoming::Envelope(e) => Some(RelayEvent::Envelope(e)),
+            Incoming::Sent { id, server_time_ms } => Some(RelayEvent::Sent { id, server_time_ms }),
+            Incoming::SendFailed { id, code, message } => Some(RelayEvent::SendFailed { id, code, message }),
+            Incoming::Drained => None,
+            Incoming::Closed => return Err(ClientError::Network("WebSocket closed".into())),
+        })
+    }
+
+    /// The next event, `Ok(None)` on timeout; an error when the server closed.
+    pub async fn next(&mut self, timeout: Duration) -> Result<Option<RelayEvent>> {
         loop {
-            match self.live.next(timeout).await? {
-                None => return Ok(None),
-                Some(Incoming::Envelope(e)) => return Ok(Some(e)),
-                Some(Incoming::Drained) => continue,
-                Some(Incoming::Closed) => return Err(ClientError::Network("WebSocket closed".into())),
+            let Some(incoming) = self.live.next(timeout).await? else { return Ok(None) };
+            if let Some(event) = Self::event(incoming)? {
+                return Ok(Some(event));
             }
         }
     }
 
-    /// Acknowledges envelopes.
+    /// The next event if one has arrived already.
+    pub fn try_next(&mut self) -> Result<Option<RelayEvent>> {
+        while let Some(incoming) = self.live.try_next()? {
+            if let Some(event) = Self::event(incoming)? {
+                return Ok(Some(event));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Queues a send of `content` to device 1 of `to`, answered by [`RelayEvent::Sent`] or
+    /// [`RelayEvent::SendFailed`] with `id`. Written by the next [`Self::flush`].
+    pub async fn queue_send(&mut self, id: u64, to: &str, content: Vec<u8>) -> Result<()> {
+        let envelopes = vec![api::OutgoingEnvelope { device: 1, content: api::Bytes(content) }];
+        self.live.queue(&api::ClientFrame::Send { id, recipient: to.into(), envelopes }).await
+    }
+
+    /// Queues an acknowledgement (written by the next [`Self::flush`]).
+    pub async fn queue_ack(&mut self, ids: Vec<u64>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.live.queue(&api::ClientFrame::Ack { ids }).await
+    }
+
+    /// Writes what is queued.
+    pub async fn flush(&mut self) -> Result<()> {
+        self.live.flush().await
+    }
+
+    /// Acknowledges envelopes now.
     pub async fn ack(&mut self, ids: Vec<u64>) -> Result<()> {
         self.live.ack(ids).await
     }

@@ -111,11 +111,31 @@ impl IntoResponse for Failure {
             Self::MismatchedDevices { missing, extra } => {
                 (status, axum::Json(MismatchedDevices { code, missing, extra })).into_response()
             }
+            other => (status, axum::Json(ApiError { code, message: other.public_message() })).into_response(),
+        }
+    }
+}
+
+impl Failure {
+    /// The message a client may see: internals are logged here and replaced.
+    fn public_message(&self) -> String {
+        match self {
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
-                (status, axum::Json(ApiError { code, message: "internal error".into() })).into_response()
+                "internal error".into()
             }
-            other => (status, axum::Json(ApiError { code, message: other.to_string() })).into_response(),
+            other => other.to_string(),
         }
+    }
+
+    /// The WebSocket answer to send `id` failing this way (the frame form of the HTTP error).
+    pub(crate) fn into_send_failed(self, id: u64) -> tacit_api::ServerFrame {
+        let (_, code) = self.status_and_code();
+        let message = self.public_message();
+        let (missing, extra) = match self {
+            Self::MismatchedDevices { missing, extra } => (missing, extra),
+            _ => (Vec::new(), Vec::new()),
+        };
+        tacit_api::ServerFrame::SendFailed { id, code, message, missing, extra }
     }
 }

@@ -37,7 +37,139 @@ on_both!(
     ack_frames_beyond_the_request_limit_keep_the_socket_open,
     sends_have_their_own_budget_and_get_429,
     fetch_and_resync_pages_are_bounded_by_bytes,
+    websocket_sends,
+    websocket_send_frames_that_break_the_rules,
 );
+
+/// Sends over the socket: pipelined beyond the server's in-flight bound, each answered by
+/// its id once stored, delivered live; a refused send leaves the socket open.
+async fn websocket_sends(backend: Backend) {
+    const N: u64 = 300;
+    let server = TestServer::start(backend).await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    let mut to_bob = ws_connect(&server, bob.tok()).await.unwrap();
+    assert_eq!(next_frame(&mut to_bob).await, api::ServerFrame::Drained);
+    let mut from_alice = ws_connect(&server, alice.tok()).await.unwrap();
+    assert_eq!(next_frame(&mut from_alice).await, api::ServerFrame::Drained);
+    // Written without reading an answer: more than one socket may have in flight.
+    for id in 0..N {
+        ws_send(&mut from_alice, id, &bob.name, &[1], &id.to_be_bytes()).await;
+    }
+    let mut answered = HashSet::new();
+    while answered.len() < N as usize {
+        match next_frame(&mut from_alice).await {
+            api::ServerFrame::Sent { id, server_time_ms } => {
+                assert!(id < N && server_time_ms > 0);
+                assert!(answered.insert(id), "send {id} answered twice");
+            }
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    // Stored means stored: every one reaches bob (live), each once.
+    let mut got = HashSet::new();
+    while got.len() < N as usize {
+        let api::ServerFrame::Envelope(e) = next_frame(&mut to_bob).await else { panic!("envelope") };
+        assert_eq!(e.sender, alice.name);
+        let n = u64::from_be_bytes(e.content.as_slice().try_into().unwrap());
+        assert!(got.insert(n), "envelope {n} delivered twice");
+        ws_ack(&mut to_bob, vec![e.id]).await;
+    }
+    // Refusals carry the HTTP codes; the socket stays open for the next send.
+    ws_send(&mut from_alice, 1000, "nobody-here", &[1], b"x").await;
+    let api::ServerFrame::SendFailed { id: 1000, code: api::ErrorCode::NotFound, .. } =
+        next_frame(&mut from_alice).await
+    else {
+        panic!("not_found")
+    };
+    ws_send(&mut from_alice, 1001, &bob.name, &[2], b"x").await;
+    assert_eq!(
+        next_frame(&mut from_alice).await,
+        api::ServerFrame::SendFailed {
+            id: 1001,
+            code: api::ErrorCode::MismatchedDevices,
+            message: "envelopes do not match the recipient's devices".into(),
+            missing: vec![1],
+            extra: vec![2],
+        }
+    );
+    ws_send(&mut from_alice, 1002, &bob.name, &[1], b"").await;
+    let api::ServerFrame::SendFailed { id: 1002, code: api::ErrorCode::BadRequest, .. } =
+        next_frame(&mut from_alice).await
+    else {
+        panic!("bad_request")
+    };
+    ws_send(&mut from_alice, 1003, &bob.name, &[1], b"after refusals").await;
+    assert!(matches!(next_frame(&mut from_alice).await, api::ServerFrame::Sent { id: 1003, .. }));
+    let api::ServerFrame::Envelope(e) = next_frame(&mut to_bob).await else { panic!("envelope") };
+    assert_eq!(e.content.as_slice(), b"after refusals");
+    // Acknowledged over the socket: nothing is left to fetch.
+    ws_ack(&mut to_bob, vec![e.id]).await;
+    drop(to_bob);
+    let mut left = bob.fetch(&http).await.envelopes;
+    for _ in 0..50 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        left = bob.fetch(&http).await.envelopes;
+    }
+    assert!(left.is_empty(), "{} acknowledged envelopes still stored", left.len());
+    drop(from_alice);
+    server.finish().await;
+}
+
+/// Send frames that break the rules: over the send budget (`rate_limited`, socket open),
+/// too many envelopes, malformed, oversized (socket closed with 1008, server goes on).
+async fn websocket_send_frames_that_break_the_rules(backend: Backend) {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = TestServer::start_with(backend, |c| {
+        c.limits.sends_per_second = 1;
+        c.limits.send_burst = 2;
+    })
+    .await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    let mut ws = ws_connect(&server, alice.tok()).await.unwrap();
+    assert_eq!(next_frame(&mut ws).await, api::ServerFrame::Drained);
+    for id in 0..3 {
+        ws_send(&mut ws, id, &bob.name, &[1], b"x").await;
+    }
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        codes.push(match next_frame(&mut ws).await {
+            api::ServerFrame::Sent { .. } => None,
+            api::ServerFrame::SendFailed { code, .. } => Some(code),
+            other => panic!("unexpected {other:?}"),
+        });
+    }
+    assert_eq!(codes.iter().filter(|c| c.is_none()).count(), 2, "{codes:?}");
+    assert!(codes.contains(&Some(api::ErrorCode::RateLimited)), "{codes:?}");
+    // Too many envelopes in one send (once the budget has refilled).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let devices: Vec<u32> = (1..=65).collect();
+    ws_send(&mut ws, 7, &bob.name, &devices, b"x").await;
+    let api::ServerFrame::SendFailed { id: 7, code: api::ErrorCode::TooLarge, .. } =
+        next_frame(&mut ws).await
+    else {
+        panic!("too_large")
+    };
+    // Malformed: closed as a policy violation.
+    ws.send(Message::Text(r#"{"type":"send","id":1,"recipient":"x"}"#.into())).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, 1008);
+    // Over the frame limit: closed.
+    let mut ws = ws_connect(&server, alice.tok()).await.unwrap();
+    assert_eq!(next_frame(&mut ws).await, api::ServerFrame::Drained);
+    let huge = "a".repeat(api::limits::MAX_REQUEST_BYTES + 1);
+    let _ = ws.send(Message::Text(huge.into())).await;
+    assert!(matches!(ws_closed(&mut ws).await, Some(1009) | None));
+    let ok = http.client.get(format!("{}/healthz", server.base)).send().await.unwrap();
+    assert!(ok.status().is_success());
+    server.finish().await;
+}
 
 /// Fetch pages (and WebSocket resync pages) stop at MAX_FETCH_BYTES of ciphertext.
 async fn fetch_and_resync_pages_are_bounded_by_bytes(backend: Backend) {

@@ -21,6 +21,7 @@ pub(super) async fn handler(
     }
     let tracker = state.inner().sockets.clone();
     Ok(upgrade
+        .read_buffer_size(delivery::READ_BUFFER)
         .max_message_size(delivery::MAX_CLIENT_FRAME)
         .max_frame_size(delivery::MAX_CLIENT_FRAME)
         .on_upgrade(move |socket| tracker.track_future(delivery::run(state, caller, socket))))

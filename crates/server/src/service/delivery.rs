@@ -3,7 +3,14 @@
 //! forwards envelopes as the bus hands them over (no database read per live envelope).
 //! Envelopes stay stored until the client acknowledges them (over the socket or HTTP);
 //! an envelope seen both in the stored pages and on the bus is sent once. On shutdown the
-//! server closes every socket with "going away" and the client reconnects elsewhere.
+//! server answers the sends still in flight, then closes every socket with "going away" and
+//! the client reconnects elsewhere.
+//!
+//! A client may also send over its socket (`send` frames, answered by `sent` or
+//! `send_failed`): the same service, rules and durability as `POST /v1/messages`, without a
+//! request, a header parse and a token look-up per message. Sends and acknowledgements are
+//! pipelined: each socket has at most [`MAX_IN_FLIGHT`] of them (and [`MAX_IN_FLIGHT_BYTES`])
+//! waiting for the store, and the server stops reading a socket at that bound.
 //!
 //! De-duplication uses a per-connection watermark: the highest id any resync has read.
 //! Within one mailbox, ids follow commit order (SQLite: one writer assigns them; PostgreSQL:
@@ -14,21 +21,39 @@
 //! it was not and is sent. A lagged subscriber resumes its resync from the watermark.
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use tacit_api::limits::{MAX_FETCH, MAX_FETCH_BYTES, MAX_MAILBOX_ENVELOPES};
-use tacit_api::{ClientFrame, ServerFrame};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use tacit_api::limits::{MAX_FETCH, MAX_FETCH_BYTES, MAX_MAILBOX_ENVELOPES, MAX_REQUEST_BYTES};
+use tacit_api::{ClientFrame, Envelope, OutgoingEnvelope, SendRequest, ServerFrame};
 
 use super::messages::MAX_ACK_IDS;
+use crate::error::Failure;
 use crate::limiter::LimitKey;
 use crate::state::AppState;
 use crate::store::Authed;
 
-/// Largest frame a client may send (acks only).
-pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
+/// Largest frame a client may send: a send takes what `POST /v1/messages` takes.
+pub const MAX_CLIENT_FRAME: usize = MAX_REQUEST_BYTES;
+/// Bytes read from a socket at a time. tungstenite zero-fills this much before each read,
+/// so its 128 KiB default cost more CPU than the rest of a small frame's path (measured
+/// with `perf`: 16% of the server's time under `tacit bench relay`), and kept 128 KiB per
+/// idle connection.
+pub const READ_BUFFER: usize = 8 * 1024;
 /// A client that does not read for this long is disconnected.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Sends and acknowledgements one socket may have waiting for the store; beyond this the
+/// server stops reading the socket until one completes (back-pressure, bounded memory).
+const MAX_IN_FLIGHT: usize = 64;
+/// Envelope bytes one socket may have waiting for the store (at least one send is taken).
+const MAX_IN_FLIGHT_BYTES: usize = 4 * MAX_REQUEST_BYTES;
+/// On shutdown, how long in-flight sends may take to be answered before the socket closes.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Close codes (RFC 6455 section 7.4.1).
 const GOING_AWAY: u16 = 1001;
@@ -67,7 +92,7 @@ impl Tracker {
         id > self.watermark && self.sent.insert(id)
     }
 
-    /// The client acknowledged these (they are deleted from the store).
+    /// The client acknowledged these (they are being deleted from the store).
     fn acked(&mut self, ids: &[u64]) {
         for id in ids {
             self.sent.remove(id);
@@ -75,21 +100,72 @@ impl Tracker {
     }
 }
 
+/// [`ServerFrame::Envelope`] by reference, so a frame is encoded without copying the envelope
+/// (the same JSON; a test compares the two).
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum EnvelopeFrame<'a> {
+    Envelope(&'a Envelope),
+}
+
+/// A store operation a socket started and has not seen finish.
+enum Done {
+    /// A send finished: answer it.
+    Send { id: u64, bytes: usize, result: Result<u64, Failure> },
+    /// An acknowledgement was committed (or failed).
+    Ack(Result<(), Failure>),
+}
+
+type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = Done> + Send>>>;
+
 struct Conn {
     socket: WebSocket,
     track: Tracker,
+    /// Frames fed to the socket since the last flush.
+    unflushed: bool,
+    in_flight: InFlight,
+    in_flight_bytes: usize,
 }
 
 impl Conn {
-    async fn send(&mut self, frame: &ServerFrame) -> Result<(), Stop> {
-        let text = serde_json::to_string(frame).map_err(|_| Stop::Close(INTERNAL, "encoding failed"))?;
-        match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(Message::Text(text.into()))).await {
-            Ok(Ok(())) => Ok(()),
+    fn new(socket: WebSocket) -> Self {
+        Self {
+            socket,
+            track: Tracker::default(),
+            unflushed: false,
+            in_flight: FuturesUnordered::new(),
+            in_flight_bytes: 0,
+        }
+    }
+
+    /// Queues a text frame; frames go out together when the connection has nothing else
+    /// ready ([`Conn::flush`]), so a burst costs one write, not one per frame.
+    async fn feed(&mut self, text: String) -> Result<(), Stop> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.socket.feed(Message::Text(text.into()))).await {
+            Ok(Ok(())) => {
+                self.unflushed = true;
+                Ok(())
+            }
             _ => Err(Stop::Socket),
         }
     }
 
-    async fn deliver(&mut self, envelope: &tacit_api::Envelope, from_store: bool) -> Result<(), Stop> {
+    async fn feed_frame<T: Serialize>(&mut self, frame: &T) -> Result<(), Stop> {
+        let text = serde_json::to_string(frame).map_err(|_| Stop::Close(INTERNAL, "encoding failed"))?;
+        self.feed(text).await
+    }
+
+    async fn flush(&mut self) -> Result<(), Stop> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.socket.flush()).await {
+            Ok(Ok(())) => {
+                self.unflushed = false;
+                Ok(())
+            }
+            _ => Err(Stop::Socket),
+        }
+    }
+
+    async fn deliver(&mut self, envelope: &Envelope, from_store: bool) -> Result<(), Stop> {
         let new = if from_store {
             self.track.read_from_store(envelope.id)
         } else {
@@ -101,7 +177,28 @@ impl Conn {
         if self.track.sent.len() > 2 * MAX_MAILBOX_ENVELOPES {
             return Err(Stop::Close(POLICY, "too many unacknowledged envelopes"));
         }
-        self.send(&ServerFrame::Envelope(envelope.clone())).await
+        self.feed_frame(&EnvelopeFrame::Envelope(envelope)).await
+    }
+
+    /// Whether the socket may be read: what it started is within bounds.
+    fn may_read(&self) -> bool {
+        self.in_flight.len() < MAX_IN_FLIGHT && self.in_flight_bytes < MAX_IN_FLIGHT_BYTES
+    }
+
+    /// Answers a finished operation.
+    async fn finished(&mut self, done: Done) -> Result<(), Stop> {
+        match done {
+            Done::Send { id, bytes, result } => {
+                self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
+                let frame = match result {
+                    Ok(server_time_ms) => ServerFrame::Sent { id, server_time_ms },
+                    Err(failure) => failure.into_send_failed(id),
+                };
+                self.feed_frame(&frame).await
+            }
+            Done::Ack(Ok(())) => Ok(()),
+            Done::Ack(Err(_)) => Err(Stop::Close(INTERNAL, "storage unavailable")),
+        }
     }
 
     async fn close(mut self, code: u16, reason: &'static str) {
@@ -126,39 +223,98 @@ async fn resync(state: &AppState, who: &Authed, conn: &mut Conn) -> Result<(), S
             after = after.max(e.id);
             conn.deliver(e, true).await?;
         }
+        conn.flush().await?;
         if !full {
             return Ok(());
         }
     }
 }
 
-async fn on_text(state: &AppState, who: &Authed, conn: &mut Conn, text: &str) -> Result<(), Stop> {
-    // Over the acknowledgement budget the socket is slowed down, never closed: a client
-    // acking a burst of envelopes is doing what it should.
-    if let Err(wait) = state.limit_wait(LimitKey::Acks(who.key)) {
-        tokio::time::sleep(Duration::from_millis(wait.min(1000))).await;
+/// Starts a send read from the socket; its answer is fed when it finishes.
+async fn start_send(
+    state: &AppState,
+    who: &Authed,
+    conn: &mut Conn,
+    id: u64,
+    recipient: String,
+    envelopes: Vec<OutgoingEnvelope>,
+) -> Result<(), Stop> {
+    if let Err(failure) = state.limit(LimitKey::Sends(who.key)) {
+        return conn.feed_frame(&failure.into_send_failed(id)).await;
     }
-    let ClientFrame::Ack { ids } =
-        serde_json::from_str::<ClientFrame>(text).map_err(|_| Stop::Close(POLICY, "bad_request"))?;
-    if ids.len() > MAX_ACK_IDS {
-        return Err(Stop::Close(POLICY, "too_large"));
-    }
-    state.store().ack(who.key, &ids).await.map_err(|_| Stop::Close(INTERNAL, "storage unavailable"))?;
-    conn.track.acked(&ids);
+    let bytes = envelopes.iter().map(|e| e.content.as_slice().len()).sum::<usize>();
+    conn.in_flight_bytes = conn.in_flight_bytes.saturating_add(bytes);
+    let (state, who) = (state.clone(), who.clone());
+    conn.in_flight.push(Box::pin(async move {
+        let result = super::messages::send(&state, &who, SendRequest { recipient, envelopes })
+            .await
+            .map(|r| r.server_time_ms);
+        Done::Send { id, bytes, result }
+    }));
     Ok(())
+}
+
+async fn on_text(state: &AppState, who: &Authed, conn: &mut Conn, text: &str) -> Result<(), Stop> {
+    match serde_json::from_str::<ClientFrame>(text).map_err(|_| Stop::Close(POLICY, "bad_request"))? {
+        ClientFrame::Ack { ids } => {
+            // Over the acknowledgement budget the socket is slowed down, never closed: a
+            // client acking a burst of envelopes is doing what it should.
+            if let Err(wait) = state.limit_wait(LimitKey::Acks(who.key)) {
+                tokio::time::sleep(Duration::from_millis(wait.min(1000))).await;
+            }
+            if ids.len() > MAX_ACK_IDS {
+                return Err(Stop::Close(POLICY, "too_large"));
+            }
+            // The deletion commits in the background while delivery goes on; the client
+            // needs no answer (an ack lost to a crash only means the envelope comes again,
+            // and clients drop envelopes they have by id).
+            conn.track.acked(&ids);
+            let store = state.store().clone();
+            let key = who.key;
+            conn.in_flight.push(Box::pin(async move {
+                Done::Ack(store.ack(key, &ids).await.map(drop).map_err(Failure::from))
+            }));
+            Ok(())
+        }
+        ClientFrame::Send { id, recipient, envelopes } => {
+            start_send(state, who, conn, id, recipient, envelopes).await
+        }
+    }
 }
 
 async fn serve(state: &AppState, who: &Authed, conn: &mut Conn) -> Result<(), Stop> {
     // Subscribe before reading the mailbox so nothing committed in between is missed.
     let mut sub = state.inner().bus.subscribe(who.key);
     resync(state, who, conn).await?;
-    conn.send(&ServerFrame::Drained).await?;
+    conn.feed_frame(&ServerFrame::Drained).await?;
+    conn.flush().await?;
     let shutdown = state.inner().shutdown.clone();
     loop {
+        let may_read = conn.may_read();
+        // Biased: finish what is started first, then read, then deliver; flush only when
+        // nothing else is ready, so a burst of frames is written together.
         tokio::select! {
-            () = shutdown.cancelled() => return Err(Stop::Close(GOING_AWAY, "server shutting down")),
+            biased;
+            () = shutdown.cancelled() => {
+                drain(conn).await;
+                return Err(Stop::Close(GOING_AWAY, "server shutting down"));
+            }
+            Some(done) = conn.in_flight.next(), if !conn.in_flight.is_empty() => {
+                conn.finished(done).await?;
+            }
+            incoming = conn.socket.recv(), if may_read => match incoming {
+                Some(Ok(Message::Text(text))) => on_text(state, who, conn, text.as_str()).await?,
+                Some(Ok(Message::Binary(_))) => return Err(Stop::Close(POLICY, "bad_request")),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                    // Let started writes finish (their results stand) before the socket goes.
+                    while conn.in_flight.next().await.is_some() {}
+                    return Err(Stop::Socket);
+                }
+            },
             live = sub.recv() => {
                 let Some(envelope) = live else {
+                    drain(conn).await;
                     return Err(Stop::Close(GOING_AWAY, "server shutting down"));
                 };
                 if sub.take_lagged() {
@@ -166,19 +322,27 @@ async fn serve(state: &AppState, who: &Authed, conn: &mut Conn) -> Result<(), St
                 }
                 conn.deliver(&envelope, false).await?;
             }
-            incoming = conn.socket.recv() => match incoming {
-                Some(Ok(Message::Text(text))) => on_text(state, who, conn, text.as_str()).await?,
-                Some(Ok(Message::Binary(_))) => return Err(Stop::Close(POLICY, "bad_request")),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_)) | Err(_)) | None => return Err(Stop::Socket),
-            },
+            () = std::future::ready(()), if conn.unflushed => conn.flush().await?,
         }
     }
 }
 
+/// Answers the sends still in flight (for a bounded time) before the socket closes.
+async fn drain(conn: &mut Conn) {
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(done) = conn.in_flight.next().await {
+            if conn.finished(done).await.is_err() {
+                return;
+            }
+        }
+        let _ = conn.flush().await;
+    })
+    .await;
+}
+
 /// Runs one device's WebSocket until either side closes or the server shuts down.
 pub async fn run(state: AppState, who: Authed, socket: WebSocket) {
-    let mut conn = Conn { socket, track: Tracker::default() };
+    let mut conn = Conn::new(socket);
     match serve(&state, &who, &mut conn).await {
         Ok(()) | Err(Stop::Socket) => {}
         Err(Stop::Close(code, reason)) => {
@@ -190,7 +354,21 @@ pub async fn run(state: AppState, who: Authed, socket: WebSocket) {
 
 #[cfg(test)]
 mod tests {
-    use super::Tracker;
+    use super::{EnvelopeFrame, Tracker};
+
+    #[test]
+    fn borrowed_envelope_frame_is_the_api_frame() {
+        let e = tacit_api::Envelope {
+            id: 3,
+            sender: "alice".into(),
+            sender_device: 2,
+            server_time_ms: 9,
+            content: tacit_api::Bytes(vec![1, 2, 3]),
+        };
+        let borrowed = serde_json::to_string(&EnvelopeFrame::Envelope(&e)).unwrap();
+        let owned = serde_json::to_string(&tacit_api::ServerFrame::Envelope(e)).unwrap();
+        assert_eq!(borrowed, owned);
+    }
 
     #[test]
     fn envelope_in_page_and_on_bus_is_sent_once_even_after_ack() {

@@ -342,3 +342,48 @@ pub async fn ws_ack(ws: &mut Ws, ids: Vec<u64>) {
     let text = serde_json::to_string(&api::ClientFrame::Ack { ids }).unwrap();
     ws.send(tokio_tungstenite::tungstenite::Message::Text(text.into())).await.unwrap();
 }
+
+/// Writes a `send` frame (not flushed answers: read them with [`next_frame`]).
+pub async fn ws_send(ws: &mut Ws, id: u64, to: &str, devices: &[u32], content: &[u8]) {
+    use futures_util::SinkExt;
+    let frame = api::ClientFrame::Send {
+        id,
+        recipient: to.into(),
+        envelopes: devices
+            .iter()
+            .map(|&d| api::OutgoingEnvelope { device: d, content: content.to_vec().into() })
+            .collect(),
+    };
+    let text = serde_json::to_string(&frame).unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(text.into())).await.unwrap();
+}
+
+/// The close code the server ends the socket with (fails the test after 5 s without one).
+pub async fn close_code(ws: &mut Ws) -> u16 {
+    use futures_util::StreamExt;
+    while let Ok(Some(m)) = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await {
+        match m {
+            Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f))) => return u16::from(f.code),
+            Ok(_) => {}
+            Err(e) => panic!("socket failed before a close frame: {e}"),
+        }
+    }
+    panic!("no close frame within 5 s");
+}
+
+/// Waits for the socket to end: the close code, or `None` when it ended without one.
+pub async fn ws_closed(ws: &mut Ws) -> Option<u16> {
+    use futures_util::StreamExt;
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .expect("closed within 5 s")
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => {
+                return f.map(|f| u16::from(f.code));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
