@@ -25,6 +25,14 @@ pub const MIN_CLIENT_VERSION: u32 = 1;
 /// Header naming the client's wire protocol version on every request.
 pub const VERSION_HEADER: &str = "tacit-protocol";
 
+/// WebSocket close codes the server uses besides RFC 6455's (private range, section 7.4.2).
+pub mod close {
+    /// The device opened a newer socket beyond its limit; this one is no longer used.
+    pub const REPLACED: u16 = 4000;
+    /// The session token expired or the account was deleted: authenticate again.
+    pub const SESSION_ENDED: u16 = 4001;
+}
+
 /// Limits enforced by the server (and respected by the client).
 pub mod limits {
     /// Largest HTTP request body.

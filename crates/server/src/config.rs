@@ -58,6 +58,13 @@ pub struct ServerConfig {
     pub log_ip_addresses: bool,
     /// Seconds that shutdown waits for open requests and WebSockets to finish.
     pub shutdown_grace_secs: u64,
+    /// Most TCP connections open at once (WebSockets included); more are closed at once.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (an idle keep-alive connection is
+    /// closed after as long).
+    pub header_read_timeout_secs: u64,
+    /// Most WebSockets one device may have open; a new one beyond this closes its oldest.
+    pub max_sockets_per_device: usize,
     /// Rate limits (`[limits]`; every field has a default).
     pub limits: RateLimits,
 }
@@ -74,6 +81,9 @@ impl Default for ServerConfig {
             origin: None,
             log_ip_addresses: false,
             shutdown_grace_secs: 10,
+            max_connections: 10_000,
+            header_read_timeout_secs: 20,
+            max_sockets_per_device: 4,
             limits: RateLimits::default(),
         }
     }
@@ -92,6 +102,9 @@ impl core::fmt::Debug for ServerConfig {
             .field("origin", &self.origin)
             .field("log_ip_addresses", &self.log_ip_addresses)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("max_connections", &self.max_connections)
+            .field("header_read_timeout_secs", &self.header_read_timeout_secs)
+            .field("max_sockets_per_device", &self.max_sockets_per_device)
             .field("limits", &self.limits)
             .finish()
     }

@@ -19,6 +19,7 @@ mod config;
 mod crypto;
 mod error;
 mod limiter;
+mod listen;
 mod routes;
 mod serve;
 mod service;

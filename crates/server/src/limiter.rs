@@ -31,6 +31,19 @@ pub enum LimitKey {
     Acks(DeviceKey),
     /// Bundle fetches by one requesting device.
     Bundles(DeviceKey),
+    /// Account creations from one address.
+    Accounts(IpAddr),
+}
+
+impl LimitKey {
+    /// After this long without events a bucket of this kind is full again, so forgetting
+    /// it changes nothing (the longest refill period of its budget).
+    fn full_after_ms(&self) -> u64 {
+        match self {
+            Self::Accounts(_) => 3_600_000,
+            _ => 60_000,
+        }
+    }
 }
 
 /// A steady rate and the burst a bucket holds.
@@ -98,6 +111,11 @@ pub struct RateLimits {
     pub address_request_burst: u32,
     /// Bundle fetches per minute per requesting device.
     pub bundle_fetches_per_minute: u32,
+    /// Account creations per hour per client address (checked before the request body is
+    /// read).
+    pub account_creations_per_hour: u32,
+    /// Burst of those (`tacit bench relay --clients N` creates N accounts at once).
+    pub account_creation_burst: u32,
 }
 
 impl Default for RateLimits {
@@ -112,6 +130,8 @@ impl Default for RateLimits {
             address_requests_per_second: tacit_api::limits::REQUESTS_PER_SECOND,
             address_request_burst: 2 * tacit_api::limits::REQUESTS_PER_SECOND,
             bundle_fetches_per_minute: tacit_api::limits::BUNDLE_FETCHES_PER_MINUTE,
+            account_creations_per_hour: 60,
+            account_creation_burst: 200,
         }
     }
 }
@@ -127,6 +147,11 @@ impl RateLimits {
             LimitKey::Sends(_) => Budget::per_second(self.sends_per_second, self.send_burst),
             LimitKey::Acks(_) => Budget::per_second(self.acks_per_second, self.ack_burst),
             LimitKey::Bundles(_) => Budget::per_minute(self.bundle_fetches_per_minute),
+            LimitKey::Accounts(_) => Budget {
+                rate: self.account_creations_per_hour,
+                period_ms: 3_600_000,
+                burst: self.account_creation_burst.max(1),
+            },
         }
     }
 }
@@ -150,6 +175,11 @@ struct Buckets {
     last_sweep_ms: u64,
 }
 
+/// Drops every bucket idle long enough to be full again.
+fn sweep(map: &mut HashMap<LimitKey, Bucket>, now_ms: u64) {
+    map.retain(|k, b| b.at_ms.saturating_add(k.full_after_ms()) > now_ms);
+}
+
 /// The key for a client address: IPv6 by /64 (one host usually holds a whole /64).
 pub fn address_key(ip: IpAddr) -> LimitKey {
     match ip {
@@ -168,8 +198,7 @@ impl RateLimiter {
         let Ok(mut guard) = self.buckets.lock() else { return Err(1000) };
         let Buckets { map, last_sweep_ms } = &mut *guard;
         if map.len() >= SWEEP_AT && now_ms.saturating_sub(*last_sweep_ms) >= 1000 {
-            // A bucket idle for over a minute (the longest period) is full again.
-            map.retain(|_, b| b.at_ms.saturating_add(60_000) > now_ms);
+            sweep(map, now_ms);
             *last_sweep_ms = now_ms;
         }
         if map.len() >= MAX_ENTRIES && !map.contains_key(&key) {
@@ -189,6 +218,20 @@ impl RateLimiter {
         } else {
             Err(budget.wait_ms(MILLI - b.tokens).max(1))
         }
+    }
+
+    /// Forgets buckets that are full again (run on a timer, and when the map is large).
+    pub fn sweep(&self, now_ms: u64) {
+        if let Ok(mut guard) = self.buckets.lock() {
+            sweep(&mut guard.map, now_ms);
+            guard.last_sweep_ms = now_ms;
+        }
+    }
+
+    /// Buckets held (for tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.buckets.lock().map(|b| b.map.len()).unwrap_or(0)
     }
 
     /// Records one event; false if `key` is over its budget.
@@ -219,6 +262,29 @@ mod tests {
             assert!(l.allow(k, b, 60_000));
         }
         assert!(!l.allow(k, b, 60_000));
+    }
+
+    #[test]
+    fn sweeping_forgets_only_buckets_that_are_full_again() {
+        let l = RateLimiter::default();
+        let limits = RateLimits::default();
+        let device = LimitKey::Device(DeviceKey { account: 1, device: 1 });
+        let accounts = LimitKey::Accounts(IpAddr::V4([10, 0, 0, 1].into()));
+        let burst = limits.account_creation_burst;
+        for _ in 0..burst {
+            assert!(l.allow(accounts, limits.budget(&accounts), 0));
+        }
+        assert!(!l.allow(accounts, limits.budget(&accounts), 0));
+        assert!(l.allow(device, limits.budget(&device), 0));
+        // Two minutes on, the device's bucket is full and forgotten; the account-creation
+        // bucket is not full yet and must be kept, or a sweep would hand out a new burst.
+        l.sweep(120_000);
+        assert_eq!(l.len(), 1);
+        assert!(l.allow(accounts, limits.budget(&accounts), 120_000), "two new accounts in two minutes");
+        assert!(l.allow(accounts, limits.budget(&accounts), 120_000));
+        assert!(!l.allow(accounts, limits.budget(&accounts), 120_000));
+        l.sweep(120_000 + 3_600_001);
+        assert_eq!(l.len(), 0);
     }
 
     #[test]

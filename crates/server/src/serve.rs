@@ -12,12 +12,13 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::bus::LocalBus;
 use crate::config::ServerConfig;
-use crate::routes::{app, extract::PeerAddr};
+use crate::routes::app;
 use crate::state::{AppState, Settings, now_ms};
 use crate::store::{PgStore, SqliteStore, Store, StoreError};
-use crate::tls::{TlsError, TlsListener};
+use crate::tls::TlsError;
 
-/// How often expired challenges and tokens are deleted.
+/// How often expired challenges and tokens are deleted and full rate-limit buckets
+/// forgotten.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 /// Why the server could not start or stopped with an error.
@@ -45,6 +46,8 @@ pub struct Server {
     state: AppState,
     local_addr: SocketAddr,
     grace: Duration,
+    max_connections: usize,
+    header_read_timeout: Duration,
 }
 
 impl Server {
@@ -68,9 +71,18 @@ impl Server {
             registration_token: config.registration_token.clone(),
             log_ip_addresses: config.log_ip_addresses,
             limits: config.limits,
+            max_sockets_per_device: config.max_sockets_per_device,
         };
         let state = AppState::new(store, Arc::new(LocalBus::new()), settings);
-        Ok(Self { listener, tls, state, local_addr, grace: Duration::from_secs(config.shutdown_grace_secs) })
+        Ok(Self {
+            listener,
+            tls,
+            state,
+            local_addr,
+            grace: Duration::from_secs(config.shutdown_grace_secs),
+            max_connections: config.max_connections,
+            header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
+        })
     }
 
     /// The bound address.
@@ -85,9 +97,10 @@ impl Server {
 
     /// Serves until `shutdown` completes, then drains and closes.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        let Self { listener, tls, state, local_addr, grace } = self;
+        let Self { listener, tls, state, local_addr, grace, max_connections, header_read_timeout } = self;
         tracing::info!(%local_addr, tls = tls.is_some(), "tacit server listening");
         let purge = {
+            let state = state.clone();
             let store = state.store().clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(PURGE_EVERY);
@@ -96,36 +109,28 @@ impl Server {
                     if let Err(e) = store.purge_expired(now_ms()).await {
                         tracing::warn!(error = %e, "purging expired tokens failed");
                     }
+                    state.sweep_limits();
                 }
             })
         };
+        let stop = state.inner().shutdown.clone();
         let signal = {
             let state = state.clone();
-            async move {
+            tokio::spawn(async move {
                 shutdown.await;
                 tracing::info!("shutting down");
                 state.begin_shutdown();
-            }
+            })
         };
-        let make = app(state.clone()).into_make_service_with_connect_info::<PeerAddr>();
-        let served = async {
-            match tls {
-                None => axum::serve(listener, make).with_graceful_shutdown(signal).await,
-                Some(acceptor) => {
-                    axum::serve(TlsListener::new(listener, acceptor)?, make)
-                        .with_graceful_shutdown(signal)
-                        .await
-                }
-            }
-        };
-        let cancelled = state.inner().shutdown.clone();
-        let result = tokio::select! {
-            r = served => r,
-            () = async { cancelled.cancelled().await; tokio::time::sleep(grace).await } => {
+        let limits = crate::listen::Limits { max_connections, header_read_timeout };
+        let served = crate::listen::serve(listener, tls, app(state.clone()), limits, stop.clone());
+        tokio::select! {
+            () = served => {}
+            () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!("shutdown grace period over; dropping open connections");
-                Ok(())
             }
-        };
+        }
+        signal.abort();
         state.inner().sockets.close();
         if tokio::time::timeout(grace, state.inner().sockets.wait()).await.is_err() {
             tracing::warn!("websockets still open after the grace period");
@@ -133,7 +138,7 @@ impl Server {
         purge.abort();
         state.store().close().await;
         tracing::info!("stopped");
-        Ok(result?)
+        Ok(())
     }
 }
 

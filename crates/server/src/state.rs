@@ -23,6 +23,8 @@ pub struct Settings {
     pub log_ip_addresses: bool,
     /// Rate limits.
     pub limits: RateLimits,
+    /// Most WebSockets per device (0 means the default, 4).
+    pub max_sockets_per_device: usize,
 }
 
 impl Settings {
@@ -39,6 +41,7 @@ impl core::fmt::Debug for Settings {
             .field("registration_token", &self.registration_token.as_ref().map(|_| "***"))
             .field("log_ip_addresses", &self.log_ip_addresses)
             .field("limits", &self.limits)
+            .field("max_sockets_per_device", &self.max_sockets_per_device)
             .finish()
     }
 }
@@ -61,6 +64,8 @@ pub(crate) struct Inner {
     pub(crate) shutdown: CancellationToken,
     /// Open WebSocket tasks, awaited on shutdown.
     pub(crate) sockets: TaskTracker,
+    /// Open WebSockets by device.
+    pub(crate) open_sockets: crate::service::sockets::Sockets,
 }
 
 impl AppState {
@@ -79,6 +84,10 @@ impl AppState {
             limits: settings.limits,
             shutdown: CancellationToken::new(),
             sockets: TaskTracker::new(),
+            open_sockets: crate::service::sockets::Sockets::new(match settings.max_sockets_per_device {
+                0 => 4,
+                n => n,
+            }),
         }))
     }
 
@@ -100,6 +109,18 @@ impl AppState {
     pub(crate) fn limit_address(&self, peer: Option<IpAddr>) -> Result<(), Failure> {
         let Some(ip) = peer else { return Ok(()) };
         self.limit(crate::limiter::address_key(ip))
+    }
+
+    /// Counts an account creation from `peer` against its per-address limit.
+    pub(crate) fn limit_account_creation(&self, peer: Option<IpAddr>) -> Result<(), Failure> {
+        let Some(ip) = peer else { return Ok(()) };
+        let crate::limiter::LimitKey::Address(ip) = crate::limiter::address_key(ip) else { return Ok(()) };
+        self.limit(crate::limiter::LimitKey::Accounts(ip))
+    }
+
+    /// Forgets rate-limit buckets that are full again.
+    pub(crate) fn sweep_limits(&self) {
+        self.0.limiter.sweep(now_ms());
     }
 
     /// Counts one event against `key`'s budget: `429 rate_limited` when over it.

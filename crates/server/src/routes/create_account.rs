@@ -1,6 +1,6 @@
 //! `POST /v1/accounts`: creates an account and its device 1 from public keys.
 
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use tacit_api::{CreateAccountRequest, CreateAccountResponse};
 
 use super::extract::{ApiJson, Peer};
@@ -12,7 +12,10 @@ use crate::state::AppState;
 pub(super) async fn handler(
     State(state): State<AppState>,
     Peer(peer): Peer,
-    ApiJson(req): ApiJson<CreateAccountRequest>,
+    request: Request,
 ) -> Result<ApiJson<CreateAccountResponse>, Failure> {
+    // The per-address creation budget is checked before the body is read.
+    state.limit_account_creation(peer)?;
+    let ApiJson(req) = ApiJson::<CreateAccountRequest>::from_request(request, &state).await?;
     accounts::create(&state, peer, req).await.map(ApiJson)
 }

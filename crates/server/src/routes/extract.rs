@@ -21,7 +21,7 @@ use crate::store::Authed;
 /// A request that takes longer than this is answered `503 unavailable`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The connecting socket's address, as recorded by the listener (used for per-address
+/// The connecting socket's address, as recorded by the accept loop (used for per-address
 /// rate limits only; logged only when the operator turns it on).
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub SocketAddr);
@@ -30,14 +30,6 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, toki
     for PeerAddr
 {
     fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        Self(*stream.remote_addr())
-    }
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
-    for PeerAddr
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
         Self(*stream.remote_addr())
     }
 }

@@ -74,6 +74,7 @@ pub async fn delete(state: &AppState, caller: &Authed, name: &str) -> Result<(),
         return Err(Failure::Forbidden);
     }
     state.store().delete_account(caller.key.account).await?;
+    state.inner().open_sockets.end_account(caller.key.account);
     tracing::info!("account deleted");
     Ok(())
 }

@@ -88,6 +88,23 @@ pub enum RequestKind {
     Other,
 }
 
+/// The stored hash of the bearer token in an `Authorization` header value, if it holds one.
+pub(crate) fn token_hash(header: Option<&str>) -> Option<[u8; 32]> {
+    let token = header.and_then(|h| h.strip_prefix("Bearer ")).filter(|t| t.len() <= MAX_TOKEN_CHARS)?;
+    let raw = URL_SAFE_NO_PAD.decode(token.trim()).ok()?;
+    Some(sha256(&raw))
+}
+
+/// Whether the token with this hash still opens a session for `device` (not expired, the
+/// account not deleted).
+pub(crate) async fn still_valid(
+    state: &AppState,
+    hash: &[u8; 32],
+    device: DeviceKey,
+) -> Result<bool, Failure> {
+    Ok(state.store().token_device(hash, now_ms()).await?.is_some_and(|a| a.key == device))
+}
+
 /// Resolves an `Authorization` header value to a device and counts the request against the
 /// device's budget for its kind.
 pub async fn authenticate(
@@ -95,12 +112,8 @@ pub async fn authenticate(
     header: Option<&str>,
     kind: RequestKind,
 ) -> Result<Authed, Failure> {
-    let token = header
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .filter(|t| t.len() <= MAX_TOKEN_CHARS)
-        .ok_or(Failure::Unauthorized)?;
-    let raw = URL_SAFE_NO_PAD.decode(token.trim()).map_err(|_| Failure::Unauthorized)?;
-    let authed = state.store().token_device(&sha256(&raw), now_ms()).await?.ok_or(Failure::Unauthorized)?;
+    let hash = token_hash(header).ok_or(Failure::Unauthorized)?;
+    let authed = state.store().token_device(&hash, now_ms()).await?.ok_or(Failure::Unauthorized)?;
     state.limit(match kind {
         RequestKind::Send => LimitKey::Sends(authed.key),
         RequestKind::Ack => LimitKey::Acks(authed.key),

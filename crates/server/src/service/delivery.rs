@@ -23,16 +23,17 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tacit_api::limits::{MAX_FETCH, MAX_FETCH_BYTES, MAX_MAILBOX_ENVELOPES, MAX_REQUEST_BYTES};
-use tacit_api::{ClientFrame, Envelope, OutgoingEnvelope, SendRequest, ServerFrame};
+use tacit_api::{ClientFrame, Envelope, OutgoingEnvelope, SendRequest, ServerFrame, close};
 
 use super::messages::MAX_ACK_IDS;
+use super::sockets::Ended;
 use crate::error::Failure;
 use crate::limiter::LimitKey;
 use crate::state::AppState;
@@ -54,6 +55,11 @@ const MAX_IN_FLIGHT: usize = 64;
 const MAX_IN_FLIGHT_BYTES: usize = 4 * MAX_REQUEST_BYTES;
 /// On shutdown, how long in-flight sends may take to be answered before the socket closes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// The server pings every socket this often and checks that its session token is still
+/// valid (not expired, the account not deleted).
+const PING_EVERY: Duration = Duration::from_secs(30);
+/// A socket from which nothing (not even a pong) arrived for this long is closed.
+const IDLE_LIMIT: Duration = Duration::from_secs(75);
 
 /// Close codes (RFC 6455 section 7.4.1).
 const GOING_AWAY: u16 = 1001;
@@ -282,13 +288,43 @@ async fn on_text(state: &AppState, who: &Authed, conn: &mut Conn, text: &str) ->
     }
 }
 
-async fn serve(state: &AppState, who: &Authed, conn: &mut Conn) -> Result<(), Stop> {
+/// Every [`PING_EVERY`]: closes a socket whose session ended or that went silent, else
+/// pings it.
+async fn keep_alive(
+    state: &AppState,
+    who: &Authed,
+    token: &[u8; 32],
+    conn: &mut Conn,
+    last_heard: Instant,
+) -> Result<(), Stop> {
+    if last_heard.elapsed() > IDLE_LIMIT {
+        return Err(Stop::Socket);
+    }
+    match super::auth::still_valid(state, token, who.key).await {
+        Ok(true) => {}
+        Ok(false) => return Err(Stop::Close(close::SESSION_ENDED, "session ended: authenticate again")),
+        Err(_) => return Err(Stop::Close(INTERNAL, "storage unavailable")),
+    }
+    match tokio::time::timeout(SEND_TIMEOUT, conn.socket.feed(Message::Ping(Default::default()))).await {
+        Ok(Ok(())) => {
+            conn.unflushed = true;
+            Ok(())
+        }
+        _ => Err(Stop::Socket),
+    }
+}
+
+async fn serve(state: &AppState, who: &Authed, token: &[u8; 32], conn: &mut Conn) -> Result<(), Stop> {
+    let registration = state.inner().open_sockets.register(who.key);
     // Subscribe before reading the mailbox so nothing committed in between is missed.
     let mut sub = state.inner().bus.subscribe(who.key);
     resync(state, who, conn).await?;
     conn.feed_frame(&ServerFrame::Drained).await?;
     conn.flush().await?;
     let shutdown = state.inner().shutdown.clone();
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
     loop {
         let may_read = conn.may_read();
         // Biased: finish what is started first, then read, then deliver; flush only when
@@ -299,13 +335,24 @@ async fn serve(state: &AppState, who: &Authed, conn: &mut Conn) -> Result<(), St
                 drain(conn).await;
                 return Err(Stop::Close(GOING_AWAY, "server shutting down"));
             }
+            () = registration.end.cancelled() => {
+                drain(conn).await;
+                return Err(match registration.why() {
+                    Some(Ended::AccountDeleted) => Stop::Close(close::SESSION_ENDED, "account deleted"),
+                    _ => Stop::Close(close::REPLACED, "replaced by a newer connection of this device"),
+                });
+            }
+            _ = ping.tick() => keep_alive(state, who, token, conn, last_heard).await?,
             Some(done) = conn.in_flight.next(), if !conn.in_flight.is_empty() => {
                 conn.finished(done).await?;
             }
             incoming = conn.socket.recv(), if may_read => match incoming {
-                Some(Ok(Message::Text(text))) => on_text(state, who, conn, text.as_str()).await?,
+                Some(Ok(Message::Text(text))) => {
+                    last_heard = Instant::now();
+                    on_text(state, who, conn, text.as_str()).await?;
+                }
                 Some(Ok(Message::Binary(_))) => return Err(Stop::Close(POLICY, "bad_request")),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
                 Some(Ok(Message::Close(_)) | Err(_)) | None => {
                     // Let started writes finish (their results stand) before the socket goes.
                     while conn.in_flight.next().await.is_some() {}
@@ -341,9 +388,9 @@ async fn drain(conn: &mut Conn) {
 }
 
 /// Runs one device's WebSocket until either side closes or the server shuts down.
-pub async fn run(state: AppState, who: Authed, socket: WebSocket) {
+pub async fn run(state: AppState, who: Authed, token: [u8; 32], socket: WebSocket) {
     let mut conn = Conn::new(socket);
-    match serve(&state, &who, &mut conn).await {
+    match serve(&state, &who, &token, &mut conn).await {
         Ok(()) | Err(Stop::Socket) => {}
         Err(Stop::Close(code, reason)) => {
             tracing::debug!(code, reason, "closing websocket");

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod delivery;
 pub mod messages;
 pub mod prekeys;
+pub(crate) mod sockets;
 
 use crate::error::Failure;
 

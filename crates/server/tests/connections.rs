@@ -1,0 +1,149 @@
+//! Connection-level bounds over real sockets: the connection cap (WebSockets keep their
+//! slot), the header-read timeout, WebSockets per device, sockets of a deleted account, and
+//! the account-creation budget checked before the body is read. None of this touches the
+//! store's logic, so it runs on SQLite only (tests/relay.rs covers both stores).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use reqwest::Method;
+use tacit_api as api;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn addr(server: &TestServer) -> String {
+    server.base.trim_start_matches("http://").to_owned()
+}
+
+/// Whether the server closed `tcp` (read returns end of file or a reset) within `within`.
+async fn closed_by_server(tcp: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    match tokio::time::timeout(within, tcp.read(&mut buf)).await {
+        Ok(Ok(0) | Err(_)) => true,
+        Ok(Ok(_)) | Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_are_closed_and_websockets_keep_their_slot() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| c.max_connections = 3).await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    drop(http); // its pooled connection would take a slot
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut ws = ws_connect(&server, alice.tok()).await.unwrap();
+    assert_eq!(next_frame(&mut ws).await, api::ServerFrame::Drained);
+    let mut a = TcpStream::connect(addr(&server)).await.unwrap();
+    let b = TcpStream::connect(addr(&server)).await.unwrap();
+    // The socket and two idle connections hold all three slots: a fourth is closed at once.
+    let mut c = TcpStream::connect(addr(&server)).await.unwrap();
+    assert!(closed_by_server(&mut c, Duration::from_secs(5)).await, "fourth connection served");
+    assert!(!closed_by_server(&mut a, Duration::from_millis(200)).await);
+    // Freed slots are reused.
+    drop((a, b));
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ok = server.http().client.get(format!("{}/healthz", server.base)).send().await.unwrap();
+    assert!(ok.status().is_success());
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_trickles_its_headers_is_cut_off() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| c.header_read_timeout_secs = 1).await;
+    let mut tcp = TcpStream::connect(addr(&server)).await.unwrap();
+    let start = Instant::now();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut closed = false;
+    for _ in 0..40 {
+        // One header byte every 100 ms would keep a server without a timeout waiting forever.
+        if tcp.write_all(b"X").await.is_err() || closed_by_server(&mut tcp, Duration::from_millis(100)).await
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "still open after {:?}", start.elapsed());
+    assert!(start.elapsed() < Duration::from_secs(3));
+    // An idle keep-alive connection goes too; a prompt request is served.
+    let mut idle = TcpStream::connect(addr(&server)).await.unwrap();
+    assert!(closed_by_server(&mut idle, Duration::from_secs(3)).await);
+    let ok = server.http().client.get(format!("{}/healthz", server.base)).send().await.unwrap();
+    assert!(ok.status().is_success());
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_beyond_its_socket_limit_replaces_its_oldest_socket() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| c.max_sockets_per_device = 2).await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    let mut first = ws_connect(&server, bob.tok()).await.unwrap();
+    assert_eq!(next_frame(&mut first).await, api::ServerFrame::Drained);
+    let mut second = ws_connect(&server, bob.tok()).await.unwrap();
+    assert_eq!(next_frame(&mut second).await, api::ServerFrame::Drained);
+    let mut third = ws_connect(&server, bob.tok()).await.unwrap();
+    assert_eq!(next_frame(&mut third).await, api::ServerFrame::Drained);
+    assert_eq!(close_code(&mut first).await, api::close::REPLACED);
+    // The other two still deliver.
+    let (s, _) = alice.send(&http, &bob.name, &[1], b"hi").await;
+    assert!(s.is_success());
+    for ws in [&mut second, &mut third] {
+        let api::ServerFrame::Envelope(e) = next_frame(ws).await else { panic!("envelope") };
+        assert_eq!(e.content.as_slice(), b"hi");
+    }
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_account_closes_its_sockets() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let http = server.http();
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    let mut ws = ws_connect(&server, bob.tok()).await.unwrap();
+    assert_eq!(next_frame(&mut ws).await, api::ServerFrame::Drained);
+    let (s, _) = http.call(Method::DELETE, &api::ACCOUNT.replace("{name}", &bob.name), bob.tok(), NONE).await;
+    assert!(s.is_success());
+    assert_eq!(close_code(&mut ws).await, api::close::SESSION_ENDED);
+    assert!(ws_connect(&server, bob.tok()).await.is_err(), "a deleted account's token opened a socket");
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_creation_is_limited_per_address_before_the_body_is_read() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.limits.account_creation_burst = 2;
+        c.limits.account_creations_per_hour = 1;
+    })
+    .await;
+    let http = server.http();
+    User::register(&http, &unique("one"), 1).await;
+    // A malformed body still spends the budget: nothing of it is read.
+    assert_code(
+        http.call(Method::POST, api::ACCOUNTS, None, Some(&"not an account")).await,
+        400,
+        "bad_request",
+    );
+    assert_code(
+        http.call(Method::POST, api::ACCOUNTS, None, Some(&"not an account")).await,
+        429,
+        "rate_limited",
+    );
+    let (_, req) = User::new_request(&unique("three"), 1);
+    assert_code(http.call(Method::POST, api::ACCOUNTS, None, Some(&req)).await, 429, "rate_limited");
+    // Other unauthenticated requests from the address go on.
+    let (s, _) = http
+        .call(
+            Method::POST,
+            api::AUTH_CHALLENGE,
+            None,
+            Some(&api::ChallengeRequest { account: "nobody".into(), device: 1 }),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 404);
+    server.finish().await;
+}
