@@ -31,6 +31,62 @@ def cpu():
     return platform.processor() or "unknown"
 
 
+RELAY = os.path.join(os.path.dirname(__file__), "..", "target", "bench-relay.json")
+
+
+def relay_section(w):
+    """The relay figures from scripts/bench_relay; returns the number of missed targets."""
+    if not os.path.exists(RELAY):
+        w("")
+        w("## Relay")
+        w("")
+        w("Not measured in this run (`scripts/bench_relay` writes `target/bench-relay.json`).")
+        return 1
+    with open(RELAY) as f:
+        r = json.load(f)
+    fails = 0
+    redis = r["redis"]
+    w("")
+    w("## Relay: `tacit bench relay` (issue 3 targets)")
+    w("")
+    w("`tacit server` on its embedded SQLite (WAL, `synchronous=FULL`, group commit: a send is")
+    w("answered once it is fsynced), 100 clients each with its own account and WebSocket, 1 KiB")
+    w("envelopes, client i sending to client i+1; a message counts when its recipient received it")
+    w("over the WebSocket and wrote the acknowledgement. The load generator runs on the same 2")
+    w(f"cores. Median of {r['modes'][0]['runs']} runs per mode (all runs listed).")
+    w("")
+    w("| mode | messages | delivered/s | p50 | p99 | all runs (delivered/s) | vs Redis XADD | target | met |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for m in r["modes"]:
+        first = m["mode"] == "websocket, window 1"
+        ok = m["delivered_per_s"] >= 20000
+        if first:
+            fails += not ok
+        w(f"| {m['mode']} | {m['messages']:,} | {m['delivered_per_s']:,.0f} | {m['p50_ms']:.1f} ms | "
+          f"{m['p99_ms']:.1f} ms | {', '.join(f'{x:,}' for x in m['all_delivered_per_s'])} | "
+          f"{m['delivered_per_s'] / redis['rps']:.2f}x | {'>= 20,000/s' if first else ''} | "
+          f"{('yes' if ok else '**no**') if first else ''} |")
+    w(f"| peer: Redis {redis['version']} Streams, appendfsync always, XADD only (redis-benchmark, 100 "
+      f"connections) | | {redis['rps']:,.0f} | {redis['p50_ms']:.1f} ms | {redis['p99_ms']:.1f} ms | "
+      f"{', '.join(f'{x:,}' for x in redis['all_rps'])} | 1x | | |")
+    w("")
+    w("\"window W\": each client keeps up to W sends waiting for the server's \"stored\" answer")
+    w("(window 1: a client sends its next message only once the previous one is durable). \"http\":")
+    w("one `POST /v1/messages` per message instead of a `send` frame on the socket. Redis only")
+    w("appends (nobody reads, acknowledges or deletes), from a load generator written in C; Tacit's")
+    w("figure is end to end: store, deliver, acknowledge, delete.")
+    w("")
+    idle = r["idle_rss_kib"] / 1024
+    ok = idle < 30
+    fails += not ok
+    w("| memory | measured | target | met |")
+    w("|---|---|---|---|")
+    w(f"| idle `tacit server` RSS (SQLite, 2 s after start-up) | {idle:.1f} MiB | < 30 MiB | "
+      f"{'yes' if ok else '**no**'} |")
+    w(f"| RSS after the runs above | {r['rss_after_runs_kib'] / 1024:.1f} MiB | | |")
+    return fails
+
+
 def main():
     p = lambda n: median_ns("primitive", n)
     rows = []
@@ -107,6 +163,7 @@ def main():
     w("")
     w("Ed25519: Tacit verifies with AWS-LC after validating keys once at parse time with")
     w("`ed25519-dalek`; `ed25519_verify_strict_*` shows ed25519-dalek's `verify_strict` for comparison.")
+    fails += relay_section(w)
     print("\n".join(out))
     if fails:
         print(f"{fails} target(s) missed", file=sys.stderr)

@@ -291,8 +291,10 @@ impl Api {
 impl Live {
     /// The next frame, or `None` when `timeout` passes first.
     pub(crate) async fn next(&mut self, timeout: Duration) -> Result<Option<Incoming>> {
+        // One deadline for the whole wait: pings and other control frames do not extend it.
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let frame = match tokio::time::timeout(timeout, self.ws.next()).await {
+            let frame = match tokio::time::timeout_at(deadline, self.ws.next()).await {
                 Err(_) => return Ok(None),
                 Ok(None) => return Ok(Some(Incoming::Closed)),
                 Ok(Some(f)) => f?,
