@@ -53,7 +53,12 @@ impl From<rusqlite::Error> for StoreError {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        Self::Backend(e.to_string())
+        // A database error's DETAIL (part of its Display) can quote row values: account
+        // names, keys. Only the SQLSTATE and the message reach the log.
+        match e.as_db_error() {
+            Some(db) => Self::Backend(format!("postgres {}: {}", db.code().code(), db.message())),
+            None => Self::Backend(e.to_string()),
+        }
     }
 }
 
