@@ -81,6 +81,9 @@ impl Api {
         }
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
+            // Below the server's 20 s idle cut-off, so a pooled connection is not reused just
+            // as the server closes it.
+            .pool_idle_timeout(Duration::from_secs(15))
             .user_agent(concat!("tacit-client/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self { http, base, token: None })
