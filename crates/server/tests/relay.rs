@@ -39,7 +39,21 @@ on_both!(
     fetch_and_resync_pages_are_bounded_by_bytes,
     websocket_sends,
     websocket_send_frames_that_break_the_rules,
+    healthz_follows_the_store,
 );
+
+/// `/healthz` is 200 while the store takes writes and `503 unavailable` once it cannot (here:
+/// the store closed under the running server; the SQLite writer thread has ended, the
+/// PostgreSQL pool is closed).
+async fn healthz_follows_the_store(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    assert_eq!(server.healthz().await, (200, String::new()));
+    assert!(server.state().store().healthy().await);
+    server.state().store().close().await;
+    assert!(!server.state().store().healthy().await);
+    assert_eq!(server.healthz().await, (503, "unavailable".to_owned()));
+    server.finish().await;
+}
 
 /// Sends over the socket: pipelined beyond the server's in-flight bound, each answered by
 /// its id once stored, delivered live; a refused send leaves the socket open.

@@ -253,6 +253,11 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the named envelopes from the device's own mailbox; returns how many.
     async fn ack(&self, device: DeviceKey, ids: &[u64]) -> Result<usize, StoreError>;
 
+    /// Whether the store can take writes: false once the SQLite writer thread has ended or
+    /// its batches keep failing to commit, or when PostgreSQL does not answer `SELECT 1`
+    /// within a short timeout. `GET /healthz` answers `503 unavailable` when false.
+    async fn healthy(&self) -> bool;
+
     /// Flushes and closes (waits for queued writes).
     async fn close(&self);
 }

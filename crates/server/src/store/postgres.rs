@@ -7,6 +7,8 @@
 //! The URL may carry `options=-c search_path=...` to place the tables in a schema (the tests
 //! use one schema per test).
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tacit_api::limits::{MAX_MAILBOX_ENVELOPES, MAX_STORED_PREKEYS};
@@ -20,10 +22,17 @@ use super::{
 
 /// Connections kept by the pool.
 const POOL_SIZE: usize = 16;
+/// How long [`Store::healthy`] waits for a connection and `SELECT 1`.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a health answer is reused: `/healthz` is unauthenticated, so however often it
+/// is asked, the database sees at most one `SELECT 1` per second from it.
+const HEALTH_REUSE: Duration = Duration::from_secs(1);
 
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: Pool,
+    /// The last health answer and when it was taken (the lock also makes checks single-flight).
+    health: tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
 }
 
 impl PgStore {
@@ -36,7 +45,7 @@ impl PgStore {
         let pool = cfg
             .create_pool(Some(Runtime::Tokio1), NoTls)
             .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
-        let store = Self { pool };
+        let store = Self { pool, health: tokio::sync::Mutex::new(None) };
         store.migrate().await?;
         Ok(store)
     }
@@ -438,6 +447,26 @@ impl Store for PgStore {
         }
         tx.commit().await?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    async fn healthy(&self) -> bool {
+        if self.pool.is_closed() {
+            return false;
+        }
+        let mut last = self.health.lock().await;
+        if let Some((at, ok)) = *last
+            && at.elapsed() < HEALTH_REUSE
+        {
+            return ok;
+        }
+        let check = async {
+            let c = self.pool.get().await?;
+            c.simple_query("SELECT 1").await?;
+            Ok::<(), StoreError>(())
+        };
+        let ok = matches!(tokio::time::timeout(HEALTH_TIMEOUT, check).await, Ok(Ok(())));
+        *last = Some((tokio::time::Instant::now(), ok));
+        ok
     }
 
     async fn close(&self) {

@@ -18,7 +18,7 @@ use super::{
     AccountId, AccountRecord, Authed, BundleParts, DeviceKey, KeyRecord, NewAccount, NewEnvelope,
     PrekeyCounts, PrekeySet, Store, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
 };
-use writer::{Msg, Typed};
+use writer::{Msg, Typed, WriterHealth};
 
 /// Read connections kept open for reuse.
 const MAX_IDLE_READERS: usize = 8;
@@ -26,6 +26,7 @@ const MAX_IDLE_READERS: usize = 8;
 /// The SQLite store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
     tx: mpsc::Sender<Msg>,
+    health: Arc<WriterHealth>,
     readers: Arc<ReaderPool>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -69,12 +70,15 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel(writer::QUEUE);
+        let health = Arc::new(WriterHealth::new());
+        let writer_health = health.clone();
         let handle = std::thread::Builder::new()
             .name("tacit-sqlite-writer".into())
-            .spawn(move || writer::run(conn, rx))
+            .spawn(move || writer::run(conn, rx, &writer_health))
             .map_err(|e| StoreError::Backend(format!("writer thread: {e}")))?;
         Ok(Self {
             tx,
+            health,
             readers: Arc::new(ReaderPool { path, idle: Mutex::new(Vec::new()) }),
             writer: Mutex::new(Some(handle)),
         })
@@ -487,6 +491,10 @@ impl Store for SqliteStore {
             Ok(n)
         })
         .await
+    }
+
+    async fn healthy(&self) -> bool {
+        self.health.healthy() && !self.tx.is_closed()
     }
 
     async fn close(&self) {
