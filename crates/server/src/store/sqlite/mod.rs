@@ -1,8 +1,10 @@
 //! Embedded SQLite storage (the default): one file in the data directory, WAL mode,
-//! `synchronous=FULL`, one writer thread with group commit ([`writer`]) and a small pool of
-//! read-only connections for fetches and token look-ups. Every statement is prepared once
-//! per connection (`prepare_cached`).
+//! `synchronous=FULL`, one writer thread with group commit ([`writer`]), WAL checkpoints on a
+//! thread of their own ([`checkpoint`]) and a small pool of read-only connections for
+//! fetches and token look-ups. Every statement is prepared once per connection
+//! (`prepare_cached`).
 
+mod checkpoint;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -18,7 +20,12 @@ use super::{
     AccountId, AccountRecord, Authed, BundleParts, DeviceKey, KeyRecord, NewAccount, NewEnvelope,
     PrekeyCounts, PrekeySet, Store, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
 };
+use checkpoint::Checkpointer;
 use writer::{Msg, Typed, WriterHealth};
+
+/// The size the WAL file is cut back to when it starts over (`journal_size_limit`), so it
+/// does not keep its peak size between the checkpointer's truncations.
+const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// Read connections kept open for reuse.
 const MAX_IDLE_READERS: usize = 8;
@@ -29,6 +36,7 @@ pub struct SqliteStore {
     health: Arc<WriterHealth>,
     readers: Arc<ReaderPool>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<Checkpointer>>,
 }
 
 struct ReaderPool {
@@ -66,8 +74,9 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        // Truncate the WAL back to 64 MiB after checkpoints, so it does not keep its peak size.
-        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+        conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
+        // Checkpoints run on the checkpointer's connection, never inside the writer's COMMIT.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel(writer::QUEUE);
         let health = Arc::new(WriterHealth::new());
@@ -76,9 +85,11 @@ impl SqliteStore {
             .name("tacit-sqlite-writer".into())
             .spawn(move || writer::run(conn, rx, &writer_health))
             .map_err(|e| StoreError::Backend(format!("writer thread: {e}")))?;
+        let checkpointer = Checkpointer::start(&path, health.clone())?;
         Ok(Self {
             tx,
             health,
+            checkpointer: Mutex::new(Some(checkpointer)),
             readers: Arc::new(ReaderPool { path, idle: Mutex::new(Vec::new()) }),
             writer: Mutex::new(Some(handle)),
         })
@@ -506,8 +517,127 @@ impl Store for SqliteStore {
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
+        // After the writer: its last commits are checkpointed and the WAL emptied.
+        let checkpointer = self.checkpointer.lock().ok().and_then(|mut c| c.take());
+        if let Some(c) = checkpointer {
+            let _ = tokio::task::spawn_blocking(move || c.stop()).await;
+        }
         if let Ok(mut idle) = self.readers.idle.lock() {
             idle.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn account(name: &str) -> NewAccount {
+        NewAccount {
+            name: name.into(),
+            account_key: vec![1; 32],
+            device_list: vec![2; 100],
+            device_list_version: 1,
+            device_identity: vec![3; 100],
+            signed_prekey: vec![4; 100],
+            last_resort: vec![5; 100],
+            one_time: Vec::new(),
+            kem_one_time: Vec::new(),
+            now_ms: 1,
+        }
+    }
+
+    fn wal_len(dir: &Path) -> u64 {
+        std::fs::metadata(dir.join("tacit.db-wal")).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Every envelope in the mailbox, paging through it.
+    async fn all(store: &SqliteStore, d: DeviceKey) -> Vec<tacit_api::Envelope> {
+        let mut out: Vec<tacit_api::Envelope> = Vec::new();
+        loop {
+            let after = out.last().map_or(0, |e| e.id);
+            let page = store.fetch(d, after, 256, 1 << 20).await.unwrap();
+            if page.is_empty() {
+                return out;
+            }
+            out.extend(page);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checkpoints_keep_the_wal_bounded_and_lose_nothing() {
+        const SENDS: usize = 500;
+        const SIZE: usize = 60 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        // The writer never checkpoints (that is the checkpointer's job).
+        let auto: i64 = store
+            .write(|c| Ok(c.pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(auto, 0);
+        let id = store.create_account(account("bob")).await.unwrap();
+        let bob = DeviceKey { account: id, device: 1 };
+        let alice = store.create_account(account("alice")).await.unwrap();
+        let sender = Authed { key: DeviceKey { account: alice, device: 1 }, account: "alice".into() };
+        // About 30 MiB of envelopes in rounds with pauses, 8 senders at a time (sharing
+        // group commits). With no checkpoints the WAL would hold all of them.
+        const ROUNDS: usize = 5;
+        let mut peak = 0;
+        for round in 0..ROUNDS {
+            let mut tasks = Vec::new();
+            for t in 0..8usize {
+                let store = store.clone();
+                let sender = sender.clone();
+                tasks.push(tokio::spawn(async move {
+                    for i in (round * SENDS / ROUNDS + t..(round + 1) * SENDS / ROUNDS).step_by(8) {
+                        let mut content = vec![0u8; SIZE];
+                        content[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                        store
+                            .send(&sender, "bob", vec![NewEnvelope { device: 1, content }], 1)
+                            .await
+                            .unwrap();
+                    }
+                }));
+            }
+            while tasks.iter().any(|t| !t.is_finished()) {
+                peak = peak.max(wal_len(dir.path()));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            peak = peak.max(wal_len(dir.path()));
+            tokio::time::sleep(checkpoint::CHECKPOINT_EVERY + Duration::from_millis(300)).await;
+        }
+        let total = (SENDS * SIZE) as u64;
+        assert!(peak < total / 2, "WAL reached {peak} bytes for {total} bytes written");
+        // Once the writer is idle, the checkpointer empties the WAL.
+        let deadline = std::time::Instant::now() + 4 * checkpoint::CHECKPOINT_EVERY;
+        while wal_len(dir.path()) > checkpoint::TRUNCATE_ABOVE_BYTES && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let after = wal_len(dir.path());
+        assert!(after <= checkpoint::TRUNCATE_ABOVE_BYTES, "WAL still {after} bytes (peak {peak})");
+        // Nothing lost, before and after a restart.
+        let check = |got: Vec<tacit_api::Envelope>| {
+            let mut seen: Vec<u64> = got
+                .iter()
+                .map(|e| {
+                    assert_eq!(e.content.as_slice().len(), SIZE);
+                    u64::from_be_bytes(e.content.as_slice()[..8].try_into().unwrap())
+                })
+                .collect();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..SENDS as u64).collect::<Vec<_>>());
+        };
+        check(all(&store, bob).await);
+        store.close().await;
+        drop(store);
+        let store = SqliteStore::open(dir.path()).unwrap();
+        check(all(&store, bob).await);
+        store.close().await;
     }
 }

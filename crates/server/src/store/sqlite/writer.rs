@@ -51,6 +51,11 @@ impl WriterHealth {
             && self.failed_batches.load(Ordering::Acquire) < UNHEALTHY_AFTER_FAILED_BATCHES
     }
 
+    /// Batches committed so far.
+    pub(super) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Acquire)
+    }
+
     fn batch_done(&self, committed: bool) {
         if committed {
             self.failed_batches.store(0, Ordering::Release);
