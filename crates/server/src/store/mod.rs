@@ -40,6 +40,10 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("store closed")]
     Closed,
+    /// No connection became free in time (or the database cannot be reached); the request
+    /// may be retried. The detail is for the log only.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     /// The database failed; the detail is for the log only.
     #[error("database: {0}")]
     Backend(String),

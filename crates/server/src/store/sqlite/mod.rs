@@ -5,9 +5,10 @@
 //! (`prepare_cached`).
 
 mod checkpoint;
+mod readers;
 mod writer;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -21,14 +22,12 @@ use super::{
     PrekeyCounts, PrekeySet, Store, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
 };
 use checkpoint::Checkpointer;
+use readers::ReaderPool;
 use writer::{Msg, Typed, WriterHealth};
 
 /// The size the WAL file is cut back to when it starts over (`journal_size_limit`), so it
 /// does not keep its peak size between the checkpointer's truncations.
 const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
-
-/// Read connections kept open for reuse.
-const MAX_IDLE_READERS: usize = 8;
 
 /// The SQLite store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
@@ -37,31 +36,6 @@ pub struct SqliteStore {
     readers: Arc<ReaderPool>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<Checkpointer>>,
-}
-
-struct ReaderPool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-}
-
-impl ReaderPool {
-    fn get(&self) -> Result<Connection, StoreError> {
-        if let Some(c) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
-            return Ok(c);
-        }
-        let c = Connection::open(&self.path)?;
-        c.busy_timeout(std::time::Duration::from_secs(5))?;
-        c.pragma_update(None, "query_only", true)?;
-        Ok(c)
-    }
-
-    fn put(&self, c: Connection) {
-        if let Ok(mut v) = self.idle.lock()
-            && v.len() < MAX_IDLE_READERS
-        {
-            v.push(c);
-        }
-    }
 }
 
 impl SqliteStore {
@@ -86,11 +60,12 @@ impl SqliteStore {
             .spawn(move || writer::run(conn, rx, &writer_health))
             .map_err(|e| StoreError::Backend(format!("writer thread: {e}")))?;
         let checkpointer = Checkpointer::start(&path, health.clone())?;
+        let readers = Arc::new(ReaderPool::open(&path, readers::READERS, readers::READER_WAIT)?);
         Ok(Self {
             tx,
             health,
             checkpointer: Mutex::new(Some(checkpointer)),
-            readers: Arc::new(ReaderPool { path, idle: Mutex::new(Vec::new()) }),
+            readers,
             writer: Mutex::new(Some(handle)),
         })
     }
@@ -110,15 +85,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = pool.get()?;
-            let out = f(&conn);
-            pool.put(conn);
-            out
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("reader task: {e}")))?
+        self.readers.read(f).await
     }
 }
 
@@ -522,9 +489,7 @@ impl Store for SqliteStore {
         if let Some(c) = checkpointer {
             let _ = tokio::task::spawn_blocking(move || c.stop()).await;
         }
-        if let Ok(mut idle) = self.readers.idle.lock() {
-            idle.clear();
-        }
+        self.readers.close();
     }
 }
 
