@@ -57,13 +57,21 @@ impl From<rusqlite::Error> for StoreError {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        Self::Backend(e.to_string())
+        // A connection lost mid-operation is worth a retry; anything else is a bug or data.
+        if e.is_closed() { Self::Unavailable(e.to_string()) } else { Self::Backend(e.to_string()) }
     }
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        Self::Backend(e.to_string())
+        use deadpool_postgres::PoolError;
+        match e {
+            // No connection free in time, or none could be opened: the database is busy or
+            // unreachable, which a client may retry (503), not a server bug (500).
+            PoolError::Timeout(_) | PoolError::Backend(_) => Self::Unavailable(e.to_string()),
+            PoolError::Closed => Self::Closed,
+            other => Self::Backend(other.to_string()),
+        }
     }
 }
 

@@ -5,12 +5,20 @@
 //! update of the device row (which also serialises concurrent sends to one device).
 //!
 //! The URL may carry `options=-c search_path=...` to place the tables in a schema (the tests
-//! use one schema per test).
+//! use one schema per test). The store appends `-c synchronous_commit=on` to those options, so
+//! a server, database or role default of `off` cannot turn "200 means durable" into "200
+//! means in memory", and checks the setting once at start.
+//!
+//! Every pool operation is bounded: an operation waits at most [`POOL_WAIT`] for a connection
+//! ([`StoreError::Unavailable`], answered `503 unavailable`, instead of queueing without end
+//! while the database is slow or gone); opening and recycling a connection are bounded too.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{GenericClient, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtime, Timeouts,
+};
 use tacit_api::limits::{MAX_MAILBOX_ENVELOPES, MAX_STORED_PREKEYS};
 use tokio_postgres::NoTls;
 
@@ -22,6 +30,14 @@ use super::{
 
 /// Connections kept by the pool.
 const POOL_SIZE: usize = 16;
+/// How long an operation waits for a free pooled connection.
+pub(crate) const POOL_WAIT: Duration = Duration::from_secs(5);
+/// How long opening a new connection may take.
+const POOL_CREATE: Duration = Duration::from_secs(5);
+/// How long checking a returned connection may take.
+const POOL_RECYCLE: Duration = Duration::from_secs(5);
+/// The session setting every pooled connection gets.
+const DURABLE: &str = "-c synchronous_commit=on";
 /// How long [`Store::healthy`] waits for a connection and `SELECT 1`.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a health answer is reused: `/healthz` is unauthenticated, so however often it
@@ -36,18 +52,56 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects to `url` (`postgres://...`) and applies pending migrations.
+    /// Connects to `url` (`postgres://...`), checks that commits are synchronous and
+    /// applies pending migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, POOL_SIZE, POOL_WAIT).await
+    }
+
+    /// [`PgStore::connect`] with `size` pooled connections and a wait of at most `wait` for one.
+    pub(crate) async fn connect_with(url: &str, size: usize, wait: Duration) -> Result<Self, StoreError> {
         let mut cfg = deadpool_postgres::Config::new();
         cfg.url = Some(url.to_owned());
-        cfg.manager = Some(ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        cfg.pool = Some(deadpool_postgres::PoolConfig::new(POOL_SIZE));
-        let pool = cfg
-            .create_pool(Some(Runtime::Tokio1), NoTls)
+        let mut pg = cfg.get_pg_config().map_err(|e| StoreError::Backend(format!("postgres config: {e}")))?;
+        // Ours last: PostgreSQL applies startup options in order, and they take precedence
+        // over server, database and role defaults.
+        let options = match pg.get_options().map(str::trim) {
+            Some(o) if !o.is_empty() => format!("{o} {DURABLE}"),
+            _ => DURABLE.to_owned(),
+        };
+        pg.options(options);
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(POOL_CREATE);
+        }
+        let manager =
+            Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let mut pool_config = PoolConfig::new(size);
+        pool_config.timeouts =
+            Timeouts { wait: Some(wait), create: Some(POOL_CREATE), recycle: Some(POOL_RECYCLE) };
+        let pool = Pool::builder(manager)
+            .config(pool_config)
+            .runtime(Runtime::Tokio1)
+            .build()
             .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
         let store = Self { pool, health: tokio::sync::Mutex::new(None) };
+        store.check_durable().await?;
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Refuses to start unless commits wait for the WAL flush (a pooler that drops startup
+    /// options would otherwise weaken durability silently).
+    async fn check_durable(&self) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        let setting: String = c.query_one("SHOW synchronous_commit", &[]).await?.try_get(0)?;
+        if setting == "on" {
+            Ok(())
+        } else {
+            Err(StoreError::Backend(format!(
+                "postgres: synchronous_commit is {setting:?} on the store's connections, not \"on\" \
+                 (a connection pooler may be dropping startup options)"
+            )))
+        }
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -471,5 +525,90 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.pool.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+
+    async fn admin() -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(ADMIN, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    fn random_name(prefix: &str) -> String {
+        let mut b = [0u8; 6];
+        aws_lc_rs::rand::fill(&mut b).unwrap();
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        format!("{prefix}{hex}")
+    }
+
+    fn url(user: &str, schema: &str) -> String {
+        format!("postgres://{user}@127.0.0.1:5432/test?options=-csearch_path%3D{schema}")
+    }
+
+    /// A role whose default is `synchronous_commit = off` (as a server, database or role
+    /// setting could make it): the store's connections still commit synchronously, and keep
+    /// the URL's `search_path`.
+    #[tokio::test]
+    async fn commits_are_synchronous_whatever_the_default() {
+        let (role, schema) = (random_name("tacit_role_"), random_name("tacit_test_"));
+        let a = admin().await;
+        a.batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; ALTER ROLE {role} SET synchronous_commit = off; \
+             CREATE SCHEMA {schema} AUTHORIZATION {role};"
+        ))
+        .await
+        .unwrap();
+        let (plain, conn) = tokio_postgres::connect(&url(&role, &schema), NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let default: String = plain.query_one("SHOW synchronous_commit", &[]).await.unwrap().get(0);
+        assert_eq!(default, "off", "the role's default applies to a plain connection");
+        drop(plain);
+
+        let store = PgStore::connect(&url(&role, &schema)).await.unwrap();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(store.pool.get().await.unwrap());
+        }
+        for c in &held {
+            let row =
+                c.query_one("SELECT current_setting('synchronous_commit'), current_schema()", &[]).await;
+            let row = row.unwrap();
+            assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), ("on".into(), schema.clone()));
+        }
+        drop(held);
+        assert!(store.healthy().await);
+        store.close().await;
+        assert!(!store.healthy().await);
+        a.batch_execute(&format!("DROP SCHEMA {schema} CASCADE; DROP ROLE {role};")).await.unwrap();
+    }
+
+    /// With every connection taken, an operation waits the pool's wait timeout and is then
+    /// answered `Unavailable` (503), not left hanging.
+    #[tokio::test]
+    async fn a_full_pool_answers_unavailable_after_its_wait() {
+        let schema = random_name("tacit_test_");
+        let a = admin().await;
+        a.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+        let wait = Duration::from_millis(200);
+        let store = PgStore::connect_with(&url("postgres", &schema), 1, wait).await.unwrap();
+        let held = store.pool.get().await.unwrap();
+        let started = tokio::time::Instant::now();
+        let got = store.account("nobody").await;
+        assert!(matches!(got, Err(StoreError::Unavailable(_))), "{got:?}");
+        assert!(started.elapsed() >= wait && started.elapsed() < wait * 10);
+        assert!(matches!(
+            crate::error::Failure::from(got.unwrap_err()).status_and_code().0,
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        ));
+        drop(held);
+        assert_eq!(store.account("nobody").await.unwrap(), None);
+        store.close().await;
+        a.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
     }
 }
