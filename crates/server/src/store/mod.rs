@@ -34,7 +34,8 @@ pub enum StoreError {
         /// Envelopes for devices that do not exist.
         extra: Vec<u32>,
     },
-    /// A recipient mailbox holds [`tacit_api::limits::MAX_MAILBOX_ENVELOPES`] already.
+    /// A recipient mailbox holds [`tacit_api::limits::MAX_MAILBOX_ENVELOPES`] already, or
+    /// the envelope would take it past [`StoreConfig::max_mailbox_bytes`].
     #[error("mailbox full")]
     MailboxFull,
     /// The store is shutting down.
@@ -72,6 +73,36 @@ impl From<deadpool_postgres::PoolError> for StoreError {
             PoolError::Closed => Self::Closed,
             other => Self::Backend(other.to_string()),
         }
+    }
+}
+
+/// Bounds the store enforces, beyond the fixed ones of [`tacit_api::limits`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreConfig {
+    /// Most ciphertext bytes held for one device. Taken between
+    /// [`tacit_api::limits::MAX_ENVELOPE_BYTES`] (a mailbox always takes one envelope) and
+    /// [`tacit_api::limits::MAX_MAILBOX_BYTES`] (the default): it can be lowered, not raised.
+    pub max_mailbox_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { max_mailbox_bytes: u64::try_from(tacit_api::limits::MAX_MAILBOX_BYTES).unwrap_or(u64::MAX) }
+    }
+}
+
+impl StoreConfig {
+    /// The default bounds with `max_mailbox_bytes` set (clamped as documented there).
+    pub fn with_max_mailbox_bytes(bytes: u64) -> Self {
+        Self { max_mailbox_bytes: bytes }
+    }
+
+    /// The mailbox byte bound as stored (clamped into its allowed range).
+    pub(crate) fn mailbox_bytes(&self) -> i64 {
+        let low = to_i64(u64::try_from(tacit_api::limits::MAX_ENVELOPE_BYTES).unwrap_or(u64::MAX));
+        let high = to_i64(u64::try_from(tacit_api::limits::MAX_MAILBOX_BYTES).unwrap_or(u64::MAX));
+        to_i64(self.max_mailbox_bytes).clamp(low, high)
     }
 }
 

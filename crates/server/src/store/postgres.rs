@@ -25,7 +25,7 @@ use tokio_postgres::NoTls;
 use super::schema;
 use super::{
     AccountId, AccountRecord, Authed, BundleParts, DeviceKey, KeyRecord, NewAccount, NewEnvelope,
-    PrekeyCounts, PrekeySet, Store, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
+    PrekeyCounts, PrekeySet, Store, StoreConfig, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
 };
 
 /// Connections kept by the pool.
@@ -49,17 +49,30 @@ pub struct PgStore {
     pool: Pool,
     /// The last health answer and when it was taken (the lock also makes checks single-flight).
     health: tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
+    /// [`StoreConfig::mailbox_bytes`].
+    max_mailbox_bytes: i64,
 }
 
 impl PgStore {
-    /// Connects to `url` (`postgres://...`), checks that commits are synchronous and
-    /// applies pending migrations.
+    /// Connects to `url` (`postgres://...`) with the default bounds, checks that commits are
+    /// synchronous and applies pending migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Self::connect_with(url, POOL_SIZE, POOL_WAIT).await
+        Self::connect_with(url, &StoreConfig::default()).await
     }
 
-    /// [`PgStore::connect`] with `size` pooled connections and a wait of at most `wait` for one.
-    pub(crate) async fn connect_with(url: &str, size: usize, wait: Duration) -> Result<Self, StoreError> {
+    /// [`PgStore::connect`] with the bounds of `config`.
+    pub async fn connect_with(url: &str, config: &StoreConfig) -> Result<Self, StoreError> {
+        Self::connect_pool(url, config, POOL_SIZE, POOL_WAIT).await
+    }
+
+    /// [`PgStore::connect_with`] with `size` pooled connections and a wait of at most `wait`
+    /// for one.
+    pub(crate) async fn connect_pool(
+        url: &str,
+        config: &StoreConfig,
+        size: usize,
+        wait: Duration,
+    ) -> Result<Self, StoreError> {
         let mut cfg = deadpool_postgres::Config::new();
         cfg.url = Some(url.to_owned());
         let mut pg = cfg.get_pg_config().map_err(|e| StoreError::Backend(format!("postgres config: {e}")))?;
@@ -83,7 +96,8 @@ impl PgStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
-        let store = Self { pool, health: tokio::sync::Mutex::new(None) };
+        let store =
+            Self { pool, health: tokio::sync::Mutex::new(None), max_mailbox_bytes: config.mailbox_bytes() };
         store.check_durable().await?;
         store.migrate().await?;
         Ok(store)
@@ -385,8 +399,8 @@ impl Store for PgStore {
         envelopes.sort_by_key(|e| e.device);
         let bump = tx
             .prepare_cached(
-                "UPDATE devices SET mailbox_count = mailbox_count + 1 \
-                 WHERE account_id = $1 AND device_id = $2 AND mailbox_count < $3",
+                "UPDATE devices SET mailbox_count = mailbox_count + 1, mailbox_bytes = mailbox_bytes + $4 \
+                 WHERE account_id = $1 AND device_id = $2 AND mailbox_count < $3 AND mailbox_bytes + $4 <= $5",
             )
             .await?;
         let insert = tx
@@ -403,7 +417,8 @@ impl Store for PgStore {
         // delivery relies on this (`service::delivery`'s watermark).
         for e in envelopes {
             let dev = i64::from(e.device);
-            if tx.execute(&bump, &[&account, &dev, &max]).await? == 0 {
+            let len = i64::try_from(e.content.len()).unwrap_or(i64::MAX);
+            if tx.execute(&bump, &[&account, &dev, &max, &len, &self.max_mailbox_bytes]).await? == 0 {
                 return Err(StoreError::MailboxFull);
             }
             let row = tx
@@ -487,20 +502,25 @@ impl Store for PgStore {
         let tx = client.transaction().await?;
         let dev = i64::from(d.device);
         let st = tx
-            .prepare_cached("DELETE FROM envelopes WHERE account_id = $1 AND device_id = $2 AND id = ANY($3)")
+            .prepare_cached(
+                "WITH gone AS (DELETE FROM envelopes WHERE account_id = $1 AND device_id = $2 AND id = ANY($3) \
+                 RETURNING octet_length(content) AS len) \
+                 SELECT count(*), coalesce(sum(len), 0)::BIGINT FROM gone",
+            )
             .await?;
-        let n = tx.execute(&st, &[&d.account, &dev, &ids]).await?;
+        let row = tx.query_one(&st, &[&d.account, &dev, &ids]).await?;
+        let (n, bytes): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
         if n > 0 {
             let st = tx
                 .prepare_cached(
-                    "UPDATE devices SET mailbox_count = greatest(0, mailbox_count - $3) \
-                     WHERE account_id = $1 AND device_id = $2",
+                    "UPDATE devices SET mailbox_count = greatest(0, mailbox_count - $3), \
+                     mailbox_bytes = greatest(0, mailbox_bytes - $4) WHERE account_id = $1 AND device_id = $2",
                 )
                 .await?;
-            tx.execute(&st, &[&d.account, &dev, &i64::try_from(n).unwrap_or(0)]).await?;
+            tx.execute(&st, &[&d.account, &dev, &n, &bytes]).await?;
         }
         tx.commit().await?;
-        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     async fn healthy(&self) -> bool {
@@ -596,7 +616,8 @@ mod tests {
         let a = admin().await;
         a.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
         let wait = Duration::from_millis(200);
-        let store = PgStore::connect_with(&url("postgres", &schema), 1, wait).await.unwrap();
+        let store =
+            PgStore::connect_pool(&url("postgres", &schema), &StoreConfig::default(), 1, wait).await.unwrap();
         let held = store.pool.get().await.unwrap();
         let started = tokio::time::Instant::now();
         let got = store.account("nobody").await;
@@ -608,6 +629,45 @@ mod tests {
         ));
         drop(held);
         assert_eq!(store.account("nobody").await.unwrap(), None);
+        store.close().await;
+        a.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    }
+
+    /// Migration 3 counts the ciphertext already waiting in each mailbox.
+    #[tokio::test]
+    async fn migration_3_counts_the_bytes_already_waiting() {
+        let schema = random_name("tacit_test_");
+        let a = admin().await;
+        a.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+        let (old, conn) = tokio_postgres::connect(&url("postgres", &schema), NoTls).await.unwrap();
+        tokio::spawn(conn);
+        for sql in &schema::POSTGRES[..2] {
+            old.batch_execute(sql).await.unwrap();
+        }
+        old.batch_execute(
+            "CREATE TABLE tacit_schema (version BIGINT NOT NULL); INSERT INTO tacit_schema VALUES (1), (2); \
+             INSERT INTO devices (account_id, device_id, identity, signed_prekey, last_resort, mailbox_count) \
+             VALUES (1, 1, '\\x00', '\\x00', '\\x00', 2), (1, 2, '\\x00', '\\x00', '\\x00', 0); \
+             INSERT INTO envelopes (account_id, device_id, sender, sender_device, server_time_ms, content) \
+             VALUES (1, 1, 'a', 1, 1, decode(repeat('00', 1000), 'hex')), (1, 1, 'a', 1, 1, decode(repeat('00', 234), 'hex'));",
+        )
+        .await
+        .unwrap();
+        drop(old);
+        let store = PgStore::connect(&url("postgres", &schema)).await.unwrap();
+        let bytes = || async {
+            let c = store.pool.get().await.unwrap();
+            let rows = c
+                .query("SELECT device_id, mailbox_bytes FROM devices ORDER BY device_id", &[])
+                .await
+                .unwrap();
+            rows.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1))).collect::<Vec<_>>()
+        };
+        assert_eq!(bytes().await, vec![(1, 1234), (2, 0)]);
+        let d = DeviceKey { account: 1, device: 1 };
+        let ids: Vec<u64> = store.fetch(d, 0, 10, 1 << 20).await.unwrap().iter().map(|e| e.id).collect();
+        assert_eq!(store.ack(d, &ids).await.unwrap(), 2);
+        assert_eq!(bytes().await, vec![(1, 0), (2, 0)]);
         store.close().await;
         a.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
     }

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::schema;
 use super::{
     AccountId, AccountRecord, Authed, BundleParts, DeviceKey, KeyRecord, NewAccount, NewEnvelope,
-    PrekeyCounts, PrekeySet, Store, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
+    PrekeyCounts, PrekeySet, Store, StoreConfig, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
 };
 use checkpoint::Checkpointer;
 use readers::ReaderPool;
@@ -36,12 +36,19 @@ pub struct SqliteStore {
     readers: Arc<ReaderPool>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<Checkpointer>>,
+    /// [`StoreConfig::mailbox_bytes`].
+    max_mailbox_bytes: i64,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) `DIR/tacit.db`, applies pending migrations and starts
-    /// the writer thread.
+    /// Opens (creating if needed) `DIR/tacit.db` with the default bounds, applies pending
+    /// migrations and starts the writer thread.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, &StoreConfig::default())
+    }
+
+    /// [`SqliteStore::open`] with the bounds of `config`.
+    pub fn open_with(dir: &Path, config: &StoreConfig) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(format!("data dir: {e}")))?;
         let path = dir.join("tacit.db");
         let mut conn = Connection::open(&path)?;
@@ -65,6 +72,7 @@ impl SqliteStore {
             tx,
             health,
             checkpointer: Mutex::new(Some(checkpointer)),
+            max_mailbox_bytes: config.mailbox_bytes(),
             readers,
             writer: Mutex::new(Some(handle)),
         })
@@ -355,6 +363,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<StoredEnvelope>, StoreError> {
         let sender = sender.clone();
         let recipient = recipient.to_owned();
+        let max_bytes = self.max_mailbox_bytes;
         self.write(move |c| {
             let account: AccountId = c
                 .prepare_cached("SELECT id FROM accounts WHERE name = ?1")?
@@ -368,8 +377,8 @@ impl Store for SqliteStore {
                 .collect::<Result<_, _>>()?;
             super::check_devices(&super::required_devices(current, account, &sender), &envelopes)?;
             let mut bump = c.prepare_cached(
-                "UPDATE devices SET mailbox_count = mailbox_count + 1 \
-                 WHERE account_id = ?1 AND device_id = ?2 AND mailbox_count < ?3",
+                "UPDATE devices SET mailbox_count = mailbox_count + 1, mailbox_bytes = mailbox_bytes + ?4 \
+                 WHERE account_id = ?1 AND device_id = ?2 AND mailbox_count < ?3 AND mailbox_bytes + ?4 <= ?5",
             )?;
             let mut insert = c.prepare_cached(
                 "INSERT INTO envelopes (account_id, device_id, sender, sender_device, server_time_ms, content) \
@@ -378,7 +387,8 @@ impl Store for SqliteStore {
             let max = i64::try_from(MAX_MAILBOX_ENVELOPES).unwrap_or(i64::MAX);
             let mut stored = Vec::with_capacity(envelopes.len());
             for e in envelopes {
-                if bump.execute(params![account, e.device, max])? == 0 {
+                let len = i64::try_from(e.content.len()).unwrap_or(i64::MAX);
+                if bump.execute(params![account, e.device, max, len, max_bytes])? == 0 {
                     return Err(StoreError::MailboxFull);
                 }
                 insert.execute(params![
@@ -449,21 +459,30 @@ impl Store for SqliteStore {
         let ids = ids.to_vec();
         self.write(move |c| {
             let mut del = c.prepare_cached(
-                "DELETE FROM envelopes WHERE id = ?1 AND account_id = ?2 AND device_id = ?3",
+                "DELETE FROM envelopes WHERE id = ?1 AND account_id = ?2 AND device_id = ?3 \
+                 RETURNING length(content)",
             )?;
             let mut n = 0usize;
+            let mut bytes = 0i64;
             for id in ids {
-                n += del.execute(params![to_i64(id), d.account, d.device])?;
+                if let Some(len) = del
+                    .query_row(params![to_i64(id), d.account, d.device], |r| r.get::<_, i64>(0))
+                    .optional()?
+                {
+                    n += 1;
+                    bytes = bytes.saturating_add(len);
+                }
             }
             if n > 0 {
                 c.prepare_cached(
-                    "UPDATE devices SET mailbox_count = max(0, mailbox_count - ?3) \
-                     WHERE account_id = ?1 AND device_id = ?2",
+                    "UPDATE devices SET mailbox_count = max(0, mailbox_count - ?3), \
+                     mailbox_bytes = max(0, mailbox_bytes - ?4) WHERE account_id = ?1 AND device_id = ?2",
                 )?
                 .execute(params![
                     d.account,
                     d.device,
-                    i64::try_from(n).unwrap_or(i64::MAX)
+                    i64::try_from(n).unwrap_or(i64::MAX),
+                    bytes
                 ])?;
             }
             Ok(n)
@@ -603,6 +622,44 @@ mod tests {
         drop(store);
         let store = SqliteStore::open(dir.path()).unwrap();
         check(all(&store, bob).await);
+        store.close().await;
+    }
+
+    /// Migration 3 counts the ciphertext already waiting in each mailbox.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migration_3_counts_the_bytes_already_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("tacit.db")).unwrap();
+            for sql in &schema::SQLITE[..2] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute_batch(
+                "INSERT INTO devices (account_id, device_id, identity, signed_prekey, last_resort, mailbox_count) \
+                 VALUES (1, 1, x'00', x'00', x'00', 2), (1, 2, x'00', x'00', x'00', 0); \
+                 INSERT INTO envelopes (account_id, device_id, sender, sender_device, server_time_ms, content) \
+                 VALUES (1, 1, 'a', 1, 1, zeroblob(1000)), (1, 1, 'a', 1, 1, zeroblob(234));",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        async fn bytes(store: &SqliteStore) -> Vec<(i64, i64)> {
+            store
+                .read(|c| {
+                    let mut st =
+                        c.prepare("SELECT device_id, mailbox_bytes FROM devices ORDER BY device_id")?;
+                    let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+                    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+                })
+                .await
+                .unwrap()
+        }
+        assert_eq!(bytes(&store).await, vec![(1, 1234), (2, 0)]);
+        let d = DeviceKey { account: 1, device: 1 };
+        let ids: Vec<u64> = all(&store, d).await.iter().map(|e| e.id).collect();
+        assert_eq!(store.ack(d, &ids).await.unwrap(), 2);
+        assert_eq!(bytes(&store).await, vec![(1, 0), (2, 0)]);
         store.close().await;
     }
 }
