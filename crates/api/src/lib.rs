@@ -44,6 +44,13 @@ pub mod limits {
     pub const MAX_ENVELOPES_PER_SEND: usize = 64;
     /// Most envelopes held for one device; a full mailbox refuses new messages.
     pub const MAX_MAILBOX_ENVELOPES: usize = 10_000;
+    /// Most ciphertext bytes held for one device (100 MiB); a send that would pass it is
+    /// refused like one to a full mailbox. Without it the envelope bound alone lets a device
+    /// be made to hold 10,000 × 70 KiB = 700 MiB. 100 MiB still holds 1,462 maximum-size
+    /// envelopes, and all 10,000 of them when they average 10 KiB (text messages pad to a few
+    /// hundred bytes, so for them the envelope bound comes first); larger payloads are meant
+    /// to travel as files, not envelopes.
+    pub const MAX_MAILBOX_BYTES: usize = 100 * 1024 * 1024;
     /// Most envelopes returned by one fetch.
     pub const MAX_FETCH: usize = 256;
     /// Most ciphertext bytes in one fetch or WebSocket resync page (a page always holds at

@@ -30,6 +30,7 @@ pub enum ConfigError {
 /// registration_token = "only-friends"
 /// tls_cert = "/etc/tacit/cert.pem"
 /// tls_key = "/etc/tacit/key.pem"
+/// max_mailbox_bytes = 52428800 # 50 MiB; at most tacit_api::limits::MAX_MAILBOX_BYTES
 ///
 /// [limits]
 /// sends_per_second = 1000
@@ -67,6 +68,10 @@ pub struct ServerConfig {
     pub max_sockets_per_device: usize,
     /// Rate limits (`[limits]`; every field has a default).
     pub limits: RateLimits,
+    /// Most ciphertext bytes held for one device (default and most
+    /// [`tacit_api::limits::MAX_MAILBOX_BYTES`], least one envelope; see
+    /// [`crate::StoreConfig`]).
+    pub max_mailbox_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +90,7 @@ impl Default for ServerConfig {
             header_read_timeout_secs: 20,
             max_sockets_per_device: 4,
             limits: RateLimits::default(),
+            max_mailbox_bytes: crate::StoreConfig::default().max_mailbox_bytes,
         }
     }
 }
@@ -106,6 +112,7 @@ impl core::fmt::Debug for ServerConfig {
             .field("header_read_timeout_secs", &self.header_read_timeout_secs)
             .field("max_sockets_per_device", &self.max_sockets_per_device)
             .field("limits", &self.limits)
+            .field("max_mailbox_bytes", &self.max_mailbox_bytes)
             .finish()
     }
 }
@@ -142,5 +149,13 @@ mod tests {
         let c = ServerConfig::from_toml("[limits]\nsends_per_second = 5\n").unwrap();
         assert_eq!((c.limits.sends_per_second, c.limits.send_burst), (5, RateLimits::default().send_burst));
         assert!(ServerConfig::from_toml("[limits]\nnonsense = 1\n").is_err());
+        assert_eq!(
+            ServerConfig::from_toml("").unwrap().max_mailbox_bytes,
+            tacit_api::limits::MAX_MAILBOX_BYTES as u64
+        );
+        assert_eq!(
+            ServerConfig::from_toml("max_mailbox_bytes = 1000000\n").unwrap().max_mailbox_bytes,
+            1_000_000
+        );
     }
 }

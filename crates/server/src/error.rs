@@ -75,6 +75,10 @@ impl From<StoreError> for Failure {
             StoreError::MismatchedDevices { missing, extra } => Self::MismatchedDevices { missing, extra },
             StoreError::MailboxFull => Self::MailboxFull,
             StoreError::Closed => Self::Unavailable,
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "store unavailable");
+                Self::Unavailable
+            }
             StoreError::Backend(detail) => Self::Internal(detail),
         }
     }

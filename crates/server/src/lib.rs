@@ -36,6 +36,6 @@ pub use serve::{ServeError, Server, serve};
 pub use state::{AppState, Settings};
 pub use store::{
     AccountId, AccountRecord, Authed, BundleParts, DeviceKey, KeyRecord, NewAccount, NewEnvelope, PgStore,
-    PrekeyCounts, PrekeySet, SqliteStore, Store, StoreError, StoredEnvelope,
+    PrekeyCounts, PrekeySet, SqliteStore, Store, StoreConfig, StoreError, StoredEnvelope,
 };
 pub use tls::TlsError;

@@ -14,7 +14,7 @@ use crate::bus::LocalBus;
 use crate::config::ServerConfig;
 use crate::routes::app;
 use crate::state::{AppState, Settings, now_ms};
-use crate::store::{PgStore, SqliteStore, Store, StoreError};
+use crate::store::{PgStore, SqliteStore, Store, StoreConfig, StoreError};
 use crate::tls::TlsError;
 
 /// How often expired challenges and tokens are deleted and full rate-limit buckets
@@ -59,9 +59,10 @@ impl Server {
             (None, None) => None,
             _ => return Err(ServeError::TlsHalfConfigured),
         };
+        let store_config = StoreConfig::with_max_mailbox_bytes(config.max_mailbox_bytes);
         let store: Arc<dyn Store> = match &config.database_url {
-            Some(url) => Arc::new(PgStore::connect(url).await?),
-            None => Arc::new(SqliteStore::open(&config.data_dir)?),
+            Some(url) => Arc::new(PgStore::connect_with(url, &store_config).await?),
+            None => Arc::new(SqliteStore::open_with(&config.data_dir, &store_config)?),
         };
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;

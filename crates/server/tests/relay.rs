@@ -39,7 +39,83 @@ on_both!(
     fetch_and_resync_pages_are_bounded_by_bytes,
     websocket_sends,
     websocket_send_frames_that_break_the_rules,
+    healthz_follows_the_store,
+    mailboxes_are_bounded_by_bytes,
 );
+
+/// A mailbox holds at most `max_mailbox_bytes` of ciphertext (here lowered to 200 KiB): a
+/// send that would pass it is `507 mailbox_full` (over HTTP and the socket), the bound is
+/// inclusive, acknowledgements free exactly what they delete, and the count survives a
+/// restart.
+async fn mailboxes_are_bounded_by_bytes(backend: Backend) {
+    const QUOTA: usize = 200 * 1024;
+    let big = vec![1u8; api::limits::MAX_ENVELOPE_BYTES];
+    let server = TestServer::start_with(backend, |c| c.max_mailbox_bytes = QUOTA as u64).await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    for _ in 0..2 {
+        assert!(alice.send(&http, &bob.name, &[1], &big).await.0.is_success());
+    }
+    assert_code(alice.send(&http, &bob.name, &[1], &big).await, 507, "mailbox_full");
+    // Exactly up to the bound is allowed; one byte more is not.
+    let fill = vec![2u8; QUOTA - 2 * big.len()];
+    assert!(alice.send(&http, &bob.name, &[1], &fill).await.0.is_success());
+    assert_code(alice.send(&http, &bob.name, &[1], b"x").await, 507, "mailbox_full");
+    let mut ws = ws_connect(&server, alice.tok()).await.unwrap();
+    assert_eq!(next_frame(&mut ws).await, api::ServerFrame::Drained);
+    ws_send(&mut ws, 1, &bob.name, &[1], b"x").await;
+    let api::ServerFrame::SendFailed { id: 1, code: api::ErrorCode::MailboxFull, .. } =
+        next_frame(&mut ws).await
+    else {
+        panic!("mailbox_full over the socket")
+    };
+    // Other mailboxes are not affected.
+    assert!(bob.send(&http, &alice.name, &[1], &big).await.0.is_success());
+    // Acknowledging one large envelope frees its bytes, no more: one large one fits again.
+    let page = bob.fetch(&http).await.envelopes;
+    assert_eq!(page.len(), 3);
+    let ack = |ids: Vec<u64>| {
+        let http = http.clone();
+        let tok = bob.token.clone();
+        async move {
+            let (s, _) = http.call(Method::POST, api::ACK, Some(&tok), Some(&api::AckRequest { ids })).await;
+            assert_eq!(s.as_u16(), 204);
+        }
+    };
+    ack(vec![page[0].id]).await;
+    // Acknowledging it again, or an id that is not there, frees nothing.
+    ack(vec![page[0].id, 999_999_999]).await;
+    assert!(alice.send(&http, &bob.name, &[1], &big).await.0.is_success());
+    assert_code(alice.send(&http, &bob.name, &[1], b"x").await, 507, "mailbox_full");
+    // The count is stored: still full after a restart, empty once everything is acknowledged.
+    drop(ws);
+    let server = server.restart().await;
+    let http = server.http();
+    assert_code(alice.send(&http, &bob.name, &[1], b"x").await, 507, "mailbox_full");
+    let ids: Vec<u64> = bob.fetch(&http).await.envelopes.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 3);
+    let (s, _) = http.call(Method::POST, api::ACK, bob.tok(), Some(&api::AckRequest { ids })).await;
+    assert_eq!(s.as_u16(), 204);
+    for _ in 0..2 {
+        assert!(alice.send(&http, &bob.name, &[1], &big).await.0.is_success());
+    }
+    assert_code(alice.send(&http, &bob.name, &[1], &big).await, 507, "mailbox_full");
+    server.finish().await;
+}
+
+/// `/healthz` is 200 while the store takes writes and `503 unavailable` once it cannot (here:
+/// the store closed under the running server; the SQLite writer thread has ended, the
+/// PostgreSQL pool is closed).
+async fn healthz_follows_the_store(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    assert_eq!(server.healthz().await, (200, String::new()));
+    assert!(server.state().store().healthy().await);
+    server.state().store().close().await;
+    assert!(!server.state().store().healthy().await);
+    assert_eq!(server.healthz().await, (503, "unavailable".to_owned()));
+    server.finish().await;
+}
 
 /// Sends over the socket: pipelined beyond the server's in-flight bound, each answered by
 /// its id once stored, delivered live; a refused send leaves the socket open.

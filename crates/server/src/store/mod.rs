@@ -34,12 +34,17 @@ pub enum StoreError {
         /// Envelopes for devices that do not exist.
         extra: Vec<u32>,
     },
-    /// A recipient mailbox holds [`tacit_api::limits::MAX_MAILBOX_ENVELOPES`] already.
+    /// A recipient mailbox holds [`tacit_api::limits::MAX_MAILBOX_ENVELOPES`] already, or
+    /// the envelope would take it past [`StoreConfig::max_mailbox_bytes`].
     #[error("mailbox full")]
     MailboxFull,
     /// The store is shutting down.
     #[error("store closed")]
     Closed,
+    /// No connection became free in time (or the database cannot be reached); the request
+    /// may be retried. The detail is for the log only.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     /// The database failed; the detail is for the log only.
     #[error("database: {0}")]
     Backend(String),
@@ -53,8 +58,12 @@ impl From<rusqlite::Error> for StoreError {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        // A database error's DETAIL (part of its Display) can quote row values: account
-        // names, keys. Only the SQLSTATE and the message reach the log.
+        // A connection lost mid-operation is worth a retry; anything else is a bug or data.
+        // A database error's DETAIL (part of its Display) can quote row values (account
+        // names, keys): only the SQLSTATE and the message reach the log.
+        if e.is_closed() {
+            return Self::Unavailable(e.to_string());
+        }
         match e.as_db_error() {
             Some(db) => Self::Backend(format!("postgres {}: {}", db.code().code(), db.message())),
             None => Self::Backend(e.to_string()),
@@ -64,7 +73,44 @@ impl From<tokio_postgres::Error> for StoreError {
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        Self::Backend(e.to_string())
+        use deadpool_postgres::PoolError;
+        match e {
+            // No connection free in time, or none could be opened: the database is busy or
+            // unreachable, which a client may retry (503), not a server bug (500).
+            PoolError::Timeout(_) | PoolError::Backend(_) => Self::Unavailable(e.to_string()),
+            PoolError::Closed => Self::Closed,
+            other => Self::Backend(other.to_string()),
+        }
+    }
+}
+
+/// Bounds the store enforces, beyond the fixed ones of [`tacit_api::limits`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreConfig {
+    /// Most ciphertext bytes held for one device. Taken between
+    /// [`tacit_api::limits::MAX_ENVELOPE_BYTES`] (a mailbox always takes one envelope) and
+    /// [`tacit_api::limits::MAX_MAILBOX_BYTES`] (the default): it can be lowered, not raised.
+    pub max_mailbox_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { max_mailbox_bytes: u64::try_from(tacit_api::limits::MAX_MAILBOX_BYTES).unwrap_or(u64::MAX) }
+    }
+}
+
+impl StoreConfig {
+    /// The default bounds with `max_mailbox_bytes` set (clamped as documented there).
+    pub fn with_max_mailbox_bytes(bytes: u64) -> Self {
+        Self { max_mailbox_bytes: bytes }
+    }
+
+    /// The mailbox byte bound as stored (clamped into its allowed range).
+    pub(crate) fn mailbox_bytes(&self) -> i64 {
+        let low = to_i64(u64::try_from(tacit_api::limits::MAX_ENVELOPE_BYTES).unwrap_or(u64::MAX));
+        let high = to_i64(u64::try_from(tacit_api::limits::MAX_MAILBOX_BYTES).unwrap_or(u64::MAX));
+        to_i64(self.max_mailbox_bytes).clamp(low, high)
     }
 }
 
@@ -257,6 +303,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<tacit_api::Envelope>, StoreError>;
     /// Deletes the named envelopes from the device's own mailbox; returns how many.
     async fn ack(&self, device: DeviceKey, ids: &[u64]) -> Result<usize, StoreError>;
+
+    /// Whether the store can take writes: false once the SQLite writer thread has ended or
+    /// its batches keep failing to commit, or when PostgreSQL does not answer `SELECT 1`
+    /// within a short timeout. `GET /healthz` answers `503 unavailable` when false.
+    async fn healthy(&self) -> bool;
 
     /// Flushes and closes (waits for queued writes).
     async fn close(&self);

@@ -5,40 +5,117 @@
 //! update of the device row (which also serialises concurrent sends to one device).
 //!
 //! The URL may carry `options=-c search_path=...` to place the tables in a schema (the tests
-//! use one schema per test).
+//! use one schema per test). The store appends `-c synchronous_commit=on` to those options, so
+//! a server, database or role default of `off` cannot turn "200 means durable" into "200
+//! means in memory", and checks the setting once at start.
+//!
+//! Every pool operation is bounded: an operation waits at most [`POOL_WAIT`] for a connection
+//! ([`StoreError::Unavailable`], answered `503 unavailable`, instead of queueing without end
+//! while the database is slow or gone); opening and recycling a connection are bounded too.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{GenericClient, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtime, Timeouts,
+};
 use tacit_api::limits::{MAX_MAILBOX_ENVELOPES, MAX_STORED_PREKEYS};
 use tokio_postgres::NoTls;
 
 use super::schema;
 use super::{
     AccountId, AccountRecord, Authed, BundleParts, DeviceKey, KeyRecord, NewAccount, NewEnvelope,
-    PrekeyCounts, PrekeySet, Store, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
+    PrekeyCounts, PrekeySet, Store, StoreConfig, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
 };
 
 /// Connections kept by the pool.
 const POOL_SIZE: usize = 16;
+/// How long an operation waits for a free pooled connection.
+pub(crate) const POOL_WAIT: Duration = Duration::from_secs(5);
+/// How long opening a new connection may take.
+const POOL_CREATE: Duration = Duration::from_secs(5);
+/// How long checking a returned connection may take.
+const POOL_RECYCLE: Duration = Duration::from_secs(5);
+/// The session setting every pooled connection gets.
+const DURABLE: &str = "-c synchronous_commit=on";
+/// How long [`Store::healthy`] waits for a connection and `SELECT 1`.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a health answer is reused: `/healthz` is unauthenticated, so however often it
+/// is asked, the database sees at most one `SELECT 1` per second from it.
+const HEALTH_REUSE: Duration = Duration::from_secs(1);
 
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: Pool,
+    /// The last health answer and when it was taken (the lock also makes checks single-flight).
+    health: tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
+    /// [`StoreConfig::mailbox_bytes`].
+    max_mailbox_bytes: i64,
 }
 
 impl PgStore {
-    /// Connects to `url` (`postgres://...`) and applies pending migrations.
+    /// Connects to `url` (`postgres://...`) with the default bounds, checks that commits are
+    /// synchronous and applies pending migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, &StoreConfig::default()).await
+    }
+
+    /// [`PgStore::connect`] with the bounds of `config`.
+    pub async fn connect_with(url: &str, config: &StoreConfig) -> Result<Self, StoreError> {
+        Self::connect_pool(url, config, POOL_SIZE, POOL_WAIT).await
+    }
+
+    /// [`PgStore::connect_with`] with `size` pooled connections and a wait of at most `wait`
+    /// for one.
+    pub(crate) async fn connect_pool(
+        url: &str,
+        config: &StoreConfig,
+        size: usize,
+        wait: Duration,
+    ) -> Result<Self, StoreError> {
         let mut cfg = deadpool_postgres::Config::new();
         cfg.url = Some(url.to_owned());
-        cfg.manager = Some(ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        cfg.pool = Some(deadpool_postgres::PoolConfig::new(POOL_SIZE));
-        let pool = cfg
-            .create_pool(Some(Runtime::Tokio1), NoTls)
+        let mut pg = cfg.get_pg_config().map_err(|e| StoreError::Backend(format!("postgres config: {e}")))?;
+        // Ours last: PostgreSQL applies startup options in order, and they take precedence
+        // over server, database and role defaults.
+        let options = match pg.get_options().map(str::trim) {
+            Some(o) if !o.is_empty() => format!("{o} {DURABLE}"),
+            _ => DURABLE.to_owned(),
+        };
+        pg.options(options);
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(POOL_CREATE);
+        }
+        let manager =
+            Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let mut pool_config = PoolConfig::new(size);
+        pool_config.timeouts =
+            Timeouts { wait: Some(wait), create: Some(POOL_CREATE), recycle: Some(POOL_RECYCLE) };
+        let pool = Pool::builder(manager)
+            .config(pool_config)
+            .runtime(Runtime::Tokio1)
+            .build()
             .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
-        let store = Self { pool };
+        let store =
+            Self { pool, health: tokio::sync::Mutex::new(None), max_mailbox_bytes: config.mailbox_bytes() };
+        store.check_durable().await?;
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Refuses to start unless commits wait for the WAL flush (a pooler that drops startup
+    /// options would otherwise weaken durability silently).
+    async fn check_durable(&self) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        let setting: String = c.query_one("SHOW synchronous_commit", &[]).await?.try_get(0)?;
+        if setting == "on" {
+            Ok(())
+        } else {
+            Err(StoreError::Backend(format!(
+                "postgres: synchronous_commit is {setting:?} on the store's connections, not \"on\" \
+                 (a connection pooler may be dropping startup options)"
+            )))
+        }
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -322,8 +399,8 @@ impl Store for PgStore {
         envelopes.sort_by_key(|e| e.device);
         let bump = tx
             .prepare_cached(
-                "UPDATE devices SET mailbox_count = mailbox_count + 1 \
-                 WHERE account_id = $1 AND device_id = $2 AND mailbox_count < $3",
+                "UPDATE devices SET mailbox_count = mailbox_count + 1, mailbox_bytes = mailbox_bytes + $4 \
+                 WHERE account_id = $1 AND device_id = $2 AND mailbox_count < $3 AND mailbox_bytes + $4 <= $5",
             )
             .await?;
         let insert = tx
@@ -340,7 +417,8 @@ impl Store for PgStore {
         // delivery relies on this (`service::delivery`'s watermark).
         for e in envelopes {
             let dev = i64::from(e.device);
-            if tx.execute(&bump, &[&account, &dev, &max]).await? == 0 {
+            let len = i64::try_from(e.content.len()).unwrap_or(i64::MAX);
+            if tx.execute(&bump, &[&account, &dev, &max, &len, &self.max_mailbox_bytes]).await? == 0 {
                 return Err(StoreError::MailboxFull);
             }
             let row = tx
@@ -424,23 +502,173 @@ impl Store for PgStore {
         let tx = client.transaction().await?;
         let dev = i64::from(d.device);
         let st = tx
-            .prepare_cached("DELETE FROM envelopes WHERE account_id = $1 AND device_id = $2 AND id = ANY($3)")
+            .prepare_cached(
+                "WITH gone AS (DELETE FROM envelopes WHERE account_id = $1 AND device_id = $2 AND id = ANY($3) \
+                 RETURNING octet_length(content) AS len) \
+                 SELECT count(*), coalesce(sum(len), 0)::BIGINT FROM gone",
+            )
             .await?;
-        let n = tx.execute(&st, &[&d.account, &dev, &ids]).await?;
+        let row = tx.query_one(&st, &[&d.account, &dev, &ids]).await?;
+        let (n, bytes): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
         if n > 0 {
             let st = tx
                 .prepare_cached(
-                    "UPDATE devices SET mailbox_count = greatest(0, mailbox_count - $3) \
-                     WHERE account_id = $1 AND device_id = $2",
+                    "UPDATE devices SET mailbox_count = greatest(0, mailbox_count - $3), \
+                     mailbox_bytes = greatest(0, mailbox_bytes - $4) WHERE account_id = $1 AND device_id = $2",
                 )
                 .await?;
-            tx.execute(&st, &[&d.account, &dev, &i64::try_from(n).unwrap_or(0)]).await?;
+            tx.execute(&st, &[&d.account, &dev, &n, &bytes]).await?;
         }
         tx.commit().await?;
-        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    async fn healthy(&self) -> bool {
+        if self.pool.is_closed() {
+            return false;
+        }
+        let mut last = self.health.lock().await;
+        if let Some((at, ok)) = *last
+            && at.elapsed() < HEALTH_REUSE
+        {
+            return ok;
+        }
+        let check = async {
+            let c = self.pool.get().await?;
+            c.simple_query("SELECT 1").await?;
+            Ok::<(), StoreError>(())
+        };
+        let ok = matches!(tokio::time::timeout(HEALTH_TIMEOUT, check).await, Ok(Ok(())));
+        *last = Some((tokio::time::Instant::now(), ok));
+        ok
     }
 
     async fn close(&self) {
         self.pool.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+
+    async fn admin() -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(ADMIN, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    fn random_name(prefix: &str) -> String {
+        let mut b = [0u8; 6];
+        aws_lc_rs::rand::fill(&mut b).unwrap();
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        format!("{prefix}{hex}")
+    }
+
+    fn url(user: &str, schema: &str) -> String {
+        format!("postgres://{user}@127.0.0.1:5432/test?options=-csearch_path%3D{schema}")
+    }
+
+    /// A role whose default is `synchronous_commit = off` (as a server, database or role
+    /// setting could make it): the store's connections still commit synchronously, and keep
+    /// the URL's `search_path`.
+    #[tokio::test]
+    async fn commits_are_synchronous_whatever_the_default() {
+        let (role, schema) = (random_name("tacit_role_"), random_name("tacit_test_"));
+        let a = admin().await;
+        a.batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; ALTER ROLE {role} SET synchronous_commit = off; \
+             CREATE SCHEMA {schema} AUTHORIZATION {role};"
+        ))
+        .await
+        .unwrap();
+        let (plain, conn) = tokio_postgres::connect(&url(&role, &schema), NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let default: String = plain.query_one("SHOW synchronous_commit", &[]).await.unwrap().get(0);
+        assert_eq!(default, "off", "the role's default applies to a plain connection");
+        drop(plain);
+
+        let store = PgStore::connect(&url(&role, &schema)).await.unwrap();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(store.pool.get().await.unwrap());
+        }
+        for c in &held {
+            let row =
+                c.query_one("SELECT current_setting('synchronous_commit'), current_schema()", &[]).await;
+            let row = row.unwrap();
+            assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), ("on".into(), schema.clone()));
+        }
+        drop(held);
+        assert!(store.healthy().await);
+        store.close().await;
+        assert!(!store.healthy().await);
+        a.batch_execute(&format!("DROP SCHEMA {schema} CASCADE; DROP ROLE {role};")).await.unwrap();
+    }
+
+    /// With every connection taken, an operation waits the pool's wait timeout and is then
+    /// answered `Unavailable` (503), not left hanging.
+    #[tokio::test]
+    async fn a_full_pool_answers_unavailable_after_its_wait() {
+        let schema = random_name("tacit_test_");
+        let a = admin().await;
+        a.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+        let wait = Duration::from_millis(200);
+        let store =
+            PgStore::connect_pool(&url("postgres", &schema), &StoreConfig::default(), 1, wait).await.unwrap();
+        let held = store.pool.get().await.unwrap();
+        let started = tokio::time::Instant::now();
+        let got = store.account("nobody").await;
+        assert!(matches!(got, Err(StoreError::Unavailable(_))), "{got:?}");
+        assert!(started.elapsed() >= wait && started.elapsed() < wait * 10);
+        assert!(matches!(
+            crate::error::Failure::from(got.unwrap_err()).status_and_code().0,
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        ));
+        drop(held);
+        assert_eq!(store.account("nobody").await.unwrap(), None);
+        store.close().await;
+        a.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    }
+
+    /// Migration 3 counts the ciphertext already waiting in each mailbox.
+    #[tokio::test]
+    async fn migration_3_counts_the_bytes_already_waiting() {
+        let schema = random_name("tacit_test_");
+        let a = admin().await;
+        a.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+        let (old, conn) = tokio_postgres::connect(&url("postgres", &schema), NoTls).await.unwrap();
+        tokio::spawn(conn);
+        for sql in &schema::POSTGRES[..2] {
+            old.batch_execute(sql).await.unwrap();
+        }
+        old.batch_execute(
+            "CREATE TABLE tacit_schema (version BIGINT NOT NULL); INSERT INTO tacit_schema VALUES (1), (2); \
+             INSERT INTO devices (account_id, device_id, identity, signed_prekey, last_resort, mailbox_count) \
+             VALUES (1, 1, '\\x00', '\\x00', '\\x00', 2), (1, 2, '\\x00', '\\x00', '\\x00', 0); \
+             INSERT INTO envelopes (account_id, device_id, sender, sender_device, server_time_ms, content) \
+             VALUES (1, 1, 'a', 1, 1, decode(repeat('00', 1000), 'hex')), (1, 1, 'a', 1, 1, decode(repeat('00', 234), 'hex'));",
+        )
+        .await
+        .unwrap();
+        drop(old);
+        let store = PgStore::connect(&url("postgres", &schema)).await.unwrap();
+        let bytes = || async {
+            let c = store.pool.get().await.unwrap();
+            let rows = c
+                .query("SELECT device_id, mailbox_bytes FROM devices ORDER BY device_id", &[])
+                .await
+                .unwrap();
+            rows.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1))).collect::<Vec<_>>()
+        };
+        assert_eq!(bytes().await, vec![(1, 1234), (2, 0)]);
+        let d = DeviceKey { account: 1, device: 1 };
+        let ids: Vec<u64> = store.fetch(d, 0, 10, 1 << 20).await.unwrap().iter().map(|e| e.id).collect();
+        assert_eq!(store.ack(d, &ids).await.unwrap(), 2);
+        assert_eq!(bytes().await, vec![(1, 0), (2, 0)]);
+        store.close().await;
+        a.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
     }
 }

@@ -69,6 +69,13 @@ CREATE INDEX envelopes_by_mailbox ON envelopes (account_id, device_id, id);
 CREATE INDEX challenges_by_expiry ON challenges (expires_ms);
 CREATE INDEX tokens_by_expiry ON tokens (expires_ms);
 "#,
+    // 3: the ciphertext bytes waiting in each mailbox (bounded like mailbox_count), counted
+    // for the envelopes stored already.
+    r#"
+ALTER TABLE devices ADD COLUMN mailbox_bytes INTEGER NOT NULL DEFAULT 0 CHECK (mailbox_bytes >= 0);
+UPDATE devices SET mailbox_bytes = coalesce((SELECT sum(length(e.content)) FROM envelopes e
+    WHERE e.account_id = devices.account_id AND e.device_id = devices.device_id), 0);
+"#,
 ];
 
 /// PostgreSQL migrations, in order (run in the connection's `search_path` schema).
@@ -137,5 +144,14 @@ CREATE INDEX envelopes_by_mailbox ON envelopes (account_id, device_id, id);
     r#"
 CREATE INDEX challenges_by_expiry ON challenges (expires_ms);
 CREATE INDEX tokens_by_expiry ON tokens (expires_ms);
+"#,
+    // 3: the ciphertext bytes waiting in each mailbox (bounded like mailbox_count), counted
+    // for the envelopes stored already.
+    r#"
+ALTER TABLE devices ADD COLUMN mailbox_bytes BIGINT NOT NULL DEFAULT 0 CHECK (mailbox_bytes >= 0);
+UPDATE devices d SET mailbox_bytes = s.total
+FROM (SELECT account_id, device_id, sum(octet_length(content))::BIGINT AS total
+      FROM envelopes GROUP BY account_id, device_id) s
+WHERE d.account_id = s.account_id AND d.device_id = s.device_id;
 "#,
 ];

@@ -14,7 +14,7 @@ use tacit_protocol::{
     AccountIdentity, AccountName, DeviceEntry, DeviceId, DeviceIdentity, DeviceList, DevicePrekeys,
     PrekeyPolicy, PrekeyUpload, UnixTime,
 };
-use tacit_server::{ServeError, Server, ServerConfig};
+use tacit_server::{AppState, ServeError, Server, ServerConfig};
 
 /// Which store a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +29,7 @@ const PG_ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
 pub struct TestServer {
     pub base: String,
     pub ws_base: String,
+    state: AppState,
     config: ServerConfig,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), ServeError>>>,
@@ -75,6 +76,7 @@ impl TestServer {
     async fn launch(config: ServerConfig, dir: Arc<tempfile::TempDir>, schema: Option<String>) -> Self {
         let server = Server::bind(config.clone()).await.unwrap();
         let addr = server.local_addr();
+        let state = server.state().clone();
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = rx.await;
@@ -82,6 +84,7 @@ impl TestServer {
         Self {
             base: format!("http://{addr}"),
             ws_base: format!("ws://{addr}"),
+            state,
             config,
             stop: Some(stop),
             task: Some(task),
@@ -115,6 +118,23 @@ impl TestServer {
         if let Some(name) = self.schema.take() {
             pg_admin().await.batch_execute(&format!("DROP SCHEMA {name} CASCADE")).await.unwrap();
         }
+    }
+
+    /// The running server's state (its store, for tests that break it on purpose).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// `GET /healthz`: the status and the stable code of an error body (empty when 200).
+    pub async fn healthz(&self) -> (u16, String) {
+        let r = reqwest::get(format!("{}{}", self.base, api::HEALTHZ)).await.unwrap();
+        let status = r.status().as_u16();
+        let code = if status == 200 {
+            String::new()
+        } else {
+            r.json::<serde_json::Value>().await.unwrap()["code"].as_str().unwrap_or_default().to_owned()
+        };
+        (status, code)
     }
 
     pub fn http(&self) -> Http {

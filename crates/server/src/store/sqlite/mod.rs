@@ -1,11 +1,14 @@
 //! Embedded SQLite storage (the default): one file in the data directory, WAL mode,
-//! `synchronous=FULL`, one writer thread with group commit ([`writer`]) and a small pool of
-//! read-only connections for fetches and token look-ups. Every statement is prepared once
-//! per connection (`prepare_cached`).
+//! `synchronous=FULL`, one writer thread with group commit ([`writer`]), WAL checkpoints on a
+//! thread of their own ([`checkpoint`]) and a small pool of read-only connections for
+//! fetches and token look-ups. Every statement is prepared once per connection
+//! (`prepare_cached`).
 
+mod checkpoint;
+mod readers;
 mod writer;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -16,66 +19,61 @@ use tokio::sync::{mpsc, oneshot};
 use super::schema;
 use super::{
     AccountId, AccountRecord, Authed, BundleParts, DeviceKey, KeyRecord, NewAccount, NewEnvelope,
-    PrekeyCounts, PrekeySet, Store, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
+    PrekeyCounts, PrekeySet, Store, StoreConfig, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
 };
-use writer::{Msg, Typed};
+use checkpoint::Checkpointer;
+use readers::ReaderPool;
+use writer::{Msg, Typed, WriterHealth};
 
-/// Read connections kept open for reuse.
-const MAX_IDLE_READERS: usize = 8;
+/// The size the WAL file is cut back to when it starts over (`journal_size_limit`), so it
+/// does not keep its peak size between the checkpointer's truncations.
+const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// The SQLite store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
     tx: mpsc::Sender<Msg>,
+    health: Arc<WriterHealth>,
     readers: Arc<ReaderPool>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-struct ReaderPool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-}
-
-impl ReaderPool {
-    fn get(&self) -> Result<Connection, StoreError> {
-        if let Some(c) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
-            return Ok(c);
-        }
-        let c = Connection::open(&self.path)?;
-        c.busy_timeout(std::time::Duration::from_secs(5))?;
-        c.pragma_update(None, "query_only", true)?;
-        Ok(c)
-    }
-
-    fn put(&self, c: Connection) {
-        if let Ok(mut v) = self.idle.lock()
-            && v.len() < MAX_IDLE_READERS
-        {
-            v.push(c);
-        }
-    }
+    checkpointer: Mutex<Option<Checkpointer>>,
+    /// [`StoreConfig::mailbox_bytes`].
+    max_mailbox_bytes: i64,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) `DIR/tacit.db`, applies pending migrations and starts
-    /// the writer thread.
+    /// Opens (creating if needed) `DIR/tacit.db` with the default bounds, applies pending
+    /// migrations and starts the writer thread.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, &StoreConfig::default())
+    }
+
+    /// [`SqliteStore::open`] with the bounds of `config`.
+    pub fn open_with(dir: &Path, config: &StoreConfig) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(format!("data dir: {e}")))?;
         let path = dir.join("tacit.db");
         let mut conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        // Truncate the WAL back to 64 MiB after checkpoints, so it does not keep its peak size.
-        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+        conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
+        // Checkpoints run on the checkpointer's connection, never inside the writer's COMMIT.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel(writer::QUEUE);
+        let health = Arc::new(WriterHealth::new());
+        let writer_health = health.clone();
         let handle = std::thread::Builder::new()
             .name("tacit-sqlite-writer".into())
-            .spawn(move || writer::run(conn, rx))
+            .spawn(move || writer::run(conn, rx, &writer_health))
             .map_err(|e| StoreError::Backend(format!("writer thread: {e}")))?;
+        let checkpointer = Checkpointer::start(&path, health.clone())?;
+        let readers = Arc::new(ReaderPool::open(&path, readers::READERS, readers::READER_WAIT)?);
         Ok(Self {
             tx,
-            readers: Arc::new(ReaderPool { path, idle: Mutex::new(Vec::new()) }),
+            health,
+            checkpointer: Mutex::new(Some(checkpointer)),
+            max_mailbox_bytes: config.mailbox_bytes(),
+            readers,
             writer: Mutex::new(Some(handle)),
         })
     }
@@ -95,15 +93,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = pool.get()?;
-            let out = f(&conn);
-            pool.put(conn);
-            out
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("reader task: {e}")))?
+        self.readers.read(f).await
     }
 }
 
@@ -373,6 +363,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<StoredEnvelope>, StoreError> {
         let sender = sender.clone();
         let recipient = recipient.to_owned();
+        let max_bytes = self.max_mailbox_bytes;
         self.write(move |c| {
             let account: AccountId = c
                 .prepare_cached("SELECT id FROM accounts WHERE name = ?1")?
@@ -386,8 +377,8 @@ impl Store for SqliteStore {
                 .collect::<Result<_, _>>()?;
             super::check_devices(&super::required_devices(current, account, &sender), &envelopes)?;
             let mut bump = c.prepare_cached(
-                "UPDATE devices SET mailbox_count = mailbox_count + 1 \
-                 WHERE account_id = ?1 AND device_id = ?2 AND mailbox_count < ?3",
+                "UPDATE devices SET mailbox_count = mailbox_count + 1, mailbox_bytes = mailbox_bytes + ?4 \
+                 WHERE account_id = ?1 AND device_id = ?2 AND mailbox_count < ?3 AND mailbox_bytes + ?4 <= ?5",
             )?;
             let mut insert = c.prepare_cached(
                 "INSERT INTO envelopes (account_id, device_id, sender, sender_device, server_time_ms, content) \
@@ -396,7 +387,8 @@ impl Store for SqliteStore {
             let max = i64::try_from(MAX_MAILBOX_ENVELOPES).unwrap_or(i64::MAX);
             let mut stored = Vec::with_capacity(envelopes.len());
             for e in envelopes {
-                if bump.execute(params![account, e.device, max])? == 0 {
+                let len = i64::try_from(e.content.len()).unwrap_or(i64::MAX);
+                if bump.execute(params![account, e.device, max, len, max_bytes])? == 0 {
                     return Err(StoreError::MailboxFull);
                 }
                 insert.execute(params![
@@ -467,26 +459,39 @@ impl Store for SqliteStore {
         let ids = ids.to_vec();
         self.write(move |c| {
             let mut del = c.prepare_cached(
-                "DELETE FROM envelopes WHERE id = ?1 AND account_id = ?2 AND device_id = ?3",
+                "DELETE FROM envelopes WHERE id = ?1 AND account_id = ?2 AND device_id = ?3 \
+                 RETURNING length(content)",
             )?;
             let mut n = 0usize;
+            let mut bytes = 0i64;
             for id in ids {
-                n += del.execute(params![to_i64(id), d.account, d.device])?;
+                if let Some(len) = del
+                    .query_row(params![to_i64(id), d.account, d.device], |r| r.get::<_, i64>(0))
+                    .optional()?
+                {
+                    n += 1;
+                    bytes = bytes.saturating_add(len);
+                }
             }
             if n > 0 {
                 c.prepare_cached(
-                    "UPDATE devices SET mailbox_count = max(0, mailbox_count - ?3) \
-                     WHERE account_id = ?1 AND device_id = ?2",
+                    "UPDATE devices SET mailbox_count = max(0, mailbox_count - ?3), \
+                     mailbox_bytes = max(0, mailbox_bytes - ?4) WHERE account_id = ?1 AND device_id = ?2",
                 )?
                 .execute(params![
                     d.account,
                     d.device,
-                    i64::try_from(n).unwrap_or(i64::MAX)
+                    i64::try_from(n).unwrap_or(i64::MAX),
+                    bytes
                 ])?;
             }
             Ok(n)
         })
         .await
+    }
+
+    async fn healthy(&self) -> bool {
+        self.health.healthy() && !self.tx.is_closed()
     }
 
     async fn close(&self) {
@@ -498,8 +503,163 @@ impl Store for SqliteStore {
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
-        if let Ok(mut idle) = self.readers.idle.lock() {
-            idle.clear();
+        // After the writer: its last commits are checkpointed and the WAL emptied.
+        let checkpointer = self.checkpointer.lock().ok().and_then(|mut c| c.take());
+        if let Some(c) = checkpointer {
+            let _ = tokio::task::spawn_blocking(move || c.stop()).await;
         }
+        self.readers.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn account(name: &str) -> NewAccount {
+        NewAccount {
+            name: name.into(),
+            account_key: vec![1; 32],
+            device_list: vec![2; 100],
+            device_list_version: 1,
+            device_identity: vec![3; 100],
+            signed_prekey: vec![4; 100],
+            last_resort: vec![5; 100],
+            one_time: Vec::new(),
+            kem_one_time: Vec::new(),
+            now_ms: 1,
+        }
+    }
+
+    fn wal_len(dir: &Path) -> u64 {
+        std::fs::metadata(dir.join("tacit.db-wal")).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Every envelope in the mailbox, paging through it.
+    async fn all(store: &SqliteStore, d: DeviceKey) -> Vec<tacit_api::Envelope> {
+        let mut out: Vec<tacit_api::Envelope> = Vec::new();
+        loop {
+            let after = out.last().map_or(0, |e| e.id);
+            let page = store.fetch(d, after, 256, 1 << 20).await.unwrap();
+            if page.is_empty() {
+                return out;
+            }
+            out.extend(page);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checkpoints_keep_the_wal_bounded_and_lose_nothing() {
+        const SENDS: usize = 500;
+        const SIZE: usize = 60 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        // The writer never checkpoints (that is the checkpointer's job).
+        let auto: i64 = store
+            .write(|c| Ok(c.pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(auto, 0);
+        let id = store.create_account(account("bob")).await.unwrap();
+        let bob = DeviceKey { account: id, device: 1 };
+        let alice = store.create_account(account("alice")).await.unwrap();
+        let sender = Authed { key: DeviceKey { account: alice, device: 1 }, account: "alice".into() };
+        // About 30 MiB of envelopes in rounds with pauses, 8 senders at a time (sharing
+        // group commits). With no checkpoints the WAL would hold all of them.
+        const ROUNDS: usize = 5;
+        let mut peak = 0;
+        for round in 0..ROUNDS {
+            let mut tasks = Vec::new();
+            for t in 0..8usize {
+                let store = store.clone();
+                let sender = sender.clone();
+                tasks.push(tokio::spawn(async move {
+                    for i in (round * SENDS / ROUNDS + t..(round + 1) * SENDS / ROUNDS).step_by(8) {
+                        let mut content = vec![0u8; SIZE];
+                        content[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                        store
+                            .send(&sender, "bob", vec![NewEnvelope { device: 1, content }], 1)
+                            .await
+                            .unwrap();
+                    }
+                }));
+            }
+            while tasks.iter().any(|t| !t.is_finished()) {
+                peak = peak.max(wal_len(dir.path()));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            peak = peak.max(wal_len(dir.path()));
+            tokio::time::sleep(checkpoint::CHECKPOINT_EVERY + Duration::from_millis(300)).await;
+        }
+        let total = (SENDS * SIZE) as u64;
+        assert!(peak < total / 2, "WAL reached {peak} bytes for {total} bytes written");
+        // Once the writer is idle, the checkpointer empties the WAL.
+        let deadline = std::time::Instant::now() + 4 * checkpoint::CHECKPOINT_EVERY;
+        while wal_len(dir.path()) > checkpoint::TRUNCATE_ABOVE_BYTES && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let after = wal_len(dir.path());
+        assert!(after <= checkpoint::TRUNCATE_ABOVE_BYTES, "WAL still {after} bytes (peak {peak})");
+        // Nothing lost, before and after a restart.
+        let check = |got: Vec<tacit_api::Envelope>| {
+            let mut seen: Vec<u64> = got
+                .iter()
+                .map(|e| {
+                    assert_eq!(e.content.as_slice().len(), SIZE);
+                    u64::from_be_bytes(e.content.as_slice()[..8].try_into().unwrap())
+                })
+                .collect();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..SENDS as u64).collect::<Vec<_>>());
+        };
+        check(all(&store, bob).await);
+        store.close().await;
+        drop(store);
+        let store = SqliteStore::open(dir.path()).unwrap();
+        check(all(&store, bob).await);
+        store.close().await;
+    }
+
+    /// Migration 3 counts the ciphertext already waiting in each mailbox.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migration_3_counts_the_bytes_already_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("tacit.db")).unwrap();
+            for sql in &schema::SQLITE[..2] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute_batch(
+                "INSERT INTO devices (account_id, device_id, identity, signed_prekey, last_resort, mailbox_count) \
+                 VALUES (1, 1, x'00', x'00', x'00', 2), (1, 2, x'00', x'00', x'00', 0); \
+                 INSERT INTO envelopes (account_id, device_id, sender, sender_device, server_time_ms, content) \
+                 VALUES (1, 1, 'a', 1, 1, zeroblob(1000)), (1, 1, 'a', 1, 1, zeroblob(234));",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        async fn bytes(store: &SqliteStore) -> Vec<(i64, i64)> {
+            store
+                .read(|c| {
+                    let mut st =
+                        c.prepare("SELECT device_id, mailbox_bytes FROM devices ORDER BY device_id")?;
+                    let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+                    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+                })
+                .await
+                .unwrap()
+        }
+        assert_eq!(bytes(&store).await, vec![(1, 1234), (2, 0)]);
+        let d = DeviceKey { account: 1, device: 1 };
+        let ids: Vec<u64> = all(&store, d).await.iter().map(|e| e.id).collect();
+        assert_eq!(store.ack(d, &ids).await.unwrap(), 2);
+        assert_eq!(bytes(&store).await, vec![(1, 0), (2, 0)]);
+        store.close().await;
     }
 }
