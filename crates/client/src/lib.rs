@@ -21,6 +21,8 @@ mod net;
 mod payload;
 pub mod relay;
 mod rng;
+#[cfg(test)]
+mod server_tests;
 mod store;
 #[cfg(test)]
 mod tests;
