@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{ClientError, Result};
 use crate::generations::{self, Generations};
-use crate::net::Api;
+use crate::net::{Api, ConnectOptions};
 use crate::store::key::{self, StoreSecret, remove_if_exists};
 use crate::store::{self, DB_FILE, HistoryEntry, Store};
 
@@ -120,21 +120,30 @@ impl Client {
 
     /// Opens the account in `home` (`passphrase` when the store has one).
     pub fn open(home: &Path, passphrase: Option<&Zeroizing<String>>) -> Result<Self> {
+        Self::open_with(home, passphrase, &ConnectOptions::default())
+    }
+
+    /// [`Self::open`], reaching the server as `options` say (extra trusted CAs).
+    pub fn open_with(
+        home: &Path,
+        passphrase: Option<&Zeroizing<String>>,
+        options: &ConnectOptions,
+    ) -> Result<Self> {
         let store = Store::open(home, passphrase)?;
         if store.meta(meta::REGISTERED)?.as_deref().map(Vec::as_slice) != Some(&[1]) {
             return Err(ClientError::NoAccount);
         }
-        Self::from_store(store)
+        Self::from_store(store, options)
     }
 
-    fn from_store(store: Store) -> Result<Self> {
+    fn from_store(store: Store, options: &ConnectOptions) -> Result<Self> {
         let me = load_me(&store)?;
         let server = store.meta(meta::SERVER)?.ok_or(ClientError::NoAccount)?;
         let server =
             String::from_utf8(server.to_vec()).map_err(|_| ClientError::Internal("stored server"))?;
         let expected = store.meta(meta::GENERATIONS_FILE)?.is_some() || store.has_sessions()?;
         let gens = Generations::load(store.home(), expected)?;
-        Ok(Self { store, gens, api: Api::new(&server)?, me, warnings: Vec::new() })
+        Ok(Self { store, gens, api: Api::new(&server, options)?, me, warnings: Vec::new() })
     }
 
     /// Creates an account on `server` with this device as device 1: generates the account
@@ -148,8 +157,21 @@ impl Client {
         name: &str,
         registration_token: Option<&str>,
     ) -> Result<Self> {
+        Self::create_account_with(home, secret, server, name, registration_token, &ConnectOptions::default())
+            .await
+    }
+
+    /// [`Self::create_account`], reaching the server as `options` say (extra trusted CAs).
+    pub async fn create_account_with(
+        home: &Path,
+        secret: StoreSecret,
+        server: &str,
+        name: &str,
+        registration_token: Option<&str>,
+        options: &ConnectOptions,
+    ) -> Result<Self> {
         let name = AccountName::new(name)?;
-        let api = Api::new(server)?;
+        let api = Api::new(server, options)?;
         if Store::exists(home) {
             let pass = match &secret {
                 StoreSecret::Passphrase(p) if !p.is_empty() => Some(p),
@@ -172,7 +194,7 @@ impl Client {
                 Err(e) => return Err(e),
             };
             if let Some(s) = resumable {
-                return Self::register(Self::from_store(s)?, api, registration_token).await;
+                return Self::register(Self::from_store(s, options)?, api, registration_token).await;
             }
             wipe(home)?;
         }
@@ -206,7 +228,7 @@ impl Client {
         store::set_meta(&tx, meta::REGISTERED, &[0])?;
         store::set_meta(&tx, meta::GENERATIONS_FILE, &[1])?;
         tx.commit()?;
-        let client = Self::from_store(store)?;
+        let client = Self::from_store(store, options)?;
         client.gens.ensure_file()?;
         Self::register(client, api, registration_token).await
     }
@@ -232,7 +254,7 @@ impl Client {
         store::set_meta(&tx, meta::REGISTERED, &[1])?;
         store::set_meta(&tx, meta::GENERATIONS_FILE, &[1])?;
         tx.commit()?;
-        let client = Self::from_store(store)?;
+        let client = Self::from_store(store, &ConnectOptions::default())?;
         client.gens.ensure_file()?;
         Ok(client)
     }

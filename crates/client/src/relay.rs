@@ -12,7 +12,7 @@ use tacit_protocol::{
 
 use crate::client::upload_request;
 use crate::error::{ClientError, Result};
-use crate::net::{Api, Incoming, Live, SendOutcome};
+use crate::net::{Api, ConnectOptions, Incoming, Live, SendOutcome};
 use crate::rng::OsRng;
 
 /// A registered, authenticated device that sends and receives opaque envelopes.
@@ -30,6 +30,16 @@ impl RelayClient {
     /// Creates account `name` (device 1, a signed prekey and a last-resort key only) on
     /// `server` and authenticates.
     pub async fn register(server: &str, name: &str, registration_token: Option<&str>) -> Result<Self> {
+        Self::register_with(server, name, registration_token, &ConnectOptions::default()).await
+    }
+
+    /// [`Self::register`], reaching the server as `options` say (extra trusted CAs).
+    pub async fn register_with(
+        server: &str,
+        name: &str,
+        registration_token: Option<&str>,
+        options: &ConnectOptions,
+    ) -> Result<Self> {
         let account_name = AccountName::new(name)?;
         let mut rng = OsRng;
         let account = AccountIdentity::generate(&mut rng)?;
@@ -46,7 +56,7 @@ impl RelayClient {
         let policy = PrekeyPolicy { one_time_target: 0, ..PrekeyPolicy::default() };
         let plan = prekeys.plan(UnixTime(0), &policy, 0, 0);
         let upload = prekeys.execute(&mut rng, &identity, UnixTime(0), &plan)?;
-        let mut api = Api::new(server)?;
+        let mut api = Api::new(server, options)?;
         api.create_account(&api::CreateAccountRequest {
             name: name.into(),
             account_key: api::Bytes(account.public().as_bytes().to_vec()),

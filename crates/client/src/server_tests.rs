@@ -1,6 +1,7 @@
 //! The SDK against the real server on loopback, on SQLite and on PostgreSQL, where a test
 //! needs the SDK's internals: a client killed after storing messages but before
-//! acknowledging them, and a WebSocket open while the server restarts.
+//! acknowledging them, a WebSocket open while the server restarts, and the WebSocket's
+//! certificate checks.
 
 #[path = "../tests/common/mod.rs"]
 #[macro_use]
@@ -11,8 +12,8 @@ use std::time::Duration;
 
 use common::{Backend, Relay};
 
-use crate::net::Incoming;
-use crate::{Client, StoreSecret};
+use crate::net::{Api, ConnectOptions, Incoming};
+use crate::{Client, ClientError, StoreSecret};
 
 on_both!(
     a_client_killed_between_storing_and_acking_shows_each_message_once,
@@ -91,4 +92,33 @@ async fn a_server_restart_mid_conversation_loses_nothing(backend: Backend) {
     assert_eq!(texts(&bob, "alice"), ["one", "two", "three", "four"]);
     assert!(alice.take_warnings().is_empty() && bob.take_warnings().is_empty());
     relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_checks_the_certificate_as_https_does() {
+    let relay = Relay::start_tls(Backend::Sqlite).await;
+    let refused = Api::new(&relay.url, &ConnectOptions::default()).unwrap().connect().await.err().unwrap();
+    assert!(matches!(&refused, ClientError::Network(m) if m.contains("certificate")), "{refused}");
+    let other = ConnectOptions::default().with_extra_roots_pem(&relay.certs().other_ca_pem()).unwrap();
+    let refused = Api::new(&relay.url, &other).unwrap().connect().await.err().unwrap();
+    assert!(matches!(&refused, ClientError::Network(m) if m.contains("certificate")), "{refused}");
+    // Trusting the CA, TLS succeeds and the server itself answers: no token, no socket.
+    let trusted = ConnectOptions::default().with_extra_roots_pem(&relay.certs().ca_pem()).unwrap();
+    let refused = Api::new(&relay.url, &trusted).unwrap().connect().await.err().unwrap();
+    assert!(matches!(refused, ClientError::Server { status: 401, .. }), "{refused}");
+    relay.stop().await;
+}
+
+#[test]
+fn extra_roots_must_be_ca_certificates() {
+    let bad = |pem: &str| ConnectOptions::default().with_extra_roots_pem(pem.as_bytes()).err().unwrap();
+    assert!(matches!(bad("no PEM here"), ClientError::BadCertificate(_)));
+    assert!(matches!(
+        bad("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+        ClientError::BadCertificate(_)
+    ));
+    assert!(matches!(
+        bad("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+        ClientError::BadCertificate(_)
+    ));
 }

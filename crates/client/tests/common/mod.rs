@@ -1,7 +1,10 @@
 //! Test harness: the real server on loopback, on SQLite (a temporary folder) or PostgreSQL
-//! (a schema of its own, dropped by [`Relay::stop`]). The integration tests include it as
-//! `mod common`; the SDK's own tests that need its internals include it with `#[path]`.
+//! (a schema of its own, dropped by [`Relay::stop`]), in plain HTTP or in HTTPS with a
+//! throwaway CA made by `scripts/test-certs`. The integration tests include it as `mod
+//! common`; the SDK's own tests that need its internals include it with `#[path]`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::path::{Path, PathBuf};
 
 use tacit_server::{ServeError, Server, ServerConfig};
 use tokio::sync::oneshot;
@@ -45,6 +48,41 @@ fn random_hex() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// PEM files of a throwaway PKI (`scripts/test-certs`): a CA, a server certificate it
+/// signed for `127.0.0.1` and `localhost`, and an unrelated CA.
+pub struct Certs {
+    /// The CA that signed the server's certificate.
+    pub ca: PathBuf,
+    /// A CA that signed nothing the server presents.
+    pub other_ca: PathBuf,
+    /// The server's certificate chain and key.
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+impl Certs {
+    /// Makes the files in `dir` with the `openssl` command.
+    pub fn make(dir: &Path) -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-certs");
+        let out = std::process::Command::new("bash").arg(&script).arg(dir).output().unwrap();
+        assert!(out.status.success(), "{}: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+        Self {
+            ca: dir.join("ca.pem"),
+            other_ca: dir.join("other-ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+        }
+    }
+
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(&self.ca).unwrap()
+    }
+
+    pub fn other_ca_pem(&self) -> Vec<u8> {
+        std::fs::read(&self.other_ca).unwrap()
+    }
+}
+
 /// A running server, restartable on the same storage and port.
 pub struct Relay {
     /// `http://127.0.0.1:PORT`, or `https://` with TLS.
@@ -53,11 +91,22 @@ pub struct Relay {
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), ServeError>>>,
     schema: Option<String>,
+    certs: Option<Certs>,
     dir: tempfile::TempDir,
 }
 
 impl Relay {
+    /// Plain HTTP.
     pub async fn start(backend: Backend) -> Self {
+        Self::start_inner(backend, false).await
+    }
+
+    /// HTTPS with a certificate from a fresh throwaway CA ([`Self::certs`]).
+    pub async fn start_tls(backend: Backend) -> Self {
+        Self::start_inner(backend, true).await
+    }
+
+    async fn start_inner(backend: Backend, tls: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::default();
         config.listen = "127.0.0.1:0".parse().unwrap();
@@ -71,7 +120,13 @@ impl Relay {
                 Some(format!("postgres://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{name}"));
             schema = Some(name);
         }
-        let mut relay = Self { url: String::new(), config, stop: None, task: None, schema, dir };
+        let certs = tls.then(|| {
+            let certs = Certs::make(&dir.path().join("tls"));
+            config.tls_cert = Some(certs.server_cert.clone());
+            config.tls_key = Some(certs.server_key.clone());
+            certs
+        });
+        let mut relay = Self { url: String::new(), config, stop: None, task: None, schema, certs, dir };
         relay.launch().await;
         relay
     }
@@ -88,6 +143,11 @@ impl Relay {
         self.task = Some(tokio::spawn(server.run(async move {
             let _ = stopped.await;
         })));
+    }
+
+    /// The throwaway PKI of a TLS server.
+    pub fn certs(&self) -> &Certs {
+        self.certs.as_ref().expect("a TLS relay")
     }
 
     /// Graceful shutdown (WebSockets are closed "going away"); waits for the store to close.
