@@ -78,6 +78,59 @@ pub(crate) fn upload_request(u: &PrekeyUpload) -> api::PrekeyUploadRequest {
     }
 }
 
+/// The keys of a new account whose one device is device 1: what `Client::create_account`
+/// stores and registers, and what `RelayClient::register` registers and forgets.
+pub(crate) struct NewAccount {
+    pub(crate) account: AccountIdentity,
+    pub(crate) identity: DeviceIdentity,
+    pub(crate) list: DeviceList,
+    pub(crate) prekeys: DevicePrekeys,
+    /// The public half of `prekeys`, as uploaded with the account.
+    pub(crate) upload: api::PrekeyUploadRequest,
+}
+
+impl NewAccount {
+    /// Generates the account and device identities, signs a device list of device 1, and
+    /// makes the prekeys `policy` plans at `now`.
+    pub(crate) fn generate(name: &AccountName, policy: &PrekeyPolicy, now: UnixTime) -> Result<Self> {
+        let mut rng = OsRng;
+        let account = AccountIdentity::generate(&mut rng)?;
+        let identity = DeviceIdentity::generate(&mut rng)?;
+        let device = DeviceId::new(1).ok_or(ClientError::Internal("device 1"))?;
+        let list = DeviceList::sign(
+            &account,
+            name.clone(),
+            1,
+            vec![DeviceEntry { id: device, identity: identity.public().clone() }],
+        )
+        .map_err(|source| ClientError::DeviceList { name: name.to_string(), source })?;
+        let mut prekeys = DevicePrekeys::new();
+        let plan = prekeys.plan(now, policy, 0, 0);
+        let upload = upload_request(&prekeys.execute(&mut rng, &identity, now, &plan)?);
+        Ok(Self { account, identity, list, prekeys, upload })
+    }
+}
+
+/// `POST /v1/accounts`: registers `name` under `account`'s key with its signed device list
+/// and device 1's prekeys.
+pub(crate) async fn register_account(
+    api: &Api,
+    name: &AccountName,
+    account: &AccountIdentity,
+    device_list: Vec<u8>,
+    prekeys: api::PrekeyUploadRequest,
+    registration_token: Option<&str>,
+) -> Result<()> {
+    let req = api::CreateAccountRequest {
+        name: name.to_string(),
+        account_key: api::Bytes(account.public().as_bytes().to_vec()),
+        device_list: api::Bytes(device_list),
+        registration_token: registration_token.map(str::to_owned),
+        prekeys,
+    };
+    api.create_account(&req).await.map(drop)
+}
+
 fn load_me(store: &Store) -> Result<Me> {
     let get = |k: &str| store.meta(k)?.ok_or(ClientError::NoAccount);
     let name =
@@ -198,27 +251,14 @@ impl Client {
             }
             wipe(home)?;
         }
-        let mut rng = OsRng;
-        let account = AccountIdentity::generate(&mut rng)?;
-        let identity = DeviceIdentity::generate(&mut rng)?;
-        let device = DeviceId::new(1).ok_or(ClientError::Internal("device 1"))?;
-        let list = DeviceList::sign(
-            &account,
-            name.clone(),
-            1,
-            vec![DeviceEntry { id: device, identity: identity.public().clone() }],
-        )
-        .map_err(|source| ClientError::DeviceList { name: name.to_string(), source })?;
-        let mut prekeys = DevicePrekeys::new();
-        let plan = prekeys.plan(now(), &PrekeyPolicy::default(), 0, 0);
-        let upload = prekeys.execute(&mut rng, &identity, now(), &plan)?;
-        let upload =
-            serde_json::to_vec(&upload_request(&upload)).map_err(|_| ClientError::Internal("upload"))?;
+        let NewAccount { account, identity, list, prekeys, upload } =
+            NewAccount::generate(&name, &PrekeyPolicy::default(), now())?;
+        let upload = serde_json::to_vec(&upload).map_err(|_| ClientError::Internal("upload"))?;
 
         let mut store = Store::create(home, &secret)?;
         let tx = store.tx()?;
         store::set_meta(&tx, meta::NAME, name.as_str().as_bytes())?;
-        store::set_meta(&tx, meta::DEVICE, &device.get().to_be_bytes())?;
+        store::set_meta(&tx, meta::DEVICE, &1u32.to_be_bytes())?;
         store::set_meta(&tx, meta::SERVER, api.base().as_bytes())?;
         store::set_meta(&tx, meta::ACCOUNT_IDENTITY, &account.to_bytes())?;
         store::set_meta(&tx, meta::DEVICE_IDENTITY, &identity.to_bytes())?;
@@ -237,12 +277,8 @@ impl Client {
     #[cfg(test)]
     pub(crate) fn offline(home: &Path, name: &str) -> Result<Self> {
         let name = AccountName::new(name)?;
-        let mut rng = OsRng;
-        let account = AccountIdentity::generate(&mut rng)?;
-        let identity = DeviceIdentity::generate(&mut rng)?;
-        let mut prekeys = DevicePrekeys::new();
-        let plan = prekeys.plan(now(), &PrekeyPolicy::default(), 0, 0);
-        prekeys.execute(&mut rng, &identity, now(), &plan)?;
+        let NewAccount { account, identity, prekeys, .. } =
+            NewAccount::generate(&name, &PrekeyPolicy::default(), now())?;
         let mut store = Store::create(home, &StoreSecret::NoPassphrase)?;
         let tx = store.tx()?;
         store::set_meta(&tx, meta::NAME, name.as_str().as_bytes())?;
@@ -265,14 +301,16 @@ impl Client {
         let device_list = get(meta::DEVICE_LIST)?.to_vec();
         let prekeys: api::PrekeyUploadRequest = serde_json::from_slice(&get(meta::PENDING_UPLOAD)?)
             .map_err(|_| ClientError::Internal("upload"))?;
-        let req = api::CreateAccountRequest {
-            name: self.me.name.to_string(),
-            account_key: api::Bytes(self.me.account.public().as_bytes().to_vec()),
-            device_list: api::Bytes(device_list),
-            registration_token: registration_token.map(str::to_owned),
+        match register_account(
+            &self.api,
+            &self.me.name,
+            &self.me.account,
+            device_list,
             prekeys,
-        };
-        match self.api.create_account(&req).await {
+            registration_token,
+        )
+        .await
+        {
             Ok(_) => {}
             Err(ClientError::Server { code: Some(api::ErrorCode::NameTaken), .. })
                 if self.registered_earlier().await.unwrap_or(false) => {}
