@@ -26,6 +26,9 @@ pub mod relay;
 mod rng;
 #[cfg(test)]
 mod server_tests;
+// The test harness shared with the integration tests names this crate `tacit_client`.
+#[cfg(test)]
+extern crate self as tacit_client;
 mod store;
 #[cfg(test)]
 mod tests;

@@ -7,26 +7,17 @@
 #[macro_use]
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::{Backend, Relay};
+use common::{Backend, Relay, account, texts};
 
 use crate::net::{Api, ConnectOptions, Incoming};
-use crate::{Client, ClientError, StoreSecret};
+use crate::{Client, ClientError};
 
 on_both!(
     a_client_killed_between_storing_and_acking_shows_each_message_once,
     a_server_restart_mid_conversation_loses_nothing
 );
-
-async fn account(relay: &Relay, home: &Path, name: &str) -> Client {
-    Client::create_account(home, StoreSecret::NoPassphrase, &relay.url, name, None).await.unwrap()
-}
-
-fn texts(c: &Client, peer: &str) -> Vec<String> {
-    c.history(peer).unwrap().into_iter().map(|e| e.text).collect()
-}
 
 async fn a_client_killed_between_storing_and_acking_shows_each_message_once(backend: Backend) {
     let relay = Relay::start(backend).await;

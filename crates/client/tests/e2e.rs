@@ -5,11 +5,10 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::time::Duration;
 
-use common::{Backend, Relay};
-use tacit_client::{Client, ClientError, StoreSecret};
+use common::{Backend, Relay, account, texts};
+use tacit_client::{Client, ClientError};
 use tacit_protocol::{KemPrekeyKind, Message};
 
 on_both!(
@@ -19,14 +18,6 @@ on_both!(
     fetched_but_unprocessed_messages_come_back_once,
     racing_senders_get_distinct_one_time_keys,
 );
-
-async fn account(relay: &Relay, home: &Path, name: &str) -> Client {
-    Client::create_account(home, StoreSecret::NoPassphrase, &relay.url, name, None).await.unwrap()
-}
-
-fn texts(c: &Client, peer: &str) -> Vec<String> {
-    c.history(peer).unwrap().into_iter().map(|e| e.text).collect()
-}
 
 async fn two_clients_converse_verify_and_survive_restarts(backend: Backend) {
     let relay = Relay::start(backend).await;

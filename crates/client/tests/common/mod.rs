@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use tacit_client::{Client, StoreSecret};
 use tacit_server::{ServeError, Server, ServerConfig};
 use tokio::sync::oneshot;
 
@@ -174,4 +175,14 @@ impl Relay {
             pg_admin().await.batch_execute(&format!("DROP SCHEMA {name} CASCADE")).await.unwrap();
         }
     }
+}
+
+/// Creates account `name` on `relay`, its store in `home` (no passphrase).
+pub async fn account(relay: &Relay, home: &Path, name: &str) -> Client {
+    Client::create_account(home, StoreSecret::NoPassphrase, &relay.url, name, None).await.unwrap()
+}
+
+/// The texts of the conversation with `peer`, oldest first.
+pub fn texts(c: &Client, peer: &str) -> Vec<String> {
+    c.history(peer).unwrap().into_iter().map(|e| e.text).collect()
 }
