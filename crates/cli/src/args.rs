@@ -11,6 +11,10 @@ pub struct Cli {
     /// The account's folder (default: the platform's data directory, e.g. ~/.local/share/tacit).
     #[arg(long, global = true, env = "TACIT_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
+    /// PEM file of certificate authorities to trust besides the system's, for a server whose
+    /// certificate comes from a private CA.
+    #[arg(long, global = true, env = "TACIT_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Print one JSON object per line, each with a "type" field.
     #[arg(long, global = true)]
     pub json: bool,

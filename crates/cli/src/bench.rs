@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tacit_client::{ClientError, RelayClient, RelayEvent, RelayStream};
+use tacit_client::{ClientError, ConnectOptions, RelayClient, RelayEvent, RelayStream};
 
 use crate::CliError;
 use crate::args::BenchRelayArgs;
@@ -146,7 +146,12 @@ async fn socket_client(
 }
 
 /// Runs the benchmark and prints one `bench_relay` line.
-pub async fn run(args: BenchRelayArgs, out: &Out, json: bool) -> Result<(), CliError> {
+pub async fn run(
+    args: BenchRelayArgs,
+    options: &ConnectOptions,
+    out: &Out,
+    json: bool,
+) -> Result<(), CliError> {
     let n = args.clients as usize;
     let size = args.size as usize;
     let run_id = {
@@ -165,7 +170,10 @@ pub async fn run(args: BenchRelayArgs, out: &Out, json: bool) -> Result<(), CliE
                 let name = format!("b{run_id}-{i}");
                 let server = args.server.clone();
                 let token = args.registration_token.clone();
-                tokio::spawn(async move { RelayClient::register(&server, &name, token.as_deref()).await })
+                let options = options.clone();
+                tokio::spawn(async move {
+                    RelayClient::register_with(&server, &name, token.as_deref(), &options).await
+                })
             })
             .collect();
         for t in tasks {

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use tacit_client::{Client, ClientError, ErrorKind, StoreSecret};
+use tacit_client::{Client, ClientError, ConnectOptions, ErrorKind, StoreSecret};
 use zeroize::Zeroizing;
 
 use args::{AccountCommand, BenchCommand, Cli, Command, StoreCommand};
@@ -157,7 +157,15 @@ fn new_secret(var: &str, required: bool) -> Result<StoreSecret, CliError> {
     Ok(StoreSecret::Passphrase(first))
 }
 
-fn open(home: &Path) -> Result<Client, CliError> {
+/// The extra trusted CAs of `--ca-file` (none without it).
+fn connect_options(ca_file: Option<&Path>) -> Result<ConnectOptions, CliError> {
+    let Some(path) = ca_file else { return Ok(ConnectOptions::default()) };
+    let pem = std::fs::read(path)
+        .map_err(|e| CliError::Usage(format!("cannot read the CA file {}: {e}", path.display())))?;
+    Ok(ConnectOptions::default().with_extra_roots_pem(&pem)?)
+}
+
+fn open(home: &Path, options: &ConnectOptions) -> Result<Client, CliError> {
     if !Client::exists(home) {
         return Err(ClientError::NoAccount.into());
     }
@@ -170,40 +178,44 @@ fn open(home: &Path) -> Result<Client, CliError> {
     } else {
         None
     };
-    Ok(Client::open(home, pass.as_ref())?)
+    Ok(Client::open_with(home, pass.as_ref(), options)?)
 }
 
 async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
     let command = match cli.command {
         Command::Server(args) => return server::run(args).await,
         Command::Demo => return demo::run(out, cli.json).await,
-        Command::Bench(BenchCommand::Relay(args)) => return bench::run(args, out, cli.json).await,
+        Command::Bench(BenchCommand::Relay(args)) => {
+            let options = connect_options(cli.ca_file.as_deref())?;
+            return bench::run(args, &options, out, cli.json).await;
+        }
         other => other,
     };
     let home = home(cli.home)?;
+    let options = connect_options(cli.ca_file.as_deref())?;
     match command {
         Command::Account(AccountCommand::Create(a)) => {
             let secret = new_secret("TACIT_PASSPHRASE", false)?;
+            let token = a.registration_token.as_deref();
             let mut c =
-                Client::create_account(&home, secret, &a.server, &a.name, a.registration_token.as_deref())
-                    .await?;
+                Client::create_account_with(&home, secret, &a.server, &a.name, token, &options).await?;
             out.warnings(c.take_warnings());
             out.account_created(c.account_name(), c.device_id(), c.server(), &home);
         }
         Command::Account(AccountCommand::Delete) => {
-            let c = open(&home)?;
+            let c = open(&home, &options)?;
             let name = c.account_name().to_owned();
             c.delete_account().await?;
             out.account_deleted(&name);
         }
         Command::Send { name, text } => {
-            let mut c = open(&home)?;
+            let mut c = open(&home, &options)?;
             let r = c.send_text(&name, &text).await;
             out.warnings(c.take_warnings());
             out.sent(&name, &r?);
         }
         Command::Receive { wait } => {
-            let mut c = open(&home)?;
+            let mut c = open(&home, &options)?;
             let r = c.receive(Duration::from_secs(wait)).await;
             out.warnings(c.take_warnings());
             for m in r? {
@@ -211,27 +223,27 @@ async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
             }
         }
         Command::History { name } => {
-            let c = open(&home)?;
+            let c = open(&home, &options)?;
             for e in c.history(&name)? {
                 out.history(&e);
             }
         }
         Command::SafetyNumber { name } => {
-            let mut c = open(&home)?;
+            let mut c = open(&home, &options)?;
             let r = c.safety_number(&name).await;
             out.warnings(c.take_warnings());
             let verified = c.is_verified(&name)?;
             out.safety_number(&name, &r?, verified);
         }
         Command::Verify { name, digits } => {
-            let mut c = open(&home)?;
+            let mut c = open(&home, &options)?;
             let r = c.verify(&name, &digits.join(" ")).await;
             out.warnings(c.take_warnings());
             r?;
             out.verified(&name);
         }
         Command::Store(StoreCommand::Rekey) => {
-            let mut c = open(&home)?;
+            let mut c = open(&home, &options)?;
             let secret = new_secret("TACIT_NEW_PASSPHRASE", true)?;
             let with_passphrase = matches!(&secret, StoreSecret::Passphrase(p) if !p.is_empty());
             c.rekey(secret)?;

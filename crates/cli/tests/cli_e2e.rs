@@ -1,4 +1,5 @@
-//! The `tacit` binary end to end against the real server on loopback, and `tacit demo`.
+//! The `tacit` binary end to end against the real server on loopback (HTTP, and HTTPS with a
+//! throwaway CA from `scripts/test-certs`), and `tacit demo`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a test file
 
 use std::path::Path;
@@ -24,18 +25,32 @@ fn tacit(home: &Path, env: &[(&str, &str)], args: &[&str]) -> (i32, Vec<Value>) 
     (out.status.code().unwrap(), lines)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_conversation_through_the_binary() {
-    let dir = tempfile::tempdir().unwrap();
+/// A server on loopback with its data in `dir` (HTTPS with `dir/tls/server.pem` when `tls`);
+/// its URL, and what stops it.
+async fn start_server(dir: &Path, tls: bool) -> (String, impl AsyncFnOnce()) {
     let mut config = ServerConfig::default();
     config.listen = "127.0.0.1:0".parse().unwrap();
-    config.data_dir = dir.path().join("server");
+    config.data_dir = dir.join("server");
+    if tls {
+        config.tls_cert = Some(dir.join("tls/server.pem"));
+        config.tls_key = Some(dir.join("tls/server.key"));
+    }
     let server = Server::bind(config).await.unwrap();
-    let url = format!("http://{}", server.local_addr());
+    let url = format!("{}://{}", if tls { "https" } else { "http" }, server.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {
         let _ = stopped.await;
     }));
+    (url, async move || {
+        let _ = stop.send(());
+        task.await.unwrap().unwrap();
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, stop) = start_server(dir.path(), false).await;
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     let pass = [("TACIT_PASSPHRASE", "alice's secret")];
 
@@ -113,8 +128,44 @@ async fn a_conversation_through_the_binary() {
     })
     .await
     .unwrap();
-    let _ = stop.send(());
-    let _ = task.await;
+    stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_ca_is_trusted_with_tacit_ca_file_and_only_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-certs");
+    let made = Command::new("bash").arg(certs).arg(dir.path().join("tls")).status().unwrap();
+    assert!(made.success());
+    let (url, stop) = start_server(dir.path(), true).await;
+    let home = dir.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let (a, b) = (home.join("a"), home.join("b"));
+        let (ca, other) = (home.join("tls/ca.pem"), home.join("tls/other-ca.pem"));
+        let trust = [("TACIT_CA_FILE", ca.to_str().unwrap())];
+        let create = ["account", "create", "--server", &url, "--name", "alice"];
+        let (code, l) = tacit(&a, &[], &create);
+        assert_eq!(code, 3, "{l:?}");
+        assert!(l[0]["message"].as_str().unwrap().contains("certificate"), "{l:?}");
+        let (code, l) = tacit(&a, &[("TACIT_CA_FILE", other.to_str().unwrap())], &create);
+        assert_eq!(code, 3, "{l:?}");
+        let (code, l) =
+            tacit(&a, &[("TACIT_CA_FILE", home.join("tls/server.key").to_str().unwrap())], &create);
+        assert_eq!((code, l[0]["kind"].as_str()), (2, Some("usage")), "not a certificate: {l:?}");
+        assert_eq!(tacit(&a, &trust, &create).0, 0);
+        let ca_flag = ["--ca-file", ca.to_str().unwrap()];
+        let create_bob = [&ca_flag[..], &["account", "create", "--server", &url, "--name", "bob"]].concat();
+        assert_eq!(tacit(&b, &[], &create_bob).0, 0);
+
+        let (code, l) = tacit(&a, &trust, &["send", "bob", "over https"]);
+        assert_eq!(code, 0, "{l:?}");
+        assert_eq!(tacit(&b, &[], &["receive", "--wait", "5"]).0, 3, "without the CA: refused");
+        let (code, l) = tacit(&b, &trust, &["receive", "--wait", "5"]);
+        assert_eq!((code, l[0]["text"].as_str()), (0, Some("over https")), "over wss: {l:?}");
+    })
+    .await
+    .unwrap();
+    stop().await;
 }
 
 #[test]

@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{ClientError, Result};
 use crate::generations::{self, Generations};
-use crate::net::Api;
+use crate::net::{Api, ConnectOptions};
 use crate::store::key::{self, StoreSecret, remove_if_exists};
 use crate::store::{self, DB_FILE, HistoryEntry, Store};
 
@@ -78,6 +78,59 @@ pub(crate) fn upload_request(u: &PrekeyUpload) -> api::PrekeyUploadRequest {
     }
 }
 
+/// The keys of a new account whose one device is device 1: what `Client::create_account`
+/// stores and registers, and what `RelayClient::register` registers and forgets.
+pub(crate) struct NewAccount {
+    pub(crate) account: AccountIdentity,
+    pub(crate) identity: DeviceIdentity,
+    pub(crate) list: DeviceList,
+    pub(crate) prekeys: DevicePrekeys,
+    /// The public half of `prekeys`, as uploaded with the account.
+    pub(crate) upload: api::PrekeyUploadRequest,
+}
+
+impl NewAccount {
+    /// Generates the account and device identities, signs a device list of device 1, and
+    /// makes the prekeys `policy` plans at `now`.
+    pub(crate) fn generate(name: &AccountName, policy: &PrekeyPolicy, now: UnixTime) -> Result<Self> {
+        let mut rng = OsRng;
+        let account = AccountIdentity::generate(&mut rng)?;
+        let identity = DeviceIdentity::generate(&mut rng)?;
+        let device = DeviceId::new(1).ok_or(ClientError::Internal("device 1"))?;
+        let list = DeviceList::sign(
+            &account,
+            name.clone(),
+            1,
+            vec![DeviceEntry { id: device, identity: identity.public().clone() }],
+        )
+        .map_err(|source| ClientError::DeviceList { name: name.to_string(), source })?;
+        let mut prekeys = DevicePrekeys::new();
+        let plan = prekeys.plan(now, policy, 0, 0);
+        let upload = upload_request(&prekeys.execute(&mut rng, &identity, now, &plan)?);
+        Ok(Self { account, identity, list, prekeys, upload })
+    }
+}
+
+/// `POST /v1/accounts`: registers `name` under `account`'s key with its signed device list
+/// and device 1's prekeys.
+pub(crate) async fn register_account(
+    api: &Api,
+    name: &AccountName,
+    account: &AccountIdentity,
+    device_list: Vec<u8>,
+    prekeys: api::PrekeyUploadRequest,
+    registration_token: Option<&str>,
+) -> Result<()> {
+    let req = api::CreateAccountRequest {
+        name: name.to_string(),
+        account_key: api::Bytes(account.public().as_bytes().to_vec()),
+        device_list: api::Bytes(device_list),
+        registration_token: registration_token.map(str::to_owned),
+        prekeys,
+    };
+    api.create_account(&req).await.map(drop)
+}
+
 fn load_me(store: &Store) -> Result<Me> {
     let get = |k: &str| store.meta(k)?.ok_or(ClientError::NoAccount);
     let name =
@@ -120,21 +173,30 @@ impl Client {
 
     /// Opens the account in `home` (`passphrase` when the store has one).
     pub fn open(home: &Path, passphrase: Option<&Zeroizing<String>>) -> Result<Self> {
+        Self::open_with(home, passphrase, &ConnectOptions::default())
+    }
+
+    /// [`Self::open`], reaching the server as `options` say (extra trusted CAs).
+    pub fn open_with(
+        home: &Path,
+        passphrase: Option<&Zeroizing<String>>,
+        options: &ConnectOptions,
+    ) -> Result<Self> {
         let store = Store::open(home, passphrase)?;
         if store.meta(meta::REGISTERED)?.as_deref().map(Vec::as_slice) != Some(&[1]) {
             return Err(ClientError::NoAccount);
         }
-        Self::from_store(store)
+        Self::from_store(store, options)
     }
 
-    fn from_store(store: Store) -> Result<Self> {
+    fn from_store(store: Store, options: &ConnectOptions) -> Result<Self> {
         let me = load_me(&store)?;
         let server = store.meta(meta::SERVER)?.ok_or(ClientError::NoAccount)?;
         let server =
             String::from_utf8(server.to_vec()).map_err(|_| ClientError::Internal("stored server"))?;
         let expected = store.meta(meta::GENERATIONS_FILE)?.is_some() || store.has_sessions()?;
         let gens = Generations::load(store.home(), expected)?;
-        Ok(Self { store, gens, api: Api::new(&server)?, me, warnings: Vec::new() })
+        Ok(Self { store, gens, api: Api::new(&server, options)?, me, warnings: Vec::new() })
     }
 
     /// Creates an account on `server` with this device as device 1: generates the account
@@ -148,8 +210,21 @@ impl Client {
         name: &str,
         registration_token: Option<&str>,
     ) -> Result<Self> {
+        Self::create_account_with(home, secret, server, name, registration_token, &ConnectOptions::default())
+            .await
+    }
+
+    /// [`Self::create_account`], reaching the server as `options` say (extra trusted CAs).
+    pub async fn create_account_with(
+        home: &Path,
+        secret: StoreSecret,
+        server: &str,
+        name: &str,
+        registration_token: Option<&str>,
+        options: &ConnectOptions,
+    ) -> Result<Self> {
         let name = AccountName::new(name)?;
-        let api = Api::new(server)?;
+        let api = Api::new(server, options)?;
         if Store::exists(home) {
             let pass = match &secret {
                 StoreSecret::Passphrase(p) if !p.is_empty() => Some(p),
@@ -172,31 +247,18 @@ impl Client {
                 Err(e) => return Err(e),
             };
             if let Some(s) = resumable {
-                return Self::register(Self::from_store(s)?, api, registration_token).await;
+                return Self::register(Self::from_store(s, options)?, api, registration_token).await;
             }
             wipe(home)?;
         }
-        let mut rng = OsRng;
-        let account = AccountIdentity::generate(&mut rng)?;
-        let identity = DeviceIdentity::generate(&mut rng)?;
-        let device = DeviceId::new(1).ok_or(ClientError::Internal("device 1"))?;
-        let list = DeviceList::sign(
-            &account,
-            name.clone(),
-            1,
-            vec![DeviceEntry { id: device, identity: identity.public().clone() }],
-        )
-        .map_err(|source| ClientError::DeviceList { name: name.to_string(), source })?;
-        let mut prekeys = DevicePrekeys::new();
-        let plan = prekeys.plan(now(), &PrekeyPolicy::default(), 0, 0);
-        let upload = prekeys.execute(&mut rng, &identity, now(), &plan)?;
-        let upload =
-            serde_json::to_vec(&upload_request(&upload)).map_err(|_| ClientError::Internal("upload"))?;
+        let NewAccount { account, identity, list, prekeys, upload } =
+            NewAccount::generate(&name, &PrekeyPolicy::default(), now())?;
+        let upload = serde_json::to_vec(&upload).map_err(|_| ClientError::Internal("upload"))?;
 
         let mut store = Store::create(home, &secret)?;
         let tx = store.tx()?;
         store::set_meta(&tx, meta::NAME, name.as_str().as_bytes())?;
-        store::set_meta(&tx, meta::DEVICE, &device.get().to_be_bytes())?;
+        store::set_meta(&tx, meta::DEVICE, &1u32.to_be_bytes())?;
         store::set_meta(&tx, meta::SERVER, api.base().as_bytes())?;
         store::set_meta(&tx, meta::ACCOUNT_IDENTITY, &account.to_bytes())?;
         store::set_meta(&tx, meta::DEVICE_IDENTITY, &identity.to_bytes())?;
@@ -206,7 +268,7 @@ impl Client {
         store::set_meta(&tx, meta::REGISTERED, &[0])?;
         store::set_meta(&tx, meta::GENERATIONS_FILE, &[1])?;
         tx.commit()?;
-        let client = Self::from_store(store)?;
+        let client = Self::from_store(store, options)?;
         client.gens.ensure_file()?;
         Self::register(client, api, registration_token).await
     }
@@ -215,12 +277,8 @@ impl Client {
     #[cfg(test)]
     pub(crate) fn offline(home: &Path, name: &str) -> Result<Self> {
         let name = AccountName::new(name)?;
-        let mut rng = OsRng;
-        let account = AccountIdentity::generate(&mut rng)?;
-        let identity = DeviceIdentity::generate(&mut rng)?;
-        let mut prekeys = DevicePrekeys::new();
-        let plan = prekeys.plan(now(), &PrekeyPolicy::default(), 0, 0);
-        prekeys.execute(&mut rng, &identity, now(), &plan)?;
+        let NewAccount { account, identity, prekeys, .. } =
+            NewAccount::generate(&name, &PrekeyPolicy::default(), now())?;
         let mut store = Store::create(home, &StoreSecret::NoPassphrase)?;
         let tx = store.tx()?;
         store::set_meta(&tx, meta::NAME, name.as_str().as_bytes())?;
@@ -232,7 +290,7 @@ impl Client {
         store::set_meta(&tx, meta::REGISTERED, &[1])?;
         store::set_meta(&tx, meta::GENERATIONS_FILE, &[1])?;
         tx.commit()?;
-        let client = Self::from_store(store)?;
+        let client = Self::from_store(store, &ConnectOptions::default())?;
         client.gens.ensure_file()?;
         Ok(client)
     }
@@ -243,14 +301,16 @@ impl Client {
         let device_list = get(meta::DEVICE_LIST)?.to_vec();
         let prekeys: api::PrekeyUploadRequest = serde_json::from_slice(&get(meta::PENDING_UPLOAD)?)
             .map_err(|_| ClientError::Internal("upload"))?;
-        let req = api::CreateAccountRequest {
-            name: self.me.name.to_string(),
-            account_key: api::Bytes(self.me.account.public().as_bytes().to_vec()),
-            device_list: api::Bytes(device_list),
-            registration_token: registration_token.map(str::to_owned),
+        match register_account(
+            &self.api,
+            &self.me.name,
+            &self.me.account,
+            device_list,
             prekeys,
-        };
-        match self.api.create_account(&req).await {
+            registration_token,
+        )
+        .await
+        {
             Ok(_) => {}
             Err(ClientError::Server { code: Some(api::ErrorCode::NameTaken), .. })
                 if self.registered_earlier().await.unwrap_or(false) => {}

@@ -54,6 +54,9 @@ pub enum ClientError {
     /// No conversation or contact with this name.
     #[error("unknown contact {0}")]
     UnknownContact(String),
+    /// A certificate given to trust (`ConnectOptions`) is not usable.
+    #[error("bad CA certificate: {0}")]
+    BadCertificate(String),
     /// The request did not reach the server or the answer was unreadable.
     #[error("network: {0}")]
     Network(String),
@@ -124,7 +127,8 @@ impl ClientError {
             Self::BadName(_)
             | Self::MessageTooLong { .. }
             | Self::PassphraseRequired
-            | Self::AccountExists(_) => ErrorKind::Usage,
+            | Self::AccountExists(_)
+            | Self::BadCertificate(_) => ErrorKind::Usage,
             Self::WrongKey => ErrorKind::Security,
             Self::NoAccount | Self::NotFound(_) | Self::UnknownContact(_) => ErrorKind::NotFound,
             Self::Network(_) | Self::Server { .. } => ErrorKind::Network,
@@ -143,8 +147,20 @@ impl ClientError {
 
 impl From<reqwest::Error> for ClientError {
     fn from(e: reqwest::Error) -> Self {
-        // Without the URL: it may carry nothing secret, but keeps messages short.
-        Self::Network(e.without_url().to_string())
+        // Without the URL: it may carry nothing secret, but keeps messages short. With the
+        // causes: "error sending request" alone hides, say, a refused certificate.
+        let e = e.without_url();
+        let mut message = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            cause = c.source();
+        }
+        Self::Network(message)
     }
 }
 

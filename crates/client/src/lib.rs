@@ -11,6 +11,9 @@
 //! - Sessions restored from an old copy of the store are detected through generation marks
 //!   kept outside the database and never sent on again (a fresh session starts instead).
 //! - Prekeys are refilled and rotated automatically ([`Client::maintain_prekeys`]).
+//! - `https://` servers are verified against the system's roots and, through
+//!   [`ConnectOptions`] ([`Client::open_with`], [`Client::create_account_with`]), the CAs of a
+//!   private PKI.
 
 mod client;
 mod contacts;
@@ -21,6 +24,11 @@ mod net;
 mod payload;
 pub mod relay;
 mod rng;
+#[cfg(test)]
+mod server_tests;
+// The test harness shared with the integration tests names this crate `tacit_client`.
+#[cfg(test)]
+extern crate self as tacit_client;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -28,6 +36,7 @@ mod tests;
 pub use client::Client;
 pub use error::{ClientError, ErrorKind, Result};
 pub use messaging::{ReceivedMessage, SentMessage};
+pub use net::ConnectOptions;
 pub use payload::MAX_TEXT_BYTES;
 pub use relay::{RelayClient, RelayEvent, RelayStream};
 pub use store::HistoryEntry;

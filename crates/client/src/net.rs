@@ -1,10 +1,15 @@
 //! HTTP (reqwest, rustls) and WebSocket (tokio-tungstenite) access to a Tacit server,
-//! speaking `tacit-api` exactly. Every request carries the protocol version header.
+//! speaking `tacit-api` exactly. Every request carries the protocol version header. HTTPS and
+//! WSS verify the server with the platform verifier, trusting the system's roots and the
+//! [`ConnectOptions`]' extra ones.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tacit_api as api;
@@ -16,6 +21,41 @@ use crate::error::{ClientError, Result};
 
 /// How long one HTTP request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to reach a server, beyond its URL.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    extra_roots: Vec<CertificateDer<'static>>,
+}
+
+impl ConnectOptions {
+    /// Also trusts the certificate authorities in `pem` (one or more `CERTIFICATE` blocks),
+    /// besides the system's: for a server whose certificate comes from a private CA. Applies
+    /// to HTTPS and to the WebSocket alike.
+    pub fn with_extra_roots_pem(mut self, pem: &[u8]) -> Result<Self> {
+        let bad = |why: String| ClientError::BadCertificate(why);
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("no CERTIFICATE block in the PEM text".into()));
+        }
+        // Refuse what cannot be a trust anchor now rather than at the first connection.
+        let mut check = rustls::RootCertStore::empty();
+        for c in &certs {
+            check.add(c.clone()).map_err(|e| bad(e.to_string()))?;
+        }
+        self.extra_roots.extend(certs);
+        Ok(self)
+    }
+}
+
+impl core::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ConnectOptions").field("extra_roots", &self.extra_roots.len()).finish()
+    }
+}
 
 /// A bearer token (secret to this server). Never printed.
 struct Token(Zeroizing<String>);
@@ -35,6 +75,7 @@ pub(crate) struct Api {
     http: reqwest::Client,
     base: String,
     token: Option<Token>,
+    extra_roots: Vec<CertificateDer<'static>>,
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -72,21 +113,44 @@ pub(crate) enum Incoming {
 
 impl Api {
     /// A client for the server at `base` (`http://` or `https://`, no trailing slash needed).
-    pub(crate) fn new(base: &str) -> Result<Self> {
+    pub(crate) fn new(base: &str, options: &ConnectOptions) -> Result<Self> {
         let base = base.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::Network(format!(
                 "server URL must start with http:// or https://: {base}"
             )));
         }
+        let extra = options.extra_roots.iter().map(|c| reqwest::Certificate::from_der(c));
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             // Below the server's 20 s idle cut-off, so a pooled connection is not reused just
             // as the server closes it.
             .pool_idle_timeout(Duration::from_secs(15))
             .user_agent(concat!("tacit-client/", env!("CARGO_PKG_VERSION")))
+            .tls_certs_merge(extra.collect::<Result<Vec<_>, _>>()?)
             .build()?;
-        Ok(Self { http, base, token: None })
+        Ok(Self { http, base, token: None, extra_roots: options.extra_roots.clone() })
+    }
+
+    /// The TLS configuration of `wss://`: what reqwest does for HTTPS (rustls with AWS-LC,
+    /// the platform verifier with the extra roots). Built per connection, as
+    /// tokio-tungstenite would, since it loads the system's roots.
+    fn websocket_tls(&self) -> Result<Arc<rustls::ClientConfig>> {
+        let tls = |e: rustls::Error| ClientError::Network(format!("TLS setup: {e}"));
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
+            self.extra_roots.clone(),
+            provider.clone(),
+        )
+        .map_err(tls)?;
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(tls)?
+            // Not a way around verification: the platform verifier is the verification.
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        Ok(Arc::new(config))
     }
 
     /// The server's base URL.
@@ -252,10 +316,11 @@ impl Api {
 
     /// Opens the WebSocket (`GET /v1/ws`, authenticated).
     pub(crate) async fn connect(&self) -> Result<Live> {
-        let url = if let Some(rest) = self.base.strip_prefix("https://") {
-            format!("wss://{rest}{}", api::WEBSOCKET)
+        let (url, connector) = if let Some(rest) = self.base.strip_prefix("https://") {
+            let tls = tokio_tungstenite::Connector::Rustls(self.websocket_tls()?);
+            (format!("wss://{rest}{}", api::WEBSOCKET), tls)
         } else if let Some(rest) = self.base.strip_prefix("http://") {
-            format!("ws://{rest}{}", api::WEBSOCKET)
+            (format!("ws://{rest}{}", api::WEBSOCKET), tokio_tungstenite::Connector::Plain)
         } else {
             return Err(ClientError::Internal("base URL scheme"));
         };
@@ -274,7 +339,8 @@ impl Api {
         // 128 KiB default, which cost more CPU than the rest of a small frame's path.
         let config =
             tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8 * 1024);
-        let connecting = tokio_tungstenite::connect_async_with_config(req, Some(config), false);
+        let connecting =
+            tokio_tungstenite::connect_async_tls_with_config(req, Some(config), false, Some(connector));
         let (ws, _resp) = connecting.await.map_err(|e| match e {
             tokio_tungstenite::tungstenite::Error::Http(resp) => ClientError::Server {
                 status: resp.status().as_u16(),

@@ -5,15 +5,11 @@
 use std::time::Duration;
 
 use tacit_api as api;
-use tacit_protocol::{
-    AccountIdentity, AccountName, DeviceEntry, DeviceId, DeviceIdentity, DeviceList, DevicePrekeys,
-    PrekeyPolicy, UnixTime,
-};
+use tacit_protocol::{AccountName, PrekeyPolicy, UnixTime};
 
-use crate::client::upload_request;
+use crate::client::{NewAccount, register_account};
 use crate::error::{ClientError, Result};
-use crate::net::{Api, Incoming, Live, SendOutcome};
-use crate::rng::OsRng;
+use crate::net::{Api, ConnectOptions, Incoming, Live, SendOutcome};
 
 /// A registered, authenticated device that sends and receives opaque envelopes.
 pub struct RelayClient {
@@ -30,31 +26,24 @@ impl RelayClient {
     /// Creates account `name` (device 1, a signed prekey and a last-resort key only) on
     /// `server` and authenticates.
     pub async fn register(server: &str, name: &str, registration_token: Option<&str>) -> Result<Self> {
+        Self::register_with(server, name, registration_token, &ConnectOptions::default()).await
+    }
+
+    /// [`Self::register`], reaching the server as `options` say (extra trusted CAs).
+    pub async fn register_with(
+        server: &str,
+        name: &str,
+        registration_token: Option<&str>,
+        options: &ConnectOptions,
+    ) -> Result<Self> {
         let account_name = AccountName::new(name)?;
-        let mut rng = OsRng;
-        let account = AccountIdentity::generate(&mut rng)?;
-        let identity = DeviceIdentity::generate(&mut rng)?;
-        let device = DeviceId::new(1).ok_or(ClientError::Internal("device 1"))?;
-        let list = DeviceList::sign(
-            &account,
-            account_name,
-            1,
-            vec![DeviceEntry { id: device, identity: identity.public().clone() }],
-        )
-        .map_err(|source| ClientError::DeviceList { name: name.into(), source })?;
-        let mut prekeys = DevicePrekeys::new();
+        // No one-time prekeys: nobody starts a session with a bench account.
         let policy = PrekeyPolicy { one_time_target: 0, ..PrekeyPolicy::default() };
-        let plan = prekeys.plan(UnixTime(0), &policy, 0, 0);
-        let upload = prekeys.execute(&mut rng, &identity, UnixTime(0), &plan)?;
-        let mut api = Api::new(server)?;
-        api.create_account(&api::CreateAccountRequest {
-            name: name.into(),
-            account_key: api::Bytes(account.public().as_bytes().to_vec()),
-            device_list: api::Bytes(list.to_bytes()),
-            registration_token: registration_token.map(str::to_owned),
-            prekeys: upload_request(&upload),
-        })
-        .await?;
+        let new = NewAccount::generate(&account_name, &policy, UnixTime(0))?;
+        let mut api = Api::new(server, options)?;
+        let list = new.list.to_bytes();
+        register_account(&api, &account_name, &new.account, list, new.upload, registration_token).await?;
+        let identity = &new.identity;
         api.authenticate(name, 1, |m| Ok(identity.sign_auth_message(m)?.as_bytes().to_vec())).await?;
         Ok(Self { api, name: name.into() })
     }

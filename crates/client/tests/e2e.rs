@@ -1,59 +1,26 @@
-//! Two clients against the real server on loopback (embedded SQLite, temp folders).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a test file
+//! Clients against the real server on loopback, each test on SQLite and on PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)] // a test file
 
-use std::path::Path;
+#[macro_use]
+mod common;
+
+use std::collections::HashSet;
 use std::time::Duration;
 
-use tacit_client::{Client, ClientError, StoreSecret};
-use tacit_server::{Server, ServerConfig};
-use tokio::sync::oneshot;
+use common::{Backend, Relay, account, texts};
+use tacit_client::{Client, ClientError};
+use tacit_protocol::{KemPrekeyKind, Message};
 
-struct Relay {
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
+on_both!(
+    two_clients_converse_verify_and_survive_restarts,
+    verified_contact_with_a_new_identity_is_refused_until_reverified,
+    a_store_restored_from_an_old_copy_starts_a_fresh_session_and_the_conversation_goes_on,
+    fetched_but_unprocessed_messages_come_back_once,
+    racing_senders_get_distinct_one_time_keys,
+);
 
-impl Relay {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = ServerConfig::default();
-        config.listen = "127.0.0.1:0".parse().unwrap();
-        config.data_dir = dir.path().join("server");
-        let server = Server::bind(config).await.unwrap();
-        let url = format!("http://{}", server.local_addr());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .run(async move {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-        });
-        Self { url, stop: Some(tx), task, _dir: dir }
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        let _ = self.task.await;
-    }
-}
-
-async fn account(relay: &Relay, home: &Path, name: &str) -> Client {
-    Client::create_account(home, StoreSecret::NoPassphrase, &relay.url, name, None).await.unwrap()
-}
-
-fn texts(c: &Client, peer: &str) -> Vec<String> {
-    c.history(peer).unwrap().into_iter().map(|e| e.text).collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_clients_converse_verify_and_survive_restarts() {
-    let relay = Relay::start().await;
+async fn two_clients_converse_verify_and_survive_restarts(backend: Backend) {
+    let relay = Relay::start(backend).await;
     let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut alice = account(&relay, ha.path(), "alice").await;
     let mut bob = account(&relay, hb.path(), "bob").await;
@@ -90,9 +57,8 @@ async fn two_clients_converse_verify_and_survive_restarts() {
     relay.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verified_contact_with_a_new_identity_is_refused_until_reverified() {
-    let relay = Relay::start().await;
+async fn verified_contact_with_a_new_identity_is_refused_until_reverified(backend: Backend) {
+    let relay = Relay::start(backend).await;
     let (ha, hb, hb2) =
         (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut alice = account(&relay, ha.path(), "alice").await;
@@ -123,9 +89,10 @@ async fn verified_contact_with_a_new_identity_is_refused_until_reverified() {
     relay.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_restored_from_an_old_copy_starts_a_fresh_session_and_the_conversation_goes_on() {
-    let relay = Relay::start().await;
+async fn a_store_restored_from_an_old_copy_starts_a_fresh_session_and_the_conversation_goes_on(
+    backend: Backend,
+) {
+    let relay = Relay::start(backend).await;
     let (ha, hb, backup) =
         (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut alice = account(&relay, ha.path(), "alice").await;
@@ -152,9 +119,8 @@ async fn a_store_restored_from_an_old_copy_starts_a_fresh_session_and_the_conver
     relay.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fetched_but_unprocessed_messages_come_back_once() {
-    let relay = Relay::start().await;
+async fn fetched_but_unprocessed_messages_come_back_once(backend: Backend) {
+    let relay = Relay::start(backend).await;
     let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut alice = account(&relay, ha.path(), "alice").await;
     let mut bob = account(&relay, hb.path(), "bob").await;
@@ -173,5 +139,48 @@ async fn fetched_but_unprocessed_messages_come_back_once() {
     assert_eq!(got.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["c", "b", "a"]);
     assert!(bob.receive(Duration::ZERO).await.unwrap().is_empty());
     assert_eq!(texts(&bob, "alice").len(), 3);
+    relay.stop().await;
+}
+
+/// Senders that fetch one recipient's bundle at the same moment each get one-time prekeys
+/// of their own (X25519 and ML-KEM): every first message names different ones, and every
+/// one decrypts.
+async fn racing_senders_get_distinct_one_time_keys(backend: Backend) {
+    const RACERS: usize = 6;
+    let relay = Relay::start(backend).await;
+    let hb = tempfile::tempdir().unwrap();
+    let mut bob = account(&relay, hb.path(), "bob").await;
+    let homes: Vec<_> = (0..RACERS).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut racers = Vec::new();
+    for (i, home) in homes.iter().enumerate() {
+        let mut c = account(&relay, home.path(), &format!("racer{i}")).await;
+        // Authenticated and bob's list pinned: what is left of a first send is the bundle.
+        c.receive(Duration::ZERO).await.unwrap();
+        c.safety_number("bob").await.unwrap();
+        racers.push(c);
+    }
+    // One task (the SDK's futures are not `Send`), but every request is in flight at once.
+    let sends = racers.iter_mut().map(|c| {
+        let text = format!("from {}", c.account_name());
+        async move { c.send_text("bob", &text).await.unwrap() }
+    });
+    futures_util::future::join_all(sends).await;
+
+    let envelopes = bob.fetch_envelopes().await.unwrap();
+    assert_eq!(envelopes.len(), RACERS);
+    let (mut one_time, mut kem) = (HashSet::new(), HashSet::new());
+    for e in &envelopes {
+        let Message::Prekey(p) = Message::from_bytes(e.content.as_slice()).unwrap() else {
+            panic!("a first message starts a session");
+        };
+        assert!(one_time.insert(p.one_time_prekey_id.expect("one-time prekeys were left")));
+        assert_eq!(p.kem_prekey_kind, KemPrekeyKind::OneTime);
+        assert!(kem.insert(p.kem_prekey_id), "KEM one-time prekey {} handed out twice", p.kem_prekey_id);
+    }
+    let got = bob.process_envelopes(envelopes).await.unwrap();
+    let mut from: Vec<_> = got.iter().map(|m| m.from.clone()).collect();
+    from.sort();
+    assert_eq!(from, (0..RACERS).map(|i| format!("racer{i}")).collect::<Vec<_>>());
+    assert!(bob.take_warnings().is_empty());
     relay.stop().await;
 }

@@ -1,0 +1,115 @@
+//! The SDK against the real server on loopback, on SQLite and on PostgreSQL, where a test
+//! needs the SDK's internals: a client killed after storing messages but before
+//! acknowledging them, a WebSocket open while the server restarts, and the WebSocket's
+//! certificate checks.
+
+#[path = "../tests/common/mod.rs"]
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, Relay, account, texts};
+
+use crate::net::{Api, ConnectOptions, Incoming};
+use crate::{Client, ClientError};
+
+on_both!(
+    a_client_killed_between_storing_and_acking_shows_each_message_once,
+    a_server_restart_mid_conversation_loses_nothing
+);
+
+async fn a_client_killed_between_storing_and_acking_shows_each_message_once(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = account(&relay, ha.path(), "alice").await;
+    let mut bob = account(&relay, hb.path(), "bob").await;
+    alice.send_text("bob", "a").await.unwrap();
+    alice.send_text("bob", "b").await.unwrap();
+
+    // Bob decrypts and stores both (one transaction each) ...
+    let envelopes = bob.fetch_envelopes().await.unwrap();
+    let ids: Vec<u64> = envelopes.iter().map(|e| e.id).collect();
+    let (msgs, acks) = bob.process_all(envelopes).await.unwrap();
+    assert_eq!(msgs.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(acks, ids);
+    // ... and is killed before the acknowledgement leaves.
+    drop(bob);
+
+    let mut bob = Client::open(hb.path(), None).unwrap();
+    let again = bob.fetch_envelopes().await.unwrap();
+    assert_eq!(again.iter().map(|e| e.id).collect::<Vec<_>>(), ids, "the server still holds them");
+    assert!(bob.receive(Duration::ZERO).await.unwrap().is_empty(), "not shown a second time");
+    assert!(bob.fetch_envelopes().await.unwrap().is_empty(), "but acknowledged this time");
+    assert_eq!(texts(&bob, "alice"), ["a", "b"]);
+    assert!(bob.take_warnings().is_empty());
+
+    // The sessions moved on exactly once: the conversation continues both ways.
+    bob.send_text("alice", "c").await.unwrap();
+    assert_eq!(alice.receive(Duration::ZERO).await.unwrap()[0].text, "c");
+    alice.send_text("bob", "d").await.unwrap();
+    assert_eq!(bob.receive(Duration::ZERO).await.unwrap()[0].text, "d");
+    relay.stop().await;
+}
+
+async fn a_server_restart_mid_conversation_loses_nothing(backend: Backend) {
+    let mut relay = Relay::start(backend).await;
+    let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = account(&relay, ha.path(), "alice").await;
+    let mut bob = account(&relay, hb.path(), "bob").await;
+    alice.send_text("bob", "one").await.unwrap();
+    assert_eq!(bob.receive(Duration::ZERO).await.unwrap()[0].text, "one");
+    bob.send_text("alice", "two").await.unwrap();
+    alice.send_text("bob", "three").await.unwrap();
+
+    // Bob is listening on the WebSocket (it has delivered what was stored) when the server
+    // goes down: the socket is closed, not left hanging.
+    let mut live = bob.api.connect().await.unwrap();
+    assert!(matches!(live.next(Duration::from_secs(5)).await.unwrap(), Some(Incoming::Envelope(_))));
+    assert!(matches!(live.next(Duration::from_secs(5)).await.unwrap(), Some(Incoming::Drained)));
+    let listening = tokio::spawn(async move { live.next(Duration::from_secs(20)).await });
+    relay.restart().await;
+    let closed = listening.await.unwrap();
+    assert!(matches!(closed, Ok(Some(Incoming::Closed)) | Err(_)), "the socket ended");
+
+    // Same URL, same storage: the tokens the clients hold, their sessions and every
+    // envelope stored before the restart are still good.
+    assert_eq!(alice.receive(Duration::ZERO).await.unwrap()[0].text, "two");
+    let got = bob.receive(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(got.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["three"], "over a new socket");
+    bob.send_text("alice", "four").await.unwrap();
+    assert_eq!(alice.receive(Duration::from_secs(5)).await.unwrap()[0].text, "four");
+    assert_eq!(texts(&alice, "bob"), ["one", "three", "two", "four"], "in the order stored here");
+    assert_eq!(texts(&bob, "alice"), ["one", "two", "three", "four"]);
+    assert!(alice.take_warnings().is_empty() && bob.take_warnings().is_empty());
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_checks_the_certificate_as_https_does() {
+    let relay = Relay::start_tls(Backend::Sqlite).await;
+    let refused = Api::new(&relay.url, &ConnectOptions::default()).unwrap().connect().await.err().unwrap();
+    assert!(matches!(&refused, ClientError::Network(m) if m.contains("certificate")), "{refused}");
+    let other = ConnectOptions::default().with_extra_roots_pem(&relay.certs().other_ca_pem()).unwrap();
+    let refused = Api::new(&relay.url, &other).unwrap().connect().await.err().unwrap();
+    assert!(matches!(&refused, ClientError::Network(m) if m.contains("certificate")), "{refused}");
+    // Trusting the CA, TLS succeeds and the server itself answers: no token, no socket.
+    let trusted = ConnectOptions::default().with_extra_roots_pem(&relay.certs().ca_pem()).unwrap();
+    let refused = Api::new(&relay.url, &trusted).unwrap().connect().await.err().unwrap();
+    assert!(matches!(refused, ClientError::Server { status: 401, .. }), "{refused}");
+    relay.stop().await;
+}
+
+#[test]
+fn extra_roots_must_be_ca_certificates() {
+    let bad = |pem: &str| ConnectOptions::default().with_extra_roots_pem(pem.as_bytes()).err().unwrap();
+    assert!(matches!(bad("no PEM here"), ClientError::BadCertificate(_)));
+    assert!(matches!(
+        bad("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+        ClientError::BadCertificate(_)
+    ));
+    assert!(matches!(
+        bad("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+        ClientError::BadCertificate(_)
+    ));
+}
