@@ -17,6 +17,8 @@ use crate::CliError;
 use crate::args::BenchRelayArgs;
 use crate::output::Out;
 
+/// Most envelope bytes one client has in flight (the window shrinks for large envelopes).
+const MAX_WINDOW_BYTES: usize = 1024 * 1024;
 /// Gives up when a client waits this long for anything.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -186,6 +188,9 @@ pub async fn run(
         streams.push(c.connect().await.map_err(net)?);
     }
     let total = args.messages;
+    // A client writes its window of sends before it reads again; more than 1 MiB of them
+    // would fill the socket both ways (the server stops reading at its in-flight bound).
+    let window = u64::from(args.window).min((MAX_WINDOW_BYTES / size.max(1)).max(1) as u64);
     let share = |i: usize| total / n as u64 + u64::from((i as u64) < total % n as u64);
     let start = Instant::now();
     let delivered = Arc::new(AtomicU64::new(0));
@@ -195,7 +200,7 @@ pub async fn run(
             to: clients.get((i + 1) % n).map(|c| c.name().to_owned()).unwrap_or_default(),
             sends: share(i),
             receives: share((i + n - 1) % n),
-            window: u64::from(args.window),
+            window,
             size,
             start,
             delivered: delivered.clone(),
@@ -221,7 +226,7 @@ pub async fn run(
     let got = delivered.load(Ordering::Relaxed);
     let rate = got as f64 / elapsed.max(1e-9);
     let line = json!({"type": "bench_relay", "clients": n, "messages": total, "delivered": got, "size": size,
-        "window": args.window, "transport": if args.http { "http" } else { "websocket" },
+        "window": window, "transport": if args.http { "http" } else { "websocket" },
         "seconds": elapsed, "delivered_per_s": rate, "p50_ms": pct(0.50), "p99_ms": pct(0.99)});
     if json {
         out.raw(line);

@@ -61,6 +61,9 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Most TCP connections open at once (WebSockets included); more are closed at once.
     pub max_connections: usize,
+    /// Most TCP connections open at once from one client address (IPv6: one /64). Behind a
+    /// reverse proxy every client has the proxy's address: raise it to `max_connections`.
+    pub max_connections_per_address: usize,
     /// Seconds a client has to send a request's headers (an idle keep-alive connection is
     /// closed after as long).
     pub header_read_timeout_secs: u64,
@@ -87,6 +90,7 @@ impl Default for ServerConfig {
             log_ip_addresses: false,
             shutdown_grace_secs: 10,
             max_connections: 10_000,
+            max_connections_per_address: 1_000,
             header_read_timeout_secs: 20,
             max_sockets_per_device: 4,
             limits: RateLimits::default(),
@@ -109,6 +113,7 @@ impl core::fmt::Debug for ServerConfig {
             .field("log_ip_addresses", &self.log_ip_addresses)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_address", &self.max_connections_per_address)
             .field("header_read_timeout_secs", &self.header_read_timeout_secs)
             .field("max_sockets_per_device", &self.max_sockets_per_device)
             .field("limits", &self.limits)

@@ -36,13 +36,9 @@ pub enum LimitKey {
 }
 
 impl LimitKey {
-    /// After this long without events a bucket of this kind is full again, so forgetting
-    /// it changes nothing (the longest refill period of its budget).
-    fn full_after_ms(&self) -> u64 {
-        match self {
-            Self::Accounts(_) => 3_600_000,
-            _ => 60_000,
-        }
+    /// Whether the key is for unauthenticated callers (who can make new keys cheaply).
+    fn unauthenticated(&self) -> bool {
+        matches!(self, Self::Address(_) | Self::Accounts(_))
     }
 }
 
@@ -66,6 +62,15 @@ impl Budget {
     /// `rate` events per minute, bursts of `rate`.
     pub fn per_minute(rate: u32) -> Self {
         Self { rate, period_ms: 60_000, burst: rate.max(1) }
+    }
+
+    /// After this long without events a bucket is full again, so forgetting it changes
+    /// nothing: the time to refill a whole burst.
+    fn full_after_ms(self) -> u64 {
+        if self.rate == 0 {
+            return u64::MAX;
+        }
+        self.period_ms.saturating_mul(u64::from(self.burst).div_ceil(u64::from(self.rate)))
     }
 
     fn capacity(self) -> u64 {
@@ -167,6 +172,8 @@ struct Bucket {
 #[derive(Default)]
 pub struct RateLimiter {
     buckets: Mutex<Buckets>,
+    /// The budgets, to know when a bucket is full again.
+    limits: RateLimits,
 }
 
 #[derive(Default)]
@@ -176,8 +183,8 @@ struct Buckets {
 }
 
 /// Drops every bucket idle long enough to be full again.
-fn sweep(map: &mut HashMap<LimitKey, Bucket>, now_ms: u64) {
-    map.retain(|k, b| b.at_ms.saturating_add(k.full_after_ms()) > now_ms);
+fn sweep(map: &mut HashMap<LimitKey, Bucket>, limits: &RateLimits, now_ms: u64) {
+    map.retain(|k, b| b.at_ms.saturating_add(limits.budget(k).full_after_ms()) > now_ms);
 }
 
 /// The key for a client address: IPv6 by /64 (one host usually holds a whole /64).
@@ -192,16 +199,24 @@ pub fn address_key(ip: IpAddr) -> LimitKey {
 }
 
 impl RateLimiter {
+    /// A limiter for these budgets.
+    pub fn new(limits: RateLimits) -> Self {
+        Self { buckets: Mutex::default(), limits }
+    }
+
     /// Takes one token for `key`; `Err(ms)` (and nothing taken) if the bucket is empty,
     /// with the time until a token is there.
     pub fn check(&self, key: LimitKey, budget: Budget, now_ms: u64) -> Result<(), u64> {
         let Ok(mut guard) = self.buckets.lock() else { return Err(1000) };
         let Buckets { map, last_sweep_ms } = &mut *guard;
         if map.len() >= SWEEP_AT && now_ms.saturating_sub(*last_sweep_ms) >= 1000 {
-            sweep(map, now_ms);
+            sweep(map, &self.limits, now_ms);
             *last_sweep_ms = now_ms;
         }
-        if map.len() >= MAX_ENTRIES && !map.contains_key(&key) {
+        // When full, only new unauthenticated keys are refused: those are cheap to make (a
+        // new address), while device keys are bounded by the devices holding a valid token,
+        // so a flood of addresses never locks devices out.
+        if map.len() >= MAX_ENTRIES && !map.contains_key(&key) && key.unauthenticated() {
             return Err(1000);
         }
         let cap = budget.capacity();
@@ -223,7 +238,7 @@ impl RateLimiter {
     /// Forgets buckets that are full again (run on a timer, and when the map is large).
     pub fn sweep(&self, now_ms: u64) {
         if let Ok(mut guard) = self.buckets.lock() {
-            sweep(&mut guard.map, now_ms);
+            sweep(&mut guard.map, &self.limits, now_ms);
             guard.last_sweep_ms = now_ms;
         }
     }
@@ -283,7 +298,16 @@ mod tests {
         assert!(l.allow(accounts, limits.budget(&accounts), 120_000), "two new accounts in two minutes");
         assert!(l.allow(accounts, limits.budget(&accounts), 120_000));
         assert!(!l.allow(accounts, limits.budget(&accounts), 120_000));
-        l.sweep(120_000 + 3_600_001);
+        // An hour later 60 more are allowed, and the bucket is still far from full (a burst
+        // of 200 at 60 an hour takes 4 hours to refill): it is kept.
+        let hour = 3_600_000;
+        l.sweep(120_000 + hour);
+        assert_eq!(l.len(), 1);
+        for _ in 0..60 {
+            assert!(l.allow(accounts, limits.budget(&accounts), 120_000 + hour));
+        }
+        assert!(!l.allow(accounts, limits.budget(&accounts), 120_000 + hour));
+        l.sweep(120_000 + hour + 4 * hour);
         assert_eq!(l.len(), 0);
     }
 

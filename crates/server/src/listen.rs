@@ -1,13 +1,15 @@
-//! The accept loop: at most `max_connections` TCP connections at once (a WebSocket keeps
-//! its connection's slot), TLS handshakes bounded in time and run concurrently, HTTP/1.1
+//! The accept loop: at most `max_connections` TCP connections at once, and
+//! `max_connections_per_address` from one client address (a WebSocket keeps its
+//! connection's slot), TLS handshakes bounded in time and run concurrently, HTTP/1.1
 //! with a header-read timeout (a client that trickles its headers, or a keep-alive
 //! connection that sends nothing, is closed), and graceful shutdown. `axum::serve` offers
 //! neither the cap nor the timeout (it sets no timer, so hyper's own timeout never runs).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -31,7 +33,54 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// WebSocket upgrade keeps it for as long as the socket lives.
 #[derive(Clone)]
 pub(crate) struct ConnectionSlot {
-    _permit: Arc<OwnedSemaphorePermit>,
+    _held: Arc<Held>,
+}
+
+/// A connection's place under both caps; released when the last clone drops.
+struct Held {
+    _permit: OwnedSemaphorePermit,
+    per_address: Arc<PerAddress>,
+    key: IpAddr,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.per_address.open.lock()
+            && let Some(n) = open.get_mut(&self.key)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Open connections per client address (IPv6 per /64).
+struct PerAddress {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerAddress {
+    /// Counts a connection from `key`; false (nothing counted) if it has `max` already.
+    fn enter(&self, key: IpAddr) -> bool {
+        let Ok(mut open) = self.open.lock() else { return false };
+        let n = open.entry(key).or_insert(0);
+        if *n >= self.max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+}
+
+/// The per-address key: the address, or its /64 for IPv6 (one host usually holds a /64).
+fn address_key(ip: IpAddr) -> IpAddr {
+    match crate::limiter::address_key(ip) {
+        crate::limiter::LimitKey::Address(k) => k,
+        _ => ip,
+    }
 }
 
 /// Connection limits (from [`crate::ServerConfig`]).
@@ -39,6 +88,8 @@ pub(crate) struct ConnectionSlot {
 pub(crate) struct Limits {
     /// Most connections open at once.
     pub max_connections: usize,
+    /// Most connections open at once from one client address (IPv6: one /64).
+    pub max_connections_per_address: usize,
     /// A client must send a request's headers within this long (and an idle keep-alive
     /// connection is closed after it).
     pub header_read_timeout: Duration,
@@ -56,6 +107,8 @@ pub(crate) async fn serve(
 ) {
     let max_connections = limits.max_connections.max(1);
     let slots = Arc::new(Semaphore::new(max_connections));
+    let per_address =
+        Arc::new(PerAddress { max: limits.max_connections_per_address.max(1), open: Mutex::default() });
     let connections = TaskTracker::new();
     let last_warning = AtomicU64::new(0);
     loop {
@@ -70,19 +123,22 @@ pub(crate) async fn serve(
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            // Full: the connection is closed at once (dropped), and that is logged at most
-            // once a minute.
-            let now = now_ms();
-            if now.saturating_sub(last_warning.load(Ordering::Relaxed)) > 60_000 {
-                last_warning.store(now, Ordering::Relaxed);
-                tracing::warn!(max_connections, "connection limit reached; refusing connections");
-            }
+        // Over either cap the connection is closed at once (dropped); that is logged at
+        // most once a minute, without the address.
+        let key = address_key(addr.ip());
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            warn_once_a_minute(&last_warning, "connection limit reached; refusing connections");
             continue;
+        };
+        if !per_address.enter(key) {
+            warn_once_a_minute(&last_warning, "an address reached its connection limit; refusing it");
+            continue;
+        }
+        let slot = ConnectionSlot {
+            _held: Arc::new(Held { _permit: permit, per_address: per_address.clone(), key }),
         };
         let _ = tcp.set_nodelay(true);
         let (tls, router, shutdown) = (tls.clone(), router.clone(), shutdown.clone());
-        let slot = ConnectionSlot { _permit: Arc::new(slot) };
         connections.spawn(async move {
             match tls {
                 None => serve_http(tcp, addr, router, slot, limits, shutdown).await,
@@ -99,6 +155,14 @@ pub(crate) async fn serve(
     drop(listener);
     connections.close();
     connections.wait().await;
+}
+
+fn warn_once_a_minute(last: &AtomicU64, what: &'static str) {
+    let now = now_ms();
+    if now.saturating_sub(last.load(Ordering::Relaxed)) > 60_000 {
+        last.store(now, Ordering::Relaxed);
+        tracing::warn!("{what}");
+    }
 }
 
 /// Serves HTTP/1.1 (with upgrades) on one connection.

@@ -47,6 +47,7 @@ pub struct Server {
     local_addr: SocketAddr,
     grace: Duration,
     max_connections: usize,
+    max_connections_per_address: usize,
     header_read_timeout: Duration,
 }
 
@@ -82,6 +83,7 @@ impl Server {
             local_addr,
             grace: Duration::from_secs(config.shutdown_grace_secs),
             max_connections: config.max_connections,
+            max_connections_per_address: config.max_connections_per_address,
             header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
         })
     }
@@ -98,7 +100,16 @@ impl Server {
 
     /// Serves until `shutdown` completes, then drains and closes.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        let Self { listener, tls, state, local_addr, grace, max_connections, header_read_timeout } = self;
+        let Self {
+            listener,
+            tls,
+            state,
+            local_addr,
+            grace,
+            max_connections,
+            max_connections_per_address,
+            header_read_timeout,
+        } = self;
         tracing::info!(%local_addr, tls = tls.is_some(), "tacit server listening");
         let purge = {
             let state = state.clone();
@@ -123,7 +134,8 @@ impl Server {
                 state.begin_shutdown();
             })
         };
-        let limits = crate::listen::Limits { max_connections, header_read_timeout };
+        let limits =
+            crate::listen::Limits { max_connections, max_connections_per_address, header_read_timeout };
         let served = crate::listen::serve(listener, tls, app(state.clone()), limits, stop.clone());
         tokio::select! {
             () = served => {}

@@ -80,7 +80,7 @@ impl AppState {
                 .as_deref()
                 .map(|t| crate::crypto::sha256(t.as_bytes())),
             log_ip_addresses: settings.log_ip_addresses,
-            limiter: RateLimiter::default(),
+            limiter: RateLimiter::new(settings.limits),
             limits: settings.limits,
             shutdown: CancellationToken::new(),
             sockets: TaskTracker::new(),

@@ -147,3 +147,40 @@ async fn account_creation_is_limited_per_address_before_the_body_is_read() {
     assert_eq!(s.as_u16(), 404);
     server.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_does_not_read_its_resync_is_still_replaced() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| c.max_sockets_per_device = 1).await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    // More than the loopback socket buffers hold, so the server blocks writing the resync.
+    let big = vec![5u8; api::limits::MAX_ENVELOPE_BYTES];
+    for _ in 0..150 {
+        let (s, _) = alice.send(&http, &bob.name, &[1], &big).await;
+        assert!(s.is_success());
+    }
+    let mut stalled = ws_connect(&server, bob.tok()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = Instant::now();
+    let mut fresh = ws_connect(&server, bob.tok()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The stalled socket ends as replaced at once: it gets what was already on its way,
+    // then the close, not the rest of its resync (the server stopped writing it).
+    let mut received = 0;
+    let code = loop {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        match tokio::time::timeout(Duration::from_secs(5), stalled.next()).await.unwrap() {
+            Some(Ok(Message::Text(_))) => received += 1,
+            Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(code, api::close::REPLACED);
+    assert!(received < 150, "the whole resync was sent to a replaced socket");
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    let api::ServerFrame::Envelope(_) = next_frame(&mut fresh).await else { panic!("envelope") };
+    drop(fresh);
+    server.finish().await;
+}

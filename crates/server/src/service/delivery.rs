@@ -33,7 +33,7 @@ use tacit_api::limits::{MAX_FETCH, MAX_FETCH_BYTES, MAX_MAILBOX_ENVELOPES, MAX_R
 use tacit_api::{ClientFrame, Envelope, OutgoingEnvelope, SendRequest, ServerFrame, close};
 
 use super::messages::MAX_ACK_IDS;
-use super::sockets::Ended;
+use super::sockets::{Ended, Registration};
 use crate::error::Failure;
 use crate::limiter::LimitKey;
 use crate::state::AppState;
@@ -58,6 +58,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The server pings every socket this often and checks that its session token is still
 /// valid (not expired, the account not deleted).
 const PING_EVERY: Duration = Duration::from_secs(30);
+/// A resync page (at most 1 MiB) must be taken by the client within this long.
+const PAGE_DEADLINE: Duration = Duration::from_secs(30);
 /// A socket from which nothing (not even a pong) arrived for this long is closed.
 const IDLE_LIMIT: Duration = Duration::from_secs(75);
 
@@ -84,13 +86,16 @@ struct Tracker {
     watermark: u64,
     /// Envelopes sent on this connection and not yet acknowledged on it.
     sent: HashSet<u64>,
+    /// Envelopes acknowledged on this connection whose deletion has not committed yet (a
+    /// resync meanwhile would still find them stored).
+    acking: HashSet<u64>,
 }
 
 impl Tracker {
     /// Whether to send an envelope read from the store by a resync.
     fn read_from_store(&mut self, id: u64) -> bool {
         self.watermark = self.watermark.max(id);
-        self.sent.insert(id)
+        !self.acking.contains(&id) && self.sent.insert(id)
     }
 
     /// Whether to send an envelope handed over by the bus.
@@ -98,10 +103,18 @@ impl Tracker {
         id > self.watermark && self.sent.insert(id)
     }
 
-    /// The client acknowledged these (they are being deleted from the store).
+    /// The client acknowledged these (their deletion is on its way to the store).
     fn acked(&mut self, ids: &[u64]) {
         for id in ids {
             self.sent.remove(id);
+            self.acking.insert(*id);
+        }
+    }
+
+    /// Their deletion committed.
+    fn deleted(&mut self, ids: &[u64]) {
+        for id in ids {
+            self.acking.remove(id);
         }
     }
 }
@@ -118,8 +131,8 @@ enum EnvelopeFrame<'a> {
 enum Done {
     /// A send finished: answer it.
     Send { id: u64, bytes: usize, result: Result<u64, Failure> },
-    /// An acknowledgement was committed (or failed).
-    Ack(Result<(), Failure>),
+    /// An acknowledgement of these ids was committed (or failed).
+    Ack(Vec<u64>, Result<(), Failure>),
 }
 
 type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = Done> + Send>>>;
@@ -202,8 +215,11 @@ impl Conn {
                 };
                 self.feed_frame(&frame).await
             }
-            Done::Ack(Ok(())) => Ok(()),
-            Done::Ack(Err(_)) => Err(Stop::Close(INTERNAL, "storage unavailable")),
+            Done::Ack(ids, Ok(())) => {
+                self.track.deleted(&ids);
+                Ok(())
+            }
+            Done::Ack(_, Err(_)) => Err(Stop::Close(INTERNAL, "storage unavailable")),
         }
     }
 
@@ -213,10 +229,14 @@ impl Conn {
     }
 }
 
-/// Sends every stored envelope above the watermark not yet sent on this connection.
-async fn resync(state: &AppState, who: &Authed, conn: &mut Conn) -> Result<(), Stop> {
+/// Sends every stored envelope above the watermark not yet sent on this connection. Each
+/// page must be taken within [`PAGE_DEADLINE`], and the resync stops as soon as the socket is
+/// to end (`halt`), so a client that reads slowly cannot hold its socket past a replacement,
+/// a deletion or shutdown.
+async fn resync(state: &AppState, who: &Authed, conn: &mut Conn, halt: &Halt<'_>) -> Result<(), Stop> {
     let mut after = conn.track.watermark;
     loop {
+        halt.check()?;
         let page = state
             .store()
             .fetch(who.key, after, MAX_FETCH + 1, MAX_FETCH_BYTES)
@@ -225,13 +245,56 @@ async fn resync(state: &AppState, who: &Authed, conn: &mut Conn) -> Result<(), S
         // At most MAX_FETCH_BYTES (or one envelope) per page; the rest is read again.
         let keep = crate::store::page_len(&page, MAX_FETCH, MAX_FETCH_BYTES);
         let full = page.len() > keep;
-        for e in page.iter().take(keep) {
-            after = after.max(e.id);
-            conn.deliver(e, true).await?;
+        let sent = tokio::time::timeout(PAGE_DEADLINE, async {
+            for e in page.iter().take(keep) {
+                halt.check()?;
+                after = after.max(e.id);
+                conn.deliver(e, true).await?;
+            }
+            conn.flush().await
+        });
+        tokio::select! {
+            r = sent => r.map_err(|_| Stop::Socket)??,
+            () = halt.halted() => halt.check()?,
         }
-        conn.flush().await?;
         if !full {
             return Ok(());
+        }
+    }
+}
+
+/// What ends a socket from outside: shutdown, or its registration ending (replaced by a
+/// newer socket of the device, or the account deleted).
+struct Halt<'a> {
+    shutdown: &'a tokio_util::sync::CancellationToken,
+    registration: &'a Registration<'a>,
+}
+
+impl Halt<'_> {
+    /// Why the socket must end now, if it must.
+    fn check(&self) -> Result<(), Stop> {
+        if self.shutdown.is_cancelled() {
+            return Err(Stop::Close(GOING_AWAY, "server shutting down"));
+        }
+        if self.registration.end.is_cancelled() {
+            return Err(self.ended());
+        }
+        Ok(())
+    }
+
+    /// Completes once the socket must end.
+    async fn halted(&self) {
+        tokio::select! {
+            () = self.shutdown.cancelled() => {}
+            () = self.registration.end.cancelled() => {}
+        }
+    }
+
+    /// The close for an ended registration.
+    fn ended(&self) -> Stop {
+        match self.registration.why() {
+            Some(Ended::AccountDeleted) => Stop::Close(close::SESSION_ENDED, "account deleted"),
+            _ => Stop::Close(close::REPLACED, "replaced by a newer connection of this device"),
         }
     }
 }
@@ -278,7 +341,8 @@ async fn on_text(state: &AppState, who: &Authed, conn: &mut Conn, text: &str) ->
             let store = state.store().clone();
             let key = who.key;
             conn.in_flight.push(Box::pin(async move {
-                Done::Ack(store.ack(key, &ids).await.map(drop).map_err(Failure::from))
+                let result = store.ack(key, &ids).await.map(drop).map_err(Failure::from);
+                Done::Ack(ids, result)
             }));
             Ok(())
         }
@@ -303,7 +367,8 @@ async fn keep_alive(
     match super::auth::still_valid(state, token, who.key).await {
         Ok(true) => {}
         Ok(false) => return Err(Stop::Close(close::SESSION_ENDED, "session ended: authenticate again")),
-        Err(_) => return Err(Stop::Close(INTERNAL, "storage unavailable")),
+        // A busy store is no reason to drop a healthy socket: checked again next time.
+        Err(_) => tracing::debug!("token re-check postponed: store busy"),
     }
     match tokio::time::timeout(SEND_TIMEOUT, conn.socket.feed(Message::Ping(Default::default()))).await {
         Ok(Ok(())) => {
@@ -316,13 +381,22 @@ async fn keep_alive(
 
 async fn serve(state: &AppState, who: &Authed, token: &[u8; 32], conn: &mut Conn) -> Result<(), Stop> {
     let registration = state.inner().open_sockets.register(who.key);
+    let shutdown = state.inner().shutdown.clone();
+    let halt = Halt { shutdown: &shutdown, registration: &registration };
+    // An account deleted between the token check of the upgrade and the registration above
+    // was not there to end this socket: look again now that it is registered.
+    if !super::auth::still_valid(state, token, who.key).await.unwrap_or(true) {
+        return Err(Stop::Close(close::SESSION_ENDED, "session ended: authenticate again"));
+    }
     // Subscribe before reading the mailbox so nothing committed in between is missed.
     let mut sub = state.inner().bus.subscribe(who.key);
-    resync(state, who, conn).await?;
+    resync(state, who, conn, &halt).await?;
     conn.feed_frame(&ServerFrame::Drained).await?;
     conn.flush().await?;
-    let shutdown = state.inner().shutdown.clone();
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    // Spread over the interval by socket, so sockets opened together (after a restart) do
+    // not all re-check their tokens at the same moment.
+    let spread = Duration::from_millis(registration.id().wrapping_mul(7919) % 30_000);
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY + spread, PING_EVERY);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     loop {
@@ -337,10 +411,7 @@ async fn serve(state: &AppState, who: &Authed, token: &[u8; 32], conn: &mut Conn
             }
             () = registration.end.cancelled() => {
                 drain(conn).await;
-                return Err(match registration.why() {
-                    Some(Ended::AccountDeleted) => Stop::Close(close::SESSION_ENDED, "account deleted"),
-                    _ => Stop::Close(close::REPLACED, "replaced by a newer connection of this device"),
-                });
+                return Err(halt.ended());
             }
             _ = ping.tick() => keep_alive(state, who, token, conn, last_heard).await?,
             Some(done) = conn.in_flight.next(), if !conn.in_flight.is_empty() => {
@@ -365,7 +436,7 @@ async fn serve(state: &AppState, who: &Authed, token: &[u8; 32], conn: &mut Conn
                     return Err(Stop::Close(GOING_AWAY, "server shutting down"));
                 };
                 if sub.take_lagged() {
-                    resync(state, who, conn).await?;
+                    resync(state, who, conn, &halt).await?;
                 }
                 conn.deliver(&envelope, false).await?;
             }
@@ -378,6 +449,10 @@ async fn serve(state: &AppState, who: &Authed, token: &[u8; 32], conn: &mut Conn
 async fn drain(conn: &mut Conn) {
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while let Some(done) = conn.in_flight.next().await {
+            // A failed ack only means the envelope comes again: answering sends goes on.
+            if matches!(done, Done::Ack(_, Err(_))) {
+                continue;
+            }
             if conn.finished(done).await.is_err() {
                 return;
             }
@@ -434,5 +509,12 @@ mod tests {
         assert!(!t.read_from_store(8));
         assert!(t.read_from_store(9));
         assert!(!t.taken_from_bus(9));
+        // Envelope 10 came off the bus and is acknowledged; its deletion has not committed
+        // when a lag resync finds it still stored: it is not sent again.
+        assert!(t.taken_from_bus(10));
+        t.acked(&[10]);
+        assert!(!t.read_from_store(10), "acknowledged envelope sent again by a resync");
+        t.deleted(&[5, 7, 10]);
+        assert!(t.acking.is_empty() && t.sent.len() == 2);
     }
 }

@@ -44,6 +44,11 @@ pub(crate) struct Registration<'a> {
 }
 
 impl Registration<'_> {
+    /// The socket's number (unique in this server's lifetime).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Why the socket was ended (once `end` is cancelled).
     pub(crate) fn why(&self) -> Option<Ended> {
         self.why.lock().ok().and_then(|w| *w)

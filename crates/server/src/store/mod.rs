@@ -77,7 +77,12 @@ impl From<deadpool_postgres::PoolError> for StoreError {
         match e {
             // No connection free in time, or none could be opened: the database is busy or
             // unreachable, which a client may retry (503), not a server bug (500).
-            PoolError::Timeout(_) | PoolError::Backend(_) => Self::Unavailable(e.to_string()),
+            PoolError::Timeout(_) => Self::Unavailable(e.to_string()),
+            PoolError::Backend(inner) => match Self::from(inner) {
+                // Logged as SQLSTATE and message only (see above), and retryable.
+                Self::Backend(detail) | Self::Unavailable(detail) => Self::Unavailable(detail),
+                other => other,
+            },
             PoolError::Closed => Self::Closed,
             other => Self::Backend(other.to_string()),
         }
