@@ -399,18 +399,19 @@ async fn serve(state: &AppState, who: &Authed, token: &[u8; 32], conn: &mut Conn
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY + spread, PING_EVERY);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    // Made once: a cancellation future registers with its token each time it is created,
+    // which under load cost a lock and an unlock per loop turn (seen with perf).
+    let halted = halt.halted();
+    tokio::pin!(halted);
     loop {
         let may_read = conn.may_read();
         // Biased: finish what is started first, then read, then deliver; flush only when
         // nothing else is ready, so a burst of frames is written together.
         tokio::select! {
             biased;
-            () = shutdown.cancelled() => {
+            () = &mut halted => {
                 drain(conn).await;
-                return Err(Stop::Close(GOING_AWAY, "server shutting down"));
-            }
-            () = registration.end.cancelled() => {
-                drain(conn).await;
+                halt.check()?;
                 return Err(halt.ended());
             }
             _ = ping.tick() => keep_alive(state, who, token, conn, last_heard).await?,
