@@ -206,7 +206,13 @@ impl RateLimiter {
 
     /// Takes one token for `key`; `Err(ms)` (and nothing taken) if the bucket is empty,
     /// with the time until a token is there.
+    #[cfg(test)]
     pub fn check(&self, key: LimitKey, budget: Budget, now_ms: u64) -> Result<(), u64> {
+        self.check_n(key, budget, now_ms, 1)
+    }
+
+    /// Takes `n` tokens for `key` (at most a whole burst), or none and `Err(ms)`.
+    pub fn check_n(&self, key: LimitKey, budget: Budget, now_ms: u64, n: u32) -> Result<(), u64> {
         let Ok(mut guard) = self.buckets.lock() else { return Err(1000) };
         let Buckets { map, last_sweep_ms } = &mut *guard;
         if map.len() >= SWEEP_AT && now_ms.saturating_sub(*last_sweep_ms) >= 1000 {
@@ -227,11 +233,12 @@ impl RateLimiter {
             b.tokens = b.tokens.saturating_add(refill).min(cap);
             b.at_ms = now_ms;
         }
-        if b.tokens >= MILLI {
-            b.tokens -= MILLI;
+        let cost = u64::from(n.max(1)).saturating_mul(MILLI).min(cap);
+        if b.tokens >= cost {
+            b.tokens -= cost;
             Ok(())
         } else {
-            Err(budget.wait_ms(MILLI - b.tokens).max(1))
+            Err(budget.wait_ms(cost - b.tokens).max(1))
         }
     }
 
@@ -309,6 +316,19 @@ mod tests {
         assert!(!l.allow(accounts, limits.budget(&accounts), 120_000 + hour));
         l.sweep(120_000 + hour + 4 * hour);
         assert_eq!(l.len(), 0);
+    }
+
+    #[test]
+    fn large_events_cost_more_but_never_more_than_a_burst() {
+        let l = RateLimiter::default();
+        let k = LimitKey::Acks(DeviceKey { account: 1, device: 1 });
+        let b = Budget::per_second(10, 20);
+        assert!(l.check_n(k, b, 0, 16).is_ok());
+        assert_eq!(l.check_n(k, b, 0, 16), Err(1200), "4 left: 12 tokens at 10/s");
+        assert!(l.check_n(k, b, 0, 4).is_ok());
+        // A cost above the burst waits for a full bucket instead of never passing.
+        assert!(l.check_n(k, b, 2_000, 1_000).is_ok());
+        assert!(l.check_n(k, b, 2_000, 1).is_err());
     }
 
     #[test]

@@ -130,7 +130,12 @@ impl AppState {
 
     /// Counts one event against `key`'s budget; `Err(ms)` until a token is back.
     pub(crate) fn limit_wait(&self, key: LimitKey) -> Result<(), u64> {
-        self.0.limiter.check(key, self.0.limits.budget(&key), now_ms())
+        self.limit_wait_n(key, 1)
+    }
+
+    /// Counts an event worth `n` tokens against `key`'s budget; `Err(ms)` until they are back.
+    pub(crate) fn limit_wait_n(&self, key: LimitKey, n: u32) -> Result<(), u64> {
+        self.0.limiter.check_n(key, self.0.limits.budget(&key), now_ms(), n)
     }
 }
 

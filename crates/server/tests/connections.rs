@@ -184,3 +184,23 @@ async fn a_socket_that_does_not_read_its_resync_is_still_replaced() {
     drop(fresh);
     server.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_costs_one_token_per_64_ids() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.limits.acks_per_second = 1;
+        c.limits.ack_burst = 20;
+    })
+    .await;
+    let http = server.http();
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    let ack = |n: u64| api::AckRequest { ids: (1..=n).collect() };
+    // 1,024 ids: 16 tokens of the 20.
+    let (s, _) = http.call(Method::POST, api::ACK, bob.tok(), Some(&ack(1024))).await;
+    assert!(s.is_success());
+    assert_code(http.call(Method::POST, api::ACK, bob.tok(), Some(&ack(1024))).await, 429, "rate_limited");
+    // Small acknowledgements still pass on what is left.
+    let (s, _) = http.call(Method::POST, api::ACK, bob.tok(), Some(&ack(3))).await;
+    assert!(s.is_success());
+    server.finish().await;
+}

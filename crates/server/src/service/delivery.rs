@@ -326,13 +326,15 @@ async fn start_send(
 async fn on_text(state: &AppState, who: &Authed, conn: &mut Conn, text: &str) -> Result<(), Stop> {
     match serde_json::from_str::<ClientFrame>(text).map_err(|_| Stop::Close(POLICY, "bad_request"))? {
         ClientFrame::Ack { ids } => {
-            // Over the acknowledgement budget the socket is slowed down, never closed: a
-            // client acking a burst of envelopes is doing what it should.
-            if let Err(wait) = state.limit_wait(LimitKey::Acks(who.key)) {
-                tokio::time::sleep(Duration::from_millis(wait.min(1000))).await;
-            }
             if ids.len() > MAX_ACK_IDS {
                 return Err(Stop::Close(POLICY, "too_large"));
+            }
+            // Over the acknowledgement budget (one token per 64 ids) the socket is slowed
+            // down, never closed: a client acking a burst of envelopes is doing what it should.
+            if let Err(wait) =
+                state.limit_wait_n(LimitKey::Acks(who.key), super::messages::ack_cost(ids.len()))
+            {
+                tokio::time::sleep(Duration::from_millis(wait.min(1000))).await;
             }
             // The deletion commits in the background while delivery goes on; the client
             // needs no answer (an ack lost to a crash only means the envelope comes again,

@@ -12,6 +12,14 @@ use crate::store::{Authed, NewEnvelope};
 
 /// Most ids in one acknowledgement (HTTP or WebSocket).
 pub const MAX_ACK_IDS: usize = 1024;
+/// An acknowledgement costs one token of the acknowledgement budget per this many ids (a
+/// deletion per id is work for the store: 1,024 ids must not cost what one does).
+pub const IDS_PER_ACK_TOKEN: usize = 64;
+
+/// The tokens an acknowledgement of `ids` ids costs.
+pub(crate) fn ack_cost(ids: usize) -> u32 {
+    u32::try_from(ids.div_ceil(IDS_PER_ACK_TOKEN).max(1)).unwrap_or(u32::MAX)
+}
 
 /// `POST /v1/messages`.
 pub async fn send(state: &AppState, caller: &Authed, req: SendRequest) -> Result<SendResponse, Failure> {
@@ -71,6 +79,13 @@ pub async fn fetch(state: &AppState, caller: &Authed) -> Result<FetchResponse, F
 pub async fn ack(state: &AppState, caller: &Authed, req: AckRequest) -> Result<(), Failure> {
     if req.ids.len() > MAX_ACK_IDS {
         return Err(Failure::TooLarge("too many ids in one acknowledgement"));
+    }
+    // The request itself paid one token when it was authenticated; the rest of its cost now.
+    let rest = ack_cost(req.ids.len()).saturating_sub(1);
+    if rest > 0 {
+        state
+            .limit_wait_n(crate::limiter::LimitKey::Acks(caller.key), rest)
+            .map_err(|_| Failure::RateLimited)?;
     }
     state.store().ack(caller.key, &req.ids).await?;
     Ok(())
