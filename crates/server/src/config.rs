@@ -61,9 +61,12 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Most TCP connections open at once (WebSockets included); more are closed at once.
     pub max_connections: usize,
-    /// Most TCP connections open at once from one client address (IPv6: one /64). Behind a
-    /// reverse proxy every client has the proxy's address: raise it to `max_connections`.
+    /// Most TCP connections open at once from one client address (IPv6: one /64); trusted
+    /// proxies are exempt.
     pub max_connections_per_address: usize,
+    /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client
+    /// for per-address limits and logs. Empty: every connection is its own client.
+    pub trusted_proxies: Vec<crate::proxy::IpNet>,
     /// Seconds a client has to send a request's headers (an idle keep-alive connection is
     /// closed after as long).
     pub header_read_timeout_secs: u64,
@@ -91,6 +94,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 10,
             max_connections: 10_000,
             max_connections_per_address: 1_000,
+            trusted_proxies: Vec::new(),
             header_read_timeout_secs: 20,
             max_sockets_per_device: 4,
             limits: RateLimits::default(),
@@ -114,6 +118,7 @@ impl core::fmt::Debug for ServerConfig {
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_address", &self.max_connections_per_address)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("header_read_timeout_secs", &self.header_read_timeout_secs)
             .field("max_sockets_per_device", &self.max_sockets_per_device)
             .field("limits", &self.limits)
@@ -154,6 +159,9 @@ mod tests {
         let c = ServerConfig::from_toml("[limits]\nsends_per_second = 5\n").unwrap();
         assert_eq!((c.limits.sends_per_second, c.limits.send_burst), (5, RateLimits::default().send_burst));
         assert!(ServerConfig::from_toml("[limits]\nnonsense = 1\n").is_err());
+        let c = ServerConfig::from_toml("trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n").unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(ServerConfig::from_toml("trusted_proxies = [\"10.0.0.0/40\"]\n").is_err());
         assert_eq!(
             ServerConfig::from_toml("").unwrap().max_mailbox_bytes,
             tacit_api::limits::MAX_MAILBOX_BYTES as u64

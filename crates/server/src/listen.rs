@@ -39,13 +39,15 @@ pub(crate) struct ConnectionSlot {
 /// A connection's place under both caps; released when the last clone drops.
 struct Held {
     _permit: OwnedSemaphorePermit,
-    per_address: Arc<PerAddress>,
+    /// The per-address count this connection is in (none for a trusted proxy).
+    per_address: Option<Arc<PerAddress>>,
     key: IpAddr,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let Ok(mut open) = self.per_address.open.lock()
+        if let Some(per_address) = &self.per_address
+            && let Ok(mut open) = per_address.open.lock()
             && let Some(n) = open.get_mut(&self.key)
         {
             *n = n.saturating_sub(1);
@@ -84,8 +86,10 @@ fn address_key(ip: IpAddr) -> IpAddr {
 }
 
 /// Connection limits (from [`crate::ServerConfig`]).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Limits {
+    /// Proxies exempt from the per-address count (they carry many clients).
+    pub trusted_proxies: Arc<Vec<crate::proxy::IpNet>>,
     /// Most connections open at once.
     pub max_connections: usize,
     /// Most connections open at once from one client address (IPv6: one /64).
@@ -130,23 +134,24 @@ pub(crate) async fn serve(
             warn_once_a_minute(&last_warning, "connection limit reached; refusing connections");
             continue;
         };
-        if !per_address.enter(key) {
+        let counted = !crate::proxy::trusted(&limits.trusted_proxies, addr.ip());
+        if counted && !per_address.enter(key) {
             warn_once_a_minute(&last_warning, "an address reached its connection limit; refusing it");
             continue;
         }
-        let slot = ConnectionSlot {
-            _held: Arc::new(Held { _permit: permit, per_address: per_address.clone(), key }),
-        };
+        let per_address = counted.then(|| per_address.clone());
+        let slot = ConnectionSlot { _held: Arc::new(Held { _permit: permit, per_address, key }) };
         let _ = tcp.set_nodelay(true);
         let (tls, router, shutdown) = (tls.clone(), router.clone(), shutdown.clone());
+        let header_timeout = limits.header_read_timeout;
         connections.spawn(async move {
             match tls {
-                None => serve_http(tcp, addr, router, slot, limits, shutdown).await,
+                None => serve_http(tcp, addr, router, slot, header_timeout, shutdown).await,
                 Some(acceptor) => {
                     if let Ok(Ok(stream)) =
                         tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
                     {
-                        serve_http(stream, addr, router, slot, limits, shutdown).await;
+                        serve_http(stream, addr, router, slot, header_timeout, shutdown).await;
                     }
                 }
             }
@@ -171,7 +176,7 @@ async fn serve_http<I>(
     addr: SocketAddr,
     router: Router,
     slot: ConnectionSlot,
-    limits: Limits,
+    header_read_timeout: Duration,
     shutdown: CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -186,7 +191,7 @@ async fn serve_http<I>(
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
     let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
     tokio::pin!(conn);
     tokio::select! {

@@ -74,6 +74,7 @@ impl Server {
             log_ip_addresses: config.log_ip_addresses,
             limits: config.limits,
             max_sockets_per_device: config.max_sockets_per_device,
+            trusted_proxies: config.trusted_proxies.clone(),
         };
         let state = AppState::new(store, Arc::new(LocalBus::new()), settings);
         Ok(Self {
@@ -134,8 +135,12 @@ impl Server {
                 state.begin_shutdown();
             })
         };
-        let limits =
-            crate::listen::Limits { max_connections, max_connections_per_address, header_read_timeout };
+        let limits = crate::listen::Limits {
+            max_connections,
+            max_connections_per_address,
+            header_read_timeout,
+            trusted_proxies: std::sync::Arc::new(state.inner().trusted_proxies.clone()),
+        };
         let served = crate::listen::serve(listener, tls, app(state.clone()), limits, stop.clone());
         tokio::select! {
             () = served => {}

@@ -25,6 +25,8 @@ pub struct Settings {
     pub limits: RateLimits,
     /// Most WebSockets per device (0 means the default, 4).
     pub max_sockets_per_device: usize,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<crate::proxy::IpNet>,
 }
 
 impl Settings {
@@ -42,6 +44,7 @@ impl core::fmt::Debug for Settings {
             .field("log_ip_addresses", &self.log_ip_addresses)
             .field("limits", &self.limits)
             .field("max_sockets_per_device", &self.max_sockets_per_device)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -66,6 +69,8 @@ pub(crate) struct Inner {
     pub(crate) sockets: TaskTracker,
     /// Open WebSockets by device.
     pub(crate) open_sockets: crate::service::sockets::Sockets,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub(crate) trusted_proxies: Vec<crate::proxy::IpNet>,
 }
 
 impl AppState {
@@ -88,6 +93,7 @@ impl AppState {
                 0 => 4,
                 n => n,
             }),
+            trusted_proxies: settings.trusted_proxies,
         }))
     }
 

@@ -204,3 +204,25 @@ async fn an_acknowledgement_costs_one_token_per_64_ids() {
     assert!(s.is_success());
     server.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_limits_apply_to_the_forwarded_client() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+        c.limits.account_creation_burst = 1;
+        c.limits.account_creations_per_hour = 1;
+    })
+    .await;
+    let http = server.http();
+    let create = |client: &'static str| {
+        let (_, req) = User::new_request(&unique("u"), 1);
+        let r = http.request(Method::POST, api::ACCOUNTS, None).header("x-forwarded-for", client).json(&req);
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    // Each forwarded client has its own budget; the proxy's address has none of its own.
+    assert_eq!(create("203.0.113.1").await, 200);
+    assert_eq!(create("203.0.113.1").await, 429);
+    assert_eq!(create("6.6.6.6, 203.0.113.2").await, 200, "the hop the proxy appended counts");
+    assert_eq!(create("203.0.113.2").await, 429);
+    server.finish().await;
+}

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -34,8 +34,10 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, toki
     }
 }
 
-fn peer_of(parts: &axum::http::Extensions) -> Option<IpAddr> {
-    parts.get::<ConnectInfo<PeerAddr>>().map(|c| c.0.0.ip())
+/// The client's address: the socket's, or the one a trusted proxy reports for it.
+fn peer_of(state: &AppState, extensions: &axum::http::Extensions, headers: &HeaderMap) -> Option<IpAddr> {
+    let socket = extensions.get::<ConnectInfo<PeerAddr>>().map(|c| c.0.0.ip())?;
+    Some(crate::proxy::client_address(&state.inner().trusted_proxies, socket, headers))
 }
 
 /// A JSON body; malformed → `400 bad_request`, over the limit → `413 too_large`.
@@ -95,11 +97,11 @@ where
 /// The caller's address (for per-address limits on unauthenticated endpoints).
 pub struct Peer(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for Peer {
+impl FromRequestParts<AppState> for Peer {
     type Rejection = Failure;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Failure> {
-        Ok(Self(peer_of(&parts.extensions)))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Failure> {
+        Ok(Self(peer_of(state, &parts.extensions, &parts.headers)))
     }
 }
 
@@ -139,7 +141,8 @@ pub async fn log_and_bound(State(state): State<AppState>, req: Request, next: Ne
     let start = Instant::now();
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
-    let ip = if state.inner().log_ip_addresses { peer_of(req.extensions()) } else { None };
+    let ip =
+        if state.inner().log_ip_addresses { peer_of(&state, req.extensions(), req.headers()) } else { None };
     let response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
         Ok(r) => r,
         Err(_) => Failure::Unavailable.into_response(),
