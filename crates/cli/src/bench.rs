@@ -26,6 +26,19 @@ fn net(e: ClientError) -> CliError {
     CliError::Client(e)
 }
 
+/// A failed account creation; over the server's per-address budget, says which setting to
+/// raise (exit code 3 either way).
+fn registration(e: ClientError) -> CliError {
+    match e {
+        ClientError::Server { code: Some(tacit_client::api::ErrorCode::RateLimited), .. } => CliError::Server(
+            "the server refused to create more accounts from this address: raise `account_creation_burst` \
+             under [limits] in its config file (default 200 at once), or use fewer --clients"
+                .into(),
+        ),
+        other => net(other),
+    }
+}
+
 /// One client's part of the run.
 struct Part {
     /// Its account's recipient (the next client).
@@ -179,7 +192,7 @@ pub async fn run(
             })
             .collect();
         for t in tasks {
-            let c = t.await.map_err(|e| CliError::Local(e.to_string()))?.map_err(net)?;
+            let c = t.await.map_err(|e| CliError::Local(e.to_string()))?.map_err(registration)?;
             clients.push(Arc::new(c));
         }
     }

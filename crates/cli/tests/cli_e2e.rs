@@ -28,6 +28,15 @@ fn tacit(home: &Path, env: &[(&str, &str)], args: &[&str]) -> (i32, Vec<Value>) 
 /// A server on loopback with its data in `dir` (HTTPS with `dir/tls/server.pem` when `tls`);
 /// its URL, and what stops it.
 async fn start_server(dir: &Path, tls: bool) -> (String, impl AsyncFnOnce()) {
+    start_server_with(dir, tls, |_| {}).await
+}
+
+/// [`start_server`] with a configuration tweak.
+async fn start_server_with(
+    dir: &Path,
+    tls: bool,
+    tweak: impl FnOnce(&mut ServerConfig),
+) -> (String, impl AsyncFnOnce()) {
     let mut config = ServerConfig::default();
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.data_dir = dir.join("server");
@@ -35,6 +44,7 @@ async fn start_server(dir: &Path, tls: bool) -> (String, impl AsyncFnOnce()) {
         config.tls_cert = Some(dir.join("tls/server.pem"));
         config.tls_key = Some(dir.join("tls/server.key"));
     }
+    tweak(&mut config);
     let server = Server::bind(config).await.unwrap();
     let url = format!("{}://{}", if tls { "https" } else { "http" }, server.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -183,4 +193,16 @@ fn the_demo_runs_and_finds_no_plaintext_on_the_server() {
     assert_eq!(numbers.len(), 2);
     assert_eq!(numbers[0], numbers[1]);
     assert_eq!(l.iter().filter(|v| v["type"] == "demo_message").count(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_relay_over_the_account_budget_says_which_setting_to_raise() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, stop) = start_server_with(dir.path(), false, |c| c.limits.account_creation_burst = 2).await;
+    let home = dir.path().join("h");
+    let (code, l) =
+        tacit(&home, &[], &["bench", "relay", "--server", &url, "--clients", "3", "--messages", "3"]);
+    assert_eq!(code, 3, "{l:?}");
+    assert!(l[0]["message"].as_str().unwrap().contains("account_creation_burst"), "{l:?}");
+    stop().await;
 }
