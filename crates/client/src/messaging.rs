@@ -24,6 +24,7 @@ use crate::client::{Client, SESSIONS_PER_DEVICE, meta, now_ms};
 use crate::error::{ClientError, Result};
 use crate::net::{Incoming, SendOutcome};
 use crate::payload::TextPayload;
+use crate::relay::RelayEvent;
 use crate::store::{self, HistoryEntry};
 
 /// Attempts at a send when the server reports a changed device set.
@@ -212,8 +213,8 @@ impl Client {
                     None | Some(Incoming::Closed) => break,
                     Some(Incoming::Drained) => drained = true,
                     // This connection sends nothing, so it gets no answers to sends.
-                    Some(Incoming::Sent { .. } | Incoming::SendFailed { .. }) => {}
-                    Some(Incoming::Envelope(e)) => {
+                    Some(Incoming::Event(RelayEvent::Sent { .. } | RelayEvent::SendFailed { .. })) => {}
+                    Some(Incoming::Event(RelayEvent::Envelope(e))) => {
                         let (msgs, acks) = self.process_all(vec![e]).await?;
                         live.ack(acks).await?;
                         out.extend(msgs);

@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use zeroize::Zeroizing;
 
 use crate::error::{ClientError, Result};
+use crate::relay::RelayEvent;
 
 /// How long one HTTP request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,26 +88,10 @@ pub(crate) struct Live {
 
 /// What the WebSocket delivered.
 pub(crate) enum Incoming {
-    /// A stored envelope.
-    Envelope(api::Envelope),
+    /// An envelope, or the answer to a send made over the socket.
+    Event(RelayEvent),
     /// Everything stored at connection time has been sent.
     Drained,
-    /// A send made over the socket is stored (its request id and the server's time).
-    Sent {
-        /// The request id.
-        id: u64,
-        /// The server's acceptance time, milliseconds since the Unix epoch.
-        server_time_ms: u64,
-    },
-    /// A send made over the socket was refused.
-    SendFailed {
-        /// The request id.
-        id: u64,
-        /// The stable code.
-        code: api::ErrorCode,
-        /// The server's explanation.
-        message: String,
-    },
     /// The server closed the connection.
     Closed,
 }
@@ -395,11 +380,13 @@ impl Live {
                 let f: api::ServerFrame = serde_json::from_str(t.as_str())
                     .map_err(|e| ClientError::Network(format!("malformed frame: {e}")))?;
                 Ok(Some(match f {
-                    api::ServerFrame::Envelope(e) => Incoming::Envelope(e),
+                    api::ServerFrame::Envelope(e) => Incoming::Event(RelayEvent::Envelope(e)),
                     api::ServerFrame::Drained => Incoming::Drained,
-                    api::ServerFrame::Sent { id, server_time_ms } => Incoming::Sent { id, server_time_ms },
+                    api::ServerFrame::Sent { id, server_time_ms } => {
+                        Incoming::Event(RelayEvent::Sent { id, server_time_ms })
+                    }
                     api::ServerFrame::SendFailed { id, code, message, .. } => {
-                        Incoming::SendFailed { id, code, message }
+                        Incoming::Event(RelayEvent::SendFailed { id, code, message })
                     }
                 }))
             }

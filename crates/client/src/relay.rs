@@ -106,9 +106,7 @@ pub enum RelayEvent {
 impl RelayStream {
     fn event(incoming: Incoming) -> Result<Option<RelayEvent>> {
         Ok(match incoming {
-            Incoming::Envelope(e) => Some(RelayEvent::Envelope(e)),
-            Incoming::Sent { id, server_time_ms } => Some(RelayEvent::Sent { id, server_time_ms }),
-            Incoming::SendFailed { id, code, message } => Some(RelayEvent::SendFailed { id, code, message }),
+            Incoming::Event(e) => Some(e),
             Incoming::Drained => None,
             Incoming::Closed => return Err(ClientError::Network("WebSocket closed".into())),
         })

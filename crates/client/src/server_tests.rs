@@ -65,7 +65,10 @@ async fn a_server_restart_mid_conversation_loses_nothing(backend: Backend) {
     // Bob is listening on the WebSocket (it has delivered what was stored) when the server
     // goes down: the socket is closed, not left hanging.
     let mut live = bob.api.connect().await.unwrap();
-    assert!(matches!(live.next(Duration::from_secs(5)).await.unwrap(), Some(Incoming::Envelope(_))));
+    assert!(matches!(
+        live.next(Duration::from_secs(5)).await.unwrap(),
+        Some(Incoming::Event(crate::RelayEvent::Envelope(_)))
+    ));
     assert!(matches!(live.next(Duration::from_secs(5)).await.unwrap(), Some(Incoming::Drained)));
     let listening = tokio::spawn(async move { live.next(Duration::from_secs(20)).await });
     relay.restart().await;
