@@ -142,6 +142,32 @@ async fn a_network_failure_while_receiving_acks_nothing() {
 }
 
 /// Saves `session` as the client's sending session with the peer (as a send does).
+/// Bob with device 1 and a prekey bundle for it.
+fn bob_with_a_bundle() -> (Peer, VerifiedDevice, PrekeyBundle) {
+    let bob = Peer::new("bob");
+    let dev = bob.list.verified_device(DeviceId::new(1).unwrap()).unwrap();
+    let mut bob_prekeys = DevicePrekeys::new();
+    let plan = bob_prekeys.plan(tacit_protocol::UnixTime(0), &Default::default(), 0, 0);
+    bob_prekeys.execute(&mut OsRng, &bob.identity, tacit_protocol::UnixTime(0), &plan).unwrap();
+    let bundle = bob_prekeys.bundle(bob.address(), &bob.identity).unwrap();
+    (bob, dev, bundle)
+}
+
+/// Alice's offline client in `dir`, with a session to bob that has sent "first" (saved).
+fn alice_after_a_first_message(
+    dir: &std::path::Path,
+    bob: &Peer,
+    bundle: &PrekeyBundle,
+    dev: &VerifiedDevice,
+) -> Client {
+    let mut alice = Client::offline(dir, "alice").unwrap();
+    bob.introduce_to(&alice);
+    let mut s = Session::initiate(&mut OsRng, &alice.me.identity, alice.me.address(), bundle, dev).unwrap();
+    s.encrypt(&mut OsRng, b"first").unwrap();
+    save(&mut alice, "bob", &s);
+    alice
+}
+
 fn save(client: &mut Client, peer: &str, s: &Session) {
     client.gens.raise(&[(*s.base_key().as_bytes(), s.generation())]).unwrap();
     store::put_session(
@@ -160,21 +186,10 @@ fn save(client: &mut Client, peer: &str, s: &Session) {
 async fn a_store_restored_from_an_old_copy_never_sends_on_an_old_chain() {
     let dir = tempfile::tempdir().unwrap();
     let backup = tempfile::tempdir().unwrap();
-    let bob = Peer::new("bob");
-    let dev = bob.list.verified_device(DeviceId::new(1).unwrap()).unwrap();
-    let mut bob_prekeys = DevicePrekeys::new();
-    let plan = bob_prekeys.plan(tacit_protocol::UnixTime(0), &Default::default(), 0, 0);
-    bob_prekeys.execute(&mut OsRng, &bob.identity, tacit_protocol::UnixTime(0), &plan).unwrap();
-    let bundle = bob_prekeys.bundle(bob.address(), &bob.identity).unwrap();
+    let (bob, dev, bundle) = bob_with_a_bundle();
 
-    {
-        let mut alice = Client::offline(dir.path(), "alice").unwrap();
-        bob.introduce_to(&alice);
-        let mut s =
-            Session::initiate(&mut OsRng, &alice.me.identity, alice.me.address(), &bundle, &dev).unwrap();
-        s.encrypt(&mut OsRng, b"first").unwrap();
-        save(&mut alice, "bob", &s);
-    }
+    // Alice's client is closed again before the copy.
+    drop(alice_after_a_first_message(dir.path(), &bob, &bundle, &dev));
     // The user backs up the database (not the generations file beside it) ...
     std::fs::copy(dir.path().join(store::DB_FILE), backup.path().join(store::DB_FILE)).unwrap();
     {
@@ -197,19 +212,9 @@ async fn a_store_restored_from_an_old_copy_never_sends_on_an_old_chain() {
 #[tokio::test]
 async fn a_lost_generations_file_makes_existing_sessions_stale() {
     let dir = tempfile::tempdir().unwrap();
-    let bob = Peer::new("bob");
-    let dev = bob.list.verified_device(DeviceId::new(1).unwrap()).unwrap();
-    let mut bob_prekeys = DevicePrekeys::new();
-    let plan = bob_prekeys.plan(tacit_protocol::UnixTime(0), &Default::default(), 0, 0);
-    bob_prekeys.execute(&mut OsRng, &bob.identity, tacit_protocol::UnixTime(0), &plan).unwrap();
-    let bundle = bob_prekeys.bundle(bob.address(), &bob.identity).unwrap();
+    let (bob, dev, bundle) = bob_with_a_bundle();
     {
-        let mut alice = Client::offline(dir.path(), "alice").unwrap();
-        bob.introduce_to(&alice);
-        let mut s =
-            Session::initiate(&mut OsRng, &alice.me.identity, alice.me.address(), &bundle, &dev).unwrap();
-        s.encrypt(&mut OsRng, b"first").unwrap();
-        save(&mut alice, "bob", &s);
+        let mut alice = alice_after_a_first_message(dir.path(), &bob, &bundle, &dev);
         assert!(alice.sendable("bob", &dev).unwrap().is_some());
     }
     std::fs::remove_file(dir.path().join(crate::generations::FILE)).unwrap();
