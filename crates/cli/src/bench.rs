@@ -56,18 +56,27 @@ struct Part {
 }
 
 impl Part {
-    /// An envelope whose first 8 bytes are the send time (µs on the run's clock).
     fn payload(&self) -> Vec<u8> {
-        let mut content = vec![0u8; self.size];
-        if let Some(head) = content.first_chunk_mut::<8>() {
-            *head = self.micros().to_be_bytes();
-        }
-        content
+        payload(self.size, self.start)
     }
 
     fn micros(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
+        micros(self.start)
     }
+}
+
+/// Microseconds on the run's clock.
+fn micros(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// An envelope of `size` bytes whose first 8 are the send time (µs on the run's clock).
+fn payload(size: usize, start: Instant) -> Vec<u8> {
+    let mut content = vec![0u8; size];
+    if let Some(head) = content.first_chunk_mut::<8>() {
+        *head = micros(start).to_be_bytes();
+    }
+    content
 }
 
 fn sent_time(e: &tacit_client::api::Envelope) -> u64 {
@@ -95,12 +104,7 @@ async fn socket_client(
                 let (client, to, next) = (client.clone(), to.clone(), next.clone());
                 lanes.push(tokio::spawn(async move {
                     while next.fetch_add(1, Ordering::Relaxed) < sends {
-                        let mut content = vec![0u8; size];
-                        let t = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-                        if let Some(head) = content.first_chunk_mut::<8>() {
-                            *head = t.to_be_bytes();
-                        }
-                        client.send_opaque(&to, content).await?;
+                        client.send_opaque(&to, payload(size, start)).await?;
                     }
                     Ok::<_, ClientError>(())
                 }));

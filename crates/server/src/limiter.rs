@@ -189,12 +189,15 @@ fn sweep(map: &mut HashMap<LimitKey, Bucket>, limits: &RateLimits, now_ms: u64) 
 
 /// The key for a client address: IPv6 by /64 (one host usually holds a whole /64).
 pub fn address_key(ip: IpAddr) -> LimitKey {
+    LimitKey::Address(client_of(ip))
+}
+
+/// The client an address stands for: itself, or its /64 for IPv6 (one host usually holds a
+/// whole /64). Every per-address limit counts by this.
+pub fn client_of(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V4(_) => LimitKey::Address(ip),
-        IpAddr::V6(v6) => {
-            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-            LimitKey::Address(IpAddr::V6(prefix.into()))
-        }
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
     }
 }
 

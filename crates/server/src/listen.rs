@@ -77,14 +77,6 @@ impl PerAddress {
     }
 }
 
-/// The per-address key: the address, or its /64 for IPv6 (one host usually holds a /64).
-fn address_key(ip: IpAddr) -> IpAddr {
-    match crate::limiter::address_key(ip) {
-        crate::limiter::LimitKey::Address(k) => k,
-        _ => ip,
-    }
-}
-
 /// Connection limits (from [`crate::ServerConfig`]).
 #[derive(Clone, Debug)]
 pub(crate) struct Limits {
@@ -129,7 +121,7 @@ pub(crate) async fn serve(
         };
         // Over either cap the connection is closed at once (dropped); that is logged at
         // most once a minute, without the address.
-        let key = address_key(addr.ip());
+        let key = crate::limiter::client_of(addr.ip());
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             warn_once_a_minute(&last_warning, "connection limit reached; refusing connections");
             continue;

@@ -120,8 +120,7 @@ impl AppState {
     /// Counts an account creation from `peer` against its per-address limit.
     pub(crate) fn limit_account_creation(&self, peer: Option<IpAddr>) -> Result<(), Failure> {
         let Some(ip) = peer else { return Ok(()) };
-        let crate::limiter::LimitKey::Address(ip) = crate::limiter::address_key(ip) else { return Ok(()) };
-        self.limit(crate::limiter::LimitKey::Accounts(ip))
+        self.limit(crate::limiter::LimitKey::Accounts(crate::limiter::client_of(ip)))
     }
 
     /// Forgets rate-limit buckets that are full again.

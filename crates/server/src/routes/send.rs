@@ -15,5 +15,5 @@ pub(super) async fn handler(
     Auth(caller): Auth,
     ApiJson(req): ApiJson<SendRequest>,
 ) -> Result<ApiJson<SendResponse>, Failure> {
-    messages::send(&state, &caller, req).await.map(ApiJson)
+    messages::send(&state, caller, req).await.map(ApiJson)
 }

@@ -159,8 +159,8 @@ impl Conn {
 
     /// Queues a text frame; frames go out together when the connection has nothing else
     /// ready ([`Conn::flush`]), so a burst costs one write, not one per frame.
-    async fn feed(&mut self, text: String) -> Result<(), Stop> {
-        match tokio::time::timeout(SEND_TIMEOUT, self.socket.feed(Message::Text(text.into()))).await {
+    async fn feed(&mut self, message: Message) -> Result<(), Stop> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.socket.feed(message)).await {
             Ok(Ok(())) => {
                 self.unflushed = true;
                 Ok(())
@@ -171,7 +171,7 @@ impl Conn {
 
     async fn feed_frame<T: Serialize>(&mut self, frame: &T) -> Result<(), Stop> {
         let text = serde_json::to_string(frame).map_err(|_| Stop::Close(INTERNAL, "encoding failed"))?;
-        self.feed(text).await
+        self.feed(Message::Text(text.into())).await
     }
 
     async fn flush(&mut self) -> Result<(), Stop> {
@@ -315,7 +315,7 @@ async fn start_send(
     conn.in_flight_bytes = conn.in_flight_bytes.saturating_add(bytes);
     let (state, who) = (state.clone(), who.clone());
     conn.in_flight.push(Box::pin(async move {
-        let result = super::messages::send(&state, &who, SendRequest { recipient, envelopes })
+        let result = super::messages::send(&state, who, SendRequest { recipient, envelopes })
             .await
             .map(|r| r.server_time_ms);
         Done::Send { id, bytes, result }
@@ -372,13 +372,7 @@ async fn keep_alive(
         // A busy store is no reason to drop a healthy socket: checked again next time.
         Err(_) => tracing::debug!("token re-check postponed: store busy"),
     }
-    match tokio::time::timeout(SEND_TIMEOUT, conn.socket.feed(Message::Ping(Default::default()))).await {
-        Ok(Ok(())) => {
-            conn.unflushed = true;
-            Ok(())
-        }
-        _ => Err(Stop::Socket),
-    }
+    conn.feed(Message::Ping(Default::default())).await
 }
 
 async fn serve(state: &AppState, who: &Authed, token: &[u8; 32], conn: &mut Conn) -> Result<(), Stop> {

@@ -22,7 +22,7 @@ pub(crate) fn ack_cost(ids: usize) -> u32 {
 }
 
 /// `POST /v1/messages`.
-pub async fn send(state: &AppState, caller: &Authed, req: SendRequest) -> Result<SendResponse, Failure> {
+pub async fn send(state: &AppState, caller: Authed, req: SendRequest) -> Result<SendResponse, Failure> {
     if tacit_protocol::AccountName::new(&req.recipient).is_err() {
         return Err(Failure::NotFound);
     }
@@ -52,7 +52,6 @@ pub async fn send(state: &AppState, caller: &Authed, req: SendRequest) -> Result
     // timed out): commit implies publish, and no connected recipient waits for a resync.
     let store = state.store().clone();
     let bus = state.inner().bus.clone();
-    let caller = caller.clone();
     let recipient = req.recipient;
     let task = tokio::spawn(async move {
         let stored = store.send(&caller, &recipient, envelopes, now).await?;
