@@ -2,6 +2,12 @@
 //! sends, acknowledgements and everything else; unauthenticated requests per client address
 //! (never logged or stored); bundle fetches per requester. Each budget refills at a steady
 //! rate up to a burst, so a client at its sustained rate has headroom for jitter.
+//!
+//! The table of buckets is bounded ([`RateLimits::max_buckets`]), and filling it never
+//! refuses anyone: a bucket that has refilled completely is forgotten (that changes nothing),
+//! and when the table is still full a new key evicts the buckets that are fullest, the ones
+//! whose loss gives their owner the least (a bucket just drained by a flood is kept). So
+//! however many addresses a flood comes from, a new client gets a bucket of its own.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,10 +17,16 @@ use serde::Deserialize;
 
 use crate::store::DeviceKey;
 
-/// Entries kept before idle buckets are swept (at most once a second).
-const SWEEP_AT: usize = 65_536;
-/// Entries never exceeded: a new key beyond this is refused until a sweep frees room.
-const MAX_ENTRIES: usize = 4 * SWEEP_AT;
+/// Default of [`RateLimits::max_buckets`] (about 20 MiB of table at most).
+pub const MAX_BUCKETS: usize = 262_144;
+/// Fewest buckets a table holds, whatever is configured.
+const MIN_BUCKETS: usize = 16;
+/// A full table evicts `1/EVICT_SHARE` of its buckets at once, so the scan that picks them
+/// (linear in the table) runs once per that many new keys.
+const EVICT_SHARE: usize = 16;
+/// IPv6 account creations are counted per /48 (a site's usual allocation): a single /64 is
+/// cheap, a /48 costs as much as an IPv4 address. Everything else counts per /64.
+pub const ACCOUNT_PREFIX_V6: u32 = 48;
 /// A bucket costs this many milli-tokens per event.
 const MILLI: u64 = 1000;
 
@@ -33,13 +45,6 @@ pub enum LimitKey {
     Bundles(DeviceKey),
     /// Account creations from one address.
     Accounts(IpAddr),
-}
-
-impl LimitKey {
-    /// Whether the key is for unauthenticated callers (who can make new keys cheaply).
-    fn unauthenticated(&self) -> bool {
-        matches!(self, Self::Address(_) | Self::Accounts(_))
-    }
 }
 
 /// A steady rate and the burst a bucket holds.
@@ -62,15 +67,6 @@ impl Budget {
     /// `rate` events per minute, bursts of `rate`.
     pub fn per_minute(rate: u32) -> Self {
         Self { rate, period_ms: 60_000, burst: rate.max(1) }
-    }
-
-    /// After this long without events a bucket is full again, so forgetting it changes
-    /// nothing: the time to refill a whole burst.
-    fn full_after_ms(self) -> u64 {
-        if self.rate == 0 {
-            return u64::MAX;
-        }
-        self.period_ms.saturating_mul(u64::from(self.burst).div_ceil(u64::from(self.rate)))
     }
 
     fn capacity(self) -> u64 {
@@ -121,6 +117,9 @@ pub struct RateLimits {
     pub account_creations_per_hour: u32,
     /// Burst of those (`tacit bench relay --clients N` creates N accounts at once).
     pub account_creation_burst: u32,
+    /// Most rate-limit buckets kept in memory (one per device budget and per client
+    /// address). A full table evicts its fullest buckets; it never refuses a new client.
+    pub max_buckets: usize,
 }
 
 impl Default for RateLimits {
@@ -137,6 +136,7 @@ impl Default for RateLimits {
             bundle_fetches_per_minute: tacit_api::limits::BUNDLE_FETCHES_PER_MINUTE,
             account_creations_per_hour: 60,
             account_creation_burst: 200,
+            max_buckets: MAX_BUCKETS,
         }
     }
 }
@@ -168,6 +168,18 @@ struct Bucket {
     at_ms: u64,
 }
 
+impl Bucket {
+    /// Milli-tokens it holds at `now_ms` (refilled, at most the capacity).
+    fn level(&self, budget: Budget, now_ms: u64) -> u64 {
+        self.tokens.saturating_add(budget.refill(now_ms.saturating_sub(self.at_ms))).min(budget.capacity())
+    }
+
+    /// How full it is at `now_ms`, in millionths of its capacity.
+    fn fill(&self, budget: Budget, now_ms: u64) -> u64 {
+        self.level(budget, now_ms).saturating_mul(1_000_000) / budget.capacity().max(1)
+    }
+}
+
 /// Token buckets per key.
 #[derive(Default)]
 pub struct RateLimiter {
@@ -182,9 +194,26 @@ struct Buckets {
     last_sweep_ms: u64,
 }
 
-/// Drops every bucket idle long enough to be full again.
+/// Drops every bucket that has refilled completely (forgetting it changes nothing).
 fn sweep(map: &mut HashMap<LimitKey, Bucket>, limits: &RateLimits, now_ms: u64) {
-    map.retain(|k, b| b.at_ms.saturating_add(limits.budget(k).full_after_ms()) > now_ms);
+    map.retain(|k, b| {
+        let budget = limits.budget(k);
+        b.level(budget, now_ms) < budget.capacity()
+    });
+}
+
+/// Evicts the `1/EVICT_SHARE` fullest buckets (at least one): their owners lose the least
+/// (a fresh bucket is a full one), while buckets a flood has drained are kept.
+fn evict_fullest(map: &mut HashMap<LimitKey, Bucket>, limits: &RateLimits, now_ms: u64) {
+    let mut fill: Vec<(u64, LimitKey)> =
+        map.iter().map(|(k, b)| (b.fill(limits.budget(k), now_ms), *k)).collect();
+    let n = (fill.len() / EVICT_SHARE).max(1);
+    if fill.len() > n {
+        fill.select_nth_unstable_by(n, |a, b| b.0.cmp(&a.0));
+    }
+    for (_, key) in fill.iter().take(n) {
+        map.remove(key);
+    }
 }
 
 /// The key for a client address: IPv6 by /64 (one host usually holds a whole /64).
@@ -192,13 +221,35 @@ pub fn address_key(ip: IpAddr) -> LimitKey {
     LimitKey::Address(client_of(ip))
 }
 
-/// The client an address stands for: itself, or its /64 for IPv6 (one host usually holds a
-/// whole /64). Every per-address limit counts by this.
+/// The key for account creations from a client address: IPv4 by address, IPv6 by /48
+/// ([`ACCOUNT_PREFIX_V6`]), so that the cheapest thing to hold many of (a /64) buys no more
+/// accounts than one address does.
+pub fn account_key(ip: IpAddr) -> LimitKey {
+    LimitKey::Accounts(match client_of(ip) {
+        IpAddr::V6(v6) => IpAddr::V6(prefix(v6, ACCOUNT_PREFIX_V6)),
+        v4 => v4,
+    })
+}
+
+/// The client an address stands for: itself for IPv4, its /64 for IPv6 (one host usually
+/// holds a whole /64). An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, how a dual-stack `[::]`
+/// listener sees IPv4 peers) is its IPv4 address, so each IPv4 host is its own client and not
+/// one /64 shared by all of them. Every per-address limit counts by this.
 pub fn client_of(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(prefix(v6, 64)),
+        },
     }
+}
+
+/// The first `bits` bits of `v6`, the rest zero.
+fn prefix(v6: std::net::Ipv6Addr, bits: u32) -> std::net::Ipv6Addr {
+    let host = 128u32.saturating_sub(bits);
+    let mask = u128::MAX.checked_shl(host).unwrap_or(0);
+    (u128::from(v6) & mask).into()
 }
 
 impl RateLimiter {
@@ -218,15 +269,17 @@ impl RateLimiter {
     pub fn check_n(&self, key: LimitKey, budget: Budget, now_ms: u64, n: u32) -> Result<(), u64> {
         let Ok(mut guard) = self.buckets.lock() else { return Err(1000) };
         let Buckets { map, last_sweep_ms } = &mut *guard;
-        if map.len() >= SWEEP_AT && now_ms.saturating_sub(*last_sweep_ms) >= 1000 {
-            sweep(map, &self.limits, now_ms);
-            *last_sweep_ms = now_ms;
-        }
-        // When full, only new unauthenticated keys are refused: those are cheap to make (a
-        // new address), while device keys are bounded by the devices holding a valid token,
-        // so a flood of addresses never locks devices out.
-        if map.len() >= MAX_ENTRIES && !map.contains_key(&key) && key.unauthenticated() {
-            return Err(1000);
+        let max = self.limits.max_buckets.max(MIN_BUCKETS);
+        if map.len() >= max && !map.contains_key(&key) {
+            // Full: first forget what has refilled (at most once a second), then, if that
+            // freed nothing, evict the fullest. A new key is never refused.
+            if now_ms.saturating_sub(*last_sweep_ms) >= 1000 {
+                sweep(map, &self.limits, now_ms);
+                *last_sweep_ms = now_ms;
+            }
+            if map.len() >= max {
+                evict_fullest(map, &self.limits, now_ms);
+            }
         }
         let cap = budget.capacity();
         let b = map.entry(key).or_insert(Bucket { tokens: cap, at_ms: now_ms });
@@ -341,6 +394,93 @@ mod tests {
         let c: IpAddr = "2001:db8:1:3::1".parse().unwrap_or(IpAddr::V4([0; 4].into()));
         assert_eq!(address_key(a), address_key(b));
         assert_ne!(address_key(a), address_key(c));
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or(IpAddr::V4([0; 4].into()))
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_are_each_their_own_client() {
+        // A dual-stack `[::]` listener sees IPv4 peers as ::ffff:a.b.c.d: each is its IPv4
+        // address, not one /64 (::ffff:0:0/64) shared by every IPv4 host.
+        assert_eq!(client_of(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+        assert_eq!(client_of(ip("::ffff:192.0.2.2")), ip("192.0.2.2"));
+        assert_ne!(client_of(ip("::ffff:192.0.2.1")), client_of(ip("::ffff:192.0.2.2")));
+        assert_ne!(client_of(ip("::ffff:10.0.0.1")), client_of(ip("::ffff:172.16.0.1")));
+        // The same host over IPv4 and IPv4-mapped is one client.
+        assert_eq!(client_of(ip("::ffff:192.0.2.1")), client_of(ip("192.0.2.1")));
+        assert_eq!(address_key(ip("::ffff:192.0.2.1")), address_key(ip("192.0.2.1")));
+        // Plain IPv4 is untouched; IPv6 (loopback, IPv4-compatible ::a.b.c.d) is still a /64.
+        assert_eq!(client_of(ip("203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(client_of(ip("::1")), ip("::"));
+        assert_eq!(client_of(ip("::192.0.2.1")), ip("::"));
+        assert_eq!(client_of(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
+    }
+
+    #[test]
+    fn account_creations_count_per_slash_48() {
+        assert_eq!(account_key(ip("2001:db8:1:2::1")), account_key(ip("2001:db8:1:ffff::1")));
+        assert_ne!(account_key(ip("2001:db8:1:2::1")), account_key(ip("2001:db8:2:2::1")));
+        assert_eq!(account_key(ip("::ffff:192.0.2.1")), LimitKey::Accounts(ip("192.0.2.1")));
+        assert_ne!(account_key(ip("192.0.2.1")), account_key(ip("192.0.2.2")));
+    }
+
+    /// The `n`th /48 of 2001:db8::/32's neighbourhood (distinct for every `n < 2^32`).
+    fn site(n: u32) -> IpAddr {
+        IpAddr::V6((0x2001_0db8_0000_0000_0000_0000_0000_0000u128 | (u128::from(n) << 80)).into())
+    }
+
+    #[test]
+    fn a_table_filled_from_many_networks_still_serves_a_new_client() {
+        let limits = RateLimits::default();
+        let l = RateLimiter::new(limits);
+        // A flood from MAX_BUCKETS distinct networks, each draining its account-creation
+        // budget: the table is full of buckets that stay empty for hours.
+        let n = u32::try_from(MAX_BUCKETS).unwrap_or(u32::MAX);
+        let burst = limits.account_creation_burst;
+        for i in 0..n {
+            let k = account_key(site(i));
+            assert!(l.check_n(k, limits.budget(&k), 1_000, burst).is_ok());
+        }
+        assert_eq!(l.len(), MAX_BUCKETS);
+        // A new client, seconds later, is served (it was refused for hours before).
+        let newcomer = account_key(site(n));
+        assert!(l.allow(newcomer, limits.budget(&newcomer), 5_000), "a new client refused");
+        let address = address_key(site(n + 1));
+        assert!(l.allow(address, limits.budget(&address), 5_000));
+        assert!(l.len() <= MAX_BUCKETS);
+        // The flood gained little: all but one in EVICT_SHARE of its drained buckets are
+        // kept, still empty.
+        let refused = (0..n)
+            .filter(|&i| {
+                let k = account_key(site(i));
+                l.check(k, limits.budget(&k), 5_000).is_err()
+            })
+            .count();
+        assert!(refused >= MAX_BUCKETS - 2 * MAX_BUCKETS / EVICT_SHARE - 2, "{refused} still refused");
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_fullest_buckets_first() {
+        let limits = RateLimits { max_buckets: 64, ..RateLimits::default() };
+        let l = RateLimiter::new(limits);
+        // 16 drained account buckets (a flood), then ordinary clients that made one
+        // request each and fill the table.
+        for i in 0..16 {
+            let k = account_key(site(i));
+            assert!(l.check_n(k, limits.budget(&k), 0, limits.account_creation_burst).is_ok());
+        }
+        for i in 16..400 {
+            let k = account_key(site(i));
+            assert!(l.allow(k, limits.budget(&k), 0), "client {i} refused");
+            assert!(l.len() <= 64);
+        }
+        // The drained buckets were never the ones evicted.
+        for i in 0..16 {
+            let k = account_key(site(i));
+            assert!(!l.allow(k, limits.budget(&k), 0), "drained bucket {i} was forgotten");
+        }
     }
 
     #[test]

@@ -120,7 +120,7 @@ impl AppState {
     /// Counts an account creation from `peer` against its per-address limit.
     pub(crate) fn limit_account_creation(&self, peer: Option<IpAddr>) -> Result<(), Failure> {
         let Some(ip) = peer else { return Ok(()) };
-        self.limit(crate::limiter::LimitKey::Accounts(crate::limiter::client_of(ip)))
+        self.limit(crate::limiter::account_key(ip))
     }
 
     /// Forgets rate-limit buckets that are full again.
