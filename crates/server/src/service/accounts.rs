@@ -61,8 +61,15 @@ pub async fn create(
     Ok(CreateAccountResponse { device: 1 })
 }
 
-/// `GET /v1/accounts/{name}/devices`.
-pub async fn device_list(state: &AppState, name: &str) -> Result<DeviceListResponse, Failure> {
+/// `GET /v1/accounts/{name}/devices`: public, so counted against the caller's per-address
+/// budget before anything is read (the store serves it on connections token look-ups never
+/// wait for).
+pub async fn device_list(
+    state: &AppState,
+    peer: Option<std::net::IpAddr>,
+    name: &str,
+) -> Result<DeviceListResponse, Failure> {
+    state.limit_address(peer)?;
     AccountName::new(name).map_err(|_| Failure::NotFound)?;
     let record = state.store().account(name).await?.ok_or(Failure::NotFound)?;
     Ok(DeviceListResponse { device_list: record.device_list.into() })

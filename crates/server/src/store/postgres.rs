@@ -12,6 +12,11 @@
 //! Every pool operation is bounded: an operation waits at most [`POOL_WAIT`] for a connection
 //! ([`StoreError::Unavailable`], answered `503 unavailable`, instead of queueing without end
 //! while the database is slow or gone); opening and recycling a connection are bounded too.
+//!
+//! Token look-ups (every authenticated request starts with one) never wait behind other
+//! operations: one takes a free connection of the main pool if there is one right away, and
+//! otherwise waits for one of a small pool of its own ([`TOKEN_POOL_SIZE`]), which nothing
+//! else uses. A flood of public reads (device lists) can fill the main pool, not that one.
 
 use std::time::Duration;
 
@@ -30,6 +35,8 @@ use super::{
 
 /// Connections kept by the pool.
 const POOL_SIZE: usize = 16;
+/// Connections kept for token look-ups alone, beyond [`POOL_SIZE`].
+pub(crate) const TOKEN_POOL_SIZE: usize = 2;
 /// How long an operation waits for a free pooled connection.
 pub(crate) const POOL_WAIT: Duration = Duration::from_secs(5);
 /// How long opening a new connection may take.
@@ -47,6 +54,8 @@ const HEALTH_REUSE: Duration = Duration::from_secs(1);
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: Pool,
+    /// Token look-ups only, when `pool` has no connection free at once.
+    token_pool: Pool,
     /// The last health answer and when it was taken (the lock also makes checks single-flight).
     health: tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
     /// [`StoreConfig::mailbox_bytes`].
@@ -86,18 +95,26 @@ impl PgStore {
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(POOL_CREATE);
         }
-        let manager =
-            Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let mut pool_config = PoolConfig::new(size);
-        pool_config.timeouts =
-            Timeouts { wait: Some(wait), create: Some(POOL_CREATE), recycle: Some(POOL_RECYCLE) };
-        let pool = Pool::builder(manager)
-            .config(pool_config)
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
-        let store =
-            Self { pool, health: tokio::sync::Mutex::new(None), max_mailbox_bytes: config.mailbox_bytes() };
+        let build = |pg: tokio_postgres::Config, size: usize| {
+            let manager =
+                Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+            let mut pool_config = PoolConfig::new(size);
+            pool_config.timeouts =
+                Timeouts { wait: Some(wait), create: Some(POOL_CREATE), recycle: Some(POOL_RECYCLE) };
+            Pool::builder(manager)
+                .config(pool_config)
+                .runtime(Runtime::Tokio1)
+                .build()
+                .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))
+        };
+        let token_pool = build(pg.clone(), TOKEN_POOL_SIZE)?;
+        let pool = build(pg, size)?;
+        let store = Self {
+            pool,
+            token_pool,
+            health: tokio::sync::Mutex::new(None),
+            max_mailbox_bytes: config.mailbox_bytes(),
+        };
         store.check_durable().await?;
         store.migrate().await?;
         Ok(store)
@@ -304,7 +321,13 @@ impl Store for PgStore {
     }
 
     async fn token_device(&self, token_hash: &[u8], now_ms: u64) -> Result<Option<Authed>, StoreError> {
-        let c = self.pool.get().await?;
+        let at_once =
+            Timeouts { wait: Some(Duration::ZERO), create: Some(POOL_CREATE), recycle: Some(POOL_RECYCLE) };
+        let c = match self.pool.timeout_get(&at_once).await {
+            Ok(c) => c,
+            Err(deadpool_postgres::PoolError::Timeout(_)) => self.token_pool.get().await?,
+            Err(e) => return Err(e.into()),
+        };
         let st = c
             .prepare_cached(
                 "SELECT t.account_id, t.device_id, a.name FROM tokens t JOIN accounts a ON a.id = t.account_id \
@@ -545,6 +568,7 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.pool.close();
+        self.token_pool.close();
     }
 }
 
@@ -629,6 +653,38 @@ mod tests {
         ));
         drop(held);
         assert_eq!(store.account("nobody").await.unwrap(), None);
+        store.close().await;
+        a.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    }
+
+    /// With the main pool full (a flood of public reads holding and queueing for every
+    /// connection), a token look-up is answered at once from the connections kept for it.
+    #[tokio::test]
+    async fn token_look_ups_never_wait_behind_a_full_pool() {
+        let schema = random_name("tacit_test_");
+        let a = admin().await;
+        a.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+        let wait = Duration::from_millis(300);
+        let store = std::sync::Arc::new(
+            PgStore::connect_pool(&url("postgres", &schema), &StoreConfig::default(), 2, wait).await.unwrap(),
+        );
+        let held = (store.pool.get().await.unwrap(), store.pool.get().await.unwrap());
+        let queued: Vec<_> = (0..10)
+            .map(|_| {
+                let s = store.clone();
+                tokio::spawn(async move { s.account("nobody").await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for _ in 0..10 {
+            let started = tokio::time::Instant::now();
+            assert_eq!(store.token_device(&[7u8; 32], 0).await.unwrap(), None);
+            assert!(started.elapsed() < wait, "{:?}", started.elapsed());
+        }
+        for q in queued {
+            assert!(matches!(q.await.unwrap(), Err(StoreError::Unavailable(_))));
+        }
+        drop(held);
         store.close().await;
         a.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
     }

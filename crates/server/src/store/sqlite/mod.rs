@@ -22,7 +22,7 @@ use super::{
     PrekeyCounts, PrekeySet, Store, StoreConfig, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
 };
 use checkpoint::Checkpointer;
-use readers::ReaderPool;
+use readers::{ReadKind, ReaderPool};
 use writer::{Msg, Typed, WriterHealth};
 
 /// The size the WAL file is cut back to when it starts over (`journal_size_limit`), so it
@@ -67,7 +67,12 @@ impl SqliteStore {
             .spawn(move || writer::run(conn, rx, &writer_health))
             .map_err(|e| StoreError::Backend(format!("writer thread: {e}")))?;
         let checkpointer = Checkpointer::start(&path, health.clone())?;
-        let readers = Arc::new(ReaderPool::open(&path, readers::READERS, readers::READER_WAIT)?);
+        let readers = Arc::new(ReaderPool::open(
+            &path,
+            readers::READERS,
+            readers::TOKEN_READERS,
+            readers::READER_WAIT,
+        )?);
         Ok(Self {
             tx,
             health,
@@ -93,7 +98,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.readers.read(f).await
+        self.readers.read(ReadKind::Other, f).await
     }
 }
 
@@ -269,7 +274,8 @@ impl Store for SqliteStore {
 
     async fn token_device(&self, token_hash: &[u8], now_ms: u64) -> Result<Option<Authed>, StoreError> {
         let hash = token_hash.to_vec();
-        self.read(move |c| {
+        // On the connections kept for token look-ups too: never behind public reads.
+        self.readers.read(ReadKind::Token, move |c| {
             Ok(c.prepare_cached(
                 "SELECT t.account_id, t.device_id, a.name FROM tokens t JOIN accounts a ON a.id = t.account_id \
                  WHERE t.token_hash = ?1 AND t.expires_ms > ?2",
