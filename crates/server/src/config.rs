@@ -93,7 +93,7 @@ impl Default for ServerConfig {
             log_ip_addresses: false,
             shutdown_grace_secs: 10,
             max_connections: 10_000,
-            max_connections_per_address: 1_000,
+            max_connections_per_address: 256,
             trusted_proxies: Vec::new(),
             header_read_timeout_secs: 20,
             max_sockets_per_device: 4,

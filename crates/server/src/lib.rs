@@ -24,6 +24,7 @@ mod proxy;
 mod routes;
 mod serve;
 mod service;
+mod slots;
 mod state;
 mod store;
 mod tls;

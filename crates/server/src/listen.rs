@@ -1,15 +1,16 @@
 //! The accept loop: at most `max_connections` TCP connections at once, and
 //! `max_connections_per_address` from one client address (a WebSocket keeps its
-//! connection's slot), TLS handshakes bounded in time and run concurrently, HTTP/1.1
+//! connection's slot; a full server evicts slow-header connections and then the biggest
+//! holder's before it refuses anyone: [`crate::slots`]), TLS handshakes bounded in time and
+//! run concurrently, HTTP/1.1
 //! with a header-read timeout (a client that trickles its headers, or a keep-alive
 //! connection that sends nothing, is closed), and graceful shutdown. `axum::serve` offers
 //! neither the cap nor the timeout (it sets no timer, so hyper's own timeout never runs).
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -18,7 +19,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,53 +29,8 @@ use crate::state::now_ms;
 /// A TLS handshake must finish within this long.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A connection's slot under the connection cap, carried in each request's extensions so a
-/// WebSocket upgrade keeps it for as long as the socket lives.
-#[derive(Clone)]
-pub(crate) struct ConnectionSlot {
-    _held: Arc<Held>,
-}
-
-/// A connection's place under both caps; released when the last clone drops.
-struct Held {
-    _permit: OwnedSemaphorePermit,
-    /// The per-address count this connection is in (none for a trusted proxy).
-    per_address: Option<Arc<PerAddress>>,
-    key: IpAddr,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if let Some(per_address) = &self.per_address
-            && let Ok(mut open) = per_address.open.lock()
-            && let Some(n) = open.get_mut(&self.key)
-        {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                open.remove(&self.key);
-            }
-        }
-    }
-}
-
-/// Open connections per client address (IPv6 per /64).
-struct PerAddress {
-    max: usize,
-    open: Mutex<HashMap<IpAddr, usize>>,
-}
-
-impl PerAddress {
-    /// Counts a connection from `key`; false (nothing counted) if it has `max` already.
-    fn enter(&self, key: IpAddr) -> bool {
-        let Ok(mut open) = self.open.lock() else { return false };
-        let n = open.entry(key).or_insert(0);
-        if *n >= self.max {
-            return false;
-        }
-        *n += 1;
-        true
-    }
-}
+/// A connection's slot under the connection caps (see [`crate::slots`]).
+pub(crate) type ConnectionSlot = crate::slots::Slot;
 
 /// Connection limits (from [`crate::ServerConfig`]).
 #[derive(Clone, Debug)]
@@ -101,10 +56,7 @@ pub(crate) async fn serve(
     limits: Limits,
     shutdown: CancellationToken,
 ) {
-    let max_connections = limits.max_connections.max(1);
-    let slots = Arc::new(Semaphore::new(max_connections));
-    let per_address =
-        Arc::new(PerAddress { max: limits.max_connections_per_address.max(1), open: Mutex::default() });
+    let slots = crate::slots::Slots::new(limits.max_connections, limits.max_connections_per_address);
     let connections = TaskTracker::new();
     let last_warning = AtomicU64::new(0);
     loop {
@@ -119,33 +71,41 @@ pub(crate) async fn serve(
                 }
             },
         };
-        // Over either cap the connection is closed at once (dropped); that is logged at
-        // most once a minute, without the address.
-        let key = crate::limiter::client_of(addr.ip());
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            warn_once_a_minute(&last_warning, "connection limit reached; refusing connections");
-            continue;
-        };
+        // Refused connections are closed at once (dropped); that is logged at most once a
+        // minute, without the address.
         let counted = !crate::proxy::trusted(&limits.trusted_proxies, addr.ip());
-        if counted && !per_address.enter(key) {
-            warn_once_a_minute(&last_warning, "an address reached its connection limit; refusing it");
-            continue;
-        }
-        let per_address = counted.then(|| per_address.clone());
-        let slot = ConnectionSlot { _held: Arc::new(Held { _permit: permit, per_address, key }) };
+        let slot = match slots.admit(crate::limiter::client_of(addr.ip()), counted) {
+            Ok(slot) => slot,
+            Err(crate::slots::Refused::ServerFull) => {
+                warn_once_a_minute(&last_warning, "connection limit reached; refusing connections");
+                continue;
+            }
+            Err(crate::slots::Refused::AddressFull) => {
+                warn_once_a_minute(&last_warning, "an address reached its connection limit; refusing it");
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let (tls, router, shutdown) = (tls.clone(), router.clone(), shutdown.clone());
         let header_timeout = limits.header_read_timeout;
         connections.spawn(async move {
-            match tls {
-                None => serve_http(tcp, addr, router, slot, header_timeout, shutdown).await,
-                Some(acceptor) => {
-                    if let Ok(Ok(stream)) =
-                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-                    {
-                        serve_http(stream, addr, router, slot, header_timeout, shutdown).await;
+            let evicted = slot.clone();
+            let serve = async move {
+                match tls {
+                    None => serve_http(tcp, addr, router, slot, header_timeout, shutdown).await,
+                    Some(acceptor) => {
+                        if let Ok(Ok(stream)) =
+                            tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                        {
+                            serve_http(stream, addr, router, slot, header_timeout, shutdown).await;
+                        }
                     }
                 }
+            };
+            // An evicted connection is dropped where it is (its slot went to a newcomer).
+            tokio::select! {
+                () = serve => {}
+                () = evicted.evicted() => {}
             }
         });
     }
@@ -174,12 +134,16 @@ async fn serve_http<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        slot.serving();
         req.extensions_mut().insert(ConnectInfo(PeerAddr(addr)));
         req.extensions_mut().insert(slot.clone());
         let mut router = router.clone();
+        let slot = slot.clone();
         async move {
             let response = tower_service::Service::call(&mut router, req.map(axum::body::Body::new)).await;
-            Ok::<_, Infallible>(response.unwrap_or_else(|never| match never {}))
+            let response = response.unwrap_or_else(|never| match never {});
+            slot.answered(response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS);
+            Ok::<_, Infallible>(response)
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();

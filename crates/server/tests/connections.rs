@@ -1,6 +1,7 @@
 //! Connection-level bounds over real sockets: the connection cap (WebSockets keep their
-//! slot), the header-read timeout, WebSockets per device, sockets of a deleted account, and
-//! the account-creation budget checked before the body is read. None of this touches the
+//! slot; a full server evicts before it refuses), IPv4 peers of a dual-stack listener each
+//! their own client, the header-read timeout, WebSockets per device, sockets of a deleted
+//! account, and the account-creation budget checked before the body is read. None of this touches the
 //! store's logic, so it runs on SQLite only (tests/relay.rs covers both stores).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -12,10 +13,41 @@ use common::*;
 use reqwest::Method;
 use tacit_api as api;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 fn addr(server: &TestServer) -> String {
     server.base.trim_start_matches("http://").to_owned()
+}
+
+fn port(server: &TestServer) -> u16 {
+    server.base.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// A connection to the server's `port` on 127.0.0.1 from the loopback address `src`
+/// (127.0.0.1, 127.0.0.2, ...: distinct clients).
+async fn connect_from(src: &str, port: u16) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    socket.connect(([127, 0, 0, 1], port).into()).await.unwrap()
+}
+
+/// `GET /healthz` over a new connection from `src`: the status (0 if closed unanswered).
+async fn healthz_from(src: &str, port: u16) -> u16 {
+    let mut tcp = connect_from(src, port).await;
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    if tcp.write_all(request).await.is_err() {
+        return 0;
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    let head = String::from_utf8_lossy(&answer);
+    head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// An HTTP client whose connections come from `src`.
+fn http_from(src: &str, port: u16) -> Http {
+    let client = reqwest::Client::builder().local_address(src.parse::<std::net::IpAddr>().unwrap()).build();
+    Http { base: format!("http://127.0.0.1:{port}"), client: client.unwrap() }
 }
 
 /// Whether the server closed `tcp` (read returns end of file or a reset) within `within`.
@@ -36,9 +68,13 @@ async fn connections_beyond_the_cap_are_closed_and_websockets_keep_their_slot() 
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut ws = ws_connect(&server, alice.tok()).await.unwrap();
     assert_eq!(next_frame(&mut ws).await, api::ServerFrame::Drained);
-    let mut a = TcpStream::connect(addr(&server)).await.unwrap();
-    let b = TcpStream::connect(addr(&server)).await.unwrap();
-    // The socket and two idle connections hold all three slots: a fourth is closed at once.
+    let port = port(&server);
+    let mut a = slow_body_from("127.0.0.1", port).await;
+    let b = slow_body_from("127.0.0.1", port).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The socket and two requests in progress, all of one address, hold all three slots:
+    // a fourth connection of that address is closed at once (it could only take a slot
+    // from its own address).
     let mut c = TcpStream::connect(addr(&server)).await.unwrap();
     assert!(closed_by_server(&mut c, Duration::from_secs(5)).await, "fourth connection served");
     assert!(!closed_by_server(&mut a, Duration::from_millis(200)).await);
@@ -224,5 +260,104 @@ async fn behind_a_trusted_proxy_limits_apply_to_the_forwarded_client() {
     assert_eq!(create("203.0.113.1").await, 429);
     assert_eq!(create("6.6.6.6, 203.0.113.2").await, 200, "the hop the proxy appended counts");
     assert_eq!(create("203.0.113.2").await, 429);
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_dual_stack_listener_each_ipv4_host_is_its_own_client() {
+    // `[::]` takes IPv4 too (net.ipv6.bindv6only = 0, the Linux default): IPv4 peers
+    // arrive as ::ffff:a.b.c.d.
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.listen = "[::]:0".parse().unwrap();
+        c.max_connections_per_address = 2;
+        c.limits.account_creation_burst = 1;
+        c.limits.account_creations_per_hour = 1;
+    })
+    .await;
+    let port = port(&server);
+    // 127.0.0.1 holds its two connections; a third is closed at once.
+    let mut a = connect_from("127.0.0.1", port).await;
+    let b = connect_from("127.0.0.1", port).await;
+    let mut c = connect_from("127.0.0.1", port).await;
+    assert!(closed_by_server(&mut c, Duration::from_secs(5)).await, "a third connection served");
+    assert!(!closed_by_server(&mut a, Duration::from_millis(200)).await);
+    // Other IPv4 hosts are other clients (they were all ::ffff:0:0/64 before).
+    assert_eq!(healthz_from("127.0.0.2", port).await, 200);
+    assert_eq!(healthz_from("127.0.0.3", port).await, 200);
+    drop((a, b));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Every per-address budget too: one account creation per host here.
+    User::register(&http_from("127.0.0.1", port), &unique("one"), 1).await;
+    let (_, req) = User::new_request(&unique("two"), 1);
+    assert_code(
+        http_from("127.0.0.1", port).call(Method::POST, api::ACCOUNTS, None, Some(&req)).await,
+        429,
+        "rate_limited",
+    );
+    User::register(&http_from("127.0.0.2", port), &unique("three"), 1).await;
+    server.finish().await;
+}
+
+/// Sends the head of a request and a little of its body, never the rest: the server is
+/// serving a request on that connection until its timeout.
+async fn slow_body_from(src: &str, port: u16) -> TcpStream {
+    let mut tcp = connect_from(src, port).await;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\n{}: 1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{",
+        api::ACCOUNTS,
+        api::VERSION_HEADER
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp
+}
+
+/// How many of `conns` the server has closed.
+async fn closed_count(conns: &mut [TcpStream]) -> usize {
+    let mut n = 0;
+    for c in conns.iter_mut() {
+        if closed_by_server(c, Duration::from_millis(200)).await {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handful_of_addresses_cannot_hold_every_slot() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.max_connections = 6;
+        c.max_connections_per_address = 3;
+    })
+    .await;
+    let port = port(&server);
+    // Two addresses take every slot: 127.0.0.1 trickles its headers, 127.0.0.2 has
+    // requests in progress whose bodies never end.
+    let mut slow_headers = Vec::new();
+    for _ in 0..3 {
+        let mut tcp = connect_from("127.0.0.1", port).await;
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        slow_headers.push(tcp);
+    }
+    let mut slow_bodies = Vec::new();
+    for _ in 0..3 {
+        slow_bodies.push(slow_body_from("127.0.0.2", port).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A new address is served: it takes the slot of a slow-header connection, not of a
+    // request in progress.
+    assert_eq!(healthz_from("127.0.0.3", port).await, 200, "a new address refused by a full server");
+    assert_eq!(closed_count(&mut slow_headers).await, 1);
+    assert_eq!(closed_count(&mut slow_bodies).await, 0);
+    // Every slot held by requests in progress of two addresses: a new address still gets
+    // in, taking the slot of one of them.
+    drop(slow_headers);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut more = Vec::new();
+    for _ in 0..3 {
+        more.push(slow_body_from("127.0.0.4", port).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(healthz_from("127.0.0.5", port).await, 200, "a new address refused by a full server");
+    assert_eq!(closed_count(&mut slow_bodies).await + closed_count(&mut more).await, 1);
     server.finish().await;
 }

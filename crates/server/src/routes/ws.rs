@@ -35,9 +35,14 @@ pub(super) async fn handler(
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
                 // The connection's slot under the server's connection cap lives as long as
-                // the socket.
-                let _slot = slot;
-                delivery::run(state, caller, token, socket).await;
+                // the socket; a socket whose slot went to a newcomer ends where it is.
+                match slot {
+                    Some(Extension(slot)) => tokio::select! {
+                        () = delivery::run(state, caller, token, socket) => {}
+                        () = slot.evicted() => {}
+                    },
+                    None => delivery::run(state, caller, token, socket).await,
+                }
             })
         }))
 }
