@@ -361,3 +361,30 @@ async fn a_handful_of_addresses_cannot_hold_every_slot() {
     assert_eq!(closed_count(&mut slow_bodies).await + closed_count(&mut more).await, 1);
     server.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_takes_a_websocket_slot_from_the_biggest_holder_for_a_new_address() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| c.max_connections = 3).await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    drop(http); // its pooled connection would take a slot
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Three WebSockets of 127.0.0.1 hold every slot.
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        let mut ws = ws_connect(&server, alice.tok()).await.unwrap();
+        assert_eq!(next_frame(&mut ws).await, api::ServerFrame::Drained);
+        sockets.push(ws);
+    }
+    // A new address is served; the oldest socket of the address holding them all ends
+    // (as if the network had dropped it: no close frame), the others stay.
+    assert_eq!(healthz_from("127.0.0.2", port(&server)).await, 200, "a new address refused");
+    let mut sockets = sockets.into_iter();
+    let mut oldest = sockets.next().unwrap();
+    assert_eq!(ws_closed(&mut oldest).await, None);
+    for mut ws in sockets {
+        use futures_util::StreamExt;
+        assert!(tokio::time::timeout(Duration::from_millis(300), ws.next()).await.is_err(), "socket ended");
+    }
+    server.finish().await;
+}
