@@ -59,10 +59,12 @@ pub struct ServerConfig {
     pub log_ip_addresses: bool,
     /// Seconds that shutdown waits for open requests and WebSockets to finish.
     pub shutdown_grace_secs: u64,
-    /// Most TCP connections open at once (WebSockets included); more are closed at once.
+    /// Most TCP connections open at once (WebSockets included). When full, a new connection
+    /// takes the slot of a slow-header one, else of an address holding at least two more
+    /// than its own; otherwise it is closed at once.
     pub max_connections: usize,
-    /// Most TCP connections open at once from one client address (IPv6: one /64); trusted
-    /// proxies are exempt.
+    /// Most TCP connections open at once from one client address (IPv4 address, IPv4-mapped
+    /// included; IPv6 /64); trusted proxies are exempt.
     pub max_connections_per_address: usize,
     /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client
     /// for per-address limits and logs. Empty: every connection is its own client.
