@@ -83,35 +83,38 @@ impl Table {
         true
     }
 
-    /// The connection a newcomer from `client` (holding `held` connections) may take the
-    /// slot of, by the order in the module documentation.
+    /// The connection a newcomer holding `held` connections may take the slot of, by the
+    /// order in the module documentation (one pass over the open connections; only run
+    /// when the server is full).
     fn victim(&self, held: usize) -> Option<u64> {
-        let waiting =
-            self.open.iter().filter(|(_, e)| e.phase.state.load(Ordering::Relaxed) == WAITING).max_by_key(
-                |(id, e)| {
-                    let holder = if e.counted { self.held_by(e.client) } else { 0 };
-                    // Most held first, then the longest waiting (earliest), then the oldest id.
-                    (holder, u64::MAX - e.phase.since_ms.load(Ordering::Relaxed), u64::MAX - **id)
-                },
-            );
-        if let Some((id, _)) = waiting {
-            return Some(*id);
-        }
-        let (&biggest, &most) = self.per_address.iter().max_by_key(|(_, n)| **n)?;
-        if most < held.saturating_add(2) {
-            return None;
-        }
-        self.open
+        // Rule 2 applies to the biggest holder only, and only if it holds 2 more.
+        let biggest = self
+            .per_address
             .iter()
-            .filter(|(_, e)| e.counted && e.client == biggest)
-            .min_by_key(|(id, e)| {
-                (
-                    e.phase.state.load(Ordering::Relaxed) == UPGRADED,
-                    e.phase.since_ms.load(Ordering::Relaxed),
-                    **id,
-                )
-            })
-            .map(|(id, _)| *id)
+            .max_by_key(|(_, n)| **n)
+            .filter(|(_, n)| **n >= held.saturating_add(2))
+            .map(|(client, _)| *client);
+        let mut waiting: Option<((usize, u64, u64), u64)> = None;
+        let mut busy: Option<((bool, u64, u64), u64)> = None;
+        for (&id, e) in &self.open {
+            let state = e.phase.state.load(Ordering::Relaxed);
+            let since = e.phase.since_ms.load(Ordering::Relaxed);
+            if state == WAITING {
+                let holder = if e.counted { self.held_by(e.client) } else { 0 };
+                // Most held first, then the longest waiting (earliest), then the oldest id.
+                let rank = (holder, u64::MAX - since, u64::MAX - id);
+                if waiting.as_ref().is_none_or(|(best, _)| rank > *best) {
+                    waiting = Some((rank, id));
+                }
+            } else if waiting.is_none() && e.counted && Some(e.client) == biggest {
+                // A request in progress before a WebSocket, then the oldest.
+                let rank = (state == UPGRADED, since, id);
+                if busy.as_ref().is_none_or(|(best, _)| rank < *best) {
+                    busy = Some((rank, id));
+                }
+            }
+        }
+        waiting.map(|(_, id)| id).or(busy.map(|(_, id)| id))
     }
 }
 
