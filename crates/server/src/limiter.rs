@@ -484,6 +484,21 @@ mod tests {
     }
 
     #[test]
+    fn the_table_size_is_configurable_and_has_a_floor() {
+        let c = crate::ServerConfig::from_toml("[limits]\nmax_buckets = 1000\n").unwrap_or_default();
+        assert_eq!(c.limits.max_buckets, 1000);
+        assert_eq!(RateLimits::default().max_buckets, MAX_BUCKETS);
+        // Zero is taken as the floor, not as "no table".
+        let limits = RateLimits { max_buckets: 0, ..RateLimits::default() };
+        let l = RateLimiter::new(limits);
+        for i in 0..100 {
+            let k = address_key(site(i));
+            assert!(l.allow(k, limits.budget(&k), 0));
+        }
+        assert_eq!(l.len(), MIN_BUCKETS);
+    }
+
+    #[test]
     fn budgets_are_separate() {
         let l = RateLimiter::default();
         let d = DeviceKey { account: 1, device: 1 };
