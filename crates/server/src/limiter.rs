@@ -33,6 +33,9 @@ pub enum LimitKey {
     Bundles(DeviceKey),
     /// Account creations from one address.
     Accounts(IpAddr),
+    // Store protection (issue 7, point 14).
+    /// Bundle fetches that hand out one target device's one-time keys, whoever asks.
+    OneTimeFetches(DeviceKey),
 }
 
 impl LimitKey {
@@ -121,6 +124,10 @@ pub struct RateLimits {
     pub account_creations_per_hour: u32,
     /// Burst of those (`tacit bench relay --clients N` creates N accounts at once).
     pub account_creation_burst: u32,
+    // Store protection (issue 7, point 14).
+    /// Bundle fetches per minute that hand out one target device's one-time keys, from
+    /// all requesters together; beyond it bundles come without one-time keys.
+    pub one_time_fetches_per_target_per_minute: u32,
 }
 
 impl Default for RateLimits {
@@ -137,6 +144,7 @@ impl Default for RateLimits {
             bundle_fetches_per_minute: tacit_api::limits::BUNDLE_FETCHES_PER_MINUTE,
             account_creations_per_hour: 60,
             account_creation_burst: 200,
+            one_time_fetches_per_target_per_minute: tacit_api::limits::ONE_TIME_FETCHES_PER_TARGET_PER_MINUTE,
         }
     }
 }
@@ -157,6 +165,7 @@ impl RateLimits {
                 period_ms: 3_600_000,
                 burst: self.account_creation_burst.max(1),
             },
+            LimitKey::OneTimeFetches(_) => Budget::per_minute(self.one_time_fetches_per_target_per_minute),
         }
     }
 }
