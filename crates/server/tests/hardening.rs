@@ -368,7 +368,8 @@ impl Stall {
 /// few seconds ([`tacit_server::STALL_AFTER`]), (b) a send that finds no room under the
 /// server-wide bound on bytes waiting for the store is `503` within about a second instead
 /// of queueing more memory, (c) on PostgreSQL, a send waiting longer than the store deadline
-/// is answered `503` and its retry with the same key stores it once. Once the store moves
+/// is answered `503` and its retry with the same key stores it once, (d) an HTTP
+/// acknowledgement of made-up ids is answered without the writer. Once the store moves
 /// again, everything is back.
 async fn a_stalled_store_bounds_waiting_bytes_and_fails_healthz(backend: Backend) {
     let big = vec![7u8; api::limits::MAX_ENVELOPE_BYTES];
@@ -388,6 +389,12 @@ async fn a_stalled_store_bounds_waiting_bytes_and_fails_healthz(backend: Backend
     let t = Instant::now();
     assert_code(alice.send(&http, &bob.name, &[1], &big).await, 503, "unavailable");
     assert!(t.elapsed() < Duration::from_secs(3), "waited {:?} for room", t.elapsed());
+    // An acknowledgement of made-up ids never reaches the (stalled) writer: answered at once.
+    let t = Instant::now();
+    let made_up = api::AckRequest { ids: (1_000_000_000..1_000_000_000 + 1024).collect() };
+    let (s, _) = http.call(Method::POST, api::ACK, bob.tok(), Some(&made_up)).await;
+    assert_eq!(s.as_u16(), 204);
+    assert!(t.elapsed() < Duration::from_secs(1), "made-up ids waited {:?} for the writer", t.elapsed());
     // (a) The stall shows in /healthz within a few seconds.
     loop {
         let (status, _) = server.healthz().await;

@@ -366,6 +366,10 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<tacit_api::Envelope>, StoreError>;
+    /// The ids among `ids` still in the device's mailbox (a read: on SQLite one of the
+    /// reader connections, so an acknowledgement naming made-up ids costs the single writer
+    /// nothing).
+    async fn stored_ids(&self, device: DeviceKey, ids: &[u64]) -> Result<Vec<u64>, StoreError>;
     /// Deletes the named envelopes from the device's own mailbox in one statement (whatever
     /// the number of ids); returns how many.
     async fn ack(&self, device: DeviceKey, ids: &[u64]) -> Result<usize, StoreError>;

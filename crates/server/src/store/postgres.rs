@@ -624,6 +624,21 @@ impl Store for PgStore {
         Ok(out)
     }
 
+    async fn stored_ids(&self, d: DeviceKey, ids: &[u64]) -> Result<Vec<u64>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = ids.iter().map(|&i| to_i64(i)).collect();
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT id FROM envelopes WHERE account_id = $1 AND device_id = $2 AND id = ANY($3)",
+            )
+            .await?;
+        let rows = c.query(&st, &[&d.account, &i64::from(d.device), &ids]).await?;
+        rows.iter().map(|r| r.try_get::<_, i64>(0).map(to_u64).map_err(StoreError::from)).collect()
+    }
+
     async fn ack(&self, d: DeviceKey, ids: &[u64]) -> Result<usize, StoreError> {
         if ids.is_empty() {
             return Ok(0);

@@ -568,6 +568,22 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn stored_ids(&self, d: DeviceKey, ids: &[u64]) -> Result<Vec<u64>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = json_ids(ids);
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id FROM envelopes WHERE account_id = ?1 AND device_id = ?2 \
+                 AND id IN (SELECT value FROM json_each(?3))",
+            )?;
+            let rows = st.query_map(params![d.account, d.device, ids], |r| r.get::<_, i64>(0))?;
+            rows.map(|r| r.map(to_u64).map_err(StoreError::from)).collect()
+        })
+        .await
+    }
+
     async fn ack(&self, d: DeviceKey, ids: &[u64]) -> Result<usize, StoreError> {
         if ids.is_empty() {
             return Ok(0);
