@@ -368,7 +368,8 @@ impl Stall {
 /// few seconds ([`tacit_server::STALL_AFTER`]), (b) a send that finds no room under the
 /// server-wide bound on bytes waiting for the store is `503` within about a second instead
 /// of queueing more memory, (c) on PostgreSQL, a send waiting longer than the store deadline
-/// is answered `503` and its retry with the same key stores it once, (d) an HTTP
+/// is answered `503`, commits once the store moves (its detached task went on), and its
+/// retry with the same key is answered as stored, not stored again, (d) an HTTP
 /// acknowledgement of made-up ids is answered without the writer. Once the store moves
 /// again, everything is back.
 async fn a_stalled_store_bounds_waiting_bytes_and_fails_healthz(backend: Backend) {
@@ -410,7 +411,8 @@ async fn a_stalled_store_bounds_waiting_bytes_and_fails_healthz(backend: Backend
     }
     assert!(stalled_at.elapsed() >= tacit_server::STALL_AFTER - Duration::from_millis(400));
     if backend == Backend::Postgres {
-        // (c) The waiting send is answered 503 at its deadline, not left waiting.
+        // (c) The waiting send is answered 503 at its deadline, not left waiting; its write
+        // goes on and commits once the row is free, and the retry does not store it twice.
         let (status, body) = first.await.unwrap();
         assert_eq!((status.as_u16(), body["code"].as_str()), (503, Some("unavailable")));
         stall.end().await;

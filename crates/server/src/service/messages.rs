@@ -3,10 +3,11 @@
 //!
 //! A send is refused (`507 storage_full`) while the store is below its free-space
 //! watermark; acknowledgements never are, so mailboxes can drain. Its envelope bytes wait
-//! for the store under a server-wide bound (no room within [`ROOM_WAIT`]: `503`), and it
-//! waits at most [`STORE_DEADLINE`] (then `503`). A `503` may still be followed by the
-//! commit, so a send carries an idempotency key: a retry with it is answered as the first
-//! send was and stores nothing twice.
+//! for the store under a server-wide bound (no room within [`ROOM_WAIT`]: `503`), and its
+//! caller waits at most [`STORE_DEADLINE`] (then `503`) while the write goes on, for at most
+//! [`STORE_GIVE_UP`], in a detached task. A `503` may therefore be followed by the commit,
+//! so a send carries an idempotency key: a retry with it is answered as the first send was
+//! and stores nothing twice.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,9 +25,14 @@ use crate::store::{Authed, NewEnvelope, Sent};
 /// store ([`crate::Settings::max_pending_store_bytes`]).
 pub const ROOM_WAIT: Duration = Duration::from_secs(1);
 /// How long a send waits for the store before it is answered `503 unavailable` (below the
-/// request timeout, so the answer is ours). A write that had not started by then is not
-/// made; one that had may still commit: the idempotency key makes the retry safe.
+/// request timeout, so the answer is ours). The write goes on in its detached task (and
+/// may still commit, then publish): the idempotency key makes the client's retry safe.
 pub const STORE_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the detached task of a send waits for the store at all; then it gives the write
+/// up (a SQLite job not started by then is skipped; a PostgreSQL transaction is rolled
+/// back) and frees its room under the server-wide bound. Until then the room stays taken, so
+/// a stalled store fills the bound and further sends are refused instead of queueing.
+pub const STORE_GIVE_UP: Duration = Duration::from_secs(60);
 
 /// Most ids in one acknowledgement (HTTP or WebSocket).
 pub const MAX_ACK_IDS: usize = 1024;
@@ -91,28 +97,35 @@ pub async fn send(state: &AppState, caller: Authed, req: SendRequest) -> Result<
     let store = state.store().clone();
     let bus = state.inner().bus.clone();
     let recipient = req.recipient;
-    let task = tokio::spawn(async move {
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
         let _room = room;
         let sent = tokio::time::timeout(
-            STORE_DEADLINE,
+            STORE_GIVE_UP,
             store.send(&caller, &recipient, envelopes, now, idempotency_key),
         )
-        .await
-        .map_err(|_| Failure::Unavailable)??;
-        match sent {
+        .await;
+        let out = match sent {
+            Err(_) => Err(Failure::Unavailable),
+            Ok(Err(e)) => Err(Failure::from(e)),
             // Durable now: wake the recipients' connections with the envelopes themselves.
-            Sent::Stored(stored) => {
+            Ok(Ok(Sent::Stored(stored))) => {
                 for s in stored {
                     bus.publish(s.to, Arc::new(s.envelope));
                 }
-                Ok::<_, Failure>(now)
+                Ok(now)
             }
             // A retry of a send stored before: answered as that one was.
-            Sent::Duplicate { server_time_ms } => Ok(server_time_ms),
-        }
+            Ok(Ok(Sent::Duplicate { server_time_ms })) => Ok(server_time_ms),
+        };
+        // The caller may have gone (its deadline, or it hung up): the write stands.
+        let _ = answer.send(out);
     });
-    let server_time_ms = task.await.map_err(|_| Failure::Internal("send task failed".into()))??;
-    Ok(SendResponse { server_time_ms })
+    match tokio::time::timeout(STORE_DEADLINE, answered).await {
+        Ok(Ok(out)) => out.map(|server_time_ms| SendResponse { server_time_ms }),
+        Ok(Err(_)) => Err(Failure::Internal("send task failed".into())),
+        Err(_) => Err(Failure::Unavailable),
+    }
 }
 
 /// `GET /v1/messages`: the oldest pending envelopes.

@@ -33,8 +33,9 @@ struct Entry {
     id: u64,
     end: CancellationToken,
     why: std::sync::Arc<Mutex<Option<Ended>>>,
-    /// One-time prekeys left `(X25519, ML-KEM)` when a fetch left them low (at most one
-    /// waiting: a newer count replaces nothing, the socket reads the status it refills from).
+    /// One-time prekeys left `(X25519, ML-KEM)` when a fetch left them low. At most one
+    /// signal waits per socket; later ones are dropped meanwhile (the client refills from
+    /// the status it asks for, not from the frame's counts).
     low: mpsc::Sender<(u32, u32)>,
 }
 
