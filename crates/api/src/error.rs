@@ -30,6 +30,9 @@ pub enum ErrorCode {
     StaleDevices,
     /// The recipient's mailbox is full.
     MailboxFull,
+    /// The server is low on storage and takes no new messages for now (`507`);
+    /// acknowledgements still work, so mailboxes drain. Retry later.
+    StorageFull,
     /// Too many requests; retry later.
     RateLimited,
     /// The device has no prekeys to hand out.

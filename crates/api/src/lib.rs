@@ -70,6 +70,16 @@ pub mod limits {
     pub const TOKEN_TTL_SECS: u64 = 24 * 3600;
     /// The server reports "running low" below this many one-time keys of either kind.
     pub const LOW_PREKEY_WATER: u32 = 20;
+    /// Bundle fetches per minute that hand out one target device's one-time keys, whoever
+    /// asks (the per-requester limit alone lets many accounts drain a device together).
+    /// Beyond it a bundle comes without one-time keys (the signed and last-resort prekeys
+    /// only) until the budget refills; the device is told to refill meanwhile.
+    pub const ONE_TIME_FETCHES_PER_TARGET_PER_MINUTE: u32 = 30;
+    /// Length of a send's idempotency key.
+    pub const IDEMPOTENCY_KEY_BYTES: usize = 16;
+    /// Seconds the server remembers a send's idempotency key (a retry after a `503` or a
+    /// lost answer comes within seconds).
+    pub const IDEMPOTENCY_TTL_SECS: u64 = 600;
 }
 
 /// The byte string a device signs to open an authenticated session: a label, the server's

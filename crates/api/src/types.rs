@@ -91,6 +91,18 @@ pub struct PrekeyUploadRequest {
     /// New one-time ML-KEM prekeys (`KemPrekeyPublic`).
     #[serde(default)]
     pub kem_one_time: Vec<Bytes>,
+    /// When present, this upload names the device's whole one-time X25519 set: afterwards
+    /// the server holds only the keys with these ids (those it still has) and the ones in
+    /// `one_time`; every other one-time X25519 key of the device is deleted. A client sends
+    /// it on every upload (in every part of a split upload) so that keys whose private
+    /// halves it no longer has are never handed out. At most
+    /// [`crate::limits::MAX_STORED_PREKEYS`] ids. Absent: the upload only adds (and
+    /// replaces keys with the same id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_time_ids: Option<Vec<u32>>,
+    /// `one_time_ids` for the one-time ML-KEM prekeys (`kem_one_time`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kem_one_time_ids: Option<Vec<u32>>,
 }
 
 /// How many one-time keys the server still holds for the caller's device.
@@ -134,6 +146,12 @@ pub struct SendRequest {
     pub recipient: String,
     /// One envelope per current device of the recipient.
     pub envelopes: Vec<OutgoingEnvelope>,
+    /// [`crate::limits::IDEMPOTENCY_KEY_BYTES`] random bytes naming this message, reused
+    /// on every retry of it: a send whose key the server stored for the sending device
+    /// within [`crate::limits::IDEMPOTENCY_TTL_SECS`] is answered as the first one was
+    /// (same `server_time_ms`) and stores nothing again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<Bytes>,
 }
 
 /// The message is durably stored in every recipient mailbox.
@@ -227,6 +245,15 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         extra: Vec<u32>,
     },
+    /// This device is running low on one-time prekeys (fewer than
+    /// [`crate::limits::LOW_PREKEY_WATER`] of either kind, as `GET /v1/keys` would say):
+    /// upload more. Sent when a bundle fetch leaves it low.
+    PrekeysLow {
+        /// One-time X25519 prekeys left.
+        one_time: u32,
+        /// One-time ML-KEM prekeys left.
+        kem_one_time: u32,
+    },
 }
 
 /// Client-to-server WebSocket frames.
@@ -248,6 +275,9 @@ pub enum ClientFrame {
         recipient: String,
         /// One envelope per recipient device.
         envelopes: Vec<OutgoingEnvelope>,
+        /// As [`SendRequest::idempotency_key`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<Bytes>,
     },
 }
 
@@ -278,7 +308,8 @@ mod tests {
             ClientFrame::Send {
                 id: 9,
                 recipient: "bob".into(),
-                envelopes: vec![OutgoingEnvelope { device: 1, content: Bytes(vec![0]) }]
+                envelopes: vec![OutgoingEnvelope { device: 1, content: Bytes(vec![0]) }],
+                idempotency_key: None,
             }
         );
         let ok = serde_json::to_string(&ServerFrame::Sent { id: 9, server_time_ms: 5 }).unwrap();

@@ -75,6 +75,8 @@ pub(crate) fn upload_request(u: &PrekeyUpload) -> api::PrekeyUploadRequest {
         last_resort: u.last_resort.as_ref().map(|k| api::Bytes(k.to_bytes())),
         one_time: u.one_time.iter().map(|k| api::Bytes(k.to_bytes())).collect(),
         kem_one_time: u.kem_one_time.iter().map(|k| api::Bytes(k.to_bytes())).collect(),
+        one_time_ids: None,
+        kem_one_time_ids: None,
     }
 }
 
@@ -425,6 +427,8 @@ impl Client {
                     last_resort: if first { req.last_resort.clone() } else { None },
                     one_time: a.map(<[_]>::to_vec).unwrap_or_default(),
                     kem_one_time: b.map(<[_]>::to_vec).unwrap_or_default(),
+                    one_time_ids: req.one_time_ids.clone(),
+                    kem_one_time_ids: req.kem_one_time_ids.clone(),
                 };
                 first = false;
                 self.api.upload_prekeys(&part).await?;

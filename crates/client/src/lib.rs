@@ -25,6 +25,8 @@ mod payload;
 pub mod relay;
 mod rng;
 #[cfg(test)]
+mod send_retry_tests;
+#[cfg(test)]
 mod server_tests;
 // The test harness shared with the integration tests names this crate `tacit_client`.
 #[cfg(test)]

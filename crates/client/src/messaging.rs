@@ -99,6 +99,10 @@ impl Client {
         let sent_time_ms = now_ms();
         let payload = TextPayload { sent_time_ms, text: text.to_owned() }.encode()?;
         self.online().await?;
+        // One key for this message, on every attempt: a retry the server already stored is
+        // not stored twice.
+        let mut idempotency_key = [0u8; api::limits::IDEMPOTENCY_KEY_BYTES];
+        rand_core::RngCore::fill_bytes(&mut OsRng, &mut idempotency_key);
         let mut message_id = None;
         let mut last_error = None;
         for _ in 0..SEND_ATTEMPTS {
@@ -150,7 +154,12 @@ impl Client {
             }
             tx.commit()?;
             let devices = envelopes.iter().map(|e| e.device).collect();
-            match self.api.send(&api::SendRequest { recipient: name.to_string(), envelopes }).await? {
+            let request = api::SendRequest {
+                recipient: name.to_string(),
+                envelopes,
+                idempotency_key: Some(api::Bytes(idempotency_key.to_vec())),
+            };
+            match self.api.send(&request).await? {
                 SendOutcome::Sent(r) => {
                     if let Some(id) = message_id {
                         store::set_server_time(self.store.conn(), id, r.server_time_ms)?;
@@ -212,6 +221,8 @@ impl Client {
                 match live.next(limit).await? {
                     None | Some(Incoming::Closed) => break,
                     Some(Incoming::Drained) => drained = true,
+                    // Bundle fetches left this device low: refill now, not at the next command.
+                    Some(Incoming::PrekeysLow) => self.maintain_prekeys().await?,
                     // This connection sends nothing, so it gets no answers to sends.
                     Some(Incoming::Event(RelayEvent::Sent { .. } | RelayEvent::SendFailed { .. })) => {}
                     Some(Incoming::Event(RelayEvent::Envelope(e))) => {

@@ -22,6 +22,11 @@ use crate::relay::RelayEvent;
 
 /// How long one HTTP request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts at a send that carries an idempotency key, when the server answers `503` or
+/// the answer is lost (the same request again: the server stores it at most once).
+const SEND_ATTEMPTS: u32 = 3;
+/// The wait before the second attempt (doubled before each further one).
+const SEND_RETRY_WAIT: Duration = Duration::from_millis(250);
 
 /// How to reach a server, beyond its URL.
 #[derive(Clone, Default)]
@@ -92,6 +97,8 @@ pub(crate) enum Incoming {
     Event(RelayEvent),
     /// Everything stored at connection time has been sent.
     Drained,
+    /// The server says this device is running low on one-time prekeys: refill.
+    PrekeysLow,
     /// The server closed the connection.
     Closed,
 }
@@ -269,8 +276,24 @@ impl Api {
         Ok(r.bundle.0)
     }
 
-    /// `POST /v1/messages`, with 409 and 410 as outcomes rather than errors.
+    /// `POST /v1/messages`, with 409 and 410 as outcomes rather than errors. A request with
+    /// an idempotency key is sent again, unchanged, after a `503` or a lost answer.
     pub(crate) async fn send(&self, req: &api::SendRequest) -> Result<SendOutcome> {
+        let attempts = if req.idempotency_key.is_some() { SEND_ATTEMPTS } else { 1 };
+        let mut wait = SEND_RETRY_WAIT;
+        for _ in 1..attempts {
+            match self.send_once(req).await {
+                Err(ClientError::Server { status: 503, .. } | ClientError::Network(_)) => {
+                    tokio::time::sleep(wait).await;
+                    wait = wait.saturating_mul(2);
+                }
+                other => return other,
+            }
+        }
+        self.send_once(req).await
+    }
+
+    async fn send_once(&self, req: &api::SendRequest) -> Result<SendOutcome> {
         let resp = self.request(Method::POST, api::MESSAGES).json(req).send().await?;
         match resp.status() {
             s if s.is_success() => Ok(SendOutcome::Sent(resp.json().await?)),
@@ -388,6 +411,7 @@ impl Live {
                     api::ServerFrame::SendFailed { id, code, message, .. } => {
                         Incoming::Event(RelayEvent::SendFailed { id, code, message })
                     }
+                    api::ServerFrame::PrekeysLow { .. } => Incoming::PrekeysLow,
                 }))
             }
             WsMessage::Close(_) => Ok(Some(Incoming::Closed)),

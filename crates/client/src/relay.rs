@@ -58,6 +58,7 @@ impl RelayClient {
         let req = api::SendRequest {
             recipient: to.into(),
             envelopes: vec![api::OutgoingEnvelope { device: 1, content: api::Bytes(content) }],
+            idempotency_key: None,
         };
         match self.api.send(&req).await? {
             SendOutcome::Sent(r) => Ok(r.server_time_ms),
@@ -107,7 +108,7 @@ impl RelayStream {
     fn event(incoming: Incoming) -> Result<Option<RelayEvent>> {
         Ok(match incoming {
             Incoming::Event(e) => Some(e),
-            Incoming::Drained => None,
+            Incoming::Drained | Incoming::PrekeysLow => None,
             Incoming::Closed => return Err(ClientError::Network("WebSocket closed".into())),
         })
     }
@@ -136,7 +137,8 @@ impl RelayStream {
     /// [`RelayEvent::SendFailed`] with `id`. Written by the next [`Self::flush`].
     pub async fn queue_send(&mut self, id: u64, to: &str, content: Vec<u8>) -> Result<()> {
         let envelopes = vec![api::OutgoingEnvelope { device: 1, content: api::Bytes(content) }];
-        self.live.queue(&api::ClientFrame::Send { id, recipient: to.into(), envelopes }).await
+        let frame = api::ClientFrame::Send { id, recipient: to.into(), envelopes, idempotency_key: None };
+        self.live.queue(&frame).await
     }
 
     /// Queues an acknowledgement (written by the next [`Self::flush`]).

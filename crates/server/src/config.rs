@@ -30,7 +30,8 @@ pub enum ConfigError {
 /// registration_token = "only-friends"
 /// tls_cert = "/etc/tacit/cert.pem"
 /// tls_key = "/etc/tacit/key.pem"
-/// max_mailbox_bytes = 52428800 # 50 MiB; at most tacit_api::limits::MAX_MAILBOX_BYTES
+/// max_mailbox_bytes = 8388608 # 8 MiB; at most tacit_api::limits::MAX_MAILBOX_BYTES
+/// min_free_bytes = 2147483648 # refuse sends below 2 GiB free
 ///
 /// [limits]
 /// sends_per_second = 1000
@@ -76,11 +77,26 @@ pub struct ServerConfig {
     pub max_sockets_per_device: usize,
     /// Rate limits (`[limits]`; every field has a default).
     pub limits: RateLimits,
-    /// Most ciphertext bytes held for one device (default and most
-    /// [`tacit_api::limits::MAX_MAILBOX_BYTES`], least one envelope; see
-    /// [`crate::StoreConfig`]).
+    /// Most ciphertext bytes held for one device (default
+    /// [`crate::DEFAULT_MAILBOX_BYTES`], most [`tacit_api::limits::MAX_MAILBOX_BYTES`], least
+    /// one envelope; see [`crate::StoreConfig`]).
     pub max_mailbox_bytes: u64,
+    // Store protection (issue 7, points 15 and 16).
+    /// The storage watermark: below this many free bytes in the store (the data folder's file
+    /// system; PostgreSQL: what is left of `database_quota_bytes`) sends are refused with
+    /// `507 storage_full`, acknowledgements never are. 0 turns it off.
+    pub min_free_bytes: u64,
+    /// PostgreSQL only: the bytes the database may take, for the storage watermark (unset:
+    /// no watermark on PostgreSQL, whose disk the server cannot see).
+    pub database_quota_bytes: Option<u64>,
+    /// Most envelope bytes of sends waiting for the store at once, server-wide; a send
+    /// that finds no room within a second is answered `503 unavailable`.
+    pub max_pending_store_bytes: usize,
 }
+
+/// The default of [`ServerConfig::min_free_bytes`]: 1 GiB, room for the WAL, checkpoints
+/// and acknowledgements once sends stop.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 1024 * 1024 * 1024;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -101,6 +117,9 @@ impl Default for ServerConfig {
             max_sockets_per_device: 4,
             limits: RateLimits::default(),
             max_mailbox_bytes: crate::StoreConfig::default().max_mailbox_bytes,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            database_quota_bytes: None,
+            max_pending_store_bytes: crate::state::DEFAULT_MAX_PENDING_STORE_BYTES,
         }
     }
 }
@@ -125,6 +144,9 @@ impl core::fmt::Debug for ServerConfig {
             .field("max_sockets_per_device", &self.max_sockets_per_device)
             .field("limits", &self.limits)
             .field("max_mailbox_bytes", &self.max_mailbox_bytes)
+            .field("min_free_bytes", &self.min_free_bytes)
+            .field("database_quota_bytes", &self.database_quota_bytes)
+            .field("max_pending_store_bytes", &self.max_pending_store_bytes)
             .finish()
     }
 }
@@ -164,10 +186,12 @@ mod tests {
         let c = ServerConfig::from_toml("trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n").unwrap();
         assert_eq!(c.trusted_proxies.len(), 2);
         assert!(ServerConfig::from_toml("trusted_proxies = [\"10.0.0.0/40\"]\n").is_err());
-        assert_eq!(
-            ServerConfig::from_toml("").unwrap().max_mailbox_bytes,
-            tacit_api::limits::MAX_MAILBOX_BYTES as u64
-        );
+        assert_eq!(ServerConfig::from_toml("").unwrap().max_mailbox_bytes, crate::DEFAULT_MAILBOX_BYTES);
+        let c = ServerConfig::from_toml(
+            "min_free_bytes = 5\ndatabase_quota_bytes = 6\nmax_pending_store_bytes = 7\n",
+        )
+        .unwrap();
+        assert_eq!((c.min_free_bytes, c.database_quota_bytes, c.max_pending_store_bytes), (5, Some(6), 7));
         assert_eq!(
             ServerConfig::from_toml("max_mailbox_bytes = 1000000\n").unwrap().max_mailbox_bytes,
             1_000_000

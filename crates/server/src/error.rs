@@ -53,6 +53,9 @@ pub enum Failure {
     /// A recipient mailbox is full.
     #[error("the recipient's mailbox is full")]
     MailboxFull,
+    /// The store is below its free-space watermark: no sends for now (acknowledgements go on).
+    #[error("the server is low on storage; retry later")]
+    StorageFull,
     /// Over a rate limit.
     #[error("too many requests; retry later")]
     RateLimited,
@@ -100,6 +103,7 @@ impl Failure {
             Self::NotFound => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             Self::MismatchedDevices { .. } => (StatusCode::CONFLICT, ErrorCode::MismatchedDevices),
             Self::MailboxFull => (StatusCode::INSUFFICIENT_STORAGE, ErrorCode::MailboxFull),
+            Self::StorageFull => (StatusCode::INSUFFICIENT_STORAGE, ErrorCode::StorageFull),
             Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             Self::ClientTooOld => (StatusCode::UPGRADE_REQUIRED, ErrorCode::ClientTooOld),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),

@@ -30,15 +30,16 @@ mod store;
 mod tls;
 
 pub use bus::{Bus, LocalBus, SUBSCRIBER_QUEUE, Subscription};
-pub use config::{ConfigError, RateLimits, ServerConfig};
+pub use config::{ConfigError, DEFAULT_MIN_FREE_BYTES, RateLimits, ServerConfig};
 pub use error::Failure;
 pub use proxy::IpNet;
 pub use routes::app;
 pub use routes::extract::PeerAddr;
 pub use serve::{ServeError, Server, serve};
-pub use state::{AppState, Settings};
+pub use state::{AppState, DEFAULT_MAX_PENDING_STORE_BYTES, Settings};
 pub use store::{
-    AccountId, AccountRecord, Authed, BundleParts, DeviceKey, KeyRecord, NewAccount, NewEnvelope, PgStore,
-    PrekeyCounts, PrekeySet, SqliteStore, Store, StoreConfig, StoreError, StoredEnvelope,
+    AccountId, AccountRecord, Authed, BundleParts, DEFAULT_MAILBOX_BYTES, DeviceKey, KeyRecord, NewAccount,
+    NewEnvelope, PgStore, PrekeyCounts, PrekeySet, STALL_AFTER, Sent, SqliteStore, Store, StoreConfig,
+    StoreError, StoredEnvelope,
 };
 pub use tls::TlsError;

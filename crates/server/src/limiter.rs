@@ -45,6 +45,9 @@ pub enum LimitKey {
     Bundles(DeviceKey),
     /// Account creations from one address.
     Accounts(IpAddr),
+    // Store protection (issue 7, point 14).
+    /// Bundle fetches that hand out one target device's one-time keys, whoever asks.
+    OneTimeFetches(DeviceKey),
 }
 
 /// A steady rate and the burst a bucket holds.
@@ -120,6 +123,10 @@ pub struct RateLimits {
     /// Most rate-limit buckets kept in memory (one per device budget and per client
     /// address). A full table evicts its fullest buckets; it never refuses a new client.
     pub max_buckets: usize,
+    // Store protection (issue 7, point 14).
+    /// Bundle fetches per minute that hand out one target device's one-time keys, from
+    /// all requesters together; beyond it bundles come without one-time keys.
+    pub one_time_fetches_per_target_per_minute: u32,
 }
 
 impl Default for RateLimits {
@@ -137,6 +144,7 @@ impl Default for RateLimits {
             account_creations_per_hour: 60,
             account_creation_burst: 200,
             max_buckets: MAX_BUCKETS,
+            one_time_fetches_per_target_per_minute: tacit_api::limits::ONE_TIME_FETCHES_PER_TARGET_PER_MINUTE,
         }
     }
 }
@@ -157,6 +165,7 @@ impl RateLimits {
                 period_ms: 3_600_000,
                 burst: self.account_creation_burst.max(1),
             },
+            LimitKey::OneTimeFetches(_) => Budget::per_minute(self.one_time_fetches_per_target_per_minute),
         }
     }
 }

@@ -20,6 +20,8 @@ use crate::tls::TlsError;
 /// How often expired challenges and tokens are deleted and full rate-limit buckets
 /// forgotten.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
+/// How often the store's free space is compared with the storage watermark.
+const WATERMARK_EVERY: Duration = Duration::from_secs(2);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +62,8 @@ impl Server {
             (None, None) => None,
             _ => return Err(ServeError::TlsHalfConfigured),
         };
-        let store_config = StoreConfig::with_max_mailbox_bytes(config.max_mailbox_bytes);
+        let store_config = StoreConfig::with_max_mailbox_bytes(config.max_mailbox_bytes)
+            .with_database_quota_bytes(config.database_quota_bytes);
         let store: Arc<dyn Store> = match &config.database_url {
             Some(url) => Arc::new(PgStore::connect_with(url, &store_config).await?),
             None => Arc::new(SqliteStore::open_with(&config.data_dir, &store_config)?),
@@ -75,8 +78,12 @@ impl Server {
             limits: config.limits,
             max_sockets_per_device: config.max_sockets_per_device,
             trusted_proxies: config.trusted_proxies.clone(),
+            min_free_bytes: config.min_free_bytes,
+            max_pending_store_bytes: config.max_pending_store_bytes,
         };
         let state = AppState::new(store, Arc::new(LocalBus::new()), settings);
+        // Before the first request: a server started on a full disk refuses sends at once.
+        state.check_storage().await;
         Ok(Self {
             listener,
             tls,
@@ -126,6 +133,16 @@ impl Server {
                 }
             })
         };
+        let watermark = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(WATERMARK_EVERY);
+                loop {
+                    tick.tick().await;
+                    state.check_storage().await;
+                }
+            })
+        };
         let stop = state.inner().shutdown.clone();
         let signal = {
             let state = state.clone();
@@ -154,6 +171,7 @@ impl Server {
             tracing::warn!("websockets still open after the grace period");
         }
         purge.abort();
+        watermark.abort();
         state.store().close().await;
         tracing::info!("stopped");
         Ok(())

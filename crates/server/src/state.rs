@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,7 +28,18 @@ pub struct Settings {
     pub max_sockets_per_device: usize,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<crate::proxy::IpNet>,
+    // Store protection (issue 7, points 15 and 16).
+    /// Below this many free bytes in the store, sends are refused (`507 storage_full`);
+    /// acknowledgements never are. 0: no watermark.
+    pub min_free_bytes: u64,
+    /// Most envelope bytes of sends waiting for the store, server-wide (0 means the
+    /// default, [`DEFAULT_MAX_PENDING_STORE_BYTES`]).
+    pub max_pending_store_bytes: usize,
 }
+
+/// The default of [`Settings::max_pending_store_bytes`]: 64 MiB, 64 full-size requests or
+/// about 65,000 one-KiB envelopes waiting for the store at once.
+pub const DEFAULT_MAX_PENDING_STORE_BYTES: usize = 64 * 1024 * 1024;
 
 impl Settings {
     /// Settings with an origin and no registration token.
@@ -45,6 +57,8 @@ impl core::fmt::Debug for Settings {
             .field("limits", &self.limits)
             .field("max_sockets_per_device", &self.max_sockets_per_device)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("min_free_bytes", &self.min_free_bytes)
+            .field("max_pending_store_bytes", &self.max_pending_store_bytes)
             .finish()
     }
 }
@@ -71,6 +85,14 @@ pub(crate) struct Inner {
     pub(crate) open_sockets: crate::service::sockets::Sockets,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
     pub(crate) trusted_proxies: Vec<crate::proxy::IpNet>,
+    /// [`Settings::min_free_bytes`].
+    pub(crate) min_free_bytes: u64,
+    /// Set while the store's free space is below `min_free_bytes`: sends are refused.
+    pub(crate) storage_low: AtomicBool,
+    /// Envelope bytes that may wait for the store, server-wide (one permit per byte).
+    pub(crate) pending_bytes: Arc<tokio::sync::Semaphore>,
+    /// [`Inner::pending_bytes`]' size.
+    pub(crate) max_pending_bytes: usize,
 }
 
 impl AppState {
@@ -94,7 +116,46 @@ impl AppState {
                 n => n,
             }),
             trusted_proxies: settings.trusted_proxies,
+            min_free_bytes: settings.min_free_bytes,
+            storage_low: AtomicBool::new(false),
+            pending_bytes: Arc::new(tokio::sync::Semaphore::new(pending_bytes(
+                settings.max_pending_store_bytes,
+            ))),
+            max_pending_bytes: pending_bytes(settings.max_pending_store_bytes),
         }))
+    }
+
+    /// Samples the store's free space against the watermark; true while it is below it.
+    pub async fn check_storage(&self) -> bool {
+        let inner = &self.0;
+        if inner.min_free_bytes == 0 {
+            return false;
+        }
+        let low = match inner.store.free_bytes().await {
+            Ok(Some(free)) => free < inner.min_free_bytes,
+            Ok(None) => false,
+            // Unknown is not low: a failing probe must not stop every send.
+            Err(e) => {
+                tracing::warn!(error = %e, "free space unknown");
+                inner.storage_low.load(Ordering::Acquire)
+            }
+        };
+        if inner.storage_low.swap(low, Ordering::AcqRel) != low {
+            if low {
+                tracing::warn!(
+                    min_free_bytes = inner.min_free_bytes,
+                    "store below its free-space watermark: refusing sends"
+                );
+            } else {
+                tracing::info!("store above its free-space watermark again: taking sends");
+            }
+        }
+        low
+    }
+
+    /// Whether sends are refused for want of storage.
+    pub(crate) fn storage_low(&self) -> bool {
+        self.0.storage_low.load(Ordering::Acquire)
     }
 
     pub(crate) fn inner(&self) -> &Inner {
@@ -150,4 +211,12 @@ pub(crate) fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// [`Settings::max_pending_store_bytes`] with its default, as semaphore permits.
+fn pending_bytes(setting: usize) -> usize {
+    match setting {
+        0 => DEFAULT_MAX_PENDING_STORE_BYTES,
+        n => n.min(tokio::sync::Semaphore::MAX_PERMITS),
+    }
 }

@@ -345,6 +345,7 @@ async fn acknowledged_envelopes_are_not_delivered_again(backend: Backend) {
                         device: 1,
                         content: i.to_be_bytes().to_vec().into(),
                     }],
+                    idempotency_key: None,
                 };
                 let (s, _) = http.call(Method::POST, api::MESSAGES, Some(&tok), Some(&req)).await;
                 assert!(s.is_success());
@@ -580,6 +581,7 @@ async fn restart_loses_no_acknowledged_message(backend: Backend) {
                     device: 1,
                     content: i.to_be_bytes().to_vec().into(),
                 }],
+                idempotency_key: None,
             };
             let (s, _) = http.call(Method::POST, api::MESSAGES, Some(&tok), Some(&req)).await;
             assert!(s.is_success());

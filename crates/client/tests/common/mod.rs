@@ -36,7 +36,7 @@ macro_rules! on_both {
 
 const PG_ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
 
-async fn pg_admin() -> tokio_postgres::Client {
+pub async fn pg_admin() -> tokio_postgres::Client {
     let (client, conn) =
         tokio_postgres::connect(PG_ADMIN, tokio_postgres::NoTls).await.expect("PostgreSQL at 127.0.0.1:5432");
     tokio::spawn(conn);
@@ -166,6 +166,16 @@ impl Relay {
     pub async fn restart(&mut self) {
         self.shutdown().await;
         self.launch().await;
+    }
+
+    /// The SQLite data folder of the server.
+    pub fn data_dir(&self) -> PathBuf {
+        self.config.data_dir.clone()
+    }
+
+    /// The server's PostgreSQL schema (PostgreSQL only).
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
     }
 
     /// Stops the server and drops its PostgreSQL schema.

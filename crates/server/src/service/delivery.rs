@@ -12,6 +12,16 @@
 //! pipelined: each socket has at most [`MAX_IN_FLIGHT`] of them (and [`MAX_IN_FLIGHT_BYTES`])
 //! waiting for the store, and the server stops reading a socket at that bound.
 //!
+//! Acknowledgements stay within the device's budget (one token per
+//! [`super::messages::IDS_PER_ACK_TOKEN`] ids): an ack frame over it is held, and the
+//! socket not read, until the tokens are there; it is never closed for it nor let through
+//! without them. An ack frame costs the store at most one statement, and none for ids this
+//! connection did not deliver (made up, or acknowledged already): every stored envelope of
+//! the mailbox is delivered on the connection before the client can know its id.
+//!
+//! When a bundle fetch leaves the device's one-time prekeys low, its sockets get a
+//! [`ServerFrame::PrekeysLow`] and the client uploads more.
+//!
 //! De-duplication uses a per-connection watermark: the highest id any resync has read.
 //! Within one mailbox, ids follow commit order (SQLite: one writer assigns them; PostgreSQL:
 //! the id is drawn while the send holds the recipient's device row lock, which it keeps
@@ -30,7 +40,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tacit_api::limits::{MAX_FETCH, MAX_FETCH_BYTES, MAX_MAILBOX_ENVELOPES, MAX_REQUEST_BYTES};
-use tacit_api::{ClientFrame, Envelope, OutgoingEnvelope, SendRequest, ServerFrame, close};
+use tacit_api::{ClientFrame, Envelope, SendRequest, ServerFrame, close};
 
 use super::messages::MAX_ACK_IDS;
 use super::sockets::{Ended, Registration};
@@ -127,6 +137,12 @@ enum EnvelopeFrame<'a> {
     Envelope(&'a Envelope),
 }
 
+/// An acknowledgement waiting for its tokens.
+struct HeldAck {
+    ids: Vec<u64>,
+    cost: u32,
+}
+
 /// A store operation a socket started and has not seen finish.
 enum Done {
     /// A send finished: answer it.
@@ -144,6 +160,9 @@ struct Conn {
     unflushed: bool,
     in_flight: InFlight,
     in_flight_bytes: usize,
+    /// An acknowledgement over budget, waiting for its tokens (the socket is not read
+    /// meanwhile).
+    held_ack: Option<HeldAck>,
 }
 
 impl Conn {
@@ -154,6 +173,43 @@ impl Conn {
             unflushed: false,
             in_flight: FuturesUnordered::new(),
             in_flight_bytes: 0,
+            held_ack: None,
+        }
+    }
+
+    /// Deletes the acknowledged envelopes this connection delivered (once each, in one store
+    /// statement); ids it did not deliver cost the store nothing.
+    fn start_ack(&mut self, state: &AppState, who: &Authed, mut ids: Vec<u64>) {
+        ids.sort_unstable();
+        ids.dedup();
+        ids.retain(|id| self.track.sent.contains(id));
+        if ids.is_empty() {
+            return;
+        }
+        // The deletion commits in the background while delivery goes on; the client needs
+        // no answer (an ack lost to a crash only means the envelope comes again, and
+        // clients drop envelopes they have by id).
+        self.track.acked(&ids);
+        let store = state.store().clone();
+        let key = who.key;
+        self.in_flight.push(Box::pin(async move {
+            let result = store.ack(key, &ids).await.map(drop).map_err(Failure::from);
+            Done::Ack(ids, result)
+        }));
+    }
+
+    /// Takes the tokens of an acknowledgement and starts it, or holds it until they are
+    /// there: `Some(wait)` when it is held.
+    fn try_ack(&mut self, state: &AppState, who: &Authed, ids: Vec<u64>, cost: u32) -> Option<Duration> {
+        match state.limit_wait_n(LimitKey::Acks(who.key), cost) {
+            Ok(()) => {
+                self.start_ack(state, who, ids);
+                None
+            }
+            Err(wait) => {
+                self.held_ack = Some(HeldAck { ids, cost });
+                Some(Duration::from_millis(wait.max(1)))
+            }
         }
     }
 
@@ -201,7 +257,9 @@ impl Conn {
 
     /// Whether the socket may be read: what it started is within bounds.
     fn may_read(&self) -> bool {
-        self.in_flight.len() < MAX_IN_FLIGHT && self.in_flight_bytes < MAX_IN_FLIGHT_BYTES
+        self.held_ack.is_none()
+            && self.in_flight.len() < MAX_IN_FLIGHT
+            && self.in_flight_bytes < MAX_IN_FLIGHT_BYTES
     }
 
     /// Answers a finished operation.
@@ -305,51 +363,43 @@ async fn start_send(
     who: &Authed,
     conn: &mut Conn,
     id: u64,
-    recipient: String,
-    envelopes: Vec<OutgoingEnvelope>,
+    request: SendRequest,
 ) -> Result<(), Stop> {
     if let Err(failure) = state.limit(LimitKey::Sends(who.key)) {
         return conn.feed_frame(&failure.into_send_failed(id)).await;
     }
-    let bytes = envelopes.iter().map(|e| e.content.as_slice().len()).sum::<usize>();
+    let bytes = request.envelopes.iter().map(|e| e.content.as_slice().len()).sum::<usize>();
     conn.in_flight_bytes = conn.in_flight_bytes.saturating_add(bytes);
     let (state, who) = (state.clone(), who.clone());
     conn.in_flight.push(Box::pin(async move {
-        let result = super::messages::send(&state, who, SendRequest { recipient, envelopes })
-            .await
-            .map(|r| r.server_time_ms);
+        let result = super::messages::send(&state, who, request).await.map(|r| r.server_time_ms);
         Done::Send { id, bytes, result }
     }));
     Ok(())
 }
 
-async fn on_text(state: &AppState, who: &Authed, conn: &mut Conn, text: &str) -> Result<(), Stop> {
+/// Handles one text frame; `Some(wait)` when it left an acknowledgement held for its tokens.
+async fn on_text(
+    state: &AppState,
+    who: &Authed,
+    conn: &mut Conn,
+    text: &str,
+) -> Result<Option<Duration>, Stop> {
     match serde_json::from_str::<ClientFrame>(text).map_err(|_| Stop::Close(POLICY, "bad_request"))? {
         ClientFrame::Ack { ids } => {
             if ids.len() > MAX_ACK_IDS {
                 return Err(Stop::Close(POLICY, "too_large"));
             }
-            // Over the acknowledgement budget (one token per 64 ids) the socket is slowed
-            // down, never closed: a client acking a burst of envelopes is doing what it should.
-            if let Err(wait) =
-                state.limit_wait_n(LimitKey::Acks(who.key), super::messages::ack_cost(ids.len()))
-            {
-                tokio::time::sleep(Duration::from_millis(wait.min(1000))).await;
-            }
-            // The deletion commits in the background while delivery goes on; the client
-            // needs no answer (an ack lost to a crash only means the envelope comes again,
-            // and clients drop envelopes they have by id).
-            conn.track.acked(&ids);
-            let store = state.store().clone();
-            let key = who.key;
-            conn.in_flight.push(Box::pin(async move {
-                let result = store.ack(key, &ids).await.map(drop).map_err(Failure::from);
-                Done::Ack(ids, result)
-            }));
-            Ok(())
+            // Over the acknowledgement budget (one token per 64 ids, made-up ids included)
+            // the ack waits for its tokens and the socket is not read meanwhile: slowed
+            // down, never closed (a client acking a burst is doing what it should), and
+            // never let through without the tokens.
+            let cost = super::messages::ack_cost(ids.len());
+            Ok(conn.try_ack(state, who, ids, cost))
         }
-        ClientFrame::Send { id, recipient, envelopes } => {
-            start_send(state, who, conn, id, recipient, envelopes).await
+        ClientFrame::Send { id, recipient, envelopes, idempotency_key } => {
+            start_send(state, who, conn, id, SendRequest { recipient, envelopes, idempotency_key }).await?;
+            Ok(None)
         }
     }
 }
@@ -376,7 +426,8 @@ async fn keep_alive(
 }
 
 async fn serve(state: &AppState, who: &Authed, token: &[u8; 32], conn: &mut Conn) -> Result<(), Stop> {
-    let registration = state.inner().open_sockets.register(who.key);
+    let mut registration = state.inner().open_sockets.register(who.key);
+    let mut low = registration.take_low().ok_or(Stop::Close(INTERNAL, "registration"))?;
     let shutdown = state.inner().shutdown.clone();
     let halt = Halt { shutdown: &shutdown, registration: &registration };
     // An account deleted between the token check of the upgrade and the registration above
@@ -399,6 +450,9 @@ async fn serve(state: &AppState, who: &Authed, token: &[u8; 32], conn: &mut Conn
     // which under load cost a lock and an unlock per loop turn (seen with perf).
     let halted = halt.halted();
     tokio::pin!(halted);
+    // When a held acknowledgement is tried again (armed only while one is held).
+    let retry_ack = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(retry_ack);
     loop {
         let may_read = conn.may_read();
         // Biased: finish what is started first, then read, then deliver; flush only when
@@ -417,7 +471,9 @@ async fn serve(state: &AppState, who: &Authed, token: &[u8; 32], conn: &mut Conn
             incoming = conn.socket.recv(), if may_read => match incoming {
                 Some(Ok(Message::Text(text))) => {
                     last_heard = Instant::now();
-                    on_text(state, who, conn, text.as_str()).await?;
+                    if let Some(wait) = on_text(state, who, conn, text.as_str()).await? {
+                        retry_ack.as_mut().reset(tokio::time::Instant::now() + wait);
+                    }
                 }
                 Some(Ok(Message::Binary(_))) => return Err(Stop::Close(POLICY, "bad_request")),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
@@ -436,6 +492,16 @@ async fn serve(state: &AppState, who: &Authed, token: &[u8; 32], conn: &mut Conn
                     resync(state, who, conn, &halt).await?;
                 }
                 conn.deliver(&envelope, false).await?;
+            }
+            () = &mut retry_ack, if conn.held_ack.is_some() => {
+                if let Some(HeldAck { ids, cost }) = conn.held_ack.take()
+                    && let Some(wait) = conn.try_ack(state, who, ids, cost)
+                {
+                    retry_ack.as_mut().reset(tokio::time::Instant::now() + wait);
+                }
+            }
+            Some((one_time, kem_one_time)) = low.recv() => {
+                conn.feed_frame(&ServerFrame::PrekeysLow { one_time, kem_one_time }).await?;
             }
             () = std::future::ready(()), if conn.unflushed => conn.flush().await?,
         }

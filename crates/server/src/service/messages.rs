@@ -1,14 +1,38 @@
 //! Mailboxes: send (the envelope set must match the recipient's devices; stored durably
 //! before the 200), fetch and acknowledge (deletes only the caller's own envelopes).
+//!
+//! A send is refused (`507 storage_full`) while the store is below its free-space
+//! watermark; acknowledgements never are, so mailboxes can drain. Its envelope bytes wait
+//! for the store under a server-wide bound (no room within [`ROOM_WAIT`]: `503`), and its
+//! caller waits at most [`STORE_DEADLINE`] (then `503`) while the write goes on, for at most
+//! [`STORE_GIVE_UP`], in a detached task. A `503` may therefore be followed by the commit,
+//! so a send carries an idempotency key: a retry with it is answered as the first send was
+//! and stores nothing twice.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tacit_api::limits::{MAX_ENVELOPE_BYTES, MAX_ENVELOPES_PER_SEND, MAX_FETCH, MAX_FETCH_BYTES};
+use tacit_api::limits::{
+    IDEMPOTENCY_KEY_BYTES, MAX_ENVELOPE_BYTES, MAX_ENVELOPES_PER_SEND, MAX_FETCH, MAX_FETCH_BYTES,
+};
 use tacit_api::{AckRequest, FetchResponse, SendRequest, SendResponse};
 
 use crate::error::Failure;
 use crate::state::{AppState, now_ms};
-use crate::store::{Authed, NewEnvelope};
+use crate::store::{Authed, NewEnvelope, Sent};
+
+/// How long a send waits for room under the server-wide bound on bytes waiting for the
+/// store ([`crate::Settings::max_pending_store_bytes`]).
+pub const ROOM_WAIT: Duration = Duration::from_secs(1);
+/// How long a send waits for the store before it is answered `503 unavailable` (below the
+/// request timeout, so the answer is ours). The write goes on in its detached task (and
+/// may still commit, then publish): the idempotency key makes the client's retry safe.
+pub const STORE_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the detached task of a send waits for the store at all; then it gives the write
+/// up (a SQLite job not started by then is skipped; a PostgreSQL transaction is rolled
+/// back) and frees its room under the server-wide bound. Until then the room stays taken, so
+/// a stalled store fills the bound and further sends are refused instead of queueing.
+pub const STORE_GIVE_UP: Duration = Duration::from_secs(60);
 
 /// Most ids in one acknowledgement (HTTP or WebSocket).
 pub const MAX_ACK_IDS: usize = 1024;
@@ -46,6 +70,26 @@ pub async fn send(state: &AppState, caller: Authed, req: SendRequest) -> Result<
     if devices.windows(2).any(|w| w.first() == w.get(1)) {
         return Err(Failure::BadRequest("two envelopes for one device"));
     }
+    let idempotency_key = match &req.idempotency_key {
+        None => None,
+        Some(k) => Some(
+            <[u8; IDEMPOTENCY_KEY_BYTES]>::try_from(k.as_slice())
+                .map_err(|_| Failure::BadRequest("idempotency key is 16 bytes"))?,
+        ),
+    };
+    if state.storage_low() {
+        return Err(Failure::StorageFull);
+    }
+    // Room for these bytes under the server-wide bound, held until the store answers.
+    let bytes: usize = envelopes.iter().map(|e| e.content.len()).sum();
+    let inner = state.inner();
+    let permits = u32::try_from(bytes.clamp(1, inner.max_pending_bytes)).unwrap_or(u32::MAX);
+    let room = match tokio::time::timeout(ROOM_WAIT, inner.pending_bytes.clone().acquire_many_owned(permits))
+        .await
+    {
+        Ok(Ok(permit)) => permit,
+        _ => return Err(Failure::Unavailable),
+    };
     let now = now_ms();
     // Store and publish in a detached task, so that an envelope that commits is published
     // even when this request is cancelled meanwhile (the client hung up, or the request
@@ -53,16 +97,35 @@ pub async fn send(state: &AppState, caller: Authed, req: SendRequest) -> Result<
     let store = state.store().clone();
     let bus = state.inner().bus.clone();
     let recipient = req.recipient;
-    let task = tokio::spawn(async move {
-        let stored = store.send(&caller, &recipient, envelopes, now).await?;
-        // Durable now: wake the recipients' connections with the envelopes themselves.
-        for s in stored {
-            bus.publish(s.to, Arc::new(s.envelope));
-        }
-        Ok::<_, Failure>(())
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _room = room;
+        let sent = tokio::time::timeout(
+            STORE_GIVE_UP,
+            store.send(&caller, &recipient, envelopes, now, idempotency_key),
+        )
+        .await;
+        let out = match sent {
+            Err(_) => Err(Failure::Unavailable),
+            Ok(Err(e)) => Err(Failure::from(e)),
+            // Durable now: wake the recipients' connections with the envelopes themselves.
+            Ok(Ok(Sent::Stored(stored))) => {
+                for s in stored {
+                    bus.publish(s.to, Arc::new(s.envelope));
+                }
+                Ok(now)
+            }
+            // A retry of a send stored before: answered as that one was.
+            Ok(Ok(Sent::Duplicate { server_time_ms })) => Ok(server_time_ms),
+        };
+        // The caller may have gone (its deadline, or it hung up): the write stands.
+        let _ = answer.send(out);
     });
-    task.await.map_err(|_| Failure::Internal("send task failed".into()))??;
-    Ok(SendResponse { server_time_ms: now })
+    match tokio::time::timeout(STORE_DEADLINE, answered).await {
+        Ok(Ok(out)) => out.map(|server_time_ms| SendResponse { server_time_ms }),
+        Ok(Err(_)) => Err(Failure::Internal("send task failed".into())),
+        Err(_) => Err(Failure::Unavailable),
+    }
 }
 
 /// `GET /v1/messages`: the oldest pending envelopes.
@@ -75,7 +138,7 @@ pub async fn fetch(state: &AppState, caller: &Authed) -> Result<FetchResponse, F
 }
 
 /// `POST /v1/messages/ack`.
-pub async fn ack(state: &AppState, caller: &Authed, req: AckRequest) -> Result<(), Failure> {
+pub async fn ack(state: &AppState, caller: &Authed, mut req: AckRequest) -> Result<(), Failure> {
     if req.ids.len() > MAX_ACK_IDS {
         return Err(Failure::TooLarge("too many ids in one acknowledgement"));
     }
@@ -86,6 +149,14 @@ pub async fn ack(state: &AppState, caller: &Authed, req: AckRequest) -> Result<(
             .limit_wait_n(crate::limiter::LimitKey::Acks(caller.key), rest)
             .map_err(|_| Failure::RateLimited)?;
     }
-    state.store().ack(caller.key, &req.ids).await?;
+    // Every id was paid for; each is deleted once, in one statement, and only ids still
+    // stored reach the writer (a read finds them): made-up ids cost it nothing. (Over the
+    // WebSocket the connection knows what it delivered and needs no read.)
+    req.ids.sort_unstable();
+    req.ids.dedup();
+    let stored = state.store().stored_ids(caller.key, &req.ids).await?;
+    if !stored.is_empty() {
+        state.store().ack(caller.key, &stored).await?;
+    }
     Ok(())
 }

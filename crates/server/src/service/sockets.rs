@@ -1,12 +1,14 @@
 //! Open WebSockets by device: at most `max_per_device` each (a new one beyond that closes
 //! the device's oldest, as a phone that changed networks reconnects before the server has
 //! noticed its old socket is dead), and every socket of an account closed when the account
-//! is deleted.
+//! is deleted. The registry also tells a device's sockets when its one-time prekeys run
+//! low ([`Sockets::prekeys_low`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{AccountId, DeviceKey};
@@ -31,6 +33,10 @@ struct Entry {
     id: u64,
     end: CancellationToken,
     why: std::sync::Arc<Mutex<Option<Ended>>>,
+    /// One-time prekeys left `(X25519, ML-KEM)` when a fetch left them low. At most one
+    /// signal waits per socket; later ones are dropped meanwhile (the client refills from
+    /// the status it asks for, not from the frame's counts).
+    low: mpsc::Sender<(u32, u32)>,
 }
 
 /// One open socket's registration; dropping it unregisters.
@@ -41,9 +47,15 @@ pub(crate) struct Registration<'a> {
     /// Cancelled when the server ends this socket; [`Registration::why`] says why.
     pub(crate) end: CancellationToken,
     why: std::sync::Arc<Mutex<Option<Ended>>>,
+    low: Option<mpsc::Receiver<(u32, u32)>>,
 }
 
 impl Registration<'_> {
+    /// The receiver of [`Sockets::prekeys_low`] signals for this socket (once).
+    pub(crate) fn take_low(&mut self) -> Option<mpsc::Receiver<(u32, u32)>> {
+        self.low.take()
+    }
+
     /// The socket's number (unique in this server's lifetime).
     pub(crate) fn id(&self) -> u64 {
         self.id
@@ -84,9 +96,16 @@ impl Sockets {
     /// Registers a new socket of `device`, ending its oldest ones beyond the limit.
     pub(crate) fn register(&self, device: DeviceKey) -> Registration<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let entry = Entry { id, end: CancellationToken::new(), why: std::sync::Arc::default() };
-        let registration =
-            Registration { sockets: self, device, id, end: entry.end.clone(), why: entry.why.clone() };
+        let (low, low_rx) = mpsc::channel(1);
+        let entry = Entry { id, end: CancellationToken::new(), why: std::sync::Arc::default(), low };
+        let registration = Registration {
+            sockets: self,
+            device,
+            id,
+            end: entry.end.clone(),
+            why: entry.why.clone(),
+            low: Some(low_rx),
+        };
         if let Ok(mut open) = self.open.lock() {
             let list = open.entry(device).or_default();
             list.push_back(entry);
@@ -104,6 +123,16 @@ impl Sockets {
         if let Ok(open) = self.open.lock() {
             for entry in open.iter().filter(|(d, _)| d.account == account).flat_map(|(_, l)| l) {
                 end(entry, Ended::AccountDeleted);
+            }
+        }
+    }
+
+    /// Tells every open socket of `device` that it has `one_time` and `kem_one_time`
+    /// one-time prekeys left (a socket that has a signal waiting already gets no second).
+    pub(crate) fn prekeys_low(&self, device: DeviceKey, one_time: u32, kem_one_time: u32) {
+        if let Ok(open) = self.open.lock() {
+            for entry in open.get(&device).into_iter().flatten() {
+                let _ = entry.low.try_send((one_time, kem_one_time));
             }
         }
     }

@@ -8,6 +8,7 @@
 //! send, mailbox bounds.
 
 mod postgres;
+mod progress;
 mod schema;
 mod sqlite;
 
@@ -89,26 +90,42 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     }
 }
 
+/// The default of [`StoreConfig::max_mailbox_bytes`]: 16 MiB, what one node can give every
+/// free account (`docs/ARCHITECTURE.md`, "Defaults one node can serve"). It still holds all
+/// [`tacit_api::limits::MAX_MAILBOX_ENVELOPES`] envelopes when they average 1.6 KiB (text
+/// messages pad to a few hundred bytes) and 234 of the largest.
+pub const DEFAULT_MAILBOX_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Bounds the store enforces, beyond the fixed ones of [`tacit_api::limits`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StoreConfig {
     /// Most ciphertext bytes held for one device. Taken between
     /// [`tacit_api::limits::MAX_ENVELOPE_BYTES`] (a mailbox always takes one envelope) and
-    /// [`tacit_api::limits::MAX_MAILBOX_BYTES`] (the default): it can be lowered, not raised.
+    /// [`tacit_api::limits::MAX_MAILBOX_BYTES`]; [`DEFAULT_MAILBOX_BYTES`] by default.
     pub max_mailbox_bytes: u64,
+    /// PostgreSQL only: the bytes the database may take (`pg_database_size`); what is left
+    /// of it is the store's free space for the storage watermark. `None`: PostgreSQL's free
+    /// space is not known and the watermark does not apply to it.
+    pub database_quota_bytes: Option<u64>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { max_mailbox_bytes: u64::try_from(tacit_api::limits::MAX_MAILBOX_BYTES).unwrap_or(u64::MAX) }
+        Self { max_mailbox_bytes: DEFAULT_MAILBOX_BYTES, database_quota_bytes: None }
     }
 }
 
 impl StoreConfig {
     /// The default bounds with `max_mailbox_bytes` set (clamped as documented there).
     pub fn with_max_mailbox_bytes(bytes: u64) -> Self {
-        Self { max_mailbox_bytes: bytes }
+        Self { max_mailbox_bytes: bytes, ..Self::default() }
+    }
+
+    /// These bounds with [`StoreConfig::database_quota_bytes`] set.
+    pub fn with_database_quota_bytes(mut self, bytes: Option<u64>) -> Self {
+        self.database_quota_bytes = bytes;
+        self
     }
 
     /// The mailbox byte bound as stored (clamped into its allowed range).
@@ -147,10 +164,27 @@ pub struct PrekeySet {
     pub signed_prekey: Option<Vec<u8>>,
     /// Replaces the last-resort KEM prekey.
     pub last_resort: Option<Vec<u8>>,
-    /// Added one-time X25519 prekeys.
+    /// Added one-time X25519 prekeys (a key with the id of a stored one replaces it).
     pub one_time: Vec<KeyRecord>,
-    /// Added one-time KEM prekeys.
+    /// Added one-time KEM prekeys (a key with the id of a stored one replaces it).
     pub kem_one_time: Vec<KeyRecord>,
+    /// When set, the one-time X25519 keys to keep besides `one_time`: every other one of
+    /// the device is deleted ([`tacit_api::PrekeyUploadRequest::one_time_ids`]).
+    pub keep_one_time: Option<Vec<u32>>,
+    /// The same for the one-time KEM keys.
+    pub keep_kem_one_time: Option<Vec<u32>>,
+}
+
+impl PrekeySet {
+    /// The one-time ids of `table` that survive this upload, if it replaces the set.
+    pub(crate) fn kept(&self, kem: bool) -> Option<Vec<u32>> {
+        let (keep, added) = if kem {
+            (&self.keep_kem_one_time, &self.kem_one_time)
+        } else {
+            (&self.keep_one_time, &self.one_time)
+        };
+        keep.as_ref().map(|k| k.iter().copied().chain(added.iter().map(|r| r.key_id)).collect())
+    }
 }
 
 /// A new account with its first device, every key already verified.
@@ -209,6 +243,22 @@ pub struct BundleParts {
     pub kem_prekey: Vec<u8>,
     /// A one-time X25519 prekey, when one was left.
     pub one_time: Option<Vec<u8>>,
+    /// One-time keys left after this fetch, counted up to
+    /// [`tacit_api::limits::LOW_PREKEY_WATER`] of each kind (exact below it).
+    pub left: PrekeyCounts,
+}
+
+/// What [`Store::send`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// Stored now: these envelopes, at the `now_ms` given.
+    Stored(Vec<StoredEnvelope>),
+    /// A send with the same idempotency key from the same device was stored before, at
+    /// this time; nothing was stored again.
+    Duplicate {
+        /// The first send's server time.
+        server_time_ms: u64,
+    },
 }
 
 /// One-time keys left for a device.
@@ -283,19 +333,29 @@ pub trait Store: Send + Sync + 'static {
     /// One-time keys left.
     async fn prekey_counts(&self, device: DeviceKey) -> Result<PrekeyCounts, StoreError>;
     /// Takes a bundle, removing the one-time keys it hands out (each exactly once, also
-    /// under concurrent calls).
-    async fn take_bundle(&self, device: DeviceKey) -> Result<Option<BundleParts>, StoreError>;
+    /// under concurrent calls). With `one_time` false it hands out none (the last-resort
+    /// KEM prekey and no one-time X25519 key).
+    async fn take_bundle(&self, device: DeviceKey, one_time: bool)
+    -> Result<Option<BundleParts>, StoreError>;
+    /// The stored encodings among the device's one-time KEM prekeys with these ids and its
+    /// last-resort KEM prekey (each verified when it was stored): an upload that repeats
+    /// one of them needs no second signature check.
+    async fn known_kem_prekeys(&self, device: DeviceKey, ids: &[u32]) -> Result<Vec<Vec<u8>>, StoreError>;
 
     /// Stores one envelope per device of `recipient`, durably, all or none. The device set
     /// must equal the recipient's current devices (less the sender's own device when it
-    /// writes to its own account).
+    /// writes to its own account). With an idempotency key already stored for the sending
+    /// device (and not expired), stores nothing and answers [`Sent::Duplicate`]; else the
+    /// key is stored with the envelopes, in the same transaction, until `now_ms` plus
+    /// [`tacit_api::limits::IDEMPOTENCY_TTL_SECS`].
     async fn send(
         &self,
         sender: &Authed,
         recipient: &str,
         envelopes: Vec<NewEnvelope>,
         now_ms: u64,
-    ) -> Result<Vec<StoredEnvelope>, StoreError>;
+        idempotency_key: Option<[u8; tacit_api::limits::IDEMPOTENCY_KEY_BYTES]>,
+    ) -> Result<Sent, StoreError>;
     /// Up to `limit` envelopes of a mailbox with ids above `after`, oldest first, stopping
     /// after the envelope whose content takes the total past `max_bytes` (that one is
     /// included, so the caller can tell the page was cut; see [`page_len`]).
@@ -306,17 +366,31 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<tacit_api::Envelope>, StoreError>;
-    /// Deletes the named envelopes from the device's own mailbox; returns how many.
+    /// The ids among `ids` still in the device's mailbox (a read: on SQLite one of the
+    /// reader connections, so an acknowledgement naming made-up ids costs the single writer
+    /// nothing).
+    async fn stored_ids(&self, device: DeviceKey, ids: &[u64]) -> Result<Vec<u64>, StoreError>;
+    /// Deletes the named envelopes from the device's own mailbox in one statement (whatever
+    /// the number of ids); returns how many.
     async fn ack(&self, device: DeviceKey, ids: &[u64]) -> Result<usize, StoreError>;
 
     /// Whether the store can take writes: false once the SQLite writer thread has ended or
-    /// its batches keep failing to commit, or when PostgreSQL does not answer `SELECT 1`
-    /// within a short timeout. `GET /healthz` answers `503 unavailable` when false.
+    /// its batches keep failing to commit, when PostgreSQL does not answer `SELECT 1`
+    /// within a short timeout, and on both while writes are waiting and none has finished
+    /// for [`STALL_AFTER`] (a hung fsync, a lock held elsewhere). `GET /healthz` answers
+    /// `503 unavailable` when false.
     async fn healthy(&self) -> bool;
+
+    /// Bytes the store may still grow by, for the storage watermark: SQLite, the space
+    /// available on the data folder's file system; PostgreSQL, what is left of
+    /// [`StoreConfig::database_quota_bytes`] (`None` without one).
+    async fn free_bytes(&self) -> Result<Option<u64>, StoreError>;
 
     /// Flushes and closes (waits for queued writes).
     async fn close(&self);
 }
+
+pub use progress::STALL_AFTER;
 
 /// How many of `page` fit in `limit` envelopes and `max_bytes` of content (at least one).
 pub(crate) fn page_len(page: &[tacit_api::Envelope], limit: usize, max_bytes: usize) -> usize {
@@ -368,4 +442,19 @@ pub(crate) fn required_devices(current: Vec<u32>, recipient: AccountId, sender: 
     } else {
         current
     }
+}
+
+/// Ids as the JSON array SQLite's `json_each` reads: a whole id list is one parameter of one
+/// statement (no statement per id, and no SQL text that changes with the list's length).
+pub(crate) fn json_ids<T: std::fmt::Display>(ids: &[T]) -> String {
+    let mut out = String::with_capacity(2 + ids.len() * 12);
+    out.push('[');
+    for (n, id) in ids.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push_str(&id.to_string());
+    }
+    out.push(']');
+    out
 }

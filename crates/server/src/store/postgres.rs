@@ -24,13 +24,16 @@ use async_trait::async_trait;
 use deadpool_postgres::{
     GenericClient, Manager, ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtime, Timeouts,
 };
-use tacit_api::limits::{MAX_MAILBOX_ENVELOPES, MAX_STORED_PREKEYS};
+use tacit_api::limits::{
+    IDEMPOTENCY_KEY_BYTES, IDEMPOTENCY_TTL_SECS, LOW_PREKEY_WATER, MAX_MAILBOX_ENVELOPES, MAX_STORED_PREKEYS,
+};
 use tokio_postgres::NoTls;
 
+use super::progress::Progress;
 use super::schema;
 use super::{
     AccountId, AccountRecord, Authed, BundleParts, DeviceKey, KeyRecord, NewAccount, NewEnvelope,
-    PrekeyCounts, PrekeySet, Store, StoreConfig, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
+    PrekeyCounts, PrekeySet, Sent, Store, StoreConfig, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
 };
 
 /// Connections kept by the pool.
@@ -60,6 +63,11 @@ pub struct PgStore {
     health: tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
     /// [`StoreConfig::mailbox_bytes`].
     max_mailbox_bytes: i64,
+    /// [`StoreConfig::database_quota_bytes`].
+    quota: Option<u64>,
+    /// Writes (sends, acknowledgements, bundle fetches, uploads) waiting for the database,
+    /// and when one last finished.
+    progress: Progress,
 }
 
 impl PgStore {
@@ -114,6 +122,8 @@ impl PgStore {
             token_pool,
             health: tokio::sync::Mutex::new(None),
             max_mailbox_bytes: config.mailbox_bytes(),
+            quota: config.database_quota_bytes,
+            progress: Progress::default(),
         };
         store.check_durable().await?;
         store.migrate().await?;
@@ -156,20 +166,33 @@ impl PgStore {
     }
 }
 
+/// Adds one-time keys (a key whose id is stored already replaces the stored one: the
+/// device's latest key under an id is the one whose private half it holds), then, when
+/// `keep` is given, deletes every other one-time key of the device not named in it.
 async fn insert_keys(
     c: &impl GenericClient,
     table: &str,
     d: DeviceKey,
     keys: &[KeyRecord],
+    keep: Option<&[u32]>,
 ) -> Result<(), StoreError> {
     let insert = c
         .prepare_cached(&format!(
             "INSERT INTO {table} (account_id, device_id, key_id, key) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT DO NOTHING"
+             ON CONFLICT (account_id, device_id, key_id) DO UPDATE SET key = EXCLUDED.key"
         ))
         .await?;
     for k in keys {
         c.execute(&insert, &[&d.account, &i64::from(d.device), &i64::from(k.key_id), &k.bytes]).await?;
+    }
+    if let Some(keep) = keep {
+        let keep: Vec<i64> = keep.iter().map(|&k| i64::from(k)).collect();
+        let delete = c
+            .prepare_cached(&format!(
+                "DELETE FROM {table} WHERE account_id = $1 AND device_id = $2 AND NOT (key_id = ANY($3))"
+            ))
+            .await?;
+        c.execute(&delete, &[&d.account, &i64::from(d.device), &keep]).await?;
     }
     let trim = c
         .prepare_cached(&format!(
@@ -193,6 +216,18 @@ async fn counts(c: &impl GenericClient, d: DeviceKey) -> Result<PrekeyCounts, St
     Ok(PrekeyCounts { one_time: to_u32(row.try_get(0)?), kem_one_time: to_u32(row.try_get(1)?) })
 }
 
+/// One-time keys left, counted up to [`LOW_PREKEY_WATER`] of each kind (bounded work).
+async fn low_counts(c: &impl GenericClient, d: DeviceKey) -> Result<PrekeyCounts, StoreError> {
+    let st = c
+        .prepare_cached(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM one_time_prekeys WHERE account_id = $1 AND device_id = $2 LIMIT $3) o), \
+                    (SELECT count(*) FROM (SELECT 1 FROM kem_prekeys WHERE account_id = $1 AND device_id = $2 LIMIT $3) k)",
+        )
+        .await?;
+    let row = c.query_one(&st, &[&d.account, &i64::from(d.device), &i64::from(LOW_PREKEY_WATER)]).await?;
+    Ok(PrekeyCounts { one_time: to_u32(row.try_get(0)?), kem_one_time: to_u32(row.try_get(1)?) })
+}
+
 async fn take_one(c: &impl GenericClient, table: &str, d: DeviceKey) -> Result<Option<Vec<u8>>, StoreError> {
     let st = c
         .prepare_cached(&format!(
@@ -205,6 +240,179 @@ async fn take_one(c: &impl GenericClient, table: &str, d: DeviceKey) -> Result<O
         Some(r) => Some(r.try_get(0)?),
         None => None,
     })
+}
+
+impl PgStore {
+    /// Runs a write, counting it as waiting for the database until it is answered (see
+    /// [`Progress`]).
+    async fn tracked<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let waiting = self.progress.begin();
+        let out = op.await;
+        waiting.finished();
+        out
+    }
+
+    async fn put_prekeys_tx(&self, d: DeviceKey, keys: PrekeySet) -> Result<PrekeyCounts, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let dev = i64::from(d.device);
+        let st = tx
+            .prepare_cached(
+                "UPDATE devices SET signed_prekey = coalesce($3, signed_prekey), \
+                 last_resort = coalesce($4, last_resort) WHERE account_id = $1 AND device_id = $2",
+            )
+            .await?;
+        if tx.execute(&st, &[&d.account, &dev, &keys.signed_prekey, &keys.last_resort]).await? == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_keys(&tx, "one_time_prekeys", d, &keys.one_time, keys.kept(false).as_deref()).await?;
+        insert_keys(&tx, "kem_prekeys", d, &keys.kem_one_time, keys.kept(true).as_deref()).await?;
+        let out = counts(&tx, d).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn take_bundle_tx(
+        &self,
+        d: DeviceKey,
+        take_one_time: bool,
+    ) -> Result<Option<BundleParts>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let st = tx
+            .prepare_cached(
+                "SELECT identity, signed_prekey, last_resort FROM devices WHERE account_id = $1 AND device_id = $2",
+            )
+            .await?;
+        let Some(row) = tx.query_opt(&st, &[&d.account, &i64::from(d.device)]).await? else {
+            return Ok(None);
+        };
+        let (identity, signed_prekey, last_resort): (Vec<u8>, Vec<u8>, Vec<u8>) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let (mut one_time, mut kem) = (None, None);
+        if take_one_time {
+            one_time = take_one(&tx, "one_time_prekeys", d).await?;
+            kem = take_one(&tx, "kem_prekeys", d).await?;
+        }
+        let left = low_counts(&tx, d).await?;
+        tx.commit().await?;
+        Ok(Some(BundleParts {
+            identity,
+            signed_prekey,
+            kem_prekey: kem.unwrap_or(last_resort),
+            one_time,
+            left,
+        }))
+    }
+
+    async fn send_tx(
+        &self,
+        sender: &Authed,
+        recipient: &str,
+        mut envelopes: Vec<NewEnvelope>,
+        now_ms: u64,
+        idempotency_key: Option<[u8; IDEMPOTENCY_KEY_BYTES]>,
+    ) -> Result<Sent, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if let Some(key) = &idempotency_key {
+            // First in the transaction: a concurrent retry with the same key waits on this
+            // row until the first commits (then it is a duplicate) or rolls back.
+            let expires = to_i64(now_ms.saturating_add(IDEMPOTENCY_TTL_SECS * 1000));
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO send_keys (account_id, device_id, key, server_time_ms, expires_ms) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id, device_id, key) DO UPDATE \
+                     SET server_time_ms = EXCLUDED.server_time_ms, expires_ms = EXCLUDED.expires_ms \
+                     WHERE send_keys.expires_ms <= $4 RETURNING 1",
+                )
+                .await?;
+            let dev = i64::from(sender.key.device);
+            let fresh = tx
+                .query_opt(&st, &[&sender.key.account, &dev, &key.as_slice(), &to_i64(now_ms), &expires])
+                .await?;
+            if fresh.is_none() {
+                let st = tx
+                    .prepare_cached(
+                        "SELECT server_time_ms FROM send_keys WHERE account_id = $1 AND device_id = $2 AND key = $3",
+                    )
+                    .await?;
+                let first: i64 =
+                    tx.query_one(&st, &[&sender.key.account, &dev, &key.as_slice()]).await?.try_get(0)?;
+                return Ok(Sent::Duplicate { server_time_ms: to_u64(first) });
+            }
+        }
+        let st = tx.prepare_cached("SELECT id FROM accounts WHERE name = $1").await?;
+        let account: AccountId = match tx.query_opt(&st, &[&recipient]).await? {
+            Some(r) => r.try_get(0)?,
+            None => return Err(StoreError::NotFound),
+        };
+        let st = tx
+            .prepare_cached("SELECT device_id FROM devices WHERE account_id = $1 ORDER BY device_id")
+            .await?;
+        let current: Vec<u32> = tx
+            .query(&st, &[&account])
+            .await?
+            .iter()
+            .map(|r| r.try_get::<_, i64>(0).map(to_u32))
+            .collect::<Result<_, _>>()?;
+        super::check_devices(&super::required_devices(current, account, sender), &envelopes)?;
+        // Lock device rows in one order so concurrent sends cannot deadlock.
+        envelopes.sort_by_key(|e| e.device);
+        let bump = tx
+            .prepare_cached(
+                "UPDATE devices SET mailbox_count = mailbox_count + 1, mailbox_bytes = mailbox_bytes + $4 \
+                 WHERE account_id = $1 AND device_id = $2 AND mailbox_count < $3 AND mailbox_bytes + $4 <= $5",
+            )
+            .await?;
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO envelopes (account_id, device_id, sender, sender_device, server_time_ms, content) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .await?;
+        let max = i64::try_from(MAX_MAILBOX_ENVELOPES).unwrap_or(i64::MAX);
+        let mut stored = Vec::with_capacity(envelopes.len());
+        // Ids follow commit order within a mailbox: each id is drawn (identity sequence,
+        // cache 1) after `bump` locked the recipient's device row, and the lock is held until
+        // commit, so a later id of the same mailbox belongs to a later commit. WebSocket
+        // delivery relies on this (`service::delivery`'s watermark).
+        for e in envelopes {
+            let dev = i64::from(e.device);
+            let len = i64::try_from(e.content.len()).unwrap_or(i64::MAX);
+            if tx.execute(&bump, &[&account, &dev, &max, &len, &self.max_mailbox_bytes]).await? == 0 {
+                return Err(StoreError::MailboxFull);
+            }
+            let row = tx
+                .query_one(
+                    &insert,
+                    &[
+                        &account,
+                        &dev,
+                        &sender.account,
+                        &i64::from(sender.key.device),
+                        &to_i64(now_ms),
+                        &e.content,
+                    ],
+                )
+                .await?;
+            stored.push(StoredEnvelope {
+                to: DeviceKey { account, device: e.device },
+                envelope: tacit_api::Envelope {
+                    id: to_u64(row.try_get(0)?),
+                    sender: sender.account.clone(),
+                    sender_device: sender.key.device,
+                    server_time_ms: now_ms,
+                    content: e.content.into(),
+                },
+            });
+        }
+        tx.commit().await?;
+        Ok(Sent::Stored(stored))
+    }
 }
 
 #[async_trait]
@@ -236,8 +444,8 @@ impl Store for PgStore {
             .await?;
         tx.execute(&st, &[&id, &a.device_identity, &a.signed_prekey, &a.last_resort]).await?;
         let d = DeviceKey { account: id, device: 1 };
-        insert_keys(&tx, "one_time_prekeys", d, &a.one_time).await?;
-        insert_keys(&tx, "kem_prekeys", d, &a.kem_one_time).await?;
+        insert_keys(&tx, "one_time_prekeys", d, &a.one_time, None).await?;
+        insert_keys(&tx, "kem_prekeys", d, &a.kem_one_time, None).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -268,6 +476,7 @@ impl Store for PgStore {
         let tx = client.transaction().await?;
         for sql in [
             "DELETE FROM envelopes WHERE account_id = $1",
+            "DELETE FROM send_keys WHERE account_id = $1",
             "DELETE FROM one_time_prekeys WHERE account_id = $1",
             "DELETE FROM kem_prekeys WHERE account_id = $1",
             "DELETE FROM challenges WHERE account_id = $1",
@@ -347,27 +556,12 @@ impl Store for PgStore {
         let c = self.pool.get().await?;
         c.execute("DELETE FROM challenges WHERE expires_ms <= $1", &[&to_i64(now_ms)]).await?;
         c.execute("DELETE FROM tokens WHERE expires_ms <= $1", &[&to_i64(now_ms)]).await?;
+        c.execute("DELETE FROM send_keys WHERE expires_ms <= $1", &[&to_i64(now_ms)]).await?;
         Ok(())
     }
 
     async fn put_prekeys(&self, d: DeviceKey, keys: PrekeySet) -> Result<PrekeyCounts, StoreError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let dev = i64::from(d.device);
-        let st = tx
-            .prepare_cached(
-                "UPDATE devices SET signed_prekey = coalesce($3, signed_prekey), \
-                 last_resort = coalesce($4, last_resort) WHERE account_id = $1 AND device_id = $2",
-            )
-            .await?;
-        if tx.execute(&st, &[&d.account, &dev, &keys.signed_prekey, &keys.last_resort]).await? == 0 {
-            return Err(StoreError::NotFound);
-        }
-        insert_keys(&tx, "one_time_prekeys", d, &keys.one_time).await?;
-        insert_keys(&tx, "kem_prekeys", d, &keys.kem_one_time).await?;
-        let out = counts(&tx, d).await?;
-        tx.commit().await?;
-        Ok(out)
+        self.tracked(self.put_prekeys_tx(d, keys)).await
     }
 
     async fn prekey_counts(&self, d: DeviceKey) -> Result<PrekeyCounts, StoreError> {
@@ -375,101 +569,32 @@ impl Store for PgStore {
         counts(&c, d).await
     }
 
-    async fn take_bundle(&self, d: DeviceKey) -> Result<Option<BundleParts>, StoreError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let st = tx
+    async fn take_bundle(&self, d: DeviceKey, one_time: bool) -> Result<Option<BundleParts>, StoreError> {
+        self.tracked(self.take_bundle_tx(d, one_time)).await
+    }
+
+    async fn known_kem_prekeys(&self, d: DeviceKey, ids: &[u32]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let ids: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+        let c = self.pool.get().await?;
+        let st = c
             .prepare_cached(
-                "SELECT identity, signed_prekey, last_resort FROM devices WHERE account_id = $1 AND device_id = $2",
+                "SELECT key FROM kem_prekeys WHERE account_id = $1 AND device_id = $2 AND key_id = ANY($3) \
+                 UNION ALL SELECT last_resort FROM devices WHERE account_id = $1 AND device_id = $2",
             )
             .await?;
-        let Some(row) = tx.query_opt(&st, &[&d.account, &i64::from(d.device)]).await? else {
-            return Ok(None);
-        };
-        let (identity, signed_prekey, last_resort): (Vec<u8>, Vec<u8>, Vec<u8>) =
-            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-        let one_time = take_one(&tx, "one_time_prekeys", d).await?;
-        let kem = take_one(&tx, "kem_prekeys", d).await?;
-        tx.commit().await?;
-        Ok(Some(BundleParts { identity, signed_prekey, kem_prekey: kem.unwrap_or(last_resort), one_time }))
+        let rows = c.query(&st, &[&d.account, &i64::from(d.device), &ids]).await?;
+        rows.iter().map(|r| r.try_get::<_, Vec<u8>>(0).map_err(StoreError::from)).collect()
     }
 
     async fn send(
         &self,
         sender: &Authed,
         recipient: &str,
-        mut envelopes: Vec<NewEnvelope>,
+        envelopes: Vec<NewEnvelope>,
         now_ms: u64,
-    ) -> Result<Vec<StoredEnvelope>, StoreError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let st = tx.prepare_cached("SELECT id FROM accounts WHERE name = $1").await?;
-        let account: AccountId = match tx.query_opt(&st, &[&recipient]).await? {
-            Some(r) => r.try_get(0)?,
-            None => return Err(StoreError::NotFound),
-        };
-        let st = tx
-            .prepare_cached("SELECT device_id FROM devices WHERE account_id = $1 ORDER BY device_id")
-            .await?;
-        let current: Vec<u32> = tx
-            .query(&st, &[&account])
-            .await?
-            .iter()
-            .map(|r| r.try_get::<_, i64>(0).map(to_u32))
-            .collect::<Result<_, _>>()?;
-        super::check_devices(&super::required_devices(current, account, sender), &envelopes)?;
-        // Lock device rows in one order so concurrent sends cannot deadlock.
-        envelopes.sort_by_key(|e| e.device);
-        let bump = tx
-            .prepare_cached(
-                "UPDATE devices SET mailbox_count = mailbox_count + 1, mailbox_bytes = mailbox_bytes + $4 \
-                 WHERE account_id = $1 AND device_id = $2 AND mailbox_count < $3 AND mailbox_bytes + $4 <= $5",
-            )
-            .await?;
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO envelopes (account_id, device_id, sender, sender_device, server_time_ms, content) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            )
-            .await?;
-        let max = i64::try_from(MAX_MAILBOX_ENVELOPES).unwrap_or(i64::MAX);
-        let mut stored = Vec::with_capacity(envelopes.len());
-        // Ids follow commit order within a mailbox: each id is drawn (identity sequence,
-        // cache 1) after `bump` locked the recipient's device row, and the lock is held until
-        // commit, so a later id of the same mailbox belongs to a later commit. WebSocket
-        // delivery relies on this (`service::delivery`'s watermark).
-        for e in envelopes {
-            let dev = i64::from(e.device);
-            let len = i64::try_from(e.content.len()).unwrap_or(i64::MAX);
-            if tx.execute(&bump, &[&account, &dev, &max, &len, &self.max_mailbox_bytes]).await? == 0 {
-                return Err(StoreError::MailboxFull);
-            }
-            let row = tx
-                .query_one(
-                    &insert,
-                    &[
-                        &account,
-                        &dev,
-                        &sender.account,
-                        &i64::from(sender.key.device),
-                        &to_i64(now_ms),
-                        &e.content,
-                    ],
-                )
-                .await?;
-            stored.push(StoredEnvelope {
-                to: DeviceKey { account, device: e.device },
-                envelope: tacit_api::Envelope {
-                    id: to_u64(row.try_get(0)?),
-                    sender: sender.account.clone(),
-                    sender_device: sender.key.device,
-                    server_time_ms: now_ms,
-                    content: e.content.into(),
-                },
-            });
-        }
-        tx.commit().await?;
-        Ok(stored)
+        idempotency_key: Option<[u8; IDEMPOTENCY_KEY_BYTES]>,
+    ) -> Result<Sent, StoreError> {
+        self.tracked(self.send_tx(sender, recipient, envelopes, now_ms, idempotency_key)).await
     }
 
     async fn fetch(
@@ -519,7 +644,51 @@ impl Store for PgStore {
         Ok(out)
     }
 
+    async fn stored_ids(&self, d: DeviceKey, ids: &[u64]) -> Result<Vec<u64>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = ids.iter().map(|&i| to_i64(i)).collect();
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT id FROM envelopes WHERE account_id = $1 AND device_id = $2 AND id = ANY($3)",
+            )
+            .await?;
+        let rows = c.query(&st, &[&d.account, &i64::from(d.device), &ids]).await?;
+        rows.iter().map(|r| r.try_get::<_, i64>(0).map(to_u64).map_err(StoreError::from)).collect()
+    }
+
     async fn ack(&self, d: DeviceKey, ids: &[u64]) -> Result<usize, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.tracked(self.ack_tx(d, ids)).await
+    }
+
+    async fn healthy(&self) -> bool {
+        if self.pool.is_closed() || self.progress.stalled() {
+            return false;
+        }
+        self.select_one().await
+    }
+
+    async fn free_bytes(&self) -> Result<Option<u64>, StoreError> {
+        let Some(quota) = self.quota else { return Ok(None) };
+        let c = self.pool.get().await?;
+        let used: i64 = c.query_one("SELECT pg_database_size(current_database())", &[]).await?.try_get(0)?;
+        Ok(Some(quota.saturating_sub(to_u64(used))))
+    }
+
+    async fn close(&self) {
+        self.pool.close();
+        self.token_pool.close();
+    }
+}
+
+impl PgStore {
+    /// One statement deletes every acknowledged envelope (`id = ANY($3)`).
+    async fn ack_tx(&self, d: DeviceKey, ids: &[u64]) -> Result<usize, StoreError> {
         let ids: Vec<i64> = ids.iter().map(|&i| to_i64(i)).collect();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -546,10 +715,8 @@ impl Store for PgStore {
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
-    async fn healthy(&self) -> bool {
-        if self.pool.is_closed() {
-            return false;
-        }
+    /// `SELECT 1` answered within [`HEALTH_TIMEOUT`] (reused for [`HEALTH_REUSE`]).
+    async fn select_one(&self) -> bool {
         let mut last = self.health.lock().await;
         if let Some((at, ok)) = *last
             && at.elapsed() < HEALTH_REUSE
@@ -564,11 +731,6 @@ impl Store for PgStore {
         let ok = matches!(tokio::time::timeout(HEALTH_TIMEOUT, check).await, Ok(Ok(())));
         *last = Some((tokio::time::Instant::now(), ok));
         ok
-    }
-
-    async fn close(&self) {
-        self.pool.close();
-        self.token_pool.close();
     }
 }
 

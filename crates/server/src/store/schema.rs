@@ -76,6 +76,19 @@ ALTER TABLE devices ADD COLUMN mailbox_bytes INTEGER NOT NULL DEFAULT 0 CHECK (m
 UPDATE devices SET mailbox_bytes = coalesce((SELECT sum(length(e.content)) FROM envelopes e
     WHERE e.account_id = devices.account_id AND e.device_id = devices.device_id), 0);
 "#,
+    // 4: idempotency keys of sends (a retry after a 503 or a lost answer stores nothing
+    // twice), kept until they expire.
+    r#"
+CREATE TABLE send_keys (
+    account_id INTEGER NOT NULL,
+    device_id INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    server_time_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    PRIMARY KEY (account_id, device_id, key)
+) WITHOUT ROWID;
+CREATE INDEX send_keys_by_expiry ON send_keys (expires_ms);
+"#,
 ];
 
 /// PostgreSQL migrations, in order (run in the connection's `search_path` schema).
@@ -153,5 +166,18 @@ UPDATE devices d SET mailbox_bytes = s.total
 FROM (SELECT account_id, device_id, sum(octet_length(content))::BIGINT AS total
       FROM envelopes GROUP BY account_id, device_id) s
 WHERE d.account_id = s.account_id AND d.device_id = s.device_id;
+"#,
+    // 4: idempotency keys of sends (a retry after a 503 or a lost answer stores nothing
+    // twice), kept until they expire.
+    r#"
+CREATE TABLE send_keys (
+    account_id BIGINT NOT NULL,
+    device_id BIGINT NOT NULL,
+    key BYTEA NOT NULL,
+    server_time_ms BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL,
+    PRIMARY KEY (account_id, device_id, key)
+);
+CREATE INDEX send_keys_by_expiry ON send_keys (expires_ms);
 "#,
 ];

@@ -43,7 +43,7 @@ fn random_hex() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-async fn pg_admin() -> tokio_postgres::Client {
+pub async fn pg_admin() -> tokio_postgres::Client {
     let (client, conn) =
         tokio_postgres::connect(PG_ADMIN, tokio_postgres::NoTls).await.expect("PostgreSQL at 127.0.0.1:5432");
     tokio::spawn(conn);
@@ -110,6 +110,27 @@ impl TestServer {
         let dir = self.dir.clone();
         let schema = self.schema.take();
         Self::launch(config, dir, schema).await
+    }
+
+    /// Stops and starts a new server on the same storage with `tweak` applied to its
+    /// configuration.
+    pub async fn restart_with(mut self, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        self.shutdown().await;
+        let mut config = self.config.clone();
+        tweak(&mut config);
+        let dir = self.dir.clone();
+        let schema = self.schema.take();
+        Self::launch(config, dir, schema).await
+    }
+
+    /// The SQLite data folder.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.config.data_dir.clone()
+    }
+
+    /// The PostgreSQL schema of this server (PostgreSQL only).
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
     }
 
     /// Stops the server and drops its PostgreSQL schema.
@@ -220,6 +241,8 @@ pub fn upload_request(u: &PrekeyUpload) -> api::PrekeyUploadRequest {
         last_resort: u.last_resort.as_ref().map(|k| k.to_bytes().into()),
         one_time: u.one_time.iter().map(|k| k.to_bytes().into()).collect(),
         kem_one_time: u.kem_one_time.iter().map(|k| k.to_bytes().into()).collect(),
+        one_time_ids: None,
+        kem_one_time_ids: None,
     }
 }
 
@@ -313,6 +336,7 @@ impl User {
                 .iter()
                 .map(|&d| api::OutgoingEnvelope { device: d, content: content.to_vec().into() })
                 .collect(),
+            idempotency_key: None,
         };
         http.call(Method::POST, api::MESSAGES, self.tok(), Some(&req)).await
     }
@@ -373,6 +397,7 @@ pub async fn ws_send(ws: &mut Ws, id: u64, to: &str, devices: &[u32], content: &
             .iter()
             .map(|&d| api::OutgoingEnvelope { device: d, content: content.to_vec().into() })
             .collect(),
+        idempotency_key: None,
     };
     let text = serde_json::to_string(&frame).unwrap();
     ws.send(tokio_tungstenite::tungstenite::Message::Text(text.into())).await.unwrap();

@@ -13,13 +13,17 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
-use tacit_api::limits::{MAX_MAILBOX_ENVELOPES, MAX_STORED_PREKEYS};
+use tacit_api::limits::{
+    IDEMPOTENCY_KEY_BYTES, IDEMPOTENCY_TTL_SECS, LOW_PREKEY_WATER, MAX_MAILBOX_ENVELOPES, MAX_STORED_PREKEYS,
+};
 use tokio::sync::{mpsc, oneshot};
 
+use super::progress::Progress;
 use super::schema;
 use super::{
     AccountId, AccountRecord, Authed, BundleParts, DeviceKey, KeyRecord, NewAccount, NewEnvelope,
-    PrekeyCounts, PrekeySet, Store, StoreConfig, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
+    PrekeyCounts, PrekeySet, Sent, Store, StoreConfig, StoreError, StoredEnvelope, json_ids, to_i64, to_u32,
+    to_u64,
 };
 use checkpoint::Checkpointer;
 use readers::{ReadKind, ReaderPool};
@@ -38,6 +42,10 @@ pub struct SqliteStore {
     checkpointer: Mutex<Option<Checkpointer>>,
     /// [`StoreConfig::mailbox_bytes`].
     max_mailbox_bytes: i64,
+    /// Writes waiting for the writer thread, and when one last finished.
+    progress: Progress,
+    /// The data folder (its file system's free space is the store's).
+    dir: std::path::PathBuf,
 }
 
 impl SqliteStore {
@@ -80,6 +88,8 @@ impl SqliteStore {
             max_mailbox_bytes: config.mailbox_bytes(),
             readers,
             writer: Mutex::new(Some(handle)),
+            progress: Progress::default(),
+            dir: dir.to_owned(),
         })
     }
 
@@ -89,8 +99,11 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (job, rx) = Typed::job(f);
+        let waiting = self.progress.begin();
         self.tx.send(Msg::Job(job)).await.map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let answer = rx.await.map_err(|_| StoreError::Closed)?;
+        waiting.finished();
+        answer
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -113,17 +126,41 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn insert_keys(conn: &Connection, table: Table, d: DeviceKey, keys: &[KeyRecord]) -> Result<(), StoreError> {
+/// Adds one-time keys (a key whose id is stored already replaces the stored one: the
+/// device's latest key under an id is the one whose private half it holds), then, when
+/// `keep` is given, deletes every other one-time key of the device not named in it.
+fn insert_keys(
+    conn: &Connection,
+    table: Table,
+    d: DeviceKey,
+    keys: &[KeyRecord],
+    keep: Option<&[u32]>,
+) -> Result<(), StoreError> {
     let mut st = conn.prepare_cached(match table {
         Table::OneTime => {
-            "INSERT OR IGNORE INTO one_time_prekeys (account_id, device_id, key_id, key) VALUES (?1, ?2, ?3, ?4)"
+            "INSERT INTO one_time_prekeys (account_id, device_id, key_id, key) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (account_id, device_id, key_id) DO UPDATE SET key = excluded.key"
         }
         Table::Kem => {
-            "INSERT OR IGNORE INTO kem_prekeys (account_id, device_id, key_id, key) VALUES (?1, ?2, ?3, ?4)"
+            "INSERT INTO kem_prekeys (account_id, device_id, key_id, key) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (account_id, device_id, key_id) DO UPDATE SET key = excluded.key"
         }
     })?;
     for k in keys {
         st.execute(params![d.account, d.device, k.key_id, k.bytes])?;
+    }
+    if let Some(keep) = keep {
+        conn.prepare_cached(match table {
+            Table::OneTime => {
+                "DELETE FROM one_time_prekeys WHERE account_id = ?1 AND device_id = ?2 \
+                 AND key_id NOT IN (SELECT value FROM json_each(?3))"
+            }
+            Table::Kem => {
+                "DELETE FROM kem_prekeys WHERE account_id = ?1 AND device_id = ?2 \
+                 AND key_id NOT IN (SELECT value FROM json_each(?3))"
+            }
+        })?
+        .execute(params![d.account, d.device, json_ids(keep)])?;
     }
     let mut trim = conn.prepare_cached(match table {
         Table::OneTime => {
@@ -152,6 +189,22 @@ fn counts(conn: &Connection, d: DeviceKey) -> Result<PrekeyCounts, StoreError> {
     let kem: i64 = conn
         .prepare_cached("SELECT count(*) FROM kem_prekeys WHERE account_id = ?1 AND device_id = ?2")?
         .query_row(params![d.account, d.device], |r| r.get(0))?;
+    Ok(PrekeyCounts { one_time: to_u32(one), kem_one_time: to_u32(kem) })
+}
+
+/// One-time keys left, counted up to [`LOW_PREKEY_WATER`] of each kind (bounded work).
+fn low_counts(conn: &Connection, d: DeviceKey) -> Result<PrekeyCounts, StoreError> {
+    let water = i64::from(LOW_PREKEY_WATER);
+    let one: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM one_time_prekeys WHERE account_id = ?1 AND device_id = ?2 LIMIT ?3)",
+        )?
+        .query_row(params![d.account, d.device, water], |r| r.get(0))?;
+    let kem: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM kem_prekeys WHERE account_id = ?1 AND device_id = ?2 LIMIT ?3)",
+        )?
+        .query_row(params![d.account, d.device, water], |r| r.get(0))?;
     Ok(PrekeyCounts { one_time: to_u32(one), kem_one_time: to_u32(kem) })
 }
 
@@ -186,8 +239,8 @@ impl Store for SqliteStore {
             )?
             .execute(params![id, a.device_identity, a.signed_prekey, a.last_resort])?;
             let d = DeviceKey { account: id, device: 1 };
-            insert_keys(c, Table::OneTime, d, &a.one_time)?;
-            insert_keys(c, Table::Kem, d, &a.kem_one_time)?;
+            insert_keys(c, Table::OneTime, d, &a.one_time, None)?;
+            insert_keys(c, Table::Kem, d, &a.kem_one_time, None)?;
             Ok(id)
         })
         .await
@@ -218,6 +271,7 @@ impl Store for SqliteStore {
         self.write(move |c| {
             for sql in [
                 "DELETE FROM envelopes WHERE account_id = ?1",
+                "DELETE FROM send_keys WHERE account_id = ?1",
                 "DELETE FROM one_time_prekeys WHERE account_id = ?1",
                 "DELETE FROM kem_prekeys WHERE account_id = ?1",
                 "DELETE FROM challenges WHERE account_id = ?1",
@@ -295,6 +349,7 @@ impl Store for SqliteStore {
         self.write(move |c| {
             c.prepare_cached("DELETE FROM challenges WHERE expires_ms <= ?1")?.execute([to_i64(now_ms)])?;
             c.prepare_cached("DELETE FROM tokens WHERE expires_ms <= ?1")?.execute([to_i64(now_ms)])?;
+            c.prepare_cached("DELETE FROM send_keys WHERE expires_ms <= ?1")?.execute([to_i64(now_ms)])?;
             Ok(())
         })
         .await
@@ -317,8 +372,8 @@ impl Store for SqliteStore {
                 )?
                 .execute(params![d.account, d.device, lr])?;
             }
-            insert_keys(c, Table::OneTime, d, &keys.one_time)?;
-            insert_keys(c, Table::Kem, d, &keys.kem_one_time)?;
+            insert_keys(c, Table::OneTime, d, &keys.one_time, keys.kept(false).as_deref())?;
+            insert_keys(c, Table::Kem, d, &keys.kem_one_time, keys.kept(true).as_deref())?;
             counts(c, d)
         })
         .await
@@ -328,7 +383,11 @@ impl Store for SqliteStore {
         self.read(move |c| counts(c, d)).await
     }
 
-    async fn take_bundle(&self, d: DeviceKey) -> Result<Option<BundleParts>, StoreError> {
+    async fn take_bundle(
+        &self,
+        d: DeviceKey,
+        take_one_time: bool,
+    ) -> Result<Option<BundleParts>, StoreError> {
         self.write(move |c| {
             let Some((identity, signed_prekey, last_resort)) = c
                 .prepare_cached(
@@ -341,21 +400,45 @@ impl Store for SqliteStore {
             else {
                 return Ok(None);
             };
-            let one_time: Option<Vec<u8>> = c
-                .prepare_cached(
-                    "DELETE FROM one_time_prekeys WHERE id = (SELECT id FROM one_time_prekeys \
-                     WHERE account_id = ?1 AND device_id = ?2 ORDER BY id LIMIT 1) RETURNING key",
-                )?
-                .query_row(params![d.account, d.device], |r| r.get(0))
-                .optional()?;
-            let kem: Option<Vec<u8>> = c
-                .prepare_cached(
-                    "DELETE FROM kem_prekeys WHERE id = (SELECT id FROM kem_prekeys \
-                     WHERE account_id = ?1 AND device_id = ?2 ORDER BY id LIMIT 1) RETURNING key",
-                )?
-                .query_row(params![d.account, d.device], |r| r.get(0))
-                .optional()?;
-            Ok(Some(BundleParts { identity, signed_prekey, kem_prekey: kem.unwrap_or(last_resort), one_time }))
+            let (mut one_time, mut kem): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
+            if take_one_time {
+                one_time = c
+                    .prepare_cached(
+                        "DELETE FROM one_time_prekeys WHERE id = (SELECT id FROM one_time_prekeys \
+                         WHERE account_id = ?1 AND device_id = ?2 ORDER BY id LIMIT 1) RETURNING key",
+                    )?
+                    .query_row(params![d.account, d.device], |r| r.get(0))
+                    .optional()?;
+                kem = c
+                    .prepare_cached(
+                        "DELETE FROM kem_prekeys WHERE id = (SELECT id FROM kem_prekeys \
+                         WHERE account_id = ?1 AND device_id = ?2 ORDER BY id LIMIT 1) RETURNING key",
+                    )?
+                    .query_row(params![d.account, d.device], |r| r.get(0))
+                    .optional()?;
+            }
+            let left = low_counts(c, d)?;
+            Ok(Some(BundleParts {
+                identity,
+                signed_prekey,
+                kem_prekey: kem.unwrap_or(last_resort),
+                one_time,
+                left,
+            }))
+        })
+        .await
+    }
+
+    async fn known_kem_prekeys(&self, d: DeviceKey, ids: &[u32]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let ids = json_ids(ids);
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT key FROM kem_prekeys WHERE account_id = ?1 AND device_id = ?2 \
+                 AND key_id IN (SELECT value FROM json_each(?3)) \
+                 UNION ALL SELECT last_resort FROM devices WHERE account_id = ?1 AND device_id = ?2",
+            )?;
+            let rows = st.query_map(params![d.account, d.device, ids], |r| r.get::<_, Vec<u8>>(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }
@@ -366,11 +449,26 @@ impl Store for SqliteStore {
         recipient: &str,
         envelopes: Vec<NewEnvelope>,
         now_ms: u64,
-    ) -> Result<Vec<StoredEnvelope>, StoreError> {
+        idempotency_key: Option<[u8; IDEMPOTENCY_KEY_BYTES]>,
+    ) -> Result<Sent, StoreError> {
         let sender = sender.clone();
         let recipient = recipient.to_owned();
         let max_bytes = self.max_mailbox_bytes;
         self.write(move |c| {
+            if let Some(key) = &idempotency_key
+                && let Some(first) = c
+                    .prepare_cached(
+                        "SELECT server_time_ms FROM send_keys WHERE account_id = ?1 AND device_id = ?2 \
+                         AND key = ?3 AND expires_ms > ?4",
+                    )?
+                    .query_row(
+                        params![sender.key.account, sender.key.device, key.as_slice(), to_i64(now_ms)],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .optional()?
+            {
+                return Ok(Sent::Duplicate { server_time_ms: to_u64(first) });
+            }
             let account: AccountId = c
                 .prepare_cached("SELECT id FROM accounts WHERE name = ?1")?
                 .query_row([&recipient], |r| r.get(0))
@@ -416,7 +514,22 @@ impl Store for SqliteStore {
                     },
                 });
             }
-            Ok(stored)
+            if let Some(key) = &idempotency_key {
+                let expires = now_ms.saturating_add(IDEMPOTENCY_TTL_SECS * 1000);
+                c.prepare_cached(
+                    "INSERT INTO send_keys (account_id, device_id, key, server_time_ms, expires_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (account_id, device_id, key) \
+                     DO UPDATE SET server_time_ms = excluded.server_time_ms, expires_ms = excluded.expires_ms",
+                )?
+                .execute(params![
+                    sender.key.account,
+                    sender.key.device,
+                    key.as_slice(),
+                    to_i64(now_ms),
+                    to_i64(expires)
+                ])?;
+            }
+            Ok(Sent::Stored(stored))
         })
         .await
     }
@@ -461,24 +574,41 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn stored_ids(&self, d: DeviceKey, ids: &[u64]) -> Result<Vec<u64>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = json_ids(ids);
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id FROM envelopes WHERE account_id = ?1 AND device_id = ?2 \
+                 AND id IN (SELECT value FROM json_each(?3))",
+            )?;
+            let rows = st.query_map(params![d.account, d.device, ids], |r| r.get::<_, i64>(0))?;
+            rows.map(|r| r.map(to_u64).map_err(StoreError::from)).collect()
+        })
+        .await
+    }
+
     async fn ack(&self, d: DeviceKey, ids: &[u64]) -> Result<usize, StoreError> {
-        let ids = ids.to_vec();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids = json_ids(ids);
         self.write(move |c| {
+            // One statement for the whole list, however long.
             let mut del = c.prepare_cached(
-                "DELETE FROM envelopes WHERE id = ?1 AND account_id = ?2 AND device_id = ?3 \
-                 RETURNING length(content)",
+                "DELETE FROM envelopes WHERE account_id = ?1 AND device_id = ?2 \
+                 AND id IN (SELECT value FROM json_each(?3)) RETURNING length(content)",
             )?;
             let mut n = 0usize;
             let mut bytes = 0i64;
-            for id in ids {
-                if let Some(len) = del
-                    .query_row(params![to_i64(id), d.account, d.device], |r| r.get::<_, i64>(0))
-                    .optional()?
-                {
-                    n += 1;
-                    bytes = bytes.saturating_add(len);
-                }
+            let mut rows = del.query(params![d.account, d.device, ids])?;
+            while let Some(row) = rows.next()? {
+                n += 1;
+                bytes = bytes.saturating_add(row.get::<_, i64>(0)?);
             }
+            drop(rows);
             if n > 0 {
                 c.prepare_cached(
                     "UPDATE devices SET mailbox_count = max(0, mailbox_count - ?3), \
@@ -497,7 +627,11 @@ impl Store for SqliteStore {
     }
 
     async fn healthy(&self) -> bool {
-        self.health.healthy() && !self.tx.is_closed()
+        self.health.healthy() && !self.tx.is_closed() && !self.progress.stalled()
+    }
+
+    async fn free_bytes(&self) -> Result<Option<u64>, StoreError> {
+        free_space(&self.dir).map(Some)
     }
 
     async fn close(&self) {
@@ -516,6 +650,19 @@ impl Store for SqliteStore {
         }
         self.readers.close();
     }
+}
+
+/// Bytes available to this process on the file system holding `dir`.
+#[cfg(unix)]
+fn free_space(dir: &Path) -> Result<u64, StoreError> {
+    let st = rustix::fs::statvfs(dir).map_err(|e| StoreError::Backend(format!("statvfs: {e}")))?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Elsewhere the free space is not known: as if plenty were left.
+#[cfg(not(unix))]
+fn free_space(_dir: &Path) -> Result<u64, StoreError> {
+    Ok(u64::MAX)
 }
 
 #[cfg(test)]
@@ -561,7 +708,9 @@ mod tests {
         const SENDS: usize = 500;
         const SIZE: usize = 60 * 1024;
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        // 30 MiB into one mailbox: above the default byte bound.
+        let config = StoreConfig::with_max_mailbox_bytes(tacit_api::limits::MAX_MAILBOX_BYTES as u64);
+        let store = Arc::new(SqliteStore::open_with(dir.path(), &config).unwrap());
         // The writer never checkpoints (that is the checkpointer's job).
         let auto: i64 = store
             .write(|c| Ok(c.pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))?))
@@ -586,7 +735,7 @@ mod tests {
                         let mut content = vec![0u8; SIZE];
                         content[..8].copy_from_slice(&(i as u64).to_be_bytes());
                         store
-                            .send(&sender, "bob", vec![NewEnvelope { device: 1, content }], 1)
+                            .send(&sender, "bob", vec![NewEnvelope { device: 1, content }], 1, None)
                             .await
                             .unwrap();
                     }
@@ -626,8 +775,98 @@ mod tests {
         check(all(&store, bob).await);
         store.close().await;
         drop(store);
-        let store = SqliteStore::open(dir.path()).unwrap();
+        let store = SqliteStore::open_with(dir.path(), &config).unwrap();
         check(all(&store, bob).await);
+        store.close().await;
+    }
+
+    /// `DELETE FROM envelopes` statements the writer connection finished (traced).
+    static ENVELOPE_DELETES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    fn count_envelope_deletes(event: rusqlite::trace::TraceEvent<'_>) {
+        if let rusqlite::trace::TraceEvent::Profile(stmt, _) = event
+            && stmt.sql().trim_start().starts_with("DELETE FROM envelopes")
+        {
+            ENVELOPE_DELETES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// An acknowledgement of 1,024 ids, most of them made up, is one `DELETE` on the writer
+    /// (it was one per id), and deletes exactly the real ones.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_acknowledgement_is_one_statement_whatever_its_ids() {
+        use rusqlite::trace::TraceEventCodes;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let id = store.create_account(account("bob")).await.unwrap();
+        let bob = DeviceKey { account: id, device: 1 };
+        let alice = store.create_account(account("alice")).await.unwrap();
+        let sender = Authed { key: DeviceKey { account: alice, device: 1 }, account: "alice".into() };
+        for i in 0..3u8 {
+            let e = vec![NewEnvelope { device: 1, content: vec![i; 10] }];
+            store.send(&sender, "bob", e, 1, None).await.unwrap();
+        }
+        let real: Vec<u64> = all(&store, bob).await.iter().map(|e| e.id).collect();
+        let mut ids: Vec<u64> = (1_000_000..1_000_000 + 1021).collect();
+        ids.extend(&real);
+        store
+            .write(|c| {
+                c.trace_v2(TraceEventCodes::SQLITE_TRACE_PROFILE, Some(count_envelope_deletes));
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.ack(bob, &ids).await.unwrap(), 3);
+        store
+            .write(|c| {
+                c.trace_v2(TraceEventCodes::empty(), None);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(ENVELOPE_DELETES.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(all(&store, bob).await.is_empty());
+        // The mailbox's counters went back to zero with them.
+        let (count, bytes): (i64, i64) = store
+            .read(move |c| {
+                Ok(c.query_row(
+                    "SELECT mailbox_count, mailbox_bytes FROM devices WHERE account_id = ?1 AND device_id = 1",
+                    [bob.account],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!((count, bytes), (0, 0));
+        store.close().await;
+    }
+
+    /// A write waiting behind a stalled writer (here a job that sleeps, as a hung fsync
+    /// would) makes the store unhealthy after [`super::super::STALL_AFTER`]; healthy again
+    /// once it finishes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_writer_is_unhealthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        assert!(store.healthy().await);
+        let stall = super::super::STALL_AFTER + Duration::from_millis(1500);
+        let stalled = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |_| {
+                        std::thread::sleep(stall);
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(super::super::STALL_AFTER / 2).await;
+        assert!(store.healthy().await, "a write in progress is not a stall yet");
+        tokio::time::sleep(super::super::STALL_AFTER / 2 + Duration::from_millis(500)).await;
+        assert!(!store.healthy().await, "queued work and no commit for longer than STALL_AFTER");
+        stalled.await.unwrap().unwrap();
+        assert!(store.healthy().await);
         store.close().await;
     }
 

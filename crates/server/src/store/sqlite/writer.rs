@@ -119,6 +119,14 @@ where
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
 {
     fn run(&mut self, conn: &Connection) -> bool {
+        // Nobody waits for the answer any more (a send past its deadline, a cancelled
+        // request): the write is not made, so a caller told "unavailable" before its job
+        // started is not followed by a commit it never hears of.
+        if self.reply.is_closed() {
+            self.f = None;
+            self.out = Some(Err(StoreError::Closed));
+            return false;
+        }
         let out = match self.f.take() {
             Some(f) => f(conn),
             None => Err(StoreError::Backend("job ran twice".into())),
@@ -329,6 +337,21 @@ mod tests {
         assert!(write(&tx, insert(1)).blocking_recv().unwrap().is_ok());
         assert!(health.healthy());
         assert_eq!(values(&tx), "1");
+        stop(&tx, thread);
+    }
+
+    #[test]
+    fn a_job_whose_caller_has_gone_is_not_run() {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let gone = write(&tx, insert(1));
+        drop(gone);
+        let kept = write(&tx, insert(2));
+        let health = Arc::new(WriterHealth::new());
+        let h = health.clone();
+        let conn = table();
+        let thread = std::thread::spawn(move || run(conn, rx, &h));
+        assert!(kept.blocking_recv().unwrap().is_ok());
+        assert_eq!(values(&tx), "2");
         stop(&tx, thread);
     }
 
