@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{Backend, Relay, account, texts};
 
-use tacit_protocol::{AccountName, DeviceId};
+use tacit_protocol::{AccountName, DeviceId, Message, X25519Public};
 
 use crate::net::{Api, ConnectOptions, Incoming, SendOutcome};
 use crate::payload::TextPayload;
@@ -21,7 +21,8 @@ use crate::{Client, ClientError, api};
 on_both!(
     a_client_killed_between_storing_and_acking_shows_each_message_once,
     a_server_restart_mid_conversation_loses_nothing,
-    more_than_a_page_of_held_envelopes_does_not_hide_the_ones_behind
+    more_than_a_page_of_held_envelopes_does_not_hide_the_ones_behind,
+    envelopes_that_claim_ever_new_identities_cost_a_bounded_number_of_list_fetches
 );
 
 async fn a_client_killed_between_storing_and_acking_shows_each_message_once(backend: Backend) {
@@ -149,6 +150,54 @@ async fn more_than_a_page_of_held_envelopes_does_not_hide_the_ones_behind(backen
     alice.verify("bob", &n).await.unwrap();
     let got = alice.receive(Duration::ZERO).await.unwrap();
     assert_eq!(got.iter().map(|m| m.text.clone()).collect::<Vec<_>>(), sent);
+    assert!(alice.api.fetch(0).await.unwrap().envelopes.is_empty());
+    relay.stop().await;
+}
+
+/// First messages that each name another made-up identity make one `receive` fetch the
+/// sender's device list at most `MAX_LIST_FETCHES_PER_RECEIVE` times: those envelopes are
+/// dropped (no identity in the list decrypts them), the rest are held for the next receive
+/// (not dropped unchecked), and the receive ends.
+async fn envelopes_that_claim_ever_new_identities_cost_a_bounded_number_of_list_fetches(backend: Backend) {
+    use crate::contacts::MAX_LIST_FETCHES_PER_RECEIVE as MAX;
+    const EXTRA: usize = 6;
+    let relay = Relay::start(backend).await;
+    let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = account(&relay, ha.path(), "alice").await;
+    let mut bob = account(&relay, hb.path(), "bob").await;
+    bob.send_text("alice", "hi").await.unwrap();
+    assert_eq!(alice.receive(Duration::ZERO).await.unwrap().len(), 1);
+
+    // Bob's session is still a pending one: each message is a prekey message, which bob makes
+    // claim another identity and a new session.
+    let alice_name = AccountName::new("alice").unwrap();
+    let dev = bob.stored_device(&alice_name, DeviceId::new(1).unwrap()).unwrap().unwrap();
+    let mut session = bob.sendable("alice", &dev).unwrap().unwrap();
+    for i in 0..MAX + EXTRA {
+        let payload = TextPayload { sent_time_ms: 1, text: format!("forged {i}") }.encode().unwrap();
+        let Message::Prekey(mut p) = session.encrypt(&mut OsRng, &payload).unwrap() else {
+            panic!("a prekey message")
+        };
+        // A new session (unknown base key) from a made-up identity.
+        p.identity_key = X25519Public::from_bytes([i as u8 + 1; 32]).unwrap();
+        p.base_key = X25519Public::from_bytes([i as u8 + 1; 32]).unwrap();
+        let content = api::Bytes(Message::Prekey(p).to_bytes());
+        let req = api::SendRequest {
+            recipient: "alice".into(),
+            envelopes: vec![api::OutgoingEnvelope { device: 1, content }],
+        };
+        assert!(matches!(bob.api.send(&req).await.unwrap(), SendOutcome::Sent(_)));
+    }
+
+    assert!(alice.receive(Duration::ZERO).await.unwrap().is_empty());
+    let warnings = alice.take_warnings();
+    let dropped = warnings.iter().filter(|w| w.contains("dropped a message from bob")).count();
+    assert!(dropped <= MAX, "{dropped} fetches");
+    assert!(warnings.iter().any(|w| w.contains("could not check their current devices")), "{warnings:?}");
+    let held = alice.api.fetch(0).await.unwrap().envelopes.len();
+    assert!(held >= EXTRA && dropped + held == MAX + EXTRA, "{dropped} dropped, {held} held");
+    // The next receive has its own budget: the rest are checked and dropped.
+    assert!(alice.receive(Duration::ZERO).await.unwrap().is_empty());
     assert!(alice.api.fetch(0).await.unwrap().envelopes.is_empty());
     relay.stop().await;
 }
