@@ -179,6 +179,12 @@ impl Generations {
             return Ok(());
         }
         if !self.log_is_current() {
+            // Another process rewrote the file: take its marks, then rewrite without these.
+            self.merge_from_disk();
+            for (k, _) in &gone {
+                self.marks.remove(k);
+            }
+            self.file = None;
             return self.compact();
         }
         for part in gone.chunks(MAX_APPEND) {
@@ -453,10 +459,15 @@ mod tests {
         a.compact().unwrap();
         let g = Generations::load(dir.path(), true).unwrap();
         assert_eq!((g.expected(&[1; 32]), g.expected(&[2; 32]), g.expected(&[4; 32])), (1, 3, 1));
-        // b's handle is the replaced file now: its next raise must reach the new one.
+        // b's handle is the replaced file now: its next raise must reach the new one, and so
+        // must a pruning.
         b.raise(&[([5; 32], 2)]).unwrap();
         let g = Generations::load(dir.path(), true).unwrap();
         assert_eq!((g.expected(&[1; 32]), g.expected(&[5; 32])), (1, 2));
+        a.compact().unwrap();
+        b.forget(&[[2; 32]]).unwrap();
+        let g = Generations::load(dir.path(), true).unwrap();
+        assert_eq!((g.expected(&[1; 32]), g.expected(&[2; 32]), g.expected(&[5; 32])), (1, 0, 2));
     }
 
     /// Pruned marks stay pruned after a reload, and the file shrinks back to the live marks.
