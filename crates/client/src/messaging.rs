@@ -13,8 +13,9 @@
 //! is checked before decrypting) a message.
 //!
 //! A message is first tried with the sender's stored device list. If that cannot decrypt it
-//! (a device or identity the stored list does not have, as after a reinstall, or a lost
-//! session), the client fetches the sender's current list before deciding: a changed identity
+//! and it comes from a device the stored list lacks, or is a first message naming another
+//! identity (a reinstall), the client fetches the sender's current list before deciding (a
+//! forged, replayed or lost-session message no list can help with): a changed identity
 //! of an unverified contact is accepted with a warning and the message delivered; for a
 //! verified contact the message is *held* (neither shown, dropped nor acknowledged) until the
 //! user verifies the new safety number. Only a message that no current identity can decrypt
