@@ -20,7 +20,8 @@ pub const PREKEYS: &str = "/v1/keys";
 pub const BUNDLE: &str = "/v1/keys/{name}/{device}";
 /// `POST` (auth) [`crate::SendRequest`] → [`crate::SendResponse`] (or `409`
 /// [`crate::MismatchedDevices`], `410` [`crate::StaleDevices`]);
-/// `GET` (auth) → [`crate::FetchResponse`]: pending envelopes, oldest first.
+/// `GET` (auth, optional query [`crate::FetchQuery`]: `?after=ID`) → [`crate::FetchResponse`]:
+/// pending envelopes with ids above `after`, oldest first.
 pub const MESSAGES: &str = "/v1/messages";
 /// `POST` (auth) [`crate::AckRequest`]: deletes acknowledged envelopes.
 pub const ACK: &str = "/v1/messages/ack";

@@ -196,12 +196,22 @@ pub struct Envelope {
     pub content: Bytes,
 }
 
+/// The query of `GET /v1/messages` (`?after=ID`, optional): a cursor, so a client that
+/// holds some envelopes back (not acknowledged) pages past them to the ones behind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchQuery {
+    /// Only envelopes with a larger id (0, the default: from the oldest). A client passes the
+    /// largest id of the page it just processed.
+    #[serde(default)]
+    pub after: u64,
+}
+
 /// Pending envelopes, oldest first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchResponse {
     /// At most [`crate::limits::MAX_FETCH`] envelopes.
     pub envelopes: Vec<Envelope>,
-    /// More are waiting.
+    /// More are waiting (with ids above the last one here: fetch again with it as `after`).
     pub more: bool,
 }
 

@@ -141,6 +141,59 @@ async fn a_conversation_through_the_binary() {
     stop().await;
 }
 
+/// Bob reinstalls (deletes his account, creates it again under the same name) and writes
+/// first. Unverified, alice's `receive` prints the identity-change warning and the message;
+/// after alice verifies him and he reinstalls once more, `receive` holds the message (a
+/// warning, no message line, exit 0) until `verify` with the new number, then prints it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_who_reinstalls_and_writes_first_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, stop) = start_server(dir.path(), false).await;
+    let home = dir.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let (a, b) = (home.join("a"), home.join("b"));
+        let create = ["account", "create", "--server", &url, "--name"];
+        assert_eq!(tacit(&a, &[], &[&create[..], &["alice"]].concat()).0, 0);
+        assert_eq!(tacit(&b, &[], &[&create[..], &["bob"]].concat()).0, 0);
+        assert_eq!(tacit(&b, &[], &["send", "alice", "hello"]).0, 0);
+        assert_eq!(tacit(&a, &[], &["receive"]).1.len(), 1);
+        let reinstall = || {
+            assert_eq!(tacit(&b, &[], &["account", "delete"]).0, 0);
+            assert_eq!(tacit(&b, &[], &[&create[..], &["bob"]].concat()).0, 0);
+        };
+        let kinds =
+            |l: &[Value]| l.iter().map(|v| v["type"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+
+        reinstall();
+        assert_eq!(tacit(&b, &[], &["send", "alice", "new phone"]).0, 0);
+        let (code, l) = tacit(&a, &[], &["receive"]);
+        assert_eq!((code, kinds(&l)), (0, vec!["warning".to_owned(), "message".to_owned()]), "{l:?}");
+        assert!(l[0]["message"].as_str().unwrap().contains("bob's identity key changed"), "{l:?}");
+        assert_eq!(l[1]["text"], "new phone");
+
+        let (_, l) = tacit(&b, &[], &["safety-number", "alice"]);
+        let number = l[0]["number"].as_str().unwrap().to_owned();
+        assert_eq!(tacit(&a, &[], &["verify", "bob", &number]).0, 0);
+        reinstall();
+        assert_eq!(tacit(&b, &[], &["send", "alice", "newer phone"]).0, 0);
+        for _ in 0..2 {
+            let (code, l) = tacit(&a, &[], &["receive"]);
+            assert_eq!((code, kinds(&l)), (0, vec!["warning".to_owned()]), "held: {l:?}");
+            assert!(l[0]["message"].as_str().unwrap().contains("holding messages from bob"), "{l:?}");
+        }
+        assert_eq!(tacit(&a, &[], &["send", "bob", "who is this?"]).0, 4);
+        let (_, l) = tacit(&b, &[], &["safety-number", "alice"]);
+        let number = l[0]["number"].as_str().unwrap().to_owned();
+        assert_eq!(tacit(&a, &[], &["verify", "bob", &number]).0, 0);
+        let (code, l) = tacit(&a, &[], &["receive"]);
+        assert_eq!((code, kinds(&l)), (0, vec!["message".to_owned()]), "{l:?}");
+        assert_eq!(l[0]["text"], "newer phone");
+    })
+    .await
+    .unwrap();
+    stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_ca_is_trusted_with_tacit_ca_file_and_only_then() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,5 +1,6 @@
 //! The [`Client`]: one account's device, its store and its server connection.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -57,6 +58,9 @@ pub struct Client {
     pub(crate) api: Api,
     pub(crate) me: Me,
     pub(crate) warnings: Vec<String>,
+    /// Device lists fetched in this receive for envelopes the stored ones could not decrypt
+    /// (sender, claimed identity): see `Client::current_device`.
+    pub(crate) list_fetches: HashSet<(String, Option<[u8; 32]>)>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -198,7 +202,14 @@ impl Client {
             String::from_utf8(server.to_vec()).map_err(|_| ClientError::Internal("stored server"))?;
         let expected = store.meta(meta::GENERATIONS_FILE)?.is_some() || store.has_sessions()?;
         let gens = Generations::load(store.home(), expected)?;
-        Ok(Self { store, gens, api: Api::new(&server, options)?, me, warnings: Vec::new() })
+        Ok(Self {
+            store,
+            gens,
+            api: Api::new(&server, options)?,
+            me,
+            warnings: Vec::new(),
+            list_fetches: HashSet::new(),
+        })
     }
 
     /// Creates an account on `server` with this device as device 1: generates the account

@@ -15,6 +15,11 @@ use crate::client::Client;
 use crate::error::{ClientError, Result};
 use crate::store::{self, ContactRow};
 
+/// Device-list fetches one `receive` makes for envelopes its stored lists cannot decrypt (one
+/// per sender and claimed identity); past it such envelopes are held for the next `receive`,
+/// so envelopes that claim ever new identities cannot make one receive fetch without end.
+pub(crate) const MAX_LIST_FETCHES_PER_RECEIVE: usize = 64;
+
 fn key_from(bytes: &[u8; 32]) -> Result<AccountKey> {
     Ok(AccountKey::from_bytes(*bytes)?)
 }
@@ -69,11 +74,12 @@ impl Client {
                     return Err(ClientError::IdentityChanged(name.to_string()));
                 }
                 let tx = self.store.tx()?;
-                store::delete_sessions(&tx, name.as_str(), None)?;
+                let deleted = store::delete_sessions(&tx, name.as_str(), None)?;
                 let row =
                     ContactRow { account_key: new_key, device_list: bytes, verified: false, pending: None };
                 store::put_contact(&tx, name.as_str(), &row)?;
                 tx.commit()?;
+                self.gens.forget(&deleted)?;
                 self.warnings.push(format!(
                     "{name}'s identity key changed (a new installation, or an attack): compare safety numbers \
                      with `tacit safety-number {name}` and `tacit verify {name} DIGITS`"
@@ -84,24 +90,53 @@ impl Client {
         }
     }
 
-    /// The verified identity of a sender's device, refreshing the list when the device is
-    /// not in the stored one.
-    pub(crate) async fn sender_device(
+    /// A sender's device as the stored, accepted list has it (no request; a pending key
+    /// change is ignored here: messages that still decrypt under the accepted identity are
+    /// authentic).
+    pub(crate) fn stored_device(
+        &self,
+        name: &AccountName,
+        device: DeviceId,
+    ) -> Result<Option<VerifiedDevice>> {
+        Ok(self.stored_list(name)?.and_then(|(_, list)| list.verified_device(device)))
+    }
+
+    /// A sender's device as the server lists it now, for an envelope the stored list cannot
+    /// decrypt (`claimed`: the identity a prekey message names). Fetches the list at most once
+    /// per sender and claimed identity in one receive, and at most
+    /// [`MAX_LIST_FETCHES_PER_RECEIVE`] times; the list is accepted under the contact rules
+    /// above. `Ok(None)`: it could not be checked now (over that bound, or the server refused),
+    /// so the envelope is held. A verified contact whose key changed is
+    /// [`ClientError::IdentityChanged`].
+    pub(crate) async fn current_device(
         &mut self,
         name: &AccountName,
         device: DeviceId,
-    ) -> Result<VerifiedDevice> {
-        if let Some((c, list)) = self.stored_list(name)? {
-            if c.pending.is_some() {
-                return Err(ClientError::IdentityChanged(name.to_string()));
+        claimed: Option<[u8; 32]>,
+    ) -> Result<Option<VerifiedDevice>> {
+        let key = (name.to_string(), claimed);
+        if !self.list_fetches.contains(&key) {
+            if self.list_fetches.len() >= MAX_LIST_FETCHES_PER_RECEIVE {
+                return Ok(None);
             }
-            if let Some(d) = list.verified_device(device) {
-                return Ok(d);
+            match self.refresh_contact(name).await {
+                Ok(_) | Err(ClientError::IdentityChanged(_)) => {}
+                // Rate-limited or unavailable: try again at the next receive.
+                Err(ClientError::Server { .. }) => return Ok(None),
+                Err(e @ (ClientError::NotFound(_) | ClientError::DeviceList { .. })) => {
+                    self.list_fetches.insert(key);
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
             }
+            self.list_fetches.insert(key);
         }
-        let list = self.refresh_contact(name).await?;
-        list.verified_device(device)
-            .ok_or(ClientError::UnknownDevice { name: name.to_string(), device: device.get() })
+        let unknown = || ClientError::UnknownDevice { name: name.to_string(), device: device.get() };
+        let Some((c, list)) = self.stored_list(name)? else { return Err(unknown()) };
+        if c.pending.is_some() {
+            return Err(ClientError::IdentityChanged(name.to_string()));
+        }
+        list.verified_device(device).map(Some).ok_or_else(unknown)
     }
 
     /// The safety number with `name` (12 groups of 5 digits), for the account key the server
@@ -144,12 +179,12 @@ impl Client {
             .contact(name.as_str())?
             .ok_or_else(|| ClientError::UnknownContact(name.to_string()))?;
         let tx = self.store.tx()?;
-        if c.account_key != key {
-            store::delete_sessions(&tx, name.as_str(), None)?;
-        }
+        let deleted =
+            if c.account_key != key { store::delete_sessions(&tx, name.as_str(), None)? } else { Vec::new() };
         let row = ContactRow { account_key: key, device_list: list, verified: true, pending: None };
         store::put_contact(&tx, name.as_str(), &row)?;
         tx.commit()?;
+        self.gens.forget(&deleted)?;
         Ok(())
     }
 

@@ -7,7 +7,9 @@
 //!   message is stored with its session state in one transaction before it is acknowledged,
 //!   and deduplicated by envelope id.
 //! - [`Client::safety_number`], [`Client::verify`]: contacts are pinned on first use; a
-//!   verified contact whose identity changes is refused until verified again.
+//!   verified contact whose identity changes is refused until verified again (its messages
+//!   are held on the server meanwhile); an unverified one is accepted with a warning, also
+//!   when the first sign of the change is a message from the new installation.
 //! - Sessions restored from an old copy of the store are detected through generation marks
 //!   kept outside the database and never sent on again (a fresh session starts instead).
 //! - Prekeys are refilled and rotated automatically ([`Client::maintain_prekeys`]).

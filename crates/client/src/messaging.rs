@@ -11,6 +11,16 @@
 //! consumed prekeys, the message and the envelope id in one transaction → only then ack.
 //! Killed anywhere, the client neither loses (no ack before commit) nor duplicates (the id
 //! is checked before decrypting) a message.
+//!
+//! A message is first tried with the sender's stored device list. If that cannot decrypt it
+//! and it comes from a device the stored list lacks, or is a first message naming another
+//! identity (a reinstall), the client fetches the sender's current list before deciding (a
+//! forged, replayed or lost-session message no list can help with): a changed identity
+//! of an unverified contact is accepted with a warning and the message delivered; for a
+//! verified contact the message is *held* (neither shown, dropped nor acknowledged) until the
+//! user verifies the new safety number. Only a message that no current identity can decrypt
+//! is dropped. Held envelopes stay on the server, and the HTTP fetch pages past them with a
+//! cursor (`?after=ID`), so they never hide the envelopes behind them.
 
 use std::time::{Duration, Instant};
 
@@ -64,7 +74,8 @@ enum Outcome {
     Message(ReceivedMessage),
     /// Already stored earlier, or undecryptable: ack (with a warning for the latter).
     Done,
-    /// Held back (sender's identity changed and awaits verification): do not ack.
+    /// Held back (the sender's identity changed and awaits verification, or could not be
+    /// checked now): do not ack; the next receive tries again.
     Held,
 }
 
@@ -77,14 +88,19 @@ impl Client {
         if row.stale {
             return Ok(None);
         }
-        match Session::from_bytes_at_least(&row.state, self.gens.expected(&row.base_key)) {
+        match Session::from_bytes_at_least(&row.state, self.gens.expected_session(&row.base_key)) {
             Ok(s) if s.remote_identity() == dev.identity() => Ok(Some(s)),
             Ok(_) => Ok(None),
             Err(SessionError::RolledBack { stored, expected }) => {
                 store::mark_stale(self.store.conn(), &row.base_key)?;
+                let why = if expected == u64::MAX {
+                    "its generation mark is gone".to_owned()
+                } else {
+                    format!("generation {stored} < {expected}")
+                };
                 self.warnings.push(format!(
                     "the session with {peer} device {} was restored from an old copy of the store \
-                     (generation {stored} < {expected}); starting a new one",
+                     ({why}); starting a new one",
                     dev.address().device
                 ));
                 Ok(None)
@@ -128,6 +144,7 @@ impl Client {
             let marks: Vec<_> =
                 sessions.iter().map(|(_, s)| (*s.base_key().as_bytes(), s.generation())).collect();
             self.gens.raise(&marks)?;
+            let mut pruned = Vec::new();
             let tx = self.store.tx()?;
             for (device, s) in &sessions {
                 store::put_session(
@@ -139,7 +156,7 @@ impl Client {
                     s.generation(),
                     false,
                 )?;
-                store::prune_sessions(&tx, name.as_str(), *device, SESSIONS_PER_DEVICE)?;
+                pruned.extend(store::prune_sessions(&tx, name.as_str(), *device, SESSIONS_PER_DEVICE)?);
             }
             if message_id.is_none() {
                 let entry = HistoryEntry {
@@ -153,6 +170,7 @@ impl Client {
                 message_id = Some(store::put_message(&tx, &entry, None)?);
             }
             tx.commit()?;
+            self.gens.forget(&pruned)?;
             let devices = envelopes.iter().map(|e| e.device).collect();
             let request = api::SendRequest {
                 recipient: name.to_string(),
@@ -172,10 +190,12 @@ impl Client {
                 }
                 SendOutcome::Stale(s) => {
                     let tx = self.store.tx()?;
+                    let mut deleted = Vec::new();
                     for d in &s.stale {
-                        store::delete_sessions(&tx, name.as_str(), Some(*d))?;
+                        deleted.extend(store::delete_sessions(&tx, name.as_str(), Some(*d))?);
                     }
                     tx.commit()?;
+                    self.gens.forget(&deleted)?;
                     last_error = Some(format!("devices re-registered: {:?}", s.stale));
                 }
             }
@@ -187,16 +207,23 @@ impl Client {
         })
     }
 
-    /// Receives pending messages. With `wait` zero, fetches over HTTP what is stored; else
-    /// listens on the WebSocket up to `wait` for at least one message and returns every
-    /// message pending by then. Each message is stored before it is acknowledged.
+    /// Receives pending messages. With `wait` zero, fetches over HTTP what is stored (page
+    /// after page, each from the last id of the one before, so held envelopes are passed
+    /// over and the loop ends); else listens on the WebSocket up to `wait` for at least one
+    /// message and returns every message pending by then. Each message is stored before it
+    /// is acknowledged.
     pub async fn receive(&mut self, wait: Duration) -> Result<Vec<ReceivedMessage>> {
         self.online().await?;
+        self.list_fetches.clear();
         let mut out = Vec::new();
         if wait.is_zero() {
+            let mut after = 0;
             loop {
-                let batch = self.api.fetch().await?;
-                let more = batch.more && !batch.envelopes.is_empty();
+                let batch = self.api.fetch(after).await?;
+                // Ids grow within a mailbox; a page that does not move the cursor ends the loop.
+                let last = batch.envelopes.iter().map(|e| e.id).max().unwrap_or(0);
+                let more = batch.more && last > after;
+                after = after.max(last);
                 let (msgs, acks) = self.process_all(batch.envelopes).await?;
                 self.api.ack(acks).await?;
                 out.extend(msgs);
@@ -238,16 +265,17 @@ impl Client {
         Ok(out)
     }
 
-    /// Fetches the stored envelopes without processing them (for tools and the demo, which
-    /// may deliver them to [`Self::process_envelopes`] in any order).
+    /// Fetches the first page of stored envelopes without processing them (for tools and the
+    /// demo, which may deliver them to [`Self::process_envelopes`] in any order).
     pub async fn fetch_envelopes(&mut self) -> Result<Vec<api::Envelope>> {
         self.online().await?;
-        Ok(self.api.fetch().await?.envelopes)
+        Ok(self.api.fetch(0).await?.envelopes)
     }
 
     /// Processes envelopes in the given order (decrypt, store, then ack).
     pub async fn process_envelopes(&mut self, envelopes: Vec<api::Envelope>) -> Result<Vec<ReceivedMessage>> {
         self.online().await?;
+        self.list_fetches.clear();
         let (msgs, acks) = self.process_all(envelopes).await?;
         self.api.ack(acks).await?;
         Ok(msgs)
@@ -293,12 +321,42 @@ impl Client {
         let (Ok(sender), Some(device)) = (AccountName::new(&e.sender), DeviceId::new(e.sender_device)) else {
             return self.drop_envelope(&e, "bad sender address");
         };
-        let dev = match self.sender_device(&sender, device).await {
-            Ok(d) => d,
+        // The stored list first: no request for the usual message.
+        let stored = self.stored_device(&sender, device)?;
+        if let Some(dev) = &stored
+            && let Some(d) = self.decrypt(&sender, dev, &message)?
+        {
+            return self.deliver(&e, &sender, device, d);
+        }
+        // Not with what is stored. A device the stored list does not have, or a first message
+        // from an identity other than the stored one (a reinstall, a re-registered device):
+        // ask the server for the current list. Anything else (forged, replayed, for a lost
+        // session) no list can help with.
+        let claimed = match &message {
+            Message::Prekey(p) => Some(*p.identity_key.as_bytes()),
+            Message::Ratchet(_) => None,
+        };
+        let other_identity = match (&stored, &claimed) {
+            (None, _) => true,
+            (Some(dev), Some(claimed)) => dev.identity().dh_key().as_bytes() != claimed,
+            (Some(_), None) => false,
+        };
+        if !other_identity {
+            return self.drop_envelope(&e, "could not decrypt (forged, duplicate, or for a lost session)");
+        }
+        let dev = match self.current_device(&sender, device, claimed).await {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                self.warn_once(format!(
+                    "holding messages from {sender}: could not check their current devices now; they \
+                     stay on the server for the next receive"
+                ));
+                return Ok(Outcome::Held);
+            }
             Err(ClientError::IdentityChanged(n)) => {
-                self.warnings.push(format!(
-                    "holding a message from {n}: their identity key changed since you verified it; run \
-                     `tacit safety-number {n}` and `tacit verify {n} DIGITS` to read it"
+                self.warn_once(format!(
+                    "holding messages from {n}: their identity key changed since you verified it; run \
+                     `tacit safety-number {n}` and `tacit verify {n} DIGITS` to read them"
                 ));
                 return Ok(Outcome::Held);
             }
@@ -311,9 +369,31 @@ impl Client {
             }
             Err(err) => return Err(err),
         };
-        let Some((session, plaintext, stale, prekeys)) = self.decrypt(&sender, &dev, &message)? else {
-            return self.drop_envelope(&e, "could not decrypt (forged, duplicate, or for a lost session)");
-        };
+        let tried = stored.is_some_and(|s| s.identity() == dev.identity());
+        match if tried { None } else { self.decrypt(&sender, &dev, &message)? } {
+            Some(d) => self.deliver(&e, &sender, device, d),
+            None => self.drop_envelope(&e, "could not decrypt (forged, duplicate, or for a lost session)"),
+        }
+    }
+
+    /// Adds a warning unless the same one is already waiting (one per sender, not one per
+    /// held envelope).
+    fn warn_once(&mut self, warning: String) {
+        if !self.warnings.contains(&warning) {
+            self.warnings.push(warning);
+        }
+    }
+
+    /// Stores a decrypted message with the session that decrypted it (marks first), then
+    /// prunes the marks of the sessions this pushed out.
+    fn deliver(
+        &mut self,
+        e: &api::Envelope,
+        sender: &AccountName,
+        device: DeviceId,
+        d: Decrypted,
+    ) -> Result<Outcome> {
+        let Decrypted { session, plaintext, stale, prekeys } = d;
         let payload = TextPayload::decode(&plaintext);
         self.gens.raise(&[(*session.base_key().as_bytes(), session.generation())])?;
         let tx = self.store.tx()?;
@@ -327,7 +407,7 @@ impl Client {
             session.generation(),
             stale,
         )?;
-        store::prune_sessions(&tx, peer, device.get(), SESSIONS_PER_DEVICE)?;
+        let pruned = store::prune_sessions(&tx, peer, device.get(), SESSIONS_PER_DEVICE)?;
         if let Some(p) = &prekeys {
             store::set_meta(&tx, meta::PREKEYS, &p.to_bytes())?;
         }
@@ -351,6 +431,7 @@ impl Client {
             store::put_message(&tx, &entry, Some(e.id))?;
         }
         tx.commit()?;
+        self.gens.forget(&pruned)?;
         match received {
             Some(m) => Ok(Outcome::Message(m)),
             None => {
@@ -361,15 +442,13 @@ impl Client {
     }
 
     /// Decrypts with an existing session of this device or, for a new prekey message, a new
-    /// one. Returns the session, the plaintext, whether the session is stale, and the
-    /// prekeys when a new session consumed some. `None`: nothing could decrypt it.
-    #[allow(clippy::type_complexity)]
+    /// one. `None`: nothing could decrypt it.
     fn decrypt(
         &mut self,
         sender: &AccountName,
         dev: &VerifiedDevice,
         message: &Message,
-    ) -> Result<Option<(Session, Vec<u8>, bool, Option<DevicePrekeys>)>> {
+    ) -> Result<Option<Decrypted>> {
         let candidates = match message {
             Message::Prekey(p) => match self.store.session_by_base_key(p.base_key.as_bytes())? {
                 Some(row) => vec![row],
@@ -379,7 +458,9 @@ impl Client {
                     let mut prekeys = DevicePrekeys::from_bytes(&bytes)?;
                     return Ok(
                         match Session::accept(&self.me.identity, self.me.address(), &mut prekeys, dev, p) {
-                            Ok((s, pt)) => Some((s, pt, false, Some(prekeys))),
+                            Ok((session, plaintext)) => {
+                                Some(Decrypted { session, plaintext, stale: false, prekeys: Some(prekeys) })
+                            }
                             Err(_) => None,
                         },
                     );
@@ -389,15 +470,28 @@ impl Client {
         };
         for row in candidates {
             // Decrypting on a stale copy is safe (it sends nothing); it stays stale.
-            let Ok(mut s) = Session::from_bytes(&row.state) else { continue };
-            if s.remote_address() != dev.address() || s.remote_identity() != dev.identity() {
+            let Ok(mut session) = Session::from_bytes(&row.state) else { continue };
+            if session.remote_address() != dev.address() || session.remote_identity() != dev.identity() {
                 continue;
             }
-            let stale = row.stale || s.generation() < self.gens.expected(&row.base_key);
-            if let Ok(pt) = s.decrypt(message) {
-                return Ok(Some((s, pt, stale, None)));
+            let before = session.generation();
+            if let Ok(plaintext) = session.decrypt(message) {
+                let stale = row.stale || before < self.gens.expected_session(&row.base_key);
+                return Ok(Some(Decrypted { session, plaintext, stale, prekeys: None }));
             }
         }
         Ok(None)
     }
+}
+
+/// What decrypting an envelope produced.
+struct Decrypted {
+    /// The session after decrypting.
+    session: Session,
+    /// The padded-off plaintext.
+    plaintext: Vec<u8>,
+    /// The session is stale (restored from an old copy): it decrypts but never sends.
+    stale: bool,
+    /// The prekeys, when a new session consumed some.
+    prekeys: Option<DevicePrekeys>,
 }

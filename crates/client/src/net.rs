@@ -309,9 +309,11 @@ impl Api {
         }
     }
 
-    /// `GET /v1/messages`.
-    pub(crate) async fn fetch(&self) -> Result<api::FetchResponse> {
-        self.call::<(), _>(Method::GET, api::MESSAGES, None).await
+    /// `GET /v1/messages?after=ID`: the envelopes with ids above `after`.
+    pub(crate) async fn fetch(&self, after: u64) -> Result<api::FetchResponse> {
+        let path =
+            if after == 0 { api::MESSAGES.to_owned() } else { format!("{}?after={after}", api::MESSAGES) };
+        self.call::<(), _>(Method::GET, &path, None).await
     }
 
     /// `POST /v1/messages/ack`.

@@ -1,7 +1,7 @@
 //! The SDK against the real server on loopback, on SQLite and on PostgreSQL, where a test
 //! needs the SDK's internals: a client killed after storing messages but before
-//! acknowledging them, a WebSocket open while the server restarts, and the WebSocket's
-//! certificate checks.
+//! acknowledging them, a WebSocket open while the server restarts, more than a page of held
+//! envelopes, and the WebSocket's certificate checks.
 
 #[path = "../tests/common/mod.rs"]
 #[macro_use]
@@ -11,12 +11,18 @@ use std::time::Duration;
 
 use common::{Backend, Relay, account, texts};
 
-use crate::net::{Api, ConnectOptions, Incoming};
-use crate::{Client, ClientError};
+use tacit_protocol::{AccountName, DeviceId, Message, X25519Public};
+
+use crate::net::{Api, ConnectOptions, Incoming, SendOutcome};
+use crate::payload::TextPayload;
+use crate::rng::OsRng;
+use crate::{Client, ClientError, api};
 
 on_both!(
     a_client_killed_between_storing_and_acking_shows_each_message_once,
-    a_server_restart_mid_conversation_loses_nothing
+    a_server_restart_mid_conversation_loses_nothing,
+    more_than_a_page_of_held_envelopes_does_not_hide_the_ones_behind,
+    envelopes_that_claim_ever_new_identities_cost_a_bounded_number_of_list_fetches
 );
 
 async fn a_client_killed_between_storing_and_acking_shows_each_message_once(backend: Backend) {
@@ -85,6 +91,114 @@ async fn a_server_restart_mid_conversation_loses_nothing(backend: Backend) {
     assert_eq!(texts(&alice, "bob"), ["one", "three", "two", "four"], "in the order stored here");
     assert_eq!(texts(&bob, "alice"), ["one", "two", "three", "four"]);
     assert!(alice.take_warnings().is_empty() && bob.take_warnings().is_empty());
+    relay.stop().await;
+}
+
+/// Envelopes alice holds (from bob, verified, who reinstalled) fill more than one fetch page,
+/// by count (more than 256) and by bytes (more than 1 MiB), and carol writes after them:
+/// `receive` pages past the held ones to carol's, over HTTP and over the socket, and ends; the
+/// held ones stay on the server and are all shown, in order, once alice verifies bob again.
+async fn more_than_a_page_of_held_envelopes_does_not_hide_the_ones_behind(backend: Backend) {
+    const LARGE: usize = 17; // 17 x 64 KiB > MAX_FETCH_BYTES
+    const HELD: usize = api::limits::MAX_FETCH + 20;
+    let relay = Relay::start(backend).await;
+    let homes: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut alice = account(&relay, homes[0].path(), "alice").await;
+    let mut carol = account(&relay, homes[1].path(), "carol").await;
+    let mut bob = account(&relay, homes[2].path(), "bob").await;
+    let n = bob.safety_number("alice").await.unwrap();
+    alice.verify("bob", &n).await.unwrap();
+    bob.delete_account().await.unwrap();
+    let mut bob = account(&relay, homes[3].path(), "bob").await;
+
+    // The new bob writes HELD messages on one session (a request each, no list fetches).
+    bob.send_text("alice", "held 0").await.unwrap();
+    let alice_name = AccountName::new("alice").unwrap();
+    let dev = bob.stored_device(&alice_name, DeviceId::new(1).unwrap()).unwrap().unwrap();
+    let mut session = bob.sendable("alice", &dev).unwrap().unwrap();
+    let mut sent = vec!["held 0".to_owned()];
+    for i in 1..HELD {
+        let pad = if i <= LARGE { "x".repeat(crate::MAX_TEXT_BYTES - 16) } else { String::new() };
+        let text = format!("held {i}{pad}");
+        let payload = TextPayload { sent_time_ms: 1, text: text.clone() }.encode().unwrap();
+        let content = api::Bytes(session.encrypt(&mut OsRng, &payload).unwrap().to_bytes());
+        let req = api::SendRequest {
+            recipient: "alice".into(),
+            envelopes: vec![api::OutgoingEnvelope { device: 1, content }],
+        };
+        assert!(matches!(bob.api.send(&req).await.unwrap(), SendOutcome::Sent(_)));
+        sent.push(text);
+    }
+    carol.send_text("alice", "behind them").await.unwrap();
+
+    let got = alice.receive(Duration::ZERO).await.unwrap();
+    assert_eq!(got.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["behind them"]);
+    let warnings = alice.take_warnings();
+    assert_eq!(
+        warnings.iter().filter(|w| w.contains("holding messages from bob")).count(),
+        1,
+        "{warnings:?}"
+    );
+    // The socket sends every stored envelope once; the held ones do not stop it either.
+    carol.send_text("alice", "live").await.unwrap();
+    let got = alice.receive(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(got.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["live"]);
+    let first = alice.api.fetch(0).await.unwrap();
+    assert!(first.more && first.envelopes.len() < LARGE, "held, and more than a page of bytes");
+
+    let n = bob.safety_number("alice").await.unwrap();
+    alice.verify("bob", &n).await.unwrap();
+    let got = alice.receive(Duration::ZERO).await.unwrap();
+    assert_eq!(got.iter().map(|m| m.text.clone()).collect::<Vec<_>>(), sent);
+    assert!(alice.api.fetch(0).await.unwrap().envelopes.is_empty());
+    relay.stop().await;
+}
+
+/// First messages that each name another made-up identity make one `receive` fetch the
+/// sender's device list at most `MAX_LIST_FETCHES_PER_RECEIVE` times: those envelopes are
+/// dropped (no identity in the list decrypts them), the rest are held for the next receive
+/// (not dropped unchecked), and the receive ends.
+async fn envelopes_that_claim_ever_new_identities_cost_a_bounded_number_of_list_fetches(backend: Backend) {
+    use crate::contacts::MAX_LIST_FETCHES_PER_RECEIVE as MAX;
+    const EXTRA: usize = 6;
+    let relay = Relay::start(backend).await;
+    let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = account(&relay, ha.path(), "alice").await;
+    let mut bob = account(&relay, hb.path(), "bob").await;
+    bob.send_text("alice", "hi").await.unwrap();
+    assert_eq!(alice.receive(Duration::ZERO).await.unwrap().len(), 1);
+
+    // Bob's session is still a pending one: each message is a prekey message, which bob makes
+    // claim another identity and a new session.
+    let alice_name = AccountName::new("alice").unwrap();
+    let dev = bob.stored_device(&alice_name, DeviceId::new(1).unwrap()).unwrap().unwrap();
+    let mut session = bob.sendable("alice", &dev).unwrap().unwrap();
+    for i in 0..MAX + EXTRA {
+        let payload = TextPayload { sent_time_ms: 1, text: format!("forged {i}") }.encode().unwrap();
+        let Message::Prekey(mut p) = session.encrypt(&mut OsRng, &payload).unwrap() else {
+            panic!("a prekey message")
+        };
+        // A new session (unknown base key) from a made-up identity.
+        p.identity_key = X25519Public::from_bytes([i as u8 + 1; 32]).unwrap();
+        p.base_key = X25519Public::from_bytes([i as u8 + 1; 32]).unwrap();
+        let content = api::Bytes(Message::Prekey(p).to_bytes());
+        let req = api::SendRequest {
+            recipient: "alice".into(),
+            envelopes: vec![api::OutgoingEnvelope { device: 1, content }],
+        };
+        assert!(matches!(bob.api.send(&req).await.unwrap(), SendOutcome::Sent(_)));
+    }
+
+    assert!(alice.receive(Duration::ZERO).await.unwrap().is_empty());
+    let warnings = alice.take_warnings();
+    let dropped = warnings.iter().filter(|w| w.contains("dropped a message from bob")).count();
+    assert!(dropped <= MAX, "{dropped} fetches");
+    assert!(warnings.iter().any(|w| w.contains("could not check their current devices")), "{warnings:?}");
+    let held = alice.api.fetch(0).await.unwrap().envelopes.len();
+    assert!(held >= EXTRA && dropped + held == MAX + EXTRA, "{dropped} dropped, {held} held");
+    // The next receive has its own budget: the rest are checked and dropped.
+    assert!(alice.receive(Duration::ZERO).await.unwrap().is_empty());
+    assert!(alice.api.fetch(0).await.unwrap().envelopes.is_empty());
     relay.stop().await;
 }
 

@@ -119,7 +119,7 @@ async fn any_order_tampering_and_replay_leave_the_conversation_going() {
     assert_eq!(bob.take_warnings().len(), 2);
 
     // Bob replies on the same session and Alice reads it.
-    let dev = bob.sender_device(&alice.name, DeviceId::new(1).unwrap()).await.unwrap();
+    let dev = bob.stored_device(&alice.name, DeviceId::new(1).unwrap()).unwrap().unwrap();
     let mut bs = bob.sendable("alice", &dev).unwrap().unwrap();
     let reply = bs.encrypt(&mut OsRng, b"hi alice").unwrap();
     assert_eq!(s.decrypt(&reply).unwrap(), b"hi alice");
@@ -220,4 +220,30 @@ async fn a_lost_generations_file_makes_existing_sessions_stale() {
     std::fs::remove_file(dir.path().join(crate::generations::FILE)).unwrap();
     let mut alice = Client::open(dir.path(), None).unwrap();
     assert!(alice.sendable("bob", &dev).unwrap().is_none());
+}
+
+/// A peer starts more sessions with one device than are kept: the sessions pushed out take
+/// their generation marks with them, in memory and in the file.
+#[tokio::test]
+async fn generation_marks_are_pruned_with_their_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = Client::offline(dir.path(), "bob").unwrap();
+    let alice = Peer::new("alice");
+    alice.introduce_to(&bob);
+    let sessions = crate::client::SESSIONS_PER_DEVICE + 7;
+    for i in 0..sessions {
+        let mut s = alice.session_with(&bob);
+        let (msgs, _) =
+            bob.process_all(vec![envelope(i as u64 + 1, &alice, &mut s, "new session")]).await.unwrap();
+        assert_eq!(msgs.len(), 1);
+    }
+    let kept = bob.store.sessions("alice", 1).unwrap();
+    assert_eq!(kept.len(), crate::client::SESSIONS_PER_DEVICE);
+    assert_eq!(bob.gens.len(), crate::client::SESSIONS_PER_DEVICE, "one mark per stored session");
+    drop(bob);
+    let mut bob = Client::open(dir.path(), None).unwrap();
+    assert_eq!(bob.gens.len(), crate::client::SESSIONS_PER_DEVICE, "pruned in the file too");
+    for row in &kept {
+        assert!(bob.gens.expected_session(&row.base_key) < u64::MAX);
+    }
 }

@@ -17,6 +17,8 @@ on_both!(
     a_store_restored_from_an_old_copy_starts_a_fresh_session_and_the_conversation_goes_on,
     fetched_but_unprocessed_messages_come_back_once,
     racing_senders_get_distinct_one_time_keys,
+    a_reinstalled_unverified_contact_who_writes_first_is_delivered_with_a_warning,
+    a_reinstalled_verified_contact_who_writes_first_is_held_until_verified,
 );
 
 async fn two_clients_converse_verify_and_survive_restarts(backend: Backend) {
@@ -182,5 +184,86 @@ async fn racing_senders_get_distinct_one_time_keys(backend: Backend) {
     from.sort();
     assert_eq!(from, (0..RACERS).map(|i| format!("racer{i}")).collect::<Vec<_>>());
     assert!(bob.take_warnings().is_empty());
+    relay.stop().await;
+}
+
+/// Alice and bob have talked; bob deletes his account and makes it again under the same name
+/// (a new identity) in `new_home`. Returns alice and the new bob.
+async fn bob_reinstalls(
+    relay: &Relay,
+    ha: &std::path::Path,
+    hb: &std::path::Path,
+    new_home: &std::path::Path,
+    verify: bool,
+) -> (Client, Client) {
+    let mut alice = account(relay, ha, "alice").await;
+    let mut bob = account(relay, hb, "bob").await;
+    alice.send_text("bob", "hello bob").await.unwrap();
+    assert_eq!(bob.receive(Duration::ZERO).await.unwrap()[0].text, "hello bob");
+    bob.send_text("alice", "hello alice").await.unwrap();
+    assert_eq!(alice.receive(Duration::ZERO).await.unwrap()[0].text, "hello alice");
+    if verify {
+        let n = bob.safety_number("alice").await.unwrap();
+        alice.verify("bob", &n).await.unwrap();
+    }
+    bob.delete_account().await.unwrap();
+    let bob = account(relay, new_home, "bob").await;
+    (alice, bob)
+}
+
+/// Bob reinstalls and writes first: alice's client finds his new identity in his current
+/// device list, accepts it (bob was not verified) with the identity-change warning, and shows
+/// the message; the conversation goes on both ways.
+async fn a_reinstalled_unverified_contact_who_writes_first_is_delivered_with_a_warning(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let (ha, hb, hb2) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut alice, mut bob) = bob_reinstalls(&relay, ha.path(), hb.path(), hb2.path(), false).await;
+    bob.send_text("alice", "new phone, same bob").await.unwrap();
+    bob.send_text("alice", "and a second one").await.unwrap();
+    let got = alice.receive(Duration::ZERO).await.unwrap();
+    assert_eq!(
+        got.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+        ["new phone, same bob", "and a second one"]
+    );
+    let warnings = alice.take_warnings();
+    assert!(warnings.iter().any(|w| w.contains("bob's identity key changed")), "{warnings:?}");
+    assert!(!warnings.iter().any(|w| w.contains("dropped")), "{warnings:?}");
+    assert!(alice.fetch_envelopes().await.unwrap().is_empty(), "delivered and acknowledged");
+    // The safety number is the new one, and replies reach the new installation.
+    assert_eq!(alice.safety_number("bob").await.unwrap(), bob.safety_number("alice").await.unwrap());
+    alice.send_text("bob", "welcome back").await.unwrap();
+    assert_eq!(bob.receive(Duration::ZERO).await.unwrap()[0].text, "welcome back");
+    relay.stop().await;
+}
+
+/// Bob, whom alice verified, reinstalls and writes first: the message is held (not shown, not
+/// dropped, not acknowledged) over any number of receives, and shown at the first receive after
+/// alice verifies the new safety number.
+async fn a_reinstalled_verified_contact_who_writes_first_is_held_until_verified(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let (ha, hb, hb2) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut alice, mut bob) = bob_reinstalls(&relay, ha.path(), hb.path(), hb2.path(), true).await;
+    bob.send_text("alice", "it's me, new phone").await.unwrap();
+    for _ in 0..2 {
+        assert!(alice.receive(Duration::ZERO).await.unwrap().is_empty());
+        let warnings = alice.take_warnings();
+        assert!(warnings.iter().any(|w| w.contains("holding messages from bob")), "{warnings:?}");
+        assert!(!warnings.iter().any(|w| w.contains("dropped")), "{warnings:?}");
+        assert_eq!(alice.fetch_envelopes().await.unwrap().len(), 1, "still on the server");
+    }
+    assert!(alice.receive(Duration::from_millis(500)).await.unwrap().is_empty(), "nor shown over the socket");
+    assert!(matches!(alice.send_text("bob", "who is this?").await, Err(ClientError::IdentityChanged(_))));
+    assert_eq!(texts(&alice, "bob"), ["hello bob", "hello alice"]);
+
+    let n = bob.safety_number("alice").await.unwrap();
+    assert_eq!(alice.safety_number("bob").await.unwrap(), n);
+    alice.verify("bob", &n).await.unwrap();
+    let got = alice.receive(Duration::ZERO).await.unwrap();
+    assert_eq!(got.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["it's me, new phone"]);
+    assert!(alice.fetch_envelopes().await.unwrap().is_empty());
+    alice.send_text("bob", "verified again").await.unwrap();
+    assert_eq!(bob.receive(Duration::ZERO).await.unwrap()[0].text, "verified again");
     relay.stop().await;
 }

@@ -37,6 +37,7 @@ on_both!(
     ack_frames_beyond_the_request_limit_keep_the_socket_open,
     sends_have_their_own_budget_and_get_429,
     fetch_and_resync_pages_are_bounded_by_bytes,
+    fetch_pages_from_a_cursor,
     websocket_sends,
     websocket_send_frames_that_break_the_rules,
     healthz_follows_the_store,
@@ -270,6 +271,48 @@ async fn fetch_and_resync_pages_are_bounded_by_bytes(backend: Backend) {
     }
     assert_eq!(ids.len(), n);
     drop(ws);
+    server.finish().await;
+}
+
+/// `GET /v1/messages?after=ID` pages from a cursor: a client that acknowledges nothing (it
+/// holds the envelopes back) still reaches every envelope, each once, by passing the last id
+/// of each page; `after` past the end is an empty page; a malformed query is `400`.
+async fn fetch_pages_from_a_cursor(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    let big = vec![7u8; api::limits::MAX_ENVELOPE_BYTES];
+    let n = api::limits::MAX_FETCH_BYTES / big.len() + 6;
+    for _ in 0..n {
+        assert!(alice.send(&http, &bob.name, &[1], &big).await.0.is_success());
+    }
+    let mut after = 0;
+    let mut ids = Vec::new();
+    let mut pages = 0;
+    loop {
+        let path = format!("{}?after={after}", api::MESSAGES);
+        let page: api::FetchResponse = http.ok(Method::GET, &path, bob.tok(), NONE).await;
+        assert!(page.envelopes.iter().all(|e| e.id > after));
+        ids.extend(page.envelopes.iter().map(|e| e.id));
+        pages += 1;
+        if !page.more {
+            break;
+        }
+        after = page.envelopes.last().unwrap().id;
+    }
+    assert_eq!(pages, 2);
+    assert_eq!(ids.len(), n);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "each once, oldest first");
+    // Without a cursor, the first page again (nothing was acknowledged).
+    assert_eq!(bob.fetch(&http).await.envelopes.first().map(|e| e.id), ids.first().copied());
+    let path = format!("{}?after={}", api::MESSAGES, ids.last().unwrap());
+    let end: api::FetchResponse = http.ok(Method::GET, &path, bob.tok(), NONE).await;
+    assert!(end.envelopes.is_empty() && !end.more);
+    for bad in ["?after=-1", "?after=x", "?after=18446744073709551616"] {
+        let path = format!("{}{bad}", api::MESSAGES);
+        assert_code(http.call(Method::GET, &path, bob.tok(), NONE).await, 400, "bad_request");
+    }
     server.finish().await;
 }
 

@@ -320,23 +320,44 @@ pub(crate) fn mark_stale(conn: &Connection, base_key: &[u8; 32]) -> Result<()> {
     Ok(())
 }
 
-/// Keeps at most `keep` sessions per remote device (the newest).
-pub(crate) fn prune_sessions(conn: &Connection, peer: &str, device: u32, keep: usize) -> Result<()> {
-    conn.execute(
+/// Keeps at most `keep` sessions per remote device (the newest); returns the base keys of
+/// the deleted ones (their generation marks are pruned once this commits).
+pub(crate) fn prune_sessions(
+    conn: &Connection,
+    peer: &str,
+    device: u32,
+    keep: usize,
+) -> Result<Vec<[u8; 32]>> {
+    deleted_keys(
+        conn,
         "DELETE FROM sessions WHERE peer = ?1 AND device = ?2 AND base_key NOT IN
-         (SELECT base_key FROM sessions WHERE peer = ?1 AND device = ?2 ORDER BY created_seq DESC LIMIT ?3)",
+         (SELECT base_key FROM sessions WHERE peer = ?1 AND device = ?2 ORDER BY created_seq DESC LIMIT ?3)
+         RETURNING base_key",
         params![peer, device, keep as i64],
-    )?;
-    Ok(())
+    )
 }
 
-/// Deletes every session with an account's devices.
-pub(crate) fn delete_sessions(conn: &Connection, peer: &str, device: Option<u32>) -> Result<()> {
+/// Deletes every session with an account's devices (or one device); returns their base keys.
+pub(crate) fn delete_sessions(conn: &Connection, peer: &str, device: Option<u32>) -> Result<Vec<[u8; 32]>> {
     match device {
-        Some(d) => conn.execute("DELETE FROM sessions WHERE peer = ?1 AND device = ?2", params![peer, d])?,
-        None => conn.execute("DELETE FROM sessions WHERE peer = ?1", [peer])?,
-    };
-    Ok(())
+        Some(d) => deleted_keys(
+            conn,
+            "DELETE FROM sessions WHERE peer = ?1 AND device = ?2 RETURNING base_key",
+            params![peer, d],
+        ),
+        None => deleted_keys(conn, "DELETE FROM sessions WHERE peer = ?1 RETURNING base_key", params![peer]),
+    }
+}
+
+/// Runs a `DELETE ... RETURNING base_key`.
+fn deleted_keys(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<[u8; 32]>> {
+    let mut st = conn.prepare(sql)?;
+    let rows = st.query_map(args, |r| r.get::<_, Vec<u8>>(0))?;
+    let mut out = Vec::new();
+    for k in rows {
+        out.push(k?.as_slice().try_into().map_err(|_| ClientError::Internal("stored base key length"))?);
+    }
+    Ok(out)
 }
 
 /// Inserts or replaces a contact.

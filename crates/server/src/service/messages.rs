@@ -128,9 +128,10 @@ pub async fn send(state: &AppState, caller: Authed, req: SendRequest) -> Result<
     }
 }
 
-/// `GET /v1/messages`: the oldest pending envelopes.
-pub async fn fetch(state: &AppState, caller: &Authed) -> Result<FetchResponse, Failure> {
-    let mut envelopes = state.store().fetch(caller.key, 0, MAX_FETCH + 1, MAX_FETCH_BYTES).await?;
+/// `GET /v1/messages?after=ID`: the oldest pending envelopes with ids above `after` (a
+/// client pages past the envelopes it holds back, so they cannot hide the ones behind).
+pub async fn fetch(state: &AppState, caller: &Authed, after: u64) -> Result<FetchResponse, Failure> {
+    let mut envelopes = state.store().fetch(caller.key, after, MAX_FETCH + 1, MAX_FETCH_BYTES).await?;
     let keep = crate::store::page_len(&envelopes, MAX_FETCH, MAX_FETCH_BYTES);
     let more = envelopes.len() > keep;
     envelopes.truncate(keep);
