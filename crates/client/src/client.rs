@@ -64,7 +64,8 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-fn now() -> UnixTime {
+/// Seconds since the Unix epoch, for the protocol's schedules.
+pub(crate) fn now() -> UnixTime {
     UnixTime(now_ms() / 1000)
 }
 

@@ -20,7 +20,7 @@ use tacit_protocol::{
     AccountName, DeviceId, DevicePrekeys, Message, PrekeyBundle, Session, SessionError, VerifiedDevice,
 };
 
-use crate::client::{Client, SESSIONS_PER_DEVICE, meta, now_ms};
+use crate::client::{Client, SESSIONS_PER_DEVICE, meta, now, now_ms};
 use crate::error::{ClientError, Result};
 use crate::net::{Incoming, SendOutcome};
 use crate::payload::TextPayload;
@@ -70,7 +70,8 @@ enum Outcome {
 
 impl Client {
     /// Loads a stored session for sending: `None` if it is stale (marked, or below its
-    /// generation mark: restored from an old copy) or no longer matches the device.
+    /// generation mark: restored from an old copy), pending past its age bound, or no longer
+    /// matches the device.
     pub(crate) fn sendable(&mut self, peer: &str, dev: &VerifiedDevice) -> Result<Option<Session>> {
         let rows = self.store.sessions(peer, dev.address().device.get())?;
         let Some(row) = rows.into_iter().next() else { return Ok(None) };
@@ -78,6 +79,8 @@ impl Client {
             return Ok(None);
         }
         match Session::from_bytes_at_least(&row.state, self.gens.expected(&row.base_key)) {
+            // Unanswered for MAX_PENDING_AGE_SECS: start over from a fresh bundle.
+            Ok(s) if s.pending_expired(now()) => Ok(None),
             Ok(s) if s.remote_identity() == dev.identity() => Ok(Some(s)),
             Ok(_) => Ok(None),
             Err(SessionError::RolledBack { stored, expected }) => {
@@ -112,7 +115,14 @@ impl Client {
                     None => {
                         let bytes = self.api.bundle(name.as_str(), device).await?;
                         let bundle = PrekeyBundle::from_bytes(&bytes)?;
-                        Session::initiate(&mut OsRng, &self.me.identity, self.me.address(), &bundle, &dev)?
+                        Session::initiate(
+                            &mut OsRng,
+                            &self.me.identity,
+                            self.me.address(),
+                            &bundle,
+                            &dev,
+                            now(),
+                        )?
                     }
                 };
                 let wire = session.encrypt(&mut OsRng, &payload)?.to_bytes();

@@ -53,7 +53,8 @@ impl Peer {
             client.me.address(),
             client.me.identity.public().clone(),
         );
-        Session::initiate(&mut OsRng, &self.identity, self.address(), &bundle, &remote).unwrap()
+        Session::initiate(&mut OsRng, &self.identity, self.address(), &bundle, &remote, crate::client::now())
+            .unwrap()
     }
 }
 
@@ -160,12 +161,40 @@ fn alice_after_a_first_message(
     bundle: &PrekeyBundle,
     dev: &VerifiedDevice,
 ) -> Client {
+    alice_after_a_first_message_at(dir, bob, bundle, dev, crate::client::now())
+}
+
+/// [`alice_after_a_first_message`] with the session made at `made` (Alice's clock then).
+fn alice_after_a_first_message_at(
+    dir: &std::path::Path,
+    bob: &Peer,
+    bundle: &PrekeyBundle,
+    dev: &VerifiedDevice,
+    made: tacit_protocol::UnixTime,
+) -> Client {
     let mut alice = Client::offline(dir, "alice").unwrap();
     bob.introduce_to(&alice);
-    let mut s = Session::initiate(&mut OsRng, &alice.me.identity, alice.me.address(), bundle, dev).unwrap();
+    let mut s =
+        Session::initiate(&mut OsRng, &alice.me.identity, alice.me.address(), bundle, dev, made).unwrap();
     s.encrypt(&mut OsRng, b"first").unwrap();
     save(&mut alice, "bob", &s);
     alice
+}
+
+/// Issue 7 point 9: a session bob never answered is not sent on once it is older than
+/// `MAX_PENDING_AGE_SECS`; a younger one is.
+#[tokio::test]
+async fn a_pending_session_past_its_age_bound_is_not_sent_on() {
+    let (bob, dev, bundle) = bob_with_a_bundle();
+    let now = crate::client::now().0;
+    let young = tempfile::tempdir().unwrap();
+    let made = tacit_protocol::UnixTime(now - tacit_protocol::MAX_PENDING_AGE_SECS + 3_600);
+    let mut alice = alice_after_a_first_message_at(young.path(), &bob, &bundle, &dev, made);
+    assert!(alice.sendable("bob", &dev).unwrap().is_some());
+    let old = tempfile::tempdir().unwrap();
+    let made = tacit_protocol::UnixTime(now - tacit_protocol::MAX_PENDING_AGE_SECS - 1);
+    let mut alice = alice_after_a_first_message_at(old.path(), &bob, &bundle, &dev, made);
+    assert!(alice.sendable("bob", &dev).unwrap().is_none(), "an expired pending session is not sent on");
 }
 
 fn save(client: &mut Client, peer: &str, s: &Session) {

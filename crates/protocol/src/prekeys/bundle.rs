@@ -43,8 +43,10 @@ impl PrekeyBundle {
         w
     }
 
-    /// Decodes a bundle. Nothing in it is trusted yet: [`crate::Session::initiate`] checks
-    /// the identity against the device list and verifies the prekey signatures.
+    /// Decodes a bundle. The identity's binding signature is verified here (a
+    /// [`DevicePublic`] is always a verified one), so a bundle with a forged binding is
+    /// refused; the prekey signatures and the match with the device list are checked by
+    /// [`crate::Session::initiate`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let v = r.u8()?;
@@ -52,7 +54,7 @@ impl PrekeyBundle {
             return Err(DecodeError::UnknownVersion(v));
         }
         let address = DeviceAddress::decode(&mut r)?;
-        let identity = DevicePublic::decode_unverified(&mut r)?;
+        let identity = DevicePublic::decode(&mut r)?;
         let signed_prekey = SignedPrekeyPublic::decode(&mut r)?;
         let kem_prekey = KemPrekeyPublic::decode(&mut r)?;
         let one_time_prekey = if r.bool()? { Some(OneTimePrekeyPublic::decode(&mut r)?) } else { None };
@@ -96,5 +98,30 @@ mod tests {
         let mut forged = b;
         forged.kem_prekey.kind = KemPrekeyKind::LastResort;
         assert!(PrekeyBundle::from_bytes(&forged.to_bytes()).unwrap().verify().is_err());
+    }
+
+    /// Issue 7 point 8: a bundle whose identity's binding signature is broken does not
+    /// decode, so no `DevicePublic` claiming to be verified comes out of it.
+    #[test]
+    fn bundle_with_a_broken_identity_binding_is_refused() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        let id = DeviceIdentity::generate(&mut rng).unwrap();
+        let mut p = DevicePrekeys::new();
+        let plan = p.plan(UnixTime(0), &PrekeyPolicy::default(), 0, 0);
+        p.execute(&mut rng, &id, UnixTime(0), &plan).unwrap();
+        let bytes = p.bundle(addr(), &id).unwrap().to_bytes();
+        // version (1) || address "bob"/1 (1 + 3 + 4) || DSK (32) || IK (32) || binding (64)
+        let binding_at = 1 + 8 + 64;
+        for i in [binding_at, binding_at + 63] {
+            let mut forged = bytes.clone();
+            forged[i] ^= 1;
+            assert_eq!(PrekeyBundle::from_bytes(&forged), Err(DecodeError::InvalidValue));
+        }
+        // The identity key swapped for another (valid) one under the same binding: refused.
+        let other = DeviceIdentity::generate(&mut rng).unwrap();
+        let mut forged = bytes.clone();
+        forged[1 + 8 + 32..1 + 8 + 64].copy_from_slice(other.public().dh_key().as_bytes());
+        assert_eq!(PrekeyBundle::from_bytes(&forged), Err(DecodeError::InvalidValue));
+        assert!(PrekeyBundle::from_bytes(&bytes).is_ok());
     }
 }

@@ -9,9 +9,8 @@ use crate::identity::DeviceIdentity;
 
 use super::policy::PrekeyPolicy;
 use super::public::{KemPrekeyKind, KemPrekeyPublic, OneTimePrekeyPublic, SignedPrekeyPublic};
-use super::store::{
-    DevicePrekeys, KemRecord, MAX_ONE_TIME_PREKEYS, MAX_RETIRED_PREKEYS, MAX_SEEN_BASE_KEYS, SignedRecord,
-};
+use super::replay::MAX_SEEN_BASE_KEYS;
+use super::store::{DevicePrekeys, KemRecord, MAX_ONE_TIME_PREKEYS, MAX_RETIRED_PREKEYS, SignedRecord};
 use super::time::UnixTime;
 
 /// What [`DevicePrekeys::plan`] decided should happen now.

@@ -10,6 +10,7 @@ mod bundle;
 mod lifecycle;
 mod policy;
 mod public;
+mod replay;
 mod store;
 mod time;
 
@@ -17,6 +18,8 @@ pub use bundle::PrekeyBundle;
 pub use lifecycle::{PrekeyPlan, PrekeyUpload};
 pub use policy::PrekeyPolicy;
 pub use public::{KemPrekeyKind, KemPrekeyPublic, OneTimePrekeyPublic, SignedPrekeyPublic};
+pub(crate) use replay::ReplayTag;
+pub use replay::{MAX_SEEN_BASE_KEYS, MAX_SEEN_PER_SENDER};
 pub use store::{DevicePrekeys, PrekeyError};
 pub(crate) use store::{PrekeySecrets, PrekeyUse};
 pub use time::UnixTime;

@@ -21,7 +21,7 @@ pub enum KemPrekeyKind {
 }
 
 impl KemPrekeyKind {
-    pub(super) fn tag(self) -> u8 {
+    pub(crate) fn tag(self) -> u8 {
         match self {
             Self::OneTime => 1,
             Self::LastResort => 2,

@@ -11,6 +11,7 @@ use crate::identity::{DeviceAddress, DeviceIdentity};
 
 use super::bundle::PrekeyBundle;
 use super::public::{KemPrekeyKind, KemPrekeyPublic, OneTimePrekeyPublic, SignedPrekeyPublic};
+use super::replay::{ReplayMemory, ReplayTag};
 use super::time::UnixTime;
 
 /// Most one-time keys of one kind a device keeps; making more deletes the oldest.
@@ -18,11 +19,10 @@ pub const MAX_ONE_TIME_PREKEYS: usize = 1_000;
 /// Most retired signed or last-resort keys kept (older ones are deleted even inside the
 /// grace): 16 rotations of 2 days cover the 30-day grace.
 pub const MAX_RETIRED_PREKEYS: usize = 16;
-/// Most base keys remembered **per signed prekey** to refuse replays of initial messages
-/// that consumed no one-time key. When the memory of the current signed prekey is full,
-/// such messages are refused (never forgotten, which would let a flood re-open replays)
-/// and [`DevicePrekeys::plan`] asks for a new signed prekey, whose memory starts empty.
-pub const MAX_SEEN_BASE_KEYS: usize = 10_000;
+/// How far ids jump after a rollback, per generation the restored copy is behind: one
+/// [`DevicePrekeys::execute`] makes at most two rotated keys and [`MAX_ONE_TIME_PREKEYS`]
+/// one-time keys of each kind, so new keys never reuse an id made after the copy.
+const IDS_PER_GENERATION: u64 = 2 + 2 * MAX_ONE_TIME_PREKEYS as u64;
 
 /// A signed prekey with its private half and its dates.
 #[derive(Clone)]
@@ -53,8 +53,8 @@ pub struct DevicePrekeys {
     pub(super) last_resort: Vec<KemRecord>,
     pub(super) kem_one_time: BTreeMap<u32, KemRecord>,
     pub(super) one_time: BTreeMap<u32, X25519Secret>,
-    /// Base keys of accepted initial messages that used no one-time key, by signed prekey.
-    pub(super) seen_base_keys: BTreeMap<u32, BTreeSet<X25519Public>>,
+    /// Initial messages accepted without a one-time key, by the signed prekey they used.
+    pub(super) seen_base_keys: BTreeMap<u32, ReplayMemory>,
     pub(super) generation: u64,
 }
 
@@ -72,7 +72,16 @@ pub(crate) struct PrekeyUse {
     pub(crate) one_time_id: Option<u32>,
     pub(crate) kem_id: u32,
     pub(crate) kem_kind: KemPrekeyKind,
-    pub(crate) base_key: X25519Public,
+    /// The sender's X25519 identity key (`IK_A`), whose replay memory share this uses.
+    pub(crate) sender: X25519Public,
+}
+
+impl PrekeyUse {
+    /// Whether the message used a one-time key of either kind (deleted on use, so a replay
+    /// fails on its own); otherwise the replay memory must refuse replays.
+    fn uses_one_time(&self) -> bool {
+        self.one_time_id.is_some() || self.kem_kind == KemPrekeyKind::OneTime
+    }
 }
 
 /// Why a prekey lookup failed.
@@ -88,17 +97,32 @@ pub enum PrekeyError {
     /// The message names a KEM prekey that does not exist or was already used.
     #[error("unknown or used KEM prekey {0}")]
     UnknownKemPrekey(u32),
-    /// An initial message with this base key was already accepted.
+    /// An initial message with this base key (or an equivalent encoding of it) was already
+    /// accepted.
     #[error("initial message replayed")]
     ReplayedInitialMessage,
-    /// The replay memory of this signed prekey is full: the device must rotate its signed
-    /// prekey ([`DevicePrekeys::plan`] asks for it) before it accepts more initial messages
-    /// that use no one-time key.
-    #[error("too many initial messages without one-time keys; rotate the signed prekey")]
+    /// This sender already has [`crate::MAX_SEEN_PER_SENDER`] initial messages without a
+    /// one-time key remembered for this signed prekey; it may send more once the signed
+    /// prekey rotates. Other senders are not affected.
+    #[error("too many initial messages without one-time keys from this sender")]
     ReplayMemoryFull,
+    /// The stored prekeys are older than the newest copy written (`expected`: the
+    /// generation the client recorded where a restored backup cannot roll it back): they
+    /// may hold one-time keys already used and an old replay memory. See
+    /// [`DevicePrekeys::reset_after_rollback`].
+    #[error("prekeys restored from an old copy (generation {stored} < {expected})")]
+    RolledBack {
+        /// The loaded copy's generation.
+        stored: u64,
+        /// The generation the client last wrote.
+        expected: u64,
+    },
     /// A primitive failed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    /// The stored prekeys are not a valid encoding.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
 }
 
 impl DevicePrekeys {
@@ -158,22 +182,22 @@ impl DevicePrekeys {
             }
         }
         .ok_or(PrekeyError::UnknownKemPrekey(u.kem_id))?;
-        let consumes_one_time = u.one_time_id.is_some() || u.kem_kind == KemPrekeyKind::OneTime;
-        if !consumes_one_time && let Some(seen) = self.seen_base_keys.get(&u.signed_id) {
-            if seen.contains(&u.base_key) {
-                return Err(PrekeyError::ReplayedInitialMessage);
-            }
-            if seen.len() >= MAX_SEEN_BASE_KEYS {
-                return Err(PrekeyError::ReplayMemoryFull);
-            }
-        }
         Ok(PrekeySecrets { signed, one_time, kem })
     }
 
+    /// Refuses a replayed initial message that used no one-time key (`tag`: see
+    /// [`ReplayTag`]), and a sender over its share of the replay memory. Changes nothing.
+    pub(crate) fn check_replay(&self, u: &PrekeyUse, tag: &ReplayTag) -> Result<(), PrekeyError> {
+        match self.seen_base_keys.get(&u.signed_id) {
+            Some(seen) if !u.uses_one_time() => seen.check(&u.sender, tag),
+            _ => Ok(()),
+        }
+    }
+
     /// Deletes the one-time keys an authenticated initial message used (PQXDH section 3.4:
-    /// "Bob deletes any one-time prekey private key that was used"), or remembers its base
-    /// key when it used none, so a replay is refused.
-    pub(crate) fn consume(&mut self, u: &PrekeyUse) {
+    /// "Bob deletes any one-time prekey private key that was used"), or remembers it when
+    /// it used none, so a replay is refused.
+    pub(crate) fn consume(&mut self, u: &PrekeyUse, tag: ReplayTag) {
         self.generation = self.generation.wrapping_add(1);
         if let Some(id) = u.one_time_id {
             self.one_time.remove(&id);
@@ -181,9 +205,8 @@ impl DevicePrekeys {
         if u.kem_kind == KemPrekeyKind::OneTime {
             self.kem_one_time.remove(&u.kem_id);
         }
-        if u.one_time_id.is_none() && u.kem_kind == KemPrekeyKind::LastResort {
-            // `lookup` refused this message if the memory was full.
-            self.seen_base_keys.entry(u.signed_id).or_default().insert(u.base_key);
+        if !u.uses_one_time() {
+            self.seen_base_keys.entry(u.signed_id).or_default().insert(u.sender, tag);
         }
     }
 
@@ -212,14 +235,14 @@ impl DevicePrekeys {
         w.put_count(self.seen_base_keys.len());
         for (spk, seen) in &self.seen_base_keys {
             w.put_u32(*spk);
-            w.put_count(seen.len());
-            for k in seen {
-                w.put(k.as_bytes());
-            }
+            seen.encode(w);
         }
     }
 
-    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    /// Reads what [`Self::encode`] wrote; `format` 1 (before wire version 2) held raw base
+    /// keys in the replay memory, which are dropped: the messages they guarded are refused
+    /// by version now.
+    pub(crate) fn decode(r: &mut Reader<'_>, format: u8) -> Result<Self, DecodeError> {
         let bad = |_| DecodeError::InvalidValue;
         let next_id = r.u32()?;
         let mut signed = Vec::new();
@@ -252,22 +275,25 @@ impl DevicePrekeys {
             }
             one_time.insert(id, X25519Secret::from_bytes(Secret32(r.array()?)).map_err(bad)?);
         }
-        let mut seen_base_keys: BTreeMap<u32, BTreeSet<X25519Public>> = BTreeMap::new();
+        let mut seen_base_keys: BTreeMap<u32, ReplayMemory> = BTreeMap::new();
         for _ in 0..r.count(MAX_RETIRED_PREKEYS + 1)? {
             let spk = r.u32()?;
             let ascending = seen_base_keys.last_key_value().is_none_or(|(&last, _)| spk > last);
             if !ascending || !signed.iter().any(|s: &SignedRecord| s.public.id == spk) {
                 return Err(DecodeError::InvalidValue);
             }
-            let mut seen = BTreeSet::new();
-            for _ in 0..r.count(MAX_SEEN_BASE_KEYS)? {
-                let k = X25519Public::from_bytes(r.array()?).map_err(bad)?;
-                if seen.last().is_some_and(|last| k <= *last) {
-                    return Err(DecodeError::InvalidValue);
+            if format == 1 {
+                let mut previous: Option<[u8; 32]> = None;
+                for _ in 0..r.count(super::MAX_SEEN_BASE_KEYS)? {
+                    let k: [u8; 32] = r.array()?;
+                    if previous.is_some_and(|p| k <= p) {
+                        return Err(DecodeError::InvalidValue);
+                    }
+                    previous = Some(k);
                 }
-                seen.insert(k);
+            } else {
+                seen_base_keys.insert(spk, ReplayMemory::decode(r)?);
             }
-            seen_base_keys.insert(spk, seen);
         }
         let p = Self { next_id, signed, last_resort, kem_one_time, one_time, seen_base_keys, generation: 0 };
         p.check_invariants()?;
@@ -318,19 +344,53 @@ impl DevicePrekeys {
         })
     }
 
-    /// Restores what [`Self::to_bytes`] wrote.
+    /// Restores what [`Self::to_bytes`] wrote. Prefer [`Self::from_bytes_at_least`], which
+    /// detects a copy restored from an old backup.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
-        let generation = crate::state::read_header(&mut r, crate::state::StateKind::Prekeys)?;
-        let mut p = Self::decode(&mut r)?;
+        let (generation, format) = crate::state::read_header(&mut r, crate::state::StateKind::Prekeys)?;
+        let mut p = Self::decode(&mut r, format)?;
         r.finish()?;
         p.generation = generation;
         Ok(p)
+    }
+
+    /// Restores the prekeys and refuses them ([`PrekeyError::RolledBack`]) if they are older
+    /// than the newest copy written (`expected`: the generation the client recorded, in a
+    /// place a restored backup cannot roll back), as [`crate::Session::from_bytes_at_least`]
+    /// does for sessions. `u64::MAX` (the record was lost) refuses every copy.
+    pub fn from_bytes_at_least(bytes: &[u8], expected: u64) -> Result<Self, PrekeyError> {
+        let p = Self::from_bytes(bytes)?;
+        if p.generation < expected {
+            return Err(PrekeyError::RolledBack { stored: p.generation, expected });
+        }
+        Ok(p)
+    }
+
+    /// Makes a set restored from an old copy safe to use again: deletes every one-time
+    /// private key (some may have been used since the copy), every signed and last-resort
+    /// key with its replay memory (entries added since the copy are missing), moves the id
+    /// counter past every id made since the copy (`expected`: the generation the client
+    /// recorded; `u64::MAX` if unknown), and continues above `expected`. The next
+    /// [`Self::plan`] then asks for a complete new set, which the server must take in place
+    /// of the one-time keys it holds.
+    pub fn reset_after_rollback(&mut self, expected: u64) {
+        let behind = expected.saturating_sub(self.generation);
+        let jump = behind.saturating_mul(IDS_PER_GENERATION).min(u64::from(u32::MAX / 2));
+        let jump = u32::try_from(jump).unwrap_or(u32::MAX / 2);
+        let next_id = self.next_id.wrapping_add(jump).max(1);
+        let generation = if expected == u64::MAX { self.generation } else { expected };
+        *self = Self { next_id, generation: generation.wrapping_add(1), ..Self::default() };
     }
 }
 
 #[cfg(test)]
 impl DevicePrekeys {
+    /// How many initial messages the replay memory of signed prekey `spk` holds.
+    pub(crate) fn replay_memory_len(&self, spk: u32) -> usize {
+        self.seen_base_keys.get(&spk).map_or(0, ReplayMemory::len)
+    }
+
     /// Known-answer tests: a set holding exactly the given keys (ML-KEM key generation cannot
     /// be derandomised through AWS-LC), signed by `identity` as [`Self::execute`] signs.
     pub(crate) fn from_secrets(
@@ -412,7 +472,7 @@ mod tests {
     use rand_core::SeedableRng;
 
     #[test]
-    fn replay_memory_refuses_when_full_and_asks_for_rotation() {
+    fn replay_memory_asks_for_rotation_survives_storage_and_goes_with_its_key() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
         let id = DeviceIdentity::generate(&mut rng).unwrap();
         let policy = PrekeyPolicy::default();
@@ -421,41 +481,80 @@ mod tests {
         p.execute(&mut rng, &id, UnixTime(0), &plan).unwrap();
         let spk = p.current_signed().unwrap().public.id;
         let lr = p.current_last_resort().unwrap().public.id;
-        let use_of = |i: u32| {
+        let use_of = |sender: u32| {
             let mut k = [0u8; 32];
-            k[..4].copy_from_slice(&i.to_be_bytes());
+            k[..4].copy_from_slice(&sender.to_be_bytes());
             PrekeyUse {
                 signed_id: spk,
                 one_time_id: None,
                 kem_id: lr,
                 kem_kind: KemPrekeyKind::LastResort,
-                base_key: X25519Public::from_bytes(k).unwrap(),
+                sender: X25519Public::from_bytes(k).unwrap(),
             }
         };
-        for i in 0..MAX_SEEN_BASE_KEYS as u32 {
-            assert!(p.lookup(&use_of(i)).is_ok());
-            p.consume(&use_of(i));
-            if i as usize + 1 == MAX_SEEN_BASE_KEYS / 2 {
-                assert!(p.plan(UnixTime(1), &policy, 100, 100).rotate_signed, "half full: rotate");
-            }
+        let tag = |i: u32| {
+            let mut k = [0u8; 32];
+            k[..4].copy_from_slice(&i.to_be_bytes());
+            ReplayTag::from_dh3(&Secret32(k))
+        };
+        for i in 0..(super::super::MAX_SEEN_BASE_KEYS / 2) as u32 {
+            let u = use_of(i / 32);
+            assert!(p.lookup(&u).is_ok());
+            assert_eq!(p.check_replay(&u, &tag(i)), Ok(()));
+            p.consume(&u, tag(i));
         }
-        assert!(matches!(p.lookup(&use_of(0)), Err(PrekeyError::ReplayedInitialMessage)));
-        let fresh = use_of(u32::MAX);
-        assert!(matches!(p.lookup(&fresh), Err(PrekeyError::ReplayMemoryFull)));
+        assert!(p.plan(UnixTime(1), &policy, 100, 100).rotate_signed, "half full: rotate");
+        assert_eq!(p.check_replay(&use_of(999_999), &tag(0)), Err(PrekeyError::ReplayedInitialMessage));
         // Rotation gives the new signed prekey an empty memory; the old one keeps its own.
         let plan = p.plan(UnixTime(1), &policy, 100, 100);
         p.execute(&mut rng, &id, UnixTime(1), &plan).unwrap();
         let new_spk = p.current_signed().unwrap().public.id;
-        assert!(p.lookup(&PrekeyUse { signed_id: new_spk, ..fresh }).is_ok());
-        assert!(matches!(p.lookup(&use_of(7)), Err(PrekeyError::ReplayedInitialMessage)));
+        assert_eq!(p.check_replay(&PrekeyUse { signed_id: new_spk, ..use_of(0) }, &tag(0)), Ok(()));
+        assert_eq!(p.check_replay(&use_of(0), &tag(7)), Err(PrekeyError::ReplayedInitialMessage));
         // Saved and loaded, the memory survives; deleting the old key drops its memory.
         let mut q = DevicePrekeys::from_bytes(&p.to_bytes()).unwrap();
-        assert!(matches!(q.lookup(&use_of(7)), Err(PrekeyError::ReplayedInitialMessage)));
+        assert_eq!(q.check_replay(&use_of(0), &tag(7)), Err(PrekeyError::ReplayedInitialMessage));
         let later = UnixTime(1 + policy.retired_grace_secs);
         let plan = q.plan(later, &policy, 100, 100);
         assert!(plan.delete_signed.contains(&spk));
         q.execute(&mut rng, &id, later, &plan).unwrap();
         assert!(!q.seen_base_keys.contains_key(&spk));
+    }
+
+    /// Issue 7 point 5: a copy older than the recorded generation is refused, and resetting
+    /// it leaves no one-time key, no old signed prekey or replay memory, and no reused id.
+    #[test]
+    fn rolled_back_copies_are_refused_and_reset() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(6);
+        let id = DeviceIdentity::generate(&mut rng).unwrap();
+        let policy = PrekeyPolicy::default();
+        let mut p = DevicePrekeys::new();
+        let plan = p.plan(UnixTime(0), &policy, 0, 0);
+        p.execute(&mut rng, &id, UnixTime(0), &plan).unwrap();
+        let backup = p.to_bytes();
+        let (old_gen, old_next) = (p.generation(), p.next_id);
+        let plan = p.plan(UnixTime(0), &policy, 0, 0);
+        p.execute(&mut rng, &id, UnixTime(0), &plan).unwrap();
+        let used_up_to = p.next_id;
+        let expected = p.generation();
+        assert!(DevicePrekeys::from_bytes_at_least(&p.to_bytes(), expected).is_ok());
+        assert_eq!(
+            DevicePrekeys::from_bytes_at_least(&backup, expected).err(),
+            Some(PrekeyError::RolledBack { stored: old_gen, expected })
+        );
+        let mut restored = DevicePrekeys::from_bytes(&backup).unwrap();
+        assert_eq!(restored.next_id, old_next);
+        restored.reset_after_rollback(expected);
+        assert_eq!(restored.one_time_counts(), (0, 0));
+        assert!(restored.signed.is_empty() && restored.last_resort.is_empty());
+        assert!(restored.seen_base_keys.is_empty());
+        assert!(restored.generation() > expected);
+        assert!(restored.next_id >= used_up_to, "no id made after the copy is reused");
+        let plan = restored.plan(UnixTime(0), &policy, 0, 0);
+        assert!(plan.rotate_signed && plan.rotate_last_resort);
+        let up = restored.execute(&mut rng, &id, UnixTime(0), &plan).unwrap();
+        assert!(up.one_time.iter().all(|k| k.id >= used_up_to));
+        assert!(DevicePrekeys::from_bytes_at_least(&restored.to_bytes(), expected).is_ok());
     }
 
     #[test]
@@ -468,7 +567,7 @@ mod tests {
         p.execute(&mut rng, &id, UnixTime(0), &plan).unwrap();
         let mut w = Vec::new();
         p.encode(&mut w);
-        let q = DevicePrekeys::decode(&mut Reader::new(&w)).unwrap();
+        let q = DevicePrekeys::decode(&mut Reader::new(&w), 2).unwrap();
         let mut w2 = Vec::new();
         q.encode(&mut w2);
         assert_eq!(w, w2);
