@@ -315,6 +315,9 @@ impl Client {
         };
         let payload = TextPayload::decode(&plaintext);
         self.gens.raise(&[(*session.base_key().as_bytes(), session.generation())])?;
+        if let Some(p) = &prekeys {
+            self.prekey_mark.raise(p.generation())?;
+        }
         let tx = self.store.tx()?;
         let peer = sender.as_str();
         store::put_session(
@@ -373,9 +376,7 @@ impl Client {
             Message::Prekey(p) => match self.store.session_by_base_key(p.base_key.as_bytes())? {
                 Some(row) => vec![row],
                 None => {
-                    let bytes =
-                        self.store.meta(meta::PREKEYS)?.ok_or(ClientError::Internal("missing prekeys"))?;
-                    let mut prekeys = DevicePrekeys::from_bytes(&bytes)?;
+                    let mut prekeys = self.load_prekeys()?;
                     return Ok(
                         match Session::accept(&self.me.identity, self.me.address(), &mut prekeys, dev, p) {
                             Ok((s, pt)) => Some((s, pt, false, Some(prekeys))),

@@ -250,3 +250,44 @@ async fn a_lost_generations_file_makes_existing_sessions_stale() {
     let mut alice = Client::open(dir.path(), None).unwrap();
     assert!(alice.sendable("bob", &dev).unwrap().is_none());
 }
+
+/// Issue 7 point 5: `store.db` put back from a copy made before a first message was accepted
+/// does not bring back the one-time keys it used: the same initial message, delivered again
+/// under a new envelope id, is refused; the prekeys are reset once (with a warning), and the
+/// reset set is trusted from then on.
+#[tokio::test]
+async fn a_restored_store_does_not_bring_back_used_one_time_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let backup = tempfile::tempdir().unwrap();
+    let alice = Peer::new("alice");
+    let mut s = {
+        let bob = Client::offline(dir.path(), "bob").unwrap();
+        alice.introduce_to(&bob);
+        alice.session_with(&bob)
+    };
+    std::fs::copy(dir.path().join(store::DB_FILE), backup.path().join(store::DB_FILE)).unwrap();
+    let e1 = envelope(1, &alice, &mut s, "one");
+    {
+        let mut bob = Client::open(dir.path(), None).unwrap();
+        let (msgs, _) = bob.process_all(vec![e1.clone()]).await.unwrap();
+        assert_eq!(msgs.len(), 1);
+    }
+    // The old database alone is put back; the server (or anyone) replays the first message.
+    std::fs::copy(backup.path().join(store::DB_FILE), dir.path().join(store::DB_FILE)).unwrap();
+    let mut bob = Client::open(dir.path(), None).unwrap();
+    let mut replayed = e1;
+    replayed.id = 2;
+    let (msgs, acks) = bob.process_all(vec![replayed]).await.unwrap();
+    assert!(msgs.is_empty(), "the replayed first message makes no second session");
+    assert_eq!(acks, vec![2]);
+    let w = bob.take_warnings();
+    assert!(w.iter().any(|w| w.contains("prekeys were restored from an old copy")), "{w:?}");
+    let prekeys = bob.load_prekeys().unwrap();
+    assert_eq!(prekeys.one_time_counts(), (0, 0), "every one-time key of the old copy is gone");
+    assert!(bob.take_warnings().is_empty(), "reset once, then trusted");
+    // Reopened, the reset set is the trusted one.
+    drop(bob);
+    let mut bob = Client::open(dir.path(), None).unwrap();
+    bob.load_prekeys().unwrap();
+    assert!(bob.take_warnings().is_empty());
+}
