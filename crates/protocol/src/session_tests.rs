@@ -829,3 +829,27 @@ fn pending_sessions_expire_after_thirty_days() {
     a.decrypt(&b.encrypt(&mut w.rng, b"y").unwrap()).unwrap();
     assert!(!a.pending_expired(UnixTime(u64::MAX)));
 }
+
+/// A pending session stored in format 1 (before it recorded when it was made) still loads,
+/// counts as made at time 0 (so it has expired), and is written back in the current format.
+#[test]
+fn format_1_pending_sessions_load_as_expired() {
+    let mut w = world(44);
+    let remote = VerifiedDevice::dangerous_assume_verified(w.bundle.address.clone(), w.bob.public().clone());
+    let a = Session::initiate(&mut w.rng, &w.alice, addr("alice"), &w.bundle, &remote, UnixTime(7)).unwrap();
+    let v2 = a.to_bytes();
+    // header (14) || "alice"/1 (10) || "bob"/1 (8) || DevicePublic (128) || base key (32) || pending
+    let since_at = 14 + 10 + 8 + 128 + 32 + 1;
+    assert_eq!(v2[5], 2);
+    assert_eq!(v2[since_at..since_at + 8], 7u64.to_be_bytes());
+    let mut v1 = v2.to_vec();
+    v1[5] = 1;
+    v1.drain(since_at..since_at + 8);
+    let old = Session::from_bytes(&v1).unwrap();
+    assert!(old.is_pending());
+    assert!(old.pending_expired(UnixTime(MAX_PENDING_AGE_SECS)));
+    assert!(!a.pending_expired(UnixTime(MAX_PENDING_AGE_SECS)));
+    let mut again = old.to_bytes().to_vec();
+    again[since_at..since_at + 8].copy_from_slice(&7u64.to_be_bytes());
+    assert_eq!(again, v2.to_vec(), "written back in format 2");
+}

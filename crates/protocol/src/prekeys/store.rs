@@ -557,6 +557,41 @@ mod tests {
         assert!(DevicePrekeys::from_bytes_at_least(&restored.to_bytes(), expected).is_ok());
     }
 
+    /// A set stored in format 1 (its replay memory held raw base keys) still loads; that
+    /// memory is dropped, since the version 1 messages it guarded are refused now.
+    #[test]
+    fn format_1_replay_memory_is_dropped() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(8);
+        let id = DeviceIdentity::generate(&mut rng).unwrap();
+        let mut p = DevicePrekeys::new();
+        let plan = p.plan(UnixTime(0), &PrekeyPolicy::default(), 100, 100);
+        p.execute(&mut rng, &id, UnixTime(0), &plan).unwrap();
+        let spk = p.current_signed().unwrap().public.id;
+        let lr = p.current_last_resort().unwrap().public.id;
+        let sender = *id.public().dh_key();
+        let u = PrekeyUse {
+            signed_id: spk,
+            one_time_id: None,
+            kem_id: lr,
+            kem_kind: KemPrekeyKind::LastResort,
+            sender,
+        };
+        p.consume(&u, ReplayTag::from_dh3(&Secret32([9; 32])));
+        let v2 = p.to_bytes();
+        // The tail is `u32 1 || u32 spk || u32 1 || tag (32) || sender (32)`; format 1 had
+        // `u32 1 || u32 spk || u32 1 || base key (32)`.
+        let mut v1 = v2[..v2.len() - 76].to_vec();
+        v1[5] = 1;
+        for part in [1u32, spk, 1] {
+            v1.extend_from_slice(&part.to_be_bytes());
+        }
+        v1.extend_from_slice(sender.as_bytes());
+        let q = DevicePrekeys::from_bytes(&v1).unwrap();
+        assert_eq!(q.replay_memory_len(spk), 0);
+        assert_eq!(q.generation(), p.generation());
+        assert_eq!(q.check_replay(&u, &ReplayTag::from_dh3(&Secret32([9; 32]))), Ok(()));
+    }
+
     #[test]
     fn store_round_trip() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(4);
