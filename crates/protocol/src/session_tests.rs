@@ -735,6 +735,15 @@ fn equivalent_base_keys_never_make_a_second_session() {
         assert_eq!(keys[0], p.base_key);
         assert_eq!(keys.iter().collect::<HashSet<_>>().len(), 8, "8 distinct encodings");
         let before = w.bob_prekeys.to_bytes();
+        // The 8 small-order points themselves as base keys: every DH with them is zero.
+        for t in curve25519_dalek::constants::EIGHT_TORSION {
+            let k = X25519Public::from_bytes(t.to_montgomery().to_bytes()).unwrap();
+            let forged = PrekeyMessage { base_key: k, ..p.clone() };
+            assert_eq!(
+                bob_accepts(&mut w, &alice, &forged),
+                Err(SessionError::Crypto(CryptoError::DegenerateSharedSecret))
+            );
+        }
         // Before the genuine message: the AD binds the base key's bytes.
         for k in &keys[1..] {
             let forged = PrekeyMessage { base_key: *k, ..p.clone() };
