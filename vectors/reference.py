@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Independent reference implementation of Tacit protocol version 1 (docs/PROTOCOL.md).
+"""Independent reference implementation of Tacit protocol version 2 (docs/PROTOCOL.md).
 
 Written from docs/PROTOCOL.md and the Signal specifications it cites, not from the Rust
 code, using only vetted libraries:
 
-* ``cryptography`` (OpenSSL): X25519, Ed25519, AES-256-GCM-SIV, HMAC/HKDF-SHA-256, SHA-512;
+* ``cryptography`` (OpenSSL): X25519, Ed25519, AES-256-GCM-SIV, HMAC/HKDF-SHA-256,
+  SHA-256, SHA-512;
 * ``kyber-py``: ML-KEM-1024 (FIPS 203), whose internal algorithms take the randomness
   explicitly (``key_derive(d || z)``, ``_encaps_internal(ek, m)``), so the KEM is fixed too.
 
@@ -169,6 +170,12 @@ def hmac_sha256(key: bytes, msg: bytes) -> bytes:
 
 def hkdf(salt: bytes, ikm: bytes, info: bytes, length: int) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
+
+
+def sha256(data: bytes) -> bytes:
+    h = hashes.Hash(hashes.SHA256())
+    h.update(data)
+    return h.finalize()
 
 
 def sha512(data: bytes) -> bytes:
@@ -444,16 +451,23 @@ def verify_bundle(b: dict, expected_identity: bytes) -> None:
 # --------------------------------------------------------------------------------------
 
 PQXDH_INFO = b"Tacit_PQXDH_CURVE25519_SHA-256_ML-KEM-1024"
-AD_LABEL = b"Tacit v1 PQXDH AD"
+AD_LABEL = b"Tacit v2 PQXDH AD"
+TRANSCRIPT_LABEL = b"Tacit v2 PQXDH transcript"
 
 
 def pqxdh_kdf(dhs: list[bytes], ss: bytes) -> bytes:
     return hkdf(bytes(32), b"\xff" * 32 + b"".join(dhs) + ss, PQXDH_INFO, 32)
 
 
-def associated_data(init_public: bytes, init_addr: bytes, resp_public: bytes, resp_addr: bytes) -> bytes:
-    # DSK_pub || IK_pub is the first 64 bytes of DevicePublic.
-    return AD_LABEL + init_public[:64] + init_addr + resp_public[:64] + resp_addr
+def transcript(ek_pub: bytes, spk_id: int, opk_id: int | None, kem_kind: int, kem_id: int, kem_ct: bytes) -> bytes:
+    """§5: the hash of the initial message's PQXDH fields that AD binds."""
+    opk = boolean(True) + u32(opk_id) if opk_id is not None else boolean(False)
+    return sha256(TRANSCRIPT_LABEL + ek_pub + u32(spk_id) + opk + u8(kem_kind) + u32(kem_id) + kem_ct)
+
+
+def associated_data(init_public: bytes, init_addr: bytes, resp_public: bytes, resp_addr: bytes, fields: bytes) -> bytes:
+    # DSK_pub || IK_pub is the first 64 bytes of DevicePublic; `fields` is transcript(...).
+    return AD_LABEL + init_public[:64] + init_addr + resp_public[:64] + resp_addr + fields
 
 
 # --------------------------------------------------------------------------------------
@@ -489,8 +503,11 @@ def unpad(buf: bytes) -> bytes:
     return stripped[:-1]
 
 
+VERSION = 2
+
+
 def encode_header(dh: bytes, pn: int, n: int) -> bytes:
-    return u8(1) + u8(1) + dh + u32(pn) + u32(n)
+    return u8(VERSION) + u8(1) + dh + u32(pn) + u32(n)
 
 
 def parse_ratchet_body(r: Reader) -> dict:
@@ -504,7 +521,7 @@ def parse_ratchet_body(r: Reader) -> dict:
 
 def parse_message(data: bytes) -> dict:
     r = Reader(data)
-    if r.u8() != 1:
+    if r.u8() != VERSION:
         raise Reject("decode", "version")
     t = r.u8()
     if t == 1:
@@ -519,7 +536,7 @@ def parse_message(data: bytes) -> dict:
             raise Reject("decode", "kem kind")
         kem_id = r.u32()
         ct = r.take(KEM_CT_LEN)
-        if r.u8() != 1 or r.u8() != 1:
+        if r.u8() != VERSION or r.u8() != 1:
             raise Reject("decode", "inner message")
         m = {
             "type": "prekey",
@@ -689,10 +706,12 @@ class Initiator:
             self.dh.append(x25519(ek, b["opk"][1]))
         self.sk = pqxdh_kdf(self.dh, self.kem_ss)
         bob_address = encode_address(b["name"], b["device_id"])
-        self.ad = associated_data(me.public, me.address, b["identity"], bob_address)
         self.ek_pub = x25519_public(ek)
+        opk_id = b["opk"][0] if b["opk"] else None
+        fields = transcript(self.ek_pub, spk_id, opk_id, kind, kem_id, self.kem_ct)
+        self.ad = associated_data(me.public, me.address, b["identity"], bob_address, fields)
         self.prefix = (
-            u8(1)
+            u8(VERSION)
             + u8(2)
             + me.ik_pub
             + self.ek_pub
@@ -757,7 +776,8 @@ class Responder:
         if opk is not None:
             dh.append(x25519(opk, m["ek"]))
         sk = pqxdh_kdf(dh, kem_decaps(dk, m["kem_ct"]))
-        ad = associated_data(sender_public, sender_address, self.me.public, my_address)
+        fields = transcript(m["ek"], m["spk_id"], m["opk_id"], m["kem_kind"], m["kem_id"], m["kem_ct"])
+        ad = associated_data(sender_public, sender_address, self.me.public, my_address, fields)
         ratchet = Ratchet.init_bob(sk, pk.spk, ad)
         pt = ratchet.decrypt(m["ratchet"])
         # Authenticated: delete the one-time keys used (§4 Lifecycle).
@@ -1088,7 +1108,8 @@ def gen_must_fail(alice: Device, bob: Device) -> dict:
     case("a0: base key u = p (non-canonical)", "bob", fresh, replace(a0, 34, p), "decode")
     case("a0: header ratchet key u = 0 (small order)", "bob", fresh, replace(a0, header_at + 2, bytes(32)),
          "degenerate_dh")
-    case("a0: unknown version", "bob", fresh, replace(a0, 0, b"\x02"), "decode")
+    case("a0: version 1 (PQXDH fields not bound into AD)", "bob", fresh, replace(a0, 0, b"\x01"), "decode")
+    case("a0: unknown version 3", "bob", fresh, replace(a0, 0, b"\x03"), "decode")
     case("a0: unknown message type", "bob", fresh, replace(a0, 1, b"\x03"), "decode")
     case("a0: one-time prekey flag 2", "bob", fresh, replace(a0, 70, b"\x02"), "decode")
     case("a0: KEM prekey kind 3", "bob", fresh, replace(a0, 75, b"\x03"), "decode")
@@ -1133,7 +1154,7 @@ def generate() -> dict[str, str]:
         "conversation.json": conversation,
         "must_fail.json": gen_must_fail(alice, bob),
     }
-    header = {"generator": "vectors/reference.py", "spec": "docs/PROTOCOL.md, protocol version 1"}
+    header = {"generator": "vectors/reference.py", "spec": "docs/PROTOCOL.md, protocol version 2"}
     return {name: json.dumps({**header, **body}, indent=1) + "\n" for name, body in files.items()}
 
 

@@ -8,13 +8,14 @@ use crate::rng::OsRng;
 use tacit_api as api;
 use tacit_protocol::{
     AccountIdentity, AccountName, DeviceAddress, DeviceEntry, DeviceId, DeviceIdentity, DeviceList,
-    DevicePrekeys, PrekeyPolicy, PrekeyUpload, UnixTime,
+    DevicePrekeys, PrekeyError, PrekeyPolicy, PrekeyUpload, UnixTime,
 };
 use zeroize::Zeroizing;
 
 use crate::error::{ClientError, Result};
 use crate::generations::{self, Generations};
 use crate::net::{Api, ConnectOptions};
+use crate::prekey_mark::{self, PrekeyMark};
 use crate::store::key::{self, StoreSecret, remove_if_exists};
 use crate::store::{self, DB_FILE, HistoryEntry, Store};
 
@@ -30,6 +31,8 @@ pub(crate) mod meta {
     pub(crate) const REGISTERED: &str = "registered";
     pub(crate) const GENERATIONS_FILE: &str = "generations_file";
     pub(crate) const PENDING_UPLOAD: &str = "pending_prekey_upload";
+    /// Set once the prekey generation mark file (`prekey_mark::FILE`) has been written.
+    pub(crate) const PREKEY_MARK_FILE: &str = "prekey_mark_file";
 }
 
 /// Sessions kept per remote device (the newest sends; older ones still decrypt late messages).
@@ -55,6 +58,8 @@ impl Me {
 pub struct Client {
     pub(crate) store: Store,
     pub(crate) gens: Generations,
+    /// The prekey set's generation mark (outside the database).
+    pub(crate) prekey_mark: PrekeyMark,
     pub(crate) api: Api,
     pub(crate) me: Me,
     pub(crate) warnings: Vec<String>,
@@ -68,7 +73,8 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-fn now() -> UnixTime {
+/// Seconds since the Unix epoch, for the protocol's schedules.
+pub(crate) fn now() -> UnixTime {
     UnixTime(now_ms() / 1000)
 }
 
@@ -160,6 +166,7 @@ fn wipe(home: &Path) -> Result<()> {
         key::SALT_FILE.to_owned(),
         key::KEY_FILE.to_owned(),
         generations::FILE.to_owned(),
+        prekey_mark::FILE.to_owned(),
     ] {
         remove_if_exists(&home.join(f))?;
     }
@@ -195,21 +202,59 @@ impl Client {
         Self::from_store(store, options)
     }
 
-    fn from_store(store: Store, options: &ConnectOptions) -> Result<Self> {
+    fn from_store(mut store: Store, options: &ConnectOptions) -> Result<Self> {
         let me = load_me(&store)?;
         let server = store.meta(meta::SERVER)?.ok_or(ClientError::NoAccount)?;
         let server =
             String::from_utf8(server.to_vec()).map_err(|_| ClientError::Internal("stored server"))?;
         let expected = store.meta(meta::GENERATIONS_FILE)?.is_some() || store.has_sessions()?;
         let gens = Generations::load(store.home(), expected)?;
+        let marked = store.meta(meta::PREKEY_MARK_FILE)?.is_some();
+        let mut prekey_mark = PrekeyMark::load(store.home(), marked)?;
+        if !marked {
+            // A new store, or one from before the mark existed: the mark starts at the
+            // stored set (a mark file already there only grows, so an older set is caught).
+            if let Some(bytes) = store.meta(meta::PREKEYS)? {
+                prekey_mark.raise(DevicePrekeys::from_bytes(&bytes)?.generation())?;
+            }
+            let tx = store.tx()?;
+            store::set_meta(&tx, meta::PREKEY_MARK_FILE, &[1])?;
+            tx.commit()?;
+        }
         Ok(Self {
             store,
             gens,
+            prekey_mark,
             api: Api::new(&server, options)?,
             me,
             warnings: Vec::new(),
             list_fetches: HashSet::new(),
         })
+    }
+
+    /// Loads the prekey set, checked against its generation mark. A set below the mark
+    /// (`store.db` put back from an old copy, or the mark file lost) may hold one-time keys
+    /// already used and an old replay memory: it is reset (`reset_after_rollback`) and
+    /// stored, and the next [`Self::maintain_prekeys`] uploads a complete new set.
+    pub(crate) fn load_prekeys(&mut self) -> Result<DevicePrekeys> {
+        let bytes = self.store.meta(meta::PREKEYS)?.ok_or(ClientError::Internal("missing prekeys"))?;
+        match DevicePrekeys::from_bytes_at_least(&bytes, self.prekey_mark.expected()) {
+            Ok(p) => Ok(p),
+            Err(PrekeyError::RolledBack { stored, expected }) => {
+                let mut p = DevicePrekeys::from_bytes(&bytes)?;
+                p.reset_after_rollback(expected);
+                self.prekey_mark.raise(p.generation())?;
+                let tx = self.store.tx()?;
+                store::set_meta(&tx, meta::PREKEYS, &p.to_bytes())?;
+                tx.commit()?;
+                self.warnings.push(format!(
+                    "this device's prekeys were restored from an old copy of the store (generation {stored} \
+                     < {expected}); they were replaced, and first messages sent to the old ones are lost"
+                ));
+                Ok(p)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Creates an account on `server` with this device as device 1: generates the account
@@ -401,15 +446,25 @@ impl Client {
             self.upload(&req).await?;
         }
         let status = self.api.prekey_status().await?;
-        let bytes = self.store.meta(meta::PREKEYS)?.ok_or(ClientError::Internal("missing prekeys"))?;
-        let mut prekeys = DevicePrekeys::from_bytes(&bytes)?;
-        let plan = prekeys.plan(now(), &PrekeyPolicy::default(), status.one_time, status.kem_one_time);
+        let mut prekeys = self.load_prekeys()?;
+        // The server cannot hold more usable one-time keys than this device has private
+        // halves for (more means it keeps keys from before a reset): refill as if those
+        // were gone; the upload replaces them.
+        let (one_time, kem_one_time) = prekeys.one_time_counts();
+        let held = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let plan = prekeys.plan(
+            now(),
+            &PrekeyPolicy::default(),
+            status.one_time.min(held(one_time)),
+            status.kem_one_time.min(held(kem_one_time)),
+        );
         if plan.is_empty() {
             return Ok(());
         }
         let upload = prekeys.execute(&mut OsRng, &self.me.identity, now(), &plan)?;
         let req = upload_request(&upload);
         let json = serde_json::to_vec(&req).map_err(|_| ClientError::Internal("upload"))?;
+        self.prekey_mark.raise(prekeys.generation())?;
         let tx = self.store.tx()?;
         store::set_meta(&tx, meta::PREKEYS, &prekeys.to_bytes())?;
         store::set_meta(&tx, meta::PENDING_UPLOAD, &json)?;

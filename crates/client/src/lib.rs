@@ -24,6 +24,7 @@ mod generations;
 mod messaging;
 mod net;
 mod payload;
+mod prekey_mark;
 pub mod relay;
 mod rng;
 #[cfg(test)]

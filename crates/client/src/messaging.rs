@@ -30,7 +30,7 @@ use tacit_protocol::{
     AccountName, DeviceId, DevicePrekeys, Message, PrekeyBundle, Session, SessionError, VerifiedDevice,
 };
 
-use crate::client::{Client, SESSIONS_PER_DEVICE, meta, now_ms};
+use crate::client::{Client, SESSIONS_PER_DEVICE, meta, now, now_ms};
 use crate::error::{ClientError, Result};
 use crate::net::{Incoming, SendOutcome};
 use crate::payload::TextPayload;
@@ -81,7 +81,8 @@ enum Outcome {
 
 impl Client {
     /// Loads a stored session for sending: `None` if it is stale (marked, or below its
-    /// generation mark: restored from an old copy) or no longer matches the device.
+    /// generation mark: restored from an old copy), pending past its age bound, or no longer
+    /// matches the device.
     pub(crate) fn sendable(&mut self, peer: &str, dev: &VerifiedDevice) -> Result<Option<Session>> {
         let rows = self.store.sessions(peer, dev.address().device.get())?;
         let Some(row) = rows.into_iter().next() else { return Ok(None) };
@@ -89,6 +90,8 @@ impl Client {
             return Ok(None);
         }
         match Session::from_bytes_at_least(&row.state, self.gens.expected_session(&row.base_key)) {
+            // Unanswered for MAX_PENDING_AGE_SECS: start over from a fresh bundle.
+            Ok(s) if s.pending_expired(now()) => Ok(None),
             Ok(s) if s.remote_identity() == dev.identity() => Ok(Some(s)),
             Ok(_) => Ok(None),
             Err(SessionError::RolledBack { stored, expected }) => {
@@ -132,7 +135,14 @@ impl Client {
                     None => {
                         let bytes = self.api.bundle(name.as_str(), device).await?;
                         let bundle = PrekeyBundle::from_bytes(&bytes)?;
-                        Session::initiate(&mut OsRng, &self.me.identity, self.me.address(), &bundle, &dev)?
+                        Session::initiate(
+                            &mut OsRng,
+                            &self.me.identity,
+                            self.me.address(),
+                            &bundle,
+                            &dev,
+                            now(),
+                        )?
                     }
                 };
                 let wire = session.encrypt(&mut OsRng, &payload)?.to_bytes();
@@ -396,6 +406,9 @@ impl Client {
         let Decrypted { session, plaintext, stale, prekeys } = d;
         let payload = TextPayload::decode(&plaintext);
         self.gens.raise(&[(*session.base_key().as_bytes(), session.generation())])?;
+        if let Some(p) = &prekeys {
+            self.prekey_mark.raise(p.generation())?;
+        }
         let tx = self.store.tx()?;
         let peer = sender.as_str();
         store::put_session(
@@ -453,9 +466,7 @@ impl Client {
             Message::Prekey(p) => match self.store.session_by_base_key(p.base_key.as_bytes())? {
                 Some(row) => vec![row],
                 None => {
-                    let bytes =
-                        self.store.meta(meta::PREKEYS)?.ok_or(ClientError::Internal("missing prekeys"))?;
-                    let mut prekeys = DevicePrekeys::from_bytes(&bytes)?;
+                    let mut prekeys = self.load_prekeys()?;
                     return Ok(
                         match Session::accept(&self.me.identity, self.me.address(), &mut prekeys, dev, p) {
                             Ok((session, plaintext)) => {

@@ -53,7 +53,8 @@ impl Peer {
             client.me.address(),
             client.me.identity.public().clone(),
         );
-        Session::initiate(&mut OsRng, &self.identity, self.address(), &bundle, &remote).unwrap()
+        Session::initiate(&mut OsRng, &self.identity, self.address(), &bundle, &remote, crate::client::now())
+            .unwrap()
     }
 }
 
@@ -160,12 +161,40 @@ fn alice_after_a_first_message(
     bundle: &PrekeyBundle,
     dev: &VerifiedDevice,
 ) -> Client {
+    alice_after_a_first_message_at(dir, bob, bundle, dev, crate::client::now())
+}
+
+/// [`alice_after_a_first_message`] with the session made at `made` (Alice's clock then).
+fn alice_after_a_first_message_at(
+    dir: &std::path::Path,
+    bob: &Peer,
+    bundle: &PrekeyBundle,
+    dev: &VerifiedDevice,
+    made: tacit_protocol::UnixTime,
+) -> Client {
     let mut alice = Client::offline(dir, "alice").unwrap();
     bob.introduce_to(&alice);
-    let mut s = Session::initiate(&mut OsRng, &alice.me.identity, alice.me.address(), bundle, dev).unwrap();
+    let mut s =
+        Session::initiate(&mut OsRng, &alice.me.identity, alice.me.address(), bundle, dev, made).unwrap();
     s.encrypt(&mut OsRng, b"first").unwrap();
     save(&mut alice, "bob", &s);
     alice
+}
+
+/// Issue 7 point 9: a session bob never answered is not sent on once it is older than
+/// `MAX_PENDING_AGE_SECS`; a younger one is.
+#[tokio::test]
+async fn a_pending_session_past_its_age_bound_is_not_sent_on() {
+    let (bob, dev, bundle) = bob_with_a_bundle();
+    let now = crate::client::now().0;
+    let young = tempfile::tempdir().unwrap();
+    let made = tacit_protocol::UnixTime(now - tacit_protocol::MAX_PENDING_AGE_SECS + 3_600);
+    let mut alice = alice_after_a_first_message_at(young.path(), &bob, &bundle, &dev, made);
+    assert!(alice.sendable("bob", &dev).unwrap().is_some());
+    let old = tempfile::tempdir().unwrap();
+    let made = tacit_protocol::UnixTime(now - tacit_protocol::MAX_PENDING_AGE_SECS - 1);
+    let mut alice = alice_after_a_first_message_at(old.path(), &bob, &bundle, &dev, made);
+    assert!(alice.sendable("bob", &dev).unwrap().is_none(), "an expired pending session is not sent on");
 }
 
 fn save(client: &mut Client, peer: &str, s: &Session) {
@@ -246,4 +275,45 @@ async fn generation_marks_are_pruned_with_their_sessions() {
     for row in &kept {
         assert!(bob.gens.expected_session(&row.base_key) < u64::MAX);
     }
+}
+
+/// Issue 7 point 5: `store.db` put back from a copy made before a first message was accepted
+/// does not bring back the one-time keys it used: the same initial message, delivered again
+/// under a new envelope id, is refused; the prekeys are reset once (with a warning), and the
+/// reset set is trusted from then on.
+#[tokio::test]
+async fn a_restored_store_does_not_bring_back_used_one_time_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let backup = tempfile::tempdir().unwrap();
+    let alice = Peer::new("alice");
+    let mut s = {
+        let bob = Client::offline(dir.path(), "bob").unwrap();
+        alice.introduce_to(&bob);
+        alice.session_with(&bob)
+    };
+    std::fs::copy(dir.path().join(store::DB_FILE), backup.path().join(store::DB_FILE)).unwrap();
+    let e1 = envelope(1, &alice, &mut s, "one");
+    {
+        let mut bob = Client::open(dir.path(), None).unwrap();
+        let (msgs, _) = bob.process_all(vec![e1.clone()]).await.unwrap();
+        assert_eq!(msgs.len(), 1);
+    }
+    // The old database alone is put back; the server (or anyone) replays the first message.
+    std::fs::copy(backup.path().join(store::DB_FILE), dir.path().join(store::DB_FILE)).unwrap();
+    let mut bob = Client::open(dir.path(), None).unwrap();
+    let mut replayed = e1;
+    replayed.id = 2;
+    let (msgs, acks) = bob.process_all(vec![replayed]).await.unwrap();
+    assert!(msgs.is_empty(), "the replayed first message makes no second session");
+    assert_eq!(acks, vec![2]);
+    let w = bob.take_warnings();
+    assert!(w.iter().any(|w| w.contains("prekeys were restored from an old copy")), "{w:?}");
+    let prekeys = bob.load_prekeys().unwrap();
+    assert_eq!(prekeys.one_time_counts(), (0, 0), "every one-time key of the old copy is gone");
+    assert!(bob.take_warnings().is_empty(), "reset once, then trusted");
+    // Reopened, the reset set is the trusted one.
+    drop(bob);
+    let mut bob = Client::open(dir.path(), None).unwrap();
+    bob.load_prekeys().unwrap();
+    assert!(bob.take_warnings().is_empty());
 }

@@ -60,6 +60,7 @@ fn tacit_pair() -> Pair {
         addr("alice"),
         &bundle,
         &VerifiedDevice::dangerous_assume_verified(bundle.address.clone(), s.bob.public().clone()),
+        UnixTime(0),
     )
     .unwrap();
     let Message::Prekey(m) = a.encrypt(&mut rng, &MSG).unwrap() else { panic!() };
@@ -155,6 +156,7 @@ fn session_setup(c: &mut Criterion) {
                         bundle.address.clone(),
                         s.bob.public().clone(),
                     ),
+                    UnixTime(0),
                 )
                 .unwrap();
                 let wire = a.encrypt(&mut rng, &MSG).unwrap().to_bytes();

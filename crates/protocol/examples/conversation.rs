@@ -45,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bundle = PrekeyBundle::from_bytes(&bundle_bytes)?;
     // (Bob verifies Alice's device list the same way; here he pins her device directly.)
     let alice_device = VerifiedDevice::dangerous_assume_verified(alice_addr.clone(), alice.public().clone());
-    let mut a = Session::initiate(rng, &alice, alice_addr.clone(), &bundle, &bob_device)?;
+    let mut a = Session::initiate(rng, &alice, alice_addr.clone(), &bundle, &bob_device, UnixTime(0))?;
 
     let first = a.encrypt(rng, b"hi bob, this is PQXDH")?.to_bytes();
     println!("alice -> bob  initial message: {} bytes on the wire", first.len());

@@ -256,8 +256,10 @@ impl DevicePublic {
         self.signing.verify(&Self::binding_message(&self.signing, &self.dh), &self.binding)
     }
 
-    /// Decodes without checking the binding signature: only for places that compare the
-    /// result with an identity that was verified (bundles, against the device list).
+    /// Decodes without checking the binding signature. Only for a caller that verifies the
+    /// binding before the value leaves it (device lists) or that reads state this device
+    /// wrote itself from an identity it had verified (stored sessions): everything handed
+    /// out as a `DevicePublic` has a verified binding.
     pub(crate) fn decode_unverified(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let signing = VerifyingKey::from_bytes(r.array()?).map_err(|_| DecodeError::InvalidValue)?;
         let dh = X25519Public::from_bytes(r.array()?).map_err(|_| DecodeError::InvalidValue)?;

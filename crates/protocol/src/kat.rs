@@ -262,6 +262,7 @@ fn prekey_bundle() {
             alice_addr.clone(),
             &b,
             &VerifiedDevice::dangerous_assume_verified(b.address.clone(), bob.public().clone()),
+            crate::UnixTime(0),
         );
         let ok = matches!(
             (text(&c["expect"]), &got),
@@ -303,7 +304,15 @@ fn pqxdh_secrets() {
     let want: Vec<Vec<u8>> = p["dh"].as_array().unwrap().iter().map(bytes).collect();
     let got: Vec<Vec<u8>> = dhs.iter().map(|d| d.expose().to_vec()).collect();
     assert_eq!(got, want, "DH1..DH4");
-    let ad = crate::pqxdh::associated_data(alice.public(), &alice_addr, bob.public(), &bob_addr);
+    let fields = crate::pqxdh::InitialFields {
+        base_key: &out.base_key,
+        signed_prekey_id: bundle.signed_prekey.id,
+        one_time_prekey_id: bundle.one_time_prekey.map(|k| k.id),
+        kem_prekey_kind: bundle.kem_prekey.kind,
+        kem_prekey_id: bundle.kem_prekey.id,
+        kem_ciphertext: &ct,
+    };
+    let ad = crate::pqxdh::associated_data(alice.public(), &alice_addr, bob.public(), &bob_addr, &fields);
     assert_eq!(ad, bytes(&p["ad"]), "AD");
 
     // Bob.
@@ -312,13 +321,15 @@ fn pqxdh_secrets() {
         one_time_id: Some(bundle.one_time_prekey.unwrap().id),
         kem_id: bundle.kem_prekey.id,
         kem_kind: bundle.kem_prekey.kind,
-        base_key: out.base_key,
+        sender: *alice.public().dh_key(),
     };
     let secrets = prekeys.lookup(&used).unwrap();
     assert_eq!(secrets.kem.decapsulate(&ct).unwrap().expose(), ss.expose(), "ML-KEM decapsulation");
-    let sk = crate::pqxdh::respond(&bob, &secrets, alice.public().dh_key(), &out.base_key, &ct).unwrap();
+    let (sk, tag) =
+        crate::pqxdh::respond(&bob, &secrets, alice.public().dh_key(), &out.base_key, &ct).unwrap();
     assert_eq!(sk.expose().to_vec(), bytes(&p["sk"]), "SK (responder)");
-    prekeys.consume(&used);
+    assert_eq!(tag, crate::prekeys::ReplayTag::from_dh3(&dhs[2]), "replay tag");
+    prekeys.consume(&used, tag);
 }
 
 /// Alice and Bob replaying the scripted conversation step by step.

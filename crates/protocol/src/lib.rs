@@ -30,9 +30,10 @@ pub use identity::{
 pub use message::{Message, PROTOCOL_VERSION, PrekeyMessage, RatchetHeader, RatchetMessage};
 pub use pqxdh::KDF_INFO as PQXDH_INFO;
 pub use prekeys::{
-    DevicePrekeys, KemPrekeyKind, KemPrekeyPublic, OneTimePrekeyPublic, PrekeyBundle, PrekeyError,
-    PrekeyPlan, PrekeyPolicy, PrekeyUpload, SignedPrekeyPublic, UnixTime,
+    DevicePrekeys, KemPrekeyKind, KemPrekeyPublic, MAX_SEEN_BASE_KEYS, MAX_SEEN_PER_SENDER,
+    OneTimePrekeyPublic, PrekeyBundle, PrekeyError, PrekeyPlan, PrekeyPolicy, PrekeyUpload,
+    SignedPrekeyPublic, UnixTime,
 };
 pub use ratchet::{MAX_MESSAGE_GAP, MAX_RECEIVING_CHAINS, MAX_SKIPPED_PER_CHAIN};
 pub use safety_number::{SafetyNumber, SafetyNumberError};
-pub use session::{Session, SessionError};
+pub use session::{MAX_PENDING_AGE_SECS, Session, SessionError};

@@ -1,8 +1,10 @@
 //! Tacit's versioned wire format for 1:1 messages (documented field by field in
 //! `docs/PROTOCOL.md`).
 //!
-//! Every message starts with a version byte and a type byte. Version 1 is PQXDH plus the
-//! classical Double Ratchet; a later post-quantum ratchet gets a new version.
+//! Every message starts with a version byte and a type byte. Version 2 is PQXDH plus the
+//! classical Double Ratchet with the initial message's PQXDH fields bound into the
+//! associated data (version 1, without that binding, is refused); a later post-quantum
+//! ratchet gets a new version.
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::aead::TAG_LEN;
@@ -12,7 +14,7 @@ use crate::padding::{MAX_PADDED_LEN, MIN_PADDED_LEN};
 use crate::prekeys::KemPrekeyKind;
 
 /// The wire format version this build writes and reads.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 const TYPE_RATCHET: u8 = 1;
 const TYPE_PREKEY: u8 = 2;
 

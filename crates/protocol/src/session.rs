@@ -19,7 +19,7 @@
 //! let list = DeviceList::sign(&bob_account, bob_addr.account.clone(), 1, vec![entry])?;
 //! let list = DeviceList::verify(&list.to_bytes(), &bob_addr.account, None, None)?;
 //! let bob_device = list.verified_device(bob_addr.device).unwrap();
-//! let mut a = Session::initiate(&mut OsRng, &alice, alice_addr.clone(), &bundle, &bob_device)?;
+//! let mut a = Session::initiate(&mut OsRng, &alice, alice_addr.clone(), &bundle, &bob_device, UnixTime(0))?;
 //! let wire = a.encrypt(&mut OsRng, b"hi bob")?.to_bytes();
 //! let Message::Prekey(first) = Message::from_bytes(&wire)? else { unreachable!() };
 //! // Bob looks Alice's device up in her verified device list the same way.
@@ -44,7 +44,7 @@ use crate::identity::{DeviceAddress, DeviceIdentity, DevicePublic};
 use crate::message::{Message, PrekeyMessage, RatchetMessage};
 use crate::padding::PaddingError;
 use crate::pqxdh;
-use crate::prekeys::{DevicePrekeys, KemPrekeyKind, PrekeyBundle, PrekeyError, PrekeyUse};
+use crate::prekeys::{DevicePrekeys, KemPrekeyKind, PrekeyBundle, PrekeyError, PrekeyUse, UnixTime};
 use crate::ratchet::DoubleRatchet;
 use crate::state::{StateKind, read_header, write_header};
 
@@ -112,9 +112,18 @@ fn check_bundle(bundle: &PrekeyBundle, remote: &VerifiedDevice) -> Result<(), Se
     Ok(())
 }
 
+/// How long a session may stay pending (its initial message not answered) before
+/// [`Session::pending_expired`] says to start a new one: 30 days, as libsignal's
+/// `MAX_UNACKNOWLEDGED_SESSION_AGE`. It equals the retired-key grace of
+/// [`crate::PrekeyPolicy::default`], so the signed prekey a pending session names has not
+/// been deleted before then.
+pub const MAX_PENDING_AGE_SECS: u64 = 30 * 86_400;
+
 /// The initial-message fields Alice repeats on every message until Bob answers.
 #[derive(Clone)]
 struct Pending {
+    /// When the session was made (the caller's clock).
+    since: UnixTime,
     signed_prekey_id: u32,
     one_time_prekey_id: Option<u32>,
     kem_prekey_kind: KemPrekeyKind,
@@ -145,16 +154,20 @@ impl Session {
     /// and identity, and its signed prekey and KEM prekey signatures must verify under it;
     /// then PQXDH runs and the ratchet starts. Messages sent before the peer answers are
     /// [`Message::Prekey`]s.
+    ///
+    /// `now` is when the session is made; it stays pending until the peer answers, and
+    /// [`Self::pending_expired`] tells when to give up on it.
     pub fn initiate<R: RngCore + CryptoRng>(
         rng: &mut R,
         local: &DeviceIdentity,
         local_address: DeviceAddress,
         bundle: &PrekeyBundle,
         remote: &VerifiedDevice,
+        now: UnixTime,
     ) -> Result<Self, SessionError> {
         check_bundle(bundle, remote)?;
         let out = pqxdh::initiate(rng, local, bundle)?;
-        Self::finish_initiate(rng, local, local_address, bundle, out)
+        Self::finish_initiate(rng, local, local_address, bundle, out, now)
     }
 
     fn finish_initiate<R: RngCore + CryptoRng>(
@@ -163,8 +176,32 @@ impl Session {
         local_address: DeviceAddress,
         bundle: &PrekeyBundle,
         out: pqxdh::Initiated,
+        now: UnixTime,
     ) -> Result<Self, SessionError> {
-        let ad = pqxdh::associated_data(local.public(), &local_address, &bundle.identity, &bundle.address);
+        let pending = Pending {
+            since: now,
+            signed_prekey_id: bundle.signed_prekey.id,
+            one_time_prekey_id: bundle.one_time_prekey.map(|k| k.id),
+            kem_prekey_kind: bundle.kem_prekey.kind,
+            kem_prekey_id: bundle.kem_prekey.id,
+            kem_ciphertext: out.kem_ciphertext,
+            identity_key: *local.public().dh_key(),
+        };
+        let fields = pqxdh::InitialFields {
+            base_key: &out.base_key,
+            signed_prekey_id: pending.signed_prekey_id,
+            one_time_prekey_id: pending.one_time_prekey_id,
+            kem_prekey_kind: pending.kem_prekey_kind,
+            kem_prekey_id: pending.kem_prekey_id,
+            kem_ciphertext: &pending.kem_ciphertext,
+        };
+        let ad = pqxdh::associated_data(
+            local.public(),
+            &local_address,
+            &bundle.identity,
+            &bundle.address,
+            &fields,
+        );
         let ratchet = DoubleRatchet::init_initiator(rng, &out.sk, bundle.signed_prekey.key, &ad)?;
         Ok(Self {
             ratchet,
@@ -172,14 +209,7 @@ impl Session {
             remote_address: bundle.address.clone(),
             remote_identity: bundle.identity.clone(),
             base_key: out.base_key,
-            pending: Some(Pending {
-                signed_prekey_id: bundle.signed_prekey.id,
-                one_time_prekey_id: bundle.one_time_prekey.map(|k| k.id),
-                kem_prekey_kind: bundle.kem_prekey.kind,
-                kem_prekey_id: bundle.kem_prekey.id,
-                kem_ciphertext: out.kem_ciphertext,
-                identity_key: *local.public().dh_key(),
-            }),
+            pending: Some(pending),
             generation: 0,
         })
     }
@@ -198,7 +228,7 @@ impl Session {
     ) -> Result<Self, SessionError> {
         check_bundle(bundle, remote)?;
         let out = pqxdh::initiate_with(rng, local, bundle, ct, ss)?;
-        Self::finish_initiate(rng, local, local_address, bundle, out)
+        Self::finish_initiate(rng, local, local_address, bundle, out, UnixTime(0))
     }
 
     /// Accepts an initial message (PQXDH section 3.4) from `sender`, the device the
@@ -221,20 +251,35 @@ impl Session {
             one_time_id: message.one_time_prekey_id,
             kem_id: message.kem_prekey_id,
             kem_kind: message.kem_prekey_kind,
-            base_key: message.base_key,
+            sender: message.identity_key,
         };
         let secrets = prekeys.lookup(&used)?;
-        let sk = pqxdh::respond(
+        let (sk, tag) = pqxdh::respond(
             local,
             &secrets,
             &message.identity_key,
             &message.base_key,
             &message.kem_ciphertext,
         )?;
-        let ad = pqxdh::associated_data(sender_identity, sender.address(), local.public(), &local_address);
+        prekeys.check_replay(&used, &tag)?;
+        let fields = pqxdh::InitialFields {
+            base_key: &message.base_key,
+            signed_prekey_id: message.signed_prekey_id,
+            one_time_prekey_id: message.one_time_prekey_id,
+            kem_prekey_kind: message.kem_prekey_kind,
+            kem_prekey_id: message.kem_prekey_id,
+            kem_ciphertext: &message.kem_ciphertext,
+        };
+        let ad = pqxdh::associated_data(
+            sender_identity,
+            sender.address(),
+            local.public(),
+            &local_address,
+            &fields,
+        );
         let mut ratchet = DoubleRatchet::init_responder(&sk, secrets.signed.clone(), &ad);
         let plaintext = ratchet.decrypt(&message.message)?;
-        prekeys.consume(&used);
+        prekeys.consume(&used, tag);
         let session = Self {
             ratchet,
             local_address,
@@ -325,6 +370,15 @@ impl Session {
         self.pending.is_some()
     }
 
+    /// Whether the session is still pending more than [`MAX_PENDING_AGE_SECS`] after it
+    /// was made (`now` from the caller's clock): the peer never answered, so its initial
+    /// message may never have arrived. The caller stops sending on it and starts a new
+    /// session from a fresh bundle, as libsignal does. A session loaded from a format that
+    /// did not record the time counts as made at time 0.
+    pub fn pending_expired(&self, now: UnixTime) -> bool {
+        self.pending.as_ref().is_some_and(|p| now.0 >= p.since.0.saturating_add(MAX_PENDING_AGE_SECS))
+    }
+
     /// Grows by one with every change; see [`crate::state`] on restored copies. Generations
     /// are per session (a new session starts low), so a client records them per
     /// [`Self::base_key`].
@@ -346,6 +400,7 @@ impl Session {
         match &self.pending {
             Some(p) => {
                 w.put_bool(true);
+                w.put_u64(p.since.0);
                 w.put_u32(p.signed_prekey_id);
                 match p.one_time_prekey_id {
                     Some(id) => {
@@ -382,7 +437,7 @@ impl Session {
     /// [`Self::from_bytes_at_least`], which detects a copy restored from an old backup.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SessionError> {
         let mut r = Reader::new(bytes);
-        let generation = read_header(&mut r, StateKind::Session)?;
+        let (generation, format) = read_header(&mut r, StateKind::Session)?;
         let local_address = DeviceAddress::decode(&mut r)?;
         let remote_address = DeviceAddress::decode(&mut r)?;
         let remote_identity = DevicePublic::decode_unverified(&mut r)?;
@@ -390,6 +445,7 @@ impl Session {
             |r: &mut Reader<'_>| X25519Public::from_bytes(r.array()?).map_err(|_| DecodeError::InvalidValue);
         let base_key = key(&mut r)?;
         let pending = if r.bool()? {
+            let since = UnixTime(if format >= 2 { r.u64()? } else { 0 });
             let signed_prekey_id = r.u32()?;
             let one_time_prekey_id = if r.bool()? { Some(r.u32()?) } else { None };
             let kem_prekey_kind = match r.u8()? {
@@ -401,6 +457,7 @@ impl Session {
             let kem_ciphertext = KemCiphertext::from_bytes(r.take(crate::crypto::kem::CIPHERTEXT_LEN)?)?;
             let identity_key = key(&mut r)?;
             Some(Pending {
+                since,
                 signed_prekey_id,
                 one_time_prekey_id,
                 kem_prekey_kind,

@@ -44,6 +44,7 @@ fn pair(seed: u64) -> (World, Session, Session) {
         addr("alice"),
         &w.bundle,
         &VerifiedDevice::dangerous_assume_verified(w.bundle.address.clone(), w.bob.public().clone()),
+        UnixTime(0),
     )
     .unwrap();
     let Message::Prekey(m) = a.encrypt(&mut w.rng, b"hello").unwrap() else { panic!("not a prekey message") };
@@ -142,6 +143,7 @@ fn run_conversation(seed: u64, actions: &[Action]) -> Result<(usize, usize), Tes
         addr("alice"),
         &w.bundle,
         &VerifiedDevice::dangerous_assume_verified(w.bundle.address.clone(), w.bob.public().clone()),
+        UnixTime(0),
     )
     .unwrap();
     let mut b: Option<Session> = None;
@@ -435,6 +437,7 @@ fn tampered_prekey_messages_are_refused_and_change_nothing() {
         addr("alice"),
         &w.bundle,
         &VerifiedDevice::dangerous_assume_verified(w.bundle.address.clone(), w.bob.public().clone()),
+        UnixTime(0),
     )
     .unwrap();
     let wire = a.encrypt(&mut w.rng, b"first").unwrap().to_bytes();
@@ -496,6 +499,7 @@ fn tampered_bundles_never_yield_a_working_session() {
             addr("alice"),
             &bundle,
             &VerifiedDevice::dangerous_assume_verified(bundle.address.clone(), w.bob.public().clone()),
+            UnixTime(0),
         ) else {
             continue;
         };
@@ -529,7 +533,8 @@ fn identity_mismatch_is_refused() {
             &w.alice,
             addr("alice"),
             &w.bundle,
-            &VerifiedDevice::dangerous_assume_verified(w.bundle.address.clone(), stranger.public().clone())
+            &VerifiedDevice::dangerous_assume_verified(w.bundle.address.clone(), stranger.public().clone()),
+            UnixTime(0)
         )
         .err(),
         Some(SessionError::IdentityMismatch)
@@ -543,7 +548,8 @@ fn identity_mismatch_is_refused() {
             &w.alice,
             addr("alice"),
             &w.bundle,
-            &VerifiedDevice::dangerous_assume_verified(elsewhere, w.bob.public().clone())
+            &VerifiedDevice::dangerous_assume_verified(elsewhere, w.bob.public().clone()),
+            UnixTime(0)
         )
         .err(),
         Some(SessionError::IdentityMismatch)
@@ -554,6 +560,7 @@ fn identity_mismatch_is_refused() {
         addr("alice"),
         &w.bundle,
         &VerifiedDevice::dangerous_assume_verified(w.bundle.address.clone(), w.bob.public().clone()),
+        UnixTime(0),
     )
     .unwrap();
     let Message::Prekey(p) = a.encrypt(&mut w.rng, b"x").unwrap() else { panic!() };
@@ -604,6 +611,7 @@ fn last_resort_initial_messages_cannot_be_replayed() {
         addr("alice"),
         &bundle,
         &VerifiedDevice::dangerous_assume_verified(bundle.address.clone(), bob.public().clone()),
+        UnixTime(0),
     )
     .unwrap();
     let Message::Prekey(p) = a.encrypt(&mut rng, b"x").unwrap() else { panic!() };
@@ -672,4 +680,185 @@ fn restored_old_copies_are_detected() {
         Session::from_bytes_at_least(&old, newest).err(),
         Some(SessionError::RolledBack { stored: newest - 1, expected: newest })
     );
+}
+
+/// A bundle with only the last-resort KEM key and no one-time prekey (the server ran out),
+/// so initial messages rely on the replay memory.
+fn last_resort_world(seed: u64) -> World {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let alice = DeviceIdentity::generate(&mut rng).unwrap();
+    let bob = DeviceIdentity::generate(&mut rng).unwrap();
+    let mut bob_prekeys = DevicePrekeys::new();
+    let mut plan = bob_prekeys.plan(UnixTime(0), &PrekeyPolicy::default(), 0, 0);
+    plan.new_one_time = 0;
+    plan.new_kem_one_time = 0;
+    bob_prekeys.execute(&mut rng, &bob, UnixTime(0), &plan).unwrap();
+    let bundle = bob_prekeys.bundle(addr("bob"), &bob).unwrap();
+    assert!(bundle.one_time_prekey.is_none());
+    World { rng, alice, bob, bob_prekeys, bundle }
+}
+
+fn first_message(w: &mut World, sender: &DeviceIdentity) -> PrekeyMessage {
+    let remote = VerifiedDevice::dangerous_assume_verified(w.bundle.address.clone(), w.bob.public().clone());
+    let mut a =
+        Session::initiate(&mut w.rng, sender, addr("alice"), &w.bundle, &remote, UnixTime(0)).unwrap();
+    let Message::Prekey(p) = a.encrypt(&mut w.rng, b"first").unwrap() else { panic!("not a prekey message") };
+    p
+}
+
+fn bob_accepts(w: &mut World, sender: &DeviceIdentity, p: &PrekeyMessage) -> Result<Vec<u8>, SessionError> {
+    let from = VerifiedDevice::dangerous_assume_verified(addr("alice"), sender.public().clone());
+    Session::accept(&w.bob, addr("bob"), &mut w.bob_prekeys, &from, p).map(|(_, pt)| pt)
+}
+
+/// The base key plus each of the 8 points of order dividing 8 (the first is the base key
+/// itself): X25519 clears the cofactor, so all give the same DH outputs.
+fn equivalent_base_keys(base: &X25519Public) -> Vec<X25519Public> {
+    let point = curve25519_dalek::montgomery::MontgomeryPoint(*base.as_bytes()).to_edwards(0).unwrap();
+    curve25519_dalek::constants::EIGHT_TORSION
+        .iter()
+        .map(|t| X25519Public::from_bytes((point + t).to_montgomery().to_bytes()).unwrap())
+        .collect()
+}
+
+/// Issue 7 point 7: an initial message whose base key was swapped for an equivalent one
+/// (same DH outputs, other bytes) is never a new session, before or after the genuine one
+/// was accepted, with and without one-time keys.
+#[test]
+fn equivalent_base_keys_never_make_a_second_session() {
+    for (seed, one_time) in [(40, true), (41, false)] {
+        let mut w = if one_time { world(seed) } else { last_resort_world(seed) };
+        let alice = w.alice.clone();
+        let p = first_message(&mut w, &alice);
+        let keys = equivalent_base_keys(&p.base_key);
+        assert_eq!(keys.len(), 8);
+        assert_eq!(keys[0], p.base_key);
+        assert_eq!(keys.iter().collect::<HashSet<_>>().len(), 8, "8 distinct encodings");
+        let before = w.bob_prekeys.to_bytes();
+        // The 8 small-order points themselves as base keys: every DH with them is zero.
+        for t in curve25519_dalek::constants::EIGHT_TORSION {
+            let k = X25519Public::from_bytes(t.to_montgomery().to_bytes()).unwrap();
+            let forged = PrekeyMessage { base_key: k, ..p.clone() };
+            assert_eq!(
+                bob_accepts(&mut w, &alice, &forged),
+                Err(SessionError::Crypto(CryptoError::DegenerateSharedSecret))
+            );
+        }
+        // Before the genuine message: the AD binds the base key's bytes.
+        for k in &keys[1..] {
+            let forged = PrekeyMessage { base_key: *k, ..p.clone() };
+            assert_eq!(bob_accepts(&mut w, &alice, &forged), Err(SessionError::DecryptionFailed));
+            assert_eq!(*before, *w.bob_prekeys.to_bytes());
+        }
+        assert_eq!(bob_accepts(&mut w, &alice, &p).unwrap(), b"first");
+        // After it: the one-time keys are gone, or the replay memory knows the tag.
+        let after = w.bob_prekeys.to_bytes();
+        for k in &keys {
+            let replay = PrekeyMessage { base_key: *k, ..p.clone() };
+            let expected = if one_time {
+                SessionError::Prekey(PrekeyError::UnknownOneTimePrekey(p.one_time_prekey_id.unwrap()))
+            } else {
+                SessionError::Prekey(PrekeyError::ReplayedInitialMessage)
+            };
+            assert_eq!(bob_accepts(&mut w, &alice, &replay), Err(expected));
+            assert_eq!(*after, *w.bob_prekeys.to_bytes());
+        }
+    }
+}
+
+/// Issue 7 point 4: attackers fill the last-resort prekey's replay memory (each up to its
+/// own bound, then refused), and a genuine first message from someone else still arrives.
+#[test]
+fn a_replay_memory_flood_cannot_shut_out_a_genuine_first_message() {
+    let mut w = last_resort_world(42);
+    // One attacker through real initial messages: refused past its own bound.
+    let mallory = DeviceIdentity::generate(&mut w.rng).unwrap();
+    for _ in 0..MAX_SEEN_PER_SENDER {
+        let p = first_message(&mut w, &mallory);
+        bob_accepts(&mut w, &mallory, &p).unwrap();
+    }
+    let p = first_message(&mut w, &mallory);
+    assert_eq!(bob_accepts(&mut w, &mallory, &p), Err(SessionError::Prekey(PrekeyError::ReplayMemoryFull)));
+    // Many more accounts fill the whole memory (as `Session::accept` records them once
+    // authenticated; ML-KEM makes 10,000 real messages slow in a unit test).
+    let spk = w.bundle.signed_prekey.id;
+    let kem = w.bundle.kem_prekey.id;
+    let mut n = 0u32;
+    while w.bob_prekeys.replay_memory_len(spk) < MAX_SEEN_BASE_KEYS + 100 && n < 20_000 {
+        let mut sender = [0u8; 32];
+        sender[..4].copy_from_slice(&(1 + n / MAX_SEEN_PER_SENDER as u32).to_be_bytes());
+        let mut dh3 = [0u8; 32];
+        dh3[..4].copy_from_slice(&n.to_be_bytes());
+        let used = crate::prekeys::PrekeyUse {
+            signed_id: spk,
+            one_time_id: None,
+            kem_id: kem,
+            kem_kind: KemPrekeyKind::LastResort,
+            sender: X25519Public::from_bytes(sender).unwrap(),
+        };
+        let tag = crate::prekeys::ReplayTag::from_dh3(&crate::crypto::Secret32(dh3));
+        w.bob_prekeys.check_replay(&used, &tag).unwrap();
+        w.bob_prekeys.consume(&used, tag);
+        n += 1;
+    }
+    assert_eq!(w.bob_prekeys.replay_memory_len(spk), MAX_SEEN_BASE_KEYS, "full, and bounded");
+    // The memory is full; the genuine first message is delivered, and remembered.
+    let alice = w.alice.clone();
+    let p = first_message(&mut w, &alice);
+    assert_eq!(bob_accepts(&mut w, &alice, &p).unwrap(), b"first");
+    assert_eq!(
+        bob_accepts(&mut w, &alice, &p),
+        Err(SessionError::Prekey(PrekeyError::ReplayedInitialMessage))
+    );
+}
+
+/// Issue 7 point 9: a session the peer never answered expires after 30 days (kept through
+/// its stored form); an answered one never does.
+#[test]
+fn pending_sessions_expire_after_thirty_days() {
+    let mut w = world(43);
+    let start = UnixTime(1_000_000);
+    let remote = VerifiedDevice::dangerous_assume_verified(w.bundle.address.clone(), w.bob.public().clone());
+    let mut a = Session::initiate(&mut w.rng, &w.alice, addr("alice"), &w.bundle, &remote, start).unwrap();
+    let Message::Prekey(p) = a.encrypt(&mut w.rng, b"x").unwrap() else { panic!() };
+    let a = Session::from_bytes(&a.to_bytes()).unwrap();
+    assert!(!a.pending_expired(UnixTime(start.0 + MAX_PENDING_AGE_SECS - 1)));
+    assert!(a.pending_expired(UnixTime(start.0 + MAX_PENDING_AGE_SECS)));
+    let mut a = a;
+    let alice = w.alice.clone();
+    let (mut b, _) = Session::accept(
+        &w.bob,
+        addr("bob"),
+        &mut w.bob_prekeys,
+        &VerifiedDevice::dangerous_assume_verified(addr("alice"), alice.public().clone()),
+        &p,
+    )
+    .unwrap();
+    assert!(!b.pending_expired(UnixTime(u64::MAX)), "the responder is never pending");
+    a.decrypt(&b.encrypt(&mut w.rng, b"y").unwrap()).unwrap();
+    assert!(!a.pending_expired(UnixTime(u64::MAX)));
+}
+
+/// A pending session stored in format 1 (before it recorded when it was made) still loads,
+/// counts as made at time 0 (so it has expired), and is written back in the current format.
+#[test]
+fn format_1_pending_sessions_load_as_expired() {
+    let mut w = world(44);
+    let remote = VerifiedDevice::dangerous_assume_verified(w.bundle.address.clone(), w.bob.public().clone());
+    let a = Session::initiate(&mut w.rng, &w.alice, addr("alice"), &w.bundle, &remote, UnixTime(7)).unwrap();
+    let v2 = a.to_bytes();
+    // header (14) || "alice"/1 (10) || "bob"/1 (8) || DevicePublic (128) || base key (32) || pending
+    let since_at = 14 + 10 + 8 + 128 + 32 + 1;
+    assert_eq!(v2[5], 2);
+    assert_eq!(v2[since_at..since_at + 8], 7u64.to_be_bytes());
+    let mut v1 = v2.to_vec();
+    v1[5] = 1;
+    v1.drain(since_at..since_at + 8);
+    let old = Session::from_bytes(&v1).unwrap();
+    assert!(old.is_pending());
+    assert!(old.pending_expired(UnixTime(MAX_PENDING_AGE_SECS)));
+    assert!(!a.pending_expired(UnixTime(MAX_PENDING_AGE_SECS)));
+    let mut again = old.to_bytes().to_vec();
+    again[since_at..since_at + 8].copy_from_slice(&7u64.to_be_bytes());
+    assert_eq!(again, v2.to_vec(), "written back in format 2");
 }

@@ -9,8 +9,12 @@
 use crate::codec::{DecodeError, Reader, Writer};
 
 const MAGIC: &[u8; 4] = b"TACT";
-/// Current format version of every stored kind.
-const STATE_VERSION: u8 = 1;
+/// Current format version of every stored kind. Version 2 (with wire version 2): a pending
+/// session records since when it is pending, and a signed prekey's replay memory holds
+/// replay tags by sender instead of raw base keys. Version 1 is still read.
+const STATE_VERSION: u8 = 2;
+/// The oldest format version still read.
+const OLDEST_STATE_VERSION: u8 = 1;
 
 /// What a stored blob holds.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -28,7 +32,8 @@ pub(crate) fn write_header(w: &mut impl Writer, kind: StateKind, generation: u64
     w.put_u64(generation);
 }
 
-pub(crate) fn read_header(r: &mut Reader<'_>, kind: StateKind) -> Result<u64, DecodeError> {
+/// Reads the header; returns the generation and the format version.
+pub(crate) fn read_header(r: &mut Reader<'_>, kind: StateKind) -> Result<(u64, u8), DecodeError> {
     if r.take(4)? != MAGIC {
         return Err(DecodeError::InvalidValue);
     }
@@ -37,8 +42,8 @@ pub(crate) fn read_header(r: &mut Reader<'_>, kind: StateKind) -> Result<u64, De
         return Err(DecodeError::UnknownTag(k));
     }
     let v = r.u8()?;
-    if v != STATE_VERSION {
+    if !(OLDEST_STATE_VERSION..=STATE_VERSION).contains(&v) {
         return Err(DecodeError::UnknownVersion(v));
     }
-    r.u64()
+    Ok((r.u64()?, v))
 }

@@ -240,6 +240,7 @@ fn generate_corpus() {
         alice_addr.clone(),
         &bundle,
         &VerifiedDevice::dangerous_assume_verified(bundle.address.clone(), bob_id.public().clone()),
+        UnixTime(0),
     )
     .unwrap();
     sessions.with_variants("alice-pending", &alice.to_bytes());
@@ -323,6 +324,7 @@ fn generate_corpus() {
         alice_addr.clone(),
         &last_resort,
         &VerifiedDevice::dangerous_assume_verified(last_resort.address.clone(), carol_id.public().clone()),
+        UnixTime(0),
     )
     .unwrap();
     let c0 = alice2.encrypt(&mut rng, b"to carol").unwrap();

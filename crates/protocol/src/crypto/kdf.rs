@@ -23,6 +23,16 @@ pub(crate) fn hkdf_sha256(
     hk.expand_multi_info(info, out).map_err(|_| CryptoError::Library)
 }
 
+/// SHA-256 (FIPS 180-4) of the concatenation of `parts`.
+pub(crate) fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
 /// An HMAC-SHA-256 key, keyed once and used for several messages.
 pub(crate) struct HmacKey(HmacSha256);
 
