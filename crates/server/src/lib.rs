@@ -40,4 +40,4 @@ pub use store::{
     AccountId, AccountRecord, Authed, BundleParts, DeviceKey, KeyRecord, NewAccount, NewEnvelope, PgStore,
     PrekeyCounts, PrekeySet, SqliteStore, Store, StoreConfig, StoreError, StoredEnvelope,
 };
-pub use tls::TlsError;
+pub use tls::{TlsError, TlsReloader};
