@@ -157,12 +157,14 @@ fn new_secret(var: &str, required: bool) -> Result<StoreSecret, CliError> {
     Ok(StoreSecret::Passphrase(first))
 }
 
-/// The extra trusted CAs of `--ca-file` (none without it).
-fn connect_options(ca_file: Option<&Path>) -> Result<ConnectOptions, CliError> {
-    let Some(path) = ca_file else { return Ok(ConnectOptions::default()) };
+/// The extra trusted CAs of `--ca-file` (none without it), and whether `--insecure-http`
+/// allows plain HTTP to a remote host.
+fn connect_options(ca_file: Option<&Path>, insecure_http: bool) -> Result<ConnectOptions, CliError> {
+    let base = ConnectOptions::default().allow_remote_plain_http(insecure_http);
+    let Some(path) = ca_file else { return Ok(base) };
     let pem = std::fs::read(path)
         .map_err(|e| CliError::Usage(format!("cannot read the CA file {}: {e}", path.display())))?;
-    Ok(ConnectOptions::default().with_extra_roots_pem(&pem)?)
+    Ok(base.with_extra_roots_pem(&pem)?)
 }
 
 fn open(home: &Path, options: &ConnectOptions) -> Result<Client, CliError> {
@@ -186,13 +188,13 @@ async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
         Command::Server(args) => return server::run(args).await,
         Command::Demo => return demo::run(out, cli.json).await,
         Command::Bench(BenchCommand::Relay(args)) => {
-            let options = connect_options(cli.ca_file.as_deref())?;
+            let options = connect_options(cli.ca_file.as_deref(), cli.insecure_http)?;
             return bench::run(args, &options, out, cli.json).await;
         }
         other => other,
     };
     let home = home(cli.home)?;
-    let options = connect_options(cli.ca_file.as_deref())?;
+    let options = connect_options(cli.ca_file.as_deref(), cli.insecure_http)?;
     match command {
         Command::Account(AccountCommand::Create(a)) => {
             let secret = new_secret("TACIT_PASSPHRASE", false)?;

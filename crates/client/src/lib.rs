@@ -21,6 +21,7 @@ mod error;
 mod generations;
 mod messaging;
 mod net;
+mod origin;
 mod payload;
 pub mod relay;
 mod rng;
