@@ -171,16 +171,20 @@ fn open(home: &Path, options: &ConnectOptions) -> Result<Client, CliError> {
     if !Client::exists(home) {
         return Err(ClientError::NoAccount.into());
     }
-    let pass = if Client::needs_passphrase(home) {
-        match env_secret("TACIT_PASSPHRASE") {
-            Some(p) => Some(p),
-            None if std::io::stdin().is_terminal() => Some(prompt("Passphrase: ")?),
-            None => return Err(ClientError::PassphraseRequired.into()),
-        }
-    } else {
-        None
+    let ask = || match env_secret("TACIT_PASSPHRASE") {
+        Some(p) => Ok(p),
+        None if std::io::stdin().is_terminal() => prompt("Passphrase: "),
+        None => Err(CliError::from(ClientError::PassphraseRequired)),
     };
-    Ok(Client::open_with(home, pass.as_ref(), options)?)
+    let pass = if Client::needs_passphrase(home) { Some(ask()?) } else { None };
+    match Client::open_with(home, pass.as_ref(), options) {
+        // A rekey interrupted between a passphrase and a key file leaves both kinds of file:
+        // the key file did not open the store, so it is the passphrase's.
+        Err(ClientError::PassphraseRequired) if pass.is_none() => {
+            Ok(Client::open_with(home, Some(&ask()?), options)?)
+        }
+        other => Ok(other?),
+    }
 }
 
 async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {

@@ -73,6 +73,8 @@ fn private_files(dir: &Path, db: &Path) -> std::io::Result<()> {
             }
         }
     }
+    #[cfg(not(unix))]
+    let _ = db;
     Ok(())
 }
 
