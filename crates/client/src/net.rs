@@ -274,8 +274,8 @@ impl Api {
         if !crate::origin::same(&self.base, &ch.origin) {
             return Err(ClientError::WrongOrigin {
                 dialled: crate::origin::normalized(&self.base).unwrap_or_else(|| self.base.clone()),
-                // Bounded: the server's text is shown to the user.
-                signed: ch.origin.chars().take(MAX_SHOWN_ORIGIN).collect(),
+                // Bounded and without control characters: the server's text is shown to the user.
+                signed: ch.origin.chars().filter(|c| !c.is_control()).take(MAX_SHOWN_ORIGIN).collect(),
             });
         }
         let message = api::auth_message(&ch.origin, account, device, ch.challenge.as_slice());
