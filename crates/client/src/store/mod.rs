@@ -103,20 +103,27 @@ fn open_with(path: &Path, key: &RawKey) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Creates `dir` (and missing parents) 0700 whatever the umask; a folder that exists already
-/// is left as it is (it may be the user's, with a mode they chose).
+/// Creates `dir` 0700 whatever the umask (missing parents 0700 less the umask); a folder
+/// that exists already, or that appears meanwhile, is left as it is (it may be the user's,
+/// with a mode they chose).
 pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
     let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder.create(dir)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        builder.recursive(true).create(parent)?;
+    }
+    // Not recursive: only a folder this call made has its mode set.
+    match builder.recursive(false).create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        other => other?,
+    }
     #[cfg(unix)]
     {
         // The umask may have removed bits from 0700, never added any; make it exactly 0700.
