@@ -15,6 +15,10 @@ pub struct Cli {
     /// certificate comes from a private CA.
     #[arg(long, global = true, env = "TACIT_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Allow plain http:// to a server that is not on this machine (loopback needs no flag):
+    /// anyone on the path can then read and alter the traffic, the session token included.
+    #[arg(long, global = true, env = "TACIT_INSECURE_HTTP")]
+    pub insecure_http: bool,
     /// Print one JSON object per line, each with a "type" field.
     #[arg(long, global = true)]
     pub json: bool,
@@ -127,6 +131,10 @@ pub struct ServerArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "TACIT_TLS_KEY", value_name = "F", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// The origin clients sign in to (https://chat.example): needed on a wildcard address
+    /// without a certificate naming the server.
+    #[arg(long, env = "TACIT_ORIGIN", value_name = "URL")]
+    pub origin: Option<String>,
     /// A TOML configuration file (see docs/CLI.md).
     #[arg(long, env = "TACIT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -244,6 +252,15 @@ mod tests {
             matches!(c.command, Command::Server(ref s) if s.listen.unwrap().port() == 8443 && s.data.is_some())
         );
         assert!(Cli::try_parse_from(["tacit", "server", "--tls-cert", "c.pem"]).is_err(), "cert needs key");
+        let c = Cli::try_parse_from(["tacit", "--insecure-http", "server", "--origin", "https://c.example"])
+            .unwrap();
+        assert!(c.insecure_http);
+        assert!(
+            matches!(c.command, Command::Server(ref s) if s.origin.as_deref() == Some("https://c.example"))
+        );
+        assert!(
+            Cli::try_parse_from(["tacit", "send", "bob", "hi", "--insecure-http"]).unwrap().insecure_http
+        );
         assert!(Cli::try_parse_from(["tacit", "server", "--listen", "nowhere"]).is_err());
     }
 

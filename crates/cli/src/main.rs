@@ -157,28 +157,34 @@ fn new_secret(var: &str, required: bool) -> Result<StoreSecret, CliError> {
     Ok(StoreSecret::Passphrase(first))
 }
 
-/// The extra trusted CAs of `--ca-file` (none without it).
-fn connect_options(ca_file: Option<&Path>) -> Result<ConnectOptions, CliError> {
-    let Some(path) = ca_file else { return Ok(ConnectOptions::default()) };
+/// The extra trusted CAs of `--ca-file` (none without it), and whether `--insecure-http`
+/// allows plain HTTP to a remote host.
+fn connect_options(ca_file: Option<&Path>, insecure_http: bool) -> Result<ConnectOptions, CliError> {
+    let base = ConnectOptions::default().allow_remote_plain_http(insecure_http);
+    let Some(path) = ca_file else { return Ok(base) };
     let pem = std::fs::read(path)
         .map_err(|e| CliError::Usage(format!("cannot read the CA file {}: {e}", path.display())))?;
-    Ok(ConnectOptions::default().with_extra_roots_pem(&pem)?)
+    Ok(base.with_extra_roots_pem(&pem)?)
 }
 
 fn open(home: &Path, options: &ConnectOptions) -> Result<Client, CliError> {
     if !Client::exists(home) {
         return Err(ClientError::NoAccount.into());
     }
-    let pass = if Client::needs_passphrase(home) {
-        match env_secret("TACIT_PASSPHRASE") {
-            Some(p) => Some(p),
-            None if std::io::stdin().is_terminal() => Some(prompt("Passphrase: ")?),
-            None => return Err(ClientError::PassphraseRequired.into()),
-        }
-    } else {
-        None
+    let ask = || match env_secret("TACIT_PASSPHRASE") {
+        Some(p) => Ok(p),
+        None if std::io::stdin().is_terminal() => prompt("Passphrase: "),
+        None => Err(CliError::from(ClientError::PassphraseRequired)),
     };
-    Ok(Client::open_with(home, pass.as_ref(), options)?)
+    let pass = if Client::needs_passphrase(home) { Some(ask()?) } else { None };
+    match Client::open_with(home, pass.as_ref(), options) {
+        // A rekey interrupted between a passphrase and a key file leaves both kinds of file:
+        // the key file did not open the store, so it is the passphrase's.
+        Err(ClientError::PassphraseRequired) if pass.is_none() => {
+            Ok(Client::open_with(home, Some(&ask()?), options)?)
+        }
+        other => Ok(other?),
+    }
 }
 
 async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
@@ -186,13 +192,13 @@ async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
         Command::Server(args) => return server::run(args).await,
         Command::Demo => return demo::run(out, cli.json).await,
         Command::Bench(BenchCommand::Relay(args)) => {
-            let options = connect_options(cli.ca_file.as_deref())?;
+            let options = connect_options(cli.ca_file.as_deref(), cli.insecure_http)?;
             return bench::run(args, &options, out, cli.json).await;
         }
         other => other,
     };
     let home = home(cli.home)?;
-    let options = connect_options(cli.ca_file.as_deref())?;
+    let options = connect_options(cli.ca_file.as_deref(), cli.insecure_http)?;
     match command {
         Command::Account(AccountCommand::Create(a)) => {
             let secret = new_secret("TACIT_PASSPHRASE", false)?;

@@ -28,10 +28,13 @@ pub fn config(args: ServerArgs) -> Result<ServerConfig, CliError> {
         c.tls_cert = args.tls_cert;
         c.tls_key = args.tls_key;
     }
+    if args.origin.is_some() {
+        c.origin = args.origin;
+    }
     Ok(c)
 }
 
-/// Serves until Ctrl-C or SIGTERM.
+/// Serves until Ctrl-C or SIGTERM; SIGHUP reloads the TLS certificate and key.
 pub async fn run(args: ServerArgs) -> Result<(), CliError> {
     let _ = tracing_subscriber::fmt()
         .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
@@ -39,7 +42,34 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let config = config(args)?;
-    tacit_server::serve(config, shutdown_signal()).await.map_err(|e| CliError::Server(e.to_string()))
+    let server = tacit_server::Server::bind(config).await.map_err(|e| CliError::Server(e.to_string()))?;
+    #[cfg(unix)]
+    reload_on_hangup(server.tls_reloader())?;
+    server.run(shutdown_signal()).await.map_err(|e| CliError::Server(e.to_string()))
+}
+
+/// On each SIGHUP, reloads the certificate and key from their files (a failed reload keeps
+/// serving the old pair and says why). Installed before the server listens, so a SIGHUP
+/// never ends it; without TLS it is logged and ignored.
+#[cfg(unix)]
+fn reload_on_hangup(reloader: Option<tacit_server::TlsReloader>) -> Result<(), CliError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup())
+        .map_err(|e| CliError::Server(format!("cannot listen for SIGHUP: {e}")))?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match &reloader {
+                None => tracing::info!("SIGHUP: no TLS certificate to reload"),
+                Some(r) => match r.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; serving the old one")
+                    }
+                },
+            }
+        }
+    });
+    Ok(())
 }
 
 async fn shutdown_signal() {

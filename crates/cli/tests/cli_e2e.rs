@@ -195,6 +195,35 @@ async fn a_contact_who_reinstalls_and_writes_first_through_the_binary() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rekey_interrupted_before_the_database_changed_key_still_opens_with_the_old_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, stop) = start_server(dir.path(), false).await;
+    let home = dir.path().join("a");
+    tokio::task::spawn_blocking(move || {
+        let pass = [("TACIT_PASSPHRASE", "old secret")];
+        assert_eq!(tacit(&home, &pass, &["account", "create", "--server", &url, "--name", "alice"]).0, 0);
+        // What `store rekey` to no passphrase leaves when killed after writing the new key
+        // file and before the database took it: store.salt and store.key.new.
+        let new_key = home.join("store.key.new");
+        std::fs::write(&new_key, format!("{}\n", "ab".repeat(32))).unwrap();
+        #[cfg(unix)]
+        std::fs::set_permissions(&new_key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        // Without the passphrase: the key file does not open it, so the passphrase is asked for.
+        let (code, l) = tacit(&home, &[], &["receive"]);
+        assert_eq!((code, l[0]["kind"].as_str()), (2, Some("usage")), "{l:?}");
+        let (code, l) = tacit(&home, &pass, &["receive"]);
+        assert_eq!(code, 0, "{l:?}");
+        assert!(!new_key.exists(), "the leftover of the interrupted rekey is gone");
+        let (code, _) = tacit(&home, &[pass[0], ("TACIT_NEW_PASSPHRASE", "")], &["store", "rekey"]);
+        assert_eq!(code, 0);
+        assert_eq!(tacit(&home, &[], &["receive"]).0, 0);
+    })
+    .await
+    .unwrap();
+    stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_ca_is_trusted_with_tacit_ca_file_and_only_then() {
     let dir = tempfile::tempdir().unwrap();
     let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-certs");

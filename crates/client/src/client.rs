@@ -165,6 +165,8 @@ fn wipe(home: &Path) -> Result<()> {
         format!("{DB_FILE}-shm"),
         key::SALT_FILE.to_owned(),
         key::KEY_FILE.to_owned(),
+        key::NEW_SALT_FILE.to_owned(),
+        key::NEW_KEY_FILE.to_owned(),
         generations::FILE.to_owned(),
         prekey_mark::FILE.to_owned(),
     ] {
@@ -283,6 +285,8 @@ impl Client {
     ) -> Result<Self> {
         let name = AccountName::new(name)?;
         let api = Api::new(server, options)?;
+        // Refused transport: refuse before making keys or a store.
+        api.check_transport()?;
         if Store::exists(home) {
             let pass = match &secret {
                 StoreSecret::Passphrase(p) if !p.is_empty() => Some(p),

@@ -42,6 +42,15 @@ pub enum ClientError {
     /// The store's key is wrong (wrong passphrase, damaged key file) or the file is not a store.
     #[error("cannot open the store: wrong passphrase or not a Tacit store")]
     WrongKey,
+    /// `store.key` may be read or written by others than its owner: refused until the user
+    /// makes it private again.
+    #[error("{} has mode {mode:o}; it must be readable by you alone: chmod 600 it", path.display())]
+    KeyFilePermissions {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// There is no account in this home directory.
     #[error("no account here: run `tacit account create` first")]
     NoAccount,
@@ -57,6 +66,25 @@ pub enum ClientError {
     /// A certificate given to trust (`ConnectOptions`) is not usable.
     #[error("bad CA certificate: {0}")]
     BadCertificate(String),
+    /// Plain `http://` to a host that is not this machine, without the caller's consent
+    /// ([`crate::ConnectOptions::allow_remote_plain_http`]): the bearer token and metadata
+    /// would cross the network readable and alterable.
+    #[error(
+        "refusing plain http:// to {0}: anyone on the path can read and alter the traffic, \
+         including the session token. Use https://, or pass --insecure-http if you accept that"
+    )]
+    InsecureHttp(String),
+    /// The server asked us to sign an authentication message for another origin than the
+    /// server we dialled (a relayed challenge, or a misconfigured `origin`).
+    #[error(
+        "the server at {dialled} asked to sign in for {signed}: refused (is its `origin` setting right?)"
+    )]
+    WrongOrigin {
+        /// The origin of the URL we dialled.
+        dialled: String,
+        /// The origin the server sent.
+        signed: String,
+    },
     /// The request did not reach the server or the answer was unreadable.
     #[error("network: {0}")]
     Network(String),
@@ -128,8 +156,9 @@ impl ClientError {
             | Self::MessageTooLong { .. }
             | Self::PassphraseRequired
             | Self::AccountExists(_)
-            | Self::BadCertificate(_) => ErrorKind::Usage,
-            Self::WrongKey => ErrorKind::Security,
+            | Self::BadCertificate(_)
+            | Self::InsecureHttp(_) => ErrorKind::Usage,
+            Self::WrongKey | Self::KeyFilePermissions { .. } => ErrorKind::Security,
             Self::NoAccount | Self::NotFound(_) | Self::UnknownContact(_) => ErrorKind::NotFound,
             Self::Network(_) | Self::Server { .. } => ErrorKind::Network,
             Self::IdentityChanged(_)
@@ -139,7 +168,8 @@ impl ClientError {
             | Self::Session(_)
             | Self::Decode(_)
             | Self::Crypto(_)
-            | Self::Prekey(_) => ErrorKind::Security,
+            | Self::Prekey(_)
+            | Self::WrongOrigin { .. } => ErrorKind::Security,
             Self::Store(_) | Self::Io(_) | Self::Internal(_) => ErrorKind::Local,
         }
     }

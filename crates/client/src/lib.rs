@@ -23,6 +23,7 @@ mod error;
 mod generations;
 mod messaging;
 mod net;
+mod origin;
 mod payload;
 mod prekey_mark;
 pub mod relay;

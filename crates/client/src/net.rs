@@ -20,6 +20,9 @@ use zeroize::Zeroizing;
 use crate::error::{ClientError, Result};
 use crate::relay::RelayEvent;
 
+/// Most characters of a refused origin shown in an error.
+const MAX_SHOWN_ORIGIN: usize = 200;
+
 /// How long one HTTP request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts at a send that carries an idempotency key, when the server answers `503` or
@@ -33,6 +36,8 @@ const SEND_RETRY_WAIT: Duration = Duration::from_millis(250);
 #[non_exhaustive]
 pub struct ConnectOptions {
     extra_roots: Vec<CertificateDer<'static>>,
+    /// Plain `http://` to a host other than this machine is allowed.
+    remote_plain_http: bool,
 }
 
 impl ConnectOptions {
@@ -55,11 +60,22 @@ impl ConnectOptions {
         self.extra_roots.extend(certs);
         Ok(self)
     }
+
+    /// Allows plain `http://` to a host that is not this machine (refused by default with
+    /// [`ClientError::InsecureHttp`]: a session token on that wire lets anyone on the path act
+    /// as the device, delete the account included). Loopback needs no permission.
+    pub fn allow_remote_plain_http(mut self, allow: bool) -> Self {
+        self.remote_plain_http = allow;
+        self
+    }
 }
 
 impl core::fmt::Debug for ConnectOptions {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ConnectOptions").field("extra_roots", &self.extra_roots.len()).finish()
+        f.debug_struct("ConnectOptions")
+            .field("extra_roots", &self.extra_roots.len())
+            .field("remote_plain_http", &self.remote_plain_http)
+            .finish()
     }
 }
 
@@ -82,6 +98,9 @@ pub(crate) struct Api {
     base: String,
     token: Option<Token>,
     extra_roots: Vec<CertificateDer<'static>>,
+    /// The host of a remote `http://` base the caller did not allow: every request fails
+    /// before anything is sent (offline commands still work).
+    refused_plain_http: Option<String>,
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -121,7 +140,17 @@ impl Api {
             .user_agent(concat!("tacit-client/", env!("CARGO_PKG_VERSION")))
             .tls_certs_merge(extra.collect::<Result<Vec<_>, _>>()?)
             .build()?;
-        Ok(Self { http, base, token: None, extra_roots: options.extra_roots.clone() })
+        let refused_plain_http =
+            if options.remote_plain_http { None } else { crate::origin::remote_plain_http_host(&base) };
+        Ok(Self { http, base, token: None, extra_roots: options.extra_roots.clone(), refused_plain_http })
+    }
+
+    /// Refuses to send anything over plain HTTP to a remote host the caller did not allow.
+    pub(crate) fn check_transport(&self) -> Result<()> {
+        match &self.refused_plain_http {
+            Some(host) => Err(ClientError::InsecureHttp(host.clone())),
+            None => Ok(()),
+        }
     }
 
     /// The TLS configuration of `wss://`: what reqwest does for HTTPS (rustls with AWS-LC,
@@ -188,6 +217,7 @@ impl Api {
         path: &str,
         body: Option<&B>,
     ) -> Result<reqwest::Response> {
+        self.check_transport()?;
         let mut rb = self.request(method, path);
         if let Some(b) = body {
             rb = rb.json(b);
@@ -232,7 +262,9 @@ impl Api {
         Ok(r.device_list.0)
     }
 
-    /// Challenge, sign, session: holds the token afterwards.
+    /// Challenge, sign, session: holds the token afterwards. The origin the server asks us
+    /// to sign must be the one we dialled, or a server could relay another server's
+    /// challenge and sign in there as us ([`ClientError::WrongOrigin`]).
     pub(crate) async fn authenticate(
         &mut self,
         account: &str,
@@ -246,6 +278,13 @@ impl Api {
                 Some(&api::ChallengeRequest { account: account.into(), device }),
             )
             .await?;
+        if !crate::origin::same(&self.base, &ch.origin) {
+            return Err(ClientError::WrongOrigin {
+                dialled: crate::origin::normalized(&self.base).unwrap_or_else(|| self.base.clone()),
+                // Bounded and without control characters: the server's text is shown to the user.
+                signed: ch.origin.chars().filter(|c| !c.is_control()).take(MAX_SHOWN_ORIGIN).collect(),
+            });
+        }
         let message = api::auth_message(&ch.origin, account, device, ch.challenge.as_slice());
         let signature = sign(&message)?;
         let req = api::SessionRequest {
@@ -279,6 +318,7 @@ impl Api {
     /// `POST /v1/messages`, with 409 and 410 as outcomes rather than errors. A request with
     /// an idempotency key is sent again, unchanged, after a `503` or a lost answer.
     pub(crate) async fn send(&self, req: &api::SendRequest) -> Result<SendOutcome> {
+        self.check_transport()?;
         let attempts = if req.idempotency_key.is_some() { SEND_ATTEMPTS } else { 1 };
         let mut wait = SEND_RETRY_WAIT;
         for _ in 1..attempts {
@@ -326,6 +366,7 @@ impl Api {
 
     /// Opens the WebSocket (`GET /v1/ws`, authenticated).
     pub(crate) async fn connect(&self) -> Result<Live> {
+        self.check_transport()?;
         let (url, connector) = if let Some(rest) = self.base.strip_prefix("https://") {
             let tls = tokio_tungstenite::Connector::Rustls(self.websocket_tls()?);
             (format!("wss://{rest}{}", api::WEBSOCKET), tls)

@@ -54,7 +54,9 @@ pub struct ServerConfig {
     /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
     /// The origin clients sign in their authentication message (`https://chat.example`);
-    /// defaults to `http(s)://` and the bound address.
+    /// defaults to `http(s)://` and the bound address, or on a wildcard address to the TLS
+    /// certificate's first DNS name, or with neither to each request's `Host` header (with
+    /// a start-up warning).
     pub origin: Option<String>,
     /// Log the client IP address of each request (off by default).
     pub log_ip_addresses: bool,

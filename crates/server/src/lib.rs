@@ -42,4 +42,4 @@ pub use store::{
     NewEnvelope, PgStore, PrekeyCounts, PrekeySet, STALL_AFTER, Sent, SqliteStore, Store, StoreConfig,
     StoreError, StoredEnvelope,
 };
-pub use tls::TlsError;
+pub use tls::{TlsError, TlsReloader};

@@ -15,7 +15,7 @@ use crate::config::ServerConfig;
 use crate::routes::app;
 use crate::state::{AppState, Settings, now_ms};
 use crate::store::{PgStore, SqliteStore, Store, StoreConfig, StoreError};
-use crate::tls::TlsError;
+use crate::tls::{TlsError, TlsReloader};
 
 /// How often expired challenges and tokens are deleted and full rate-limit buckets
 /// forgotten.
@@ -45,6 +45,7 @@ pub enum ServeError {
 pub struct Server {
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    tls_reloader: Option<TlsReloader>,
     state: AppState,
     local_addr: SocketAddr,
     grace: Duration,
@@ -57,9 +58,12 @@ impl Server {
     /// Opens the store (SQLite in `data_dir`, or PostgreSQL at `database_url`), sets up TLS
     /// if configured and binds `listen`.
     pub async fn bind(config: ServerConfig) -> Result<Self, ServeError> {
-        let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
-            (None, None) => None,
+        let (tls, tls_reloader) = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                let (acceptor, reloader) = crate::tls::acceptor(cert, key)?;
+                (Some(acceptor), Some(reloader))
+            }
+            (None, None) => (None, None),
             _ => return Err(ServeError::TlsHalfConfigured),
         };
         let store_config = StoreConfig::with_max_mailbox_bytes(config.max_mailbox_bytes)
@@ -70,9 +74,18 @@ impl Server {
         };
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
-        let scheme = if tls.is_some() { "https" } else { "http" };
+        if tls.is_none() && !local_addr.ip().is_loopback() {
+            tracing::warn!(
+                %local_addr,
+                "serving plain HTTP on an address other hosts can reach: session tokens and \
+                 metadata cross the network readable (configure tls_cert and tls_key, or listen \
+                 on loopback behind a TLS proxy)"
+            );
+        }
+        let origin = origin(&config, local_addr)?;
         let settings = Settings {
-            origin: config.origin.clone().unwrap_or_else(|| format!("{scheme}://{local_addr}")),
+            origin: origin.fixed.unwrap_or_default(),
+            origin_from_host: origin.from_host,
             registration_token: config.registration_token.clone(),
             log_ip_addresses: config.log_ip_addresses,
             limits: config.limits,
@@ -87,6 +100,7 @@ impl Server {
         Ok(Self {
             listener,
             tls,
+            tls_reloader,
             state,
             local_addr,
             grace: Duration::from_secs(config.shutdown_grace_secs),
@@ -101,6 +115,11 @@ impl Server {
         self.local_addr
     }
 
+    /// What reloads the TLS certificate and key from their files (`None` without TLS).
+    pub fn tls_reloader(&self) -> Option<TlsReloader> {
+        self.tls_reloader.clone()
+    }
+
     /// The shared state (for embedding).
     pub fn state(&self) -> &AppState {
         &self.state
@@ -111,6 +130,7 @@ impl Server {
         let Self {
             listener,
             tls,
+            tls_reloader: _,
             state,
             local_addr,
             grace,
@@ -176,6 +196,46 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Where the origin clients sign comes from (exactly one field is set).
+struct OriginChoice {
+    /// One origin for every request.
+    fixed: Option<String>,
+    /// The request's `Host` header with this scheme.
+    from_host: Option<&'static str>,
+}
+
+/// The origin clients sign (`tacit_api::auth_message`): the `origin` setting; on a specific
+/// address, `http(s)://` and that address; on a wildcard address (`0.0.0.0`, `[::]`), which
+/// every such deployment shares, the first DNS name of the TLS certificate; with neither, the
+/// `Host` header of each request, with a warning (a signature then binds nothing a relaying
+/// server could not choose).
+fn origin(config: &ServerConfig, local_addr: SocketAddr) -> Result<OriginChoice, ServeError> {
+    let scheme = if config.tls_cert.is_some() { "https" } else { "http" };
+    if let Some(o) = &config.origin {
+        return Ok(OriginChoice { fixed: Some(o.clone()), from_host: None });
+    }
+    if !local_addr.ip().is_unspecified() {
+        return Ok(OriginChoice { fixed: Some(format!("{scheme}://{local_addr}")), from_host: None });
+    }
+    if let Some(cert) = &config.tls_cert
+        && let Some(name) = crate::tls::dns_names(cert)?.into_iter().next()
+    {
+        let fixed = match local_addr.port() {
+            443 => format!("https://{name}"),
+            port => format!("https://{name}:{port}"),
+        };
+        tracing::info!(origin = %fixed, "origin taken from the TLS certificate");
+        return Ok(OriginChoice { fixed: Some(fixed), from_host: None });
+    }
+    tracing::warn!(
+        %local_addr,
+        "listening on a wildcard address with neither an `origin` setting nor a certificate \
+         DNS name: the origin clients sign is taken from each request's Host header, so it does \
+         not tell this server from another; set `origin` (e.g. https://chat.example)"
+    );
+    Ok(OriginChoice { fixed: None, from_host: Some(scheme) })
 }
 
 /// Binds and serves `config` until `shutdown` completes (the `tacit server` entry point).

@@ -18,6 +18,9 @@ use crate::store::Store;
 pub struct Settings {
     /// The origin clients sign in [`tacit_api::auth_message`].
     pub origin: String,
+    /// When set, `origin` is ignored: the origin is this scheme and each request's `Host`
+    /// header (a wildcard listener with no configured origin; see `serve.rs`).
+    pub origin_from_host: Option<&'static str>,
     /// When set, account creation requires this token.
     pub registration_token: Option<String>,
     /// Log client addresses.
@@ -52,6 +55,7 @@ impl core::fmt::Debug for Settings {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Settings")
             .field("origin", &self.origin)
+            .field("origin_from_host", &self.origin_from_host)
             .field("registration_token", &self.registration_token.as_ref().map(|_| "***"))
             .field("log_ip_addresses", &self.log_ip_addresses)
             .field("limits", &self.limits)
@@ -72,6 +76,8 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) bus: Arc<dyn Bus>,
     pub(crate) origin: String,
+    /// [`Settings::origin_from_host`].
+    pub(crate) origin_from_host: Option<&'static str>,
     /// SHA-256 of the registration token (compared in constant time).
     pub(crate) registration_token_hash: Option<[u8; 32]>,
     pub(crate) log_ip_addresses: bool,
@@ -102,6 +108,7 @@ impl AppState {
             store,
             bus,
             origin: settings.origin,
+            origin_from_host: settings.origin_from_host,
             registration_token_hash: settings
                 .registration_token
                 .as_deref()

@@ -103,20 +103,76 @@ fn open_with(path: &Path, key: &RawKey) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Creates `dir` 0700 whatever the umask (missing parents 0700 less the umask); a folder
+/// that exists already, or that appears meanwhile, is left as it is (it may be the user's,
+/// with a mode they chose).
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        builder.recursive(true).create(parent)?;
+    }
+    // Not recursive: only a folder this call made has its mode set.
+    match builder.recursive(false).create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        other => other?,
+    }
+    #[cfg(unix)]
+    {
+        // The umask may have removed bits from 0700, never added any; make it exactly 0700.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// The steps of [`Store::rekey`], for tests that make it fail before one of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RekeyStep {
+    /// Writing the new secret as `*.new`.
+    WriteNew,
+    /// `PRAGMA rekey`.
+    Rekey,
+    /// Renaming the `.new` file into place.
+    Promote,
+    /// Removing the old kind's file.
+    RemoveOld,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The step before which the next rekey on this thread fails (tests only).
+    pub(crate) static FAIL_BEFORE: std::cell::Cell<Option<RekeyStep>> = const { std::cell::Cell::new(None) };
+}
+
+/// In tests, fails before `step` when [`FAIL_BEFORE`] names it; otherwise nothing.
+#[allow(clippy::unnecessary_wraps)] // returns an error only in tests
+fn fail_point(step: RekeyStep) -> Result<()> {
+    #[cfg(test)]
+    if FAIL_BEFORE.with(std::cell::Cell::get) == Some(step) {
+        return Err(ClientError::Internal("injected rekey failure"));
+    }
+    let _ = step;
+    Ok(())
+}
+
 impl Store {
     /// Whether `home` holds a store.
     pub(crate) fn exists(home: &Path) -> bool {
         home.join(DB_FILE).exists()
     }
 
-    /// Creates a new store in `home` protected by `secret`.
+    /// Creates a new store in `home` protected by `secret`. A home folder that does not
+    /// exist is created 0700 (with any missing parents); an existing one keeps its mode.
     pub(crate) fn create(home: &Path, secret: &StoreSecret) -> Result<Self> {
-        std::fs::create_dir_all(home)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700))?;
-        }
+        create_private_dir(home)?;
         let pending = key::new_key(secret)?;
         let conn = open_with(&home.join(DB_FILE), &pending.key)?;
         conn.execute_batch(SCHEMA)?;
@@ -124,30 +180,56 @@ impl Store {
         Ok(Self { conn, home: home.to_owned() })
     }
 
-    /// Opens the store in `home` (`passphrase` only when it has one).
+    /// Opens the store in `home` (`passphrase` only when it has one). Every secret file
+    /// present is tried, current ones first, so a rekey interrupted at any step still opens;
+    /// the one that opened the store then becomes the only one ([`key::settle`]).
     pub(crate) fn open(home: &Path, passphrase: Option<&Zeroizing<String>>) -> Result<Self> {
         if !Self::exists(home) {
             return Err(ClientError::NoAccount);
         }
-        let key = key::existing_key(home, passphrase)?;
-        let conn = open_with(&home.join(DB_FILE), &key)?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn, home: home.to_owned() })
+        let mut failure = ClientError::NoAccount;
+        for candidate in key::candidates(home) {
+            let opened = key::key_from(home, candidate.name, passphrase)
+                .and_then(|key| open_with(&home.join(DB_FILE), &key));
+            match opened {
+                Ok(conn) => {
+                    key::settle(home, candidate)?;
+                    conn.execute_batch(SCHEMA)?;
+                    return Ok(Self { conn, home: home.to_owned() });
+                }
+                // A wrong or missing secret: try the next file, reporting the most useful
+                // reason (a missing passphrase over a wrong key) if none opens the store.
+                Err(e @ (ClientError::WrongKey | ClientError::PassphraseRequired)) => {
+                    if !matches!(failure, ClientError::PassphraseRequired) {
+                        failure = e;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(failure)
     }
 
-    /// Re-encrypts the store under a new key (SQLCipher `PRAGMA rekey`). The new salt or key
-    /// file is written only after the database took the new key; a crash in between leaves
-    /// `store.salt.new`-style leftovers that `open` does not need, so the user re-runs rekey
-    /// with the old secret. (SQLCipher rekeys in rollback-journal mode.)
+    /// Re-encrypts the store under a new key (SQLCipher `PRAGMA rekey`) without ever leaving
+    /// it unopenable: (1) the new salt or key file is written and fsynced as `*.new`, (2) the
+    /// database is rekeyed (atomically: SQLCipher rekeys in rollback-journal mode), (3) the
+    /// `.new` file is renamed over the current one, (4) the old kind's file, if the kind
+    /// changed, is removed. A crash after any step leaves files [`Store::open`] can open with.
     pub(crate) fn rekey(&mut self, secret: &StoreSecret) -> Result<()> {
         let pending: PendingKey = key::new_key(secret)?;
+        fail_point(RekeyStep::WriteNew)?;
+        pending.write_pending(&self.home)?;
+        fail_point(RekeyStep::Rekey)?;
         self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE;")?;
         self.conn.execute_batch(&Zeroizing::new(format!(
             "PRAGMA rekey = {};",
             pending.key.pragma_value().as_str()
         )))?;
         self.conn.execute_batch("PRAGMA journal_mode = WAL;")?;
-        pending.commit(&self.home)?;
+        fail_point(RekeyStep::Promote)?;
+        pending.promote(&self.home)?;
+        fail_point(RekeyStep::RemoveOld)?;
+        pending.remove_old(&self.home)?;
         Ok(())
     }
 
@@ -482,6 +564,96 @@ mod tests {
         assert!(!key::needs_passphrase(dir.path()));
         let s = Store::open(dir.path(), None).unwrap();
         assert_eq!(&**s.meta("x").unwrap().unwrap(), b"y");
+    }
+
+    /// The four kinds of rekey: passphrase to passphrase, to none, none to passphrase, none
+    /// to none.
+    fn transitions() -> Vec<(Option<&'static str>, Option<&'static str>)> {
+        vec![
+            (Some("old pass"), Some("new pass")),
+            (Some("old pass"), None),
+            (None, Some("new pass")),
+            (None, None),
+        ]
+    }
+
+    fn secret(p: Option<&str>) -> StoreSecret {
+        p.map_or(StoreSecret::NoPassphrase, |p| StoreSecret::Passphrase(Zeroizing::new(p.into())))
+    }
+
+    /// Opens the store as a user would after a crash: with the new secret, else the old one.
+    fn reopen(home: &Path, old: Option<&str>, new: Option<&str>) -> (Store, bool) {
+        let try_with = |p: Option<&str>| Store::open(home, p.map(|p| Zeroizing::new(p.to_owned())).as_ref());
+        match try_with(new) {
+            Ok(s) => (s, true),
+            Err(new_err) => match try_with(old) {
+                Ok(s) => (s, false),
+                Err(old_err) => panic!("the store opens with neither secret: {new_err} / {old_err}"),
+            },
+        }
+    }
+
+    /// The secret files in `home` (`store.salt`, `store.key` and their `.new`) with their bytes.
+    fn secret_files(home: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(home)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("store.") && !n.starts_with(DB_FILE))
+            .map(|n| (n.clone(), std::fs::read(home.join(&n)).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn a_rekey_that_fails_before_any_step_leaves_a_store_that_opens() {
+        let steps = [RekeyStep::WriteNew, RekeyStep::Rekey, RekeyStep::Promote, RekeyStep::RemoveOld];
+        for (old, new) in transitions() {
+            for step in steps {
+                let dir = tempfile::tempdir().unwrap();
+                let home = dir.path();
+                let mut s = Store::create(home, &secret(old)).unwrap();
+                s.set_meta("x", b"y").unwrap();
+                let before = secret_files(home);
+                FAIL_BEFORE.with(|f| f.set(Some(step)));
+                let failed = s.rekey(&secret(new));
+                FAIL_BEFORE.with(|f| f.set(None));
+                assert!(failed.is_err(), "{old:?}->{new:?} before {step:?}");
+                // A crash here: nothing else runs, the connection is dropped.
+                drop(s);
+
+                let (s, _) = reopen(home, old, new);
+                assert_eq!(&**s.meta("x").unwrap().unwrap(), b"y", "{old:?}->{new:?} before {step:?}");
+                drop(s);
+                // Opening settled the files: one secret file, the one that opens the store;
+                // the new one exactly when the database was rekeyed.
+                let left = secret_files(home);
+                assert_eq!(left.len(), 1, "{old:?}->{new:?} before {step:?}: {left:?}");
+                let rekeyed = matches!(step, RekeyStep::Promote | RekeyStep::RemoveOld);
+                assert_eq!(left != before, rekeyed, "{old:?}->{new:?} before {step:?}");
+                let (mut s, _) = reopen(home, old, new);
+                // And the user can finish what they started.
+                s.rekey(&secret(new)).unwrap();
+                drop(s);
+                let s = Store::open(home, new.map(|p| Zeroizing::new(p.to_owned())).as_ref()).unwrap();
+                assert_eq!(&**s.meta("x").unwrap().unwrap(), b"y");
+            }
+        }
+    }
+
+    #[test]
+    fn an_existing_home_keeps_its_mode_and_a_new_one_is_private() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            drop(Store::create(dir.path(), &StoreSecret::NoPassphrase).unwrap());
+            assert_eq!(mode(dir.path()), 0o755, "a folder the store did not create keeps its mode");
+            let new_home = dir.path().join("a/b/home");
+            drop(Store::create(&new_home, &StoreSecret::NoPassphrase).unwrap());
+            assert_eq!(mode(&new_home), 0o700);
+            assert_eq!(mode(&dir.path().join("a")), 0o700, "parents it created are private too");
+        }
     }
 
     #[test]

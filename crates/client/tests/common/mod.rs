@@ -99,15 +99,25 @@ pub struct Relay {
 impl Relay {
     /// Plain HTTP.
     pub async fn start(backend: Backend) -> Self {
-        Self::start_inner(backend, false).await
+        Self::start_inner(backend, false, |_| {}).await
+    }
+
+    /// Plain HTTP or HTTPS, with a configuration tweak (applied last).
+    pub async fn start_with(backend: Backend, tls: bool, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        Self::start_inner(backend, tls, tweak).await
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.config.listen.port()
     }
 
     /// HTTPS with a certificate from a fresh throwaway CA ([`Self::certs`]).
     pub async fn start_tls(backend: Backend) -> Self {
-        Self::start_inner(backend, true).await
+        Self::start_inner(backend, true, |_| {}).await
     }
 
-    async fn start_inner(backend: Backend, tls: bool) -> Self {
+    async fn start_inner(backend: Backend, tls: bool, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::default();
         config.listen = "127.0.0.1:0".parse().unwrap();
@@ -127,6 +137,7 @@ impl Relay {
             config.tls_key = Some(certs.server_key.clone());
             certs
         });
+        tweak(&mut config);
         let mut relay = Self { url: String::new(), config, stop: None, task: None, schema, certs, dir };
         relay.launch().await;
         relay

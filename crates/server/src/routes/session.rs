@@ -1,6 +1,7 @@
 //! `POST /v1/auth/session`: a signed challenge buys a bearer token.
 
 use axum::extract::State;
+use axum::http::{HeaderMap, header};
 use tacit_api::{SessionRequest, SessionResponse};
 
 use super::extract::{ApiJson, Peer};
@@ -12,7 +13,9 @@ use crate::state::AppState;
 pub(super) async fn handler(
     State(state): State<AppState>,
     Peer(peer): Peer,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<SessionRequest>,
 ) -> Result<ApiJson<SessionResponse>, Failure> {
-    auth::session(&state, peer, req).await.map(ApiJson)
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    auth::session(&state, peer, host, req).await.map(ApiJson)
 }

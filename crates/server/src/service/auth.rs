@@ -30,27 +30,48 @@ async fn device_of(state: &AppState, account: &str, device: u32) -> Result<Devic
     Ok(key)
 }
 
-/// `POST /v1/auth/challenge`.
+/// Longest `Host` header taken as an origin (a 253-character DNS name and a port).
+const MAX_HOST_LEN: usize = 262;
+
+/// The origin this request's client signs: the configured one, or (a wildcard listener with
+/// none) `scheme://` and the request's `Host` header.
+fn origin(state: &AppState, host: Option<&str>) -> Result<String, Failure> {
+    let Some(scheme) = state.inner().origin_from_host else { return Ok(state.inner().origin.clone()) };
+    let host = host
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= MAX_HOST_LEN
+                && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .ok_or(Failure::BadRequest("a Host header naming the server"))?;
+    Ok(format!("{scheme}://{}", host.to_ascii_lowercase()))
+}
+
+/// `POST /v1/auth/challenge` (`host`: the request's `Host` header).
 pub async fn challenge(
     state: &AppState,
     peer: Option<std::net::IpAddr>,
+    host: Option<&str>,
     req: ChallengeRequest,
 ) -> Result<ChallengeResponse, Failure> {
     state.limit_address(peer)?;
+    let origin = origin(state, host)?;
     let key = device_of(state, &req.account, req.device).await?;
     let challenge = random32()?;
     let expires = now_ms().saturating_add(CHALLENGE_TTL_SECS * 1000);
     state.store().put_challenge(key, &challenge, expires).await?;
-    Ok(ChallengeResponse { challenge: challenge.to_vec().into(), origin: state.inner().origin.clone() })
+    Ok(ChallengeResponse { challenge: challenge.to_vec().into(), origin })
 }
 
-/// `POST /v1/auth/session`.
+/// `POST /v1/auth/session` (`host`: the request's `Host` header).
 pub async fn session(
     state: &AppState,
     peer: Option<std::net::IpAddr>,
+    host: Option<&str>,
     req: SessionRequest,
 ) -> Result<SessionResponse, Failure> {
     state.limit_address(peer)?;
+    let origin = origin(state, host)?;
     if req.challenge.as_slice().len() != CHALLENGE_LEN {
         return Err(Failure::BadRequest("challenge is 32 bytes"));
     }
@@ -64,8 +85,7 @@ pub async fn session(
         return Err(Failure::BadAuthentication);
     }
     let identity = super::prekeys::identity(state, key).await?;
-    let message =
-        tacit_api::auth_message(&state.inner().origin, &req.account, req.device, req.challenge.as_slice());
+    let message = tacit_api::auth_message(&origin, &req.account, req.device, req.challenge.as_slice());
     identity
         .signing_key()
         .verify(&message, &Signature::from_bytes(signature))

@@ -7,6 +7,7 @@
 //! what must be atomic: unique names, one-time keys handed out once, the device set of a
 //! send, mailbox bounds.
 
+mod pg_tls;
 mod postgres;
 mod progress;
 mod schema;

@@ -9,6 +9,9 @@
 //! a server, database or role default of `off` cannot turn "200 means durable" into "200
 //! means in memory", and checks the setting once at start.
 //!
+//! TLS: `sslmode=require`, `verify-ca` and `verify-full` (with `sslrootcert`) in the URL,
+//! with rustls (see `pg_tls.rs`).
+//!
 //! Every pool operation is bounded: an operation waits at most [`POOL_WAIT`] for a connection
 //! ([`StoreError::Unavailable`], answered `503 unavailable`, instead of queueing without end
 //! while the database is slow or gone); opening and recycling a connection are bounded too.
@@ -90,8 +93,10 @@ impl PgStore {
         size: usize,
         wait: Duration,
     ) -> Result<Self, StoreError> {
+        let (url, tls_mode) = super::pg_tls::split(url)?;
+        let tls = super::pg_tls::connector(&tls_mode)?;
         let mut cfg = deadpool_postgres::Config::new();
-        cfg.url = Some(url.to_owned());
+        cfg.url = Some(url);
         let mut pg = cfg.get_pg_config().map_err(|e| StoreError::Backend(format!("postgres config: {e}")))?;
         // Ours last: PostgreSQL applies startup options in order, and they take precedence
         // over server, database and role defaults.
@@ -103,9 +108,16 @@ impl PgStore {
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(POOL_CREATE);
         }
+        if tls.is_some() {
+            // TLS or no connection: tokio-postgres never falls back to plain text on Require.
+            pg.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
         let build = |pg: tokio_postgres::Config, size: usize| {
-            let manager =
-                Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+            let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+            let manager = match tls.clone() {
+                Some(tls) => Manager::from_config(pg, tls, manager_config),
+                None => Manager::from_config(pg, NoTls, manager_config),
+            };
             let mut pool_config = PoolConfig::new(size);
             pool_config.timeouts =
                 Timeouts { wait: Some(wait), create: Some(POOL_CREATE), recycle: Some(POOL_RECYCLE) };
@@ -133,7 +145,18 @@ impl PgStore {
     /// Refuses to start unless commits wait for the WAL flush (a pooler that drops startup
     /// options would otherwise weaken durability silently).
     async fn check_durable(&self) -> Result<(), StoreError> {
-        let c = self.pool.get().await?;
+        // The first connection: a failure says why in full (a refused TLS certificate is
+        // only in the error's sources).
+        let c = self.pool.get().await.map_err(|e| {
+            let mut detail = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                detail.push_str(": ");
+                detail.push_str(&c.to_string());
+                cause = c.source();
+            }
+            StoreError::Unavailable(format!("postgres: cannot connect: {detail}"))
+        })?;
         let setting: String = c.query_one("SHOW synchronous_commit", &[]).await?.try_get(0)?;
         if setting == "on" {
             Ok(())

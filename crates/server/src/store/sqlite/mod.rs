@@ -48,6 +48,44 @@ pub struct SqliteStore {
     dir: std::path::PathBuf,
 }
 
+/// Makes the data folder 0700 when it creates it (an existing folder keeps its mode, with a
+/// warning if others may enter it) and the database file 0600, created so before SQLite
+/// opens it, whatever the umask. SQLite gives the WAL and shared-memory files the database
+/// file's mode; ones left by an older version are set to 0600 here too.
+fn private_files(dir: &Path, db: &Path) -> std::io::Result<()> {
+    if !dir.is_dir() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir)?;
+        #[cfg(unix)]
+        std::fs::set_permissions(
+            dir,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
+        )?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "others may enter the data folder (0700 advised)");
+        }
+        drop(std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(db)?);
+        let name = db.file_name().and_then(|n| n.to_str()).unwrap_or("tacit.db");
+        for file in [db.to_owned(), dir.join(format!("{name}-wal")), dir.join(format!("{name}-shm"))] {
+            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = db;
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) `DIR/tacit.db` with the default bounds, applies pending
     /// migrations and starts the writer thread.
@@ -57,8 +95,8 @@ impl SqliteStore {
 
     /// [`SqliteStore::open`] with the bounds of `config`.
     pub fn open_with(dir: &Path, config: &StoreConfig) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(format!("data dir: {e}")))?;
         let path = dir.join("tacit.db");
+        private_files(dir, &path).map_err(|e| StoreError::Backend(format!("data dir: {e}")))?;
         let mut conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;

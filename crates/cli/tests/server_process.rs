@@ -1,0 +1,286 @@
+//! `tacit server` as a real process: its start-up warnings, its files' modes whatever the
+//! umask, SIGHUP reloading its certificate; and the `tacit` client refusing plain HTTP to a
+//! host other than this machine unless `--insecure-http` says so.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)] // a test file
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running `tacit server`; killed when dropped.
+struct ServerProcess {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts `tacit server ARGS` (through `sh -c 'umask U; exec ...'` when `umask` is given)
+    /// and waits until it listens.
+    fn start(args: &[&str], umask: Option<&str>) -> Self {
+        let bin = env!("CARGO_BIN_EXE_tacit");
+        let mut cmd = match umask {
+            Some(u) => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(format!("umask {u}; exec \"$0\" \"$@\"")).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        for k in ["TACIT_LISTEN", "TACIT_DATA", "TACIT_DATABASE_URL", "TACIT_CONFIG", "TACIT_ORIGIN"] {
+            cmd.env_remove(k);
+        }
+        let mut child =
+            cmd.arg("server").args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut server = Self { child, log, addr: "0.0.0.0:0".parse().unwrap() };
+        server.wait_for("tacit server listening");
+        let log = server.log();
+        let addr = log.split("local_addr=").nth(1).unwrap().split_whitespace().next().unwrap();
+        server.addr = addr.parse().unwrap();
+        server
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits (at most 30 s) until the log holds `text` `times` times.
+    fn wait_for_n(&mut self, text: &str, times: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.log().matches(text).count() < times {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the server exited ({status}) before logging {text:?}:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "no {text:?} in the log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_for(&mut self, text: &str) {
+        self.wait_for_n(text, 1);
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok =
+            Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    fn stop(mut self) {
+        self.signal("TERM");
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}:\n{}", self.log());
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `tacit --json --home HOME ARGS`; the exit code and the JSON lines.
+fn tacit(home: &Path, env: &[(&str, &str)], args: &[&str]) -> (i32, Vec<Value>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tacit"));
+    for k in ["TACIT_PASSPHRASE", "TACIT_HOME", "TACIT_CA_FILE", "TACIT_INSECURE_HTTP"] {
+        cmd.env_remove(k);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.arg("--json").arg("--home").arg(home).args(args).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    (out.status.code().unwrap(), stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect())
+}
+
+#[cfg(unix)]
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// An address of this machine other hosts could reach (not loopback), if it has one: the
+/// source address the kernel picks for a route outwards (no packet is sent).
+fn non_loopback_address() -> Option<IpAddr> {
+    for target in ["192.0.2.255:9", "10.255.255.255:9", "8.8.8.8:53"] {
+        let Ok(sock) = std::net::UdpSocket::bind("0.0.0.0:0") else { continue };
+        if sock.connect(target).is_ok()
+            && let Ok(local) = sock.local_addr()
+            && !local.ip().is_loopback()
+            && !local.ip().is_unspecified()
+        {
+            return Some(local.ip());
+        }
+    }
+    None
+}
+
+const PLAIN_WARNING: &str = "serving plain HTTP on an address other hosts can reach";
+const ORIGIN_WARNING: &str = "listening on a wildcard address with neither";
+
+#[test]
+fn plain_http_to_another_host_needs_insecure_http_and_the_server_warns_about_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // On loopback: no warning.
+    let quiet = ServerProcess::start(&["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()], None);
+    let loopback = format!("http://{}", quiet.addr);
+    let (code, l) = tacit(
+        &dir.path().join("carol"),
+        &[],
+        &["account", "create", "--server", &loopback, "--name", "carol"],
+    );
+    assert_eq!(code, 0, "loopback needs no flag: {l:?}");
+    let log = quiet.log();
+    assert!(!log.contains(PLAIN_WARNING) && !log.contains(ORIGIN_WARNING), "{log}");
+    // Without TLS a SIGHUP is logged and ignored (the server does not die of it).
+    let mut quiet = quiet;
+    quiet.signal("HUP");
+    quiet.wait_for("no TLS certificate to reload");
+    quiet.stop();
+
+    // On a wildcard address, plain HTTP: warned at start-up (and the origin, which is then
+    // taken from each request's Host header).
+    let server = ServerProcess::start(&["--listen", "0.0.0.0:0", "--data", data.to_str().unwrap()], None);
+    let log = server.log();
+    assert!(log.contains(PLAIN_WARNING) && log.contains(ORIGIN_WARNING), "{log}");
+    let port = server.addr.port();
+
+    // A remote plain-HTTP URL is refused before anything is sent or stored (exit 2).
+    let alice = dir.path().join("alice");
+    let remote = format!("http://192.0.2.1:{port}");
+    let (code, l) = tacit(&alice, &[], &["account", "create", "--server", &remote, "--name", "alice"]);
+    assert_eq!((code, l[0]["kind"].as_str()), (2, Some("usage")), "{l:?}");
+    assert!(l[0]["message"].as_str().unwrap().contains("--insecure-http"), "{l:?}");
+    assert!(!alice.join("store.db").exists(), "nothing stored");
+
+    // Against this machine's own non-loopback address, the flag (or its variable) lets it through.
+    let Some(ip) = non_loopback_address() else {
+        eprintln!("no non-loopback address on this machine: the allowed path is not exercised");
+        server.stop();
+        return;
+    };
+    let url = format!("http://{}", SocketAddr::new(ip, port));
+    let create = ["account", "create", "--server", url.as_str(), "--name", "alice"];
+    assert_eq!(tacit(&alice, &[], &create).0, 2);
+    let (code, l) = tacit(&alice, &[], &[&["--insecure-http"][..], &create].concat());
+    assert_eq!(code, 0, "{l:?}");
+    // Every later command needs it too.
+    let (code, l) = tacit(&alice, &[], &["receive"]);
+    assert_eq!((code, l[0]["kind"].as_str()), (2, Some("usage")), "{l:?}");
+    let (code, l) = tacit(&alice, &[("TACIT_INSECURE_HTTP", "true")], &["receive"]);
+    assert_eq!(code, 0, "{l:?}");
+    // Offline commands do not talk to the server, so they need no flag.
+    assert_eq!(tacit(&alice, &[], &["history", "alice"]).0, 5, "unknown contact, not a transport error");
+    server.stop();
+}
+
+#[cfg(unix)]
+#[test]
+fn the_server_database_is_0600_in_a_0700_folder_whatever_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("srv/data");
+    let server =
+        ServerProcess::start(&["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()], Some("000"));
+    // Some writes, so the WAL holds data.
+    let url = format!("http://{}", server.addr);
+    let (code, l) =
+        tacit(&dir.path().join("a"), &[], &["account", "create", "--server", &url, "--name", "alice"]);
+    assert_eq!(code, 0, "{l:?}");
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&dir.path().join("srv")), 0o700, "a parent it created");
+    for f in ["tacit.db", "tacit.db-wal", "tacit.db-shm"] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+    server.stop();
+    // The client's home and key file, as the binary made them.
+    let home = dir.path().join("a");
+    assert_eq!(mode(&home), 0o700);
+    assert_eq!(mode(&home.join("store.key")), 0o600);
+}
+
+/// Makes a throwaway PKI in `dir` (`scripts/test-certs`).
+fn pki(dir: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-certs");
+    assert!(Command::new("bash").arg(script).arg(dir).status().unwrap().success());
+}
+
+#[test]
+fn sighup_reloads_the_certificate_from_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, live) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("live"));
+    pki(&a);
+    pki(&b);
+    std::fs::create_dir(&live).unwrap();
+    let install = |cert: &Path, key: &Path| {
+        // As certbot does: new files renamed into place.
+        std::fs::copy(cert, live.join("cert.tmp")).unwrap();
+        std::fs::copy(key, live.join("key.tmp")).unwrap();
+        std::fs::rename(live.join("cert.tmp"), live.join("cert.pem")).unwrap();
+        std::fs::rename(live.join("key.tmp"), live.join("key.pem")).unwrap();
+    };
+    install(&a.join("server.pem"), &a.join("server.key"));
+    let data = dir.path().join("data");
+    let mut server = ServerProcess::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            data.to_str().unwrap(),
+            "--tls-cert",
+            live.join("cert.pem").to_str().unwrap(),
+            "--tls-key",
+            live.join("key.pem").to_str().unwrap(),
+        ],
+        None,
+    );
+    let url = format!("https://{}", server.addr);
+    let create = |ca: &Path, name: &str| {
+        let home = dir.path().join(format!("home-{name}"));
+        tacit(
+            &home,
+            &[("TACIT_CA_FILE", ca.to_str().unwrap())],
+            &["account", "create", "--server", &url, "--name", name],
+        )
+    };
+    assert_eq!(create(&a.join("ca.pem"), "alice").0, 0);
+
+    // New files alone change nothing: the server still presents A's certificate.
+    install(&b.join("server.pem"), &b.join("server.key"));
+    let (code, l) = create(&b.join("ca.pem"), "bob");
+    assert_eq!(code, 3, "{l:?}");
+    assert!(l[0]["message"].as_str().unwrap().contains("certificate"), "{l:?}");
+
+    // SIGHUP: B's certificate for new connections, and the process goes on.
+    server.signal("HUP");
+    server.wait_for("TLS certificate reloaded");
+    assert_eq!(create(&b.join("ca.pem"), "bob").0, 0);
+    let (code, l) = create(&a.join("ca.pem"), "carol");
+    assert_eq!(code, 3, "A's certificate is gone: {l:?}");
+
+    // A certificate with a key that does not match it is not loaded: B's pair stays.
+    install(&a.join("server.pem"), &b.join("server.key"));
+    server.signal("HUP");
+    server.wait_for("TLS certificate not reloaded");
+    assert_eq!(create(&b.join("ca.pem"), "carol").0, 0);
+    server.stop();
+}
