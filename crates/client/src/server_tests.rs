@@ -125,6 +125,7 @@ async fn more_than_a_page_of_held_envelopes_does_not_hide_the_ones_behind(backen
         let req = api::SendRequest {
             recipient: "alice".into(),
             envelopes: vec![api::OutgoingEnvelope { device: 1, content }],
+            idempotency_key: None,
         };
         assert!(matches!(bob.api.send(&req).await.unwrap(), SendOutcome::Sent(_)));
         sent.push(text);
@@ -185,6 +186,7 @@ async fn envelopes_that_claim_ever_new_identities_cost_a_bounded_number_of_list_
         let req = api::SendRequest {
             recipient: "alice".into(),
             envelopes: vec![api::OutgoingEnvelope { device: 1, content }],
+            idempotency_key: None,
         };
         assert!(matches!(bob.api.send(&req).await.unwrap(), SendOutcome::Sent(_)));
     }
