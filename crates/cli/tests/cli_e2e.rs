@@ -187,6 +187,8 @@ fn the_demo_runs_and_finds_no_plaintext_on_the_server() {
     assert!(start.elapsed().as_secs() < 10);
     let check = l.iter().find(|v| v["type"] == "demo_check").unwrap();
     assert_eq!(check["plaintexts_found"], 0);
+    assert_eq!(check["marker_found"], true, "the positive control: {check}");
+    assert_eq!(check["server_shutdown"], true);
     assert!(check["plaintexts_checked"].as_u64().unwrap() >= 6);
     let numbers: Vec<_> =
         l.iter().filter(|v| v["type"] == "safety_number").map(|v| v["number"].clone()).collect();
