@@ -9,7 +9,8 @@
 //! - WebSocket acknowledgement frames of 1,024 made-up ids, from `--flood-accounts`
 //!   accounts, as fast as the server reads them.
 //!
-//! The limits come from the server's configuration file (`--server-config`, the file the
+//! An unmeasured pass of 10 messages per client comes first, so neither run pays for a cold
+//! server. The limits come from the server's configuration file (`--server-config`, the file the
 //! server runs with) or, without one, from the server's own defaults: nothing here knows
 //! today's numbers. The honest clients connect from `--honest-from`. The run fails unless
 //! every honest message is delivered and no honest request is refused, in both phases.
@@ -32,6 +33,8 @@ use crate::output::Out;
 
 /// How long the flood runs before the honest load starts, so it is at its limits by then.
 const WARM_UP: Duration = Duration::from_secs(2);
+/// Messages per honest client in the unmeasured pass before the quiet run.
+const WARM_UP_MESSAGES_PER_CLIENT: u64 = 10;
 /// Unauthenticated floods go at this many times the server's sustained rate.
 const OVER_RATE: f64 = 2.0;
 /// Concurrent requests of each unauthenticated flood.
@@ -342,7 +345,12 @@ pub async fn run(
     };
     let clients = bench::register(&args, n, &format!("h{}", bench::run_id()), honest_options).await?;
     let names: Vec<String> = clients.iter().map(|c| c.name().to_owned()).collect();
-    let quiet = bench::load(&args, &clients).await;
+    // A short unmeasured pass first, so the quiet run does not pay for a cold server.
+    let warm = BenchRelayArgs { messages: WARM_UP_MESSAGES_PER_CLIENT * n as u64, ..args.clone() };
+    let quiet = match bench::load(&warm, &clients).await.failure {
+        Some(e) => Load { failure: Some(e), ..Load::empty() },
+        None => bench::load(&args, &clients).await,
+    };
     let (abused, flood) = if quiet.failure.is_none() {
         let flood = Flood::start(&args, config, names, options).await?;
         tokio::time::sleep(WARM_UP).await;

@@ -81,7 +81,7 @@ pub enum BenchCommand {
 }
 
 /// `tacit bench relay` flags.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct BenchRelayArgs {
     /// The server's URL.
     #[arg(long, value_name = "URL")]
