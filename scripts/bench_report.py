@@ -1,13 +1,35 @@
 #!/usr/bin/env python3
-"""Turns criterion's estimates (target/criterion) into docs/BENCHMARKS.md (stdout)."""
+"""Turns criterion's estimates (target/criterion, with the commit scripts/bench recorded in
+target/bench-protocol.json) and scripts/bench_relay's target/bench-relay.json into
+docs/BENCHMARKS.md (stdout). Every section names the commit it measured. With
+`--previous FILE` (the BENCHMARKS.md being replaced), the relay's window-1 figure is shown
+next to the last published one."""
 import json
 import os
 import platform
-import subprocess
+import re
 import sys
-from datetime import datetime, timezone
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "target", "criterion")
+PROTOCOL = os.path.join(os.path.dirname(__file__), "..", "target", "bench-protocol.json")
+
+
+def measured(meta):
+    """The line that names what a section measured."""
+    return f"Measured on commit `{meta.get('commit', 'unknown')}`, {meta.get('measured', 'unknown time')}."
+
+
+def previous_window1(path):
+    """The last published websocket window-1 figure and its commit, from an old BENCHMARKS.md."""
+    if not path or not os.path.exists(path):
+        return None
+    text = open(path, encoding="utf-8").read()
+    rate = re.search(r"^\| websocket, window 1 \| [^|]+ \| ([\d,]+) \|", text, re.M)
+    if not rate:
+        return None
+    relay = text[text.find("## Relay"):]
+    commit = re.search(r"commit `([^`]+)`", relay) or re.search(r"Commit `([^`]+)`", text)
+    return int(rate.group(1).replace(",", "")), commit.group(1) if commit else "unknown"
 
 
 def median_ns(group, name):
@@ -34,7 +56,7 @@ def cpu():
 RELAY = os.path.join(os.path.dirname(__file__), "..", "target", "bench-relay.json")
 
 
-def relay_section(w):
+def relay_section(w, previous):
     """The relay figures from scripts/bench_relay; returns the number of missed targets."""
     if not os.path.exists(RELAY):
         w("")
@@ -45,15 +67,25 @@ def relay_section(w):
     with open(RELAY) as f:
         r = json.load(f)
     fails = 0
-    redis = r["redis"]
+    fs = r.get("data_filesystem", {})
+    where = (f"The data folder was on {fs.get('type', 'an unrecorded filesystem')} "
+             f"(`{fs.get('source', '?')}`, mounted `{fs.get('options', '?')}`).")
+    if not r["modes"]:
+        fails += abuse_section(w, r, where)
+        return fails
+    redis = r.get("redis")
     w("")
     w("## Relay: `tacit bench relay` (issue 3 targets)")
+    w("")
+    w(measured(r))
     w("")
     w("`tacit server` on its embedded SQLite (WAL, `synchronous=FULL`, group commit: a send is")
     w("answered once it is fsynced), 100 clients each with its own account and WebSocket, 1 KiB")
     w("envelopes, client i sending to client i+1; a message counts when its recipient received it")
-    w("over the WebSocket and wrote the acknowledgement. The load generator runs on the same 2")
-    w(f"cores. Median of {r['modes'][0]['runs']} runs per mode (all runs listed).")
+    w("over the WebSocket and wrote the acknowledgement, each envelope once (a duplicate or a")
+    w("missing one fails the run), and the clock stops when every mailbox is empty on the server.")
+    w(f"{where} The load generator runs on the same")
+    w(f"{os.cpu_count()} cores. Median of {r['modes'][0]['runs']} runs per mode (all runs listed).")
     w("")
     w("| mode | messages | delivered/s | p50 | p99 | all runs (delivered/s) | vs Redis XADD | target | met |")
     w("|---|---|---|---|---|---|---|---|---|")
@@ -62,13 +94,15 @@ def relay_section(w):
         ok = m["delivered_per_s"] >= 20000
         if first:
             fails += not ok
+        vs = f"{m['delivered_per_s'] / redis['rps']:.2f}x" if redis else ""
         w(f"| {m['mode']} | {m['messages']:,} | {m['delivered_per_s']:,.0f} | {m['p50_ms']:.1f} ms | "
           f"{m['p99_ms']:.1f} ms | {', '.join(f'{x:,}' for x in m['all_delivered_per_s'])} | "
-          f"{m['delivered_per_s'] / redis['rps']:.2f}x | {'>= 20,000/s' if first else ''} | "
+          f"{vs} | {'>= 20,000/s' if first else ''} | "
           f"{('yes' if ok else '**no**') if first else ''} |")
-    w(f"| peer: Redis {redis['version']} Streams, appendfsync always, XADD only (redis-benchmark, 100 "
-      f"connections) | | {redis['rps']:,.0f} | {redis['p50_ms']:.1f} ms | {redis['p99_ms']:.1f} ms | "
-      f"{', '.join(f'{x:,}' for x in redis['all_rps'])} | 1x | | |")
+    if redis:
+        w(f"| peer: Redis {redis['version']} Streams, appendfsync always, XADD only (redis-benchmark, 100 "
+          f"connections) | | {redis['rps']:,.0f} | {redis['p50_ms']:.1f} ms | {redis['p99_ms']:.1f} ms | "
+          f"{', '.join(f'{x:,}' for x in redis['all_rps'])} | 1x | | |")
     w("")
     w("\"window W\": each client keeps up to W sends waiting for the server's \"stored\" answer")
     w("(window 1: a client sends its next message only once the previous one is durable). \"http\":")
@@ -84,10 +118,72 @@ def relay_section(w):
     w(f"| idle `tacit server` RSS (SQLite, 2 s after start-up) | {idle:.1f} MiB | < 30 MiB | "
       f"{'yes' if ok else '**no**'} |")
     w(f"| RSS after the runs above | {r['rss_after_runs_kib'] / 1024:.1f} MiB | | |")
+    one = next((m for m in r["modes"] if m["mode"] == "websocket, window 1"), None)
+    if previous and one:
+        rate, commit = previous
+        change = one["delivered_per_s"] / rate - 1
+        ok = change >= -0.05
+        fails += not ok
+        w("")
+        w("| websocket, window 1 | delivered/s | change | target | met |")
+        w("|---|---|---|---|---|")
+        w(f"| last published (commit `{commit}`) | {rate:,} | | | |")
+        w(f"| this run (commit `{r.get('commit', 'unknown')}`) | {one['delivered_per_s']:,.0f} | "
+          f"{change:+.1%} | at most 5% lower | {'yes' if ok else '**no**'} |")
+    fails += abuse_section(w, r, where)
     return fails
 
 
+def abuse_section(w, r, where):
+    """The quiet-versus-abuse figures (`tacit bench relay --abuse`); returns missed targets."""
+    a = r.get("abuse")
+    w("")
+    w("## Relay under abuse: `tacit bench relay --abuse`")
+    w("")
+    if not a:
+        w("Not measured in this run.")
+        return 1
+    w(measured(r))
+    w("")
+    f = a["flood"]
+    c, acc, reads, acks = f["connections"], f["account_creations"], f["device_list_reads"], f["ack_frames"]
+    w(f"{a['clients']} honest clients from 127.0.0.1 send {a['messages']:,} 1 KiB envelopes (window 1, as above)")
+    w("twice on a fresh `tacit server` with its default limits: quiet, then while one address")
+    w(f"({f['from']}) floods it at those limits, read from the server's config file: it holds")
+    w(f"{c['tried_at_once']:,} idle half-sent requests open (the per-address cap is {c['cap_per_address']:,}),")
+    w(f"creates accounts ({acc['burst']:,} at once, then twice the {acc['per_hour']}/h allowed), reads")
+    w(f"device lists ({reads['burst']:,} at once, then twice the {reads['per_second']}/s allowed), and sends")
+    w(f"acknowledgement frames of {acks['ids_per_frame']:,} made-up ids on {acks['sockets']} WebSockets as fast")
+    w("as the server reads them. The run fails if an honest message is missing or duplicated or")
+    w(f"an honest request is refused. {where} Flooder, honest")
+    w(f"clients and server share the same {os.cpu_count()} cores. Median of {a['runs']} runs.")
+    w("")
+    w("| honest clients | delivered/s | p50 | p99 | all runs (delivered/s) |")
+    w("|---|---|---|---|---|")
+    for phase, runs in (("quiet", a["all_quiet_per_s"]), ("abuse", a["all_abuse_per_s"])):
+        m = a[phase]
+        w(f"| {'quiet' if phase == 'quiet' else 'under abuse'} | {m['delivered_per_s']:,.0f} | "
+          f"{m['p50_ms']:.1f} ms | {m['p99_ms']:.1f} ms | {', '.join(f'{x:,}' for x in runs)} |")
+    w("")
+    w("| flood (median run) | done | refused by the server | other |")
+    w("|---|---|---|---|")
+    w(f"| connections opened (peak open at once: {c['peak_open']:,}) | {c['opened']:,} | "
+      f"{c['closed_by_server']:,} closed by the server | {c['failed']:,} failed to connect |")
+    w(f"| account creations | {acc['ok']:,} | {acc['refused']:,} | {acc['failed']:,} |")
+    w(f"| device-list reads | {reads['ok']:,} (+{reads['not_found']:,} not found) | {reads['refused']:,} | "
+      f"{reads['failed']:,} |")
+    w(f"| acknowledgement frames | {acks['frames']:,} | | {acks['reconnects']} reconnections |")
+    return 0
+
+
 def main():
+    previous = None
+    if len(sys.argv) == 3 and sys.argv[1] == "--previous":
+        previous = previous_window1(sys.argv[2])
+    proto = {}
+    if os.path.exists(PROTOCOL):
+        with open(PROTOCOL) as f:
+            proto = json.load(f)
     p = lambda n: median_ns("primitive", n)
     rows = []
     fails = 0
@@ -122,7 +218,6 @@ def main():
     ratchet_sum = 2 * (p("hmac_sha256_32B_x2") + p("hkdf_sha256_44B")) + p("aes256gcmsiv_seal_open_256B")
     ratchet = median_ns("ratchet_100B", "tacit")
 
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     out = []
     w = out.append
     w("# Benchmarks")
@@ -130,10 +225,12 @@ def main():
     w("Generated by `scripts/bench` (criterion medians; Tacit and vodozemac 0.11 measured in the same run, so")
     w("the ratios are what counts: absolute figures move from machine to machine). Do not edit by hand.")
     w("")
-    w(f"- Commit `{rev}`, {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
     w(f"- CPU: {cpu()}, {os.cpu_count()} cores; release profile, no `target-cpu` flags")
+    w("- Each section names the commit it measured.")
     w("")
     w("## Protocol core against vodozemac (issue 2 targets)")
+    w("")
+    w(measured(proto))
     w("")
     w("| measure | Tacit | vodozemac | ratio | target | met |")
     w("|---|---|---|---|---|---|")
@@ -145,6 +242,8 @@ def main():
     w("")
     w("## Against the primitives it is made of (same run)")
     w("")
+    w(measured(proto))
+    w("")
     w("| measure | Tacit | sum of its primitives | ratio | target | met |")
     w("|---|---|---|---|---|---|")
     w(f"| Session setup: 2 Ed25519 verifications, 2 X25519 key generations, 10 X25519 DH, "
@@ -155,6 +254,8 @@ def main():
     w("")
     w("## Primitives")
     w("")
+    w(measured(proto))
+    w("")
     w("| primitive | median |")
     w("|---|---|")
     for name in sorted(os.listdir(os.path.join(ROOT, "primitive"))):
@@ -163,7 +264,7 @@ def main():
     w("")
     w("Ed25519: Tacit verifies with AWS-LC after validating keys once at parse time with")
     w("`ed25519-dalek`; `ed25519_verify_strict_*` shows ed25519-dalek's `verify_strict` for comparison.")
-    fails += relay_section(w)
+    fails += relay_section(w, previous)
     print("\n".join(out))
     if fails:
         print(f"{fails} target(s) missed", file=sys.stderr)

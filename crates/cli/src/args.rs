@@ -85,7 +85,7 @@ pub enum BenchCommand {
 }
 
 /// `tacit bench relay` flags.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct BenchRelayArgs {
     /// The server's URL.
     #[arg(long, value_name = "URL")]
@@ -108,6 +108,23 @@ pub struct BenchRelayArgs {
     /// Send with `POST /v1/messages` (one request per envelope) instead of over the WebSocket.
     #[arg(long)]
     pub http: bool,
+    /// Run the load twice, quiet and then while one address floods the server at its limits
+    /// (connections, account creations, device-list reads, acknowledgements of made-up ids).
+    #[arg(long)]
+    pub abuse: bool,
+    /// With --abuse: the server's TOML config file, whose limits the flooder reaches for
+    /// (default: the server's default limits).
+    #[arg(long, value_name = "FILE", requires = "abuse")]
+    pub server_config: Option<PathBuf>,
+    /// With --abuse: the local addresses the honest clients connect from, in turn.
+    #[arg(long, value_name = "ADDR,...", value_delimiter = ',', default_value = "127.0.0.1")]
+    pub honest_from: Vec<std::net::IpAddr>,
+    /// With --abuse: the local address the flooder connects from.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.2")]
+    pub flood_from: std::net::IpAddr,
+    /// With --abuse: accounts that flood acknowledgements, one WebSocket each.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(0..=1_000))]
+    pub flood_accounts: u32,
 }
 
 /// `tacit server` flags; each overrides the config file, which overrides the defaults.
@@ -219,6 +236,26 @@ mod tests {
         assert!(
             matches!(c.command, Command::Bench(BenchCommand::Relay(ref b)) if b.size == 1024 && b.clients == 100)
         );
+        let c = Cli::try_parse_from([
+            "tacit",
+            "bench",
+            "relay",
+            "--server",
+            "http://x",
+            "--clients",
+            "100",
+            "--messages",
+            "5",
+            "--abuse",
+            "--server-config",
+            "tacit.toml",
+            "--honest-from",
+            "127.0.0.1,127.0.1.1",
+        ])
+        .unwrap();
+        assert!(matches!(c.command, Command::Bench(BenchCommand::Relay(ref b))
+            if b.abuse && b.honest_from.len() == 2 && b.flood_from.to_string() == "127.0.0.2"
+                && b.server_config.is_some()));
         assert!(
             Cli::try_parse_from([
                 "tacit",

@@ -1,6 +1,7 @@
 //! `tacit`: the command-line client (and, later, server and demo). The contract — commands,
 //! flags, `--json` lines and exit codes — is docs/CLI.md.
 
+mod abuse;
 mod args;
 mod bench;
 mod demo;

@@ -269,6 +269,8 @@ fn the_demo_runs_and_finds_no_plaintext_on_the_server() {
     assert!(start.elapsed().as_secs() < 10);
     let check = l.iter().find(|v| v["type"] == "demo_check").unwrap();
     assert_eq!(check["plaintexts_found"], 0);
+    assert_eq!(check["marker_found"], true, "the positive control: {check}");
+    assert_eq!(check["server_shutdown"], true);
     assert!(check["plaintexts_checked"].as_u64().unwrap() >= 6);
     let numbers: Vec<_> =
         l.iter().filter(|v| v["type"] == "safety_number").map(|v| v["number"].clone()).collect();
@@ -286,5 +288,52 @@ async fn bench_relay_over_the_account_budget_says_which_setting_to_raise() {
         tacit(&home, &[], &["bench", "relay", "--server", &url, "--clients", "3", "--messages", "3"]);
     assert_eq!(code, 3, "{l:?}");
     assert!(l[0]["message"].as_str().unwrap().contains("account_creation_burst"), "{l:?}");
+    stop().await;
+}
+
+/// `bench relay --abuse`: the same load quiet and under a flood from 127.0.0.2 that reaches
+/// for the limits in the server's config file (here lowered, so the flood is refused within
+/// the run); every honest message is delivered in both runs, and the flood really ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_relay_abuse_floods_from_another_address_and_honest_clients_get_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tacit.toml");
+    std::fs::write(
+        &file,
+        "max_connections_per_address = 60\n[limits]\naccount_creation_burst = 20\naddress_request_burst = 50\n\
+         address_requests_per_second = 50\n",
+    )
+    .unwrap();
+    let config = ServerConfig::load(&file).unwrap();
+    let (url, stop) = start_server_with(dir.path(), false, |c| {
+        c.limits = config.limits;
+        c.max_connections_per_address = config.max_connections_per_address;
+    })
+    .await;
+    let home = dir.path().join("h");
+    let f = file.to_str().unwrap().to_owned();
+    let (code, l) = tokio::task::spawn_blocking(move || {
+        let args = ["bench", "relay", "--server", &url, "--clients", "4", "--messages", "200", "--abuse"];
+        tacit(&home, &[], &[&args[..], &["--server-config", &f, "--flood-accounts", "1"]].concat())
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{l:?}");
+    let r = &l[0];
+    assert_eq!(r["type"], "bench_relay_abuse");
+    assert_eq!((r["quiet"]["delivered"].as_u64(), r["abuse"]["delivered"].as_u64()), (Some(200), Some(200)));
+    let flood = &r["flood"];
+    assert_eq!(flood["from"], "127.0.0.2");
+    assert!(flood["connections"]["peak_open"].as_u64().unwrap() > 0, "{flood}");
+    assert_eq!(flood["connections"]["cap_per_address"], 60, "the flooder read the server's file");
+    assert!(flood["account_creations"]["ok"].as_u64().unwrap() > 0, "{flood}");
+    assert!(flood["account_creations"]["refused"].as_u64().unwrap() > 0, "over the burst of 20: {flood}");
+    let reads = &flood["device_list_reads"];
+    assert!(reads["ok"].as_u64().unwrap() + reads["not_found"].as_u64().unwrap() > 0, "{flood}");
+    assert!(flood["ack_frames"]["frames"].as_u64().unwrap() > 0, "{flood}");
+    // The flooder's address must differ from the honest clients'.
+    let args = ["bench", "relay", "--server", "http://127.0.0.1:1", "--clients", "2", "--messages", "2"];
+    let (code, _) = tacit(dir.path(), &[], &[&args[..], &["--abuse", "--flood-from", "127.0.0.1"]].concat());
+    assert_eq!(code, 2);
     stop().await;
 }

@@ -44,7 +44,7 @@ pub use error::{ClientError, ErrorKind, Result};
 pub use messaging::{ReceivedMessage, SentMessage};
 pub use net::ConnectOptions;
 pub use payload::MAX_TEXT_BYTES;
-pub use relay::{RelayClient, RelayEvent, RelayStream};
+pub use relay::{RelayClient, RelayEvent, RelayProbe, RelayStream};
 pub use store::HistoryEntry;
 pub use store::key::StoreSecret;
 /// The wire types, for callers that drive delivery themselves.

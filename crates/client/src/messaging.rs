@@ -32,9 +32,8 @@ use tacit_protocol::{
 
 use crate::client::{Client, SESSIONS_PER_DEVICE, meta, now, now_ms};
 use crate::error::{ClientError, Result};
-use crate::net::{Incoming, SendOutcome};
+use crate::net::{Incoming, RelayEvent, SendOutcome};
 use crate::payload::TextPayload;
-use crate::relay::RelayEvent;
 use crate::store::{self, HistoryEntry};
 
 /// Attempts at a send when the server reports a changed device set.

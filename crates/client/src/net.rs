@@ -18,7 +18,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use zeroize::Zeroizing;
 
 use crate::error::{ClientError, Result};
-use crate::relay::RelayEvent;
 
 /// Most characters of a refused origin shown in an error.
 const MAX_SHOWN_ORIGIN: usize = 200;
@@ -38,6 +37,7 @@ pub struct ConnectOptions {
     extra_roots: Vec<CertificateDer<'static>>,
     /// Plain `http://` to a host other than this machine is allowed.
     remote_plain_http: bool,
+    local_address: Option<std::net::IpAddr>,
 }
 
 impl ConnectOptions {
@@ -68,6 +68,14 @@ impl ConnectOptions {
         self.remote_plain_http = allow;
         self
     }
+
+    /// Connects from `address` (HTTP and the WebSocket alike) instead of letting the system
+    /// choose: for load generators that must appear as distinct clients on loopback
+    /// (`tacit bench relay --abuse` binds its flooder to 127.0.0.2).
+    pub fn with_local_address(mut self, address: std::net::IpAddr) -> Self {
+        self.local_address = Some(address);
+        self
+    }
 }
 
 impl core::fmt::Debug for ConnectOptions {
@@ -75,6 +83,7 @@ impl core::fmt::Debug for ConnectOptions {
         f.debug_struct("ConnectOptions")
             .field("extra_roots", &self.extra_roots.len())
             .field("remote_plain_http", &self.remote_plain_http)
+            .field("local_address", &self.local_address)
             .finish()
     }
 }
@@ -101,6 +110,7 @@ pub(crate) struct Api {
     /// The host of a remote `http://` base the caller did not allow: every request fails
     /// before anything is sent (offline commands still work).
     refused_plain_http: Option<String>,
+    local_address: Option<std::net::IpAddr>,
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -108,6 +118,31 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<t
 /// A live WebSocket receiving envelopes.
 pub(crate) struct Live {
     ws: Ws,
+}
+
+/// What the WebSocket delivered to the caller: an envelope or the answer to a send made over
+/// the socket. The socket's own type (`Incoming` wraps it), re-exported by
+/// [`crate::relay`] for the bench client.
+#[derive(Debug)]
+pub enum RelayEvent {
+    /// An envelope for this device (acknowledge it once handled).
+    Envelope(api::Envelope),
+    /// A send queued on this socket is stored.
+    Sent {
+        /// Its request id.
+        id: u64,
+        /// The server's acceptance time, milliseconds since the Unix epoch.
+        server_time_ms: u64,
+    },
+    /// A send queued on this socket was refused.
+    SendFailed {
+        /// Its request id.
+        id: u64,
+        /// The stable code (`rate_limited` may be retried later).
+        code: api::ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
 }
 
 /// What the WebSocket delivered.
@@ -139,10 +174,18 @@ impl Api {
             .pool_idle_timeout(Duration::from_secs(15))
             .user_agent(concat!("tacit-client/", env!("CARGO_PKG_VERSION")))
             .tls_certs_merge(extra.collect::<Result<Vec<_>, _>>()?)
+            .local_address(options.local_address)
             .build()?;
         let refused_plain_http =
             if options.remote_plain_http { None } else { crate::origin::remote_plain_http_host(&base) };
-        Ok(Self { http, base, token: None, extra_roots: options.extra_roots.clone(), refused_plain_http })
+        Ok(Self {
+            http,
+            base,
+            token: None,
+            extra_roots: options.extra_roots.clone(),
+            refused_plain_http,
+            local_address: options.local_address,
+        })
     }
 
     /// Refuses to send anything over plain HTTP to a remote host the caller did not allow.
@@ -375,7 +418,7 @@ impl Api {
         } else {
             return Err(ClientError::Internal("base URL scheme"));
         };
-        let mut req = url.into_client_request()?;
+        let mut req = url.as_str().into_client_request()?;
         let headers = req.headers_mut();
         let version =
             api::PROTOCOL_VERSION.to_string().parse().map_err(|_| ClientError::Internal("version header"))?;
@@ -390,9 +433,18 @@ impl Api {
         // 128 KiB default, which cost more CPU than the rest of a small frame's path.
         let config =
             tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8 * 1024);
-        let connecting =
-            tokio_tungstenite::connect_async_tls_with_config(req, Some(config), false, Some(connector));
-        let (ws, _resp) = connecting.await.map_err(|e| match e {
+        let connecting = match self.local_address {
+            None => {
+                tokio_tungstenite::connect_async_tls_with_config(req, Some(config), false, Some(connector))
+                    .await
+            }
+            Some(local) => {
+                let stream = Self::tcp_from(local, &url).await?;
+                tokio_tungstenite::client_async_tls_with_config(req, stream, Some(config), Some(connector))
+                    .await
+            }
+        };
+        let (ws, _resp) = connecting.map_err(|e| match e {
             tokio_tungstenite::tungstenite::Error::Http(resp) => ClientError::Server {
                 status: resp.status().as_u16(),
                 code: resp
@@ -405,6 +457,30 @@ impl Api {
             other => other.into(),
         })?;
         Ok(Live { ws })
+    }
+}
+
+impl Api {
+    /// A TCP connection from `local` to the host and port of the WebSocket URL `url`.
+    async fn tcp_from(local: std::net::IpAddr, url: &str) -> Result<tokio::net::TcpStream> {
+        let network = |e: std::io::Error| ClientError::Network(format!("connecting from {local}: {e}"));
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let host_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+            authority.to_owned()
+        } else {
+            format!("{authority}:{}", if url.starts_with("wss://") { 443 } else { 80 })
+        };
+        let target = tokio::net::lookup_host(host_port.as_str())
+            .await
+            .map_err(network)?
+            .find(|a| a.is_ipv4() == local.is_ipv4())
+            .ok_or_else(|| ClientError::Network(format!("{authority} has no address of {local}'s family")))?;
+        let socket =
+            if local.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+                .map_err(network)?;
+        socket.bind(std::net::SocketAddr::new(local, 0)).map_err(network)?;
+        socket.connect(target).await.map_err(network)
     }
 }
 

@@ -9,6 +9,7 @@ use tacit_protocol::{AccountName, PrekeyPolicy, UnixTime};
 
 use crate::client::{NewAccount, register_account};
 use crate::error::{ClientError, Result};
+pub use crate::net::RelayEvent;
 use crate::net::{Api, ConnectOptions, Incoming, Live, SendOutcome};
 
 /// A registered, authenticated device that sends and receives opaque envelopes.
@@ -70,6 +71,17 @@ impl RelayClient {
         }
     }
 
+    /// The oldest page of this device's mailbox on the server (`GET /v1/messages`): what is
+    /// stored and not yet acknowledged.
+    pub async fn fetch(&self) -> Result<api::FetchResponse> {
+        self.api.fetch().await
+    }
+
+    /// Acknowledges envelopes with `POST /v1/messages/ack`.
+    pub async fn ack_http(&self, ids: Vec<u64>) -> Result<()> {
+        self.api.ack(ids).await
+    }
+
     /// Opens the WebSocket.
     pub async fn connect(&self) -> Result<RelayStream> {
         Ok(RelayStream { live: self.api.connect().await? })
@@ -81,27 +93,31 @@ impl RelayClient {
     }
 }
 
-/// What a [`RelayStream`] received.
-#[derive(Debug)]
-pub enum RelayEvent {
-    /// An envelope for this device (acknowledge it once handled).
-    Envelope(api::Envelope),
-    /// A send queued on this socket is stored.
-    Sent {
-        /// Its request id.
-        id: u64,
-        /// The server's acceptance time, milliseconds since the Unix epoch.
-        server_time_ms: u64,
-    },
-    /// A send queued on this socket was refused.
-    SendFailed {
-        /// Its request id.
-        id: u64,
-        /// The stable code (`rate_limited` may be retried later).
-        code: api::ErrorCode,
-        /// The server's explanation.
-        message: String,
-    },
+/// Unauthenticated requests, for load generators that play an abusive client
+/// (`tacit bench relay --abuse`): each method makes exactly one request.
+pub struct RelayProbe {
+    api: Api,
+}
+
+impl RelayProbe {
+    /// A prober of `server`, reaching it as `options` say (e.g. from a chosen local address).
+    pub fn new(server: &str, options: &ConnectOptions) -> Result<Self> {
+        Ok(Self { api: Api::new(server, options)? })
+    }
+
+    /// `GET /v1/accounts/{name}/devices`; [`ClientError::NotFound`] for an unknown name.
+    pub async fn device_list(&self, name: &str) -> Result<()> {
+        self.api.device_list(name).await.map(drop)
+    }
+
+    /// Creates account `name` (real keys, one `POST /v1/accounts`, no sign-in).
+    pub async fn create_account(&self, name: &str, registration_token: Option<&str>) -> Result<()> {
+        let account_name = AccountName::new(name)?;
+        let policy = PrekeyPolicy { one_time_target: 0, ..PrekeyPolicy::default() };
+        let new = NewAccount::generate(&account_name, &policy, UnixTime(0))?;
+        let list = new.list.to_bytes();
+        register_account(&self.api, &account_name, &new.account, list, new.upload, registration_token).await
+    }
 }
 
 impl RelayStream {

@@ -483,43 +483,86 @@ fn tampered_prekey_messages_are_refused_and_change_nothing() {
     assert_eq!(a.decrypt(&r).unwrap(), b"reply");
 }
 
+/// Where a tampered bundle was refused.
+#[derive(Default, Debug)]
+struct BundleFlips {
+    /// By `PrekeyBundle::from_bytes`.
+    decode: usize,
+    /// By `Session::initiate` (identity or prekey signatures).
+    initiate: usize,
+    /// Reached the session code at Bob (`Session::accept`) and were refused there.
+    accept: usize,
+    /// Accepted by Bob: a session with keys other than the ones Bob published.
+    accepted: usize,
+}
+
+/// Delivers `wire` as a bundle to Alice and her first message to a copy of Bob's prekeys;
+/// where it stopped.
+fn deliver_bundle(w: &mut World, wire: &[u8], flips: &mut BundleFlips) {
+    let Ok(bundle) = PrekeyBundle::from_bytes(wire) else {
+        flips.decode += 1;
+        return;
+    };
+    let Ok(mut a) = Session::initiate(
+        &mut w.rng,
+        &w.alice,
+        addr("alice"),
+        &bundle,
+        &VerifiedDevice::dangerous_assume_verified(bundle.address.clone(), w.bob.public().clone()),
+        UnixTime(0),
+    ) else {
+        flips.initiate += 1;
+        return;
+    };
+    let Message::Prekey(p) = a.encrypt(&mut w.rng, b"x").unwrap() else { panic!("not a prekey message") };
+    let mut prekeys = DevicePrekeys::from_bytes(&w.bob_prekeys.to_bytes()).unwrap();
+    let accepted = Session::accept(
+        &w.bob,
+        addr("bob"),
+        &mut prekeys,
+        &VerifiedDevice::dangerous_assume_verified(addr("alice"), w.alice.public().clone()),
+        &p,
+    );
+    if accepted.is_ok() { flips.accepted += 1 } else { flips.accept += 1 }
+}
+
 #[test]
 fn tampered_bundles_never_yield_a_working_session() {
     let mut w = world(18);
     let wire = w.bundle.to_bytes();
     let before = w.bob_prekeys.to_bytes();
-    let mut undetected = 0;
+    // Positive control: the untouched bundle goes all the way through the same path.
+    let mut control = BundleFlips::default();
+    deliver_bundle(&mut w, &wire, &mut control);
+    assert_eq!(control.accepted, 1, "the untouched bundle must give a session: {control:?}");
+
+    let mut flips = BundleFlips::default();
     for bit in 0..wire.len() * 8 {
         let mut v = wire.clone();
         v[bit / 8] ^= 1 << (bit % 8);
-        let Ok(bundle) = PrekeyBundle::from_bytes(&v) else { continue };
-        let Ok(mut a) = Session::initiate(
-            &mut w.rng,
-            &w.alice,
-            addr("alice"),
-            &bundle,
-            &VerifiedDevice::dangerous_assume_verified(bundle.address.clone(), w.bob.public().clone()),
-            UnixTime(0),
-        ) else {
-            continue;
-        };
-        // Fields outside the signatures (the one-time prekey, ids, the address) can only
-        // make the first message fail at Bob: never a session with other keys.
-        let Message::Prekey(p) = a.encrypt(&mut w.rng, b"x").unwrap() else { panic!() };
-        let mut prekeys = DevicePrekeys::from_bytes(&w.bob_prekeys.to_bytes()).unwrap();
-        if Session::accept(
-            &w.bob,
-            addr("bob"),
-            &mut prekeys,
-            &VerifiedDevice::dangerous_assume_verified(addr("alice"), w.alice.public().clone()),
-            &p,
-        )
-        .is_ok()
-        {
-            undetected += 1;
-        }
+        deliver_bundle(&mut w, &v, &mut flips);
     }
-    assert_eq!(undetected, 0);
+    // No flip gives a session with keys other than Bob's.
+    assert_eq!(flips.accepted, 0, "{flips:?}");
+    assert_eq!(flips.decode + flips.initiate + flips.accept, wire.len() * 8, "{flips:?}");
+    // The one-time prekey is outside every signature: each flip of its key's bits reaches
+    // the session code and must be refused there, so the last check above is not vacuous.
+    let one_time = *w.bundle.one_time_prekey.as_ref().expect("a one-time prekey").key.as_bytes();
+    assert!(flips.accept >= 8 * one_time.len(), "too few flips reached the session code: {flips:?}");
+    // The signed prekey's key is covered by its signature: no flip of it gets past initiate.
+    println!("bundle flips: {flips:?}");
+    let signed = *w.bundle.signed_prekey.key.as_bytes();
+    let at = wire.windows(signed.len()).position(|x| x == signed).expect("signed prekey in the bundle");
+    let mut signed_flips = BundleFlips::default();
+    for bit in at * 8..(at + signed.len()) * 8 {
+        let mut v = wire.clone();
+        v[bit / 8] ^= 1 << (bit % 8);
+        deliver_bundle(&mut w, &v, &mut signed_flips);
+    }
+    // (A flip of the top bit is refused earlier still, by decoding: a non-canonical key.)
+    assert_eq!(signed_flips.accept + signed_flips.accepted, 0, "{signed_flips:?}");
+    assert_eq!(signed_flips.decode + signed_flips.initiate, 8 * signed.len(), "{signed_flips:?}");
+    assert!(signed_flips.initiate >= 8 * (signed.len() - 1), "{signed_flips:?}");
     assert_eq!(*before, *w.bob_prekeys.to_bytes());
 }
 

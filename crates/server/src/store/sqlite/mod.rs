@@ -5,6 +5,8 @@
 //! (`prepare_cached`).
 
 mod checkpoint;
+#[cfg(test)]
+mod durability_tests;
 mod readers;
 mod writer;
 
