@@ -74,7 +74,7 @@ impl RelayClient {
     /// The oldest page of this device's mailbox on the server (`GET /v1/messages`): what is
     /// stored and not yet acknowledged.
     pub async fn fetch(&self) -> Result<api::FetchResponse> {
-        self.api.fetch().await
+        self.api.fetch(0).await
     }
 
     /// Acknowledges envelopes with `POST /v1/messages/ack`.
