@@ -482,6 +482,10 @@ impl Client {
             && req.one_time.is_empty()
             && req.kem_one_time.is_empty();
         if !empty {
+            // Every part names the whole one-time set this device holds private halves for
+            // now (not when the upload was planned: a pending upload re-sent after a reset
+            // must not keep keys that are gone), so the server replaces its set with it.
+            let (one_time_ids, kem_one_time_ids) = self.load_prekeys()?.one_time_ids();
             // The server takes at most MAX_PREKEYS_PER_UPLOAD of each kind per request.
             let max = api::limits::MAX_PREKEYS_PER_UPLOAD;
             let mut first = true;
@@ -497,8 +501,8 @@ impl Client {
                     last_resort: if first { req.last_resort.clone() } else { None },
                     one_time: a.map(<[_]>::to_vec).unwrap_or_default(),
                     kem_one_time: b.map(<[_]>::to_vec).unwrap_or_default(),
-                    one_time_ids: req.one_time_ids.clone(),
-                    kem_one_time_ids: req.kem_one_time_ids.clone(),
+                    one_time_ids: Some(one_time_ids.clone()),
+                    kem_one_time_ids: Some(kem_one_time_ids.clone()),
                 };
                 first = false;
                 self.api.upload_prekeys(&part).await?;

@@ -22,7 +22,8 @@ on_both!(
     a_client_killed_between_storing_and_acking_shows_each_message_once,
     a_server_restart_mid_conversation_loses_nothing,
     more_than_a_page_of_held_envelopes_does_not_hide_the_ones_behind,
-    envelopes_that_claim_ever_new_identities_cost_a_bounded_number_of_list_fetches
+    envelopes_that_claim_ever_new_identities_cost_a_bounded_number_of_list_fetches,
+    after_a_restored_store_the_server_holds_only_one_time_keys_the_device_can_use
 );
 
 async fn a_client_killed_between_storing_and_acking_shows_each_message_once(backend: Backend) {
@@ -201,6 +202,39 @@ async fn envelopes_that_claim_ever_new_identities_cost_a_bounded_number_of_list_
     // The next receive has its own budget: the rest are checked and dropped.
     assert!(alice.receive(Duration::ZERO).await.unwrap().is_empty());
     assert!(alice.api.fetch(0).await.unwrap().envelopes.is_empty());
+    relay.stop().await;
+}
+
+/// Issue 7 point 5: `store.db` alone put back from an old copy makes the device drop every
+/// one-time key (some were used since the copy); its next upload names the set it holds,
+/// so the server drops the public halves of keys that are gone instead of handing them out
+/// (first messages to them would be undecryptable).
+async fn after_a_restored_store_the_server_holds_only_one_time_keys_the_device_can_use(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let backup = tempfile::tempdir().unwrap();
+    let mut alice = account(&relay, ha.path(), "alice").await;
+    let bob = account(&relay, hb.path(), "bob").await;
+    drop(bob);
+    std::fs::copy(hb.path().join(crate::store::DB_FILE), backup.path().join(crate::store::DB_FILE)).unwrap();
+    let mut bob = Client::open(hb.path(), None).unwrap();
+    alice.send_text("bob", "uses a one-time key").await.unwrap();
+    assert_eq!(bob.receive(Duration::ZERO).await.unwrap().len(), 1);
+    drop(bob);
+
+    std::fs::copy(backup.path().join(crate::store::DB_FILE), hb.path().join(crate::store::DB_FILE)).unwrap();
+    let mut bob = Client::open(hb.path(), None).unwrap();
+    bob.online().await.unwrap();
+    let w = bob.take_warnings();
+    assert!(w.iter().any(|w| w.contains("restored from an old copy")), "{w:?}");
+    let held = bob.load_prekeys().unwrap().one_time_counts();
+    assert!(held.0 > 0 && held.1 > 0, "a new set was made: {held:?}");
+    let status = bob.api.prekey_status().await.unwrap();
+    assert_eq!(
+        (status.one_time as usize, status.kem_one_time as usize),
+        held,
+        "the server holds exactly the one-time keys bob has private halves for"
+    );
     relay.stop().await;
 }
 

@@ -163,6 +163,12 @@ impl DevicePrekeys {
         (self.one_time.len(), self.kem_one_time.len())
     }
 
+    /// Ids of the one-time X25519 and KEM prekeys held, ascending: the whole one-time set an
+    /// upload names, so the server drops public keys whose private halves are gone.
+    pub fn one_time_ids(&self) -> (Vec<u32>, Vec<u32>) {
+        (self.one_time.keys().copied().collect(), self.kem_one_time.keys().copied().collect())
+    }
+
     /// Looks up the private keys a message names, changing nothing.
     pub(crate) fn lookup(&self, u: &PrekeyUse) -> Result<PrekeySecrets<'_>, PrekeyError> {
         let signed = &self
