@@ -3,6 +3,7 @@
 // these inside #[test] functions; the shared helpers in common/ need the same).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+#[macro_use]
 mod common;
 
 use std::collections::HashSet;
@@ -11,21 +12,6 @@ use common::*;
 use reqwest::Method;
 use tacit_api as api;
 use tacit_protocol::{AccountName, DeviceList, PrekeyBundle};
-
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await
-            }
-        }
-    )*};
-}
 
 on_both!(
     conversation,

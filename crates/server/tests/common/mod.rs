@@ -16,6 +16,24 @@ use tacit_protocol::{
 };
 use tacit_server::{AppState, ServeError, Server, ServerConfig};
 
+/// Defines, for each `async fn NAME(backend: Backend)` in the including test file, a module
+/// `NAME` with the tests `sqlite` and `postgres`: every store test runs on both.
+#[allow(unused_macros)]
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
 /// Which store a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
