@@ -79,6 +79,16 @@ async fn a_conversation_through_the_binary() {
         let (code, l) = tacit(&a, &pass, &["send", "bob", "hello from the command line"]);
         assert_eq!((code, l[0]["type"].as_str()), (0, Some("sent")), "{l:?}");
         assert_eq!(tacit(&a, &pass, &["send", "nobody-here", "hi"]).0, 5);
+        // Sending to one's own account (no linked devices yet): a usage error that says why,
+        // and nothing in history (issue 8, point 4; it used to end in a 409 after 3 attempts).
+        let (code, l) = tacit(&b, &[], &["send", "bob", "a note to self"]);
+        assert_eq!(
+            (code, l[0]["type"].as_str(), l[0]["kind"].as_str()),
+            (2, Some("error"), Some("usage")),
+            "{l:?}"
+        );
+        assert!(l[0]["message"].as_str().unwrap().contains("your own account"), "{l:?}");
+        assert_eq!(tacit(&b, &[], &["history", "bob"]).0, 5, "no conversation with oneself was stored");
 
         let (code, l) = tacit(&b, &[], &["receive", "--wait", "5"]);
         assert_eq!(code, 0);

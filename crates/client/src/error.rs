@@ -51,6 +51,12 @@ pub enum ClientError {
         /// Its permission bits.
         mode: u32,
     },
+    /// A send addressed to the sender's own account: until linked devices exist there is no
+    /// other device of it to reach (issue 8, point 4).
+    #[error(
+        "{0} is your own account: there is no other device of it to send to yet (send to a contact's name)"
+    )]
+    SendToSelf(String),
     /// There is no account in this home directory.
     #[error("no account here: run `tacit account create` first")]
     NoAccount,
@@ -157,7 +163,8 @@ impl ClientError {
             | Self::PassphraseRequired
             | Self::AccountExists(_)
             | Self::BadCertificate(_)
-            | Self::InsecureHttp(_) => ErrorKind::Usage,
+            | Self::InsecureHttp(_)
+            | Self::SendToSelf(_) => ErrorKind::Usage,
             Self::WrongKey | Self::KeyFilePermissions { .. } => ErrorKind::Security,
             Self::NoAccount | Self::NotFound(_) | Self::UnknownContact(_) => ErrorKind::NotFound,
             Self::Network(_) | Self::Server { .. } => ErrorKind::Network,

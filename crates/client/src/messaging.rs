@@ -114,6 +114,10 @@ impl Client {
     /// Sends `text` to every device of `to`.
     pub async fn send_text(&mut self, to: &str, text: &str) -> Result<SentMessage> {
         let name = AccountName::new(to)?;
+        // Refused before anything is stored or sent: no history entry, no request.
+        if name == self.me.name {
+            return Err(ClientError::SendToSelf(name.to_string()));
+        }
         let sent_time_ms = now_ms();
         let payload = TextPayload { sent_time_ms, text: text.to_owned() }.encode()?;
         self.online().await?;
