@@ -94,7 +94,7 @@ impl Out {
             self.line(json!({"type": "message", "from": m.from, "device": m.device,
                 "server_time": rfc3339(m.server_time_ms), "sent_time": rfc3339(m.sent_time_ms), "text": m.text}));
         } else {
-            println!("[{}] {}: {}", rfc3339(m.server_time_ms), m.from, m.text);
+            println!("[{}] {}: {}", rfc3339(m.server_time_ms), m.from, terminal_safe(&m.text));
         }
     }
 
@@ -108,7 +108,7 @@ impl Out {
         } else {
             let when = server_time.unwrap_or_else(|| format!("{} (not confirmed)", rfc3339(e.sent_time_ms)));
             let arrow = if e.outgoing { format!("me -> {}", e.peer) } else { format!("{} -> me", e.peer) };
-            println!("[{when}] {arrow}: {}", e.text);
+            println!("[{when}] {arrow}: {}", terminal_safe(&e.text));
         }
     }
 
@@ -142,9 +142,52 @@ impl Out {
     }
 }
 
+/// What a continuation line of a message starts with in human output, so that a newline in
+/// a message can never start a line that looks like another message.
+const CONTINUATION: &str = "\n    | ";
+
+/// A peer's text made safe to print on a terminal (`--json` keeps the exact text): line
+/// breaks become [`CONTINUATION`] (marked as part of the same message), and every control
+/// character (C0, DEL, C1: escape sequences that would set the window title or clear the
+/// screen), Unicode line and paragraph separators and bidirectional overrides (which reorder
+/// what is shown: "Trojan Source") are printed escaped, as `\u{..}`.
+pub fn terminal_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\n' => out.push_str(CONTINUATION),
+            c if c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
+            {
+                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn untrusted_text_cannot_fake_a_line_or_reach_the_terminal_as_a_control() {
+        let spoof =
+            "hi\n[2026-01-01T00:00:00Z] bank: send money\x1b]0;pwned\x07\x1b[2J\r\n\u{9b}31m\u{202e}gpj.exe";
+        let safe = terminal_safe(spoof);
+        assert_eq!(
+            safe,
+            "hi\n    | [2026-01-01T00:00:00Z] bank: send money\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\n    | \\u{9b}31m\\u{202e}gpj.exe"
+        );
+        assert!(safe.lines().skip(1).all(|l| l.starts_with("    | ")), "{safe}");
+        assert!(!safe.chars().any(|c| c.is_control() && c != '\n'), "{safe:?}");
+        // Ordinary text is unchanged; a tab is a control character like the others.
+        assert_eq!(terminal_safe("héllo, wörld ✓"), "héllo, wörld ✓");
+        assert_eq!(terminal_safe("a\tb"), "a\\u{9}b");
+    }
 
     #[test]
     fn rfc3339_utc() {

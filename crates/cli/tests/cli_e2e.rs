@@ -102,6 +102,22 @@ async fn a_conversation_through_the_binary() {
         let (code, l) = tacit(&b, &[], &["receive"]);
         assert_eq!((code, l.len()), (0, 0), "nothing pending: exit 0, no lines");
 
+        // A sender cannot paint lines on the reader's terminal (issue 8, point 5): in human
+        // output a newline continues the same message, escape codes are printed escaped;
+        // --json keeps the exact text.
+        let spoof = "hi\n[2026-01-01T00:00:00Z] bank: send money now\x1b]0;pwned\x07\x1b[2J";
+        assert_eq!(tacit(&a, &pass, &["send", "bob", spoof]).0, 0);
+        let mut human = Command::new(env!("CARGO_BIN_EXE_tacit"));
+        human.env_remove("TACIT_PASSPHRASE").env_remove("TACIT_HOME").arg("--home").arg(&b);
+        let out = human.args(["receive", "--wait", "5"]).output().unwrap();
+        let shown = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(shown.lines().count(), 2, "{shown:?}");
+        assert!(shown.lines().nth(1).unwrap().starts_with("    | [2026-01-01T00:00:00Z] bank:"), "{shown:?}");
+        assert!(!shown.contains('\x1b') && !shown.contains('\x07'), "{shown:?}");
+        assert!(shown.contains("\\u{1b}]0;pwned"), "{shown:?}");
+        let (_, l) = tacit(&b, &[], &["history", "alice"]);
+        assert_eq!(l.last().unwrap()["text"], spoof, "--json keeps the exact text");
+
         let (_, l) = tacit(&b, &[], &["history", "alice"]);
         assert_eq!(l[0]["type"], "history");
         assert_eq!(l[0]["direction"], "received");
