@@ -233,6 +233,18 @@ fn counts(conn: &Connection, d: DeviceKey) -> Result<PrekeyCounts, StoreError> {
 }
 
 /// One-time keys left, counted up to [`LOW_PREKEY_WATER`] of each kind (bounded work).
+/// Hands out (deletes and returns) the device's oldest key in `table`, as PostgreSQL's
+/// `take_one` does: the single writer makes it atomic.
+fn take_one(conn: &Connection, table: &str, d: DeviceKey) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "DELETE FROM {table} WHERE id = (SELECT id FROM {table} \
+             WHERE account_id = ?1 AND device_id = ?2 ORDER BY id LIMIT 1) RETURNING key"
+        ))?
+        .query_row(params![d.account, d.device], |r| r.get(0))
+        .optional()?)
+}
+
 fn low_counts(conn: &Connection, d: DeviceKey) -> Result<PrekeyCounts, StoreError> {
     let water = i64::from(LOW_PREKEY_WATER);
     let one: i64 = conn
@@ -440,22 +452,10 @@ impl Store for SqliteStore {
             else {
                 return Ok(None);
             };
-            let (mut one_time, mut kem): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
+            let (mut one_time, mut kem) = (None, None);
             if take_one_time {
-                one_time = c
-                    .prepare_cached(
-                        "DELETE FROM one_time_prekeys WHERE id = (SELECT id FROM one_time_prekeys \
-                         WHERE account_id = ?1 AND device_id = ?2 ORDER BY id LIMIT 1) RETURNING key",
-                    )?
-                    .query_row(params![d.account, d.device], |r| r.get(0))
-                    .optional()?;
-                kem = c
-                    .prepare_cached(
-                        "DELETE FROM kem_prekeys WHERE id = (SELECT id FROM kem_prekeys \
-                         WHERE account_id = ?1 AND device_id = ?2 ORDER BY id LIMIT 1) RETURNING key",
-                    )?
-                    .query_row(params![d.account, d.device], |r| r.get(0))
-                    .optional()?;
+                one_time = take_one(c, "one_time_prekeys", d)?;
+                kem = take_one(c, "kem_prekeys", d)?;
             }
             let left = low_counts(c, d)?;
             Ok(Some(BundleParts {
