@@ -363,3 +363,36 @@ async fn bench_relay_abuse_floods_from_another_address_and_honest_clients_get_th
     assert_eq!(code, 2);
     stop().await;
 }
+
+/// Issue 8, point 6: `history` is oldest first by the server's clock, not in the order the
+/// messages reached this device: a reply written before the other side's messages were
+/// received sorts between them on both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_in_server_time_order_with_interleaved_sends_and_receives() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, stop) = start_server(dir.path(), false).await;
+    let home = dir.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let (a, b) = (home.join("a"), home.join("b"));
+        let create = ["account", "create", "--server", &url, "--name"];
+        assert_eq!(tacit(&a, &[], &[&create[..], &["alice"]].concat()).0, 0);
+        assert_eq!(tacit(&b, &[], &[&create[..], &["bob"]].concat()).0, 0);
+        // Each writes before reading what the other wrote.
+        assert_eq!(tacit(&a, &[], &["send", "bob", "a1"]).0, 0);
+        assert_eq!(tacit(&b, &[], &["send", "alice", "b1"]).0, 0);
+        assert_eq!(tacit(&a, &[], &["send", "bob", "a2"]).0, 0);
+        assert_eq!(tacit(&b, &[], &["send", "alice", "b2"]).0, 0);
+        assert_eq!(tacit(&b, &[], &["receive"]).1.len(), 2);
+        assert_eq!(tacit(&a, &[], &["receive"]).1.len(), 2);
+        for (home, peer) in [(&a, "bob"), (&b, "alice")] {
+            let (code, l) = tacit(home, &[], &["history", peer]);
+            assert_eq!(code, 0, "{l:?}");
+            let texts: Vec<_> = l.iter().map(|v| v["text"].as_str().unwrap()).collect();
+            assert_eq!(texts, ["a1", "b1", "a2", "b2"], "{peer}'s view: {l:?}");
+            assert!(l.iter().all(|v| v["server_time"].is_string()), "all confirmed: {l:?}");
+        }
+    })
+    .await
+    .unwrap();
+    stop().await;
+}

@@ -11,7 +11,7 @@ use tacit_protocol::{
 
 use crate::client::{Client, meta};
 use crate::payload::TextPayload;
-use crate::store::{self, ContactRow};
+use crate::store::{self, ContactRow, HistoryEntry};
 
 /// A peer outside any store: account, device 1, its signed list.
 struct Peer {
@@ -124,6 +124,55 @@ async fn any_order_tampering_and_replay_leave_the_conversation_going() {
     let mut bs = bob.sendable("alice", &dev).unwrap().unwrap();
     let reply = bs.encrypt(&mut OsRng, b"hi alice").unwrap();
     assert_eq!(s.decrypt(&reply).unwrap(), b"hi alice");
+}
+
+/// Issue 8, point 6: history is in the server's order, whatever the senders' clocks claim
+/// and in whatever order the envelopes arrived; a sent message sorts by the server time its
+/// send got, an unconfirmed one by this device's clock; equal times keep the stored order.
+#[tokio::test]
+async fn history_is_in_server_time_order_whatever_the_senders_clocks_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = Client::offline(dir.path(), "bob").unwrap();
+    let alice = Peer::new("alice");
+    alice.introduce_to(&bob);
+    let mut s = alice.session_with(&bob);
+    // Alice's clock is wrong both ways: her first message claims 2099, her third 1970.
+    let claimed = |id: u64, sent_time_ms: u64, server_time_ms: u64, s: &mut Session| {
+        let payload = TextPayload { sent_time_ms, text: format!("a{id}") }.encode().unwrap();
+        api::Envelope {
+            id,
+            sender: "alice".into(),
+            sender_device: 1,
+            server_time_ms,
+            content: api::Bytes(s.encrypt(&mut OsRng, &payload).unwrap().to_bytes()),
+        }
+    };
+    let a1 = claimed(1, 4_070_908_800_000, 10_000, &mut s);
+    let a2 = claimed(2, 20_000, 20_000, &mut s);
+    let a3 = claimed(3, 1, 30_000, &mut s);
+    // Bob replied between a1 and a2 by the server's clock (15,000), before a2 and a3 reached
+    // him, and sent one the server never confirmed (his clock said 25,000); a4 has the same
+    // server time as a3.
+    let sent = |text: &str, server_time_ms: Option<u64>, sent_time_ms: u64| HistoryEntry {
+        peer: "alice".into(),
+        device: 0,
+        outgoing: true,
+        text: text.into(),
+        server_time_ms,
+        sent_time_ms,
+    };
+    let (msgs, _) = bob.process_all(vec![a1]).await.unwrap();
+    assert_eq!(msgs.len(), 1);
+    store::put_message(bob.store.conn(), &sent("b1", Some(15_000), 14_000), None).unwrap();
+    store::put_message(bob.store.conn(), &sent("b2 (not confirmed)", None, 25_000), None).unwrap();
+    let a4 = claimed(4, 40_000, 30_000, &mut s);
+    // Arrival order differs from the server's: a3, a4, then a2.
+    let (msgs, _) = bob.process_all(vec![a3, a4, a2]).await.unwrap();
+    assert_eq!(msgs.len(), 3);
+    assert_eq!(texts(&bob, "alice"), ["a1", "b1", "a2", "b2 (not confirmed)", "a3", "a4"]);
+    let h = bob.store.history("alice").unwrap();
+    assert_eq!(h[0].sent_time_ms, 4_070_908_800_000, "the sender's claim is kept and shown");
+    assert_eq!(h[0].server_time_ms, Some(10_000));
 }
 
 #[tokio::test]

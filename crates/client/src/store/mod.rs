@@ -333,10 +333,16 @@ impl Store {
         )?)
     }
 
-    /// The conversation with `peer`, oldest first.
+    /// The conversation with `peer`, oldest first by the server's clock (issue 8, point 6):
+    /// each message sorts by the time the server accepted it (a received message's
+    /// `server_time`, a sent one's from the server's answer), never by the sender's claim
+    /// (`sent_time`, which any sender sets as it likes). A sent message the server never
+    /// confirmed has no server time: it sorts by this device's clock when it was sent (its
+    /// own `sent_time`). Equal times keep the order they were stored in.
     pub(crate) fn history(&self, peer: &str) -> Result<Vec<HistoryEntry>> {
         let mut st = self.conn.prepare(
-            "SELECT peer, device, outgoing, text, server_time_ms, sent_time_ms FROM messages WHERE peer = ?1 ORDER BY id",
+            "SELECT peer, device, outgoing, text, server_time_ms, sent_time_ms FROM messages WHERE peer = ?1
+             ORDER BY COALESCE(server_time_ms, sent_time_ms), id",
         )?;
         let rows = st.query_map([peer], |r| {
             Ok(HistoryEntry {
