@@ -81,11 +81,7 @@ impl CliError {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+        Err(e) => return argument_error(&e),
     };
     let out = Out::new(cli.json);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -101,6 +97,51 @@ fn main() -> ExitCode {
             out.error(e.kind(), &e.to_string());
             ExitCode::from(e.code())
         }
+    }
+}
+
+/// A command line clap refused (or `--help`, `--version`, which clap reports the same way).
+/// With `--json` every error is a JSON line like any other (issue 8, point 7); help and
+/// version print as they are.
+fn argument_error(e: &clap::Error) -> ExitCode {
+    if !e.use_stderr() {
+        let _ = e.print();
+        return ExitCode::from(exit::OK);
+    }
+    if json_requested(std::env::args_os().skip(1)) {
+        Out::new(true).error("usage", &argument_error_message(e));
+    } else {
+        let _ = e.print();
+    }
+    ExitCode::from(exit::USAGE)
+}
+
+/// Whether `--json` is among the raw arguments (before a `--`, after which everything is a
+/// value): the parse failed, so there is no `Cli` to ask, and an argument may not even be
+/// UTF-8.
+fn json_requested(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    args.take_while(|a| a != "--").any(|a| a == "--json")
+}
+
+/// clap's error as one line: its first paragraph (without the `error: ` prefix) and the usage
+/// line, without styles, tips or the pointer to `--help`.
+fn argument_error_message(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let paragraphs: Vec<String> = rendered
+        .split("\n\n")
+        .map(|p| p.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" "))
+        .filter(|p| !p.is_empty())
+        .collect();
+    let usage = paragraphs.iter().find(|p| p.starts_with("Usage:"));
+    let first = if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // clap printed the whole help: say what is missing instead.
+        "a command is required".to_owned()
+    } else {
+        paragraphs.first().map(|p| p.strip_prefix("error: ").unwrap_or(p).to_owned()).unwrap_or_default()
+    };
+    match usage {
+        Some(u) if !first.starts_with("Usage:") => format!("{first} ({u}; see --help)"),
+        _ => format!("{first} (see --help)"),
     }
 }
 

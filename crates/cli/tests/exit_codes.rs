@@ -1,5 +1,5 @@
 //! The CLI's exit-code contract (docs/CLI.md), run as a real process.
-#![allow(clippy::unwrap_used)] // a test file: helpers outside #[test] functions unwrap too
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)] // a test file: helpers outside #[test] functions unwrap too
 
 use std::process::Command;
 
@@ -53,4 +53,100 @@ fn bad_name_is_usage_and_unreachable_server_is_network() {
     let (code, _, err) =
         tacit(dir.path(), &["account", "create", "--server", "http://127.0.0.1:9", "--name", "alice"]);
     assert_eq!(code, 3, "{err}");
+}
+
+/// `tacit ARGS` (raw arguments, not necessarily UTF-8) without `--home`.
+fn tacit_os(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tacit"))
+        .env_remove("TACIT_PASSPHRASE")
+        .env_remove("TACIT_HOME")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn os<'a>(args: &'a [&'a str]) -> Vec<&'a std::ffi::OsStr> {
+    args.iter().map(std::ffi::OsStr::new).collect()
+}
+
+/// Exactly one JSON error line of kind usage on stdout; its message.
+fn one_usage_error(stdout: &str) -> String {
+    let lines: Vec<_> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!((v["type"].as_str(), v["kind"].as_str()), (Some("error"), Some("usage")), "{v}");
+    v["message"].as_str().unwrap().to_owned()
+}
+
+/// Issue 8, point 7: with `--json` (anywhere on the line), every argument error is one JSON
+/// error line (exit 2), invalid UTF-8 included; `--help` stays help; without `--json`,
+/// clap's text on standard error as before.
+#[test]
+fn argument_errors_are_json_lines_with_json() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (&["--json", "send", "bob"][..], "<TEXT>"),
+        (&["send", "--json", "bob"], "<TEXT>"),
+        (&["receive", "--wait", "x", "--json"], "--wait"),
+        (&["--json", "frobnicate"], "frobnicate"),
+        (&["--json"], "requires a subcommand"),
+        (&["--json", "account"], "Usage: tacit account"),
+        (&["--json", "account", "create", "--name", "alice"], "--server"),
+    ] {
+        let (code, stdout, stderr) = tacit_os(&os(args));
+        assert_eq!(code, 2, "{args:?}: {stdout} {stderr}");
+        let message = one_usage_error(&stdout);
+        assert!(message.contains(says), "{args:?}: {message}");
+        assert!(!message.contains('\n') && !message.starts_with("error:"), "{message}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let bad = std::ffi::OsStr::from_bytes(b"caf\xe9");
+        let args = [std::ffi::OsStr::new("--json"), "send".as_ref(), "bob".as_ref(), bad];
+        let (code, stdout, _) = tacit_os(&args);
+        assert_eq!(code, 2, "{stdout}");
+        assert!(one_usage_error(&stdout).contains("UTF-8"), "{stdout}");
+    }
+    // After `--`, "--json" is a value, not the flag.
+    let (code, stdout, stderr) = tacit_os(&os(&["send", "--", "--json"]));
+    assert_eq!((code, stdout.as_str()), (2, ""), "{stderr}");
+    let (code, stdout, stderr) = tacit(dir.path(), &["send", "bob"]);
+    assert_eq!((code, stdout.as_str()), (2, ""));
+    assert!(stderr.contains("<TEXT>") && stderr.contains("Usage:"), "{stderr}");
+    let (code, stdout, _) = tacit_os(&os(&["--json", "--help"]));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("safety-number") && !stdout.starts_with('{'), "{stdout}");
+    let (code, stdout, _) = tacit_os(&os(&["--version", "--json"]));
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("tacit "), "{stdout}");
+}
+
+/// Issue 8, point 7: a server URL that is not `http(s)://host[:port]` is a usage error,
+/// refused before anything is made: no file in the home.
+#[test]
+fn a_bad_server_url_is_usage_and_leaves_no_store() {
+    for (url, says) in [
+        ("ftp://x", "ftp://"),
+        ("http://127.0.0.1:9/tacit", "has a path"),
+        ("http://127.0.0.1:9/?x=1", "has a path"),
+        ("http://127.0.0.1:9?x=1", "has a query"),
+        ("http://127.0.0.1:9#x", "has a fragment"),
+        ("http://me:secret@127.0.0.1:9", "no user name or password"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("h");
+        let (code, stdout, stderr) =
+            tacit(&home, &["--json", "account", "create", "--server", url, "--name", "alice"]);
+        assert_eq!(code, 2, "{url}: {stdout} {stderr}");
+        let message = one_usage_error(&stdout);
+        assert!(message.contains(says) && !message.contains("secret"), "{url}: {message}");
+        assert!(!home.exists(), "{url}: nothing is made in the home");
+    }
 }

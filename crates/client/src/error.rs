@@ -91,6 +91,10 @@ pub enum ClientError {
         /// The origin the server sent.
         signed: String,
     },
+    /// The server URL is not `http(s)://host[:port]` (another scheme, a path, query or
+    /// fragment, credentials): refused before anything is made or sent.
+    #[error("bad server URL: {0}")]
+    BadServerUrl(String),
     /// The request did not reach the server or the answer was unreadable.
     #[error("network: {0}")]
     Network(String),
@@ -164,7 +168,8 @@ impl ClientError {
             | Self::AccountExists(_)
             | Self::BadCertificate(_)
             | Self::InsecureHttp(_)
-            | Self::SendToSelf(_) => ErrorKind::Usage,
+            | Self::SendToSelf(_)
+            | Self::BadServerUrl(_) => ErrorKind::Usage,
             Self::WrongKey | Self::KeyFilePermissions { .. } => ErrorKind::Security,
             Self::NoAccount | Self::NotFound(_) | Self::UnknownContact(_) => ErrorKind::NotFound,
             Self::Network(_) | Self::Server { .. } => ErrorKind::Network,

@@ -161,11 +161,7 @@ impl Api {
     /// A client for the server at `base` (`http://` or `https://`, no trailing slash needed).
     pub(crate) fn new(base: &str, options: &ConnectOptions) -> Result<Self> {
         let base = base.trim_end_matches('/').to_owned();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(ClientError::Network(format!(
-                "server URL must start with http:// or https://: {base}"
-            )));
-        }
+        crate::origin::check_server_url(&base)?;
         let extra = options.extra_roots.iter().map(|c| reqwest::Certificate::from_der(c));
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)

@@ -4,6 +4,8 @@
 
 use std::net::IpAddr;
 
+use crate::ClientError;
+
 /// Longest server URL considered (a URL is typed by the user, but an origin comes from the
 /// server).
 const MAX_URL_LEN: usize = 2048;
@@ -82,9 +84,69 @@ pub(crate) fn remote_plain_http_host(url: &str) -> Option<String> {
     (!loopback).then_some(a.host)
 }
 
+/// Checks a server URL typed by the user before anything is made or sent (issue 8, point 7):
+/// `http://` or `https://`, a host and an optional port, nothing else. The server's API is at
+/// the root of its address, so a path, query or fragment would only reach something else
+/// (and make a store that can never register); credentials have no place in it.
+pub(crate) fn check_server_url(url: &str) -> Result<(), ClientError> {
+    let bad = |reason: String| Err(ClientError::BadServerUrl(reason));
+    let shape = "give scheme://host[:port], e.g. https://chat.example or http://127.0.0.1:7878";
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return bad(format!("{url:?} is not a URL: {shape}"));
+    };
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+        return bad(format!("{scheme}:// is not supported: the server URL starts with http:// or https://"));
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    if authority.contains('@') {
+        return bad(format!("a server URL holds no user name or password (user@host): {shape}"));
+    }
+    let what = match tail.chars().next() {
+        None => None,
+        Some('/') => Some("a path"),
+        Some('?') => Some("a query"),
+        Some(_) => Some("a fragment"),
+    };
+    if authority.chars().any(|c| c.is_whitespace() || c.is_control()) || parse(url).is_none() {
+        return bad(format!("{url:?} is not a valid server address: {shape}"));
+    }
+    if let Some(what) = what {
+        return bad(format!(
+            "{url:?} has {what}: the server's API is at the root of its address; give {scheme}://{authority}"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_url_is_a_scheme_a_host_and_a_port() {
+        for good in
+            ["http://127.0.0.1:7878", "https://chat.example", "HTTPS://Chat.Example:8443", "http://[::1]:1"]
+        {
+            assert!(check_server_url(good).is_ok(), "{good}");
+        }
+        for (bad, says) in [
+            ("ftp://x", "ftp:// is not supported"),
+            ("127.0.0.1:7878", "is not a URL"),
+            ("http://host/path", "has a path"),
+            ("http://host?x=1", "has a query"),
+            ("http://host#top", "has a fragment"),
+            ("http://u:pw@host", "no user name or password"),
+            ("http://", "not a valid server address"),
+            ("http://host:99999", "not a valid server address"),
+            ("http://ho st", "not a valid server address"),
+        ] {
+            let e = check_server_url(bad).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Usage, "{bad}");
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+            assert!(!e.to_string().contains("pw"), "credentials are not echoed: {e}");
+        }
+    }
 
     #[test]
     fn origins_compare_normalised() {
