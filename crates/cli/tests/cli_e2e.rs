@@ -396,3 +396,38 @@ async fn history_is_in_server_time_order_with_interleaved_sends_and_receives() {
     .unwrap();
     stop().await;
 }
+
+/// Issue 8, point 8: a server's refusals read as sentences that name the cause: a missing
+/// registration token, a wrong one, a name taken (never `Some(NameTaken)`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_name_their_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, stop) =
+        start_server_with(dir.path(), false, |c| c.registration_token = Some("open sesame".into())).await;
+    let home = dir.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let create = |h: &str, token: Option<&str>| {
+            let mut args = vec!["account", "create", "--server", &url, "--name", "alice"];
+            if let Some(t) = token {
+                args.extend(["--registration-token", t]);
+            }
+            let (code, l) = tacit(&home.join(h), &[], &args);
+            let message = l.first().and_then(|v| v["message"].as_str()).unwrap_or_default().to_owned();
+            assert!(!message.contains("Some(") && !message.contains("None"), "{message}");
+            (code, message)
+        };
+        let (code, message) = create("a", None);
+        assert_eq!(code, 3, "{message}");
+        assert!(message.contains("requires a registration token"), "{message}");
+        let (code, message) = create("a", Some("open barley"));
+        assert_eq!(code, 3, "{message}");
+        assert!(message.contains("registration token is wrong"), "{message}");
+        assert_eq!(create("a", Some("open sesame")).0, 0);
+        let (code, message) = create("b", Some("open sesame"));
+        assert_eq!(code, 3, "{message}");
+        assert!(message.contains("the name alice is taken on this server"), "{message}");
+    })
+    .await
+    .unwrap();
+    stop().await;
+}

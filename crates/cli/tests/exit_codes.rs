@@ -150,3 +150,59 @@ fn a_bad_server_url_is_usage_and_leaves_no_store() {
         assert!(!home.exists(), "{url}: nothing is made in the home");
     }
 }
+
+/// `tacit --json server ARGS` with its data in `dir` (unless ARGS say `--data`); killed if still running after 20 s
+/// (a server that should have refused to start). The exit code and the error line's message.
+fn server_refuses(dir: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tacit"))
+        .env_remove("TACIT_LISTEN")
+        .env_remove("TACIT_DATA")
+        .env_remove("TACIT_DATABASE_URL")
+        .env_remove("TACIT_CONFIG")
+        .args(["--json", "server"])
+        .args(if args.contains(&"--data") { vec![] } else { vec!["--data".into(), dir.join("data")] })
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started: {args:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["type"], "error", "{stdout}");
+    (out.status.code().unwrap(), v["message"].as_str().unwrap().to_owned())
+}
+
+/// Issue 8, point 8: start-up errors name the address or the path and say why in words.
+#[test]
+fn server_start_up_errors_name_the_address_or_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, message) = server_refuses(dir.path(), &["--listen", &addr]);
+    assert_eq!(code, 3, "{message}");
+    assert!(message.contains(&format!("cannot listen on {addr}: address already in use")), "{message}");
+    assert!(!message.contains("os error"), "{message}");
+
+    let file = dir.path().join("not-a-folder");
+    std::fs::write(&file, "x").unwrap();
+    let (code, message) = server_refuses(dir.path(), &["--data", file.to_str().unwrap()]);
+    assert_eq!(code, 3, "{message}");
+    assert!(message.contains(file.to_str().unwrap()) && message.contains("in the way"), "{message}");
+
+    let missing = dir.path().join("missing.pem");
+    let m = missing.to_str().unwrap();
+    let (code, message) =
+        server_refuses(dir.path(), &["--listen", "127.0.0.1:0", "--tls-cert", m, "--tls-key", m]);
+    assert_eq!(code, 3, "{message}");
+    assert!(message.contains(&format!("certificate file {m}: no such file")), "{message}");
+}

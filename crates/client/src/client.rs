@@ -381,7 +381,16 @@ impl Client {
                 let home = self.store.home().to_owned();
                 self.store.close()?;
                 wipe(&home)?;
-                return Err(e);
+                // Said with the name and the token (issue 8, point 8).
+                return Err(match e {
+                    ClientError::Server { code: Some(api::ErrorCode::NameTaken), .. } => {
+                        ClientError::NameTaken(self.me.name.to_string())
+                    }
+                    ClientError::Server { code: Some(api::ErrorCode::RegistrationClosed), .. } => {
+                        ClientError::RegistrationToken { given: registration_token.is_some() }
+                    }
+                    e => e,
+                });
             }
             Err(e) => return Err(e),
         }

@@ -95,11 +95,21 @@ pub enum ClientError {
     /// fragment, credentials): refused before anything is made or sent.
     #[error("bad server URL: {0}")]
     BadServerUrl(String),
+    /// Account creation: the name is registered already on this server.
+    #[error("the name {0} is taken on this server: choose another")]
+    NameTaken(String),
+    /// Account creation: the server wants a registration token and none was given
+    /// (`given: false`), or the one given is wrong.
+    #[error("{}", registration_refusal(.given))]
+    RegistrationToken {
+        /// Whether a token was sent.
+        given: bool,
+    },
     /// The request did not reach the server or the answer was unreadable.
     #[error("network: {0}")]
     Network(String),
-    /// The server refused the request.
-    #[error("server refused ({status}, {code:?}): {message}")]
+    /// The server refused the request (said as a sentence per [`ErrorCode`], issue 8 point 8).
+    #[error("{}", refusal(.status, .code, .message))]
     Server {
         /// HTTP status.
         status: u16,
@@ -172,7 +182,9 @@ impl ClientError {
             | Self::BadServerUrl(_) => ErrorKind::Usage,
             Self::WrongKey | Self::KeyFilePermissions { .. } => ErrorKind::Security,
             Self::NoAccount | Self::NotFound(_) | Self::UnknownContact(_) => ErrorKind::NotFound,
-            Self::Network(_) | Self::Server { .. } => ErrorKind::Network,
+            Self::Network(_) | Self::Server { .. } | Self::NameTaken(_) | Self::RegistrationToken { .. } => {
+                ErrorKind::Network
+            }
             Self::IdentityChanged(_)
             | Self::VerificationFailed(_)
             | Self::UnknownDevice { .. }
@@ -185,6 +197,81 @@ impl ClientError {
             Self::Store(_) | Self::Io(_) | Self::Internal(_) => ErrorKind::Local,
         }
     }
+}
+
+/// A server's refusal as a sentence: what happened and what the user can do, by the stable
+/// code (the server's own message only where it carries the detail, and for a code this
+/// version does not know).
+fn refusal(status: &u16, code: &Option<ErrorCode>, message: &str) -> String {
+    let detail = printable(message);
+    match *code {
+        Some(ErrorCode::BadRequest) => format!("the server refused the request as malformed: {detail}"),
+        Some(ErrorCode::TooLarge) => format!("the request is larger than the server accepts: {detail}"),
+        Some(ErrorCode::Unauthorized) => {
+            "the server did not accept this device's session (expired or revoked); try again".into()
+        }
+        Some(ErrorCode::BadAuthentication) => {
+            "the server could not authenticate this device (its challenge expired or the signature \
+             did not verify); try again"
+                .into()
+        }
+        Some(ErrorCode::RegistrationClosed) => {
+            "the server refused to create the account: it needs its registration token \
+             (--registration-token or TACIT_REGISTRATION_TOKEN)"
+                .into()
+        }
+        Some(ErrorCode::NameTaken) => "the name is taken on this server: choose another".into(),
+        Some(ErrorCode::BadName) => {
+            "the server refused the account name: names are 3 to 32 of a-z 0-9 . _ -".into()
+        }
+        Some(ErrorCode::NotFound) => "no such account or device on the server".into(),
+        Some(ErrorCode::MismatchedDevices) => {
+            "the recipient's devices changed while sending, on every attempt: the message was not \
+             delivered; try again"
+                .into()
+        }
+        Some(ErrorCode::StaleDevices) => {
+            "a device of the recipient was set up again while sending: the message was not \
+             delivered; try again"
+                .into()
+        }
+        Some(ErrorCode::MailboxFull) => {
+            "the recipient's mailbox on the server is full: nothing more can be delivered until \
+             they receive their messages"
+                .into()
+        }
+        Some(ErrorCode::StorageFull) => {
+            "the server is low on storage and takes no new messages for now; try again later".into()
+        }
+        Some(ErrorCode::RateLimited) => {
+            "too many requests: the server is rate limiting; try again later".into()
+        }
+        Some(ErrorCode::NoPrekeys) => {
+            "the recipient's device has no prekeys left on the server; try again later".into()
+        }
+        Some(ErrorCode::ClientTooOld) => "this version of tacit is too old for the server: upgrade it".into(),
+        Some(ErrorCode::Unavailable) => {
+            "the server is unavailable (shutting down or overloaded); try again later".into()
+        }
+        Some(ErrorCode::Internal) => "the server failed (the cause is in its log); try again later".into(),
+        Some(_) | None => format!("the server refused the request (HTTP {status}): {detail}"),
+    }
+}
+
+/// A refused registration: a wrong token, or none where one is required.
+fn registration_refusal(given: &bool) -> &'static str {
+    if *given {
+        "the registration token is wrong: this server did not accept it"
+    } else {
+        "this server requires a registration token: pass --registration-token or set TACIT_REGISTRATION_TOKEN"
+    }
+}
+
+/// A server's text with control characters escaped (it is printed on the user's terminal).
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { format!("\\u{{{:x}}}", u32::from(c)) } else { c.to_string() })
+        .collect()
 }
 
 impl From<reqwest::Error> for ClientError {
@@ -214,3 +301,47 @@ impl From<tokio_tungstenite::tungstenite::Error> for ClientError {
 
 /// Shorthand.
 pub type Result<T, E = ClientError> = core::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 8, point 8: every code reads as a sentence, never as a Rust value.
+    #[test]
+    fn server_refusals_are_sentences() {
+        let codes = [
+            ErrorCode::BadRequest,
+            ErrorCode::TooLarge,
+            ErrorCode::Unauthorized,
+            ErrorCode::BadAuthentication,
+            ErrorCode::RegistrationClosed,
+            ErrorCode::NameTaken,
+            ErrorCode::BadName,
+            ErrorCode::NotFound,
+            ErrorCode::MismatchedDevices,
+            ErrorCode::StaleDevices,
+            ErrorCode::MailboxFull,
+            ErrorCode::StorageFull,
+            ErrorCode::RateLimited,
+            ErrorCode::NoPrekeys,
+            ErrorCode::ClientTooOld,
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for code in codes.into_iter().map(Some).chain([None]) {
+            let e = ClientError::Server { status: 409, code, message: "devices changed (extra [1])".into() };
+            let text = e.to_string();
+            assert!(!text.contains("Some(") && !text.contains("None") && !text.contains("{"), "{text}");
+            assert!(seen.insert(text.clone()), "one sentence per code: {text}");
+        }
+        let e =
+            ClientError::Server { status: 507, code: Some(ErrorCode::MailboxFull), message: String::new() };
+        assert!(e.to_string().contains("mailbox on the server is full"), "{e}");
+        let e = ClientError::Server { status: 418, code: None, message: "odd\x1b[2J".into() };
+        assert_eq!(e.to_string(), "the server refused the request (HTTP 418): odd\\u{1b}[2J");
+        assert!(ClientError::NameTaken("alice".into()).to_string().contains("the name alice is taken"));
+        assert!(ClientError::RegistrationToken { given: true }.to_string().contains("is wrong"));
+        assert!(ClientError::RegistrationToken { given: false }.to_string().contains("requires"));
+    }
+}

@@ -30,9 +30,13 @@ pub enum Failure {
     /// The challenge or its signature did not verify.
     #[error("authentication failed: request a new challenge")]
     BadAuthentication,
-    /// Registration needs the server's token.
+    /// Registration needs the server's token, and none was given.
     #[error("this server requires a registration token")]
     RegistrationClosed,
+    /// Registration needs the server's token, and the one given is wrong (the same code as
+    /// [`Self::RegistrationClosed`], so every client version reads it; another message).
+    #[error("wrong registration token")]
+    WrongRegistrationToken,
     /// The name is registered already.
     #[error("account name taken")]
     NameTaken,
@@ -70,6 +74,29 @@ pub enum Failure {
     Internal(String),
 }
 
+/// An I/O error as words for a start-up message ("address already in use"), without the
+/// `(os error N)` suffix; the caller names the address or path it was about.
+pub(crate) fn io_cause(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::AddrInUse => "address already in use (another server is listening there?)".into(),
+        K::AddrNotAvailable => "no such address on this machine".into(),
+        K::PermissionDenied => "permission denied".into(),
+        K::AlreadyExists => "a file of that name is in the way".into(),
+        K::NotFound => "no such file or folder".into(),
+        K::NotADirectory => "a file is in the way where a folder should be".into(),
+        K::IsADirectory => "it is a folder, not a file".into(),
+        K::ReadOnlyFilesystem => "the file system is read-only".into(),
+        K::StorageFull => "the disk is full".into(),
+        _ => {
+            let text = e.to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text);
+            let mut chars = text.chars();
+            chars.next().map(|c| c.to_lowercase().chain(chars).collect()).unwrap_or_default()
+        }
+    }
+}
+
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
         match e {
@@ -97,7 +124,9 @@ impl Failure {
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::BadRequest),
             Self::Forbidden => (StatusCode::FORBIDDEN, ErrorCode::Unauthorized),
             Self::BadAuthentication => (StatusCode::UNAUTHORIZED, ErrorCode::BadAuthentication),
-            Self::RegistrationClosed => (StatusCode::FORBIDDEN, ErrorCode::RegistrationClosed),
+            Self::RegistrationClosed | Self::WrongRegistrationToken => {
+                (StatusCode::FORBIDDEN, ErrorCode::RegistrationClosed)
+            }
             Self::NameTaken => (StatusCode::CONFLICT, ErrorCode::NameTaken),
             Self::BadName => (StatusCode::BAD_REQUEST, ErrorCode::BadName),
             Self::NotFound => (StatusCode::NOT_FOUND, ErrorCode::NotFound),

@@ -36,6 +36,14 @@ pub enum ServeError {
     /// Only one of `tls_cert` and `tls_key` was given.
     #[error("tls_cert and tls_key go together")]
     TlsHalfConfigured,
+    /// The listening address could not be bound.
+    #[error("cannot listen on {addr}: {}", crate::error::io_cause(source))]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Binding or serving failed.
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
@@ -72,7 +80,9 @@ impl Server {
             Some(url) => Arc::new(PgStore::connect_with(url, &store_config).await?),
             None => Arc::new(SqliteStore::open_with(&config.data_dir, &store_config)?),
         };
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServeError::Listen { addr: config.listen, source })?;
         let local_addr = listener.local_addr()?;
         if tls.is_none() && !local_addr.ip().is_loopback() {
             tracing::warn!(

@@ -23,16 +23,18 @@ use tokio_rustls::rustls::sign::CertifiedKey;
 #[non_exhaustive]
 pub enum TlsError {
     /// The certificate or key file is unreadable or not PEM.
-    #[error("cannot read {what}: {detail}")]
+    #[error("cannot read the {what} file {}: {detail}", path.display())]
     Pem {
         /// Which file.
         what: &'static str,
+        /// Its path.
+        path: PathBuf,
         /// The parser's message.
         detail: String,
     },
     /// The certificate file holds no certificate.
-    #[error("the certificate file holds no CERTIFICATE block")]
-    NoCertificate,
+    #[error("the certificate file {} holds no CERTIFICATE block", .0.display())]
+    NoCertificate(PathBuf),
     /// rustls refused the certificate or key (a key that does not match the certificate
     /// included).
     #[error("TLS configuration: {0}")]
@@ -75,18 +77,29 @@ fn provider() -> Arc<CryptoProvider> {
 fn read_chain(cert: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Pem { what: "certificate", detail: e.to_string() })?;
+        .map_err(|e| TlsError::Pem { what: "certificate", path: cert.to_owned(), detail: pem_cause(&e) })?;
     if certs.is_empty() {
-        return Err(TlsError::NoCertificate);
+        return Err(TlsError::NoCertificate(cert.to_owned()));
     }
     Ok(certs)
+}
+
+/// Why a PEM file did not load, in words (an I/O error without its `(os error N)`).
+fn pem_cause(e: &tokio_rustls::rustls::pki_types::pem::Error) -> String {
+    match e {
+        tokio_rustls::rustls::pki_types::pem::Error::Io(io) => crate::error::io_cause(io),
+        other => other.to_string(),
+    }
 }
 
 /// The chain and key in the files, checked to belong together.
 fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
     let certs = read_chain(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| TlsError::Pem { what: "private key", detail: e.to_string() })?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem {
+        what: "private key",
+        path: key.to_owned(),
+        detail: pem_cause(&e),
+    })?;
     let certified = CertifiedKey::from_der(certs, key, provider)?;
     // `from_der` lets a key whose public half it cannot compute through; we require a match.
     certified.keys_match()?;
@@ -110,8 +123,11 @@ pub(crate) fn acceptor(cert: &Path, key: &Path) -> Result<(TlsAcceptor, TlsReloa
 /// certificate in `cert`, in the certificate's order.
 pub(crate) fn dns_names(cert: &Path) -> Result<Vec<String>, TlsError> {
     let chain = read_chain(cert)?;
-    let first = chain.first().ok_or(TlsError::NoCertificate)?;
-    let parsed = webpki::EndEntityCert::try_from(first)
-        .map_err(|e| TlsError::Pem { what: "certificate", detail: e.to_string() })?;
+    let first = chain.first().ok_or_else(|| TlsError::NoCertificate(cert.to_owned()))?;
+    let parsed = webpki::EndEntityCert::try_from(first).map_err(|e| TlsError::Pem {
+        what: "certificate",
+        path: cert.to_owned(),
+        detail: e.to_string(),
+    })?;
     Ok(parsed.valid_dns_names().filter(|n| !n.starts_with('*')).map(str::to_ascii_lowercase).collect())
 }

@@ -18,9 +18,10 @@ pub async fn create(
 ) -> Result<CreateAccountResponse, Failure> {
     state.limit_address(peer)?;
     if let Some(want) = &state.inner().registration_token_hash {
-        let ok = req.registration_token.as_deref().is_some_and(|t| ct_eq(&sha256(t.as_bytes()), want));
-        if !ok {
-            return Err(Failure::RegistrationClosed);
+        match req.registration_token.as_deref() {
+            None => return Err(Failure::RegistrationClosed),
+            Some(t) if !ct_eq(&sha256(t.as_bytes()), want) => return Err(Failure::WrongRegistrationToken),
+            Some(_) => {}
         }
     }
     let name = AccountName::new(&req.name).map_err(|_| Failure::BadName)?;

@@ -98,8 +98,15 @@ impl SqliteStore {
     /// [`SqliteStore::open`] with the bounds of `config`.
     pub fn open_with(dir: &Path, config: &StoreConfig) -> Result<Self, StoreError> {
         let path = dir.join("tacit.db");
-        private_files(dir, &path).map_err(|e| StoreError::Backend(format!("data dir: {e}")))?;
-        let mut conn = Connection::open(&path)?;
+        private_files(dir, &path).map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot use the data folder {}: {}",
+                dir.display(),
+                crate::error::io_cause(&e)
+            ))
+        })?;
+        let mut conn = Connection::open(&path)
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
