@@ -4,6 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The longest `receive --wait` (a day): every duration from a flag is bounded (issue 8,
+/// point 9; an unbounded one overflowed the clock).
+pub const MAX_WAIT_SECS: u64 = 86_400;
+
 /// Tacit: end-to-end encrypted messaging.
 #[derive(Debug, Parser)]
 #[command(name = "tacit", version, about, propagate_version = true)]
@@ -42,8 +46,10 @@ pub enum Command {
     },
     /// Print pending messages (waiting up to SECONDS for at least one).
     Receive {
-        /// Wait up to this many seconds for at least one message (0: only what is stored).
-        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        /// Wait up to this many seconds for at least one message (0: only what is stored; at
+        /// most 86400, a day).
+        #[arg(long, value_name = "SECONDS", default_value_t = 0,
+              value_parser = clap::value_parser!(u64).range(0..=MAX_WAIT_SECS))]
         wait: u64,
     },
     /// Print the conversation with NAME.
@@ -306,6 +312,8 @@ mod tests {
         assert!(Cli::try_parse_from(["tacit"]).is_err());
         assert!(Cli::try_parse_from(["tacit", "send", "bob"]).is_err());
         assert!(Cli::try_parse_from(["tacit", "receive", "--wait", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["tacit", "receive", "--wait", "86400"]).is_ok());
+        assert!(Cli::try_parse_from(["tacit", "receive", "--wait", "86401"]).is_err());
         assert!(Cli::try_parse_from(["tacit", "account", "create", "--name", "alice"]).is_err());
         assert!(Cli::try_parse_from(["tacit", "verify", "bob"]).is_err());
         assert!(Cli::try_parse_from(["tacit", "frobnicate"]).is_err());

@@ -206,3 +206,21 @@ fn server_start_up_errors_name_the_address_or_the_file() {
     assert_eq!(code, 3, "{message}");
     assert!(message.contains(&format!("certificate file {m}: no such file")), "{message}");
 }
+
+/// Issue 8, point 9: every duration from a flag or a config file is bounded: a usage error
+/// naming the flag or key and its range (exit 2), never a panic.
+#[test]
+fn durations_out_of_range_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, _) = tacit(dir.path(), &["--json", "receive", "--wait", "18446744073709551615"]);
+    assert_eq!(code, 2, "{stdout}");
+    let message = one_usage_error(&stdout);
+    assert!(message.contains("--wait") && message.contains("0..=86400"), "{message}");
+    for key in ["header_read_timeout_secs", "shutdown_grace_secs"] {
+        let file = dir.path().join("tacit.toml");
+        std::fs::write(&file, format!("listen = \"127.0.0.1:0\"\n{key} = 18446744073709551615\n")).unwrap();
+        let (code, message) = server_refuses(dir.path(), &["--config", file.to_str().unwrap()]);
+        assert_eq!(code, 2, "{message}");
+        assert!(message.contains(key) && message.contains("0 to 3600 seconds"), "{message}");
+    }
+}

@@ -18,7 +18,23 @@ pub enum ConfigError {
     /// The file is not valid TOML for [`ServerConfig`].
     #[error("invalid config file: {0}")]
     Parse(#[from] toml::de::Error),
+    /// A duration setting is outside its range (issue 8, point 9: an unbounded one overflowed
+    /// the clock and panicked).
+    #[error("config: {key} = {value} is out of range: {min} to {max} seconds")]
+    OutOfRange {
+        /// The setting.
+        key: &'static str,
+        /// Its value.
+        value: u64,
+        /// The least allowed.
+        min: u64,
+        /// The most allowed.
+        max: u64,
+    },
 }
+
+/// The longest `shutdown_grace_secs` and `header_read_timeout_secs`: an hour.
+pub const MAX_DURATION_SECS: u64 = 3_600;
 
 /// Everything `tacit server` can be told. Every field has a default, so an empty file is a
 /// valid configuration (SQLite in `./tacit-data`, plain HTTP on `127.0.0.1:7878`).
@@ -154,9 +170,27 @@ impl core::fmt::Debug for ServerConfig {
 }
 
 impl ServerConfig {
-    /// Parses a TOML configuration.
+    /// Parses a TOML configuration and checks its ranges ([`Self::check`]).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        Ok(toml::from_str(text)?)
+        let c: Self = toml::from_str(text)?;
+        c.check()?;
+        Ok(c)
+    }
+
+    /// Refuses a duration outside its range (`shutdown_grace_secs` and
+    /// `header_read_timeout_secs`: 0 to [`MAX_DURATION_SECS`]; a header timeout of 0 counts
+    /// as 1). [`crate::Server::bind`] checks too, so no configuration starts a server whose
+    /// clock arithmetic could overflow.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("shutdown_grace_secs", self.shutdown_grace_secs),
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+        ] {
+            if value > MAX_DURATION_SECS {
+                return Err(ConfigError::OutOfRange { key, value, min: 0, max: MAX_DURATION_SECS });
+            }
+        }
+        Ok(())
     }
 
     /// Reads and parses a TOML configuration file.
@@ -198,5 +232,17 @@ mod tests {
             ServerConfig::from_toml("max_mailbox_bytes = 1000000\n").unwrap().max_mailbox_bytes,
             1_000_000
         );
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        for key in ["shutdown_grace_secs", "header_read_timeout_secs"] {
+            assert!(ServerConfig::from_toml(&format!("{key} = 3600\n")).is_ok());
+            let e = ServerConfig::from_toml(&format!("{key} = 18446744073709551615\n")).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("config: {key} = 18446744073709551615 is out of range: 0 to 3600 seconds")
+            );
+        }
     }
 }

@@ -44,6 +44,9 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The configuration is refused (a value out of its range).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// Binding or serving failed.
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
@@ -66,6 +69,7 @@ impl Server {
     /// Opens the store (SQLite in `data_dir`, or PostgreSQL at `database_url`), sets up TLS
     /// if configured and binds `listen`.
     pub async fn bind(config: ServerConfig) -> Result<Self, ServeError> {
+        config.check()?;
         let (tls, tls_reloader) = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => {
                 let (acceptor, reloader) = crate::tls::acceptor(cert, key)?;
