@@ -18,9 +18,12 @@ pub fn config(args: ServerArgs) -> Result<ServerConfig, CliError> {
     if let Some(v) = args.data {
         c.data_dir = v;
     }
-    if args.database.is_some() {
-        c.database_url = args.database;
+    if let Some(url) = args.database {
+        // Empty (`--database ""`, `TACIT_DATABASE_URL=`) means the embedded SQLite database,
+        // also over a file's database_url (issue 8, point 14).
+        c.database_url = Some(url);
     }
+    c.database_url = c.database_url.filter(|u| !u.trim().is_empty());
     if args.registration_token.is_some() {
         c.registration_token = args.registration_token;
     }
@@ -122,5 +125,22 @@ mod tests {
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.data_dir, std::path::PathBuf::from("/from-flag"));
         assert_eq!(c.registration_token.as_deref(), Some("f"));
+    }
+
+    #[test]
+    fn an_empty_database_url_means_the_embedded_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tacit.toml");
+        std::fs::write(&file, "database_url = \"postgres://db/tacit\"\n").unwrap();
+        let parse = |args: &[&str]| {
+            let cli = crate::args::Cli::try_parse_from([&["tacit", "server"][..], args].concat()).unwrap();
+            let crate::args::Command::Server(args) = cli.command else { panic!("not server") };
+            config(args).unwrap().database_url
+        };
+        let file = file.to_str().unwrap();
+        assert_eq!(parse(&["--config", file]).as_deref(), Some("postgres://db/tacit"));
+        assert_eq!(parse(&["--config", file, "--database", ""]), None);
+        assert_eq!(parse(&["--database", ""]), None);
+        assert_eq!(parse(&["--database", "postgres://x/y"]).as_deref(), Some("postgres://x/y"));
     }
 }

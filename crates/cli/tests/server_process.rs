@@ -284,3 +284,24 @@ fn sighup_reloads_the_certificate_from_its_files() {
     assert_eq!(create(&b.join("ca.pem"), "carol").0, 0);
     server.stop();
 }
+
+/// Issue 8, point 14: `--database ""` means the embedded SQLite database (in `--data`), also
+/// over a config file's `database_url`; and an empty `database_url` in the file means it too.
+#[test]
+fn an_empty_database_url_means_the_embedded_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tacit.toml");
+    std::fs::write(&file, "database_url = \"postgres://tacit@nowhere.invalid/tacit\"\n").unwrap();
+    let data = dir.path().join("data");
+    let args =
+        ["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap(), "--config", file.to_str().unwrap()];
+    let server = ServerProcess::start(&[&args[..], &["--database", ""]].concat(), None);
+    let url = format!("http://{}", server.addr);
+    let (code, l) =
+        tacit(&dir.path().join("a"), &[], &["account", "create", "--server", &url, "--name", "alice"]);
+    assert_eq!(code, 0, "{l:?}");
+    assert!(data.join("tacit.db").exists());
+    server.stop();
+    std::fs::write(&file, "database_url = \"\"\n").unwrap();
+    ServerProcess::start(&args, None).stop();
+}

@@ -61,7 +61,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Folder of the embedded SQLite database (ignored when `database_url` is set).
     pub data_dir: PathBuf,
-    /// `postgres://...`: use PostgreSQL instead of the embedded SQLite database.
+    /// `postgres://...`: use PostgreSQL instead of the embedded SQLite database (empty: the
+    /// embedded database, as unset).
     pub database_url: Option<String>,
     /// When set, accounts can only be created by callers who present this token.
     pub registration_token: Option<String>,

@@ -80,7 +80,8 @@ impl Server {
         };
         let store_config = StoreConfig::with_max_mailbox_bytes(config.max_mailbox_bytes)
             .with_database_quota_bytes(config.database_quota_bytes);
-        let store: Arc<dyn Store> = match &config.database_url {
+        // An empty URL means the embedded database (issue 8, point 14).
+        let store: Arc<dyn Store> = match config.database_url.as_deref().filter(|u| !u.trim().is_empty()) {
             Some(url) => Arc::new(PgStore::connect_with(url, &store_config).await?),
             None => Arc::new(SqliteStore::open_with(&config.data_dir, &store_config)?),
         };
