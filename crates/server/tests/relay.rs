@@ -639,10 +639,15 @@ async fn hostile_input(backend: Backend) {
     let raw = |m: Method, path: &str| http.request(m, path, None);
 
     // Registration token.
+    // Missing and wrong say which (issue 8, point 8), under the same code for every client.
     let (_, mut req) = User::new_request(&unique("eve"), 1);
-    assert_code(http.call(Method::POST, api::ACCOUNTS, None, Some(&req)).await, 403, "registration_closed");
+    let got = http.call(Method::POST, api::ACCOUNTS, None, Some(&req)).await;
+    assert_eq!(got.1["message"], "this server requires a registration token");
+    assert_code(got, 403, "registration_closed");
     req.registration_token = Some("wrong".into());
-    assert_code(http.call(Method::POST, api::ACCOUNTS, None, Some(&req)).await, 403, "registration_closed");
+    let got = http.call(Method::POST, api::ACCOUNTS, None, Some(&req)).await;
+    assert_eq!(got.1["message"], "wrong registration token");
+    assert_code(got, 403, "registration_closed");
     req.registration_token = Some("let-me-in".into());
     let mut good = req.clone();
     // Bad names, keys, lists, prekeys.
