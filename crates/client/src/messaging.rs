@@ -67,6 +67,16 @@ pub struct ReceivedMessage {
     pub text: String,
 }
 
+/// What [`Client::receive_each`] tells its caller as it happens.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ReceiveEvent<'a> {
+    /// A message, just stored (not yet acknowledged).
+    Message(&'a ReceivedMessage),
+    /// A warning gathered before the next message (an identity change, a dropped envelope).
+    Warning(String),
+}
+
 /// What processing one envelope did.
 enum Outcome {
     /// Stored: ack.
@@ -121,6 +131,10 @@ impl Client {
         let sent_time_ms = now_ms();
         let payload = TextPayload { sent_time_ms, text: text.to_owned() }.encode()?;
         self.online().await?;
+        // From loading the sessions to committing them, no other process on this home may
+        // step them (two sends at once would each make their own ratchet step from the same
+        // state). Held through the request, so the 409 retries reload what this send stored.
+        let _guard = self.lock_state().await?;
         // One key for this message, on every attempt: a retry the server already stored is
         // not stored twice.
         let mut idempotency_key = [0u8; api::limits::IDEMPOTENCY_KEY_BYTES];
@@ -226,6 +240,20 @@ impl Client {
     /// message and returns every message pending by then. Each message is stored before it
     /// is acknowledged.
     pub async fn receive(&mut self, wait: Duration) -> Result<Vec<ReceivedMessage>> {
+        self.receive_each(wait, |_| {}).await
+    }
+
+    /// [`Self::receive`], telling `on_event` of each message the moment it is stored (and of
+    /// the warnings gathered before it), before its ack or anything else that can fail: a
+    /// caller that prints there loses nothing to a later error (a server gone under a
+    /// `receive --wait`, a failed prekey refill). Warnings gathered after the last message
+    /// stay for [`Self::take_warnings`]; the messages are returned as well.
+    pub async fn receive_each(
+        &mut self,
+        wait: Duration,
+        mut on_event: impl FnMut(ReceiveEvent<'_>) + Send,
+    ) -> Result<Vec<ReceivedMessage>> {
+        let on_event: &mut (dyn FnMut(ReceiveEvent<'_>) + Send) = &mut on_event;
         self.online().await?;
         self.list_fetches.clear();
         let mut out = Vec::new();
@@ -237,7 +265,7 @@ impl Client {
                 let last = batch.envelopes.iter().map(|e| e.id).max().unwrap_or(0);
                 let more = batch.more && last > after;
                 after = after.max(last);
-                let (msgs, acks) = self.process_all(batch.envelopes).await?;
+                let (msgs, acks) = self.process_all_with(batch.envelopes, Some(&mut *on_event)).await?;
                 self.api.ack(acks).await?;
                 out.extend(msgs);
                 if !more {
@@ -266,7 +294,7 @@ impl Client {
                     // This connection sends nothing, so it gets no answers to sends.
                     Some(Incoming::Event(RelayEvent::Sent { .. } | RelayEvent::SendFailed { .. })) => {}
                     Some(Incoming::Event(RelayEvent::Envelope(e))) => {
-                        let (msgs, acks) = self.process_all(vec![e]).await?;
+                        let (msgs, acks) = self.process_all_with(vec![e], Some(&mut *on_event)).await?;
                         live.ack(acks).await?;
                         out.extend(msgs);
                     }
@@ -294,16 +322,40 @@ impl Client {
         Ok(msgs)
     }
 
+    /// Processes envelopes in order under the home's lock (decrypt, store; the caller acks).
     pub(crate) async fn process_all(
         &mut self,
         envelopes: Vec<api::Envelope>,
     ) -> Result<(Vec<ReceivedMessage>, Vec<u64>)> {
+        self.process_all_with(envelopes, None).await
+    }
+
+    /// [`Self::process_all`], telling `on_event` (when given) of each message as soon as it
+    /// is stored, with the warnings gathered before it, before anything that can fail next.
+    async fn process_all_with(
+        &mut self,
+        envelopes: Vec<api::Envelope>,
+        mut on_event: Option<&mut (dyn FnMut(ReceiveEvent<'_>) + Send)>,
+    ) -> Result<(Vec<ReceivedMessage>, Vec<u64>)> {
         let mut msgs = Vec::new();
         let mut acks = Vec::new();
+        if envelopes.is_empty() {
+            return Ok((msgs, acks));
+        }
+        // Another process on this home may be storing the same envelopes (two `receive`s)
+        // or stepping the same sessions (a send): one at a time, each seeing what the other
+        // committed (the envelope id check, the session states, the prekeys).
+        let _guard = self.lock_state().await?;
         for e in envelopes {
             let id = e.id;
             match self.process(e).await? {
                 Outcome::Message(m) => {
+                    if let Some(tell) = on_event.as_deref_mut() {
+                        for w in std::mem::take(&mut self.warnings) {
+                            tell(ReceiveEvent::Warning(w));
+                        }
+                        tell(ReceiveEvent::Message(&m));
+                    }
                     msgs.push(m);
                     acks.push(id);
                 }
