@@ -240,7 +240,7 @@ impl Client {
     /// message and returns every message pending by then. Each message is stored before it
     /// is acknowledged.
     pub async fn receive(&mut self, wait: Duration) -> Result<Vec<ReceivedMessage>> {
-        self.receive_each(wait, |_| {}).await
+        self.receive_inner(wait, &mut |_| {}, false).await
     }
 
     /// [`Self::receive`], telling `on_event` of each message the moment it is stored (and of
@@ -253,7 +253,16 @@ impl Client {
         wait: Duration,
         mut on_event: impl FnMut(ReceiveEvent<'_>) + Send,
     ) -> Result<Vec<ReceivedMessage>> {
-        let on_event: &mut (dyn FnMut(ReceiveEvent<'_>) + Send) = &mut on_event;
+        self.receive_inner(wait, &mut on_event, true).await
+    }
+
+    /// `tell`: whether `on_event` wants the events (else warnings stay for `take_warnings`).
+    async fn receive_inner(
+        &mut self,
+        wait: Duration,
+        on_event: &mut (dyn FnMut(ReceiveEvent<'_>) + Send),
+        tell: bool,
+    ) -> Result<Vec<ReceivedMessage>> {
         self.online().await?;
         self.list_fetches.clear();
         let mut out = Vec::new();
@@ -265,7 +274,7 @@ impl Client {
                 let last = batch.envelopes.iter().map(|e| e.id).max().unwrap_or(0);
                 let more = batch.more && last > after;
                 after = after.max(last);
-                let (msgs, acks) = self.process_all_with(batch.envelopes, Some(&mut *on_event)).await?;
+                let (msgs, acks) = self.process_all_with(batch.envelopes, &mut *on_event, tell).await?;
                 self.api.ack(acks).await?;
                 out.extend(msgs);
                 if !more {
@@ -294,7 +303,7 @@ impl Client {
                     // This connection sends nothing, so it gets no answers to sends.
                     Some(Incoming::Event(RelayEvent::Sent { .. } | RelayEvent::SendFailed { .. })) => {}
                     Some(Incoming::Event(RelayEvent::Envelope(e))) => {
-                        let (msgs, acks) = self.process_all_with(vec![e], Some(&mut *on_event)).await?;
+                        let (msgs, acks) = self.process_all_with(vec![e], &mut *on_event, tell).await?;
                         live.ack(acks).await?;
                         out.extend(msgs);
                     }
@@ -327,15 +336,16 @@ impl Client {
         &mut self,
         envelopes: Vec<api::Envelope>,
     ) -> Result<(Vec<ReceivedMessage>, Vec<u64>)> {
-        self.process_all_with(envelopes, None).await
+        self.process_all_with(envelopes, &mut |_| {}, false).await
     }
 
-    /// [`Self::process_all`], telling `on_event` (when given) of each message as soon as it
+    /// [`Self::process_all`], telling `on_event` (when `tell`) of each message as soon as it
     /// is stored, with the warnings gathered before it, before anything that can fail next.
     async fn process_all_with(
         &mut self,
         envelopes: Vec<api::Envelope>,
-        mut on_event: Option<&mut (dyn FnMut(ReceiveEvent<'_>) + Send)>,
+        on_event: &mut (dyn FnMut(ReceiveEvent<'_>) + Send),
+        tell: bool,
     ) -> Result<(Vec<ReceivedMessage>, Vec<u64>)> {
         let mut msgs = Vec::new();
         let mut acks = Vec::new();
@@ -350,11 +360,11 @@ impl Client {
             let id = e.id;
             match self.process(e).await? {
                 Outcome::Message(m) => {
-                    if let Some(tell) = on_event.as_deref_mut() {
+                    if tell {
                         for w in std::mem::take(&mut self.warnings) {
-                            tell(ReceiveEvent::Warning(w));
+                            on_event(ReceiveEvent::Warning(w));
                         }
-                        tell(ReceiveEvent::Message(&m));
+                        on_event(ReceiveEvent::Message(&m));
                     }
                     msgs.push(m);
                     acks.push(id);
