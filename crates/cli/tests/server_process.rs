@@ -326,10 +326,56 @@ fn receive_n(home: &Path, n: usize) -> Vec<String> {
 /// arrived and every later one in either direction was "could not decrypt"; two receives
 /// failed with `UNIQUE constraint failed`).
 #[test]
-fn many_processes_on_one_home_serialise_their_state_changes() {
+fn many_processes_on_one_home_serialise_their_state_changes_on_sqlite() {
+    many_processes_on_one_home(None);
+}
+
+#[test]
+fn many_processes_on_one_home_serialise_their_state_changes_on_postgres() {
+    let schema = PgSchema::new("tacit_home");
+    many_processes_on_one_home(Some(&schema.url));
+}
+
+/// A PostgreSQL schema of its own (dropped at the end) and a URL whose connections use it.
+struct PgSchema {
+    name: String,
+    url: String,
+}
+
+impl PgSchema {
+    fn new(prefix: &str) -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let name = format!("{prefix}_{:x}_{:x}", std::process::id(), nanos & 0xffff_ffff_ffff);
+        Self::admin(&format!("CREATE SCHEMA {name}"));
+        let url = format!("postgres://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{name}");
+        Self { name, url }
+    }
+
+    fn admin(sql: &str) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let admin = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+            let (client, conn) = tokio_postgres::connect(admin, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            client.batch_execute(sql).await.unwrap();
+        });
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        Self::admin(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+    }
+}
+
+fn many_processes_on_one_home(database: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = ServerProcess::start(&["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()], None);
+    let mut args = vec!["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()];
+    if let Some(url) = database {
+        args.extend(["--database", url]);
+    }
+    let server = ServerProcess::start(&args, None);
     let url = format!("http://{}", server.addr);
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     assert_eq!(tacit(&a, &[], &["account", "create", "--server", &url, "--name", "alice"]).0, 0);
