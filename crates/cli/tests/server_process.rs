@@ -492,3 +492,43 @@ fn a_server_killed_under_receive_wait_loses_no_printed_message() {
     assert_eq!(code, 3, "and then the lost server is a network error: {l:?}");
     assert_eq!(l.last().unwrap()["type"], "error", "{l:?}");
 }
+
+/// Issue 8, point 3: a `receive --wait` still waiting for its first message rides out a
+/// server restart (SIGKILL, then the same server again): it says it lost the connection,
+/// reconnects, and prints what is sent after the restart.
+#[test]
+fn receive_wait_reconnects_across_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = ["--listen", listen.as_str(), "--data", data.to_str().unwrap()];
+    let mut server = ServerProcess::start(&args, None);
+    let url = format!("http://{}", server.addr);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    assert_eq!(tacit(&a, &[], &["account", "create", "--server", &url, "--name", "alice"]).0, 0);
+    assert_eq!(tacit(&b, &[], &["account", "create", "--server", &url, "--name", "bob"]).0, 0);
+    let listener = spawn_tacit(&b, &["receive", "--wait", "30"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let server = ServerProcess::start(&args, None);
+    assert_eq!(tacit(&a, &[], &["send", "bob", "after the restart"]).0, 0);
+    let (code, l) = finish(listener);
+    assert_eq!((code, texts(&l)), (0, vec!["after the restart".to_owned()]), "{l:?}");
+    assert!(
+        l.iter().any(|l| l["type"] == "warning" && l["message"].as_str().unwrap().contains("reconnecting")),
+        "{l:?}"
+    );
+    // A server that stays away until the wait ends: a network error (exit 3), said last.
+    let listener = spawn_tacit(&b, &["receive", "--wait", "3"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut server = server;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let (code, l) = finish(listener);
+    assert_eq!(code, 3, "{l:?}");
+    assert_eq!(l.last().unwrap()["type"], "error", "{l:?}");
+    assert!(l.iter().any(|l| l["type"] == "warning"), "it said it was reconnecting: {l:?}");
+}

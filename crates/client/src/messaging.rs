@@ -40,6 +40,10 @@ use crate::store::{self, HistoryEntry};
 const SEND_ATTEMPTS: usize = 3;
 /// After the first live message, how long to wait for more in the same burst.
 const BURST_GRACE: Duration = Duration::from_millis(300);
+/// A `receive` that lost its connection while waiting reconnects after this, doubling up
+/// to [`RECONNECT_MAX`].
+const RECONNECT_FIRST: Duration = Duration::from_millis(250);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// A message accepted by the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,8 +287,11 @@ impl Client {
             }
         } else {
             let deadline = Instant::now() + wait;
-            let mut live = self.api.connect().await?;
+            let mut live = Some(self.api.connect().await?);
             let mut drained = false;
+            // While the connection is lost: the next wait before reconnecting, and why.
+            let mut backoff = RECONNECT_FIRST;
+            let mut lost: Option<ClientError> = None;
             loop {
                 let now = Instant::now();
                 let limit = if drained && !out.is_empty() {
@@ -295,21 +302,83 @@ impl Client {
                 if limit.is_zero() {
                     break;
                 }
-                match live.next(limit).await? {
-                    None | Some(Incoming::Closed) => break,
-                    Some(Incoming::Drained) => drained = true,
-                    // Bundle fetches left this device low: refill now, not at the next command.
-                    Some(Incoming::PrekeysLow) => self.maintain_prekeys().await?,
-                    // This connection sends nothing, so it gets no answers to sends.
-                    Some(Incoming::Event(RelayEvent::Sent { .. } | RelayEvent::SendFailed { .. })) => {}
-                    Some(Incoming::Event(RelayEvent::Envelope(e))) => {
-                        let (msgs, acks) = self.process_all_with(vec![e], &mut *on_event, tell).await?;
-                        live.ack(acks).await?;
-                        out.extend(msgs);
+                let Some(conn) = live.as_mut() else {
+                    // The server went away (restarted, a network change) before anything came:
+                    // reconnect until the deadline; the resync sends what was stored meanwhile.
+                    tokio::time::sleep(backoff.min(limit)).await;
+                    if Instant::now() >= deadline {
+                        break;
                     }
+                    match self.api.connect().await {
+                        Ok(c) => {
+                            live = Some(c);
+                            lost = None;
+                            backoff = RECONNECT_FIRST;
+                        }
+                        Err(e @ ClientError::Network(_)) => {
+                            lost = Some(e);
+                            backoff = (backoff * 2).min(RECONNECT_MAX);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    continue;
+                };
+                let next = conn.next(limit).await;
+                let gone = match next {
+                    Ok(None) => break,
+                    Ok(Some(Incoming::Closed)) => {
+                        ClientError::Network("the server closed the connection".into())
+                    }
+                    Err(e @ ClientError::Network(_)) => e,
+                    Err(e) => return Err(e),
+                    Ok(Some(Incoming::Drained)) => {
+                        drained = true;
+                        continue;
+                    }
+                    // Bundle fetches left this device low: refill now, not at the next command.
+                    Ok(Some(Incoming::PrekeysLow)) => {
+                        self.maintain_prekeys().await?;
+                        continue;
+                    }
+                    // This connection sends nothing, so it gets no answers to sends.
+                    Ok(Some(Incoming::Event(RelayEvent::Sent { .. } | RelayEvent::SendFailed { .. }))) => {
+                        continue;
+                    }
+                    Ok(Some(Incoming::Event(RelayEvent::Envelope(e)))) => {
+                        let (msgs, acks) = self.process_all_with(vec![e], &mut *on_event, tell).await?;
+                        out.extend(msgs);
+                        // Stored already: an ack lost with the connection is sent again after
+                        // the resync redelivers the envelope (its id is known, so no repeat).
+                        match conn.ack(acks).await {
+                            Ok(()) => continue,
+                            Err(e @ ClientError::Network(_)) => e,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                };
+                if let Some(c) = live.take() {
+                    c.close().await;
                 }
+                if !out.is_empty() {
+                    // Messages came: the wait did its job; what follows reports the server.
+                    break;
+                }
+                let warning = format!("lost the connection to the server ({gone}); reconnecting");
+                if tell {
+                    on_event(ReceiveEvent::Warning(warning));
+                } else {
+                    self.warnings.push(warning);
+                }
+                lost = Some(gone);
             }
-            live.close().await;
+            if let Some(c) = live {
+                c.close().await;
+            } else if out.is_empty()
+                && let Some(e) = lost
+            {
+                // Never reconnected before the deadline: the server is unreachable.
+                return Err(e);
+            }
         }
         self.maintain_prekeys().await?;
         Ok(out)
