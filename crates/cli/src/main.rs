@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use tacit_client::{Client, ClientError, ConnectOptions, ErrorKind, StoreSecret};
+use tacit_client::{Client, ClientError, ConnectOptions, ErrorKind, ReceiveEvent, StoreSecret};
 use zeroize::Zeroizing;
 
 use args::{AccountCommand, BenchCommand, Cli, Command, StoreCommand};
@@ -209,7 +209,10 @@ fn connect_options(ca_file: Option<&Path>, insecure_http: bool) -> Result<Connec
     Ok(base.with_extra_roots_pem(&pem)?)
 }
 
-fn open(home: &Path, options: &ConnectOptions) -> Result<Client, CliError> {
+fn open(home: &Path, options: &ConnectOptions, json: bool) -> Result<Client, CliError> {
+    // Another process using this home (a `receive --wait` in another terminal, a script's
+    // parallel sends) holds its lock while it changes protocol state: say so while waiting.
+    let notice: tacit_client::LockNotice = std::sync::Arc::new(move |m: &str| Out::new(json).notice(m));
     if !Client::exists(home) {
         return Err(ClientError::NoAccount.into());
     }
@@ -219,11 +222,11 @@ fn open(home: &Path, options: &ConnectOptions) -> Result<Client, CliError> {
         None => Err(CliError::from(ClientError::PassphraseRequired)),
     };
     let pass = if Client::needs_passphrase(home) { Some(ask()?) } else { None };
-    match Client::open_with(home, pass.as_ref(), options) {
+    match Client::open_with_notice(home, pass.as_ref(), options, Some(notice.clone())) {
         // A rekey interrupted between a passphrase and a key file leaves both kinds of file:
         // the key file did not open the store, so it is the passphrase's.
         Err(ClientError::PassphraseRequired) if pass.is_none() => {
-            Ok(Client::open_with(home, Some(&ask()?), options)?)
+            Ok(Client::open_with_notice(home, Some(&ask()?), options, Some(notice))?)
         }
         other => Ok(other?),
     }
@@ -251,47 +254,53 @@ async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
             out.account_created(c.account_name(), c.device_id(), c.server(), &home);
         }
         Command::Account(AccountCommand::Delete) => {
-            let c = open(&home, &options)?;
+            let c = open(&home, &options, cli.json)?;
             let name = c.account_name().to_owned();
             c.delete_account().await?;
             out.account_deleted(&name);
         }
         Command::Send { name, text } => {
-            let mut c = open(&home, &options)?;
+            let mut c = open(&home, &options, cli.json)?;
             let r = c.send_text(&name, &text).await;
             out.warnings(c.take_warnings());
             out.sent(&name, &r?);
         }
         Command::Receive { wait } => {
-            let mut c = open(&home, &options)?;
-            let r = c.receive(Duration::from_secs(wait)).await;
+            let mut c = open(&home, &options, cli.json)?;
+            // Each message is printed the moment it is stored, before its ack: an error later
+            // (the server gone, a failed prekey refill) loses nothing from the output.
+            let r = c
+                .receive_each(Duration::from_secs(wait), |event| match event {
+                    ReceiveEvent::Message(m) => out.message(m),
+                    ReceiveEvent::Warning(w) => out.warnings(vec![w]),
+                    _ => {}
+                })
+                .await;
             out.warnings(c.take_warnings());
-            for m in r? {
-                out.message(&m);
-            }
+            r?;
         }
         Command::History { name } => {
-            let c = open(&home, &options)?;
+            let c = open(&home, &options, cli.json)?;
             for e in c.history(&name)? {
                 out.history(&e);
             }
         }
         Command::SafetyNumber { name } => {
-            let mut c = open(&home, &options)?;
+            let mut c = open(&home, &options, cli.json)?;
             let r = c.safety_number(&name).await;
             out.warnings(c.take_warnings());
             let verified = c.is_verified(&name)?;
             out.safety_number(&name, &r?, verified);
         }
         Command::Verify { name, digits } => {
-            let mut c = open(&home, &options)?;
+            let mut c = open(&home, &options, cli.json)?;
             let r = c.verify(&name, &digits.join(" ")).await;
             out.warnings(c.take_warnings());
             r?;
             out.verified(&name);
         }
         Command::Store(StoreCommand::Rekey) => {
-            let mut c = open(&home, &options)?;
+            let mut c = open(&home, &options, cli.json)?;
             let secret = new_secret("TACIT_NEW_PASSPHRASE", true)?;
             let with_passphrase = matches!(&secret, StoreSecret::Passphrase(p) if !p.is_empty());
             c.rekey(secret)?;

@@ -44,6 +44,16 @@ impl Out {
         }
     }
 
+    /// Something the user should know while a command works (it waits for another process):
+    /// a warning line with `--json`, else a note on standard error.
+    pub fn notice(&self, message: &str) {
+        if self.json {
+            self.line(json!({"type": "warning", "message": message}));
+        } else {
+            eprintln!("note: {message}");
+        }
+    }
+
     /// Warnings from the SDK.
     pub fn warnings(&self, warnings: Vec<String>) {
         for w in warnings {

@@ -305,3 +305,251 @@ fn an_empty_database_url_means_the_embedded_database() {
     std::fs::write(&file, "database_url = \"\"\n").unwrap();
     ServerProcess::start(&args, None).stop();
 }
+
+/// `tacit --json --home HOME ARGS` started, not waited for (stdout piped).
+fn spawn_tacit(home: &Path, args: &[&str]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tacit"));
+    for k in ["TACIT_PASSPHRASE", "TACIT_HOME", "TACIT_CA_FILE", "TACIT_INSECURE_HTTP"] {
+        cmd.env_remove(k);
+    }
+    cmd.arg("--json").arg("--home").arg(home).args(args);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap()
+}
+
+/// Waits for a child started by [`spawn_tacit`]: its exit code and JSON lines.
+fn finish(child: Child) -> (i32, Vec<Value>) {
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    (out.status.code().unwrap(), stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect())
+}
+
+/// The texts of the `message` lines.
+fn texts(lines: &[Value]) -> Vec<String> {
+    lines.iter().filter(|l| l["type"] == "message").map(|l| l["text"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Receives on `home` until `n` messages came (at most 30 s), with `receive` runs.
+fn receive_n(home: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    while got.len() < n && Instant::now() < deadline {
+        let (code, l) = tacit(home, &[], &["receive", "--wait", "2"]);
+        assert_eq!(code, 0, "{l:?}");
+        got.extend(texts(&l));
+    }
+    got
+}
+
+/// Issue 8, point 1: several processes on one home. Parallel sends from one home (a script
+/// with `-P`) beside a waiting `receive` in another terminal, and two `receive`s at once,
+/// each deliver every message exactly once and leave the sessions usable in both directions
+/// (before the home lock, the sends stepped the same session each on its own: one message
+/// arrived and every later one in either direction was "could not decrypt"; two receives
+/// failed with `UNIQUE constraint failed`).
+#[test]
+fn many_processes_on_one_home_serialise_their_state_changes_on_sqlite() {
+    many_processes_on_one_home(None);
+}
+
+#[test]
+fn many_processes_on_one_home_serialise_their_state_changes_on_postgres() {
+    let schema = PgSchema::new("tacit_home");
+    many_processes_on_one_home(Some(&schema.url));
+}
+
+/// A PostgreSQL schema of its own (dropped at the end) and a URL whose connections use it.
+struct PgSchema {
+    name: String,
+    url: String,
+}
+
+impl PgSchema {
+    fn new(prefix: &str) -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let name = format!("{prefix}_{:x}_{:x}", std::process::id(), nanos & 0xffff_ffff_ffff);
+        Self::admin(&format!("CREATE SCHEMA {name}"));
+        let url = format!("postgres://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{name}");
+        Self { name, url }
+    }
+
+    fn admin(sql: &str) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let admin = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+            let (client, conn) = tokio_postgres::connect(admin, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            client.batch_execute(sql).await.unwrap();
+        });
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        Self::admin(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+    }
+}
+
+fn many_processes_on_one_home(database: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut args = vec!["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()];
+    if let Some(url) = database {
+        args.extend(["--database", url]);
+    }
+    let server = ServerProcess::start(&args, None);
+    let url = format!("http://{}", server.addr);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    assert_eq!(tacit(&a, &[], &["account", "create", "--server", &url, "--name", "alice"]).0, 0);
+    assert_eq!(tacit(&b, &[], &["account", "create", "--server", &url, "--name", "bob"]).0, 0);
+    // A session in each direction first: the race is on an existing session's ratchet.
+    assert_eq!(tacit(&a, &[], &["send", "bob", "hello"]).0, 0);
+    assert_eq!(receive_n(&b, 1), ["hello"]);
+    assert_eq!(tacit(&b, &[], &["send", "alice", "hi"]).0, 0);
+    assert_eq!(receive_n(&a, 1), ["hi"]);
+
+    // bob listens in one terminal while alice's script sends eight at once.
+    const N: usize = 8;
+    let listener = spawn_tacit(&b, &["receive", "--wait", "20"]);
+    let sends: Vec<_> = (0..N).map(|i| spawn_tacit(&a, &["send", "bob", &format!("parallel {i}")])).collect();
+    for s in sends {
+        let (code, l) = finish(s);
+        assert_eq!(code, 0, "{l:?}");
+        assert_eq!(l.iter().filter(|l| l["type"] == "sent").count(), 1, "{l:?}");
+    }
+    let (code, l) = finish(listener);
+    assert_eq!(code, 0, "{l:?}");
+    let mut got = texts(&l);
+    got.extend(receive_n(&b, N - got.len()));
+    got.sort();
+    let want: Vec<_> = (0..N).map(|i| format!("parallel {i}")).collect();
+    assert_eq!(got, want, "each message exactly once");
+
+    // bob answers four at once while alice runs two receives at once on her home.
+    let receivers =
+        [spawn_tacit(&a, &["receive", "--wait", "10"]), spawn_tacit(&a, &["receive", "--wait", "10"])];
+    let sends: Vec<_> = (0..4).map(|i| spawn_tacit(&b, &["send", "alice", &format!("back {i}")])).collect();
+    for s in sends {
+        assert_eq!(finish(s).0, 0);
+    }
+    let mut got = Vec::new();
+    for r in receivers {
+        let (code, l) = finish(r);
+        assert_eq!(code, 0, "{l:?}");
+        assert!(l.iter().all(|l| l["type"] != "error"), "{l:?}");
+        got.extend(texts(&l));
+    }
+    got.extend(receive_n(&a, 4 - got.len().min(4)));
+    got.sort();
+    assert_eq!(got, ["back 0", "back 1", "back 2", "back 3"], "each exactly once across both receives");
+
+    // And the conversation still works both ways, with no warning of a broken session.
+    assert_eq!(tacit(&a, &[], &["send", "bob", "after"]).0, 0);
+    let (code, l) = tacit(&b, &[], &["receive", "--wait", "5"]);
+    assert_eq!((code, texts(&l)), (0, vec!["after".to_owned()]), "{l:?}");
+    assert!(l.iter().all(|l| l["type"] != "warning"), "{l:?}");
+    assert_eq!(tacit(&b, &[], &["send", "alice", "and back"]).0, 0);
+    let (code, l) = tacit(&a, &[], &["receive", "--wait", "5"]);
+    assert_eq!((code, texts(&l)), (0, vec!["and back".to_owned()]), "{l:?}");
+    assert!(l.iter().all(|l| l["type"] != "warning"), "{l:?}");
+    let (_, h) = tacit(&b, &[], &["history", "alice"]);
+    assert_eq!(h.len(), 2 + N + 4 + 2, "every message once in history: {h:?}");
+    server.stop();
+}
+
+/// Issue 8, point 1: a process that has to wait for another on the same home says so.
+#[test]
+fn a_command_that_waits_for_another_process_says_so() {
+    use std::fs::File;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(&["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()], None);
+    let url = format!("http://{}", server.addr);
+    let a = dir.path().join("a");
+    assert_eq!(tacit(&a, &[], &["account", "create", "--server", &url, "--name", "alice"]).0, 0);
+    // Another process holds the home's lock (as a send in progress would) for a second.
+    let held = File::options().read(true).write(true).open(a.join("lock")).unwrap();
+    held.lock().unwrap();
+    let started = Instant::now();
+    let waiting = spawn_tacit(&a, &["receive"]);
+    std::thread::sleep(Duration::from_secs(1));
+    held.unlock().unwrap();
+    let (code, l) = finish(waiting);
+    assert_eq!(code, 0, "{l:?}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "it waited for the lock");
+    assert!(
+        l.iter().any(|l| l["type"] == "warning" && l["message"].as_str().unwrap().contains("waiting for it")),
+        "{l:?}"
+    );
+    server.stop();
+}
+
+/// Issue 8, point 3: a `receive --wait` prints each message as soon as it is stored, so the
+/// server dying right after (killed, restarted) cannot leave a stored and acknowledged
+/// message printed nowhere but `history`.
+#[test]
+fn a_server_killed_under_receive_wait_loses_no_printed_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server =
+        ServerProcess::start(&["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()], None);
+    let url = format!("http://{}", server.addr);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    assert_eq!(tacit(&a, &[], &["account", "create", "--server", &url, "--name", "alice"]).0, 0);
+    assert_eq!(tacit(&b, &[], &["account", "create", "--server", &url, "--name", "bob"]).0, 0);
+    let listener = spawn_tacit(&b, &["receive", "--wait", "30"]);
+    // Connected once its socket shows in the server's log? Simpler: give it time to connect.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(tacit(&a, &[], &["send", "bob", "before the crash"]).0, 0);
+    // Pushed and stored within milliseconds; the kill lands inside the listener's 300 ms
+    // wait for more of the same burst, so what comes next (the socket, the prekey check)
+    // fails.
+    std::thread::sleep(Duration::from_millis(100));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let (code, l) = finish(listener);
+    let (_, h) = tacit(&b, &[], &["history", "alice"]);
+    assert_eq!(h.len(), 1, "the listener stored the message before the kill: {h:?}");
+    assert_eq!(texts(&l), ["before the crash"], "stored, so printed (exit {code}): {l:?}");
+    assert_eq!(code, 3, "and then the lost server is a network error: {l:?}");
+    assert_eq!(l.last().unwrap()["type"], "error", "{l:?}");
+}
+
+/// Issue 8, point 3: a `receive --wait` still waiting for its first message rides out a
+/// server restart (SIGKILL, then the same server again): it says it lost the connection,
+/// reconnects, and prints what is sent after the restart.
+#[test]
+fn receive_wait_reconnects_across_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = ["--listen", listen.as_str(), "--data", data.to_str().unwrap()];
+    let mut server = ServerProcess::start(&args, None);
+    let url = format!("http://{}", server.addr);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    assert_eq!(tacit(&a, &[], &["account", "create", "--server", &url, "--name", "alice"]).0, 0);
+    assert_eq!(tacit(&b, &[], &["account", "create", "--server", &url, "--name", "bob"]).0, 0);
+    let listener = spawn_tacit(&b, &["receive", "--wait", "30"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let server = ServerProcess::start(&args, None);
+    assert_eq!(tacit(&a, &[], &["send", "bob", "after the restart"]).0, 0);
+    let (code, l) = finish(listener);
+    assert_eq!((code, texts(&l)), (0, vec!["after the restart".to_owned()]), "{l:?}");
+    assert!(
+        l.iter().any(|l| l["type"] == "warning" && l["message"].as_str().unwrap().contains("reconnecting")),
+        "{l:?}"
+    );
+    // A server that stays away until the wait ends: a network error (exit 3), said last.
+    let listener = spawn_tacit(&b, &["receive", "--wait", "3"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut server = server;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let (code, l) = finish(listener);
+    assert_eq!(code, 3, "{l:?}");
+    assert_eq!(l.last().unwrap()["type"], "error", "{l:?}");
+    assert!(l.iter().any(|l| l["type"] == "warning"), "it said it was reconnecting: {l:?}");
+}

@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{ClientError, Result};
 use crate::generations::{self, Generations};
+use crate::home_lock::{HomeGuard, HomeLock, LockNotice};
 use crate::net::{Api, ConnectOptions};
 use crate::prekey_mark::{self, PrekeyMark};
 use crate::store::key::{self, StoreSecret, remove_if_exists};
@@ -66,6 +67,9 @@ pub struct Client {
     /// Device lists fetched in this receive for envelopes the stored ones could not decrypt
     /// (sender, claimed identity): see `Client::current_device`.
     pub(crate) list_fetches: HashSet<(String, Option<[u8; 32]>)>,
+    /// The home folder's lock, held around every read-modify-write of protocol state, so
+    /// several processes can use one home (`home_lock.rs`).
+    pub(crate) lock: HomeLock,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -197,14 +201,53 @@ impl Client {
         passphrase: Option<&Zeroizing<String>>,
         options: &ConnectOptions,
     ) -> Result<Self> {
+        Self::open_with_notice(home, passphrase, options, None)
+    }
+
+    /// [`Self::open_with`], telling `notice` whenever an operation of this client has to wait
+    /// for another process using the same home (opening included): the CLI prints it, so a
+    /// command that waits says so instead of looking hung.
+    pub fn open_with_notice(
+        home: &Path,
+        passphrase: Option<&Zeroizing<String>>,
+        options: &ConnectOptions,
+        notice: Option<LockNotice>,
+    ) -> Result<Self> {
+        if !Store::exists(home) {
+            return Err(ClientError::NoAccount);
+        }
+        let lock = HomeLock::open(home)?;
+        lock.set_notice(notice);
+        // Opening may finish an interrupted rekey and write marks: under the lock too.
+        let _guard = lock.lock_blocking()?;
         let store = Store::open(home, passphrase)?;
         if store.meta(meta::REGISTERED)?.as_deref().map(Vec::as_slice) != Some(&[1]) {
             return Err(ClientError::NoAccount);
         }
-        Self::from_store(store, options)
+        Self::from_store(store, options, lock)
     }
 
-    fn from_store(mut store: Store, options: &ConnectOptions) -> Result<Self> {
+    /// Takes the home folder's lock for a read-modify-write of protocol state (waiting, and
+    /// saying so, while another process holds it). What the client keeps in memory between
+    /// operations is brought up to date from disk when the lock was not already held.
+    pub(crate) async fn lock_state(&mut self) -> Result<HomeGuard> {
+        let guard = self.lock.lock().await?;
+        if guard.fresh {
+            self.prekey_mark.reload()?;
+        }
+        Ok(guard)
+    }
+
+    /// [`Self::lock_state`] for the synchronous calls.
+    pub(crate) fn lock_state_blocking(&mut self) -> Result<HomeGuard> {
+        let guard = self.lock.lock_blocking()?;
+        if guard.fresh {
+            self.prekey_mark.reload()?;
+        }
+        Ok(guard)
+    }
+
+    fn from_store(mut store: Store, options: &ConnectOptions, lock: HomeLock) -> Result<Self> {
         let me = load_me(&store)?;
         let server = store.meta(meta::SERVER)?.ok_or(ClientError::NoAccount)?;
         let server =
@@ -231,6 +274,7 @@ impl Client {
             me,
             warnings: Vec::new(),
             list_fetches: HashSet::new(),
+            lock,
         })
     }
 
@@ -287,6 +331,9 @@ impl Client {
         let api = Api::new(server, options)?;
         // Refused transport: refuse before making keys or a store.
         api.check_transport()?;
+        store::create_private_dir(home)?;
+        let lock = HomeLock::open(home)?;
+        let _guard = lock.lock_blocking()?;
         if Store::exists(home) {
             let pass = match &secret {
                 StoreSecret::Passphrase(p) if !p.is_empty() => Some(p),
@@ -309,7 +356,8 @@ impl Client {
                 Err(e) => return Err(e),
             };
             if let Some(s) = resumable {
-                return Self::register(Self::from_store(s, options)?, api, registration_token).await;
+                return Self::register(Self::from_store(s, options, lock.clone())?, api, registration_token)
+                    .await;
             }
             wipe(home)?;
         }
@@ -330,7 +378,7 @@ impl Client {
         store::set_meta(&tx, meta::REGISTERED, &[0])?;
         store::set_meta(&tx, meta::GENERATIONS_FILE, &[1])?;
         tx.commit()?;
-        let client = Self::from_store(store, options)?;
+        let client = Self::from_store(store, options, lock.clone())?;
         client.gens.ensure_file()?;
         Self::register(client, api, registration_token).await
     }
@@ -352,7 +400,7 @@ impl Client {
         store::set_meta(&tx, meta::REGISTERED, &[1])?;
         store::set_meta(&tx, meta::GENERATIONS_FILE, &[1])?;
         tx.commit()?;
-        let client = Self::from_store(store, &ConnectOptions::default())?;
+        let client = Self::from_store(store, &ConnectOptions::default(), HomeLock::open(home)?)?;
         client.gens.ensure_file()?;
         Ok(client)
     }
@@ -453,6 +501,7 @@ impl Client {
     /// `DevicePrekeys::plan` decides from the server's counts. The new private keys and the
     /// pending upload commit together before the upload, so a crash re-sends the upload.
     pub async fn maintain_prekeys(&mut self) -> Result<()> {
+        let _guard = self.lock_state().await?;
         if let Some(pending) = self.store.meta(meta::PENDING_UPLOAD)? {
             let req: api::PrekeyUploadRequest =
                 serde_json::from_slice(&pending).map_err(|_| ClientError::Internal("upload"))?;
@@ -535,12 +584,14 @@ impl Client {
 
     /// Re-encrypts the store under a new passphrase (or a key file for no passphrase).
     pub fn rekey(&mut self, secret: StoreSecret) -> Result<()> {
+        let _guard = self.lock_state_blocking()?;
         self.store.rekey(&secret)
     }
 
     /// Deletes the account on the server, then every local file of it.
     pub async fn delete_account(mut self) -> Result<()> {
         self.online().await?;
+        let _guard = self.lock_state().await?;
         self.api.delete_account(self.me.name.as_str()).await?;
         let home: PathBuf = self.store.home().to_owned();
         self.store.close()?;

@@ -142,6 +142,8 @@ impl Client {
     /// The safety number with `name` (12 groups of 5 digits), for the account key the server
     /// now publishes (a pending changed key if there is one). Works offline from the store.
     pub async fn safety_number(&mut self, name: &str) -> Result<String> {
+        // Refreshing the contact may replace its pin and drop its sessions.
+        let _guard = self.lock_state().await?;
         Ok(self.safety_number_inner(name).await?.0.display())
     }
 
@@ -169,6 +171,7 @@ impl Client {
     /// the contact verified (accepting a pending key change), otherwise fails with
     /// [`ClientError::VerificationFailed`] and changes nothing.
     pub async fn verify(&mut self, name: &str, digits: &str) -> Result<()> {
+        let _guard = self.lock_state().await?;
         let (number, key, list) = self.safety_number_inner(name).await?;
         let name = AccountName::new(name)?;
         if !number.matches_digits(digits) {

@@ -21,6 +21,7 @@ mod client;
 mod contacts;
 mod error;
 mod generations;
+mod home_lock;
 mod messaging;
 mod net;
 mod origin;
@@ -41,7 +42,8 @@ mod tests;
 
 pub use client::Client;
 pub use error::{ClientError, ErrorKind, Result};
-pub use messaging::{ReceivedMessage, SentMessage};
+pub use home_lock::LockNotice;
+pub use messaging::{ReceiveEvent, ReceivedMessage, SentMessage};
 pub use net::ConnectOptions;
 pub use payload::MAX_TEXT_BYTES;
 pub use relay::{RelayClient, RelayEvent, RelayProbe, RelayStream};

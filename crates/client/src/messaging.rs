@@ -40,6 +40,10 @@ use crate::store::{self, HistoryEntry};
 const SEND_ATTEMPTS: usize = 3;
 /// After the first live message, how long to wait for more in the same burst.
 const BURST_GRACE: Duration = Duration::from_millis(300);
+/// A `receive` that lost its connection while waiting reconnects after this, doubling up
+/// to [`RECONNECT_MAX`].
+const RECONNECT_FIRST: Duration = Duration::from_millis(250);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// A message accepted by the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +69,16 @@ pub struct ReceivedMessage {
     pub sent_time_ms: u64,
     /// The text.
     pub text: String,
+}
+
+/// What [`Client::receive_each`] tells its caller as it happens.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ReceiveEvent<'a> {
+    /// A message, just stored (not yet acknowledged).
+    Message(&'a ReceivedMessage),
+    /// A warning gathered before the next message (an identity change, a dropped envelope).
+    Warning(String),
 }
 
 /// What processing one envelope did.
@@ -121,6 +135,10 @@ impl Client {
         let sent_time_ms = now_ms();
         let payload = TextPayload { sent_time_ms, text: text.to_owned() }.encode()?;
         self.online().await?;
+        // From loading the sessions to committing them, no other process on this home may
+        // step them (two sends at once would each make their own ratchet step from the same
+        // state). Held through the request, so the 409 retries reload what this send stored.
+        let _guard = self.lock_state().await?;
         // One key for this message, on every attempt: a retry the server already stored is
         // not stored twice.
         let mut idempotency_key = [0u8; api::limits::IDEMPOTENCY_KEY_BYTES];
@@ -226,6 +244,29 @@ impl Client {
     /// message and returns every message pending by then. Each message is stored before it
     /// is acknowledged.
     pub async fn receive(&mut self, wait: Duration) -> Result<Vec<ReceivedMessage>> {
+        self.receive_inner(wait, &mut |_| {}, false).await
+    }
+
+    /// [`Self::receive`], telling `on_event` of each message the moment it is stored (and of
+    /// the warnings gathered before it), before its ack or anything else that can fail: a
+    /// caller that prints there loses nothing to a later error (a server gone under a
+    /// `receive --wait`, a failed prekey refill). Warnings gathered after the last message
+    /// stay for [`Self::take_warnings`]; the messages are returned as well.
+    pub async fn receive_each(
+        &mut self,
+        wait: Duration,
+        mut on_event: impl FnMut(ReceiveEvent<'_>) + Send,
+    ) -> Result<Vec<ReceivedMessage>> {
+        self.receive_inner(wait, &mut on_event, true).await
+    }
+
+    /// `tell`: whether `on_event` wants the events (else warnings stay for `take_warnings`).
+    async fn receive_inner(
+        &mut self,
+        wait: Duration,
+        on_event: &mut (dyn FnMut(ReceiveEvent<'_>) + Send),
+        tell: bool,
+    ) -> Result<Vec<ReceivedMessage>> {
         self.online().await?;
         self.list_fetches.clear();
         let mut out = Vec::new();
@@ -237,7 +278,7 @@ impl Client {
                 let last = batch.envelopes.iter().map(|e| e.id).max().unwrap_or(0);
                 let more = batch.more && last > after;
                 after = after.max(last);
-                let (msgs, acks) = self.process_all(batch.envelopes).await?;
+                let (msgs, acks) = self.process_all_with(batch.envelopes, &mut *on_event, tell).await?;
                 self.api.ack(acks).await?;
                 out.extend(msgs);
                 if !more {
@@ -246,8 +287,11 @@ impl Client {
             }
         } else {
             let deadline = Instant::now() + wait;
-            let mut live = self.api.connect().await?;
+            let mut live = Some(self.api.connect().await?);
             let mut drained = false;
+            // While the connection is lost: the next wait before reconnecting, and why.
+            let mut backoff = RECONNECT_FIRST;
+            let mut lost: Option<ClientError> = None;
             loop {
                 let now = Instant::now();
                 let limit = if drained && !out.is_empty() {
@@ -258,21 +302,83 @@ impl Client {
                 if limit.is_zero() {
                     break;
                 }
-                match live.next(limit).await? {
-                    None | Some(Incoming::Closed) => break,
-                    Some(Incoming::Drained) => drained = true,
-                    // Bundle fetches left this device low: refill now, not at the next command.
-                    Some(Incoming::PrekeysLow) => self.maintain_prekeys().await?,
-                    // This connection sends nothing, so it gets no answers to sends.
-                    Some(Incoming::Event(RelayEvent::Sent { .. } | RelayEvent::SendFailed { .. })) => {}
-                    Some(Incoming::Event(RelayEvent::Envelope(e))) => {
-                        let (msgs, acks) = self.process_all(vec![e]).await?;
-                        live.ack(acks).await?;
-                        out.extend(msgs);
+                let Some(conn) = live.as_mut() else {
+                    // The server went away (restarted, a network change) before anything came:
+                    // reconnect until the deadline; the resync sends what was stored meanwhile.
+                    tokio::time::sleep(backoff.min(limit)).await;
+                    if Instant::now() >= deadline {
+                        break;
                     }
+                    match self.api.connect().await {
+                        Ok(c) => {
+                            live = Some(c);
+                            lost = None;
+                            backoff = RECONNECT_FIRST;
+                        }
+                        Err(e @ ClientError::Network(_)) => {
+                            lost = Some(e);
+                            backoff = (backoff * 2).min(RECONNECT_MAX);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    continue;
+                };
+                let next = conn.next(limit).await;
+                let gone = match next {
+                    Ok(None) => break,
+                    Ok(Some(Incoming::Closed)) => {
+                        ClientError::Network("the server closed the connection".into())
+                    }
+                    Err(e @ ClientError::Network(_)) => e,
+                    Err(e) => return Err(e),
+                    Ok(Some(Incoming::Drained)) => {
+                        drained = true;
+                        continue;
+                    }
+                    // Bundle fetches left this device low: refill now, not at the next command.
+                    Ok(Some(Incoming::PrekeysLow)) => {
+                        self.maintain_prekeys().await?;
+                        continue;
+                    }
+                    // This connection sends nothing, so it gets no answers to sends.
+                    Ok(Some(Incoming::Event(RelayEvent::Sent { .. } | RelayEvent::SendFailed { .. }))) => {
+                        continue;
+                    }
+                    Ok(Some(Incoming::Event(RelayEvent::Envelope(e)))) => {
+                        let (msgs, acks) = self.process_all_with(vec![e], &mut *on_event, tell).await?;
+                        out.extend(msgs);
+                        // Stored already: an ack lost with the connection is sent again after
+                        // the resync redelivers the envelope (its id is known, so no repeat).
+                        match conn.ack(acks).await {
+                            Ok(()) => continue,
+                            Err(e @ ClientError::Network(_)) => e,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                };
+                if let Some(c) = live.take() {
+                    c.close().await;
                 }
+                if !out.is_empty() {
+                    // Messages came: the wait did its job; what follows reports the server.
+                    break;
+                }
+                let warning = format!("lost the connection to the server ({gone}); reconnecting");
+                if tell {
+                    on_event(ReceiveEvent::Warning(warning));
+                } else {
+                    self.warnings.push(warning);
+                }
+                lost = Some(gone);
             }
-            live.close().await;
+            if let Some(c) = live {
+                c.close().await;
+            } else if out.is_empty()
+                && let Some(e) = lost
+            {
+                // Never reconnected before the deadline: the server is unreachable.
+                return Err(e);
+            }
         }
         self.maintain_prekeys().await?;
         Ok(out)
@@ -294,16 +400,41 @@ impl Client {
         Ok(msgs)
     }
 
+    /// Processes envelopes in order under the home's lock (decrypt, store; the caller acks).
     pub(crate) async fn process_all(
         &mut self,
         envelopes: Vec<api::Envelope>,
     ) -> Result<(Vec<ReceivedMessage>, Vec<u64>)> {
+        self.process_all_with(envelopes, &mut |_| {}, false).await
+    }
+
+    /// [`Self::process_all`], telling `on_event` (when `tell`) of each message as soon as it
+    /// is stored, with the warnings gathered before it, before anything that can fail next.
+    async fn process_all_with(
+        &mut self,
+        envelopes: Vec<api::Envelope>,
+        on_event: &mut (dyn FnMut(ReceiveEvent<'_>) + Send),
+        tell: bool,
+    ) -> Result<(Vec<ReceivedMessage>, Vec<u64>)> {
         let mut msgs = Vec::new();
         let mut acks = Vec::new();
+        if envelopes.is_empty() {
+            return Ok((msgs, acks));
+        }
+        // Another process on this home may be storing the same envelopes (two `receive`s)
+        // or stepping the same sessions (a send): one at a time, each seeing what the other
+        // committed (the envelope id check, the session states, the prekeys).
+        let _guard = self.lock_state().await?;
         for e in envelopes {
             let id = e.id;
             match self.process(e).await? {
                 Outcome::Message(m) => {
+                    if tell {
+                        for w in std::mem::take(&mut self.warnings) {
+                            on_event(ReceiveEvent::Warning(w));
+                        }
+                        on_event(ReceiveEvent::Message(&m));
+                    }
                     msgs.push(m);
                     acks.push(id);
                 }

@@ -41,6 +41,28 @@ impl PrekeyMark {
         Ok(Self { dir: dir.to_owned(), mark, lost: false })
     }
 
+    /// Reads the mark again (another process on the same home may have raised it): the
+    /// larger of the two, so a mark never falls. A file gone since it was loaded keeps the
+    /// mark held here (the next raise writes it back).
+    pub(crate) fn reload(&mut self) -> Result<()> {
+        match std::fs::read(self.dir.join(FILE)) {
+            Ok(bytes) => {
+                let mark =
+                    decode(&bytes).ok_or(ClientError::Internal("prekeys_generation file is damaged"))?;
+                if !self.lost {
+                    self.mark = self.mark.max(mark);
+                } else {
+                    // Lost at load, written since by another process: that write is the mark.
+                    self.mark = mark;
+                    self.lost = false;
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Whether the file exists on disk.
     pub(crate) fn exists(&self) -> bool {
         self.dir.join(FILE).exists()
