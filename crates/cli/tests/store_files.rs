@@ -98,6 +98,9 @@ impl Drop for ReadOnly {
         } else {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700));
+            for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+                let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o600));
+            }
         }
     }
 }
