@@ -95,9 +95,16 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
+    let home_dir = home(cli.home.clone()).ok();
     match runtime.block_on(run(cli, &out)) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
+            // A disk or permission failure of the database in the middle of a command (a full
+            // disk at a commit) names the file too (issue 8, point 10).
+            let e = match (e, home_dir) {
+                (CliError::Client(e), Some(h)) => CliError::Client(e.in_home(&h)),
+                (e, _) => e,
+            };
             out.error(e.kind(), &e.to_string());
             ExitCode::from(e.code())
         }

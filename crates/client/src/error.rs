@@ -240,6 +240,16 @@ impl ClientError {
         Self::StoreFile { path: path.to_owned(), cause: e.to_string(), hint }
     }
 
+    /// A [`Self::Store`] failure of the store in `home` that is a disk or permission problem
+    /// (a full disk at a commit), as [`Self::StoreFile`] naming its `store.db`; any other
+    /// error unchanged. For callers that report errors of a command run on `home`.
+    pub fn in_home(self, home: &Path) -> Self {
+        match self {
+            Self::Store(e) => Self::db(&home.join(crate::store::DB_FILE), e),
+            other => other,
+        }
+    }
+
     /// A failure of the database `path`: a disk or permission problem names the file
     /// ([`Self::StoreFile`]); anything else stays a store error.
     pub(crate) fn db(path: &Path, e: rusqlite::Error) -> Self {
@@ -291,3 +301,46 @@ impl From<tokio_tungstenite::tungstenite::Error> for ClientError {
 
 /// Shorthand.
 pub type Result<T, E = ClientError> = core::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite(code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    /// Disk and permission failures name the file and are local (exit 1); "not a database"
+    /// and the rest stay store errors (issue 8, point 10).
+    #[test]
+    fn disk_failures_of_the_database_name_the_file() {
+        let home = Path::new("/h");
+        for (code, hint) in [
+            (rusqlite::ffi::SQLITE_FULL, HINT_FULL),
+            (rusqlite::ffi::SQLITE_READONLY, HINT_ACCESS),
+            (rusqlite::ffi::SQLITE_CANTOPEN, HINT_ACCESS),
+            (rusqlite::ffi::SQLITE_PERM, HINT_ACCESS),
+            (rusqlite::ffi::SQLITE_IOERR_WRITE, HINT_DISK),
+        ] {
+            let e = ClientError::Store(sqlite(code)).in_home(home);
+            assert!(
+                matches!(&e, ClientError::StoreFile { path, hint: h, .. }
+                if path == Path::new("/h/store.db") && *h == hint),
+                "{code}: {e}"
+            );
+            assert!(e.to_string().starts_with("/h/store.db: "), "{e}");
+            assert_eq!(e.kind(), ErrorKind::Local);
+        }
+        for code in
+            [rusqlite::ffi::SQLITE_NOTADB, rusqlite::ffi::SQLITE_CONSTRAINT, rusqlite::ffi::SQLITE_BUSY]
+        {
+            assert!(
+                matches!(ClientError::Store(sqlite(code)).in_home(home), ClientError::Store(_)),
+                "{code}"
+            );
+        }
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let e = ClientError::file(Path::new("/h/generations"), &full);
+        assert!(e.to_string().starts_with("/h/generations: ") && e.to_string().contains(HINT_FULL), "{e}");
+    }
+}
