@@ -285,6 +285,28 @@ async fn a_lost_key_file_says_what_is_missing_and_damaged_marks_are_rebuilt_with
     stop().await;
 }
 
+/// Runs `tacit --home HOME ARGS` (human output) on a pseudo-terminal made by util-linux
+/// `script`, typing `input`; the exit code and everything shown. `None` without `script`.
+fn on_terminal(home: &Path, input: &str, args: &[&str]) -> Option<(i32, String)> {
+    use std::io::Write;
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let mut line = vec![quote(env!("CARGO_BIN_EXE_tacit")), "--home".into(), quote(home.to_str().unwrap())];
+    line.extend(args.iter().map(|a| quote(a)));
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &line.join(" "), "/dev/null"])
+        .env_remove("TACIT_PASSPHRASE")
+        .env_remove("TACIT_HOME")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Some((out.status.code().unwrap(), shown))
+}
+
 /// The files `account forget` removes.
 const STORE_FILES: [&str; 11] = [
     "store.db",
@@ -343,6 +365,18 @@ async fn a_server_whose_data_was_reset_names_the_way_out_and_account_forget_take
         assert!(error_message(&l).contains("--yes"), "{l:?}");
         assert_eq!(STORE_FILES.iter().filter(|f| a.join(f).exists()).collect::<Vec<_>>(), before);
 
+        // On a terminal (util-linux `script` gives one): another answer than the account's
+        // name removes nothing.
+        match on_terminal(&a, "bob\n", &["account", "forget"]) {
+            Some((code, shown)) => {
+                assert_eq!(code, 1, "{shown}");
+                assert!(shown.contains("Type the account's name to confirm"), "{shown}");
+                assert!(shown.contains("not confirmed: nothing was removed"), "{shown}");
+                assert_eq!(STORE_FILES.iter().filter(|f| a.join(f).exists()).collect::<Vec<_>>(), before);
+            }
+            None => eprintln!("SKIPPED the terminal confirmation: no util-linux `script` here"),
+        }
+
         let (code, l) = tacit(&a, &[], &["account", "forget", "--yes"]);
         assert_eq!(code, 0, "{l:?}");
         assert_eq!(l, vec![serde_json::json!({"type": "account_forgotten", "name": "alice"})]);
@@ -353,6 +387,12 @@ async fn a_server_whose_data_was_reset_names_the_way_out_and_account_forget_take
         assert_eq!(tacit(&a, &[], &["account", "forget", "--yes"]).0, 5, "nothing to forget");
         create(&a, &[], &url, "alice");
         assert_eq!(tacit(&a, &[], &["receive"]).0, 0, "registered again");
+        // On a terminal, the account's name typed removes it.
+        if let Some((code, shown)) = on_terminal(&a, "alice\n", &["account", "forget"]) {
+            assert_eq!(code, 0, "{shown}");
+            assert!(shown.contains("removed account alice from this device"), "{shown}");
+            assert!(!a.join("store.db").exists());
+        }
 
         // A store whose key file is lost can be forgotten too (its name cannot be read); a
         // wrong passphrase cannot.
