@@ -186,6 +186,20 @@ async fn a_home_that_cannot_be_written_is_a_disk_error_naming_the_file_not_a_wro
             None => eprintln!("SKIPPED the read-only home: root without `chattr +i` here"),
         }
 
+        // A home the user may not enter (permission bits stop only others than root).
+        if is_root() {
+            eprintln!("SKIPPED the home without search permission: root passes through it");
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o000)).unwrap();
+            let (code, l) = tacit(&a, &pass, &["receive"]);
+            std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o700)).unwrap();
+            let message = error_message(&l);
+            assert_eq!(code, 1, "{l:?}");
+            assert!(message.contains(&a.join("store.db").display().to_string()), "{message}");
+            assert!(!message.contains("no account here"), "{message}");
+        }
+
         // A full disk (a tiny tmpfs, as root only).
         match TinyDisk::new(&root.join("tiny")) {
             Some(disk) => {

@@ -205,7 +205,8 @@ impl Client {
         key::needs_passphrase(home)
     }
 
-    /// Whether `home` holds an account.
+    /// Whether `home` holds an account (also when that cannot be told, for a folder the user
+    /// may not enter: [`Self::open`] then says why).
     pub fn exists(home: &Path) -> bool {
         Store::exists(home)
     }

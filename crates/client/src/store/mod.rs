@@ -224,9 +224,10 @@ fn fail_point(step: RekeyStep) -> Result<()> {
 }
 
 impl Store {
-    /// Whether `home` holds a store.
+    /// Whether `home` holds a store; also when it cannot be told (a folder the user may not
+    /// enter), so that opening it reports why, naming the file (issue 8, point 10).
     pub(crate) fn exists(home: &Path) -> bool {
-        home.join(DB_FILE).exists()
+        !matches!(home.join(DB_FILE).try_exists(), Ok(false))
     }
 
     /// Creates a new store in `home` protected by `secret`. A home folder that does not
@@ -246,8 +247,11 @@ impl Store {
     /// present is tried, current ones first, so a rekey interrupted at any step still opens;
     /// the one that opened the store then becomes the only one ([`key::settle`]).
     pub(crate) fn open(home: &Path, passphrase: Option<&Zeroizing<String>>) -> Result<Self> {
-        if !Self::exists(home) {
-            return Err(ClientError::NoAccount);
+        let db = home.join(DB_FILE);
+        match db.try_exists() {
+            Ok(true) => {}
+            Ok(false) => return Err(ClientError::NoAccount),
+            Err(e) => return Err(ClientError::file(&db, &e)),
         }
         let candidates = key::candidates(home);
         if candidates.is_empty() {
@@ -256,7 +260,6 @@ impl Store {
             return Err(ClientError::KeyFileMissing { home: home.to_owned() });
         }
         tighten_db_modes(home);
-        let db = home.join(DB_FILE);
         let mut failure = ClientError::NoAccount;
         for candidate in candidates {
             let opened = key::key_from(home, candidate.name, passphrase).and_then(|key| open_with(&db, &key));
