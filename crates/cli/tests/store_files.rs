@@ -273,7 +273,13 @@ async fn a_lost_key_file_says_what_is_missing_and_damaged_marks_are_rebuilt_with
         assert!(w[0].contains("new session"), "{w:?}");
         let (code, l) = tacit(&b, &[], &["history", "alice"]);
         assert_eq!((code, warnings(&l).len()), (0, 0), "rebuilt once: {l:?}");
-        // The conversation goes on both ways: bob's sessions are stale, so he starts a new one.
+        // A late message on the old session still decrypts (a stale session is only never sent
+        // on again) ...
+        assert_eq!(tacit(&a, &pass, &["send", "bob", "late"]).0, 0);
+        let (code, l) = tacit(&b, &[], &["receive"]);
+        assert_eq!((code, l.len(), l[0]["text"].as_str()), (0, 1, Some("late")), "{l:?}");
+        // ... and the conversation goes on both ways: bob's sessions are stale, so he starts a
+        // new one.
         let (code, l) = tacit(&b, &[], &["send", "alice", "three"]);
         assert_eq!(code, 0, "{l:?}");
         let (code, l) = tacit(&a, &pass, &["receive"]);
