@@ -237,10 +237,23 @@ impl Store {
         let pending = key::new_key(secret)?;
         let db = home.join(DB_FILE);
         create_db_file(&db)?;
-        let conn = open_with(&db, &pending.key)?;
-        conn.execute_batch(SCHEMA).map_err(|e| ClientError::db(&db, e))?;
-        pending.commit(home)?;
-        Ok(Self { conn, home: home.to_owned() })
+        let made = open_with(&db, &pending.key).and_then(|conn| {
+            conn.execute_batch(SCHEMA).map_err(|e| ClientError::db(&db, e))?;
+            pending.commit(home)?;
+            Ok(conn)
+        });
+        match made {
+            Ok(conn) => Ok(Self { conn, home: home.to_owned() }),
+            Err(e) => {
+                // A new database without its key file opens for nobody and would be taken for
+                // a store whose key file was lost: leave none behind (a full disk, say). Best
+                // effort: the error that stopped the creation is the one to report.
+                for name in std::iter::once(DB_FILE).chain(DB_SIDE_FILES) {
+                    let _ = std::fs::remove_file(home.join(name));
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Opens the store in `home` (`passphrase` only when it has one). Every secret file
@@ -726,6 +739,27 @@ mod tests {
             assert_eq!(mode(&new_home), 0o700);
             assert_eq!(mode(&dir.path().join("a")), 0o700, "parents it created are private too");
         }
+    }
+
+    /// A creation that fails before the key file is in place leaves no `store.db` behind
+    /// (which would read as a store whose key file was lost).
+    #[test]
+    fn a_failed_creation_leaves_no_database_without_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        // Something where the key file goes: the commit's rename fails.
+        std::fs::create_dir_all(dir.path().join(key::KEY_FILE).join("x")).unwrap();
+        let err = Store::create(dir.path(), &StoreSecret::NoPassphrase).err().unwrap();
+        assert!(
+            matches!(&err, ClientError::StoreFile { path, .. } if path.ends_with(key::KEY_FILE)),
+            "{err}"
+        );
+        assert!(!Store::exists(dir.path()));
+        for name in DB_SIDE_FILES {
+            assert!(!dir.path().join(name).exists(), "{name}");
+        }
+        std::fs::remove_dir_all(dir.path().join(key::KEY_FILE)).unwrap();
+        drop(Store::create(dir.path(), &StoreSecret::NoPassphrase).unwrap());
+        assert!(Store::open(dir.path(), None).is_ok());
     }
 
     #[test]
