@@ -170,6 +170,17 @@ pub enum AccountCommand {
     Create(CreateArgs),
     /// Delete the account from the server and this device.
     Delete,
+    /// Remove the account from this device only, without asking the server (for a server
+    /// that no longer knows it, or a store that cannot be opened). Asks on a terminal.
+    Forget(ForgetArgs),
+}
+
+/// `tacit account forget` flags.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Do not ask: remove the account's keys and history from this device.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// `tacit account create` flags.
@@ -226,6 +237,8 @@ mod tests {
         assert!(Cli::try_parse_from(["tacit", "history", "bob"]).is_ok());
         assert!(Cli::try_parse_from(["tacit", "store", "rekey"]).is_ok());
         assert!(Cli::try_parse_from(["tacit", "account", "delete"]).is_ok());
+        let c = Cli::try_parse_from(["tacit", "account", "forget", "--yes"]).unwrap();
+        assert!(matches!(c.command, Command::Account(AccountCommand::Forget(ref f)) if f.yes));
         assert!(Cli::try_parse_from(["tacit", "demo"]).is_ok());
         let c = Cli::try_parse_from([
             "tacit",

@@ -91,9 +91,16 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
+    let home_dir = home(cli.home.clone()).ok();
     match runtime.block_on(run(cli, &out)) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
+            // A disk or permission failure of the database in the middle of a command (a full
+            // disk at a commit) names the file too (issue 8, point 10).
+            let e = match (e, home_dir) {
+                (CliError::Client(e), Some(h)) => CliError::Client(e.in_home(&h)),
+                (e, _) => e,
+            };
             out.error(e.kind(), &e.to_string());
             ExitCode::from(e.code())
         }
@@ -232,6 +239,63 @@ fn open(home: &Path, options: &ConnectOptions, json: bool) -> Result<Client, Cli
     }
 }
 
+/// The name of the account `account forget` would remove (`None`: its key file is missing, so
+/// the store cannot be opened to read it; forgetting is the way out). A wrong passphrase is
+/// refused: whoever cannot open the store removes the folder by hand.
+fn forget_name(home: &Path) -> Result<Option<String>, CliError> {
+    if !Client::exists(home) {
+        return Err(ClientError::NoAccount.into());
+    }
+    let ask = || match env_secret("TACIT_PASSPHRASE") {
+        Some(p) => Ok(p),
+        None if std::io::stdin().is_terminal() => prompt("Passphrase: "),
+        None => Err(CliError::from(ClientError::PassphraseRequired)),
+    };
+    let pass = if Client::needs_passphrase(home) { Some(ask()?) } else { None };
+    let name = match Client::local_account_name(home, pass.as_ref()) {
+        Err(ClientError::PassphraseRequired) if pass.is_none() => {
+            Client::local_account_name(home, Some(&ask()?))
+        }
+        other => other,
+    };
+    match name {
+        Ok(n) => Ok(Some(n)),
+        Err(ClientError::KeyFileMissing { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `account forget` removes keys and history for good: `--yes`, or the account's name typed
+/// on a terminal (`y` when the name cannot be read). Without a terminal, `--yes` is needed.
+fn confirm_forget(home: &Path, name: Option<&str>, yes: bool) -> Result<(), CliError> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::Usage(
+            "account forget removes this device's keys and history for good: pass --yes to confirm \
+             (there is no terminal to ask on)"
+                .into(),
+        ));
+    }
+    let expected = name.unwrap_or("y");
+    eprint!(
+        "This removes {} from this device ({}): its keys and its history, for good. The server is not \
+         told. Type {} to confirm: ",
+        name.map_or_else(|| "the account".to_owned(), |n| format!("the account {n}")),
+        home.display(),
+        if name.is_some() { "the account's name" } else { "y" }
+    );
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::Local(format!("cannot read the answer: {e}")))?;
+    if answer.trim() != expected {
+        return Err(CliError::Local("not confirmed: nothing was removed".into()));
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
     let command = match cli.command {
         Command::Server(args) => return server::run(args).await,
@@ -259,6 +323,12 @@ async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
             c.delete_account().await?;
             out.account_deleted(&name);
         }
+        Command::Account(AccountCommand::Forget(a)) => {
+            let name = forget_name(&home)?;
+            confirm_forget(&home, name.as_deref(), a.yes)?;
+            Client::forget(&home)?;
+            out.account_forgotten(name.as_deref(), &home);
+        }
         Command::Send { name, text } => {
             let mut c = open(&home, &options, cli.json)?;
             let r = c.send_text(&name, &text).await;
@@ -280,7 +350,8 @@ async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
             r?;
         }
         Command::History { name } => {
-            let c = open(&home, &options, cli.json)?;
+            let mut c = open(&home, &options, cli.json)?;
+            out.warnings(c.take_warnings());
             for e in c.history(&name)? {
                 out.history(&e);
             }

@@ -84,6 +84,18 @@ impl Out {
         }
     }
 
+    /// `account forget` (`name`: `None` when the store could not be opened to read it).
+    pub fn account_forgotten(&self, name: Option<&str>, home: &Path) {
+        if self.json {
+            self.line(json!({"type": "account_forgotten", "name": name}));
+        } else {
+            match name {
+                Some(name) => println!("removed account {name} from this device ({})", home.display()),
+                None => println!("removed the account from this device ({})", home.display()),
+            }
+        }
+    }
+
     /// `send`.
     pub fn sent(&self, to: &str, m: &SentMessage) {
         if self.json {

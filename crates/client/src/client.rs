@@ -161,18 +161,42 @@ fn load_me(store: &Store) -> Result<Me> {
     })
 }
 
-/// Removes every file of a store in `home`.
+/// What the user must be told about a generations file or prekey mark that [`Client`]'s
+/// open found damaged and rebuilt (issue 8, point 11).
+fn damage_warnings(home: &Path, gens: &Generations, prekey_mark: &PrekeyMark) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if gens.was_rebuilt() {
+        warnings.push(format!(
+            "{} was damaged and has been rebuilt: every conversation is treated as possibly restored \
+             from an old copy, so the next message to each contact starts a new session (nothing \
+             stored was lost)",
+            home.join(generations::FILE).display()
+        ));
+    }
+    if prekey_mark.was_damaged() {
+        warnings.push(format!(
+            "{} was damaged and is treated as lost: this device's prekeys are replaced at the next \
+             command that reaches the server",
+            home.join(prekey_mark::FILE).display()
+        ));
+    }
+    warnings
+}
+
+/// Removes every file of a store in `home`. `store.db` goes last: a wipe interrupted before
+/// it leaves a store without its key file, which says to run `tacit account forget` (and that
+/// finishes the wipe), never stray marks that a new account would take for its own.
 fn wipe(home: &Path) -> Result<()> {
     for f in [
-        DB_FILE.to_owned(),
-        format!("{DB_FILE}-wal"),
-        format!("{DB_FILE}-shm"),
         key::SALT_FILE.to_owned(),
         key::KEY_FILE.to_owned(),
         key::NEW_SALT_FILE.to_owned(),
         key::NEW_KEY_FILE.to_owned(),
         generations::FILE.to_owned(),
         prekey_mark::FILE.to_owned(),
+        format!("{DB_FILE}-wal"),
+        format!("{DB_FILE}-shm"),
+        DB_FILE.to_owned(),
     ] {
         remove_if_exists(&home.join(f))?;
     }
@@ -185,7 +209,8 @@ impl Client {
         key::needs_passphrase(home)
     }
 
-    /// Whether `home` holds an account.
+    /// Whether `home` holds an account (also when that cannot be told, for a folder the user
+    /// may not enter: [`Self::open`] then says why).
     pub fn exists(home: &Path) -> bool {
         Store::exists(home)
     }
@@ -266,13 +291,14 @@ impl Client {
             store::set_meta(&tx, meta::PREKEY_MARK_FILE, &[1])?;
             tx.commit()?;
         }
+        let warnings = damage_warnings(store.home(), &gens, &prekey_mark);
         Ok(Self {
             store,
             gens,
             prekey_mark,
             api: Api::new(&server, options)?,
             me,
-            warnings: Vec::new(),
+            warnings,
             list_fetches: HashSet::new(),
             lock,
         })
@@ -293,10 +319,19 @@ impl Client {
                 let tx = self.store.tx()?;
                 store::set_meta(&tx, meta::PREKEYS, &p.to_bytes())?;
                 tx.commit()?;
-                self.warnings.push(format!(
-                    "this device's prekeys were restored from an old copy of the store (generation {stored} \
-                     < {expected}); they were replaced, and first messages sent to the old ones are lost"
-                ));
+                self.warnings.push(if expected == u64::MAX {
+                    format!(
+                        "this device's prekeys could not be checked ({} was lost or damaged); they were \
+                         replaced, and first messages sent to the old ones are lost",
+                        prekey_mark::FILE
+                    )
+                } else {
+                    format!(
+                        "this device's prekeys were restored from an old copy of the store (generation \
+                         {stored} < {expected}); they were replaced, and first messages sent to the old \
+                         ones are lost"
+                    )
+                });
                 Ok(p)
             }
             Err(e) => Err(e.into()),
@@ -489,11 +524,23 @@ impl Client {
             return Ok(());
         }
         let identity = &self.me.identity;
-        self.api
+        let signed_in = self
+            .api
             .authenticate(self.me.name.as_str(), self.me.device.get(), |m| {
                 Ok(identity.sign_auth_message(m)?.as_bytes().to_vec())
             })
-            .await?;
+            .await;
+        match signed_in {
+            // The server knows no such account or device: say what that means here and what
+            // can be done (issue 8, point 12).
+            Err(ClientError::NotFound(_)) => {
+                return Err(ClientError::UnknownToServer {
+                    name: self.me.name.to_string(),
+                    server: self.api.base().to_owned(),
+                });
+            }
+            other => other?,
+        }
         self.maintain_prekeys().await
     }
 
@@ -586,6 +633,30 @@ impl Client {
     pub fn rekey(&mut self, secret: StoreSecret) -> Result<()> {
         let _guard = self.lock_state_blocking()?;
         self.store.rekey(&secret)
+    }
+
+    /// The name of the account whose store is in `home` (registered or not), opening the
+    /// store with `passphrase` when it has one: what [`Self::forget`] would remove.
+    pub fn local_account_name(home: &Path, passphrase: Option<&Zeroizing<String>>) -> Result<String> {
+        let store = Store::open(home, passphrase)?;
+        let name = store.meta(meta::NAME)?.ok_or(ClientError::NoAccount)?;
+        String::from_utf8(name.to_vec()).map_err(|_| ClientError::Internal("stored name"))
+    }
+
+    /// Removes the account in `home` from this device only (every file [`Self::delete_account`]
+    /// removes), without asking the server: the way out when the server no longer knows the
+    /// account (its data was reset) or the store cannot be opened (its key file is lost). The
+    /// account stays on the server if it is there; its name stays taken. The caller confirms
+    /// with the user first. [`ClientError::NoAccount`] when there is no store here.
+    pub fn forget(home: &Path) -> Result<()> {
+        if !Store::exists(home) {
+            return Err(ClientError::NoAccount);
+        }
+        // Not under another process's feet (a send in progress on this home).
+        let lock = HomeLock::open(home)?;
+        let _guard = lock.lock_blocking()?;
+        wipe(home)?;
+        key::sync_dir(home)
     }
 
     /// Deletes the account on the server, then every local file of it.

@@ -1,6 +1,8 @@
 //! The SDK's one error type, and the coarse kind each error belongs to (the CLI maps kinds
 //! to exit codes).
 
+use std::path::Path;
+
 use tacit_api::ErrorCode;
 use tacit_protocol::{CryptoError, DecodeError, DeviceListError, NameError, PrekeyError, SessionError};
 use thiserror::Error;
@@ -60,8 +62,47 @@ pub enum ClientError {
     /// There is no account in this home directory.
     #[error("no account here: run `tacit account create` first")]
     NoAccount,
+    /// `store.db` is here but neither `store.salt` nor `store.key` (nor the `.new` file of an
+    /// interrupted rekey): the store cannot be opened, and creating an account over it would
+    /// destroy it (issue 8, point 11).
+    #[error(
+        "the store's key file (store.salt or store.key) is missing from {}: restore it from your \
+         backup, or run `tacit account forget` to remove this device's account and start over",
+        home.display()
+    )]
+    KeyFileMissing {
+        /// The home folder.
+        home: std::path::PathBuf,
+    },
+    /// A file of the store could not be opened, read or written: permissions, a read-only or
+    /// full disk, something else in its place. Not a wrong passphrase (issue 8, point 10).
+    #[error("{}: {cause} ({hint})", path.display())]
+    StoreFile {
+        /// The file (or folder) concerned.
+        path: std::path::PathBuf,
+        /// What the operating system or SQLite said.
+        cause: String,
+        /// What the user can do.
+        hint: &'static str,
+    },
+    /// The server does not know this device's account: it was deleted from elsewhere, or the
+    /// server's data was reset (issue 8, point 12).
+    #[error(
+        "the server {server} does not know the account {name} (deleted, or the server's data was \
+         reset): run `tacit account forget` to remove it from this device, then `tacit account \
+         create` to register again"
+    )]
+    UnknownToServer {
+        /// This device's account.
+        name: String,
+        /// The server's URL.
+        server: String,
+    },
     /// An account already exists in this home directory.
-    #[error("an account ({0}) already exists here")]
+    #[error(
+        "an account ({0}) already exists here (to remove it from this device only, say when the \
+         server no longer knows it: `tacit account forget`)"
+    )]
     AccountExists(String),
     /// The server says the name, account or device does not exist.
     #[error("not found: {0}")]
@@ -181,7 +222,9 @@ impl ClientError {
             | Self::SendToSelf(_)
             | Self::BadServerUrl(_) => ErrorKind::Usage,
             Self::WrongKey | Self::KeyFilePermissions { .. } => ErrorKind::Security,
-            Self::NoAccount | Self::NotFound(_) | Self::UnknownContact(_) => ErrorKind::NotFound,
+            Self::NoAccount | Self::NotFound(_) | Self::UnknownContact(_) | Self::UnknownToServer { .. } => {
+                ErrorKind::NotFound
+            }
             Self::Network(_) | Self::Server { .. } | Self::NameTaken(_) | Self::RegistrationToken { .. } => {
                 ErrorKind::Network
             }
@@ -194,8 +237,47 @@ impl ClientError {
             | Self::Crypto(_)
             | Self::Prekey(_)
             | Self::WrongOrigin { .. } => ErrorKind::Security,
-            Self::Store(_) | Self::Io(_) | Self::Internal(_) => ErrorKind::Local,
+            Self::Store(_)
+            | Self::Io(_)
+            | Self::Internal(_)
+            | Self::KeyFileMissing { .. }
+            | Self::StoreFile { .. } => ErrorKind::Local,
         }
+    }
+
+    /// A failed file operation on `path`, named in the message with what the user can do.
+    pub(crate) fn file(path: &Path, e: &std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        let hint = match e.kind() {
+            K::StorageFull | K::QuotaExceeded => HINT_FULL,
+            K::PermissionDenied | K::ReadOnlyFilesystem => HINT_ACCESS,
+            K::IsADirectory | K::NotADirectory | K::NotFound | K::AlreadyExists => HINT_IN_PLACE,
+            _ => HINT_DISK,
+        };
+        Self::StoreFile { path: path.to_owned(), cause: e.to_string(), hint }
+    }
+
+    /// A [`Self::Store`] failure of the store in `home` that is a disk or permission problem
+    /// (a full disk at a commit), as [`Self::StoreFile`] naming its `store.db`; any other
+    /// error unchanged. For callers that report errors of a command run on `home`.
+    pub fn in_home(self, home: &Path) -> Self {
+        match self {
+            Self::Store(e) => Self::db(&home.join(crate::store::DB_FILE), e),
+            other => other,
+        }
+    }
+
+    /// A failure of the database `path`: a disk or permission problem names the file
+    /// ([`Self::StoreFile`]); anything else stays a store error.
+    pub(crate) fn db(path: &Path, e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        let hint = match e.sqlite_error_code() {
+            Some(C::DiskFull) => HINT_FULL,
+            Some(C::ReadOnly | C::PermissionDenied | C::CannotOpen) => HINT_ACCESS,
+            Some(C::SystemIoFailure) => HINT_DISK,
+            _ => return Self::Store(e),
+        };
+        Self::StoreFile { path: path.to_owned(), cause: e.to_string(), hint }
     }
 }
 
@@ -274,6 +356,16 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
+/// What to do about a full disk.
+const HINT_FULL: &str = "the disk is full: free some space and run the command again";
+/// What to do about a file that may not be read or written.
+const HINT_ACCESS: &str =
+    "check that this folder and its files are yours and writable, and that the disk is not read-only";
+/// What to do about something else where a file of the store should be.
+const HINT_IN_PLACE: &str = "something else is where this file of the store should be";
+/// What to do about an input/output error.
+const HINT_DISK: &str = "a disk error: check that the disk is not full or failing";
+
 impl From<reqwest::Error> for ClientError {
     fn from(e: reqwest::Error) -> Self {
         // Without the URL: it may carry nothing secret, but keeps messages short. With the
@@ -343,5 +435,43 @@ mod tests {
         assert!(ClientError::NameTaken("alice".into()).to_string().contains("the name alice is taken"));
         assert!(ClientError::RegistrationToken { given: true }.to_string().contains("is wrong"));
         assert!(ClientError::RegistrationToken { given: false }.to_string().contains("requires"));
+    }
+
+    fn sqlite(code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    /// Disk and permission failures name the file and are local (exit 1); "not a database"
+    /// and the rest stay store errors (issue 8, point 10).
+    #[test]
+    fn disk_failures_of_the_database_name_the_file() {
+        let home = Path::new("/h");
+        for (code, hint) in [
+            (rusqlite::ffi::SQLITE_FULL, HINT_FULL),
+            (rusqlite::ffi::SQLITE_READONLY, HINT_ACCESS),
+            (rusqlite::ffi::SQLITE_CANTOPEN, HINT_ACCESS),
+            (rusqlite::ffi::SQLITE_PERM, HINT_ACCESS),
+            (rusqlite::ffi::SQLITE_IOERR_WRITE, HINT_DISK),
+        ] {
+            let e = ClientError::Store(sqlite(code)).in_home(home);
+            assert!(
+                matches!(&e, ClientError::StoreFile { path, hint: h, .. }
+                if path == Path::new("/h/store.db") && *h == hint),
+                "{code}: {e}"
+            );
+            assert!(e.to_string().starts_with("/h/store.db: "), "{e}");
+            assert_eq!(e.kind(), ErrorKind::Local);
+        }
+        for code in
+            [rusqlite::ffi::SQLITE_NOTADB, rusqlite::ffi::SQLITE_CONSTRAINT, rusqlite::ffi::SQLITE_BUSY]
+        {
+            assert!(
+                matches!(ClientError::Store(sqlite(code)).in_home(home), ClientError::Store(_)),
+                "{code}"
+            );
+        }
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let e = ClientError::file(Path::new("/h/generations"), &full);
+        assert!(e.to_string().starts_with("/h/generations: ") && e.to_string().contains(HINT_FULL), "{e}");
     }
 }

@@ -23,7 +23,8 @@
 //! raise). A bad record anywhere else means the file is damaged.
 //!
 //! If the file is missing while the database says it was created, every existing session is
-//! treated as stale. See docs/ARCHITECTURE.md for why a file and not the server.
+//! treated as stale. A damaged file is rebuilt with no marks (so every stored session is
+//! stale) and the user is told. See docs/ARCHITECTURE.md for why a file and not the server.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -57,6 +58,8 @@ pub(crate) struct Generations {
     marks: HashMap<[u8; 32], u64>,
     /// The file was expected but missing: every session not raised since is stale.
     lost: bool,
+    /// The file was damaged and [`Self::load`] rebuilt it without marks.
+    rebuilt: bool,
     /// The log, open for appending; `None` until the file is (re)written.
     file: Option<File>,
     /// Records in the file.
@@ -76,33 +79,57 @@ impl Generations {
             dir: dir.to_owned(),
             marks: HashMap::new(),
             lost: false,
+            rebuilt: false,
             file: None,
             records: 0,
             sync: true,
             #[cfg(test)]
             written: 0,
         };
-        let bytes = match std::fs::read(dir.join(FILE)) {
+        let path = dir.join(FILE);
+        let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 g.lost = expected;
                 return Ok(g);
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(ClientError::file(&path, &e)),
         };
-        let damaged = ClientError::Internal("generations file is damaged");
-        if let Some(rest) = bytes.strip_prefix(MAGIC.as_slice()) {
-            let (marks, clean) = decode_log(rest).ok_or(damaged)?;
-            g.marks = marks;
-            if clean {
-                // Appends continue the log as it is.
-                g.records = rest.len() / RECORD;
-                g.file = Some(std::fs::OpenOptions::new().append(true).open(dir.join(FILE))?);
+        let decoded = match bytes.strip_prefix(MAGIC.as_slice()) {
+            Some(rest) => {
+                decode_log(rest).map(|(marks, clean)| (marks, clean.then_some(rest.len() / RECORD)))
             }
-        } else {
-            g.marks = decode_v1(&bytes).ok_or(damaged)?;
+            None => decode_v1(&bytes).map(|marks| (marks, None)),
+        };
+        match decoded {
+            Some((marks, records)) => {
+                g.marks = marks;
+                if let Some(records) = records {
+                    // A clean log: appends continue it as it is.
+                    g.records = records;
+                    let log = std::fs::OpenOptions::new().append(true).open(&path);
+                    g.file = Some(log.map_err(|e| ClientError::file(&path, &e))?);
+                }
+            }
+            None => {
+                // Damaged (not a torn last append): rebuilt with no marks, at once, so the
+                // damage is reported once. A session without a mark is stale, so every stored
+                // session is treated as possibly restored from an old copy: none is sent on
+                // again, and the next message to each contact starts a new session. Safe
+                // whatever the damage hid; it costs one PQXDH per conversation (issue 8,
+                // point 11).
+                g.lost = true;
+                g.rebuilt = true;
+                g.ensure_file()?;
+            }
         }
         Ok(g)
+    }
+
+    /// Whether [`Self::load`] found the file damaged and rebuilt it (every session stale):
+    /// the user should be told.
+    pub(crate) fn was_rebuilt(&self) -> bool {
+        self.rebuilt
     }
 
     /// The generation a stored object that is not a session must have at least: its mark, 0
@@ -392,10 +419,10 @@ mod tests {
     }
 
     #[test]
-    fn damaged_file_is_an_error_but_a_torn_last_append_is_dropped() {
+    fn a_damaged_file_is_rebuilt_without_marks_but_a_torn_last_append_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE), b"TGN1\0\0\0\0\0\0\0\x05abc").unwrap();
-        assert!(Generations::load(dir.path(), true).is_err());
+        assert_rebuilt(dir.path(), &[]);
         std::fs::remove_file(dir.path().join(FILE)).unwrap();
 
         // A log of 2,000 records, then a torn append (half a record).
@@ -422,7 +449,25 @@ mod tests {
         let mut bytes = intact;
         bytes[4 + 40] ^= 1;
         std::fs::write(dir.path().join(FILE), &bytes).unwrap();
-        assert!(Generations::load(dir.path(), true).is_err());
+        assert_rebuilt(dir.path(), &[key(0), key(1999)]);
+    }
+
+    /// Loading a damaged file rebuilds it with no mark: every session (`sessions`) is stale,
+    /// the rebuilt file loads cleanly, and a raise after it is kept.
+    fn assert_rebuilt(dir: &Path, sessions: &[[u8; 32]]) {
+        let mut g = Generations::load(dir, true).unwrap();
+        assert!(g.was_rebuilt());
+        for s in sessions {
+            assert_eq!(g.expected_session(s), u64::MAX, "every stored session is stale");
+        }
+        let mut again = Generations::load(dir, true).unwrap();
+        assert!(!again.was_rebuilt(), "rebuilt once, then a clean file");
+        assert_eq!(again.len(), 0);
+        for s in sessions {
+            assert_eq!(again.expected_session(s), u64::MAX, "and still stale after a reload");
+        }
+        g.raise(&[(key(7), 3)]).unwrap();
+        assert_eq!(Generations::load(dir, true).unwrap().expected(&key(7)), 3);
     }
 
     #[test]

@@ -8,12 +8,13 @@
 //! The mark is raised (and the file fsynced) *before* the database transaction that stores
 //! the prekeys commits, so a crash between the two can only make the stored set look rolled
 //! back (costing a reset and a new upload), never make used keys look fresh. If the file is
-//! missing while the database says it was written, the set is treated as rolled back.
+//! missing while the database says it was written, or damaged, the set is treated as rolled
+//! back.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{ClientError, Result};
-use crate::store::key::write_atomic;
+use crate::store::key::{remove_if_exists, write_atomic};
 
 /// The file's name in the home directory.
 pub(crate) const FILE: &str = "prekeys_generation";
@@ -25,20 +26,37 @@ pub(crate) struct PrekeyMark {
     mark: u64,
     /// The file was expected but missing: the stored set cannot be trusted.
     lost: bool,
+    /// The file was damaged (and is treated as lost).
+    damaged: bool,
 }
 
 impl PrekeyMark {
     /// Loads the mark; `expected` says whether the store believes the file exists.
     pub(crate) fn load(dir: &Path, expected: bool) -> Result<Self> {
-        let bytes = match std::fs::read(dir.join(FILE)) {
+        let path = dir.join(FILE);
+        let lost = |damaged| Self { dir: dir.to_owned(), mark: 0, lost: expected || damaged, damaged };
+        let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Self { dir: dir.to_owned(), mark: 0, lost: expected });
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(lost(false)),
+            Err(e) => return Err(ClientError::file(&path, &e)),
         };
-        let mark = decode(&bytes).ok_or(ClientError::Internal("prekeys_generation file is damaged"))?;
-        Ok(Self { dir: dir.to_owned(), mark, lost: false })
+        match decode(&bytes) {
+            Some(mark) => Ok(Self { dir: dir.to_owned(), mark, lost: false, damaged: false }),
+            None => {
+                // Damaged: treated as lost (the stored set is not trusted, so it is reset and
+                // a new one uploaded at the next prekey maintenance). The file is removed, so
+                // the next process finds it missing, which the store says it should not be,
+                // until the reset writes it again (issue 8, point 11).
+                remove_if_exists(&path)?;
+                Ok(lost(true))
+            }
+        }
+    }
+
+    /// Whether [`Self::load`] found the file damaged (and treated it as lost): the user should
+    /// be told.
+    pub(crate) fn was_damaged(&self) -> bool {
+        self.damaged
     }
 
     /// Reads the mark again (another process on the same home may have raised it): the
@@ -117,7 +135,12 @@ mod tests {
         assert_eq!(m.expected(), u64::MAX);
         m.raise(2).unwrap();
         assert_eq!(PrekeyMark::load(dir.path(), true).unwrap().expected(), 2);
+        // A damaged file is treated as lost (and removed, so the next load finds it missing).
         std::fs::write(dir.path().join(FILE), b"TPG1\0\0").unwrap();
-        assert!(PrekeyMark::load(dir.path(), true).is_err());
+        let m = PrekeyMark::load(dir.path(), true).unwrap();
+        assert!(m.was_damaged());
+        assert_eq!(m.expected(), u64::MAX);
+        assert!(!dir.path().join(FILE).exists());
+        assert_eq!(PrekeyMark::load(dir.path(), true).unwrap().expected(), u64::MAX);
     }
 }

@@ -167,12 +167,13 @@ pub(crate) fn key_from(home: &Path, name: &str, passphrase: Option<&Zeroizing<St
     let file = path(home, name);
     if name == KEY_FILE || name == NEW_KEY_FILE {
         check_private(&file)?;
-        let text = Zeroizing::new(fs::read_to_string(&file)?);
+        let text = Zeroizing::new(fs::read_to_string(&file).map_err(|e| ClientError::file(&file, &e))?);
         let bytes = Zeroizing::new(hex::decode(text.trim()).map_err(|_| ClientError::WrongKey)?);
         let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| ClientError::WrongKey)?;
         return Ok(RawKey(Zeroizing::new(arr)));
     }
-    let params = KdfParams::decode(&fs::read_to_string(&file)?).ok_or(ClientError::WrongKey)?;
+    let text = fs::read_to_string(&file).map_err(|e| ClientError::file(&file, &e))?;
+    let params = KdfParams::decode(&text).ok_or(ClientError::WrongKey)?;
     let passphrase = passphrase.filter(|p| !p.is_empty()).ok_or(ClientError::PassphraseRequired)?;
     params.derive(passphrase)
 }
@@ -183,7 +184,7 @@ fn check_private(file: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(file)?.permissions().mode() & 0o777;
+        let mode = fs::metadata(file).map_err(|e| ClientError::file(file, &e))?.permissions().mode() & 0o777;
         if mode & !KEY_FILE_MODE != 0 {
             return Err(ClientError::KeyFilePermissions { path: file.to_owned(), mode });
         }
@@ -259,7 +260,8 @@ impl PendingKey {
     /// Rekey, step 3 (after the database took the key): the `.new` file replaces the current
     /// one in one rename.
     pub(crate) fn promote(&self, home: &Path) -> Result<()> {
-        fs::rename(path(home, self.new_name()), path(home, self.final_names().0))?;
+        let target = path(home, self.final_names().0);
+        fs::rename(path(home, self.new_name()), &target).map_err(|e| ClientError::file(&target, &e))?;
         sync_dir(home)
     }
 
@@ -280,7 +282,8 @@ pub(crate) fn settle(home: &Path, used: Candidate) -> Result<()> {
         other => other,
     };
     if used.pending {
-        fs::rename(path(home, used.name), path(home, kept))?;
+        let target = path(home, kept);
+        fs::rename(path(home, used.name), &target).map_err(|e| ClientError::file(&target, &e))?;
         sync_dir(home)?;
     }
     for name in [KEY_FILE, SALT_FILE, NEW_KEY_FILE, NEW_SALT_FILE] {
@@ -295,7 +298,7 @@ pub(crate) fn remove_if_exists(p: &Path) -> Result<()> {
     match fs::remove_file(p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(ClientError::file(p, &e)),
     }
 }
 
@@ -304,6 +307,15 @@ pub(crate) fn remove_if_exists(p: &Path) -> Result<()> {
 /// file is 0600 whatever the umask and whatever temporary file was left behind: a leftover
 /// is removed and the new one created exclusively, then set to 0600 explicitly.
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8], private: bool) -> Result<()> {
+    // A failure names the file being written (the temporary file is an implementation detail).
+    let target = dir.join(name);
+    write_atomic_io(dir, name, bytes, private).map_err(|e| match e {
+        ClientError::Io(e) => ClientError::file(&target, &e),
+        other => other,
+    })
+}
+
+fn write_atomic_io(dir: &Path, name: &str, bytes: &[u8], private: bool) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     remove_if_exists(&tmp)?;
     let mut opts = fs::OpenOptions::new();
@@ -331,7 +343,7 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8], private: bool) 
 /// Fsyncs a directory so a rename in it is durable (a no-op where unsupported).
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
-    fs::File::open(dir)?.sync_all()?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| ClientError::file(dir, &e))?;
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())

@@ -91,16 +91,75 @@ pub struct HistoryEntry {
 }
 
 fn open_with(path: &Path, key: &RawKey) -> Result<Connection> {
-    let conn = Connection::open(path)?;
+    let db = |e| ClientError::db(path, e);
+    let conn = Connection::open(path).map_err(db)?;
     // A wrong key is reported as an error value; SQLCipher need not also log it to stderr.
-    conn.execute_batch("PRAGMA cipher_log_level = NONE;")?;
-    conn.execute_batch(&Zeroizing::new(format!("PRAGMA key = {};", key.pragma_value().as_str())))?;
-    // A wrong key shows up at the first read of the schema.
-    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
-        .map_err(|_| ClientError::WrongKey)?;
-    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch("PRAGMA cipher_log_level = NONE;").map_err(db)?;
+    conn.execute_batch(&Zeroizing::new(format!("PRAGMA key = {};", key.pragma_value().as_str())))
+        .map_err(db)?;
+    // A wrong key shows up at the first read of the schema, as "not a database" (page 1 does
+    // not decrypt). Anything else there (the folder or the file read-only, a full disk, the
+    // WAL or shared-memory file that cannot be created) is a disk or permission problem, and
+    // says so with the file's name (issue 8, point 10).
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)).map_err(|e| {
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) {
+            ClientError::WrongKey
+        } else {
+            ClientError::db(path, e)
+        }
+    })?;
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(db)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db)?;
     Ok(conn)
+}
+
+/// The files SQLite keeps for the database beside `store.db`.
+pub(crate) const DB_SIDE_FILES: [&str; 2] = ["store.db-wal", "store.db-shm"];
+
+/// Makes `store.db` exist with mode 0600 whatever the umask, before SQLite opens it: SQLite
+/// would create it 0666 less the umask (0644 usually), and gives the WAL and shared-memory
+/// files the database's mode (issue 8, point 13). An empty file is an empty database.
+fn create_db_file(path: &Path) -> Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let f = opts.open(path).map_err(|e| ClientError::file(path, &e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The umask may have removed the owner's bits too; make it exactly 0600.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| ClientError::file(path, &e))?;
+    }
+    drop(f);
+    Ok(())
+}
+
+/// A store created before `store.db` was made 0600 (or its WAL and shared-memory files,
+/// which take its mode) may be readable by others: they are made 0600 when it is opened.
+/// Best effort: the folder is private already, and a file we cannot change the mode of is
+/// reported when SQLite fails to use it.
+fn tighten_db_modes(home: &Path) {
+    #[cfg(unix)]
+    for name in std::iter::once(DB_FILE).chain(DB_SIDE_FILES) {
+        use std::os::unix::fs::PermissionsExt;
+        let file = home.join(name);
+        if let Ok(m) = std::fs::symlink_metadata(&file)
+            && m.is_file()
+            && m.permissions().mode() & 0o077 != 0
+        {
+            let _ = std::fs::set_permissions(
+                &file,
+                std::fs::Permissions::from_mode(m.permissions().mode() & 0o700),
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = home;
 }
 
 /// Creates `dir` 0700 whatever the umask (missing parents 0700 less the umask); a folder
@@ -116,19 +175,20 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
+    let failed = |p: &Path, e: std::io::Error| ClientError::file(p, &e);
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        builder.recursive(true).create(parent)?;
+        builder.recursive(true).create(parent).map_err(|e| failed(parent, e))?;
     }
     // Not recursive: only a folder this call made has its mode set.
     match builder.recursive(false).create(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-        other => other?,
+        other => other.map_err(|e| failed(dir, e))?,
     }
     #[cfg(unix)]
     {
         // The umask may have removed bits from 0700, never added any; make it exactly 0700.
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| failed(dir, e))?;
     }
     Ok(())
 }
@@ -164,9 +224,10 @@ fn fail_point(step: RekeyStep) -> Result<()> {
 }
 
 impl Store {
-    /// Whether `home` holds a store.
+    /// Whether `home` holds a store; also when it cannot be told (a folder the user may not
+    /// enter), so that opening it reports why, naming the file (issue 8, point 10).
     pub(crate) fn exists(home: &Path) -> bool {
-        home.join(DB_FILE).exists()
+        !matches!(home.join(DB_FILE).try_exists(), Ok(false))
     }
 
     /// Creates a new store in `home` protected by `secret`. A home folder that does not
@@ -174,27 +235,51 @@ impl Store {
     pub(crate) fn create(home: &Path, secret: &StoreSecret) -> Result<Self> {
         create_private_dir(home)?;
         let pending = key::new_key(secret)?;
-        let conn = open_with(&home.join(DB_FILE), &pending.key)?;
-        conn.execute_batch(SCHEMA)?;
-        pending.commit(home)?;
-        Ok(Self { conn, home: home.to_owned() })
+        let db = home.join(DB_FILE);
+        create_db_file(&db)?;
+        let made = open_with(&db, &pending.key).and_then(|conn| {
+            conn.execute_batch(SCHEMA).map_err(|e| ClientError::db(&db, e))?;
+            pending.commit(home)?;
+            Ok(conn)
+        });
+        match made {
+            Ok(conn) => Ok(Self { conn, home: home.to_owned() }),
+            Err(e) => {
+                // A new database without its key file opens for nobody and would be taken for
+                // a store whose key file was lost: leave none behind (a full disk, say). Best
+                // effort: the error that stopped the creation is the one to report.
+                for name in std::iter::once(DB_FILE).chain(DB_SIDE_FILES) {
+                    let _ = std::fs::remove_file(home.join(name));
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Opens the store in `home` (`passphrase` only when it has one). Every secret file
     /// present is tried, current ones first, so a rekey interrupted at any step still opens;
     /// the one that opened the store then becomes the only one ([`key::settle`]).
     pub(crate) fn open(home: &Path, passphrase: Option<&Zeroizing<String>>) -> Result<Self> {
-        if !Self::exists(home) {
-            return Err(ClientError::NoAccount);
+        let db = home.join(DB_FILE);
+        match db.try_exists() {
+            Ok(true) => {}
+            Ok(false) => return Err(ClientError::NoAccount),
+            Err(e) => return Err(ClientError::file(&db, &e)),
         }
+        let candidates = key::candidates(home);
+        if candidates.is_empty() {
+            // The database without its key: say what is missing, not "no account" (creating
+            // one here would destroy the store; issue 8, point 11).
+            return Err(ClientError::KeyFileMissing { home: home.to_owned() });
+        }
+        tighten_db_modes(home);
         let mut failure = ClientError::NoAccount;
-        for candidate in key::candidates(home) {
-            let opened = key::key_from(home, candidate.name, passphrase)
-                .and_then(|key| open_with(&home.join(DB_FILE), &key));
+        for candidate in candidates {
+            let opened = key::key_from(home, candidate.name, passphrase).and_then(|key| open_with(&db, &key));
             match opened {
                 Ok(conn) => {
                     key::settle(home, candidate)?;
-                    conn.execute_batch(SCHEMA)?;
+                    conn.execute_batch(SCHEMA).map_err(|e| ClientError::db(&db, e))?;
                     return Ok(Self { conn, home: home.to_owned() });
                 }
                 // A wrong or missing secret: try the next file, reporting the most useful
@@ -660,6 +745,27 @@ mod tests {
             assert_eq!(mode(&new_home), 0o700);
             assert_eq!(mode(&dir.path().join("a")), 0o700, "parents it created are private too");
         }
+    }
+
+    /// A creation that fails before the key file is in place leaves no `store.db` behind
+    /// (which would read as a store whose key file was lost).
+    #[test]
+    fn a_failed_creation_leaves_no_database_without_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        // Something where the key file goes: the commit's rename fails.
+        std::fs::create_dir_all(dir.path().join(key::KEY_FILE).join("x")).unwrap();
+        let err = Store::create(dir.path(), &StoreSecret::NoPassphrase).err().unwrap();
+        assert!(
+            matches!(&err, ClientError::StoreFile { path, .. } if path.ends_with(key::KEY_FILE)),
+            "{err}"
+        );
+        assert!(!Store::exists(dir.path()));
+        for name in DB_SIDE_FILES {
+            assert!(!dir.path().join(name).exists(), "{name}");
+        }
+        std::fs::remove_dir_all(dir.path().join(key::KEY_FILE)).unwrap();
+        drop(Store::create(dir.path(), &StoreSecret::NoPassphrase).unwrap());
+        assert!(Store::open(dir.path(), None).is_ok());
     }
 
     #[test]
