@@ -44,6 +44,8 @@ const BURST_GRACE: Duration = Duration::from_millis(300);
 /// to [`RECONNECT_MAX`].
 const RECONNECT_FIRST: Duration = Duration::from_millis(250);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// The longest a `receive` waits (the CLI's `--wait` stops at the same bound).
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(86_400);
 
 /// A message accepted by the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,7 +288,9 @@ impl Client {
                 }
             }
         } else {
-            let deadline = Instant::now() + wait;
+            // Any `Duration` is accepted: a wait past a day is a day (an unbounded sum would
+            // overflow the clock and panic).
+            let deadline = Instant::now() + wait.min(MAX_WAIT);
             let mut live = Some(self.api.connect().await?);
             let mut drained = false;
             // While the connection is lost: the next wait before reconnecting, and why.
