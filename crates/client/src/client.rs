@@ -33,6 +33,9 @@ pub(crate) mod meta {
     pub(crate) const PENDING_UPLOAD: &str = "pending_prekey_upload";
     /// Set once the prekey generation mark file (`prekey_mark::FILE`) has been written.
     pub(crate) const PREKEY_MARK_FILE: &str = "prekey_mark_file";
+    /// Contacts still to be sent a session reset after a restored copy was detected
+    /// (`crate::restore`), one name a line.
+    pub(crate) const PENDING_RESETS: &str = "pending_session_resets";
 }
 
 /// Sessions kept per remote device (the newest sends; older ones still decrypt late messages).
@@ -87,6 +90,7 @@ pub(crate) fn upload_request(u: &PrekeyUpload) -> api::PrekeyUploadRequest {
         kem_one_time: u.kem_one_time.iter().map(|k| api::Bytes(k.to_bytes())).collect(),
         one_time_ids: None,
         kem_one_time_ids: None,
+        state_counter: None,
     }
 }
 
@@ -432,12 +436,16 @@ impl Client {
             return Ok(());
         }
         let identity = &self.me.identity;
-        self.api
+        let state_counter = self
+            .api
             .authenticate(self.me.name.as_str(), self.me.device.get(), |m| {
                 Ok(identity.sign_auth_message(m)?.as_bytes().to_vec())
             })
             .await?;
-        self.maintain_prekeys().await
+        // A copy of this folder older than what the server saw: start over (`restore.rs`).
+        self.check_restored(state_counter)?;
+        self.maintain_prekeys().await?;
+        self.send_pending_resets().await
     }
 
     /// Refills one-time prekeys and rotates the signed and last-resort prekeys as
@@ -472,6 +480,7 @@ impl Client {
         let tx = self.store.tx()?;
         store::set_meta(&tx, meta::PREKEYS, &prekeys.to_bytes())?;
         store::set_meta(&tx, meta::PENDING_UPLOAD, &json)?;
+        store::raise_state_counter(&tx)?;
         tx.commit()?;
         self.upload(&req).await
     }
@@ -486,6 +495,7 @@ impl Client {
             // now (not when the upload was planned: a pending upload re-sent after a reset
             // must not keep keys that are gone), so the server replaces its set with it.
             let (one_time_ids, kem_one_time_ids) = self.load_prekeys()?.one_time_ids();
+            let state_counter = self.reported_state_counter()?;
             // The server takes at most MAX_PREKEYS_PER_UPLOAD of each kind per request.
             let max = api::limits::MAX_PREKEYS_PER_UPLOAD;
             let mut first = true;
@@ -503,6 +513,7 @@ impl Client {
                     kem_one_time: b.map(<[_]>::to_vec).unwrap_or_default(),
                     one_time_ids: Some(one_time_ids.clone()),
                     kem_one_time_ids: Some(kem_one_time_ids.clone()),
+                    state_counter,
                 };
                 first = false;
                 self.api.upload_prekeys(&part).await?;

@@ -127,6 +127,7 @@ async fn more_than_a_page_of_held_envelopes_does_not_hide_the_ones_behind(backen
             recipient: "alice".into(),
             envelopes: vec![api::OutgoingEnvelope { device: 1, content }],
             idempotency_key: None,
+            state_counter: None,
         };
         assert!(matches!(bob.api.send(&req).await.unwrap(), SendOutcome::Sent(_)));
         sent.push(text);
@@ -188,6 +189,7 @@ async fn envelopes_that_claim_ever_new_identities_cost_a_bounded_number_of_list_
             recipient: "alice".into(),
             envelopes: vec![api::OutgoingEnvelope { device: 1, content }],
             idempotency_key: None,
+            state_counter: None,
         };
         assert!(matches!(bob.api.send(&req).await.unwrap(), SendOutcome::Sent(_)));
     }
