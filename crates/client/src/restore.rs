@@ -69,7 +69,16 @@ impl Client {
         store::state_counter_at_least(&tx, seen)?;
         store::raise_state_counter(&tx)?;
         tx.commit()?;
-        let who = if pending.is_empty() { "no contact".to_owned() } else { pending.join(", ") };
+        // At most ten names: a warning is read, not scrolled.
+        let who = match pending.len() {
+            0 => "no contact".to_owned(),
+            n if n <= 10 => pending.join(", "),
+            n => format!(
+                "{} and {} more",
+                pending.iter().take(10).cloned().collect::<Vec<_>>().join(", "),
+                n - 10
+            ),
+        };
         self.warnings.push(format!(
             "this device's data was restored from an old copy (the server has seen state {seen} of this \
              device, this copy is at {local}): messages sent and received since that copy was taken are not \
