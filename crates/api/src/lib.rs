@@ -7,6 +7,20 @@
 //!
 //! HTTP requests carry [`VERSION_HEADER`]; a server that no longer supports the client's
 //! version answers `426 Upgrade Required` with [`ErrorCode::ClientTooOld`].
+//!
+//! # State counter
+//!
+//! A device counts the changes of its protocol state (sessions, prekeys, envelopes taken
+//! in) in its own store, and reports the count *after* storing a change, on the requests
+//! that show the change to the world: a send ([`SendRequest::state_counter`], the
+//! WebSocket's [`ClientFrame::Send`]), an acknowledgement ([`AckRequest::state_counter`],
+//! [`ClientFrame::Ack`]) and a prekey upload ([`PrekeyUploadRequest::state_counter`]). The
+//! server keeps the largest value per device, raised in the same transaction as the
+//! request's own effect, and answers it at authentication
+//! ([`SessionResponse::state_counter`]). It therefore only ever holds a count whose change
+//! the world may have seen; a device that finds its own count below it runs on an older
+//! copy of its data (a restored backup) and must start its sessions over. The field is
+//! optional everywhere: absent, nothing is recorded.
 
 mod b64;
 mod error;

@@ -65,6 +65,12 @@ pub struct SessionResponse {
     pub token: String,
     /// Seconds until it expires.
     pub expires_in_secs: u64,
+    /// The largest [state counter](crate#state-counter) this device has reported (0 if none).
+    /// A client whose own counter is below it runs on a copy of its data older than what
+    /// it has already shown the world (a restored backup). Absent from a server that does
+    /// not keep the counter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_counter: Option<u64>,
 }
 
 impl core::fmt::Debug for SessionResponse {
@@ -72,6 +78,7 @@ impl core::fmt::Debug for SessionResponse {
         f.debug_struct("SessionResponse")
             .field("token", &"***")
             .field("expires_in_secs", &self.expires_in_secs)
+            .field("state_counter", &self.state_counter)
             .finish()
     }
 }
@@ -103,6 +110,10 @@ pub struct PrekeyUploadRequest {
     /// `one_time_ids` for the one-time ML-KEM prekeys (`kem_one_time`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kem_one_time_ids: Option<Vec<u32>>,
+    /// The device's [state counter](crate#state-counter) once these keys were stored on
+    /// the device (ignored in an account creation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_counter: Option<u64>,
 }
 
 /// How many one-time keys the server still holds for the caller's device.
@@ -152,6 +163,11 @@ pub struct SendRequest {
     /// (same `server_time_ms`) and stores nothing again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<Bytes>,
+    /// The sending device's [state counter](crate#state-counter) once it stored the
+    /// sessions these envelopes advanced; recorded with the envelopes, in the same
+    /// transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_counter: Option<u64>,
 }
 
 /// The message is durably stored in every recipient mailbox.
@@ -220,6 +236,11 @@ pub struct FetchResponse {
 pub struct AckRequest {
     /// Envelope ids.
     pub ids: Vec<u64>,
+    /// The device's [state counter](crate#state-counter) once it stored what these
+    /// envelopes carried; recorded in the transaction that deletes them (not at all when
+    /// none of them was still stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_counter: Option<u64>,
 }
 
 /// Server-to-client WebSocket frames (JSON text frames).
@@ -274,6 +295,9 @@ pub enum ClientFrame {
     Ack {
         /// Envelope ids.
         ids: Vec<u64>,
+        /// As [`AckRequest::state_counter`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state_counter: Option<u64>,
     },
     /// A send over the socket, answered by [`ServerFrame::Sent`] or
     /// [`ServerFrame::SendFailed`] with the same `id`. The same rules, limits and
@@ -288,6 +312,9 @@ pub enum ClientFrame {
         /// As [`SendRequest::idempotency_key`].
         #[serde(default, skip_serializing_if = "Option::is_none")]
         idempotency_key: Option<Bytes>,
+        /// As [`SendRequest::state_counter`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state_counter: Option<u64>,
     },
 }
 
@@ -308,7 +335,9 @@ mod tests {
         assert!(j.contains("\"type\":\"envelope\"") && j.contains("\"content\":\"AP8B\""), "{j}");
         assert_eq!(serde_json::from_str::<ServerFrame>(&j).unwrap(), f);
         let a: ClientFrame = serde_json::from_str(r#"{"type":"ack","ids":[1,2]}"#).unwrap();
-        assert_eq!(a, ClientFrame::Ack { ids: vec![1, 2] });
+        assert_eq!(a, ClientFrame::Ack { ids: vec![1, 2], state_counter: None });
+        let a: ClientFrame = serde_json::from_str(r#"{"type":"ack","ids":[1],"state_counter":7}"#).unwrap();
+        assert_eq!(a, ClientFrame::Ack { ids: vec![1], state_counter: Some(7) });
         let s: ClientFrame = serde_json::from_str(
             r#"{"type":"send","id":9,"recipient":"bob","envelopes":[{"device":1,"content":"AA"}]}"#,
         )
@@ -320,6 +349,7 @@ mod tests {
                 recipient: "bob".into(),
                 envelopes: vec![OutgoingEnvelope { device: 1, content: Bytes(vec![0]) }],
                 idempotency_key: None,
+                state_counter: None,
             }
         );
         let ok = serde_json::to_string(&ServerFrame::Sent { id: 9, server_time_ms: 5 }).unwrap();

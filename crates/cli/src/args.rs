@@ -73,6 +73,9 @@ pub enum Command {
     /// Local store maintenance.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Sessions with a contact.
+    #[command(subcommand)]
+    Session(SessionCommand),
     /// Run a relay server (flags, TACIT_* environment variables, or a TOML config file).
     Server(ServerArgs),
     /// Load generators for operators.
@@ -197,6 +200,18 @@ pub struct CreateArgs {
     pub registration_token: Option<String>,
 }
 
+/// `tacit session ...`.
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Start a new session with every device of NAME (when messages with NAME no longer
+    /// decrypt): the old sessions are no longer used, and the next message in each direction
+    /// goes over the new one.
+    Reset {
+        /// The contact's account name.
+        name: String,
+    },
+}
+
 /// `tacit store ...`.
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
@@ -236,6 +251,10 @@ mod tests {
         assert!(Cli::try_parse_from(["tacit", "safety-number", "bob"]).is_ok());
         assert!(Cli::try_parse_from(["tacit", "history", "bob"]).is_ok());
         assert!(Cli::try_parse_from(["tacit", "store", "rekey"]).is_ok());
+        let c = Cli::try_parse_from(["tacit", "session", "reset", "bob", "--json"]).unwrap();
+        assert!(c.json);
+        assert!(matches!(c.command, Command::Session(SessionCommand::Reset { ref name }) if name == "bob"));
+        assert!(Cli::try_parse_from(["tacit", "session", "reset"]).is_err());
         assert!(Cli::try_parse_from(["tacit", "account", "delete"]).is_ok());
         let c = Cli::try_parse_from(["tacit", "account", "forget", "--yes"]).unwrap();
         assert!(matches!(c.command, Command::Account(AccountCommand::Forget(ref f)) if f.yes));

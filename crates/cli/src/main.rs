@@ -17,7 +17,7 @@ use clap::Parser;
 use tacit_client::{Client, ClientError, ConnectOptions, ErrorKind, ReceiveEvent, StoreSecret};
 use zeroize::Zeroizing;
 
-use args::{AccountCommand, BenchCommand, Cli, Command, StoreCommand};
+use args::{AccountCommand, BenchCommand, Cli, Command, SessionCommand, StoreCommand};
 use output::Out;
 
 /// Exit codes (docs/CLI.md).
@@ -369,6 +369,12 @@ async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
             out.warnings(c.take_warnings());
             r?;
             out.verified(&name);
+        }
+        Command::Session(SessionCommand::Reset { name }) => {
+            let mut c = open(&home, &options, cli.json)?;
+            let r = c.reset_session(&name).await;
+            out.warnings(c.take_warnings());
+            out.session_reset(&name, &r?);
         }
         Command::Store(StoreCommand::Rekey) => {
             let mut c = open(&home, &options, cli.json)?;

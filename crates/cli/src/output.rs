@@ -152,6 +152,19 @@ impl Out {
         }
     }
 
+    /// `session reset`.
+    pub fn session_reset(&self, name: &str, devices: &[u32]) {
+        if self.json {
+            self.line(json!({"type": "session_reset", "name": name, "devices": devices}));
+        } else {
+            println!(
+                "started a new session with {name} ({} device{}); the next messages both ways use it",
+                devices.len(),
+                if devices.len() == 1 { "" } else { "s" }
+            );
+        }
+    }
+
     /// `store rekey`.
     pub fn rekeyed(&self, passphrase: bool) {
         if self.json {

@@ -553,3 +553,108 @@ fn receive_wait_reconnects_across_a_server_restart() {
     assert_eq!(l.last().unwrap()["type"], "error", "{l:?}");
     assert!(l.iter().any(|l| l["type"] == "warning"), "it said it was reconnecting: {l:?}");
 }
+
+/// The `type`s of JSON lines.
+fn kinds(lines: &[Value]) -> Vec<&str> {
+    lines.iter().map(|l| l["type"].as_str().unwrap()).collect()
+}
+
+/// `cp -a FROM TO` (TO must not exist).
+fn cp_a(from: &Path, to: &Path) {
+    assert!(Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap().success());
+}
+
+/// Issue 8, point 2, through the binary and a `tacit server` process: alice's whole home
+/// folder is copied with `cp -a` while she is stopped, the conversation goes on, and the copy
+/// is put back. Before, every later message was "could not decrypt" both ways with no way
+/// back; now her next command (`receive`, and after a second restore `send`) says the folder
+/// was restored, bob is told with a warning (never a message), and the next message in each
+/// direction decrypts. Then `tacit session reset` for a contact the copy never knew (carol,
+/// met after it was taken), whose messages it cannot read until then.
+#[test]
+fn a_home_folder_restored_with_cp_a_is_detected_and_the_conversation_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(&["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()], None);
+    let url = format!("http://{}", server.addr);
+    let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+    let backup = dir.path().join("a-backup");
+    for (home, name) in [(&a, "alice"), (&b, "bob"), (&c, "carol")] {
+        let (code, l) = tacit(home, &[], &["account", "create", "--server", &url, "--name", name]);
+        assert_eq!(code, 0, "{l:?}");
+    }
+    let send = |home: &Path, to: &str, text: &str| {
+        let (code, l) = tacit(home, &[], &["send", to, text]);
+        assert_eq!((code, kinds(&l)), (0, vec!["sent"]), "{l:?}");
+    };
+    // Exactly these lines: a message with `text`, after warnings containing `warned`.
+    let receive = |home: &Path, warned: &[&str], text: Option<&str>| {
+        let (code, l) = tacit(home, &[], &["receive"]);
+        assert_eq!(code, 0, "{l:?}");
+        let (warnings, rest) = l.split_at(l.iter().take_while(|v| v["type"] == "warning").count());
+        assert_eq!(warnings.len(), warned.len(), "{l:?}");
+        for (w, want) in warnings.iter().zip(warned) {
+            assert!(w["message"].as_str().unwrap().contains(want), "{want}: {l:?}");
+        }
+        assert_eq!(
+            rest.iter().map(|v| v["text"].as_str().unwrap()).collect::<Vec<_>>(),
+            Vec::from_iter(text)
+        );
+    };
+    const RESTORED: &str = "restored from an old copy";
+    const TOLD: &str = "alice's device 1 started a new session";
+
+    send(&a, "bob", "one");
+    receive(&b, &[], Some("one"));
+    send(&b, "alice", "two");
+    receive(&a, &[], Some("two"));
+    cp_a(&a, &backup);
+    send(&a, "bob", "three");
+    receive(&b, &[], Some("three"));
+    send(&b, "alice", "four");
+    receive(&a, &[], Some("four"));
+    // Carol meets alice after the copy was taken.
+    send(&c, "alice", "hi, I am carol");
+    receive(&a, &[], Some("hi, I am carol"));
+    send(&a, "carol", "hi carol");
+    receive(&c, &[], Some("hi carol"));
+
+    let put_back = || {
+        std::fs::remove_dir_all(&a).unwrap();
+        cp_a(&backup, &a);
+    };
+    put_back();
+    receive(&a, &[RESTORED], None);
+    receive(&b, &[TOLD], None);
+    send(&b, "alice", "five");
+    receive(&a, &[], Some("five"));
+    send(&a, "bob", "six");
+    receive(&b, &[], Some("six"));
+
+    // Put back once more, and this time the first command is a send.
+    put_back();
+    let (code, l) = tacit(&a, &[], &["send", "bob", "seven"]);
+    assert_eq!((code, kinds(&l)), (0, vec!["warning", "sent"]), "{l:?}");
+    assert!(l[0]["message"].as_str().unwrap().contains(RESTORED), "{l:?}");
+    receive(&b, &[TOLD], Some("seven"));
+    send(&b, "alice", "eight");
+    receive(&a, &[], Some("eight"));
+
+    // The copy never knew carol: her messages cannot be read ...
+    send(&c, "alice", "still there?");
+    receive(&a, &["could not decrypt"], None);
+    // ... until `session reset carol`.
+    let (code, l) = tacit(&a, &[], &["session", "reset", "carol"]);
+    assert_eq!(code, 0, "{l:?}");
+    assert_eq!(l, vec![serde_json::json!({"type": "session_reset", "name": "carol", "devices": [1]})]);
+    receive(&c, &[TOLD], None);
+    send(&c, "alice", "again");
+    receive(&a, &[], Some("again"));
+    send(&a, "carol", "yes");
+    receive(&c, &[], Some("yes"));
+    let (_, l) = tacit(&a, &[], &["history", "carol"]);
+    assert_eq!(l.iter().map(|v| v["text"].as_str().unwrap()).collect::<Vec<_>>(), ["again", "yes"]);
+    assert_eq!(tacit(&a, &[], &["session", "reset", "nobody-here"]).0, 5);
+    assert_eq!(tacit(&a, &[], &["session", "reset", "alice"]).0, 2);
+    server.stop();
+}

@@ -34,6 +34,9 @@ pub(crate) mod meta {
     pub(crate) const PENDING_UPLOAD: &str = "pending_prekey_upload";
     /// Set once the prekey generation mark file (`prekey_mark::FILE`) has been written.
     pub(crate) const PREKEY_MARK_FILE: &str = "prekey_mark_file";
+    /// Contacts still to be sent a session reset after a restored copy was detected
+    /// (`crate::restore`), one name a line.
+    pub(crate) const PENDING_RESETS: &str = "pending_session_resets";
 }
 
 /// Sessions kept per remote device (the newest sends; older ones still decrypt late messages).
@@ -91,6 +94,7 @@ pub(crate) fn upload_request(u: &PrekeyUpload) -> api::PrekeyUploadRequest {
         kem_one_time: u.kem_one_time.iter().map(|k| api::Bytes(k.to_bytes())).collect(),
         one_time_ids: None,
         kem_one_time_ids: None,
+        state_counter: None,
     }
 }
 
@@ -530,7 +534,7 @@ impl Client {
                 Ok(identity.sign_auth_message(m)?.as_bytes().to_vec())
             })
             .await;
-        match signed_in {
+        let state_counter = match signed_in {
             // The server knows no such account or device: say what that means here and what
             // can be done (issue 8, point 12).
             Err(ClientError::NotFound(_)) => {
@@ -540,8 +544,15 @@ impl Client {
                 });
             }
             other => other?,
+        };
+        // A copy of this folder older than what the server saw: start over (`restore.rs`).
+        // Under the home's lock: it rewrites every session and the prekey set.
+        {
+            let _guard = self.lock_state().await?;
+            self.check_restored(state_counter)?;
         }
-        self.maintain_prekeys().await
+        self.maintain_prekeys().await?;
+        self.send_pending_resets().await
     }
 
     /// Refills one-time prekeys and rotates the signed and last-resort prekeys as
@@ -577,6 +588,7 @@ impl Client {
         let tx = self.store.tx()?;
         store::set_meta(&tx, meta::PREKEYS, &prekeys.to_bytes())?;
         store::set_meta(&tx, meta::PENDING_UPLOAD, &json)?;
+        store::raise_state_counter(&tx)?;
         tx.commit()?;
         self.upload(&req).await
     }
@@ -591,6 +603,7 @@ impl Client {
             // now (not when the upload was planned: a pending upload re-sent after a reset
             // must not keep keys that are gone), so the server replaces its set with it.
             let (one_time_ids, kem_one_time_ids) = self.load_prekeys()?.one_time_ids();
+            let state_counter = self.reported_state_counter()?;
             // The server takes at most MAX_PREKEYS_PER_UPLOAD of each kind per request.
             let max = api::limits::MAX_PREKEYS_PER_UPLOAD;
             let mut first = true;
@@ -608,6 +621,7 @@ impl Client {
                     kem_one_time: b.map(<[_]>::to_vec).unwrap_or_default(),
                     one_time_ids: Some(one_time_ids.clone()),
                     kem_one_time_ids: Some(kem_one_time_ids.clone()),
+                    state_counter,
                 };
                 first = false;
                 self.api.upload_prekeys(&part).await?;

@@ -11,7 +11,10 @@
 //!   are held on the server meanwhile); an unverified one is accepted with a warning, also
 //!   when the first sign of the change is a message from the new installation.
 //! - Sessions restored from an old copy of the store are detected through generation marks
-//!   kept outside the database and never sent on again (a fresh session starts instead).
+//!   kept outside the database and never sent on again (a fresh session starts instead); a
+//!   whole home folder put back from an older copy, through a state counter the server
+//!   keeps: every session is replaced and each contact is sent a session reset
+//!   ([`Client::reset_session`] does it for one contact).
 //! - Prekeys are refilled and rotated automatically ([`Client::maintain_prekeys`]).
 //! - `https://` servers are verified against the system's roots and, through
 //!   [`ConnectOptions`] ([`Client::open_with`], [`Client::create_account_with`]), the CAs of a
@@ -28,6 +31,7 @@ mod origin;
 mod payload;
 mod prekey_mark;
 pub mod relay;
+mod restore;
 mod rng;
 #[cfg(test)]
 mod send_retry_tests;

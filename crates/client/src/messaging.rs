@@ -33,7 +33,7 @@ use tacit_protocol::{
 use crate::client::{Client, SESSIONS_PER_DEVICE, meta, now, now_ms};
 use crate::error::{ClientError, Result};
 use crate::net::{Incoming, RelayEvent, SendOutcome};
-use crate::payload::TextPayload;
+use crate::payload::{Payload, TextPayload};
 use crate::store::{self, HistoryEntry};
 
 /// Attempts at a send when the server reports a changed device set.
@@ -137,6 +137,19 @@ impl Client {
         let sent_time_ms = now_ms();
         let payload = TextPayload { sent_time_ms, text: text.to_owned() }.encode()?;
         self.online().await?;
+        self.send_payload(&name, &payload, Some(text), sent_time_ms).await
+    }
+
+    /// Encrypts `payload` for every device of `name` (the newest session that is not stale,
+    /// else a new one) and sends it; with `text`, a history entry records it. The caller is
+    /// online.
+    pub(crate) async fn send_payload(
+        &mut self,
+        name: &AccountName,
+        payload: &[u8],
+        text: Option<&str>,
+        sent_time_ms: u64,
+    ) -> Result<SentMessage> {
         // From loading the sessions to committing them, no other process on this home may
         // step them (two sends at once would each make their own ratchet step from the same
         // state). Held through the request, so the 409 retries reload what this send stored.
@@ -148,7 +161,7 @@ impl Client {
         let mut message_id = None;
         let mut last_error = None;
         for _ in 0..SEND_ATTEMPTS {
-            let list = self.refresh_contact(&name).await?;
+            let list = self.refresh_contact(name).await?;
             let mut envelopes = Vec::new();
             let mut sessions = Vec::new();
             for dev in list.verified_devices() {
@@ -168,7 +181,7 @@ impl Client {
                         )?
                     }
                 };
-                let wire = session.encrypt(&mut OsRng, &payload)?.to_bytes();
+                let wire = session.encrypt(&mut OsRng, payload)?.to_bytes();
                 envelopes.push(api::OutgoingEnvelope { device, content: api::Bytes(wire) });
                 sessions.push((device, session));
             }
@@ -191,7 +204,9 @@ impl Client {
                 )?;
                 pruned.extend(store::prune_sessions(&tx, name.as_str(), *device, SESSIONS_PER_DEVICE)?);
             }
-            if message_id.is_none() {
+            if message_id.is_none()
+                && let Some(text) = text
+            {
                 let entry = HistoryEntry {
                     peer: name.to_string(),
                     device: 0,
@@ -202,6 +217,7 @@ impl Client {
                 };
                 message_id = Some(store::put_message(&tx, &entry, None)?);
             }
+            let state_counter = store::raise_state_counter(&tx)?;
             tx.commit()?;
             self.gens.forget(&pruned)?;
             let devices = envelopes.iter().map(|e| e.device).collect();
@@ -209,6 +225,7 @@ impl Client {
                 recipient: name.to_string(),
                 envelopes,
                 idempotency_key: Some(api::Bytes(idempotency_key.to_vec())),
+                state_counter: Some(state_counter),
             };
             match self.api.send(&request).await? {
                 SendOutcome::Sent(r) => {
@@ -281,7 +298,7 @@ impl Client {
                 let more = batch.more && last > after;
                 after = after.max(last);
                 let (msgs, acks) = self.process_all_with(batch.envelopes, &mut *on_event, tell).await?;
-                self.api.ack(acks).await?;
+                self.api.ack(acks, self.reported_state_counter()?).await?;
                 out.extend(msgs);
                 if !more {
                     break;
@@ -353,7 +370,7 @@ impl Client {
                         out.extend(msgs);
                         // Stored already: an ack lost with the connection is sent again after
                         // the resync redelivers the envelope (its id is known, so no repeat).
-                        match conn.ack(acks).await {
+                        match conn.ack(acks, self.reported_state_counter()?).await {
                             Ok(()) => continue,
                             Err(e @ ClientError::Network(_)) => e,
                             Err(e) => return Err(e),
@@ -400,7 +417,7 @@ impl Client {
         self.online().await?;
         self.list_fetches.clear();
         let (msgs, acks) = self.process_all(envelopes).await?;
-        self.api.ack(acks).await?;
+        self.api.ack(acks, self.reported_state_counter()?).await?;
         Ok(msgs)
     }
 
@@ -490,7 +507,7 @@ impl Client {
             (Some(_), None) => false,
         };
         if !other_identity {
-            return self.drop_envelope(&e, "could not decrypt (forged, duplicate, or for a lost session)");
+            return self.drop_envelope(&e, &undecryptable(&sender));
         }
         let dev = match self.current_device(&sender, device, claimed).await {
             Ok(Some(d)) => d,
@@ -520,7 +537,7 @@ impl Client {
         let tried = stored.is_some_and(|s| s.identity() == dev.identity());
         match if tried { None } else { self.decrypt(&sender, &dev, &message)? } {
             Some(d) => self.deliver(&e, &sender, device, d),
-            None => self.drop_envelope(&e, "could not decrypt (forged, duplicate, or for a lost session)"),
+            None => self.drop_envelope(&e, &undecryptable(&sender)),
         }
     }
 
@@ -542,7 +559,7 @@ impl Client {
         d: Decrypted,
     ) -> Result<Outcome> {
         let Decrypted { session, plaintext, stale, prekeys } = d;
-        let payload = TextPayload::decode(&plaintext);
+        let payload = Payload::decode(&plaintext);
         self.gens.raise(&[(*session.base_key().as_bytes(), session.generation())])?;
         if let Some(p) = &prekeys {
             self.prekey_mark.raise(p.generation())?;
@@ -563,13 +580,23 @@ impl Client {
             store::set_meta(&tx, meta::PREKEYS, &p.to_bytes())?;
         }
         store::mark_seen(&tx, e.id)?;
-        let received = payload.map(|p| ReceivedMessage {
-            from: sender.to_string(),
-            device: device.get(),
-            server_time_ms: e.server_time_ms,
-            sent_time_ms: p.sent_time_ms,
-            text: p.text,
-        });
+        let reset = matches!(payload, Some(Payload::SessionReset { .. }));
+        if reset {
+            // The sender lost its state of the older sessions with this device: this one
+            // replaces them (it is the newest, so the next send goes over it).
+            store::mark_other_sessions_stale(&tx, peer, device.get(), session.base_key().as_bytes())?;
+        }
+        store::raise_state_counter(&tx)?;
+        let received = match payload {
+            Some(Payload::Text(p)) => Some(ReceivedMessage {
+                from: sender.to_string(),
+                device: device.get(),
+                server_time_ms: e.server_time_ms,
+                sent_time_ms: p.sent_time_ms,
+                text: p.text,
+            }),
+            Some(Payload::SessionReset { .. }) | None => None,
+        };
         if let Some(m) = &received {
             let entry = HistoryEntry {
                 peer: m.from.clone(),
@@ -585,6 +612,10 @@ impl Client {
         self.gens.forget(&pruned)?;
         match received {
             Some(m) => Ok(Outcome::Message(m)),
+            None if reset => {
+                self.warnings.push(session_reset_notice(sender, device));
+                Ok(Outcome::Done)
+            }
             None => {
                 self.warnings.push(format!("a message from {sender} has a payload this version cannot read"));
                 Ok(Outcome::Done)
@@ -631,6 +662,23 @@ impl Client {
         }
         Ok(None)
     }
+}
+
+/// Why an envelope no session could decrypt was dropped.
+fn undecryptable(sender: &AccountName) -> String {
+    format!(
+        "could not decrypt (forged, duplicate, or for a lost session; if messages from {sender} keep \
+         failing, `tacit session reset {sender}` starts a new session)"
+    )
+}
+
+/// What a receiver is told when a device of `sender` replaced its sessions with this device.
+fn session_reset_notice(sender: &AccountName, device: DeviceId) -> String {
+    format!(
+        "{sender}'s device {device} started a new session with this device (its data was restored from \
+         an older copy, or it ran `tacit session reset`): messages it sent earlier may not have arrived, \
+         and your messages to it go over the new session"
+    )
 }
 
 /// What decrypting an envelope produced.

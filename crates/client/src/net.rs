@@ -301,15 +301,16 @@ impl Api {
         Ok(r.device_list.0)
     }
 
-    /// Challenge, sign, session: holds the token afterwards. The origin the server asks us
-    /// to sign must be the one we dialled, or a server could relay another server's
-    /// challenge and sign in there as us ([`ClientError::WrongOrigin`]).
+    /// Challenge, sign, session: holds the token afterwards, and returns the device's state
+    /// counter as the server recorded it (`None` from a server that keeps none). The origin
+    /// the server asks us to sign must be the one we dialled, or a server could relay
+    /// another server's challenge and sign in there as us ([`ClientError::WrongOrigin`]).
     pub(crate) async fn authenticate(
         &mut self,
         account: &str,
         device: u32,
         sign: impl FnOnce(&[u8]) -> Result<Vec<u8>>,
-    ) -> Result<()> {
+    ) -> Result<Option<u64>> {
         let ch: api::ChallengeResponse = self
             .call(
                 Method::POST,
@@ -334,7 +335,7 @@ impl Api {
         };
         let s: api::SessionResponse = self.call(Method::POST, api::AUTH_SESSION, Some(&req)).await?;
         self.token = Some(Token(Zeroizing::new(s.token)));
-        Ok(())
+        Ok(s.state_counter)
     }
 
     /// `GET /v1/keys`.
@@ -395,12 +396,12 @@ impl Api {
         self.call::<(), _>(Method::GET, &path, None).await
     }
 
-    /// `POST /v1/messages/ack`.
-    pub(crate) async fn ack(&self, ids: Vec<u64>) -> Result<()> {
+    /// `POST /v1/messages/ack`, reporting the device's state counter (`None`: not kept).
+    pub(crate) async fn ack(&self, ids: Vec<u64>, state_counter: Option<u64>) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        self.call_empty(Method::POST, api::ACK, Some(&api::AckRequest { ids })).await
+        self.call_empty(Method::POST, api::ACK, Some(&api::AckRequest { ids, state_counter })).await
     }
 
     /// Opens the WebSocket (`GET /v1/ws`, authenticated).
@@ -548,12 +549,12 @@ impl Live {
         Ok(())
     }
 
-    /// Acknowledges stored envelopes.
-    pub(crate) async fn ack(&mut self, ids: Vec<u64>) -> Result<()> {
+    /// Acknowledges stored envelopes, reporting the device's state counter.
+    pub(crate) async fn ack(&mut self, ids: Vec<u64>, state_counter: Option<u64>) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        self.queue(&api::ClientFrame::Ack { ids }).await?;
+        self.queue(&api::ClientFrame::Ack { ids, state_counter }).await?;
         self.flush().await
     }
 

@@ -60,6 +60,7 @@ impl RelayClient {
             recipient: to.into(),
             envelopes: vec![api::OutgoingEnvelope { device: 1, content: api::Bytes(content) }],
             idempotency_key: None,
+            state_counter: None,
         };
         match self.api.send(&req).await? {
             SendOutcome::Sent(r) => Ok(r.server_time_ms),
@@ -79,7 +80,7 @@ impl RelayClient {
 
     /// Acknowledges envelopes with `POST /v1/messages/ack`.
     pub async fn ack_http(&self, ids: Vec<u64>) -> Result<()> {
-        self.api.ack(ids).await
+        self.api.ack(ids, None).await
     }
 
     /// Opens the WebSocket.
@@ -153,7 +154,13 @@ impl RelayStream {
     /// [`RelayEvent::SendFailed`] with `id`. Written by the next [`Self::flush`].
     pub async fn queue_send(&mut self, id: u64, to: &str, content: Vec<u8>) -> Result<()> {
         let envelopes = vec![api::OutgoingEnvelope { device: 1, content: api::Bytes(content) }];
-        let frame = api::ClientFrame::Send { id, recipient: to.into(), envelopes, idempotency_key: None };
+        let frame = api::ClientFrame::Send {
+            id,
+            recipient: to.into(),
+            envelopes,
+            idempotency_key: None,
+            state_counter: None,
+        };
         self.live.queue(&frame).await
     }
 
@@ -162,7 +169,7 @@ impl RelayStream {
         if ids.is_empty() {
             return Ok(());
         }
-        self.live.queue(&api::ClientFrame::Ack { ids }).await
+        self.live.queue(&api::ClientFrame::Ack { ids, state_counter: None }).await
     }
 
     /// Writes what is queued.
@@ -172,6 +179,6 @@ impl RelayStream {
 
     /// Acknowledges envelopes now.
     pub async fn ack(&mut self, ids: Vec<u64>) -> Result<()> {
-        self.live.ack(ids).await
+        self.live.ack(ids, None).await
     }
 }

@@ -64,6 +64,7 @@ fn request(key: Option<Vec<u8>>) -> api::SendRequest {
         recipient: "bob".into(),
         envelopes: vec![api::OutgoingEnvelope { device: 1, content: api::Bytes(vec![1, 2, 3]) }],
         idempotency_key: key.map(api::Bytes),
+        state_counter: None,
     }
 }
 

@@ -23,8 +23,48 @@ on_both!(
     a_server_restart_mid_conversation_loses_nothing,
     more_than_a_page_of_held_envelopes_does_not_hide_the_ones_behind,
     envelopes_that_claim_ever_new_identities_cost_a_bounded_number_of_list_fetches,
-    after_a_restored_store_the_server_holds_only_one_time_keys_the_device_can_use
+    after_a_restored_store_the_server_holds_only_one_time_keys_the_device_can_use,
+    a_session_reset_replaces_the_receivers_sessions_and_it_answers_over_the_new_one,
 );
+
+/// Issue 8, point 2, the receiver's side: a session reset arrives as a first message of a new
+/// session from a device whose identity did not change; bob accepts it, shows a notice (no
+/// message, nothing in the history), marks his older sessions with that device stale, and
+/// the new one, his newest by store order, is the one he sends on.
+async fn a_session_reset_replaces_the_receivers_sessions_and_it_answers_over_the_new_one(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = account(&relay, ha.path(), "alice").await;
+    let mut bob = account(&relay, hb.path(), "bob").await;
+    alice.send_text("bob", "one").await.unwrap();
+    assert_eq!(bob.receive(Duration::ZERO).await.unwrap().len(), 1);
+    bob.send_text("alice", "two").await.unwrap();
+    assert_eq!(alice.receive(Duration::ZERO).await.unwrap().len(), 1);
+    assert!(matches!(alice.reset_session("alice").await, Err(ClientError::SendToSelf(_))));
+
+    assert_eq!(alice.reset_session("bob").await.unwrap(), [1]);
+    assert!(alice.take_warnings().is_empty());
+    let mine = alice.store.sessions("bob", 1).unwrap();
+    assert_eq!(
+        mine.iter().map(|r| r.stale).collect::<Vec<_>>(),
+        [false, true],
+        "the old one no longer sends"
+    );
+    assert!(bob.receive(Duration::ZERO).await.unwrap().is_empty(), "a notice, not a message");
+    let w = bob.take_warnings();
+    assert!(w.len() == 1 && w[0].contains("alice's device 1 started a new session"), "{w:?}");
+    let theirs = bob.store.sessions("alice", 1).unwrap();
+    assert_eq!(theirs.iter().map(|r| r.stale).collect::<Vec<_>>(), [false, true]);
+    assert_eq!(theirs[0].base_key, mine[0].base_key, "bob's newest is the new session");
+    assert_eq!(texts(&bob, "alice"), ["one", "two"]);
+
+    bob.send_text("alice", "three").await.unwrap();
+    assert_eq!(alice.receive(Duration::ZERO).await.unwrap()[0].text, "three");
+    alice.send_text("bob", "four").await.unwrap();
+    assert_eq!(bob.receive(Duration::ZERO).await.unwrap()[0].text, "four");
+    assert!(alice.take_warnings().is_empty() && bob.take_warnings().is_empty());
+    relay.stop().await;
+}
 
 async fn a_client_killed_between_storing_and_acking_shows_each_message_once(backend: Backend) {
     let relay = Relay::start(backend).await;
@@ -130,6 +170,7 @@ async fn more_than_a_page_of_held_envelopes_does_not_hide_the_ones_behind(backen
             recipient: "alice".into(),
             envelopes: vec![api::OutgoingEnvelope { device: 1, content }],
             idempotency_key: None,
+            state_counter: None,
         };
         assert!(matches!(bob.api.send(&req).await.unwrap(), SendOutcome::Sent(_)));
         sent.push(text);
@@ -191,6 +232,7 @@ async fn envelopes_that_claim_ever_new_identities_cost_a_bounded_number_of_list_
             recipient: "alice".into(),
             envelopes: vec![api::OutgoingEnvelope { device: 1, content }],
             idempotency_key: None,
+            state_counter: None,
         };
         assert!(matches!(bob.api.send(&req).await.unwrap(), SendOutcome::Sent(_)));
     }

@@ -19,7 +19,78 @@ on_both!(
     racing_senders_get_distinct_one_time_keys,
     a_reinstalled_unverified_contact_who_writes_first_is_delivered_with_a_warning,
     a_reinstalled_verified_contact_who_writes_first_is_held_until_verified,
+    a_whole_home_restored_from_an_older_copy_is_detected_and_both_directions_decrypt,
 );
+
+/// Copies every file of `from` into `to` (the home folder holds files only), replacing
+/// what `to` held: what `cp -a` or a backup restore does to it.
+fn replace_folder(from: &std::path::Path, to: &std::path::Path) {
+    for e in std::fs::read_dir(to).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// Issue 8, point 2: the whole home folder (store, generation marks, key file) put back from
+/// an older copy. Before, every later message was "could not decrypt" in both directions;
+/// now the next command detects it (its state counter is below the server's), warns,
+/// replaces its sessions and prekeys and sends bob a session reset over a new session, and
+/// the next message in each direction decrypts. A copy that is not behind is never taken
+/// for one (no warning anywhere else in the conversation).
+async fn a_whole_home_restored_from_an_older_copy_is_detected_and_both_directions_decrypt(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let (ha, hb, backup) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = account(&relay, ha.path(), "alice").await;
+    let mut bob = account(&relay, hb.path(), "bob").await;
+    let one = |got: Vec<tacit_client::ReceivedMessage>| {
+        assert_eq!(got.len(), 1, "{got:?}");
+        got[0].text.clone()
+    };
+    alice.send_text("bob", "one").await.unwrap();
+    assert_eq!(one(bob.receive(Duration::ZERO).await.unwrap()), "one");
+    bob.send_text("alice", "two").await.unwrap();
+    assert_eq!(one(alice.receive(Duration::ZERO).await.unwrap()), "two");
+
+    drop(alice);
+    replace_folder(ha.path(), backup.path());
+    let mut alice = Client::open(ha.path(), None).unwrap();
+    alice.send_text("bob", "three").await.unwrap();
+    assert_eq!(one(bob.receive(Duration::ZERO).await.unwrap()), "three");
+    bob.send_text("alice", "four").await.unwrap();
+    assert_eq!(one(alice.receive(Duration::ZERO).await.unwrap()), "four");
+    alice.send_text("bob", "five").await.unwrap();
+    assert_eq!(one(bob.receive(Duration::ZERO).await.unwrap()), "five");
+    assert!(alice.take_warnings().is_empty() && bob.take_warnings().is_empty());
+
+    drop(alice);
+    replace_folder(backup.path(), ha.path());
+    let mut alice = Client::open(ha.path(), None).unwrap();
+    assert!(alice.receive(Duration::ZERO).await.unwrap().is_empty());
+    let w = alice.take_warnings();
+    assert!(w.iter().any(|w| w.contains("restored from an old copy") && w.contains("bob")), "{w:?}");
+    // Bob is told (a notice, not a message, and nothing in the history) ...
+    assert!(bob.receive(Duration::ZERO).await.unwrap().is_empty());
+    let w = bob.take_warnings();
+    assert!(w.len() == 1 && w[0].contains("alice's device 1 started a new session"), "{w:?}");
+    assert_eq!(texts(&bob, "alice"), ["one", "two", "three", "four", "five"]);
+    // ... and the next message each way decrypts.
+    bob.send_text("alice", "six").await.unwrap();
+    assert_eq!(one(alice.receive(Duration::ZERO).await.unwrap()), "six");
+    alice.send_text("bob", "seven").await.unwrap();
+    assert_eq!(one(bob.receive(Duration::ZERO).await.unwrap()), "seven");
+    assert!(alice.take_warnings().is_empty() && bob.take_warnings().is_empty());
+    // Detected once: the next start is not behind any more.
+    drop(alice);
+    let mut alice = Client::open(ha.path(), None).unwrap();
+    bob.send_text("alice", "eight").await.unwrap();
+    assert_eq!(one(alice.receive(Duration::ZERO).await.unwrap()), "eight");
+    assert!(alice.take_warnings().is_empty());
+    relay.stop().await;
+}
 
 async fn two_clients_converse_verify_and_survive_restarts(backend: Backend) {
     let relay = Relay::start(backend).await;

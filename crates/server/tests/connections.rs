@@ -230,7 +230,7 @@ async fn an_acknowledgement_costs_one_token_per_64_ids() {
     .await;
     let http = server.http();
     let bob = User::register(&http, &unique("bob"), 1).await;
-    let ack = |n: u64| api::AckRequest { ids: (1..=n).collect() };
+    let ack = |n: u64| api::AckRequest { ids: (1..=n).collect(), state_counter: None };
     // 1,024 ids: 16 tokens of the 20.
     let (s, _) = http.call(Method::POST, api::ACK, bob.tok(), Some(&ack(1024))).await;
     assert!(s.is_success());

@@ -221,8 +221,14 @@ async fn below_the_storage_watermark_sends_are_refused_and_acks_are_not(backend:
     // Bob still drains his mailbox, over HTTP and over his socket.
     let page = mailbox(&http, &bob).await;
     assert_eq!(page.len(), 3);
-    let (s, _) =
-        http.call(Method::POST, api::ACK, bob.tok(), Some(&api::AckRequest { ids: vec![page[0].id] })).await;
+    let (s, _) = http
+        .call(
+            Method::POST,
+            api::ACK,
+            bob.tok(),
+            Some(&api::AckRequest { ids: vec![page[0].id], state_counter: None }),
+        )
+        .await;
     assert_eq!(s.as_u16(), 204);
     let mut to_bob = ws_connect(&server, bob.tok()).await.unwrap();
     let mut ids = Vec::new();
@@ -257,6 +263,7 @@ fn request(to: &str, content: &[u8], idempotency_key: Option<api::Bytes>) -> api
         recipient: to.into(),
         envelopes: vec![api::OutgoingEnvelope { device: 1, content: content.to_vec().into() }],
         idempotency_key,
+        state_counter: None,
     }
 }
 
@@ -286,6 +293,7 @@ async fn a_retried_send_is_stored_once(backend: Backend) {
             recipient: bob.name.clone(),
             envelopes: vec![api::OutgoingEnvelope { device: 1, content: vec![k].into() }],
             idempotency_key: key(k),
+            state_counter: None,
         };
         ws_send_frame(&mut ws, &frame).await;
         match next_frame(&mut ws).await {
@@ -378,7 +386,8 @@ async fn a_stalled_store_bounds_waiting_bytes_and_fails_healthz(backend: Backend
     assert!(t.elapsed() < Duration::from_secs(3), "waited {:?} for room", t.elapsed());
     // An acknowledgement of made-up ids never reaches the (stalled) writer: answered at once.
     let t = Instant::now();
-    let made_up = api::AckRequest { ids: (1_000_000_000..1_000_000_000 + 1024).collect() };
+    let made_up =
+        api::AckRequest { ids: (1_000_000_000..1_000_000_000 + 1024).collect(), state_counter: None };
     let (s, _) = http.call(Method::POST, api::ACK, bob.tok(), Some(&made_up)).await;
     assert_eq!(s.as_u16(), 204);
     assert!(t.elapsed() < Duration::from_secs(1), "made-up ids waited {:?} for the writer", t.elapsed());

@@ -28,7 +28,96 @@ on_both!(
     websocket_send_frames_that_break_the_rules,
     healthz_follows_the_store,
     mailboxes_are_bounded_by_bytes,
+    the_state_counter_keeps_the_largest_value_recorded_with_a_change,
 );
+
+/// The device's state counter as a new authentication answers it.
+async fn counter_at_login(http: &Http, user: &User) -> Option<u64> {
+    let c = user.challenge(http).await;
+    let s: api::SessionResponse =
+        http.ok(Method::POST, api::AUTH_SESSION, None, Some(&user.answer(&c))).await;
+    s.state_counter
+}
+
+/// Issue 8, point 2: the server keeps, per device, the largest state counter reported with a
+/// send, an acknowledgement that deleted something (HTTP or WebSocket) or a prekey upload,
+/// in the same transaction (a refused send, an acknowledgement of nothing stored record
+/// nothing), and answers it at authentication; a request without one changes nothing.
+async fn the_state_counter_keeps_the_largest_value_recorded_with_a_change(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    assert_eq!(counter_at_login(&http, &alice).await, Some(0));
+    let send = |counter: Option<u64>, devices: Vec<u32>| api::SendRequest {
+        recipient: bob.name.clone(),
+        envelopes: devices
+            .into_iter()
+            .map(|device| api::OutgoingEnvelope { device, content: b"x".to_vec().into() })
+            .collect(),
+        idempotency_key: None,
+        state_counter: counter,
+    };
+    for (counter, devices, status, expected) in [
+        (Some(5), vec![1], 200, 5),
+        (Some(3), vec![1], 200, 5),
+        (None, vec![1], 200, 5),
+        // Refused (no envelope for device 1): nothing stored, nothing recorded.
+        (Some(50), vec![2], 409, 5),
+        (Some(6), vec![1], 200, 6),
+    ] {
+        let (s, _) = http.call(Method::POST, api::MESSAGES, alice.tok(), Some(&send(counter, devices))).await;
+        assert_eq!(s.as_u16(), status);
+        assert_eq!(counter_at_login(&http, &alice).await, Some(expected), "after {counter:?}");
+    }
+    assert_eq!(counter_at_login(&http, &bob).await, Some(0), "per device");
+
+    // Acknowledgements: only one that deleted something records its counter.
+    let ack = |ids: Vec<u64>, counter: u64| api::AckRequest { ids, state_counter: Some(counter) };
+    let (s, _) = http.call(Method::POST, api::ACK, bob.tok(), Some(&ack(vec![1_000_000], 9))).await;
+    assert_eq!(s.as_u16(), 204);
+    assert_eq!(counter_at_login(&http, &bob).await, Some(0), "nothing was deleted");
+    let ids: Vec<u64> = bob.fetch(&http).await.envelopes.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 4);
+    let (s, _) = http.call(Method::POST, api::ACK, bob.tok(), Some(&ack(ids[..1].to_vec(), 9))).await;
+    assert_eq!(s.as_u16(), 204);
+    assert_eq!(counter_at_login(&http, &bob).await, Some(9));
+    // Over the socket (the deletion commits in the background).
+    let mut ws = ws_connect(&server, bob.tok()).await.unwrap();
+    for _ in 1..ids.len() {
+        assert!(matches!(next_frame(&mut ws).await, api::ServerFrame::Envelope(_)));
+    }
+    assert_eq!(next_frame(&mut ws).await, api::ServerFrame::Drained);
+    let frame = api::ClientFrame::Ack { ids: ids[1..].to_vec(), state_counter: Some(12) };
+    let text = serde_json::to_string(&frame).unwrap();
+    futures_util::SinkExt::send(&mut ws, tokio_tungstenite::tungstenite::Message::Text(text.into()))
+        .await
+        .unwrap();
+    for _ in 0..500 {
+        if bob.fetch(&http).await.envelopes.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(bob.fetch(&http).await.envelopes.is_empty());
+    assert_eq!(counter_at_login(&http, &bob).await, Some(12));
+
+    // A prekey upload (here of nothing new) records it too.
+    let upload = api::PrekeyUploadRequest { state_counter: Some(8), ..api::PrekeyUploadRequest::default() };
+    let _: api::PrekeyStatus = http.ok(Method::PUT, api::PREKEYS, alice.tok(), Some(&upload)).await;
+    assert_eq!(counter_at_login(&http, &alice).await, Some(8));
+    let upload = api::PrekeyUploadRequest { state_counter: Some(7), ..api::PrekeyUploadRequest::default() };
+    let _: api::PrekeyStatus = http.ok(Method::PUT, api::PREKEYS, alice.tok(), Some(&upload)).await;
+    assert_eq!(counter_at_login(&http, &alice).await, Some(8));
+
+    // It survives a restart (it is stored, not held in memory).
+    drop(ws);
+    let server = server.restart().await;
+    let http = server.http();
+    assert_eq!(counter_at_login(&http, &alice).await, Some(8));
+    assert_eq!(counter_at_login(&http, &bob).await, Some(12));
+    server.finish().await;
+}
 
 /// A mailbox holds at most `max_mailbox_bytes` of ciphertext (here lowered to 200 KiB): a
 /// send that would pass it is `507 mailbox_full` (over HTTP and the socket), the bound is
@@ -66,7 +155,9 @@ async fn mailboxes_are_bounded_by_bytes(backend: Backend) {
         let http = http.clone();
         let tok = bob.token.clone();
         async move {
-            let (s, _) = http.call(Method::POST, api::ACK, Some(&tok), Some(&api::AckRequest { ids })).await;
+            let (s, _) = http
+                .call(Method::POST, api::ACK, Some(&tok), Some(&api::AckRequest { ids, state_counter: None }))
+                .await;
             assert_eq!(s.as_u16(), 204);
         }
     };
@@ -82,7 +173,9 @@ async fn mailboxes_are_bounded_by_bytes(backend: Backend) {
     assert_code(alice.send(&http, &bob.name, &[1], b"x").await, 507, "mailbox_full");
     let ids: Vec<u64> = bob.fetch(&http).await.envelopes.iter().map(|e| e.id).collect();
     assert_eq!(ids.len(), 3);
-    let (s, _) = http.call(Method::POST, api::ACK, bob.tok(), Some(&api::AckRequest { ids })).await;
+    let (s, _) = http
+        .call(Method::POST, api::ACK, bob.tok(), Some(&api::AckRequest { ids, state_counter: None }))
+        .await;
     assert_eq!(s.as_u16(), 204);
     for _ in 0..2 {
         assert!(alice.send(&http, &bob.name, &[1], &big).await.0.is_success());
@@ -375,6 +468,7 @@ async fn acknowledged_envelopes_are_not_delivered_again(backend: Backend) {
                         content: i.to_be_bytes().to_vec().into(),
                     }],
                     idempotency_key: None,
+                    state_counter: None,
                 };
                 let (s, _) = http.call(Method::POST, api::MESSAGES, Some(&tok), Some(&req)).await;
                 assert!(s.is_success());
@@ -504,11 +598,24 @@ async fn conversation(backend: Backend) {
     assert_eq!(f.envelopes.len(), 1);
     assert!(!f.more);
     let id = f.envelopes[0].id;
-    let (s, _) =
-        http.call(Method::POST, api::ACK, alice.tok(), Some(&api::AckRequest { ids: vec![id] })).await;
+    let (s, _) = http
+        .call(
+            Method::POST,
+            api::ACK,
+            alice.tok(),
+            Some(&api::AckRequest { ids: vec![id], state_counter: None }),
+        )
+        .await;
     assert_eq!(s.as_u16(), 204);
     assert_eq!(bob.fetch(&http).await.envelopes.len(), 1);
-    let (s, _) = http.call(Method::POST, api::ACK, bob.tok(), Some(&api::AckRequest { ids: vec![id] })).await;
+    let (s, _) = http
+        .call(
+            Method::POST,
+            api::ACK,
+            bob.tok(),
+            Some(&api::AckRequest { ids: vec![id], state_counter: None }),
+        )
+        .await;
     assert_eq!(s.as_u16(), 204);
     assert!(bob.fetch(&http).await.envelopes.is_empty());
 
@@ -611,6 +718,7 @@ async fn restart_loses_no_acknowledged_message(backend: Backend) {
                     content: i.to_be_bytes().to_vec().into(),
                 }],
                 idempotency_key: None,
+                state_counter: None,
             };
             let (s, _) = http.call(Method::POST, api::MESSAGES, Some(&tok), Some(&req)).await;
             assert!(s.is_success());
@@ -821,7 +929,13 @@ async fn hostile_input(backend: Backend) {
     assert_code(eve.send(&http, &eve.name, &devices, b"x").await, 413, "too_large");
     assert_code(eve.send(&http, &eve.name, &[2, 2], b"x").await, 400, "bad_request");
     assert_code(
-        http.call(Method::POST, api::ACK, t, Some(&api::AckRequest { ids: vec![1; 2000] })).await,
+        http.call(
+            Method::POST,
+            api::ACK,
+            t,
+            Some(&api::AckRequest { ids: vec![1; 2000], state_counter: None }),
+        )
+        .await,
         413,
         "too_large",
     );

@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_peer ON messages (peer, id);
 CREATE TABLE IF NOT EXISTS seen_envelopes (id INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS state_counter (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    value INTEGER NOT NULL CHECK (value >= 0)
+);
 ";
 
 /// An open, unlocked store.
@@ -375,6 +379,23 @@ impl Store {
             .optional()?)
     }
 
+    /// The state counter: how many changes of protocol state this store has committed
+    /// (see [`raise_state_counter`]); 0 before the first.
+    pub(crate) fn state_counter(&self) -> Result<u64> {
+        let v: Option<i64> = self
+            .conn
+            .query_row("SELECT value FROM state_counter WHERE id = 0", [], |r| r.get(0))
+            .optional()?;
+        Ok(v.map_or(0, |v| u64::try_from(v).unwrap_or(0)))
+    }
+
+    /// The peers of every stored session (each once, by name).
+    pub(crate) fn session_peers(&self) -> Result<Vec<String>> {
+        let mut st = self.conn.prepare("SELECT DISTINCT peer FROM sessions ORDER BY peer")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// Whether any session is stored.
     pub(crate) fn has_sessions(&self) -> Result<bool> {
         Ok(self.conn.query_row("SELECT EXISTS (SELECT 1 FROM sessions)", [], |r| r.get(0))?)
@@ -483,6 +504,56 @@ pub(crate) fn put_session(
          ON CONFLICT (base_key) DO UPDATE SET state = excluded.state, generation = excluded.generation,
              stale = MAX(sessions.stale, excluded.stale)",
         params![base_key.as_slice(), peer, device, state, generation as i64, stale],
+    )?;
+    Ok(())
+}
+
+/// Raises the state counter by one, in the caller's transaction, and returns the new value.
+/// Every transaction that changes protocol state the world can see (sessions a send
+/// advanced, a received envelope taken in, prekeys to upload) raises it; the requests that
+/// then show the change report it to the server, which keeps the largest (a copy of this
+/// store below the server's value is an older copy put back: `crate::restore`).
+pub(crate) fn raise_state_counter(conn: &Connection) -> Result<u64> {
+    let v: i64 = conn.query_row(
+        "INSERT INTO state_counter (id, value) VALUES (0, 1) ON CONFLICT (id) DO UPDATE
+         SET value = CASE WHEN value < 9223372036854775807 THEN value + 1 ELSE value END RETURNING value",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(u64::try_from(v).unwrap_or(0))
+}
+
+/// Raises the state counter to at least `v` (clamped to SQLite's largest integer).
+pub(crate) fn state_counter_at_least(conn: &Connection, v: u64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO state_counter (id, value) VALUES (0, ?1) ON CONFLICT (id) DO UPDATE
+         SET value = max(value, excluded.value)",
+        [i64::try_from(v).unwrap_or(i64::MAX)],
+    )?;
+    Ok(())
+}
+
+/// Marks every session stale (with `peer` only, when given): none is sent on again, each
+/// still decrypts late messages, and the next send to a device starts a new session.
+pub(crate) fn mark_sessions_stale(conn: &Connection, peer: Option<&str>) -> Result<()> {
+    match peer {
+        Some(p) => conn.execute("UPDATE sessions SET stale = 1 WHERE peer = ?1", [p])?,
+        None => conn.execute("UPDATE sessions SET stale = 1", [])?,
+    };
+    Ok(())
+}
+
+/// Marks every session with one remote device stale except the one with `keep` as its
+/// base key (the device started that one to replace them).
+pub(crate) fn mark_other_sessions_stale(
+    conn: &Connection,
+    peer: &str,
+    device: u32,
+    keep: &[u8; 32],
+) -> Result<()> {
+    conn.execute(
+        "UPDATE sessions SET stale = 1 WHERE peer = ?1 AND device = ?2 AND base_key != ?3",
+        params![peer, device, keep.as_slice()],
     )?;
     Ok(())
 }

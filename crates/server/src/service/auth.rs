@@ -93,8 +93,14 @@ pub async fn session(
     let token = random32()?;
     let expires = now_ms().saturating_add(TOKEN_TTL_SECS * 1000);
     state.store().put_token(key, &sha256(&token), expires).await?;
+    // The device compares it with its own: below it, it runs on a restored older copy.
+    let state_counter = state.store().state_counter(key).await?;
     tracing::info!("session opened");
-    Ok(SessionResponse { token: URL_SAFE_NO_PAD.encode(token), expires_in_secs: TOKEN_TTL_SECS })
+    Ok(SessionResponse {
+        token: URL_SAFE_NO_PAD.encode(token),
+        expires_in_secs: TOKEN_TTL_SECS,
+        state_counter: Some(state_counter),
+    })
 }
 
 /// Which of a device's budgets a request counts against.

@@ -140,6 +140,7 @@ enum EnvelopeFrame<'a> {
 /// An acknowledgement waiting for its tokens.
 struct HeldAck {
     ids: Vec<u64>,
+    state_counter: Option<u64>,
     cost: u32,
 }
 
@@ -179,7 +180,7 @@ impl Conn {
 
     /// Deletes the acknowledged envelopes this connection delivered (once each, in one store
     /// statement); ids it did not deliver cost the store nothing.
-    fn start_ack(&mut self, state: &AppState, who: &Authed, mut ids: Vec<u64>) {
+    fn start_ack(&mut self, state: &AppState, who: &Authed, mut ids: Vec<u64>, state_counter: Option<u64>) {
         ids.sort_unstable();
         ids.dedup();
         ids.retain(|id| self.track.sent.contains(id));
@@ -193,21 +194,22 @@ impl Conn {
         let store = state.store().clone();
         let key = who.key;
         self.in_flight.push(Box::pin(async move {
-            let result = store.ack(key, &ids).await.map(drop).map_err(Failure::from);
+            let result = store.ack(key, &ids, state_counter).await.map(drop).map_err(Failure::from);
             Done::Ack(ids, result)
         }));
     }
 
     /// Takes the tokens of an acknowledgement and starts it, or holds it until they are
     /// there: `Some(wait)` when it is held.
-    fn try_ack(&mut self, state: &AppState, who: &Authed, ids: Vec<u64>, cost: u32) -> Option<Duration> {
+    fn try_ack(&mut self, state: &AppState, who: &Authed, ack: HeldAck) -> Option<Duration> {
+        let HeldAck { ids, state_counter, cost } = ack;
         match state.limit_wait_n(LimitKey::Acks(who.key), cost) {
             Ok(()) => {
-                self.start_ack(state, who, ids);
+                self.start_ack(state, who, ids, state_counter);
                 None
             }
             Err(wait) => {
-                self.held_ack = Some(HeldAck { ids, cost });
+                self.held_ack = Some(HeldAck { ids, state_counter, cost });
                 Some(Duration::from_millis(wait.max(1)))
             }
         }
@@ -386,7 +388,7 @@ async fn on_text(
     text: &str,
 ) -> Result<Option<Duration>, Stop> {
     match serde_json::from_str::<ClientFrame>(text).map_err(|_| Stop::Close(POLICY, "bad_request"))? {
-        ClientFrame::Ack { ids } => {
+        ClientFrame::Ack { ids, state_counter } => {
             if ids.len() > MAX_ACK_IDS {
                 return Err(Stop::Close(POLICY, "too_large"));
             }
@@ -395,10 +397,11 @@ async fn on_text(
             // down, never closed (a client acking a burst is doing what it should), and
             // never let through without the tokens.
             let cost = super::messages::ack_cost(ids.len());
-            Ok(conn.try_ack(state, who, ids, cost))
+            Ok(conn.try_ack(state, who, HeldAck { ids, state_counter, cost }))
         }
-        ClientFrame::Send { id, recipient, envelopes, idempotency_key } => {
-            start_send(state, who, conn, id, SendRequest { recipient, envelopes, idempotency_key }).await?;
+        ClientFrame::Send { id, recipient, envelopes, idempotency_key, state_counter } => {
+            let request = SendRequest { recipient, envelopes, idempotency_key, state_counter };
+            start_send(state, who, conn, id, request).await?;
             Ok(None)
         }
     }
@@ -494,8 +497,8 @@ async fn serve(state: &AppState, who: &Authed, token: &[u8; 32], conn: &mut Conn
                 conn.deliver(&envelope, false).await?;
             }
             () = &mut retry_ack, if conn.held_ack.is_some() => {
-                if let Some(HeldAck { ids, cost }) = conn.held_ack.take()
-                    && let Some(wait) = conn.try_ack(state, who, ids, cost)
+                if let Some(held) = conn.held_ack.take()
+                    && let Some(wait) = conn.try_ack(state, who, held)
                 {
                     retry_ack.as_mut().reset(tokio::time::Instant::now() + wait);
                 }

@@ -97,12 +97,13 @@ pub async fn send(state: &AppState, caller: Authed, req: SendRequest) -> Result<
     let store = state.store().clone();
     let bus = state.inner().bus.clone();
     let recipient = req.recipient;
+    let state_counter = req.state_counter;
     let (answer, answered) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let _room = room;
         let sent = tokio::time::timeout(
             STORE_GIVE_UP,
-            store.send(&caller, &recipient, envelopes, now, idempotency_key),
+            store.send(&caller, &recipient, envelopes, now, idempotency_key, state_counter),
         )
         .await;
         let out = match sent {
@@ -157,7 +158,7 @@ pub async fn ack(state: &AppState, caller: &Authed, mut req: AckRequest) -> Resu
     req.ids.dedup();
     let stored = state.store().stored_ids(caller.key, &req.ids).await?;
     if !stored.is_empty() {
-        state.store().ack(caller.key, &stored).await?;
+        state.store().ack(caller.key, &stored, req.state_counter).await?;
     }
     Ok(())
 }

@@ -92,6 +92,7 @@ fn verify_upload_except(
         kem_one_time,
         keep_one_time: req.one_time_ids.clone(),
         keep_kem_one_time: req.kem_one_time_ids.clone(),
+        state_counter: req.state_counter,
     })
 }
 

@@ -174,6 +174,9 @@ pub struct PrekeySet {
     pub keep_one_time: Option<Vec<u32>>,
     /// The same for the one-time KEM keys.
     pub keep_kem_one_time: Option<Vec<u32>>,
+    /// The device's state counter to record with these keys (the largest value reported
+    /// is kept; see [`Store::state_counter`]).
+    pub state_counter: Option<u64>,
 }
 
 impl PrekeySet {
@@ -329,7 +332,9 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_expired(&self, now_ms: u64) -> Result<(), StoreError>;
 
     /// Stores verified prekeys, keeping at most
-    /// [`tacit_api::limits::MAX_STORED_PREKEYS`] of each one-time kind (oldest dropped).
+    /// [`tacit_api::limits::MAX_STORED_PREKEYS`] of each one-time kind (oldest dropped),
+    /// and raises the device's state counter to [`PrekeySet::state_counter`] in the same
+    /// transaction.
     async fn put_prekeys(&self, device: DeviceKey, keys: PrekeySet) -> Result<PrekeyCounts, StoreError>;
     /// One-time keys left.
     async fn prekey_counts(&self, device: DeviceKey) -> Result<PrekeyCounts, StoreError>;
@@ -348,7 +353,8 @@ pub trait Store: Send + Sync + 'static {
     /// writes to its own account). With an idempotency key already stored for the sending
     /// device (and not expired), stores nothing and answers [`Sent::Duplicate`]; else the
     /// key is stored with the envelopes, in the same transaction, until `now_ms` plus
-    /// [`tacit_api::limits::IDEMPOTENCY_TTL_SECS`].
+    /// [`tacit_api::limits::IDEMPOTENCY_TTL_SECS`]. The sending device's state counter is
+    /// raised to `state_counter` (when given) in the same transaction as the envelopes.
     async fn send(
         &self,
         sender: &Authed,
@@ -356,6 +362,7 @@ pub trait Store: Send + Sync + 'static {
         envelopes: Vec<NewEnvelope>,
         now_ms: u64,
         idempotency_key: Option<[u8; tacit_api::limits::IDEMPOTENCY_KEY_BYTES]>,
+        state_counter: Option<u64>,
     ) -> Result<Sent, StoreError>;
     /// Up to `limit` envelopes of a mailbox with ids above `after`, oldest first, stopping
     /// after the envelope whose content takes the total past `max_bytes` (that one is
@@ -372,8 +379,20 @@ pub trait Store: Send + Sync + 'static {
     /// nothing).
     async fn stored_ids(&self, device: DeviceKey, ids: &[u64]) -> Result<Vec<u64>, StoreError>;
     /// Deletes the named envelopes from the device's own mailbox in one statement (whatever
-    /// the number of ids); returns how many.
-    async fn ack(&self, device: DeviceKey, ids: &[u64]) -> Result<usize, StoreError>;
+    /// the number of ids); returns how many. When any was deleted, the device's state
+    /// counter is raised to `state_counter` (when given) in the same transaction.
+    async fn ack(
+        &self,
+        device: DeviceKey,
+        ids: &[u64],
+        state_counter: Option<u64>,
+    ) -> Result<usize, StoreError>;
+
+    /// The largest state counter the device reported with a send, an acknowledgement that
+    /// deleted something, or a prekey upload (0 if none): every value was recorded in the
+    /// transaction of the change it came with, so the world may have seen the device's
+    /// state at that count (`tacit_api`'s "State counter").
+    async fn state_counter(&self, device: DeviceKey) -> Result<u64, StoreError>;
 
     /// Whether the store can take writes: false once the SQLite writer thread has ended or
     /// its batches keep failing to commit, when PostgreSQL does not answer `SELECT 1`

@@ -228,6 +228,25 @@ async fn insert_keys(
     Ok(())
 }
 
+/// Raises the device's state counter to `value` (the largest value reported is kept). Its
+/// row is written only by the device's own requests, each as its last statement, so the
+/// lock it takes adds no lock-order cycle.
+async fn raise_state_counter(
+    c: &impl GenericClient,
+    d: DeviceKey,
+    value: Option<u64>,
+) -> Result<(), StoreError> {
+    let Some(v) = value else { return Ok(()) };
+    let st = c
+        .prepare_cached(
+            "INSERT INTO state_counters (account_id, device_id, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (account_id, device_id) DO UPDATE SET value = GREATEST(state_counters.value, EXCLUDED.value)",
+        )
+        .await?;
+    c.execute(&st, &[&d.account, &i64::from(d.device), &to_i64(v)]).await?;
+    Ok(())
+}
+
 async fn counts(c: &impl GenericClient, d: DeviceKey) -> Result<PrekeyCounts, StoreError> {
     let st = c
         .prepare_cached(
@@ -293,6 +312,7 @@ impl PgStore {
         }
         insert_keys(&tx, "one_time_prekeys", d, &keys.one_time, keys.kept(false).as_deref()).await?;
         insert_keys(&tx, "kem_prekeys", d, &keys.kem_one_time, keys.kept(true).as_deref()).await?;
+        raise_state_counter(&tx, d, keys.state_counter).await?;
         let out = counts(&tx, d).await?;
         tx.commit().await?;
         Ok(out)
@@ -338,6 +358,7 @@ impl PgStore {
         mut envelopes: Vec<NewEnvelope>,
         now_ms: u64,
         idempotency_key: Option<[u8; IDEMPOTENCY_KEY_BYTES]>,
+        state_counter: Option<u64>,
     ) -> Result<Sent, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -433,6 +454,7 @@ impl PgStore {
                 },
             });
         }
+        raise_state_counter(&tx, sender.key, state_counter).await?;
         tx.commit().await?;
         Ok(Sent::Stored(stored))
     }
@@ -500,6 +522,7 @@ impl Store for PgStore {
         for sql in [
             "DELETE FROM envelopes WHERE account_id = $1",
             "DELETE FROM send_keys WHERE account_id = $1",
+            "DELETE FROM state_counters WHERE account_id = $1",
             "DELETE FROM one_time_prekeys WHERE account_id = $1",
             "DELETE FROM kem_prekeys WHERE account_id = $1",
             "DELETE FROM challenges WHERE account_id = $1",
@@ -616,8 +639,9 @@ impl Store for PgStore {
         envelopes: Vec<NewEnvelope>,
         now_ms: u64,
         idempotency_key: Option<[u8; IDEMPOTENCY_KEY_BYTES]>,
+        state_counter: Option<u64>,
     ) -> Result<Sent, StoreError> {
-        self.tracked(self.send_tx(sender, recipient, envelopes, now_ms, idempotency_key)).await
+        self.tracked(self.send_tx(sender, recipient, envelopes, now_ms, idempotency_key, state_counter)).await
     }
 
     async fn fetch(
@@ -682,11 +706,22 @@ impl Store for PgStore {
         rows.iter().map(|r| r.try_get::<_, i64>(0).map(to_u64).map_err(StoreError::from)).collect()
     }
 
-    async fn ack(&self, d: DeviceKey, ids: &[u64]) -> Result<usize, StoreError> {
+    async fn ack(&self, d: DeviceKey, ids: &[u64], state_counter: Option<u64>) -> Result<usize, StoreError> {
         if ids.is_empty() {
             return Ok(0);
         }
-        self.tracked(self.ack_tx(d, ids)).await
+        self.tracked(self.ack_tx(d, ids, state_counter)).await
+    }
+
+    async fn state_counter(&self, d: DeviceKey) -> Result<u64, StoreError> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached("SELECT value FROM state_counters WHERE account_id = $1 AND device_id = $2")
+            .await?;
+        Ok(match c.query_opt(&st, &[&d.account, &i64::from(d.device)]).await? {
+            Some(r) => to_u64(r.try_get(0)?),
+            None => 0,
+        })
     }
 
     async fn healthy(&self) -> bool {
@@ -711,7 +746,12 @@ impl Store for PgStore {
 
 impl PgStore {
     /// One statement deletes every acknowledged envelope (`id = ANY($3)`).
-    async fn ack_tx(&self, d: DeviceKey, ids: &[u64]) -> Result<usize, StoreError> {
+    async fn ack_tx(
+        &self,
+        d: DeviceKey,
+        ids: &[u64],
+        state_counter: Option<u64>,
+    ) -> Result<usize, StoreError> {
         let ids: Vec<i64> = ids.iter().map(|&i| to_i64(i)).collect();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -733,6 +773,7 @@ impl PgStore {
                 )
                 .await?;
             tx.execute(&st, &[&d.account, &dev, &n, &bytes]).await?;
+            raise_state_counter(&tx, d, state_counter).await?;
         }
         tx.commit().await?;
         Ok(usize::try_from(n).unwrap_or(0))
@@ -907,7 +948,7 @@ mod tests {
         assert_eq!(bytes().await, vec![(1, 1234), (2, 0)]);
         let d = DeviceKey { account: 1, device: 1 };
         let ids: Vec<u64> = store.fetch(d, 0, 10, 1 << 20).await.unwrap().iter().map(|e| e.id).collect();
-        assert_eq!(store.ack(d, &ids).await.unwrap(), 2);
+        assert_eq!(store.ack(d, &ids, None).await.unwrap(), 2);
         assert_eq!(bytes().await, vec![(1, 0), (2, 0)]);
         store.close().await;
         a.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();

@@ -89,6 +89,17 @@ CREATE TABLE send_keys (
 ) WITHOUT ROWID;
 CREATE INDEX send_keys_by_expiry ON send_keys (expires_ms);
 "#,
+    // 5: each device's state counter, the largest it reported (a client below it was
+    // restored from an older copy). A table of its own: only the device's own requests
+    // write its row, so a send never locks the recipient's counter.
+    r#"
+CREATE TABLE state_counters (
+    account_id INTEGER NOT NULL,
+    device_id INTEGER NOT NULL,
+    value INTEGER NOT NULL CHECK (value >= 0),
+    PRIMARY KEY (account_id, device_id)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// PostgreSQL migrations, in order (run in the connection's `search_path` schema).
@@ -179,5 +190,16 @@ CREATE TABLE send_keys (
     PRIMARY KEY (account_id, device_id, key)
 );
 CREATE INDEX send_keys_by_expiry ON send_keys (expires_ms);
+"#,
+    // 5: each device's state counter, the largest it reported (a client below it was
+    // restored from an older copy). A table of its own: only the device's own requests
+    // write its row, and each locks it last, so it adds no lock-order cycle.
+    r#"
+CREATE TABLE state_counters (
+    account_id BIGINT NOT NULL,
+    device_id BIGINT NOT NULL,
+    value BIGINT NOT NULL CHECK (value >= 0),
+    PRIMARY KEY (account_id, device_id)
+);
 "#,
 ];

@@ -261,6 +261,7 @@ pub fn upload_request(u: &PrekeyUpload) -> api::PrekeyUploadRequest {
         kem_one_time: u.kem_one_time.iter().map(|k| k.to_bytes().into()).collect(),
         one_time_ids: None,
         kem_one_time_ids: None,
+        state_counter: None,
     }
 }
 
@@ -355,6 +356,7 @@ impl User {
                 .map(|&d| api::OutgoingEnvelope { device: d, content: content.to_vec().into() })
                 .collect(),
             idempotency_key: None,
+            state_counter: None,
         };
         http.call(Method::POST, api::MESSAGES, self.tok(), Some(&req)).await
     }
@@ -401,7 +403,7 @@ pub async fn next_frame(ws: &mut Ws) -> api::ServerFrame {
 
 pub async fn ws_ack(ws: &mut Ws, ids: Vec<u64>) {
     use futures_util::SinkExt;
-    let text = serde_json::to_string(&api::ClientFrame::Ack { ids }).unwrap();
+    let text = serde_json::to_string(&api::ClientFrame::Ack { ids, state_counter: None }).unwrap();
     ws.send(tokio_tungstenite::tungstenite::Message::Text(text.into())).await.unwrap();
 }
 
@@ -416,6 +418,7 @@ pub async fn ws_send(ws: &mut Ws, id: u64, to: &str, devices: &[u32], content: &
             .map(|&d| api::OutgoingEnvelope { device: d, content: content.to_vec().into() })
             .collect(),
         idempotency_key: None,
+        state_counter: None,
     };
     let text = serde_json::to_string(&frame).unwrap();
     ws.send(tokio_tungstenite::tungstenite::Message::Text(text.into())).await.unwrap();

@@ -267,6 +267,18 @@ fn low_counts(conn: &Connection, d: DeviceKey) -> Result<PrekeyCounts, StoreErro
     Ok(PrekeyCounts { one_time: to_u32(one), kem_one_time: to_u32(kem) })
 }
 
+/// Raises the device's state counter to `value` (the largest value reported is kept).
+fn raise_state_counter(conn: &Connection, d: DeviceKey, value: Option<u64>) -> Result<(), StoreError> {
+    if let Some(v) = value {
+        conn.prepare_cached(
+            "INSERT INTO state_counters (account_id, device_id, value) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (account_id, device_id) DO UPDATE SET value = max(state_counters.value, excluded.value)",
+        )?
+        .execute(params![d.account, d.device, to_i64(v)])?;
+    }
+    Ok(())
+}
+
 fn device_exists(conn: &Connection, d: DeviceKey) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM devices WHERE account_id = ?1 AND device_id = ?2")?
@@ -331,6 +343,7 @@ impl Store for SqliteStore {
             for sql in [
                 "DELETE FROM envelopes WHERE account_id = ?1",
                 "DELETE FROM send_keys WHERE account_id = ?1",
+                "DELETE FROM state_counters WHERE account_id = ?1",
                 "DELETE FROM one_time_prekeys WHERE account_id = ?1",
                 "DELETE FROM kem_prekeys WHERE account_id = ?1",
                 "DELETE FROM challenges WHERE account_id = ?1",
@@ -433,6 +446,7 @@ impl Store for SqliteStore {
             }
             insert_keys(c, Table::OneTime, d, &keys.one_time, keys.kept(false).as_deref())?;
             insert_keys(c, Table::Kem, d, &keys.kem_one_time, keys.kept(true).as_deref())?;
+            raise_state_counter(c, d, keys.state_counter)?;
             counts(c, d)
         })
         .await
@@ -497,6 +511,7 @@ impl Store for SqliteStore {
         envelopes: Vec<NewEnvelope>,
         now_ms: u64,
         idempotency_key: Option<[u8; IDEMPOTENCY_KEY_BYTES]>,
+        state_counter: Option<u64>,
     ) -> Result<Sent, StoreError> {
         let sender = sender.clone();
         let recipient = recipient.to_owned();
@@ -576,6 +591,7 @@ impl Store for SqliteStore {
                     to_i64(expires)
                 ])?;
             }
+            raise_state_counter(c, sender.key, state_counter)?;
             Ok(Sent::Stored(stored))
         })
         .await
@@ -637,7 +653,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn ack(&self, d: DeviceKey, ids: &[u64]) -> Result<usize, StoreError> {
+    async fn ack(&self, d: DeviceKey, ids: &[u64], state_counter: Option<u64>) -> Result<usize, StoreError> {
         if ids.is_empty() {
             return Ok(0);
         }
@@ -667,8 +683,20 @@ impl Store for SqliteStore {
                     i64::try_from(n).unwrap_or(i64::MAX),
                     bytes
                 ])?;
+                raise_state_counter(c, d, state_counter)?;
             }
             Ok(n)
+        })
+        .await
+    }
+
+    async fn state_counter(&self, d: DeviceKey) -> Result<u64, StoreError> {
+        self.read(move |c| {
+            let v: Option<i64> = c
+                .prepare_cached("SELECT value FROM state_counters WHERE account_id = ?1 AND device_id = ?2")?
+                .query_row(params![d.account, d.device], |r| r.get(0))
+                .optional()?;
+            Ok(v.map_or(0, to_u64))
         })
         .await
     }
@@ -782,7 +810,7 @@ mod tests {
                         let mut content = vec![0u8; SIZE];
                         content[..8].copy_from_slice(&(i as u64).to_be_bytes());
                         store
-                            .send(&sender, "bob", vec![NewEnvelope { device: 1, content }], 1, None)
+                            .send(&sender, "bob", vec![NewEnvelope { device: 1, content }], 1, None, None)
                             .await
                             .unwrap();
                     }
@@ -851,7 +879,7 @@ mod tests {
         let sender = Authed { key: DeviceKey { account: alice, device: 1 }, account: "alice".into() };
         for i in 0..3u8 {
             let e = vec![NewEnvelope { device: 1, content: vec![i; 10] }];
-            store.send(&sender, "bob", e, 1, None).await.unwrap();
+            store.send(&sender, "bob", e, 1, None, None).await.unwrap();
         }
         let real: Vec<u64> = all(&store, bob).await.iter().map(|e| e.id).collect();
         let mut ids: Vec<u64> = (1_000_000..1_000_000 + 1021).collect();
@@ -863,7 +891,7 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(store.ack(bob, &ids).await.unwrap(), 3);
+        assert_eq!(store.ack(bob, &ids, None).await.unwrap(), 3);
         store
             .write(|c| {
                 c.trace_v2(TraceEventCodes::empty(), None);
@@ -950,7 +978,7 @@ mod tests {
         assert_eq!(bytes(&store).await, vec![(1, 1234), (2, 0)]);
         let d = DeviceKey { account: 1, device: 1 };
         let ids: Vec<u64> = all(&store, d).await.iter().map(|e| e.id).collect();
-        assert_eq!(store.ack(d, &ids).await.unwrap(), 2);
+        assert_eq!(store.ack(d, &ids, None).await.unwrap(), 2);
         assert_eq!(bytes(&store).await, vec![(1, 0), (2, 0)]);
         store.close().await;
     }

@@ -1,0 +1,172 @@
+//! A whole home folder put back from an older copy (`cp -a`, a disk image, a phone backup),
+//! and `tacit session reset`.
+//!
+//! The generation marks (`generations`, `prekeys_generation`) catch an old `store.db` put
+//! back alone, but not the whole folder: the marks come back with it. So the store keeps a
+//! **state counter** (`store::raise_state_counter`), raised by one in every transaction that
+//! changes protocol state the world can see (a send's sessions, a received envelope, prekeys
+//! to upload), and the requests that show the change to the world after it committed (the
+//! send, the acknowledgement, the upload) report it. The server keeps the largest value per
+//! device, in the same transaction as the request's own effect, and answers it at
+//! authentication. It therefore only ever holds a value whose change the world may have
+//! seen: a copy at or above it lost nothing anyone saw, and a copy below it did. A crash
+//! between a commit and its request leaves the store ahead of the server, which is not a
+//! restore.
+//!
+//! A copy found below the server's value ([`Client::check_restored`]) warns, marks every
+//! session stale (never sent on again; they still decrypt late messages), resets the prekey
+//! set (every private key a later copy may have published or used is dropped; a complete new
+//! set is uploaded), moves its counter past the server's, and sends every peer of a stored
+//! session a *session reset* over a new session ([`Client::send_pending_resets`]): the
+//! receiver marks its older sessions with this device stale and, since the new one is its
+//! newest, answers over it. The peers still to be told are stored with the reset (meta
+//! `PENDING_RESETS`), so a crash or a failed request only postpones them to the next
+//! command that reaches the server.
+//!
+//! [`Client::reset_session`] (`tacit session reset NAME`) does the same for one contact, for
+//! any other loss (a contact met after the copy was taken, whom the copy does not know).
+
+use tacit_protocol::AccountName;
+
+use crate::client::{Client, meta, now_ms};
+use crate::error::{ClientError, ErrorKind, Result};
+use crate::payload::Payload;
+use crate::store;
+
+impl Client {
+    /// The state counter to report with a request that shows committed changes.
+    pub(crate) fn reported_state_counter(&self) -> Result<Option<u64>> {
+        Ok(Some(self.store.state_counter()?))
+    }
+
+    /// After authenticating: `server` is the largest state counter the server recorded for
+    /// this device (`None`: a server that keeps none). Below it, this folder is an older copy
+    /// of itself: every session is marked stale, the prekey set is reset, the counter moves
+    /// past the server's and every peer is queued for a session reset, in one transaction.
+    pub(crate) fn check_restored(&mut self, server: Option<u64>) -> Result<()> {
+        let Some(seen) = server else { return Ok(()) };
+        let local = self.store.state_counter()?;
+        if local >= seen {
+            return Ok(());
+        }
+        // Each prekey generation since the copy came with one raise at least: ids jump past
+        // whatever keys a later copy made and published.
+        let mut prekeys = self.load_prekeys()?;
+        prekeys.reset_after_rollback(prekeys.generation().saturating_add(seen - local));
+        self.prekey_mark.raise(prekeys.generation())?;
+        let mut pending = self.pending_resets()?;
+        for peer in self.store.session_peers()? {
+            if peer != self.me.name.as_str() && !pending.contains(&peer) {
+                pending.push(peer);
+            }
+        }
+        let tx = self.store.tx()?;
+        store::set_meta(&tx, meta::PREKEYS, &prekeys.to_bytes())?;
+        // An upload planned by the copy would publish keys whose private halves are gone.
+        store::delete_meta(&tx, meta::PENDING_UPLOAD)?;
+        store::mark_sessions_stale(&tx, None)?;
+        store::set_meta(&tx, meta::PENDING_RESETS, pending.join("\n").as_bytes())?;
+        store::state_counter_at_least(&tx, seen)?;
+        store::raise_state_counter(&tx)?;
+        tx.commit()?;
+        // At most ten names: a warning is read, not scrolled.
+        let who = match pending.len() {
+            0 => "no contact".to_owned(),
+            n if n <= 10 => pending.join(", "),
+            n => format!(
+                "{} and {} more",
+                pending.iter().take(10).cloned().collect::<Vec<_>>().join(", "),
+                n - 10
+            ),
+        };
+        self.warnings.push(format!(
+            "this device's data was restored from an old copy (the server has seen state {seen} of this \
+             device, this copy is at {local}): messages sent and received since that copy was taken are not \
+             in it, and its sessions and prekeys were replaced; starting new sessions with {who}. Messages \
+             sent to this device before they receive the new session may not be readable"
+        ));
+        Ok(())
+    }
+
+    /// The contacts still to be sent a session reset.
+    fn pending_resets(&self) -> Result<Vec<String>> {
+        let Some(v) = self.store.meta(meta::PENDING_RESETS)? else { return Ok(Vec::new()) };
+        let text = String::from_utf8(v.to_vec()).map_err(|_| ClientError::Internal("pending resets"))?;
+        Ok(text.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect())
+    }
+
+    /// Sends the session resets a detected restore queued. A network failure, or a server
+    /// that is busy, leaves the rest queued for the next command that reaches the server
+    /// (with a warning); any other refusal (the account is gone, a verified contact's
+    /// identity changed) drops that contact with a warning naming `tacit session reset`.
+    pub(crate) async fn send_pending_resets(&mut self) -> Result<()> {
+        // One process sends them (the queue is read and emptied under the home's lock).
+        let _guard = self.lock_state().await?;
+        for name in self.pending_resets()? {
+            let sent = match AccountName::new(&name) {
+                Ok(n) => self.send_reset(&n).await.map(drop),
+                Err(e) => Err(e.into()),
+            };
+            match sent {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Local => return Err(e),
+                Err(e) if transient(&e) => {
+                    self.warnings.push(format!(
+                        "could not start a new session with {name} yet ({e}); the next command that \
+                         reaches the server tries again"
+                    ));
+                    return Ok(());
+                }
+                Err(e) => self.warnings.push(format!(
+                    "could not start a new session with {name} ({e}); run `tacit session reset {name}` \
+                     once that is resolved"
+                )),
+            }
+            let rest: Vec<String> = self.pending_resets()?.into_iter().filter(|n| *n != name).collect();
+            let tx = self.store.tx()?;
+            if rest.is_empty() {
+                store::delete_meta(&tx, meta::PENDING_RESETS)?;
+            } else {
+                store::set_meta(&tx, meta::PENDING_RESETS, rest.join("\n").as_bytes())?;
+            }
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Marks every session with `name` stale, then sends a session reset to each of its
+    /// devices (over new sessions, since the old ones are stale). The caller is online.
+    async fn send_reset(&mut self, name: &AccountName) -> Result<Vec<u32>> {
+        // Marking stale and starting the new sessions are one step for other processes.
+        let _guard = self.lock_state().await?;
+        let tx = self.store.tx()?;
+        store::mark_sessions_stale(&tx, Some(name.as_str()))?;
+        tx.commit()?;
+        let sent_time_ms = now_ms();
+        let payload = Payload::session_reset(sent_time_ms);
+        Ok(self.send_payload(name, &payload, None, sent_time_ms).await?.devices)
+    }
+
+    /// `tacit session reset NAME`: stops sending on every session with `name` and starts a
+    /// new one with each of its devices, carrying a session reset, so that the next message
+    /// in each direction goes over the new session. For a conversation that fails to
+    /// decrypt for a reason the client cannot see (a contact first met after the copy of
+    /// this folder that was put back was taken). Returns the devices told.
+    pub async fn reset_session(&mut self, name: &str) -> Result<Vec<u32>> {
+        let name = AccountName::new(name)?;
+        if name == self.me.name {
+            return Err(ClientError::SendToSelf(name.to_string()));
+        }
+        self.online().await?;
+        self.send_reset(&name).await
+    }
+}
+
+/// A failure the next attempt may not meet: the network, a busy or rate-limiting server.
+fn transient(e: &ClientError) -> bool {
+    match e {
+        ClientError::Network(_) => true,
+        ClientError::Server { status, .. } => *status == 429 || *status >= 500,
+        _ => false,
+    }
+}
