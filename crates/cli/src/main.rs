@@ -216,10 +216,14 @@ fn connect_options(ca_file: Option<&Path>, insecure_http: bool) -> Result<Connec
     Ok(base.with_extra_roots_pem(&pem)?)
 }
 
-fn open(home: &Path, options: &ConnectOptions, json: bool) -> Result<Client, CliError> {
-    // Another process using this home (a `receive --wait` in another terminal, a script's
-    // parallel sends) holds its lock while it changes protocol state: say so while waiting.
-    let notice: tacit_client::LockNotice = std::sync::Arc::new(move |m: &str| Out::new(json).notice(m));
+/// Runs `f` with the store's passphrase: none for a store without one, else from
+/// `TACIT_PASSPHRASE` or asked on a terminal. A rekey interrupted between a passphrase and a
+/// key file leaves both kinds of file: when the key file does not open the store, it is the
+/// passphrase's, so `f` runs again with it.
+fn with_passphrase<T>(
+    home: &Path,
+    f: impl Fn(Option<&Zeroizing<String>>) -> Result<T, ClientError>,
+) -> Result<T, CliError> {
     if !Client::exists(home) {
         return Err(ClientError::NoAccount.into());
     }
@@ -229,39 +233,27 @@ fn open(home: &Path, options: &ConnectOptions, json: bool) -> Result<Client, Cli
         None => Err(CliError::from(ClientError::PassphraseRequired)),
     };
     let pass = if Client::needs_passphrase(home) { Some(ask()?) } else { None };
-    match Client::open_with_notice(home, pass.as_ref(), options, Some(notice.clone())) {
-        // A rekey interrupted between a passphrase and a key file leaves both kinds of file:
-        // the key file did not open the store, so it is the passphrase's.
-        Err(ClientError::PassphraseRequired) if pass.is_none() => {
-            Ok(Client::open_with_notice(home, Some(&ask()?), options, Some(notice))?)
-        }
+    match f(pass.as_ref()) {
+        Err(ClientError::PassphraseRequired) if pass.is_none() => Ok(f(Some(&ask()?))?),
         other => Ok(other?),
     }
+}
+
+fn open(home: &Path, options: &ConnectOptions, json: bool) -> Result<Client, CliError> {
+    // Another process using this home (a `receive --wait` in another terminal, a script's
+    // parallel sends) holds its lock while it changes protocol state: say so while waiting.
+    let notice: tacit_client::LockNotice = std::sync::Arc::new(move |m: &str| Out::new(json).notice(m));
+    with_passphrase(home, |pass| Client::open_with_notice(home, pass, options, Some(notice.clone())))
 }
 
 /// The name of the account `account forget` would remove (`None`: its key file is missing, so
 /// the store cannot be opened to read it; forgetting is the way out). A wrong passphrase is
 /// refused: whoever cannot open the store removes the folder by hand.
 fn forget_name(home: &Path) -> Result<Option<String>, CliError> {
-    if !Client::exists(home) {
-        return Err(ClientError::NoAccount.into());
-    }
-    let ask = || match env_secret("TACIT_PASSPHRASE") {
-        Some(p) => Ok(p),
-        None if std::io::stdin().is_terminal() => prompt("Passphrase: "),
-        None => Err(CliError::from(ClientError::PassphraseRequired)),
-    };
-    let pass = if Client::needs_passphrase(home) { Some(ask()?) } else { None };
-    let name = match Client::local_account_name(home, pass.as_ref()) {
-        Err(ClientError::PassphraseRequired) if pass.is_none() => {
-            Client::local_account_name(home, Some(&ask()?))
-        }
-        other => other,
-    };
-    match name {
+    match with_passphrase(home, |pass| Client::local_account_name(home, pass)) {
         Ok(n) => Ok(Some(n)),
-        Err(ClientError::KeyFileMissing { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
+        Err(CliError::Client(ClientError::KeyFileMissing { .. })) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
