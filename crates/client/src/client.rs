@@ -37,6 +37,9 @@ pub(crate) mod meta {
     /// Contacts still to be sent a session reset after a restored copy was detected
     /// (`crate::restore`), one name a line.
     pub(crate) const PENDING_RESETS: &str = "pending_session_resets";
+    /// When each peer was last sent a session reset because one of its messages could not
+    /// be decrypted (`name\tms` lines): at most one such reset per peer per hour.
+    pub(crate) const HEAL_RESETS: &str = "heal_session_resets";
 }
 
 /// Sessions kept per remote device (the newest sends; older ones still decrypt late messages).

@@ -402,6 +402,8 @@ impl Client {
             }
         }
         self.maintain_prekeys().await?;
+        // Sessions reset for messages that could not be decrypted: the peers hear now.
+        self.send_pending_resets().await?;
         Ok(out)
     }
 
@@ -418,6 +420,7 @@ impl Client {
         self.list_fetches.clear();
         let (msgs, acks) = self.process_all(envelopes).await?;
         self.api.ack(acks, self.reported_state_counter()?).await?;
+        self.send_pending_resets().await?;
         Ok(msgs)
     }
 
@@ -507,7 +510,7 @@ impl Client {
             (Some(_), None) => false,
         };
         if !other_identity {
-            return self.drop_envelope(&e, &undecryptable(&sender));
+            return self.drop_undecryptable(&e, &sender);
         }
         let dev = match self.current_device(&sender, device, claimed).await {
             Ok(Some(d)) => d,
@@ -537,8 +540,27 @@ impl Client {
         let tried = stored.is_some_and(|s| s.identity() == dev.identity());
         match if tried { None } else { self.decrypt(&sender, &dev, &message)? } {
             Some(d) => self.deliver(&e, &sender, device, d),
-            None => self.drop_envelope(&e, &undecryptable(&sender)),
+            None => self.drop_undecryptable(&e, &sender),
         }
+    }
+
+    /// Drops a message from a device in `sender`'s signed list that no session decrypts
+    /// (forged, or for a session this device lost) and queues a session reset for `sender`,
+    /// at most one an hour ([`Client::heal_after_failure`]): when the session was lost, the
+    /// next message in each direction decrypts without the user doing anything.
+    fn drop_undecryptable(&mut self, e: &api::Envelope, sender: &AccountName) -> Result<Outcome> {
+        let why = if self.heal_after_failure(sender)? {
+            format!(
+                "could not decrypt (forged, or for a session this device lost); starting a new session \
+                 with {sender} so that the next messages decrypt"
+            )
+        } else {
+            format!(
+                "could not decrypt (forged, or for a session this device lost); a new session with \
+                 {sender} was started within the hour (`tacit session reset {sender}` starts one now)"
+            )
+        };
+        self.drop_envelope(e, &why)
     }
 
     /// Adds a warning unless the same one is already waiting (one per sender, not one per
@@ -662,14 +684,6 @@ impl Client {
         }
         Ok(None)
     }
-}
-
-/// Why an envelope no session could decrypt was dropped.
-fn undecryptable(sender: &AccountName) -> String {
-    format!(
-        "could not decrypt (forged, duplicate, or for a lost session; if messages from {sender} keep \
-         failing, `tacit session reset {sender}` starts a new session)"
-    )
 }
 
 /// What a receiver is told when a device of `sender` replaced its sessions with this device.

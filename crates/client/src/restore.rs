@@ -23,8 +23,12 @@
 //! `PENDING_RESETS`), so a crash or a failed request only postpones them to the next
 //! command that reaches the server.
 //!
-//! [`Client::reset_session`] (`tacit session reset NAME`) does the same for one contact, for
-//! any other loss (a contact met after the copy was taken, whom the copy does not know).
+//! A message from a known device of a peer that no session decrypts (a contact met after the
+//! copy was taken, whom the copy does not know; a session lost any other way) queues the same
+//! reset for that peer ([`Client::heal_after_failure`]), at most once per peer per hour, so
+//! such a conversation heals without the user: the message itself is lost, the next one in
+//! each direction decrypts. [`Client::reset_session`] (`tacit session reset NAME`) does it at
+//! once, for one contact, whatever the hour.
 
 use tacit_protocol::AccountName;
 
@@ -33,7 +37,49 @@ use crate::error::{ClientError, ErrorKind, Result};
 use crate::payload::Payload;
 use crate::store;
 
+/// A peer whose message could not be decrypted is sent at most one session reset per this
+/// long (a forger, the server included, can make us start new sessions no faster).
+const HEAL_INTERVAL_MS: u64 = 3_600_000;
+/// Peers remembered for that bound (the oldest are forgotten first).
+const HEAL_REMEMBERED: usize = 256;
+
 impl Client {
+    /// A message from `peer`'s device that no session decrypted: queues a session reset for
+    /// `peer` unless one was queued for this reason within the hour. Whether it was queued.
+    /// Sent by the next [`Self::send_pending_resets`] (the end of this receive).
+    pub(crate) fn heal_after_failure(&mut self, peer: &AccountName) -> Result<bool> {
+        if *peer == self.me.name {
+            return Ok(false);
+        }
+        let now = now_ms();
+        let mut recent: Vec<(String, u64)> = match self.store.meta(meta::HEAL_RESETS)? {
+            Some(v) => String::from_utf8(v.to_vec())
+                .map_err(|_| ClientError::Internal("heal resets"))?
+                .lines()
+                .filter_map(|l| l.split_once('\t'))
+                .filter_map(|(n, t)| Some((n.to_owned(), t.parse().ok()?)))
+                .filter(|(_, t)| now.saturating_sub(*t) < HEAL_INTERVAL_MS)
+                .collect(),
+            None => Vec::new(),
+        };
+        if recent.iter().any(|(n, _)| n == peer.as_str()) {
+            return Ok(false);
+        }
+        recent.push((peer.to_string(), now));
+        recent.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+        recent.truncate(HEAL_REMEMBERED);
+        let mut pending = self.pending_resets()?;
+        if !pending.iter().any(|n| n == peer.as_str()) {
+            pending.push(peer.to_string());
+        }
+        let lines: Vec<String> = recent.iter().map(|(n, t)| format!("{n}\t{t}")).collect();
+        let tx = self.store.tx()?;
+        store::set_meta(&tx, meta::HEAL_RESETS, lines.join("\n").as_bytes())?;
+        store::set_meta(&tx, meta::PENDING_RESETS, pending.join("\n").as_bytes())?;
+        tx.commit()?;
+        Ok(true)
+    }
+
     /// The state counter to report with a request that shows committed changes.
     pub(crate) fn reported_state_counter(&self) -> Result<Option<u64>> {
         Ok(Some(self.store.state_counter()?))

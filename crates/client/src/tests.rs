@@ -366,3 +366,22 @@ async fn a_restored_store_does_not_bring_back_used_one_time_keys() {
     bob.load_prekeys().unwrap();
     assert!(bob.take_warnings().is_empty());
 }
+
+/// A message no session decrypts queues a session reset for its sender at most once an
+/// hour per sender (a forger, the server included, can make this device start new sessions
+/// no faster), remembered across opens of the store.
+#[test]
+fn undecryptable_messages_heal_at_most_once_an_hour_per_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = Client::offline(dir.path(), "bob").unwrap();
+    let (alice, carol) = (AccountName::new("alice").unwrap(), AccountName::new("carol").unwrap());
+    assert!(bob.heal_after_failure(&alice).unwrap());
+    assert!(!bob.heal_after_failure(&alice).unwrap(), "within the hour");
+    assert!(bob.heal_after_failure(&carol).unwrap(), "per sender");
+    assert!(!bob.heal_after_failure(&AccountName::new("bob").unwrap()).unwrap(), "never oneself");
+    let pending = bob.store.meta(meta::PENDING_RESETS).unwrap().unwrap();
+    assert_eq!(String::from_utf8(pending.to_vec()).unwrap(), "alice\ncarol");
+    drop(bob);
+    let mut bob = Client::open(dir.path(), None).unwrap();
+    assert!(!bob.heal_after_failure(&alice).unwrap(), "remembered in the store");
+}
