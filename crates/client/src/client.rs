@@ -40,6 +40,8 @@ pub(crate) mod meta {
     /// When each peer was last sent a session reset because one of its messages could not
     /// be decrypted (`name\tms` lines): at most one such reset per peer per hour.
     pub(crate) const HEAL_RESETS: &str = "heal_session_resets";
+    /// When a restore from an older copy was last detected (ms, big-endian).
+    pub(crate) const RESTORED_AT: &str = "restored_at";
 }
 
 /// Sessions kept per remote device (the newest sends; older ones still decrypt late messages).
@@ -76,6 +78,26 @@ pub struct Client {
     /// The home folder's lock, held around every read-modify-write of protocol state, so
     /// several processes can use one home (`home_lock.rs`).
     pub(crate) lock: HomeLock,
+    /// The store file this client opened (device and inode): another process that removed
+    /// the account (`account forget`, `account delete`) leaves this client on a deleted
+    /// file, which it must notice rather than go on storing and acknowledging into it.
+    pub(crate) db_file: Option<(u64, u64)>,
+    /// Whether this device's state was checked against the server's state counter since
+    /// signing in (`restore.rs`); until it was, nothing is sent.
+    pub(crate) restore_checked: bool,
+}
+
+/// The device and inode of `path` (`None` where there is no such notion or no file).
+pub(crate) fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        path.exists().then_some((0, 0))
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -265,7 +287,7 @@ impl Client {
     pub(crate) async fn lock_state(&mut self) -> Result<HomeGuard> {
         let guard = self.lock.lock().await?;
         if guard.fresh {
-            self.prekey_mark.reload()?;
+            self.refresh_after_lock()?;
         }
         Ok(guard)
     }
@@ -274,9 +296,18 @@ impl Client {
     pub(crate) fn lock_state_blocking(&mut self) -> Result<HomeGuard> {
         let guard = self.lock.lock_blocking()?;
         if guard.fresh {
-            self.prekey_mark.reload()?;
+            self.refresh_after_lock()?;
         }
         Ok(guard)
+    }
+
+    /// What another process may have changed while the lock was free: the prekey mark, and
+    /// whether the account is still here (the same `store.db`).
+    fn refresh_after_lock(&mut self) -> Result<()> {
+        if file_identity(&self.store.home().join(DB_FILE)) != self.db_file {
+            return Err(ClientError::AccountRemoved(self.store.home().to_owned()));
+        }
+        self.prekey_mark.reload()
     }
 
     fn from_store(mut store: Store, options: &ConnectOptions, lock: HomeLock) -> Result<Self> {
@@ -299,6 +330,7 @@ impl Client {
             tx.commit()?;
         }
         let warnings = damage_warnings(store.home(), &gens, &prekey_mark);
+        let store_home = store.home().to_owned();
         Ok(Self {
             store,
             gens,
@@ -307,7 +339,9 @@ impl Client {
             me,
             warnings,
             list_fetches: HashSet::new(),
+            db_file: file_identity(&store_home.join(DB_FILE)),
             lock,
+            restore_checked: false,
         })
     }
 
@@ -527,8 +561,14 @@ impl Client {
 
     /// Authenticates if needed, then brings the server's prekeys up to date.
     pub(crate) async fn online(&mut self) -> Result<()> {
-        if self.api.is_authenticated() {
+        if self.api.is_authenticated() && self.restore_checked {
             return Ok(());
+        }
+        if self.api.is_authenticated() {
+            // Signed in, but the restore check did not finish (it failed, or the call was
+            // cancelled): sign in again for the server's counter and check before anything
+            // is sent on sessions that may be an old copy's.
+            self.api.forget_token();
         }
         let identity = &self.me.identity;
         let signed_in = self
@@ -553,6 +593,7 @@ impl Client {
         {
             let _guard = self.lock_state().await?;
             self.check_restored(state_counter)?;
+            self.restore_checked = true;
         }
         self.maintain_prekeys().await?;
         self.send_pending_resets().await
@@ -655,6 +696,9 @@ impl Client {
     /// The name of the account whose store is in `home` (registered or not), opening the
     /// store with `passphrase` when it has one: what [`Self::forget`] would remove.
     pub fn local_account_name(home: &Path, passphrase: Option<&Zeroizing<String>>) -> Result<String> {
+        // Opening may settle the key files of a rekey: never beside one in progress.
+        let lock = HomeLock::open(home)?;
+        let _guard = lock.lock_blocking()?;
         let store = Store::open(home, passphrase)?;
         let name = store.meta(meta::NAME)?.ok_or(ClientError::NoAccount)?;
         String::from_utf8(name.to_vec()).map_err(|_| ClientError::Internal("stored name"))

@@ -59,6 +59,10 @@ pub enum ClientError {
         "{0} is your own account: there is no other device of it to send to yet (send to a contact's name)"
     )]
     SendToSelf(String),
+    /// Another process removed the account from this home (`account forget`, `account
+    /// delete`) while this one had it open: nothing more is stored or acknowledged here.
+    #[error("the account in {} was removed by another tacit process; nothing more was stored", .0.display())]
+    AccountRemoved(std::path::PathBuf),
     /// There is no account in this home directory.
     #[error("no account here: run `tacit account create` first")]
     NoAccount,
@@ -222,9 +226,11 @@ impl ClientError {
             | Self::SendToSelf(_)
             | Self::BadServerUrl(_) => ErrorKind::Usage,
             Self::WrongKey | Self::KeyFilePermissions { .. } => ErrorKind::Security,
-            Self::NoAccount | Self::NotFound(_) | Self::UnknownContact(_) | Self::UnknownToServer { .. } => {
-                ErrorKind::NotFound
-            }
+            Self::NoAccount
+            | Self::AccountRemoved(_)
+            | Self::NotFound(_)
+            | Self::UnknownContact(_)
+            | Self::UnknownToServer { .. } => ErrorKind::NotFound,
             Self::Network(_) | Self::Server { .. } | Self::NameTaken(_) | Self::RegistrationToken { .. } => {
                 ErrorKind::Network
             }

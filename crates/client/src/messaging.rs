@@ -34,6 +34,7 @@ use crate::client::{Client, SESSIONS_PER_DEVICE, meta, now, now_ms};
 use crate::error::{ClientError, Result};
 use crate::net::{Incoming, RelayEvent, SendOutcome};
 use crate::payload::{Payload, TextPayload};
+use crate::restore::Heal;
 use crate::store::{self, HistoryEntry};
 
 /// Attempts at a send when the server reports a changed device set.
@@ -44,6 +45,10 @@ const BURST_GRACE: Duration = Duration::from_millis(300);
 /// to [`RECONNECT_MAX`].
 const RECONNECT_FIRST: Duration = Duration::from_millis(250);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// Warnings about dropped envelopes kept until the caller takes them; past it, one line
+/// says that more were dropped.
+const MAX_WARNINGS: usize = 256;
+const MORE_DROPPED: &str = "more messages were dropped (not shown: too many warnings)";
 /// The longest a `receive` waits (the CLI's `--wait` stops at the same bound).
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(86_400);
 
@@ -357,10 +362,12 @@ impl Client {
                         continue;
                     }
                     // Bundle fetches left this device low: refill now, not at the next command.
-                    Ok(Some(Incoming::PrekeysLow)) => {
-                        self.maintain_prekeys().await?;
-                        continue;
-                    }
+                    Ok(Some(Incoming::PrekeysLow)) => match self.maintain_prekeys().await {
+                        Ok(()) => continue,
+                        // Messages already stored stay with an untold caller (see the end).
+                        Err(e) if !tell && !out.is_empty() => e,
+                        Err(e) => return Err(e),
+                    },
                     // This connection sends nothing, so it gets no answers to sends.
                     Ok(Some(Incoming::Event(RelayEvent::Sent { .. } | RelayEvent::SendFailed { .. }))) => {
                         continue;
@@ -401,10 +408,20 @@ impl Client {
                 return Err(e);
             }
         }
-        self.maintain_prekeys().await?;
-        // Sessions reset for messages that could not be decrypted: the peers hear now.
-        self.send_pending_resets().await?;
-        Ok(out)
+        // Prekeys, and the sessions reset for messages that could not be decrypted (the
+        // peers hear now). The messages are stored already: a caller that was not told of
+        // them as they came gets them with a warning rather than an error that loses them.
+        let tail = match self.maintain_prekeys().await {
+            Ok(()) => self.send_pending_resets().await,
+            Err(e) => Err(e),
+        };
+        match tail {
+            Err(e) if !tell && !out.is_empty() => {
+                self.warnings.push(format!("the messages were received, but then: {e}"));
+                Ok(out)
+            }
+            other => other.map(|()| out),
+        }
     }
 
     /// Fetches the first page of stored envelopes without processing them (for tools and the
@@ -420,7 +437,12 @@ impl Client {
         self.list_fetches.clear();
         let (msgs, acks) = self.process_all(envelopes).await?;
         self.api.ack(acks, self.reported_state_counter()?).await?;
-        self.send_pending_resets().await?;
+        if let Err(e) = self.send_pending_resets().await {
+            if msgs.is_empty() {
+                return Err(e);
+            }
+            self.warnings.push(format!("the messages were received, but then: {e}"));
+        }
         Ok(msgs)
     }
 
@@ -462,7 +484,14 @@ impl Client {
                     msgs.push(m);
                     acks.push(id);
                 }
-                Outcome::Done => acks.push(id),
+                Outcome::Done => {
+                    if tell {
+                        for w in std::mem::take(&mut self.warnings) {
+                            on_event(ReceiveEvent::Warning(w));
+                        }
+                    }
+                    acks.push(id);
+                }
                 Outcome::Held => {}
             }
         }
@@ -472,10 +501,15 @@ impl Client {
     /// Drops an envelope that can never be read: remembered as processed, acked, reported.
     fn drop_envelope(&mut self, e: &api::Envelope, why: &str) -> Result<Outcome> {
         store::mark_seen(self.store.conn(), e.id)?;
-        self.warnings.push(format!(
-            "dropped a message from {} device {} (envelope {}): {why}",
-            e.sender, e.sender_device, e.id
-        ));
+        // Peers choose how many envelopes are dropped: the warnings waiting are bounded.
+        if self.warnings.len() < MAX_WARNINGS {
+            self.warnings.push(format!(
+                "dropped a message from {} device {} (envelope {}): {why}",
+                e.sender, e.sender_device, e.id
+            ));
+        } else if self.warnings.last().map(String::as_str) != Some(MORE_DROPPED) {
+            self.warnings.push(MORE_DROPPED.to_owned());
+        }
         Ok(Outcome::Done)
     }
 
@@ -510,7 +544,7 @@ impl Client {
             (Some(_), None) => false,
         };
         if !other_identity {
-            return self.drop_undecryptable(&e, &sender);
+            return self.drop_undecryptable(&e, &sender, true);
         }
         let dev = match self.current_device(&sender, device, claimed).await {
             Ok(Some(d)) => d,
@@ -537,28 +571,37 @@ impl Client {
             }
             Err(err) => return Err(err),
         };
-        let tried = stored.is_some_and(|s| s.identity() == dev.identity());
+        let tried = stored.as_ref().is_some_and(|s| s.identity() == dev.identity());
         match if tried { None } else { self.decrypt(&sender, &dev, &message)? } {
             Some(d) => self.deliver(&e, &sender, device, d),
-            None => self.drop_undecryptable(&e, &sender),
+            None => self.drop_undecryptable(&e, &sender, stored.is_some()),
         }
     }
 
     /// Drops a message from a device in `sender`'s signed list that no session decrypts
-    /// (forged, or for a session this device lost) and queues a session reset for `sender`,
-    /// at most one an hour ([`Client::heal_after_failure`]): when the session was lost, the
-    /// next message in each direction decrypts without the user doing anything.
-    fn drop_undecryptable(&mut self, e: &api::Envelope, sender: &AccountName) -> Result<Outcome> {
-        let why = if self.heal_after_failure(sender)? {
-            format!(
+    /// (forged, or for a session this device lost) and, for a peer it knew (`known`) or one
+    /// met after a restored copy was taken, queues a session reset for `sender`, at most one
+    /// an hour ([`Client::heal_after_failure`]): when the session was lost, the next message
+    /// in each direction decrypts without the user doing anything.
+    fn drop_undecryptable(
+        &mut self,
+        e: &api::Envelope,
+        sender: &AccountName,
+        known: bool,
+    ) -> Result<Outcome> {
+        let why = match self.heal_after_failure(sender, known)? {
+            Heal::Queued => format!(
                 "could not decrypt (forged, or for a session this device lost); starting a new session \
                  with {sender} so that the next messages decrypt"
-            )
-        } else {
-            format!(
+            ),
+            Heal::Recently => format!(
                 "could not decrypt (forged, or for a session this device lost); a new session with \
                  {sender} was started within the hour (`tacit session reset {sender}` starts one now)"
-            )
+            ),
+            Heal::No => format!(
+                "could not decrypt (forged, or for a session this device lost; if {sender} is someone \
+                 you write to, `tacit session reset {sender}` starts a new session)"
+            ),
         };
         self.drop_envelope(e, &why)
     }

@@ -218,6 +218,11 @@ impl Api {
         &self.base
     }
 
+    /// Drops the session token: the next call signs in again.
+    pub(crate) fn forget_token(&mut self) {
+        self.token = None;
+    }
+
     /// Whether a session token is held.
     pub(crate) fn is_authenticated(&self) -> bool {
         self.token.is_some()

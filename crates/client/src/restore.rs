@@ -37,37 +37,72 @@ use crate::error::{ClientError, ErrorKind, Result};
 use crate::payload::Payload;
 use crate::store;
 
+/// The most prekey generations a restored copy is taken to be behind (each state change is
+/// at most one generation; a larger claim from the server is not believed).
+const MAX_GENERATIONS_BEHIND: u64 = 1 << 16;
+
 /// A peer whose message could not be decrypted is sent at most one session reset per this
 /// long (a forger, the server included, can make us start new sessions no faster).
 const HEAL_INTERVAL_MS: u64 = 3_600_000;
-/// Peers remembered for that bound (the oldest are forgotten first).
+/// Peers healed within the hour, at most (past that, none more until an hour passes).
 const HEAL_REMEMBERED: usize = 256;
+/// How long after a detected restore a peer this device does not know may be healed.
+const HEAL_UNKNOWN_AFTER_RESTORE_MS: u64 = 30 * 24 * 3_600_000;
+
+/// What [`Client::heal_after_failure`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Heal {
+    /// A session reset is queued.
+    Queued,
+    /// One was queued within the hour (or too many peers were): not again yet.
+    Recently,
+    /// Not for this peer (oneself, or a peer this device does not know).
+    No,
+}
 
 impl Client {
     /// A message from `peer`'s device that no session decrypted: queues a session reset for
-    /// `peer` unless one was queued for this reason within the hour. Whether it was queued.
-    /// Sent by the next [`Self::send_pending_resets`] (the end of this receive).
-    pub(crate) fn heal_after_failure(&mut self, peer: &AccountName) -> Result<bool> {
+    /// `peer` (sent by the next [`Self::send_pending_resets`], at the end of this receive),
+    /// unless one was queued for this reason within the hour. `known`: this device knew
+    /// `peer` before the message (a stored device list). A peer it did not know gets one only
+    /// within [`HEAL_UNKNOWN_AFTER_RESTORE_MS`] of a detected restore (a contact met after
+    /// the copy was taken); otherwise a stranger's junk would make this device answer
+    /// strangers (telling them it is online) and keep state for each.
+    pub(crate) fn heal_after_failure(&mut self, peer: &AccountName, known: bool) -> Result<Heal> {
         if *peer == self.me.name {
-            return Ok(false);
+            return Ok(Heal::No);
         }
         let now = now_ms();
+        if !known {
+            let restored_at = match self.store.meta(meta::RESTORED_AT)? {
+                Some(v) => <[u8; 8]>::try_from(v.as_slice()).map(u64::from_be_bytes).unwrap_or(0),
+                None => 0,
+            };
+            if restored_at > now || now - restored_at >= HEAL_UNKNOWN_AFTER_RESTORE_MS {
+                return Ok(Heal::No);
+            }
+        }
+        // Times in the future (a clock set back) count as expired, not as recent.
+        let recent_at = |t: u64| t <= now && now - t < HEAL_INTERVAL_MS;
         let mut recent: Vec<(String, u64)> = match self.store.meta(meta::HEAL_RESETS)? {
             Some(v) => String::from_utf8(v.to_vec())
                 .map_err(|_| ClientError::Internal("heal resets"))?
                 .lines()
                 .filter_map(|l| l.split_once('\t'))
                 .filter_map(|(n, t)| Some((n.to_owned(), t.parse().ok()?)))
-                .filter(|(_, t)| now.saturating_sub(*t) < HEAL_INTERVAL_MS)
+                .filter(|(_, t)| recent_at(*t))
                 .collect(),
             None => Vec::new(),
         };
         if recent.iter().any(|(n, _)| n == peer.as_str()) {
-            return Ok(false);
+            return Ok(Heal::Recently);
+        }
+        if recent.len() >= HEAL_REMEMBERED {
+            // As many peers healed within the hour as are remembered: none more, so no peer
+            // falls out of the table early (the hourly bound holds for every peer).
+            return Ok(Heal::Recently);
         }
         recent.push((peer.to_string(), now));
-        recent.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
-        recent.truncate(HEAL_REMEMBERED);
         let mut pending = self.pending_resets()?;
         if !pending.iter().any(|n| n == peer.as_str()) {
             pending.push(peer.to_string());
@@ -77,7 +112,7 @@ impl Client {
         store::set_meta(&tx, meta::HEAL_RESETS, lines.join("\n").as_bytes())?;
         store::set_meta(&tx, meta::PENDING_RESETS, pending.join("\n").as_bytes())?;
         tx.commit()?;
-        Ok(true)
+        Ok(Heal::Queued)
     }
 
     /// The state counter to report with a request that shows committed changes.
@@ -97,8 +132,11 @@ impl Client {
         }
         // Each prekey generation since the copy came with one raise at least: ids jump past
         // whatever keys a later copy made and published.
+        // The server's number only sizes the jump, and is bounded: a server that sends a huge
+        // one must not drive the generation near its end (marks only grow).
         let mut prekeys = self.load_prekeys()?;
-        prekeys.reset_after_rollback(prekeys.generation().saturating_add(seen - local));
+        let behind = (seen - local).min(MAX_GENERATIONS_BEHIND);
+        prekeys.reset_after_rollback(prekeys.generation().saturating_add(behind));
         self.prekey_mark.raise(prekeys.generation())?;
         let mut pending = self.pending_resets()?;
         for peer in self.store.session_peers()? {
@@ -112,6 +150,7 @@ impl Client {
         store::delete_meta(&tx, meta::PENDING_UPLOAD)?;
         store::mark_sessions_stale(&tx, None)?;
         store::set_meta(&tx, meta::PENDING_RESETS, pending.join("\n").as_bytes())?;
+        store::set_meta(&tx, meta::RESTORED_AT, &now_ms().to_be_bytes())?;
         store::state_counter_at_least(&tx, seen)?;
         store::raise_state_counter(&tx)?;
         tx.commit()?;

@@ -369,19 +369,52 @@ async fn a_restored_store_does_not_bring_back_used_one_time_keys() {
 
 /// A message no session decrypts queues a session reset for its sender at most once an
 /// hour per sender (a forger, the server included, can make this device start new sessions
-/// no faster), remembered across opens of the store.
+/// no faster), remembered across opens of the store; a sender this device did not know gets
+/// none unless a restore was detected lately (a contact met after the copy was taken); and
+/// no more than 256 peers an hour, none of them forgotten early.
 #[test]
 fn undecryptable_messages_heal_at_most_once_an_hour_per_sender() {
+    use crate::restore::Heal;
     let dir = tempfile::tempdir().unwrap();
     let mut bob = Client::offline(dir.path(), "bob").unwrap();
     let (alice, carol) = (AccountName::new("alice").unwrap(), AccountName::new("carol").unwrap());
-    assert!(bob.heal_after_failure(&alice).unwrap());
-    assert!(!bob.heal_after_failure(&alice).unwrap(), "within the hour");
-    assert!(bob.heal_after_failure(&carol).unwrap(), "per sender");
-    assert!(!bob.heal_after_failure(&AccountName::new("bob").unwrap()).unwrap(), "never oneself");
+    assert_eq!(bob.heal_after_failure(&alice, true).unwrap(), Heal::Queued);
+    assert_eq!(bob.heal_after_failure(&alice, true).unwrap(), Heal::Recently, "within the hour");
+    assert_eq!(bob.heal_after_failure(&carol, true).unwrap(), Heal::Queued, "per sender");
+    assert_eq!(
+        bob.heal_after_failure(&AccountName::new("bob").unwrap(), true).unwrap(),
+        Heal::No,
+        "never oneself"
+    );
+    let stranger = AccountName::new("stranger").unwrap();
+    assert_eq!(bob.heal_after_failure(&stranger, false).unwrap(), Heal::No, "not a stranger");
     let pending = bob.store.meta(meta::PENDING_RESETS).unwrap().unwrap();
     assert_eq!(String::from_utf8(pending.to_vec()).unwrap(), "alice\ncarol");
     drop(bob);
     let mut bob = Client::open(dir.path(), None).unwrap();
-    assert!(!bob.heal_after_failure(&alice).unwrap(), "remembered in the store");
+    assert_eq!(bob.heal_after_failure(&alice, true).unwrap(), Heal::Recently, "remembered in the store");
+    // After a restore was detected, a peer the copy did not know is healed too.
+    let tx = bob.store.tx().unwrap();
+    store::set_meta(&tx, meta::RESTORED_AT, &crate::client::now_ms().to_be_bytes()).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(bob.heal_after_failure(&stranger, false).unwrap(), Heal::Queued);
+    // 256 peers an hour at most (3 so far), and none of them falls out of the table early.
+    for i in 0..253 {
+        let peer = AccountName::new(&format!("peer{i}")).unwrap();
+        assert_eq!(bob.heal_after_failure(&peer, true).unwrap(), Heal::Queued, "{i}");
+    }
+    assert_eq!(bob.heal_after_failure(&AccountName::new("one-more").unwrap(), true).unwrap(), Heal::Recently);
+    assert_eq!(bob.heal_after_failure(&alice, true).unwrap(), Heal::Recently, "alice still remembered");
+}
+
+/// An account removed by another process (`account forget`) while this one has it open:
+/// the next change of state here is refused, not stored into the deleted file.
+#[test]
+fn an_account_forgotten_by_another_process_is_noticed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = Client::offline(dir.path(), "bob").unwrap();
+    Client::forget(dir.path()).unwrap();
+    let e = bob.rekey(crate::StoreSecret::NoPassphrase).err().unwrap();
+    assert!(matches!(e, crate::ClientError::AccountRemoved(_)), "{e}");
+    assert!(!dir.path().join("store.db").exists() && !dir.path().join("store.key").exists());
 }

@@ -69,6 +69,14 @@ async fn a_whole_home_restored_from_an_older_copy_is_detected_and_both_direction
     drop(alice);
     replace_folder(backup.path(), ha.path());
     let mut alice = Client::open(ha.path(), None).unwrap();
+    // A first call cancelled after signing in, while the restore check waits for the home's
+    // lock (another process holds it): the check is not skipped by the next call, which would
+    // otherwise send on the old copy's sessions.
+    let held = std::fs::File::options().read(true).write(true).open(ha.path().join("lock")).unwrap();
+    held.lock().unwrap();
+    let cancelled = tokio::time::timeout(Duration::from_millis(300), alice.send_text("bob", "lost")).await;
+    assert!(cancelled.is_err(), "waited for the lock");
+    held.unlock().unwrap();
     assert!(alice.receive(Duration::ZERO).await.unwrap().is_empty());
     let w = alice.take_warnings();
     assert!(w.iter().any(|w| w.contains("restored from an old copy") && w.contains("bob")), "{w:?}");
