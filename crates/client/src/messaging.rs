@@ -640,6 +640,8 @@ impl Client {
             session.generation(),
             stale,
         )?;
+        // The session the peer sends on is the one to answer on (see `promote_session`).
+        store::promote_session(&tx, peer, device.get(), session.base_key().as_bytes())?;
         let pruned = store::prune_sessions(&tx, peer, device.get(), SESSIONS_PER_DEVICE)?;
         if let Some(p) = &prekeys {
             store::set_meta(&tx, meta::PREKEYS, &p.to_bytes())?;

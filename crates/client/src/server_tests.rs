@@ -25,7 +25,39 @@ on_both!(
     envelopes_that_claim_ever_new_identities_cost_a_bounded_number_of_list_fetches,
     after_a_restored_store_the_server_holds_only_one_time_keys_the_device_can_use,
     a_session_reset_replaces_the_receivers_sessions_and_it_answers_over_the_new_one,
+    two_devices_that_start_sessions_at_once_converge_on_one,
 );
+
+/// Two devices that start sessions with each other at the same moment (each sends its first
+/// message before it has read the other's) end up with two sessions each; the one that
+/// decrypts a message becomes the one that sends, so after a message goes through, both
+/// send on the same session, and every message on the way decrypts.
+async fn two_devices_that_start_sessions_at_once_converge_on_one(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = account(&relay, ha.path(), "alice").await;
+    let mut bob = account(&relay, hb.path(), "bob").await;
+    let newest = |c: &Client, peer: &str| c.store.sessions(peer, 1).unwrap()[0].base_key;
+    alice.send_text("bob", "a1").await.unwrap();
+    bob.send_text("alice", "b1").await.unwrap();
+    assert_ne!(newest(&alice, "bob"), newest(&bob, "alice"), "two sessions, crossed");
+    assert_eq!(alice.receive(Duration::ZERO).await.unwrap()[0].text, "b1");
+    assert_eq!(bob.receive(Duration::ZERO).await.unwrap()[0].text, "a1");
+    // alice answers on the session bob started (the one that decrypted his message) ...
+    alice.send_text("bob", "a2").await.unwrap();
+    assert_eq!(bob.receive(Duration::ZERO).await.unwrap()[0].text, "a2");
+    // ... and bob, having read it there, now sends on it too: one session both ways.
+    assert_eq!(newest(&alice, "bob"), newest(&bob, "alice"), "converged");
+    for i in 0..3 {
+        bob.send_text("alice", &format!("b{}", i + 2)).await.unwrap();
+        assert_eq!(alice.receive(Duration::ZERO).await.unwrap().len(), 1);
+        alice.send_text("bob", &format!("a{}", i + 3)).await.unwrap();
+        assert_eq!(bob.receive(Duration::ZERO).await.unwrap().len(), 1);
+        assert_eq!(newest(&alice, "bob"), newest(&bob, "alice"), "stays converged");
+    }
+    assert!(alice.take_warnings().is_empty() && bob.take_warnings().is_empty());
+    relay.stop().await;
+}
 
 /// Issue 8, point 2, the receiver's side: a session reset arrives as a first message of a new
 /// session from a device whose identity did not change; bob accepts it, shows a notice (no

@@ -508,6 +508,20 @@ pub(crate) fn put_session(
     Ok(())
 }
 
+/// Makes the session `base_key` the newest of its peer device (the one that sends) unless it
+/// is stale or already the newest: a session that just decrypted a message is the one the
+/// peer uses, so two devices that started sessions with each other at the same moment
+/// converge on one (the first message that goes through without crossing another decides).
+pub(crate) fn promote_session(conn: &Connection, peer: &str, device: u32, base_key: &[u8; 32]) -> Result<()> {
+    conn.execute(
+        "UPDATE sessions SET created_seq = (SELECT MAX(created_seq) + 1 FROM sessions)
+         WHERE base_key = ?1 AND stale = 0
+           AND created_seq < (SELECT MAX(created_seq) FROM sessions WHERE peer = ?2 AND device = ?3)",
+        params![base_key.as_slice(), peer, device],
+    )?;
+    Ok(())
+}
+
 /// Raises the state counter by one, in the caller's transaction, and returns the new value.
 /// Every transaction that changes protocol state the world can see (sessions a send
 /// advanced, a received envelope taken in, prekeys to upload) raises it; the requests that
