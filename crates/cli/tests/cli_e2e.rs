@@ -57,6 +57,16 @@ async fn start_server_with(
     })
 }
 
+/// Creates accounts alice (home `dir/a`) and bob (`dir/b`) on `url` through the binary.
+fn alice_and_bob(dir: &Path, url: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    for (home, name) in [(&a, "alice"), (&b, "bob")] {
+        let (code, l) = tacit(home, &[], &["account", "create", "--server", url, "--name", name]);
+        assert_eq!(code, 0, "{l:?}");
+    }
+    (a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conversation_through_the_binary() {
     let dir = tempfile::tempdir().unwrap();
@@ -177,15 +187,12 @@ async fn a_contact_who_reinstalls_and_writes_first_through_the_binary() {
     let (url, stop) = start_server(dir.path(), false).await;
     let home = dir.path().to_owned();
     tokio::task::spawn_blocking(move || {
-        let (a, b) = (home.join("a"), home.join("b"));
-        let create = ["account", "create", "--server", &url, "--name"];
-        assert_eq!(tacit(&a, &[], &[&create[..], &["alice"]].concat()).0, 0);
-        assert_eq!(tacit(&b, &[], &[&create[..], &["bob"]].concat()).0, 0);
+        let (a, b) = alice_and_bob(&home, &url);
         assert_eq!(tacit(&b, &[], &["send", "alice", "hello"]).0, 0);
         assert_eq!(tacit(&a, &[], &["receive"]).1.len(), 1);
         let reinstall = || {
             assert_eq!(tacit(&b, &[], &["account", "delete"]).0, 0);
-            assert_eq!(tacit(&b, &[], &[&create[..], &["bob"]].concat()).0, 0);
+            assert_eq!(tacit(&b, &[], &["account", "create", "--server", &url, "--name", "bob"]).0, 0);
         };
         let kinds =
             |l: &[Value]| l.iter().map(|v| v["type"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
@@ -373,10 +380,7 @@ async fn history_is_in_server_time_order_with_interleaved_sends_and_receives() {
     let (url, stop) = start_server(dir.path(), false).await;
     let home = dir.path().to_owned();
     tokio::task::spawn_blocking(move || {
-        let (a, b) = (home.join("a"), home.join("b"));
-        let create = ["account", "create", "--server", &url, "--name"];
-        assert_eq!(tacit(&a, &[], &[&create[..], &["alice"]].concat()).0, 0);
-        assert_eq!(tacit(&b, &[], &[&create[..], &["bob"]].concat()).0, 0);
+        let (a, b) = alice_and_bob(&home, &url);
         // Each writes before reading what the other wrote.
         assert_eq!(tacit(&a, &[], &["send", "bob", "a1"]).0, 0);
         assert_eq!(tacit(&b, &[], &["send", "alice", "b1"]).0, 0);

@@ -4,19 +4,9 @@
 use std::process::Command;
 
 fn tacit(home: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tacit"))
-        .env_remove("TACIT_PASSPHRASE")
-        .env_remove("TACIT_HOME")
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut all = vec![std::ffi::OsStr::new("--home"), home.as_os_str()];
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    tacit_os(&all)
 }
 
 #[test]

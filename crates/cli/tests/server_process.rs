@@ -55,6 +55,11 @@ impl ServerProcess {
         server
     }
 
+    /// `tacit server` on a free loopback port with its data in `data`.
+    fn on_loopback(data: &Path) -> Self {
+        Self::start(&["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()], None)
+    }
+
     fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
@@ -142,7 +147,7 @@ fn plain_http_to_another_host_needs_insecure_http_and_the_server_warns_about_it(
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // On loopback: no warning.
-    let quiet = ServerProcess::start(&["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()], None);
+    let quiet = ServerProcess::on_loopback(&data);
     let loopback = format!("http://{}", quiet.addr);
     let (code, l) = tacit(
         &dir.path().join("carol"),
@@ -462,7 +467,7 @@ fn a_command_that_waits_for_another_process_says_so() {
     use std::fs::File;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = ServerProcess::start(&["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()], None);
+    let server = ServerProcess::on_loopback(&data);
     let url = format!("http://{}", server.addr);
     let a = dir.path().join("a");
     assert_eq!(tacit(&a, &[], &["account", "create", "--server", &url, "--name", "alice"]).0, 0);
@@ -490,8 +495,7 @@ fn a_command_that_waits_for_another_process_says_so() {
 fn a_server_killed_under_receive_wait_loses_no_printed_message() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut server =
-        ServerProcess::start(&["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()], None);
+    let mut server = ServerProcess::on_loopback(&data);
     let url = format!("http://{}", server.addr);
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     assert_eq!(tacit(&a, &[], &["account", "create", "--server", &url, "--name", "alice"]).0, 0);
@@ -576,7 +580,7 @@ fn cp_a(from: &Path, to: &Path) {
 fn a_home_folder_restored_with_cp_a_is_detected_and_the_conversation_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = ServerProcess::start(&["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()], None);
+    let server = ServerProcess::on_loopback(&data);
     let url = format!("http://{}", server.addr);
     let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
     let backup = dir.path().join("a-backup");

@@ -623,7 +623,7 @@ impl Client {
         device: DeviceId,
         d: Decrypted,
     ) -> Result<Outcome> {
-        let Decrypted { session, plaintext, stale, prekeys } = d;
+        let Decrypted { session, plaintext, stale, prekeys, promote } = d;
         let payload = Payload::decode(&plaintext);
         self.gens.raise(&[(*session.base_key().as_bytes(), session.generation())])?;
         if let Some(p) = &prekeys {
@@ -641,7 +641,9 @@ impl Client {
             stale,
         )?;
         // The session the peer sends on is the one to answer on (see `promote_session`).
-        store::promote_session(&tx, peer, device.get(), session.base_key().as_bytes())?;
+        if promote {
+            store::promote_session(&tx, peer, device.get(), session.base_key().as_bytes())?;
+        }
         let pruned = store::prune_sessions(&tx, peer, device.get(), SESSIONS_PER_DEVICE)?;
         if let Some(p) = &prekeys {
             store::set_meta(&tx, meta::PREKEYS, &p.to_bytes())?;
@@ -705,9 +707,13 @@ impl Client {
                     let mut prekeys = self.load_prekeys()?;
                     return Ok(
                         match Session::accept(&self.me.identity, self.me.address(), &mut prekeys, dev, p) {
-                            Ok((session, plaintext)) => {
-                                Some(Decrypted { session, plaintext, stale: false, prekeys: Some(prekeys) })
-                            }
+                            Ok((session, plaintext)) => Some(Decrypted {
+                                session,
+                                plaintext,
+                                stale: false,
+                                prekeys: Some(prekeys),
+                                promote: false,
+                            }),
                             Err(_) => None,
                         },
                     );
@@ -715,7 +721,9 @@ impl Client {
             },
             Message::Ratchet(_) => self.store.sessions(sender.as_str(), dev.address().device.get())?,
         };
-        for row in candidates {
+        // A ratchet message's candidates come newest first: the first needs no promotion.
+        let newest_first = matches!(message, Message::Ratchet(_));
+        for (i, row) in candidates.into_iter().enumerate() {
             // Decrypting on a stale copy is safe (it sends nothing); it stays stale.
             let Ok(mut session) = Session::from_bytes(&row.state) else { continue };
             if session.remote_address() != dev.address() || session.remote_identity() != dev.identity() {
@@ -724,7 +732,8 @@ impl Client {
             let before = session.generation();
             if let Ok(plaintext) = session.decrypt(message) {
                 let stale = row.stale || before < self.gens.expected_session(&row.base_key);
-                return Ok(Some(Decrypted { session, plaintext, stale, prekeys: None }));
+                let promote = !stale && (i > 0 || !newest_first);
+                return Ok(Some(Decrypted { session, plaintext, stale, prekeys: None, promote }));
             }
         }
         Ok(None)
@@ -750,4 +759,6 @@ struct Decrypted {
     stale: bool,
     /// The prekeys, when a new session consumed some.
     prekeys: Option<DevicePrekeys>,
+    /// It may not be the newest session of its device: make it the one that sends.
+    promote: bool,
 }
