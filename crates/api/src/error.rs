@@ -43,6 +43,12 @@ pub enum ErrorCode {
     Unavailable,
     /// Something failed on the server; the detail is in its log.
     Internal,
+    /// A published device list was refused (`409`): not newer than the stored one, signed by
+    /// another key without a valid rotation signature, re-using a device id, or adding a
+    /// device without its prekeys. Nothing changed: fetch the current list and try again.
+    DeviceListConflict,
+    /// A link slot or blob that was already answered, completed or used (`409`).
+    AlreadyUsed,
 }
 
 /// The body of every error response.

@@ -94,6 +94,23 @@ pub mod limits {
     /// Seconds the server remembers a send's idempotency key (a retry after a `503` or a
     /// lost answer comes within seconds).
     pub const IDEMPOTENCY_TTL_SECS: u64 = 600;
+    /// Largest link offer or answer (a device identity, ephemeral keys and prekeys; the
+    /// sealed provisioning message).
+    pub const MAX_LINK_MESSAGE_BYTES: usize = 64 * 1024;
+    /// Seconds a link slot lives after its offer was published.
+    pub const LINK_TTL_SECS: u64 = 600;
+    /// Longest wait for a link answer in one request.
+    pub const MAX_LINK_WAIT_SECS: u64 = 60;
+    /// Link offers one address may publish per minute.
+    pub const LINK_OFFERS_PER_MINUTE: u32 = 10;
+    /// Largest blob (an encrypted, compressed history archive).
+    pub const MAX_BLOB_BYTES: u64 = 512 * 1024 * 1024;
+    /// Largest chunk of a blob uploaded or read in one request.
+    pub const MAX_BLOB_CHUNK_BYTES: usize = 1024 * 1024;
+    /// Blobs one account may hold at once.
+    pub const MAX_BLOBS_PER_ACCOUNT: usize = 4;
+    /// Seconds a blob lives after it was created.
+    pub const BLOB_TTL_SECS: u64 = 24 * 3600;
 }
 
 /// The byte string a device signs to open an authenticated session: a label, the server's

@@ -8,7 +8,43 @@ pub const ACCOUNTS: &str = "/v1/accounts";
 /// `DELETE` (auth, own account): removes the account, its devices, keys and mailboxes.
 pub const ACCOUNT: &str = "/v1/accounts/{name}";
 /// `GET` → [`crate::DeviceListResponse`]: the account's signed device list.
+/// `PUT` (auth, a device of this account) [`crate::PublishDeviceListRequest`] →
+/// [`crate::DeviceListPublished`]: replaces it with a newer signed list (adding devices with
+/// their prekeys, removing revoked ones with their keys, tokens and mailboxes; `409`
+/// [`crate::ErrorCode::DeviceListConflict`] when it is not a valid successor).
 pub const DEVICE_LIST: &str = "/v1/accounts/{name}/devices";
+/// `GET` (auth) → [`crate::DeviceStatusResponse`]: when each device of the caller's own
+/// account was added and last seen by the server.
+pub const DEVICES: &str = "/v1/devices";
+/// `DELETE` (auth, only the device itself: logging out): deletes the device's keys,
+/// tokens and mailbox and takes no more envelopes for it; sends need no envelope for it
+/// (and one for it is `extra`) even while the signed list, which only the account key
+/// changes, still names it.
+pub const DEVICE: &str = "/v1/devices/{device}";
+/// `POST` [`crate::LinkOfferRequest`] → [`crate::LinkOfferResponse`] (no auth; limited per
+/// address): a new device publishes its link offer under a slot id derived from its link
+/// secret. `409` [`crate::ErrorCode::AlreadyUsed`] if the slot exists.
+pub const LINK: &str = "/v1/link";
+/// `GET` (no auth) → [`crate::LinkOfferResponse`] (`404` unknown or expired, `409`
+/// [`crate::ErrorCode::AlreadyUsed`] answered); `DELETE` (no auth): the new device is done
+/// with the slot. The slot id is hex (32 characters).
+pub const LINK_SLOT: &str = "/v1/link/{slot}";
+/// `PUT` (auth) [`crate::LinkAnswerRequest`]: the approving device's sealed answer, once
+/// (`409` [`crate::ErrorCode::AlreadyUsed`] after); `GET` (no auth, optional query
+/// [`crate::LinkWaitQuery`]) → [`crate::LinkAnswerResponse`], or `204` when no answer came
+/// within the wait.
+pub const LINK_ANSWER: &str = "/v1/link/{slot}/answer";
+/// `POST` (auth) [`crate::CreateBlobRequest`] → [`crate::BlobStatus`]: a ciphertext blob of
+/// a declared size, readable by the devices of the same account (history transfer).
+pub const BLOBS: &str = "/v1/blobs";
+/// `PUT` (auth, same account; query [`crate::BlobOffset`]; body raw bytes, at most
+/// [`crate::limits::MAX_BLOB_CHUNK_BYTES`]) → [`crate::BlobStatus`]: appends at `offset`,
+/// which must equal the bytes received so far (else `409` with the status as message);
+/// `GET` (auth, same account; query [`crate::BlobRange`]) → raw bytes, once complete;
+/// `DELETE` (auth, same account).
+pub const BLOB: &str = "/v1/blobs/{id}";
+/// `GET` (auth, same account) → [`crate::BlobStatus`]: how much has been uploaded (resume).
+pub const BLOB_STATUS: &str = "/v1/blobs/{id}/status";
 /// `POST` [`crate::ChallengeRequest`] → [`crate::ChallengeResponse`].
 pub const AUTH_CHALLENGE: &str = "/v1/auth/challenge";
 /// `POST` [`crate::SessionRequest`] → [`crate::SessionResponse`].

@@ -141,6 +141,139 @@ pub struct DeviceListResponse {
     pub device_list: Bytes,
 }
 
+/// Publishes a newer signed device list of the caller's own account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishDeviceListRequest {
+    /// `DeviceList` encoding: a version above the stored one, every device id it adds above
+    /// any id the account ever used (ids are never reused).
+    pub device_list: Bytes,
+    /// When the list is signed by a new account key (a revoked approver's key is rotated
+    /// away): the previous account key's Ed25519 signature over `device_list`, so only a
+    /// holder of the current key can rotate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_signature: Option<Bytes>,
+    /// The public prekeys of every device the list adds (signed and last-resort prekeys
+    /// required), so a new device can be reached from the moment it is listed.
+    #[serde(default)]
+    pub new_devices: Vec<NewDevicePrekeys>,
+}
+
+/// A device added by a [`PublishDeviceListRequest`] and its first prekeys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewDevicePrekeys {
+    /// The device's id in the list.
+    pub device: u32,
+    /// Its prekeys, signed by its identity in the list.
+    pub prekeys: PrekeyUploadRequest,
+}
+
+/// The list was stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceListPublished {
+    /// Its version.
+    pub version: u64,
+}
+
+/// What the server knows of the caller's own devices.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceStatusResponse {
+    /// One per device of the current list.
+    pub devices: Vec<DeviceStatus>,
+}
+
+/// One device as the server saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceStatus {
+    /// The device id.
+    pub device: u32,
+    /// When the server first stored it, milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// When it last authenticated (to the minute), or never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_ms: Option<u64>,
+    /// It logged itself out ([`crate::DEVICE`]) and takes no envelopes.
+    #[serde(default)]
+    pub logged_out: bool,
+}
+
+/// A new device's link offer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkOfferRequest {
+    /// 16 bytes derived from the link secret (the server never sees the secret).
+    pub slot: Bytes,
+    /// The offer (`tacit-protocol` link offer encoding), at most
+    /// [`crate::limits::MAX_LINK_MESSAGE_BYTES`].
+    pub offer: Bytes,
+}
+
+/// A stored link offer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkOfferResponse {
+    /// The offer as published.
+    pub offer: Bytes,
+    /// Seconds until the slot expires.
+    pub expires_in_secs: u64,
+}
+
+/// The approving device's sealed answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkAnswerRequest {
+    /// The sealed provisioning message, at most [`crate::limits::MAX_LINK_MESSAGE_BYTES`].
+    pub answer: Bytes,
+}
+
+/// The query of `GET` [`crate::LINK_ANSWER`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkWaitQuery {
+    /// Seconds to wait for the answer (0 to [`crate::limits::MAX_LINK_WAIT_SECS`]).
+    #[serde(default)]
+    pub wait_secs: u64,
+}
+
+/// The answer, once given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkAnswerResponse {
+    /// The sealed provisioning message.
+    pub answer: Bytes,
+}
+
+/// Creates a blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateBlobRequest {
+    /// Its total size in bytes (1 to [`crate::limits::MAX_BLOB_BYTES`]).
+    pub size: u64,
+}
+
+/// A blob's upload progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobStatus {
+    /// The blob id (32 hex characters).
+    pub id: String,
+    /// Declared size.
+    pub size: u64,
+    /// Bytes received so far (the offset of the next upload).
+    pub received: u64,
+    /// Seconds until the blob is deleted.
+    pub expires_in_secs: u64,
+}
+
+/// The query of `PUT` [`crate::BLOB`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobOffset {
+    /// Where this chunk goes.
+    pub offset: u64,
+}
+
+/// The query of `GET` [`crate::BLOB`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRange {
+    /// First byte.
+    #[serde(default)]
+    pub offset: u64,
+    /// Bytes wanted (at most [`crate::limits::MAX_BLOB_CHUNK_BYTES`]; fewer at the end).
+    pub len: u64,
+}
+
 /// One ciphertext for one recipient device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutgoingEnvelope {
@@ -150,12 +283,14 @@ pub struct OutgoingEnvelope {
     pub content: Bytes,
 }
 
-/// Sends one message to every device of `recipient`.
+/// Sends one message to every device of `recipient`. A device sending to its own account
+/// (a copy of what it sent for its other devices, a note to self) covers every current
+/// device of the account except itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendRequest {
     /// The recipient account.
     pub recipient: String,
-    /// One envelope per current device of the recipient.
+    /// One envelope per current device of the recipient (devices that logged out excepted).
     pub envelopes: Vec<OutgoingEnvelope>,
     /// [`crate::limits::IDEMPOTENCY_KEY_BYTES`] random bytes naming this message, reused
     /// on every retry of it: a send whose key the server stored for the sending device

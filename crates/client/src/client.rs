@@ -146,7 +146,7 @@ impl NewAccount {
             &account,
             name.clone(),
             1,
-            vec![DeviceEntry { id: device, identity: identity.public().clone() }],
+            vec![DeviceEntry { approver: true, ..DeviceEntry::new(device, identity.public().clone()) }],
         )
         .map_err(|source| ClientError::DeviceList { name: name.to_string(), source })?;
         let mut prekeys = DevicePrekeys::new();

@@ -342,6 +342,13 @@ fn refusal(status: &u16, code: &Option<ErrorCode>, message: &str) -> String {
             "the server is unavailable (shutting down or overloaded); try again later".into()
         }
         Some(ErrorCode::Internal) => "the server failed (the cause is in its log); try again later".into(),
+        Some(ErrorCode::DeviceListConflict) => {
+            "the server refused the new device list (another device changed it first); run the command again"
+                .into()
+        }
+        Some(ErrorCode::AlreadyUsed) => {
+            "that link code or upload was already used; start again with a new `tacit device link`".into()
+        }
         Some(_) | None => format!("the server refused the request (HTTP {status}): {detail}"),
     }
 }
@@ -425,6 +432,8 @@ mod tests {
             ErrorCode::ClientTooOld,
             ErrorCode::Unavailable,
             ErrorCode::Internal,
+            ErrorCode::DeviceListConflict,
+            ErrorCode::AlreadyUsed,
         ];
         let mut seen = std::collections::HashSet::new();
         for code in codes.into_iter().map(Some).chain([None]) {

@@ -24,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &bob_account,
         bob_name.clone(),
         1,
-        vec![DeviceEntry { id: device, identity: bob.public().clone() }],
+        vec![DeviceEntry { approver: true, ..DeviceEntry::new(device, bob.public().clone()) }],
     )?;
 
     // Bob publishes prekeys.

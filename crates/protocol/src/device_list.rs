@@ -14,10 +14,17 @@ use crate::crypto::ed25519::Signature;
 use crate::identity::{AccountIdentity, AccountKey, AccountName, DeviceAddress, DeviceId, DevicePublic};
 
 const LABEL: &[u8] = b"Tacit v1 device list";
-/// Format version of the encoding.
-const FORMAT_VERSION: u8 = 1;
+const ROTATION_LABEL: &[u8] = b"Tacit v1 account key rotation";
+/// Format version of the encoding: 2 adds each device's flags, time added and label.
+/// Version 1 (id and identity only) is still read, as lists stored before it.
+const FORMAT_VERSION: u8 = 2;
+const FORMAT_VERSION_1: u8 = 1;
 /// Most devices one account may list.
 pub const MAX_DEVICES: usize = 32;
+/// Longest device label, in bytes of UTF-8.
+pub const MAX_DEVICE_LABEL_BYTES: usize = 64;
+/// Flag bit: the device holds the account identity key (it may approve and revoke devices).
+const FLAG_APPROVER: u8 = 1;
 
 /// One device in a list.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -26,6 +33,27 @@ pub struct DeviceEntry {
     pub id: DeviceId,
     /// The device's identity.
     pub identity: DevicePublic,
+    /// The device holds the account identity key.
+    pub approver: bool,
+    /// When the approving device added it (its clock, milliseconds since the Unix epoch;
+    /// 0 in lists of format 1).
+    pub added_ms: u64,
+    /// The name its user gave it (at most [`MAX_DEVICE_LABEL_BYTES`], no control
+    /// characters; signed, and visible to the server and to contacts).
+    pub label: String,
+}
+
+impl DeviceEntry {
+    /// An entry with no label, added at time 0, not an approver.
+    pub fn new(id: DeviceId, identity: DevicePublic) -> Self {
+        Self { id, identity, approver: false, added_ms: 0, label: String::new() }
+    }
+}
+
+/// Whether `label` may name a device: at most [`MAX_DEVICE_LABEL_BYTES`] bytes and no control
+/// characters (a label is printed on contacts' terminals).
+pub fn valid_device_label(label: &str) -> bool {
+    label.len() <= MAX_DEVICE_LABEL_BYTES && !label.chars().any(char::is_control)
 }
 
 /// A device whose identity the caller has verified: made by [`DeviceList::verified_device`]
@@ -92,6 +120,15 @@ pub enum DeviceListError {
     /// No device, or more than [`MAX_DEVICES`].
     #[error("a device list has 1 to {MAX_DEVICES} devices")]
     BadDeviceCount,
+    /// A label too long, not UTF-8 or with control characters, or unknown flag bits.
+    #[error("a device entry has a bad label or unknown flags")]
+    BadEntry,
+    /// No device holds the account key.
+    #[error("no device in the list holds the account key")]
+    NoApprover,
+    /// An account key rotation whose signature by the previous key does not verify.
+    #[error("the account key rotation is not signed by the previous account key")]
+    BadRotation,
 }
 
 /// A verified, signed device list.
@@ -102,6 +139,7 @@ pub struct DeviceList {
     version: u64,
     devices: Vec<DeviceEntry>,
     signature: Signature,
+    format: u8,
 }
 
 impl DeviceList {
@@ -121,6 +159,25 @@ impl DeviceList {
         for d in devices {
             w.put_u32(d.id.get());
             d.identity.encode(&mut w);
+            w.put_u8(if d.approver { FLAG_APPROVER } else { 0 });
+            w.put_u64(d.added_ms);
+            w.put_u8(u8::try_from(d.label.len()).unwrap_or(u8::MAX));
+            w.put(d.label.as_bytes());
+        }
+        w
+    }
+
+    fn signed_part_v1(account: &AccountName, key: &AccountKey, version: u64, devices: &[DeviceEntry]) -> Vec<u8> {
+        let mut w = Vec::with_capacity(64 + devices.len() * (4 + DevicePublic::LEN));
+        w.put_u8(FORMAT_VERSION_1);
+        w.put(LABEL);
+        account.encode(&mut w);
+        w.put(key.as_bytes());
+        w.put_u64(version);
+        w.put_count(devices.len());
+        for d in devices {
+            w.put_u32(d.id.get());
+            d.identity.encode(&mut w);
         }
         w
     }
@@ -128,6 +185,9 @@ impl DeviceList {
     fn check_devices(devices: &[DeviceEntry]) -> Result<(), DeviceListError> {
         if devices.is_empty() || devices.len() > MAX_DEVICES {
             return Err(DeviceListError::BadDeviceCount);
+        }
+        if devices.iter().any(|d| !valid_device_label(&d.label)) {
+            return Err(DeviceListError::BadEntry);
         }
         let mut ids: Vec<u32> = devices.iter().map(|d| d.id.get()).collect();
         ids.sort_unstable();
@@ -138,7 +198,8 @@ impl DeviceList {
         Ok(())
     }
 
-    /// Signs a new list with the account identity.
+    /// Signs a new list with the account identity. At least one device must be an approver
+    /// (hold the account key), or nobody could change the list again.
     pub fn sign(
         identity: &AccountIdentity,
         account: AccountName,
@@ -146,16 +207,58 @@ impl DeviceList {
         devices: Vec<DeviceEntry>,
     ) -> Result<Self, DeviceListError> {
         Self::check_devices(&devices)?;
+        if !devices.iter().any(|d| d.approver) {
+            return Err(DeviceListError::NoApprover);
+        }
         let account_key = identity.public();
         let signature = identity.sign(&Self::signed_part(&account, &account_key, version, &devices));
-        Ok(Self { account, account_key, version, devices, signature })
+        Ok(Self { account, account_key, version, devices, signature, format: FORMAT_VERSION })
     }
 
-    /// Encodes the list and its signature.
+    /// Encodes the list and its signature (in the format it was signed in).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Self::signed_part(&self.account, &self.account_key, self.version, &self.devices);
+        let mut w = if self.format == FORMAT_VERSION_1 {
+            Self::signed_part_v1(&self.account, &self.account_key, self.version, &self.devices)
+        } else {
+            Self::signed_part(&self.account, &self.account_key, self.version, &self.devices)
+        };
         w.put(self.signature.as_bytes());
         w
+    }
+
+    fn rotation_message(list_bytes: &[u8]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(ROTATION_LABEL.len() + list_bytes.len());
+        m.put(ROTATION_LABEL);
+        m.put(list_bytes);
+        m
+    }
+
+    /// The previous account key's signature over an encoded list signed by a new account key:
+    /// "Tacit v1 account key rotation" || list bytes. It shows the server (which refuses a
+    /// rotation without it) that a holder of the current key made the change; contacts still
+    /// treat the new key as an identity change (a revoked device that held the old key could
+    /// sign a rotation too).
+    pub fn sign_rotation(previous: &AccountIdentity, list_bytes: &[u8]) -> Signature {
+        previous.sign(&Self::rotation_message(list_bytes))
+    }
+
+    /// Checks [`Self::sign_rotation`]'s signature.
+    pub fn verify_rotation(
+        previous: &AccountKey,
+        list_bytes: &[u8],
+        signature: &Signature,
+    ) -> Result<(), DeviceListError> {
+        previous.0.verify(&Self::rotation_message(list_bytes), signature).map_err(|_| DeviceListError::BadRotation)
+    }
+
+    /// The devices that hold the account key.
+    pub fn approvers(&self) -> impl Iterator<Item = &DeviceEntry> + '_ {
+        self.devices.iter().filter(|d| d.approver)
+    }
+
+    /// One device's entry.
+    pub fn entry(&self, id: DeviceId) -> Option<&DeviceEntry> {
+        self.devices.iter().find(|d| d.id == id)
     }
 
     /// Decodes and verifies a list for `account`. `known_key` is the account key already
@@ -168,9 +271,9 @@ impl DeviceList {
         previous: Option<&DeviceList>,
     ) -> Result<Self, DeviceListError> {
         let mut r = Reader::new(bytes);
-        let v = r.u8()?;
-        if v != FORMAT_VERSION {
-            return Err(DecodeError::UnknownVersion(v).into());
+        let format = r.u8()?;
+        if format != FORMAT_VERSION && format != FORMAT_VERSION_1 {
+            return Err(DecodeError::UnknownVersion(format).into());
         }
         if r.take(LABEL.len())? != LABEL {
             return Err(DecodeError::InvalidValue.into());
@@ -182,7 +285,24 @@ impl DeviceList {
         let mut devices = Vec::with_capacity(n);
         for _ in 0..n {
             let id = DeviceId::decode(&mut r)?;
-            devices.push(DeviceEntry { id, identity: DevicePublic::decode_unverified(&mut r)? });
+            let identity = DevicePublic::decode_unverified(&mut r)?;
+            if format == FORMAT_VERSION_1 {
+                // Format 1 lists were only ever made for an account's first device, which
+                // holds the account key.
+                devices.push(DeviceEntry { approver: id.get() == 1, ..DeviceEntry::new(id, identity) });
+                continue;
+            }
+            let flags = r.u8()?;
+            if flags & !FLAG_APPROVER != 0 {
+                return Err(DeviceListError::BadEntry);
+            }
+            let added_ms = r.u64()?;
+            let len = usize::from(r.u8()?);
+            if len > MAX_DEVICE_LABEL_BYTES {
+                return Err(DeviceListError::BadEntry);
+            }
+            let label = String::from_utf8(r.take(len)?.to_vec()).map_err(|_| DeviceListError::BadEntry)?;
+            devices.push(DeviceEntry { id, identity, approver: flags & FLAG_APPROVER != 0, added_ms, label });
         }
         let signed_len = bytes.len().saturating_sub(r.rest().len());
         let mut sig_reader = Reader::new(bytes.get(signed_len..).unwrap_or_default());
@@ -203,7 +323,10 @@ impl DeviceList {
         for d in &devices {
             d.identity.verify_binding().map_err(|_| DeviceListError::BadDeviceBinding)?;
         }
-        let list = Self { account: name, account_key, version, devices, signature };
+        if !devices.iter().any(|d| d.approver) {
+            return Err(DeviceListError::NoApprover);
+        }
+        let list = Self { account: name, account_key, version, devices, signature, format };
         if let Some(prev) = previous {
             if prev.account_key != list.account_key {
                 return Err(DeviceListError::AccountKeyChanged);
@@ -268,14 +391,8 @@ mod tests {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
         let acct = AccountIdentity::generate(&mut rng).unwrap();
         let name = AccountName::new("carol").unwrap();
-        let d1 = DeviceEntry {
-            id: DeviceId::new(1).unwrap(),
-            identity: DeviceIdentity::generate(&mut rng).unwrap().public().clone(),
-        };
-        let d2 = DeviceEntry {
-            id: DeviceId::new(2).unwrap(),
-            identity: DeviceIdentity::generate(&mut rng).unwrap().public().clone(),
-        };
+        let d1 = DeviceEntry { approver: true, ..DeviceEntry::new(DeviceId::new(1).unwrap(), DeviceIdentity::generate(&mut rng).unwrap().public().clone()) };
+        let d2 = DeviceEntry { approver: true, ..DeviceEntry::new(DeviceId::new(2).unwrap(), DeviceIdentity::generate(&mut rng).unwrap().public().clone()) };
         let v1 = DeviceList::sign(&acct, name.clone(), 1, vec![d1.clone()]).unwrap();
         let l1 = DeviceList::verify(&v1.to_bytes(), &name, Some(&acct.public()), None).unwrap();
         assert_eq!(l1, v1);

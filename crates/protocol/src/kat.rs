@@ -208,10 +208,7 @@ fn device_list() {
         .iter()
         .map(|d| {
             let (id, _) = device(&d["device"]);
-            DeviceEntry {
-                id: DeviceId::new(u32::try_from(num(&d["id"])).unwrap()).unwrap(),
-                identity: id.public().clone(),
-            }
+            DeviceEntry { approver: true, ..DeviceEntry::new(DeviceId::new(u32::try_from(num(&d["id"])).unwrap()).unwrap(), id.public().clone()) }
         })
         .collect();
     let list = DeviceList::sign(&acct, name.clone(), num(&v["version"]), entries).unwrap();

@@ -22,7 +22,9 @@ pub use crypto::CryptoError;
 pub use crypto::ed25519::{Signature, VerifyingKey};
 pub use crypto::kem::{KemCiphertext, KemPublic};
 pub use crypto::x25519::X25519Public;
-pub use device_list::{DeviceEntry, DeviceList, DeviceListError, MAX_DEVICES, VerifiedDevice};
+pub use device_list::{
+    DeviceEntry, DeviceList, DeviceListError, MAX_DEVICE_LABEL_BYTES, MAX_DEVICES, VerifiedDevice, valid_device_label,
+};
 pub use identity::{
     AccountIdentity, AccountKey, AccountName, DeviceAddress, DeviceId, DeviceIdentity, DevicePublic,
     NameError,

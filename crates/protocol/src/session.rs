@@ -15,7 +15,7 @@
 //!
 //! // Bob's account signs his device list; Alice verifies it and takes his device from it.
 //! let bob_account = AccountIdentity::generate(&mut OsRng)?;
-//! let entry = DeviceEntry { id: bob_addr.device, identity: bob.public().clone() };
+//! let entry = DeviceEntry { approver: true, ..DeviceEntry::new(bob_addr.device, bob.public().clone()) };
 //! let list = DeviceList::sign(&bob_account, bob_addr.account.clone(), 1, vec![entry])?;
 //! let list = DeviceList::verify(&list.to_bytes(), &bob_addr.account, None, None)?;
 //! let bob_device = list.verified_device(bob_addr.device).unwrap();
