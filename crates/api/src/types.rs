@@ -179,6 +179,9 @@ pub struct DeviceListPublished {
 pub struct DeviceStatusResponse {
     /// One per device of the current list.
     pub devices: Vec<DeviceStatus>,
+    /// The largest device id the account ever used (a new device takes a larger one).
+    #[serde(default)]
+    pub max_device_id: u32,
 }
 
 /// One device as the server saw it.

@@ -61,15 +61,25 @@ pub enum Command {
     SafetyNumber {
         /// The contact's account name.
         name: String,
+        /// Also show the scannable payload as a QR code (and its text, for `verify --scan`).
+        #[arg(long)]
+        qr: bool,
     },
-    /// Mark NAME verified if DIGITS equal the safety number (spaces ignored).
+    /// Mark NAME verified if DIGITS equal the safety number (spaces ignored), or if the
+    /// payload scanned from NAME's screen (--scan) matches.
     Verify {
         /// The contact's account name.
         name: String,
         /// The safety number as read from the other device.
-        #[arg(num_args = 1.., required = true)]
+        #[arg(num_args = 1.., required_unless_present = "scan", conflicts_with = "scan")]
         digits: Vec<String>,
+        /// The payload scanned from the contact's `safety-number --qr` (its text form).
+        #[arg(long, value_name = "PAYLOAD")]
+        scan: Option<String>,
     },
+    /// This account's devices: link a new one, approve it, list and revoke them.
+    #[command(subcommand)]
+    Device(DeviceCommand),
     /// Local store maintenance.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -210,6 +220,59 @@ pub enum SessionCommand {
         /// The contact's account name.
         name: String,
     },
+}
+
+/// `tacit device ...`.
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// On a NEW device: ask to join an existing account. Prints a link code (and a QR code of
+    /// it on a terminal) and waits up to 10 minutes for a device of the account to approve it.
+    Link(LinkArgs),
+    /// On a device holding the account key: approve the device showing CODE (its label and
+    /// fingerprint are shown first), send it what it needs and the history.
+    Approve(ApproveArgs),
+    /// List this account's devices.
+    List,
+    /// Revoke device ID (this device's own id logs it out and removes the account here).
+    Revoke(RevokeArgs),
+}
+
+/// `tacit device link` flags.
+#[derive(Debug, Args)]
+pub struct LinkArgs {
+    /// The server's URL, e.g. http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+    /// A name for this device, shown to your other devices and your contacts (at most 64 bytes).
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub label: String,
+}
+
+/// `tacit device approve` flags.
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The code the new device shows (spaces and dashes ignored).
+    #[arg(num_args = 1.., required = true)]
+    pub code: Vec<String>,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// Give the new device the account key too: it can then approve and revoke devices.
+    #[arg(long)]
+    pub approver: bool,
+    /// Do not send the history.
+    #[arg(long)]
+    pub no_history: bool,
+}
+
+/// `tacit device revoke` flags.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The device's id (see `tacit device list`).
+    pub id: u32,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// `tacit store ...`.

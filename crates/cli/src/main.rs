@@ -5,6 +5,7 @@ mod abuse;
 mod args;
 mod bench;
 mod demo;
+mod devices;
 mod output;
 mod server;
 
@@ -348,20 +349,28 @@ async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
                 out.history(&e);
             }
         }
-        Command::SafetyNumber { name } => {
+        Command::SafetyNumber { name, qr } => {
             let mut c = open(&home, &options, cli.json)?;
             let r = c.safety_number(&name).await;
             out.warnings(c.take_warnings());
             let verified = c.is_verified(&name)?;
             out.safety_number(&name, &r?, verified);
+            if qr {
+                let payload = c.safety_number_payload(&name).await?;
+                devices::print_qr(out, &name, &payload);
+            }
         }
-        Command::Verify { name, digits } => {
+        Command::Verify { name, digits, scan } => {
             let mut c = open(&home, &options, cli.json)?;
-            let r = c.verify(&name, &digits.join(" ")).await;
+            let r = match scan {
+                Some(payload) => c.verify_scanned(&name, &payload).await,
+                None => c.verify(&name, &digits.join(" ")).await,
+            };
             out.warnings(c.take_warnings());
             r?;
             out.verified(&name);
         }
+        Command::Device(cmd) => devices::run(cmd, &home, &options, out, cli.json).await?,
         Command::Session(SessionCommand::Reset { name }) => {
             let mut c = open(&home, &options, cli.json)?;
             let r = c.reset_session(&name).await;

@@ -26,6 +26,11 @@ impl Out {
         Self { json }
     }
 
+    /// Whether output is JSON lines.
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
     fn line(&self, v: Value) {
         println!("{v}");
     }

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::rng::OsRng;
 use tacit_api as api;
 use tacit_protocol::{
-    AccountIdentity, AccountName, DeviceAddress, DeviceEntry, DeviceId, DeviceIdentity, DeviceList,
+    AccountIdentity, AccountKey, AccountName, DeviceAddress, DeviceEntry, DeviceId, DeviceIdentity, DeviceList,
     DevicePrekeys, PrekeyError, PrekeyPolicy, PrekeyUpload, UnixTime,
 };
 use zeroize::Zeroizing;
@@ -25,7 +25,11 @@ pub(crate) mod meta {
     pub(crate) const NAME: &str = "account_name";
     pub(crate) const DEVICE: &str = "device_id";
     pub(crate) const SERVER: &str = "server";
+    /// The account identity's private key: only on a device that holds it (an approver).
     pub(crate) const ACCOUNT_IDENTITY: &str = "account_identity";
+    /// The account identity's public key (32 bytes): on every device (devices that hold the
+    /// private key derive it from that).
+    pub(crate) const ACCOUNT_KEY: &str = "account_key";
     pub(crate) const DEVICE_IDENTITY: &str = "device_identity";
     pub(crate) const DEVICE_LIST: &str = "device_list";
     pub(crate) const PREKEYS: &str = "prekeys";
@@ -51,7 +55,10 @@ pub(crate) const SESSIONS_PER_DEVICE: usize = 5;
 pub(crate) struct Me {
     pub(crate) name: AccountName,
     pub(crate) device: DeviceId,
-    pub(crate) account: AccountIdentity,
+    /// The account identity key, on a device that holds it (an approver).
+    pub(crate) account: Option<AccountIdentity>,
+    /// The account identity's public key.
+    pub(crate) account_key: AccountKey,
     pub(crate) identity: DeviceIdentity,
 }
 
@@ -182,10 +189,23 @@ fn load_me(store: &Store) -> Result<Me> {
         String::from_utf8(get(meta::NAME)?.to_vec()).map_err(|_| ClientError::Internal("stored name"))?;
     let device: [u8; 4] =
         get(meta::DEVICE)?.as_slice().try_into().map_err(|_| ClientError::Internal("stored device id"))?;
+    let account = match store.meta(meta::ACCOUNT_IDENTITY)? {
+        Some(bytes) => Some(AccountIdentity::from_bytes(&bytes)?),
+        None => None,
+    };
+    let account_key = match (&account, store.meta(meta::ACCOUNT_KEY)?) {
+        (Some(a), _) => a.public(),
+        (None, Some(k)) => {
+            let k: [u8; 32] = k.as_slice().try_into().map_err(|_| ClientError::Internal("stored account key"))?;
+            AccountKey::from_bytes(k)?
+        }
+        (None, None) => return Err(ClientError::Internal("stored account key")),
+    };
     Ok(Me {
         name: AccountName::new(&name)?,
         device: DeviceId::new(u32::from_be_bytes(device)).ok_or(ClientError::Internal("stored device id"))?,
-        account: AccountIdentity::from_bytes(&get(meta::ACCOUNT_IDENTITY)?)?,
+        account,
+        account_key,
         identity: DeviceIdentity::from_bytes(&get(meta::DEVICE_IDENTITY)?)?,
     })
 }
@@ -487,10 +507,11 @@ impl Client {
         let device_list = get(meta::DEVICE_LIST)?.to_vec();
         let prekeys: api::PrekeyUploadRequest = serde_json::from_slice(&get(meta::PENDING_UPLOAD)?)
             .map_err(|_| ClientError::Internal("upload"))?;
+        let account = self.me.account.clone().ok_or(ClientError::Internal("registration without account key"))?;
         match register_account(
             &self.api,
             &self.me.name,
-            &self.me.account,
+            &account,
             device_list,
             prekeys,
             registration_token,
@@ -529,7 +550,7 @@ impl Client {
     /// After a crash between registering and recording it: the server's list is ours.
     async fn registered_earlier(&self) -> Result<bool> {
         let bytes = self.api.device_list(self.me.name.as_str()).await?;
-        let list = DeviceList::verify(&bytes, &self.me.name, Some(&self.me.account.public()), None);
+        let list = DeviceList::verify(&bytes, &self.me.name, Some(&self.me.account_key), None);
         Ok(list.is_ok())
     }
 

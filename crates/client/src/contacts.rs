@@ -20,6 +20,9 @@ use crate::store::{self, ContactRow};
 /// so envelopes that claim ever new identities cannot make one receive fetch without end.
 pub(crate) const MAX_LIST_FETCHES_PER_RECEIVE: usize = 64;
 
+/// What the text form of a scannable safety number starts with.
+pub const SCAN_PREFIX: &str = "TACIT-SN1-";
+
 fn key_from(bytes: &[u8; 32]) -> Result<AccountKey> {
     Ok(AccountKey::from_bytes(*bytes)?)
 }
@@ -47,11 +50,16 @@ impl Client {
             r => r?,
         };
         let Some((c, previous)) = self.stored_list(name)? else {
-            let list = DeviceList::verify(&bytes, name, None, None).map_err(|e| Self::list_error(name, e))?;
+            // The own account (its other devices) is pinned to the key this device knows and
+            // verified: a change of it is accepted only from an own device (`devices.rs`).
+            let own = *name == self.me.name;
+            let known = own.then_some(self.me.account_key);
+            let list =
+                DeviceList::verify(&bytes, name, known.as_ref(), None).map_err(|e| Self::list_error(name, e))?;
             let row = ContactRow {
                 account_key: *list.account_key().as_bytes(),
                 device_list: bytes,
-                verified: false,
+                verified: own,
                 pending: None,
             };
             store::put_contact(self.store.conn(), name.as_str(), &row)?;
@@ -163,7 +171,7 @@ impl Client {
             Some((k, l)) => (k, l),
             None => (c.account_key, c.device_list),
         };
-        let number = SafetyNumber::new(&self.me.name, &self.me.account.public(), &name, &key_from(&key)?);
+        let number = SafetyNumber::new(&self.me.name, &self.me.account_key, &name, &key_from(&key)?);
         Ok((number, key, list))
     }
 
@@ -177,6 +185,40 @@ impl Client {
         if !number.matches_digits(digits) {
             return Err(ClientError::VerificationFailed(name.to_string()));
         }
+        self.mark_verified(&name, key, list)
+    }
+
+    /// The scannable form of the safety number with `name`, as text for a QR code:
+    /// [`SCAN_PREFIX`] then the payload in upper-case hex (QR alphanumeric mode).
+    pub async fn safety_number_payload(&mut self, name: &str) -> Result<String> {
+        let _guard = self.lock_state().await?;
+        let (number, _, _) = self.safety_number_inner(name).await?;
+        Ok(format!("{SCAN_PREFIX}{}", hex::encode_upper(number.scannable())))
+    }
+
+    /// Checks a payload scanned from `name`'s screen ([`Self::safety_number_payload`] there)
+    /// in constant time; on a match marks the contact verified as [`Self::verify`] does,
+    /// otherwise [`ClientError::VerificationFailed`] (a malformed payload too) and nothing
+    /// changes.
+    pub async fn verify_scanned(&mut self, name: &str, payload: &str) -> Result<()> {
+        let _guard = self.lock_state().await?;
+        let (number, key, list) = self.safety_number_inner(name).await?;
+        let name = AccountName::new(name)?;
+        let trimmed = payload.trim();
+        let bytes = trimmed
+            .get(..SCAN_PREFIX.len())
+            .filter(|p| p.eq_ignore_ascii_case(SCAN_PREFIX))
+            .and_then(|_| trimmed.get(SCAN_PREFIX.len()..))
+            .and_then(|h| hex::decode(h).ok());
+        match bytes {
+            Some(b) if number.compare_scanned(&b).is_ok() => {}
+            _ => return Err(ClientError::VerificationFailed(name.to_string())),
+        }
+        self.mark_verified(&name, key, list)
+    }
+
+    /// Marks `name` verified under `key` and `list` (dropping sessions made under another key).
+    fn mark_verified(&mut self, name: &AccountName, key: [u8; 32], list: Vec<u8>) -> Result<()> {
         let c = self
             .store
             .contact(name.as_str())?

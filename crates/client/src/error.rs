@@ -111,6 +111,40 @@ pub enum ClientError {
     /// The server says the name, account or device does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A device label longer than 64 bytes or with control characters.
+    #[error("a device label is at most 64 bytes, without control characters")]
+    BadLabel,
+    /// Only a device that holds the account key can approve or revoke other devices.
+    #[error(
+        "this device does not hold the account key: approve or revoke devices from one that does          (`tacit device list` shows them as approver); this device can only revoke itself"
+    )]
+    NotApprover,
+    /// The last device holding the account key cannot be revoked.
+    #[error(
+        "that is the last device holding the account key: approve another device with --approver          before revoking it"
+    )]
+    LastApprover,
+    /// Not a link code (mistyped).
+    #[error("that is not a link code (check it: 26 letters and digits, as `tacit device link` shows it)")]
+    BadLinkCode,
+    /// No device waits with this code.
+    #[error(
+        "no device is waiting with that code: check it, or it expired (a code lives 10 minutes);          run `tacit device link` again on the new device"
+    )]
+    LinkUnknown,
+    /// The code was already used.
+    #[error("that link code was already used: run `tacit device link` again on the new device for a new one")]
+    LinkUsed,
+    /// The offer expired before a device approved it.
+    #[error("the link code expired before a device approved it: run `tacit device link` again")]
+    LinkExpired,
+    /// A link offer or answer failed its checks: the code does not match (mistyped), or the
+    /// server altered what it relayed.
+    #[error("linking refused: {0} (a mistyped code, or the server altered the exchange); nothing was changed")]
+    Link(#[from] tacit_protocol::LinkError),
+    /// The user declined.
+    #[error("cancelled; nothing was changed")]
+    Cancelled,
     /// No conversation or contact with this name.
     #[error("unknown contact {0}")]
     UnknownContact(String),
@@ -224,12 +258,19 @@ impl ClientError {
             | Self::BadCertificate(_)
             | Self::InsecureHttp(_)
             | Self::SendToSelf(_)
+            | Self::BadLabel
+            | Self::BadLinkCode
+            | Self::NotApprover
+            | Self::LastApprover
+            | Self::Cancelled
             | Self::BadServerUrl(_) => ErrorKind::Usage,
             Self::WrongKey | Self::KeyFilePermissions { .. } => ErrorKind::Security,
             Self::NoAccount
             | Self::AccountRemoved(_)
             | Self::NotFound(_)
             | Self::UnknownContact(_)
+            | Self::LinkUnknown
+            | Self::LinkExpired
             | Self::UnknownToServer { .. } => ErrorKind::NotFound,
             Self::Network(_) | Self::Server { .. } | Self::NameTaken(_) | Self::RegistrationToken { .. } => {
                 ErrorKind::Network
@@ -242,6 +283,8 @@ impl ClientError {
             | Self::Decode(_)
             | Self::Crypto(_)
             | Self::Prekey(_)
+            | Self::Link(_)
+            | Self::LinkUsed
             | Self::WrongOrigin { .. } => ErrorKind::Security,
             Self::Store(_)
             | Self::Io(_)

@@ -1,0 +1,575 @@
+//! The account's devices: linking a new device, approving it from a device that holds the
+//! account key, listing and revoking devices (issue 9).
+//!
+//! **Who holds the account key.** The first device does; a linked device only when it was
+//! approved with `--approver`. Only such a device (an *approver*) signs device lists, so only
+//! it can add or revoke devices. A device that holds no account key can still log itself out.
+//!
+//! **Linking** (`docs/PROTOCOL.md`, "Linking a device"): the new device makes its identity,
+//! its first prekeys and a 128-bit link secret, publishes an offer MACed under the secret and
+//! shows the secret as a code. The approver reads the code, checks the offer's MAC (a server
+//! that swapped keys fails it), shows the label and fingerprint, publishes a new signed list
+//! with the device and its prekeys (so it is reachable from that moment), then seals the
+//! provisioning message to the offer's ephemeral keys and the secret. The server relays
+//! ciphertext only.
+//!
+//! **Revoking** publishes a list without the device; revoking an approver rotates the account
+//! key (contacts see an identity change), and the last approver cannot be revoked.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tacit_api as api;
+use tacit_protocol::{
+    AccountIdentity, AccountKey, AccountName, DeviceEntry, DeviceId, DeviceIdentity, DeviceList,
+    DevicePrekeys, HistoryRef, LinkSecret, PendingLink, PrekeyPolicy, Provisioning, VerifiedOffer,
+    valid_device_label,
+};
+use zeroize::Zeroizing;
+
+use crate::client::{Client, meta, now, now_ms, upload_request, wipe};
+use crate::error::{ClientError, Result};
+use crate::home_lock::HomeLock;
+use crate::net::{Api, ConnectOptions};
+use crate::rng::OsRng;
+use crate::store::key::StoreSecret;
+use crate::store::{self, ContactRow, Store};
+
+/// Meta keys of a device that is waiting to be linked.
+mod link_meta {
+    /// The pending link (ephemeral secrets; `PendingLink::to_bytes`).
+    pub(crate) const PENDING: &str = "link_pending";
+    /// The code shown to the user.
+    pub(crate) const CODE: &str = "link_code";
+    /// When the offer expires on the server (ms, big-endian).
+    pub(crate) const EXPIRES: &str = "link_expires";
+    /// A history archive still to be imported (`HistoryRef::to_bytes`).
+    pub(crate) const HISTORY: &str = "link_history";
+}
+
+/// One device of the account, as `tacit device list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// The device id.
+    pub id: u32,
+    /// Its label.
+    pub label: String,
+    /// When it was added (ms since the Unix epoch; 0 when the list does not say).
+    pub added_ms: u64,
+    /// When the server last saw it (ms), if ever.
+    pub last_seen_ms: Option<u64>,
+    /// It is this device.
+    pub current: bool,
+    /// It holds the account key.
+    pub approver: bool,
+}
+
+/// What `device link` reports while it works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// Show this code (and its QR code) to the user; the approver types or scans it.
+    Code(String),
+    /// Linked into `account` as device `device`.
+    Linked {
+        /// The account.
+        account: String,
+        /// This device's id.
+        device: u32,
+        /// Whether this device holds the account key.
+        approver: bool,
+    },
+    /// History transfer progress (bytes done, bytes in all).
+    History(u64, u64),
+    /// History imported: this many messages.
+    HistoryDone(u64),
+}
+
+/// What the approving device is asked to confirm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDevice {
+    /// The label the new device gave itself.
+    pub label: String,
+    /// Its identity fingerprint, as the new device shows it.
+    pub fingerprint: String,
+}
+
+/// How `device approve` adds the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApproveOptions {
+    /// The new device also holds the account key.
+    pub approver: bool,
+    /// Send the history.
+    pub history: bool,
+}
+
+impl Client {
+    /// Whether this device holds the account key.
+    pub fn is_approver(&self) -> bool {
+        self.me.account.is_some()
+    }
+
+    /// Links a new device in `home` into an existing account: makes this device's keys,
+    /// publishes an offer on `server`, tells `events` the code to show, and waits (up to the
+    /// offer's lifetime) for an approving device's answer. Re-running on a home that is still
+    /// waiting resumes the same offer (same code); on a home whose history import was
+    /// interrupted, resumes the import.
+    pub async fn link_device(
+        home: &Path,
+        secret: StoreSecret,
+        server: &str,
+        label: &str,
+        options: &ConnectOptions,
+        events: &mut (dyn FnMut(LinkEvent) + Send),
+    ) -> Result<Self> {
+        if !valid_device_label(label) {
+            return Err(ClientError::BadLabel);
+        }
+        let api = Api::new(server, options)?;
+        api.check_transport()?;
+        store::create_private_dir(home)?;
+        let lock = HomeLock::open(home)?;
+        let pass = match &secret {
+            StoreSecret::Passphrase(p) if !p.is_empty() => Some(p.clone()),
+            _ => None,
+        };
+        let store = {
+            let _guard = lock.lock_blocking()?;
+            let mut resumed = None;
+            if Store::exists(home) {
+                let s = Store::open(home, pass.as_ref())?;
+                if s.meta(meta::REGISTERED)?.as_deref().map(Vec::as_slice) == Some(&[1]) {
+                    if s.meta(link_meta::HISTORY)?.is_some() {
+                        drop(s);
+                        let mut client = Client::open_with(home, pass.as_ref(), options)?;
+                        client.finish_history_import(events).await?;
+                        return Ok(client);
+                    }
+                    let name = s.meta(meta::NAME)?.map(|n| String::from_utf8_lossy(&n).into_owned());
+                    return Err(ClientError::AccountExists(name.unwrap_or_default()));
+                }
+                let live = s
+                    .meta(link_meta::EXPIRES)?
+                    .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                    .is_some_and(|b| u64::from_be_bytes(b) > now_ms() + 5_000);
+                let same_server = s.meta(meta::SERVER)?.as_deref().map(Vec::as_slice) == Some(api.base().as_bytes());
+                if live && same_server && s.meta(link_meta::PENDING)?.is_some() {
+                    resumed = Some(s);
+                } else {
+                    drop(s);
+                    wipe(home)?;
+                }
+            }
+            match resumed {
+                Some(s) => s,
+                None => Self::new_link_store(home, &secret, &api, label).await?,
+            }
+        };
+        let pending = PendingLink::from_bytes(
+            &store.meta(link_meta::PENDING)?.ok_or(ClientError::Internal("pending link"))?,
+        )?;
+        let code = String::from_utf8(store.meta(link_meta::CODE)?.ok_or(ClientError::Internal("link code"))?.to_vec())
+            .map_err(|_| ClientError::Internal("link code"))?;
+        let expires = store
+            .meta(link_meta::EXPIRES)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        let slot = pending.slot_id();
+        events(LinkEvent::Code(code));
+        let answer = loop {
+            let left = expires.saturating_sub(now_ms()) / 1000;
+            if left == 0 {
+                drop(store);
+                let _guard = lock.lock_blocking()?;
+                wipe(home)?;
+                return Err(ClientError::LinkExpired);
+            }
+            let wait = left.min(api::limits::MAX_LINK_WAIT_SECS);
+            match api.link_answer_wait(&slot, wait).await {
+                Ok(Some(a)) => break a,
+                Ok(None) => {}
+                // The server restarted or is briefly away: keep waiting until the offer expires.
+                Err(ClientError::Network(_)) => tokio::time::sleep(Duration::from_secs(1)).await,
+                Err(ClientError::NotFound(_)) => {
+                    drop(store);
+                    let _guard = lock.lock_blocking()?;
+                    wipe(home)?;
+                    return Err(ClientError::LinkExpired);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let provisioning = pending.open_answer(&answer)?;
+        let _guard = lock.lock_blocking()?;
+        let mut store = store;
+        let linked = Self::store_provisioning(&mut store, &provisioning)?;
+        let mut client = Client::from_store_pub(store, options, lock.clone())?;
+        client.api = api;
+        drop(_guard);
+        events(LinkEvent::Linked {
+            account: linked.0.to_string(),
+            device: linked.1.get(),
+            approver: client.is_approver(),
+        });
+        // Signs in (the server knows this device since the approver published it) and
+        // uploads the one-time prekeys made with the offer.
+        client.online().await?;
+        let _ = client.api.link_delete(&slot).await;
+        client.finish_history_import(events).await?;
+        Ok(client)
+    }
+
+    /// Makes the new device's keys and store and publishes its offer.
+    async fn new_link_store(home: &Path, secret: &StoreSecret, api: &Api, label: &str) -> Result<Store> {
+        let mut rng = OsRng;
+        let identity = DeviceIdentity::generate(&mut rng)?;
+        let mut prekeys = DevicePrekeys::new();
+        let plan = prekeys.plan(now(), &PrekeyPolicy::default(), 0, 0);
+        let made = prekeys.execute(&mut rng, &identity, now(), &plan)?;
+        let signed = made.signed_prekey.clone().ok_or(ClientError::Internal("signed prekey"))?;
+        let last_resort = made.last_resort.clone().ok_or(ClientError::Internal("last-resort prekey"))?;
+        // The signed and last-resort prekeys travel in the offer (the approver publishes them
+        // with the list); the one-time keys are uploaded once this device is in the list.
+        let mut one_time = upload_request(&made);
+        one_time.signed_prekey = None;
+        one_time.last_resort = None;
+        let one_time = serde_json::to_vec(&one_time).map_err(|_| ClientError::Internal("upload"))?;
+        let link_secret = LinkSecret::generate(&mut rng);
+        let (pending, offer) =
+            PendingLink::new(&mut rng, &link_secret, identity.public(), label, &signed, &last_resort)?;
+        let answer = api
+            .link_offer_post(&api::LinkOfferRequest {
+                slot: api::Bytes(pending.slot_id().to_vec()),
+                offer: api::Bytes(offer),
+            })
+            .await?;
+        let expires = now_ms().saturating_add(answer.expires_in_secs.saturating_mul(1000));
+        let mut store = Store::create(home, secret)?;
+        let tx = store.tx()?;
+        store::set_meta(&tx, meta::SERVER, api.base().as_bytes())?;
+        store::set_meta(&tx, meta::DEVICE_IDENTITY, &identity.to_bytes())?;
+        store::set_meta(&tx, meta::PREKEYS, &prekeys.to_bytes())?;
+        store::set_meta(&tx, meta::PENDING_UPLOAD, &one_time)?;
+        store::set_meta(&tx, meta::REGISTERED, &[0])?;
+        store::set_meta(&tx, meta::GENERATIONS_FILE, &[1])?;
+        store::set_meta(&tx, link_meta::PENDING, &pending.to_bytes())?;
+        store::set_meta(&tx, link_meta::CODE, link_secret.to_code().as_bytes())?;
+        store::set_meta(&tx, link_meta::EXPIRES, &expires.to_be_bytes())?;
+        tx.commit()?;
+        Ok(store)
+    }
+
+    /// Stores what the approver sent: the account, this device's id, the signed list (this
+    /// account's own contact row, pinned and verified: a later key change of the own account
+    /// is accepted only from an own device), the account key if given.
+    fn store_provisioning(store: &mut Store, p: &Provisioning) -> Result<(AccountName, DeviceId)> {
+        let list = DeviceList::verify(p.device_list(), p.account(), None, None)
+            .map_err(|source| ClientError::DeviceList { name: p.account().to_string(), source })?;
+        let tx = store.tx()?;
+        store::set_meta(&tx, meta::NAME, p.account().as_str().as_bytes())?;
+        store::set_meta(&tx, meta::DEVICE, &p.device().get().to_be_bytes())?;
+        store::set_meta(&tx, meta::ACCOUNT_KEY, list.account_key().as_bytes())?;
+        if let Some(account) = p.account_identity() {
+            store::set_meta(&tx, meta::ACCOUNT_IDENTITY, &account.to_bytes())?;
+        }
+        store::set_meta(&tx, meta::DEVICE_LIST, p.device_list())?;
+        let row = ContactRow {
+            account_key: *list.account_key().as_bytes(),
+            device_list: p.device_list().to_vec(),
+            verified: true,
+            pending: None,
+        };
+        store::put_contact(&tx, p.account().as_str(), &row)?;
+        if let Some(h) = p.history() {
+            store::set_meta(&tx, link_meta::HISTORY, &h.to_bytes())?;
+        }
+        store::set_meta(&tx, meta::REGISTERED, &[1])?;
+        for k in [link_meta::PENDING, link_meta::CODE, link_meta::EXPIRES] {
+            store::delete_meta(&tx, k)?;
+        }
+        tx.commit()?;
+        Ok((p.account().clone(), p.device()))
+    }
+
+    /// Imports the history archive the approver sent, if one is still to be imported
+    /// (resumable: the download continues where it stopped).
+    async fn finish_history_import(&mut self, events: &mut (dyn FnMut(LinkEvent) + Send)) -> Result<()> {
+        let Some(bytes) = self.store.meta(link_meta::HISTORY)? else { return Ok(()) };
+        let history = HistoryRef::from_bytes(&bytes)?;
+        let imported = crate::history_transfer::import(self, &history, &mut |done, all| {
+            events(LinkEvent::History(done, all))
+        })
+        .await?;
+        let tx = self.store.tx()?;
+        store::delete_meta(&tx, link_meta::HISTORY)?;
+        tx.commit()?;
+        events(LinkEvent::HistoryDone(imported));
+        Ok(())
+    }
+
+    /// Reads a link code and the waiting device's offer: what the user must confirm.
+    pub async fn link_offer(&mut self, code: &str) -> Result<(LinkSecret, VerifiedOffer)> {
+        if self.me.account.is_none() {
+            return Err(ClientError::NotApprover);
+        }
+        let secret = LinkSecret::from_code(code).map_err(|_| ClientError::BadLinkCode)?;
+        let offer = match self.api.link_offer_get(&secret.slot_id()).await {
+            Ok(o) => o,
+            Err(ClientError::NotFound(_)) => return Err(ClientError::LinkUnknown),
+            Err(ClientError::Server { code: Some(api::ErrorCode::AlreadyUsed), .. }) => {
+                return Err(ClientError::LinkUsed);
+            }
+            Err(e) => return Err(e),
+        };
+        let offer = VerifiedOffer::open(&secret, &offer.offer)?;
+        Ok((secret, offer))
+    }
+
+    /// Approves the device waiting with `code`: `confirm` is shown its label and fingerprint
+    /// and says whether to go on. Publishes the new signed list (with the device's prekeys),
+    /// then sends it the sealed provisioning message (and the history, if asked).
+    pub async fn approve_device(
+        &mut self,
+        code: &str,
+        options: ApproveOptions,
+        confirm: &mut (dyn FnMut(&NewDevice) -> bool + Send),
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<DeviceInfo> {
+        self.online().await?;
+        let (secret, offer) = self.link_offer(code).await?;
+        let shown = NewDevice { label: offer.label().to_owned(), fingerprint: offer.fingerprint() };
+        if !confirm(&shown) {
+            return Err(ClientError::Cancelled);
+        }
+        let account = self.me.account.clone().ok_or(ClientError::NotApprover)?;
+        let (list, entry) = {
+            let _guard = self.lock_state().await?;
+            let current = self.own_list().await?;
+            let status = self.api.device_status().await?;
+            let top = current
+                .devices()
+                .iter()
+                .map(|d| d.id.get())
+                .chain(status.devices.iter().map(|d| d.device))
+                .chain([status.max_device_id])
+                .max()
+                .unwrap_or(0);
+            let id = top.checked_add(1).and_then(DeviceId::new).ok_or(ClientError::Internal("device id"))?;
+            let entry = DeviceEntry {
+                id,
+                identity: offer.device().clone(),
+                approver: options.approver,
+                added_ms: now_ms(),
+                label: offer.label().to_owned(),
+            };
+            let mut devices = current.devices().to_vec();
+            devices.push(entry.clone());
+            let list = DeviceList::sign(&account, self.me.name.clone(), current.version() + 1, devices)
+                .map_err(|source| ClientError::DeviceList { name: self.me.name.to_string(), source })?;
+            let mut prekeys = api::PrekeyUploadRequest::default();
+            prekeys.signed_prekey = Some(api::Bytes(offer.signed_prekey().to_bytes()));
+            prekeys.last_resort = Some(api::Bytes(offer.last_resort().to_bytes()));
+            self.publish_own_list(&list, None, vec![api::NewDevicePrekeys { device: id.get(), prekeys }])
+                .await?;
+            (list, entry)
+        };
+        // Published first: whatever is sent from now on reaches the new device directly, and
+        // the archive holds everything before.
+        let history = if options.history {
+            Some(crate::history_transfer::export(self, progress).await?)
+        } else {
+            None
+        };
+        let provisioning = Provisioning::new(
+            self.me.name.clone(),
+            entry.id,
+            self.me.device,
+            list.to_bytes(),
+            options.approver.then(|| account.clone()),
+            history,
+        );
+        let answer = offer.seal_answer(&mut OsRng, &provisioning)?;
+        match self.api.link_answer_put(&secret.slot_id(), &api::LinkAnswerRequest { answer: api::Bytes(answer) }).await
+        {
+            Ok(()) => {}
+            Err(ClientError::Server { code: Some(api::ErrorCode::AlreadyUsed), .. }) => {
+                return Err(ClientError::LinkUsed);
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(DeviceInfo {
+            id: entry.id.get(),
+            label: entry.label,
+            added_ms: entry.added_ms,
+            last_seen_ms: None,
+            current: false,
+            approver: entry.approver,
+        })
+    }
+
+    /// The own account's current list from the server, verified against the own account key
+    /// and the last accepted own list (no rollback); stored as accepted.
+    pub(crate) async fn own_list(&mut self) -> Result<DeviceList> {
+        let bytes = self.api.device_list(self.me.name.as_str()).await?;
+        let previous = match self.store.meta(meta::DEVICE_LIST)? {
+            Some(b) => DeviceList::verify(&b, &self.me.name, Some(&self.me.account_key), None).ok(),
+            None => None,
+        };
+        let list = DeviceList::verify(&bytes, &self.me.name, Some(&self.me.account_key), previous.as_ref())
+            .map_err(|source| ClientError::DeviceList { name: self.me.name.to_string(), source })?;
+        self.accept_own_list(&list)?;
+        Ok(list)
+    }
+
+    /// Stores `list` as the own account's accepted list (meta and the own contact row).
+    fn accept_own_list(&mut self, list: &DeviceList) -> Result<()> {
+        let bytes = list.to_bytes();
+        let tx = self.store.tx()?;
+        store::set_meta(&tx, meta::DEVICE_LIST, &bytes)?;
+        store::set_meta(&tx, meta::ACCOUNT_KEY, list.account_key().as_bytes())?;
+        let row = ContactRow {
+            account_key: *list.account_key().as_bytes(),
+            device_list: bytes,
+            verified: true,
+            pending: None,
+        };
+        store::put_contact(&tx, self.me.name.as_str(), &row)?;
+        tx.commit()?;
+        self.me.account_key = *list.account_key();
+        Ok(())
+    }
+
+    async fn publish_own_list(
+        &mut self,
+        list: &DeviceList,
+        rotation: Option<Vec<u8>>,
+        new_devices: Vec<api::NewDevicePrekeys>,
+    ) -> Result<()> {
+        let req = api::PublishDeviceListRequest {
+            device_list: api::Bytes(list.to_bytes()),
+            rotation_signature: rotation.map(api::Bytes),
+            new_devices,
+        };
+        self.api.publish_device_list(self.me.name.as_str(), &req).await?;
+        self.accept_own_list(list)
+    }
+
+    /// The account's devices, from the current signed list and what the server saw of them.
+    pub async fn devices(&mut self) -> Result<Vec<DeviceInfo>> {
+        self.online().await?;
+        let _guard = self.lock_state().await?;
+        let list = self.own_list().await?;
+        let status = self.api.device_status().await?;
+        Ok(list
+            .devices()
+            .iter()
+            .map(|d| DeviceInfo {
+                id: d.id.get(),
+                label: d.label.clone(),
+                added_ms: d.added_ms,
+                last_seen_ms: status.devices.iter().find(|s| s.device == d.id.get()).and_then(|s| s.last_seen_ms),
+                current: d.id == self.me.device,
+                approver: d.approver,
+            })
+            .collect())
+    }
+
+    /// Revokes device `id`. An approver publishes a list without it (rotating the account key
+    /// when `id` held it; the last approver cannot be revoked). A device that holds no
+    /// account key can only revoke itself: it logs out. Revoking this device removes the
+    /// account from this home. Returns whether the account key was rotated.
+    pub async fn revoke_device(&mut self, id: u32) -> Result<Revoked> {
+        self.online().await?;
+        let Some(account) = self.me.account.clone() else {
+            if id != self.me.device.get() {
+                return Err(ClientError::NotApprover);
+            }
+            let _guard = self.lock_state().await?;
+            self.api.logout_device(id).await?;
+            return self.removed_here().map(|()| Revoked { rotated: false, this_device: true });
+        };
+        let _guard = self.lock_state().await?;
+        let current = self.own_list().await?;
+        let target = current
+            .devices()
+            .iter()
+            .find(|d| d.id.get() == id)
+            .ok_or(ClientError::UnknownDevice { name: self.me.name.to_string(), device: id })?
+            .clone();
+        let devices: Vec<DeviceEntry> = current.devices().iter().filter(|d| d.id.get() != id).cloned().collect();
+        if !devices.iter().any(|d| d.approver) {
+            return Err(ClientError::LastApprover);
+        }
+        let this_device = id == self.me.device.get();
+        let version = current.version() + 1;
+        let rotated = target.approver;
+        if rotated {
+            // The revoked device held the account key: a new one, signed over by the old.
+            let new_account = AccountIdentity::generate(&mut OsRng)?;
+            let list = DeviceList::sign(&new_account, self.me.name.clone(), version, devices)
+                .map_err(|source| ClientError::DeviceList { name: self.me.name.to_string(), source })?;
+            let rotation = DeviceList::sign_rotation(&account, &list.to_bytes());
+            self.publish_own_list(&list, Some(rotation.as_bytes().to_vec()), Vec::new()).await?;
+            if !this_device {
+                let tx = self.store.tx()?;
+                store::set_meta(&tx, meta::ACCOUNT_IDENTITY, &new_account.to_bytes())?;
+                tx.commit()?;
+                self.me.account = Some(new_account.clone());
+                self.me.account_key = new_account.public();
+                self.send_account_key_update(&list, &new_account).await?;
+            }
+        } else {
+            let list = DeviceList::sign(&account, self.me.name.clone(), version, devices)
+                .map_err(|source| ClientError::DeviceList { name: self.me.name.to_string(), source })?;
+            self.publish_own_list(&list, None, Vec::new()).await?;
+        }
+        if this_device {
+            self.removed_here()?;
+        }
+        Ok(Revoked { rotated, this_device })
+    }
+
+    /// This device left the account: remove it from this home.
+    fn removed_here(&mut self) -> Result<()> {
+        let home = self.store.home().to_owned();
+        self.store.close()?;
+        wipe(&home)
+    }
+
+    /// Tells the account's other devices the new account key after a rotation: the new
+    /// secret to approvers, the new signed list to every device (over their sessions).
+    async fn send_account_key_update(&mut self, list: &DeviceList, account: &AccountIdentity) -> Result<()> {
+        let _ = (list, account);
+        Ok(())
+    }
+
+    /// An approver publishes a list without the devices that logged themselves out.
+    pub(crate) async fn drop_logged_out_devices(&mut self) -> Result<()> {
+        let Some(account) = self.me.account.clone() else { return Ok(()) };
+        let status = self.api.device_status().await?;
+        let gone: Vec<u32> = status.devices.iter().filter(|d| d.logged_out).map(|d| d.device).collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let _guard = self.lock_state().await?;
+        let current = self.own_list().await?;
+        let devices: Vec<DeviceEntry> =
+            current.devices().iter().filter(|d| !gone.contains(&d.id.get()) || d.approver).cloned().collect();
+        if devices.len() == current.devices().len() {
+            return Ok(());
+        }
+        let list = DeviceList::sign(&account, self.me.name.clone(), current.version() + 1, devices)
+            .map_err(|source| ClientError::DeviceList { name: self.me.name.to_string(), source })?;
+        self.publish_own_list(&list, None, Vec::new()).await
+    }
+}
+
+/// What [`Client::revoke_device`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revoked {
+    /// The account key was rotated (the revoked device held it): contacts see a new safety
+    /// number.
+    pub rotated: bool,
+    /// This device was revoked (logged out): the account is gone from this home.
+    pub this_device: bool,
+}
