@@ -1,0 +1,160 @@
+//! Issue 9 end to end with the real binary and a real server process, on SQLite and
+//! PostgreSQL: link a device, approve it, history transfer, fan-out to every device, sent
+//! messages on the sender's other devices, a note to self, device list, revoke.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)] // a test file
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+/// `history NAME` as (direction, text) pairs.
+fn history(home: &Path, name: &str) -> Vec<(String, String)> {
+    let (code, lines) = tacit(home, &[], &["history", name]);
+    assert_eq!(code, 0, "{lines:?}");
+    lines
+        .iter()
+        .filter(|l| l["type"] == "history")
+        .map(|l| (l["direction"].as_str().unwrap().to_owned(), l["text"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// Starts `device link` on `home`; returns the child and the link code from its first line.
+fn start_link(home: &Path, url: &str, label: &str) -> (std::process::Child, BufReader<std::process::ChildStdout>, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tacit"));
+    for k in ["TACIT_PASSPHRASE", "TACIT_HOME", "TACIT_CA_FILE", "TACIT_INSECURE_HTTP"] {
+        cmd.env_remove(k);
+    }
+    cmd.arg("--json").arg("--home").arg(home).args(["device", "link", "--server", url, "--label", label]);
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let v: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first:?}"));
+    assert_eq!(v["type"], "link_code", "the first line is the code: {v}");
+    let code = v["link_code"].as_str().unwrap().to_owned();
+    (child, out, code)
+}
+
+/// The rest of a link's JSON lines and its exit code.
+fn end_link(mut child: std::process::Child, out: BufReader<std::process::ChildStdout>) -> (i32, Vec<Value>) {
+    let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
+    (child.wait().unwrap().code().unwrap(), lines)
+}
+
+#[test]
+fn link_approve_fan_out_sync_and_revoke_on_sqlite() {
+    device_flow(None);
+}
+
+#[test]
+fn link_approve_fan_out_sync_and_revoke_on_postgres() {
+    let schema = PgSchema::new("tacit_devices");
+    device_flow(Some(&schema.url));
+}
+
+fn device_flow(database: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut args = vec!["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()];
+    if let Some(url) = database {
+        args.extend(["--database", url]);
+    }
+    let server = ServerProcess::start(&args, None);
+    let url = format!("http://{}", server.addr);
+    let (phone, laptop, bob) = (dir.path().join("phone"), dir.path().join("laptop"), dir.path().join("bob"));
+    assert_eq!(tacit(&phone, &[], &["account", "create", "--server", &url, "--name", "alice"]).0, 0);
+    assert_eq!(tacit(&bob, &[], &["account", "create", "--server", &url, "--name", "bob"]).0, 0);
+    assert_eq!(tacit(&phone, &[], &["send", "bob", "before the laptop"]).0, 0);
+    assert_eq!(receive_n(&bob, 1), ["before the laptop"]);
+    assert_eq!(tacit(&bob, &[], &["send", "alice", "hi alice"]).0, 0);
+    assert_eq!(receive_n(&phone, 1), ["hi alice"]);
+    let (_, sn_before) = tacit(&bob, &[], &["safety-number", "alice"]);
+
+    // A wrong code is refused and changes nothing.
+    let (code, l) = tacit(&phone, &[], &["device", "approve", "--yes", "ABCDEFGHJKMNPQRSTVWXYZ0123"]);
+    assert_ne!(code, 0, "{l:?}");
+
+    // Link the laptop: the phone approves the code the laptop shows.
+    let (child, out, link_code) = start_link(&laptop, &url, "laptop");
+    let (code, l) = tacit(&phone, &[], &["device", "approve", "--yes", &link_code]);
+    assert_eq!(code, 0, "{l:?}");
+    let approved = l.iter().find(|l| l["type"] == "device_approved").unwrap();
+    assert_eq!((approved["id"].as_u64(), approved["label"].as_str()), (Some(2), Some("laptop")));
+    let (code, l) = end_link(child, out);
+    assert_eq!(code, 0, "{l:?}");
+    assert!(l.iter().any(|l| l["type"] == "linked" && l["account"] == "alice" && l["device"] == 2), "{l:?}");
+    // The code is single-use.
+    let (code, _) = tacit(&phone, &[], &["device", "approve", "--yes", &link_code]);
+    assert_ne!(code, 0);
+
+    // History transfer: the laptop's conversation with bob is the phone's.
+    assert_eq!(history(&laptop, "bob"), history(&phone, "bob"));
+    assert_eq!(history(&laptop, "bob").len(), 2);
+
+    // device list: one line per device in the documented shape.
+    let (code, l) = tacit(&laptop, &[], &["device", "list"]);
+    assert_eq!(code, 0, "{l:?}");
+    let devices: Vec<&Value> = l.iter().filter(|l| l["type"] == "device").collect();
+    assert_eq!(devices.len(), 2, "{l:?}");
+    for d in &devices {
+        let keys: std::collections::BTreeSet<&str> = d.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["added", "approver", "current", "id", "label", "last_seen", "type"].into_iter().collect(),
+            "{d}"
+        );
+    }
+    let laptop_line = devices.iter().find(|d| d["id"] == 2).unwrap();
+    assert_eq!(
+        (laptop_line["current"].as_bool(), laptop_line["approver"].as_bool(), laptop_line["label"].as_str()),
+        (Some(true), Some(false), Some("laptop"))
+    );
+    assert_eq!(devices.iter().find(|d| d["id"] == 1).unwrap()["approver"], true);
+
+    // Linking a device that holds no account key does not change the safety number.
+    let (_, sn_after) = tacit(&bob, &[], &["safety-number", "alice"]);
+    assert_eq!(sn_before.last().unwrap()["number"], sn_after.last().unwrap()["number"]);
+
+    // Fan-out: bob's next message reaches both of alice's devices (his client learns of the
+    // laptop from the server's 409 and the signed list, without him doing anything).
+    assert_eq!(tacit(&bob, &[], &["send", "alice", "to both"]).0, 0);
+    assert_eq!(receive_n(&phone, 1), ["to both"]);
+    assert_eq!(receive_n(&laptop, 1), ["to both"]);
+
+    // Sent from the laptop: bob gets it, and the phone's history shows it as sent.
+    assert_eq!(tacit(&laptop, &[], &["send", "bob", "from the laptop"]).0, 0);
+    assert_eq!(receive_n(&bob, 1), ["from the laptop"]);
+    let (code, _) = tacit(&phone, &[], &["receive", "--wait", "3"]);
+    assert_eq!(code, 0);
+    assert!(
+        history(&phone, "bob").contains(&("sent".to_owned(), "from the laptop".to_owned())),
+        "{:?}",
+        history(&phone, "bob")
+    );
+
+    // A note to self reaches the other device.
+    assert_eq!(tacit(&phone, &[], &["send", "alice", "note to self"]).0, 0);
+    assert_eq!(receive_n(&laptop, 1), ["note to self"]);
+
+    // Revoke the laptop: it can no longer sign in, bob's next message reaches the phone only,
+    // and the safety number stays (the laptop held no account key).
+    let (code, l) = tacit(&phone, &[], &["device", "revoke", "2", "--yes"]);
+    assert_eq!(code, 0, "{l:?}");
+    let r = l.iter().find(|l| l["type"] == "device_revoked").unwrap();
+    assert_eq!(r["account_key_rotated"], false);
+    assert_eq!(tacit(&bob, &[], &["send", "alice", "after the revocation"]).0, 0);
+    assert_eq!(receive_n(&phone, 1), ["after the revocation"]);
+    let (code, l) = tacit(&laptop, &[], &["receive"]);
+    assert_ne!(code, 0, "a revoked device is refused: {l:?}");
+    let (_, sn_revoked) = tacit(&bob, &[], &["safety-number", "alice"]);
+    assert_eq!(sn_before.last().unwrap()["number"], sn_revoked.last().unwrap()["number"]);
+    // The last device holding the account key cannot be revoked.
+    let (code, l) = tacit(&phone, &[], &["device", "revoke", "1", "--yes"]);
+    assert_eq!(code, 2, "{l:?}");
+    server.stop();
+}
