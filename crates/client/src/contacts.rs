@@ -70,6 +70,7 @@ impl Client {
             Ok(list) => {
                 let row = ContactRow { device_list: bytes, pending: None, ..c };
                 store::put_contact(self.store.conn(), name.as_str(), &row)?;
+                self.device_notices(name, &previous, &list)?;
                 Ok(list)
             }
             Err(DeviceListError::AccountKeyChanged) => {
@@ -96,6 +97,44 @@ impl Client {
             }
             Err(e) => Err(Self::list_error(name, e)),
         }
+    }
+
+    /// Tells the user about each device `list` adds to `previous` (trusted through the
+    /// account's signature; a notice, in `receive` output and in the history) and each it
+    /// removes.
+    fn device_notices(&mut self, name: &AccountName, previous: &DeviceList, list: &DeviceList) -> Result<()> {
+        let own = *name == self.me.name;
+        for d in list.devices() {
+            if previous.entry(d.id).is_some() || (own && d.id == self.me.device) {
+                continue;
+            }
+            let label = if d.label.is_empty() { format!("device {}", d.id) } else { d.label.clone() };
+            let text = if own {
+                format!("a device was added to your account: {label}")
+            } else {
+                format!("{name} added a device: {label}")
+            };
+            self.notice(name, text)?;
+        }
+        for d in previous.devices() {
+            if list.entry(d.id).is_none() {
+                let label = if d.label.is_empty() { format!("device {}", d.id) } else { d.label.clone() };
+                let text = if own {
+                    format!("a device was removed from your account: {label}")
+                } else {
+                    format!("{name} removed a device: {label}")
+                };
+                self.notice(name, text)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A notice about `peer` for the user: a warning now and a line in the history.
+    pub(crate) fn notice(&mut self, peer: &AccountName, text: String) -> Result<()> {
+        store::add_notice(self.store.conn(), peer.as_str(), &text, crate::client::now_ms())?;
+        self.warnings.push(text);
+        Ok(())
     }
 
     /// A sender's device as the stored, accepted list has it (no request; a pending key
