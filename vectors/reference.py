@@ -25,6 +25,7 @@ import copy
 import hashlib
 import json
 import sys
+import unicodedata
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -288,38 +289,91 @@ def verify_device_public(dp: bytes) -> tuple[bytes, bytes]:
 # --------------------------------------------------------------------------------------
 
 DEVICE_LIST_LABEL = b"Tacit v1 device list"
+ROTATION_LABEL = b"Tacit v1 account key rotation"
 MAX_DEVICES = 32
+MAX_LABEL = 64
+FLAG_APPROVER = 0x01
 
 
-def device_list_signed_part(name: str, account_key: bytes, version: int, devices: list[tuple[int, bytes]]) -> bytes:
-    out = u8(1) + DEVICE_LIST_LABEL + encode_name(name) + account_key + u64(version) + u32(len(devices))
-    for device_id, public in devices:
-        out += u32(device_id) + public
+class Entry:
+    """A device list entry (§3): id, DevicePublic, and in format 2 flags, time added, label."""
+
+    def __init__(self, device_id: int, public: bytes, approver: bool = False, added_ms: int = 0,
+                 label: bytes = b"", flags: int | None = None):
+        self.device_id = device_id
+        self.public = public
+        self.flags = (FLAG_APPROVER if approver else 0) if flags is None else flags
+        self.added_ms = added_ms
+        self.label = label  # raw bytes, so vectors can hold invalid labels
+
+    def encode(self, fmt: int) -> bytes:
+        out = u32(self.device_id) + self.public
+        if fmt == 2:
+            out += u8(self.flags) + u64(self.added_ms) + u8(len(self.label)) + self.label
+        return out
+
+
+def device_list_signed_part(fmt: int, name: str, account_key: bytes, version: int, entries: list[Entry]) -> bytes:
+    out = u8(fmt) + DEVICE_LIST_LABEL + encode_name(name) + account_key + u64(version) + u32(len(entries))
+    for e in entries:
+        out += e.encode(fmt)
     return out
 
 
-def sign_device_list(account_seed: bytes, name: str, version: int, devices: list[tuple[int, bytes]]) -> bytes:
-    part = device_list_signed_part(name, ed25519_public(account_seed), version, devices)
+def sign_device_list(account_seed: bytes, name: str, version: int, entries: list[Entry], fmt: int = 2) -> bytes:
+    part = device_list_signed_part(fmt, name, ed25519_public(account_seed), version, entries)
     return part + ed25519_sign(account_seed, part)
+
+
+def valid_label(raw: bytes) -> bool:
+    """§3: at most 64 bytes of UTF-8 without control characters (Unicode category Cc)."""
+    if len(raw) > MAX_LABEL:
+        return False
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return not any(unicodedata.category(c) == "Cc" for c in text)
 
 
 def verify_device_list(data: bytes, name: str, known_key: bytes | None) -> dict:
     r = Reader(data)
-    if r.u8() != 1 or r.take(len(DEVICE_LIST_LABEL)) != DEVICE_LIST_LABEL:
+    fmt = r.u8()
+    if fmt not in (1, 2):
+        raise Reject("decode", "device list format")
+    if r.take(len(DEVICE_LIST_LABEL)) != DEVICE_LIST_LABEL:
         raise Reject("decode", "device list header")
     listed = decode_name(r)
     account_key = r.take(32)
     version = r.u64()
     n = r.u32()
     if n > MAX_DEVICES:
-        raise Reject("bad_device_count")
+        raise Reject("decode", "too many devices")
     devices = []
     for _ in range(n):
         device_id = r.u32()
         if device_id == 0:
             raise Reject("decode", "device id 0")
         public = r.take(128)
-        devices.append((device_id, public))
+        if fmt == 1:
+            # Format 1 lists were made for an account's first device, which holds the key.
+            devices.append({"id": device_id, "public": public, "approver": device_id == 1, "added_ms": 0,
+                            "label": ""})
+            continue
+        flags = r.u8()
+        if flags & ~FLAG_APPROVER:
+            raise Reject("bad_entry", "unknown flags")
+        added_ms = r.u64()
+        length = r.u8()
+        if length > MAX_LABEL:
+            raise Reject("bad_entry", "label too long")
+        raw = r.take(length)
+        try:
+            label = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise Reject("bad_entry", "label not UTF-8") from e
+        devices.append({"id": device_id, "public": public, "approver": bool(flags & FLAG_APPROVER),
+                        "added_ms": added_ms, "label": label})
     signed_len = r.pos
     signature = r.take(64)
     r.finish()
@@ -329,12 +383,28 @@ def verify_device_list(data: bytes, name: str, known_key: bytes | None) -> dict:
         raise Reject("account_key_changed")
     if n == 0:
         raise Reject("bad_device_count")
-    if len({d for d, _ in devices}) != n:
+    if not all(valid_label(d["label"].encode()) for d in devices):
+        raise Reject("bad_entry", "control character in a label")
+    if len({d["id"] for d in devices}) != n:
         raise Reject("duplicate_device")
     ed25519_verify(account_key, data[:signed_len], signature)
-    for _, public in devices:
-        verify_device_public(public)
-    return {"version": version, "devices": devices}
+    for d in devices:
+        verify_device_public(d["public"])
+    if not any(d["approver"] for d in devices):
+        raise Reject("no_approver")
+    return {"format": fmt, "version": version, "account_key": account_key, "devices": devices}
+
+
+def sign_rotation(previous_seed: bytes, list_bytes: bytes) -> bytes:
+    """§3 account key rotation: the previous account key signs the new list."""
+    return ed25519_sign(previous_seed, ROTATION_LABEL + list_bytes)
+
+
+def verify_rotation(previous_key: bytes, list_bytes: bytes, signature: bytes) -> None:
+    try:
+        ed25519_verify(previous_key, ROTATION_LABEL + list_bytes, signature)
+    except Reject as e:
+        raise Reject("bad_rotation") from e
 
 
 # --------------------------------------------------------------------------------------
@@ -865,10 +935,29 @@ def gen_device_list(bob: Device) -> dict:
     account_seed = seed("bob account key")
     account_key = ed25519_public(account_seed)
     second = Device("bob laptop", "bob", 5)
-    devices = [(bob.device_id, bob.public), (second.device_id, second.public)]
+    phone_label = "bob's phone".encode()
+    laptop_label = "laptop \u2014 \u00fcn\u00efcode".encode()  # multi-byte UTF-8: lengths are in bytes
+    entries = [
+        Entry(bob.device_id, bob.public, approver=True, added_ms=1_700_000_000_000, label=phone_label),
+        Entry(second.device_id, second.public, approver=False, added_ms=1_700_000_123_456, label=laptop_label),
+    ]
     version = 3
-    data = sign_device_list(account_seed, "bob", version, devices)
+    data = sign_device_list(account_seed, "bob", version, entries)
     verify_device_list(data, "bob", account_key)
+
+    # A format 1 list (as stored before format 2): still read; device 1 is the approver.
+    first = Device("bob first device", "bob", 1)
+    v1_entries = [Entry(1, first.public), Entry(5, second.public)]
+    v1 = sign_device_list(account_seed, "bob", 2, v1_entries, fmt=1)
+    assert [d["approver"] for d in verify_device_list(v1, "bob", account_key)["devices"]] == [True, False]
+
+    # Account key rotation: a new key signs list version 4, the previous key signs the rotation.
+    new_seed = seed("bob account key 2")
+    new_key = ed25519_public(new_seed)
+    rotated = sign_device_list(new_seed, "bob", 4, [entries[0]])
+    verify_device_list(rotated, "bob", new_key)
+    rotation_sig = sign_rotation(account_seed, rotated)
+    verify_rotation(account_key, rotated, rotation_sig)
 
     def must_fail(name: str, raw: bytes, account: str, expect: str) -> dict:
         try:
@@ -878,27 +967,80 @@ def gen_device_list(bob: Device) -> dict:
             return {"name": name, "account": account, "bytes": raw.hex(), "expect": expect}
         raise AssertionError(f"{name} was accepted")
 
+    def rotation_must_fail(name: str, previous_key: bytes, raw: bytes, sig: bytes) -> dict:
+        try:
+            verify_rotation(previous_key, raw, sig)
+        except Reject as e:
+            assert e.reason == "bad_rotation", (name, e.reason)
+            return {"name": name, "previous_key": previous_key.hex(), "bytes": raw.hex(), "signature": sig.hex(),
+                    "expect": "bad_rotation"}
+        raise AssertionError(f"{name} was accepted")
+
+    def with_entry(**changes) -> bytes:
+        e = Entry(second.device_id, second.public, added_ms=7, label=b"tablet")
+        for k, v in changes.items():
+            setattr(e, k, v)
+        return sign_device_list(account_seed, "bob", 4, [entries[0], e])
+
     # A device whose binding signature is broken, in a list the account key signed.
     broken = second.public[:64] + flip(second.public[64:], 10)
+    # Offset of the version field: format, label, name (u8 3 "bob"), account key.
+    version_at = 1 + 20 + 4 + 32 + 7
+
+    def dev(e: Entry) -> dict:
+        d = {"id": e.device_id, "approver": bool(e.flags & FLAG_APPROVER), "added_ms": e.added_ms,
+             "label": e.label.decode("utf-8")}
+        d["device"] = (bob if e.device_id == bob.device_id else second).json()
+        return d
+
     return {
-        "description": "§3 a signed device list for account bob, version 3, devices 2 and 5",
+        "description": "§3 a signed device list (format 2) for account bob, version 3, devices 2 (approver) "
+        "and 5; a format 1 list that still verifies; an account key rotation; lists that must be refused",
         "account": "bob",
         "account_seed": account_seed.hex(),
         "account_key": account_key.hex(),
         "version": version,
-        "devices": [{"id": bob.device_id, "device": bob.json()}, {"id": second.device_id, "device": second.json()}],
+        "devices": [dev(e) for e in entries],
         "bytes": data.hex(),
+        "format1": {
+            "version": 2,
+            "devices": [{"id": 1, "device": first.json()}, {"id": 5, "device": second.json()}],
+            "approvers": [1],
+            "bytes": v1.hex(),
+        },
+        "rotation": {
+            "new_account_seed": new_seed.hex(),
+            "new_account_key": new_key.hex(),
+            "version": 4,
+            "device_indexes": [0],
+            "bytes": rotated.hex(),
+            "signature": rotation_sig.hex(),
+        },
         "must_fail": [
             must_fail("signature bit flipped", flip(data, len(data) - 1, 3), "bob", "bad_signature"),
-            must_fail("signed part bit flipped (version)", flip(data, 1 + 20 + 4 + 32 + 7), "bob", "bad_signature"),
+            must_fail("signed part bit flipped (version)", flip(data, version_at), "bob", "bad_signature"),
+            must_fail("signed part bit flipped (approver flag)",
+                      flip(data, version_at + 8 + 4 + 4 + 128), "bob", "bad_signature"),
             must_fail("verified for another account", data, "carol", "wrong_account"),
-            must_fail("entry binding signature broken",
-                      sign_device_list(account_seed, "bob", 4, [(bob.device_id, bob.public), (5, broken)]),
-                      "bob", "bad_binding"),
-            must_fail("duplicate device id",
-                      sign_device_list(account_seed, "bob", 4, [(2, bob.public), (2, second.public)]),
-                      "bob", "duplicate_device"),
+            must_fail("entry binding signature broken", with_entry(public=broken), "bob", "bad_binding"),
+            must_fail("duplicate device id", with_entry(device_id=bob.device_id), "bob", "duplicate_device"),
             must_fail("no devices", sign_device_list(account_seed, "bob", 4, []), "bob", "bad_device_count"),
+            must_fail("unknown flag bit", with_entry(flags=0x02), "bob", "bad_entry"),
+            must_fail("label of 65 bytes", with_entry(label=b"x" * 65), "bob", "bad_entry"),
+            must_fail("label with a control character", with_entry(label=b"tab\x07let"), "bob", "bad_entry"),
+            must_fail("label with C1 control character", with_entry(label="a\u0085b".encode()), "bob", "bad_entry"),
+            must_fail("label not UTF-8", with_entry(label=b"tab\xfflet"), "bob", "bad_entry"),
+            must_fail("no approver", sign_device_list(account_seed, "bob", 4, [Entry(2, bob.public), Entry(5, second.public)]),
+                      "bob", "no_approver"),
+            must_fail("format 1 without device 1",
+                      sign_device_list(account_seed, "bob", 4, [Entry(2, bob.public)], fmt=1), "bob", "no_approver"),
+            must_fail("unknown format 3", b"\x03" + data[1:], "bob", "decode"),
+        ],
+        "rotation_must_fail": [
+            rotation_must_fail("signed by the new key", account_key, rotated, ed25519_sign(new_seed, ROTATION_LABEL + rotated)),
+            rotation_must_fail("signature bit flipped", account_key, rotated, flip(rotation_sig, 0)),
+            rotation_must_fail("another list", account_key, data, rotation_sig),
+            rotation_must_fail("list without the rotation label", account_key, rotated, ed25519_sign(account_seed, rotated)),
         ],
     }
 

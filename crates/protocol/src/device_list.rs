@@ -167,7 +167,12 @@ impl DeviceList {
         w
     }
 
-    fn signed_part_v1(account: &AccountName, key: &AccountKey, version: u64, devices: &[DeviceEntry]) -> Vec<u8> {
+    fn signed_part_v1(
+        account: &AccountName,
+        key: &AccountKey,
+        version: u64,
+        devices: &[DeviceEntry],
+    ) -> Vec<u8> {
         let mut w = Vec::with_capacity(64 + devices.len() * (4 + DevicePublic::LEN));
         w.put_u8(FORMAT_VERSION_1);
         w.put(LABEL);
@@ -248,7 +253,10 @@ impl DeviceList {
         list_bytes: &[u8],
         signature: &Signature,
     ) -> Result<(), DeviceListError> {
-        previous.0.verify(&Self::rotation_message(list_bytes), signature).map_err(|_| DeviceListError::BadRotation)
+        previous
+            .0
+            .verify(&Self::rotation_message(list_bytes), signature)
+            .map_err(|_| DeviceListError::BadRotation)
     }
 
     /// The devices that hold the account key.
@@ -391,8 +399,20 @@ mod tests {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
         let acct = AccountIdentity::generate(&mut rng).unwrap();
         let name = AccountName::new("carol").unwrap();
-        let d1 = DeviceEntry { approver: true, ..DeviceEntry::new(DeviceId::new(1).unwrap(), DeviceIdentity::generate(&mut rng).unwrap().public().clone()) };
-        let d2 = DeviceEntry { approver: true, ..DeviceEntry::new(DeviceId::new(2).unwrap(), DeviceIdentity::generate(&mut rng).unwrap().public().clone()) };
+        let d1 = DeviceEntry {
+            approver: true,
+            ..DeviceEntry::new(
+                DeviceId::new(1).unwrap(),
+                DeviceIdentity::generate(&mut rng).unwrap().public().clone(),
+            )
+        };
+        let d2 = DeviceEntry {
+            approver: true,
+            ..DeviceEntry::new(
+                DeviceId::new(2).unwrap(),
+                DeviceIdentity::generate(&mut rng).unwrap().public().clone(),
+            )
+        };
         let v1 = DeviceList::sign(&acct, name.clone(), 1, vec![d1.clone()]).unwrap();
         let l1 = DeviceList::verify(&v1.to_bytes(), &name, Some(&acct.public()), None).unwrap();
         assert_eq!(l1, v1);

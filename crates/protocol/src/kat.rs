@@ -22,8 +22,8 @@ use crate::prekeys::PrekeyUse;
 use crate::ratchet::MessageKey;
 use crate::{
     AccountIdentity, AccountKey, AccountName, DeviceAddress, DeviceEntry, DeviceId, DeviceIdentity,
-    DeviceList, DeviceListError, DevicePrekeys, KemPrekeyKind, Message, PrekeyBundle, PrekeyError,
-    SafetyNumber, Session, SessionError, VerifiedDevice,
+    DeviceList, DeviceListError, DevicePrekeys, DevicePublic, KemPrekeyKind, Message, PrekeyBundle,
+    PrekeyError, SafetyNumber, Session, SessionError, VerifiedDevice,
 };
 
 const PADDING: &str = include_str!("../tests/vectors/padding.json");
@@ -197,24 +197,82 @@ fn safety_numbers() {
     assert!(at_alice.compare_scanned(&bytes(&v["scannable_alice"])).is_err());
 }
 
+fn list_entries(v: &Value) -> Vec<DeviceEntry> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let (id, _) = device(&d["device"]);
+            let mut e = DeviceEntry::new(
+                DeviceId::new(u32::try_from(num(&d["id"])).unwrap()).unwrap(),
+                id.public().clone(),
+            );
+            if let Some(approver) = d.get("approver") {
+                e.approver = approver.as_bool().unwrap();
+                e.added_ms = num(&d["added_ms"]);
+                e.label = text(&d["label"]).to_owned();
+            }
+            e
+        })
+        .collect()
+}
+
 #[test]
 fn device_list() {
     let v = load(DEVICE_LIST);
     let acct = account(&v["account_seed"], &v["account_key"]);
     let name = AccountName::new(text(&v["account"])).unwrap();
-    let entries: Vec<DeviceEntry> = v["devices"]
+    let entries = list_entries(&v["devices"]);
+    let list = DeviceList::sign(&acct, name.clone(), num(&v["version"]), entries.clone()).unwrap();
+    assert_eq!(list.to_bytes(), bytes(&v["bytes"]), "signed device list bytes");
+    let key = AccountKey::from_bytes(arr32(&v["account_key"])).unwrap();
+    let parsed = DeviceList::verify(&bytes(&v["bytes"]), &name, Some(&key), None).unwrap();
+    assert_eq!(parsed, list);
+    assert_eq!(parsed.devices(), entries.as_slice());
+    assert_eq!(parsed.approvers().map(|d| d.id.get()).collect::<Vec<_>>(), vec![2]);
+
+    // Format 1 (stored before format 2) still verifies, re-encodes as it was, and its
+    // device 1 is the approver.
+    let f1 = &v["format1"];
+    let f1_bytes = bytes(&f1["bytes"]);
+    let old = DeviceList::verify(&f1_bytes, &name, Some(&key), None).unwrap();
+    assert_eq!(old.to_bytes(), f1_bytes, "format 1 re-encodes");
+    assert_eq!(old.version(), num(&f1["version"]));
+    let want: Vec<u64> = f1["approvers"].as_array().unwrap().iter().map(num).collect();
+    assert_eq!(old.approvers().map(|d| u64::from(d.id.get())).collect::<Vec<_>>(), want);
+    let old_ids: Vec<DevicePublic> = list_entries(&f1["devices"]).into_iter().map(|e| e.identity).collect();
+    assert_eq!(old.devices().iter().map(|d| d.identity.clone()).collect::<Vec<_>>(), old_ids);
+    assert!(old.devices().iter().all(|d| d.added_ms == 0 && d.label.is_empty()));
+
+    // Account key rotation.
+    let r = &v["rotation"];
+    let new_acct = account(&r["new_account_seed"], &r["new_account_key"]);
+    let kept: Vec<DeviceEntry> = r["device_indexes"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| {
-            let (id, _) = device(&d["device"]);
-            DeviceEntry { approver: true, ..DeviceEntry::new(DeviceId::new(u32::try_from(num(&d["id"])).unwrap()).unwrap(), id.public().clone()) }
-        })
+        .map(|i| entries[usize::try_from(num(i)).unwrap()].clone())
         .collect();
-    let list = DeviceList::sign(&acct, name.clone(), num(&v["version"]), entries).unwrap();
-    assert_eq!(list.to_bytes(), bytes(&v["bytes"]), "signed device list bytes");
-    let key = AccountKey::from_bytes(arr32(&v["account_key"])).unwrap();
-    assert_eq!(DeviceList::verify(&bytes(&v["bytes"]), &name, Some(&key), None).unwrap(), list);
+    let rotated = DeviceList::sign(&new_acct, name.clone(), num(&r["version"]), kept).unwrap();
+    assert_eq!(rotated.to_bytes(), bytes(&r["bytes"]), "rotated list bytes");
+    let sig = DeviceList::sign_rotation(&acct, &rotated.to_bytes());
+    assert_eq!(sig.as_bytes().to_vec(), bytes(&r["signature"]), "rotation signature");
+    DeviceList::verify_rotation(&key, &rotated.to_bytes(), &sig).unwrap();
+    // The new list is an identity change for whoever knew the old key.
+    assert_eq!(
+        DeviceList::verify(&rotated.to_bytes(), &name, None, Some(&parsed)),
+        Err(DeviceListError::AccountKeyChanged)
+    );
+    for c in v["rotation_must_fail"].as_array().unwrap() {
+        let prev = AccountKey::from_bytes(arr32(&c["previous_key"])).unwrap();
+        let sig = crate::Signature::from_bytes(bytes(&c["signature"]).try_into().unwrap());
+        assert_eq!(
+            DeviceList::verify_rotation(&prev, &bytes(&c["bytes"]), &sig),
+            Err(DeviceListError::BadRotation),
+            "{}",
+            text(&c["name"])
+        );
+    }
 
     for c in v["must_fail"].as_array().unwrap() {
         let who = AccountName::new(text(&c["account"])).unwrap();
@@ -228,6 +286,9 @@ fn device_list() {
                 | ("bad_binding", Err(DeviceListError::BadDeviceBinding))
                 | ("duplicate_device", Err(DeviceListError::DuplicateDevice))
                 | ("bad_device_count", Err(DeviceListError::BadDeviceCount))
+                | ("bad_entry", Err(DeviceListError::BadEntry))
+                | ("no_approver", Err(DeviceListError::NoApprover))
+                | ("decode", Err(DeviceListError::Decode(_)))
         );
         assert!(ok, "{}: expected {}, got {got:?}", text(&c["name"]), text(&c["expect"]));
     }
