@@ -884,6 +884,134 @@ def scannable(local_fp: bytes, remote_fp: bytes) -> bytes:
 
 
 # --------------------------------------------------------------------------------------
+# §10 Linking a device
+# --------------------------------------------------------------------------------------
+
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+ZERO_SALT = bytes(32)
+
+
+def link_code(s: bytes) -> str:
+    """s and a 12-bit check, SHA256("Tacit v1 link code" || s)[0..12 bits], in Crockford base 32."""
+    assert len(s) == 16
+    check = sha256(b"Tacit v1 link code" + s)[:2]
+    bits = int.from_bytes(s + check, "big") >> 4  # 128 + 12 = 140 bits
+    chars = "".join(CROCKFORD[(bits >> (5 * (27 - i))) & 31] for i in range(28))
+    return "-".join(chars[i : i + 4] for i in range(0, 28, 4))
+
+
+def link_code_decode(code: str) -> bytes:
+    values = []
+    for c in code.upper():
+        if c in "- \t":
+            continue
+        c = {"O": "0", "I": "1", "L": "1"}.get(c, c)
+        if c not in CROCKFORD:
+            raise Reject("bad_code")
+        values.append(CROCKFORD.index(c))
+    if len(values) != 28:
+        raise Reject("bad_code")
+    bits = 0
+    for v in values:
+        bits = (bits << 5) | v
+    raw = (bits << 4).to_bytes(18, "big")
+    s = raw[:16]
+    if link_code(s).replace("-", "") != "".join(CROCKFORD[v] for v in values):
+        raise Reject("code_typo")
+    return s
+
+
+def link_slot_id(s: bytes) -> bytes:
+    return hkdf(ZERO_SALT, s, b"Tacit v1 link slot", 16)
+
+
+def link_offer_key(s: bytes) -> bytes:
+    return hkdf(ZERO_SALT, s, b"Tacit v1 link offer", 32)
+
+
+def device_fingerprint(public: bytes) -> str:
+    h = sha256(public)
+    return " ".join(f"{int.from_bytes(h[5 * i : 5 * i + 5], 'big') % 100_000:05}" for i in range(5))
+
+
+def link_answer_keys(s: bytes, dh: bytes, ss: bytes, offer: bytes, eph_pub: bytes, ct: bytes) -> tuple[bytes, bytes]:
+    okm = hkdf(s, dh + ss, b"Tacit v1 link answer" + sha256(offer) + eph_pub + ct, 44)
+    return okm[:32], okm[32:]
+
+
+def open_link_offer(s: bytes, offer: bytes) -> dict:
+    """§10: MAC first, then parse, binding and prekey signatures."""
+    fixed = 1 + 128 + 1 + 100 + (1 + 4 + KEM_EK_LEN + 64) + 32 + KEM_EK_LEN + 32
+    if not fixed <= len(offer) <= fixed + MAX_LABEL:
+        raise Reject("decode", "offer length")
+    body, mac = offer[:-32], offer[-32:]
+    if not hmac_compare(hmac_sha256(link_offer_key(s), body), mac):
+        raise Reject("bad_mac")
+    r = Reader(body)
+    if r.u8() != 1:
+        raise Reject("decode", "offer format")
+    public = r.take(128)
+    label = r.take(r.u8())
+    spk_id, spk_pub, spk_sig = r.u32(), x25519_check_public(r.take(32)), r.take(64)
+    kind, kem_id, kem_ek, kem_sig = r.u8(), r.u32(), r.take(KEM_EK_LEN), r.take(64)
+    eph_pub = x25519_check_public(r.take(32))
+    eph_ek = r.take(KEM_EK_LEN)
+    r.finish()
+    if not valid_label(label):
+        raise Reject("bad_label")
+    try:
+        verify_device_public(public)
+    except Reject as e:
+        raise Reject("bad_binding") from e
+    try:
+        if kind != KEM_LAST_RESORT:
+            raise Reject("bad_prekey")
+        ed25519_verify(public[:32], SPK_LABEL + u32(spk_id) + spk_pub, spk_sig)
+        ed25519_verify(public[:32], KEM_LABEL + u8(kind) + u32(kem_id) + kem_ek, kem_sig)
+    except Reject as e:
+        raise Reject("bad_prekey") from e
+    return {"public": public, "label": label, "eph_pub": eph_pub, "eph_ek": eph_ek}
+
+
+def hmac_compare(a: bytes, b: bytes) -> bool:
+    import hmac as _hmac
+
+    return _hmac.compare_digest(a, b)
+
+
+def encode_provisioning(name: str, device_id: int, approver_id: int, device_list: bytes,
+                        account_seed: bytes | None, history: dict | None) -> bytes:
+    out = u8(1) + encode_name(name) + u32(device_id) + u32(approver_id) + u32(len(device_list)) + device_list
+    out += boolean(account_seed is not None) + (account_seed or b"")
+    out += boolean(history is not None)
+    if history is not None:
+        out += history["blob_id"] + history["key"] + u64(history["size"]) + u64(history["plain_size"]) + history["digest"]
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# §11 History archive
+# --------------------------------------------------------------------------------------
+
+CHUNK_LEN = 65536
+
+
+def archive_seal(key: bytes, plain: bytes) -> list[bytes]:
+    subkey = hkdf(ZERO_SALT, key, b"Tacit v1 history archive", 32)
+    chunks = [plain[i : i + CHUNK_LEN] for i in range(0, len(plain), CHUNK_LEN)] or [b""]
+    out = []
+    for i, c in enumerate(chunks):
+        last = i == len(chunks) - 1
+        nonce = i.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
+        out.append(aead_seal(subkey, nonce, b"", c))
+    return out
+
+
+def archive_sealed_len(n: int) -> int:
+    return n + 16 * max(1, -(-n // CHUNK_LEN))
+
+
+# --------------------------------------------------------------------------------------
 # Vector generation
 # --------------------------------------------------------------------------------------
 
@@ -1283,6 +1411,137 @@ def gen_must_fail(alice: Device, bob: Device) -> dict:
     }
 
 
+def gen_link() -> dict:
+    s = seed("link secret")[:16]
+    code = link_code(s)
+    assert link_code_decode(code.lower().replace("-", " ")) == s
+    # The new device (erin/2), its first prekeys, and its ephemeral keys.
+    new = Device("erin phone", "erin", 2)
+    label = b"phone"
+    spk_id, kem_id = 1, 2
+    spk = seed("erin phone signed prekey")
+    spk_pub = x25519_public(spk)
+    spk_enc = u32(spk_id) + spk_pub + ed25519_sign(new.dsk, SPK_LABEL + u32(spk_id) + spk_pub)
+    lr_ek, _ = kem_keygen(seed("erin phone last resort d"), seed("erin phone last resort z"))
+    lr_enc = u8(KEM_LAST_RESORT) + u32(kem_id) + lr_ek + ed25519_sign(
+        new.dsk, KEM_LABEL + u8(KEM_LAST_RESORT) + u32(kem_id) + lr_ek)
+    eph = seed("link offer ephemeral")
+    eph_d, eph_z = seed("link offer kem d"), seed("link offer kem z")
+    eph_ek, eph_dk = kem_keygen(eph_d, eph_z)
+    body = u8(1) + new.public + u8(len(label)) + label + spk_enc + lr_enc + x25519_public(eph) + eph_ek
+    offer = body + hmac_sha256(link_offer_key(s), body)
+    opened = open_link_offer(s, offer)
+    assert opened["public"] == new.public
+
+    # The approver (erin/1) lists the new device (as an approver) and sends the account key
+    # and a history reference.
+    account_seed = seed("erin account key")
+    approver = Device("erin laptop", "erin", 1)
+    entries = [Entry(1, approver.public, approver=True, added_ms=1_700_000_000_000, label=b"laptop"),
+               Entry(2, new.public, approver=True, added_ms=1_700_000_600_000, label=label)]
+    device_list = sign_device_list(account_seed, "erin", 2, entries)
+    verify_device_list(device_list, "erin", None)
+    history = {"blob_id": seed("history blob id")[:16], "key": seed("history archive key"),
+               "size": archive_sealed_len(100_000), "plain_size": 100_000, "digest": seed("history digest")}
+    provisioning = encode_provisioning("erin", 2, 1, device_list, account_seed, history)
+
+    a_eph = seed("link answer ephemeral")
+    a_eph_pub = x25519_public(a_eph)
+    m = seed("link answer kem m")
+    ct, ss = kem_encaps(opened["eph_ek"], m)
+    dh = x25519(a_eph, opened["eph_pub"])
+    key, nonce = link_answer_keys(s, dh, ss, offer, a_eph_pub, ct)
+    header = u8(1) + a_eph_pub + ct
+    answer = header + aead_seal(key, nonce, header, provisioning)
+    # The new device's side.
+    assert kem_decaps(eph_dk, ct) == ss and x25519(eph, a_eph_pub) == dh
+    assert aead_open(key, nonce, header, answer[len(header):]) == provisioning
+
+    def offer_must_fail(name: str, secret: bytes, raw: bytes, expect: str) -> dict:
+        try:
+            open_link_offer(secret, raw)
+        except Reject as e:
+            assert e.reason == expect, (name, e.reason, expect)
+            return {"name": name, "secret": secret.hex(), "offer": raw.hex(), "expect": expect}
+        raise AssertionError(f"{name} was accepted")
+
+    def remac(b: bytes) -> bytes:
+        return b + hmac_sha256(link_offer_key(s), b)
+
+    mallory = Device("mallory", "erin", 2)
+    eph_at = len(body) - 32 - KEM_EK_LEN
+    return {
+        "description": "§10 linking: code, slot id, offer key, offer, provisioning and sealed answer for "
+        "erin/2 approved by erin/1 (as an approver, with a history archive); offers that must be refused",
+        "secret": s.hex(),
+        "code": code,
+        "slot_id": link_slot_id(s).hex(),
+        "offer_key": link_offer_key(s).hex(),
+        "device": new.json(),
+        "label": label.decode(),
+        "fingerprint": device_fingerprint(new.public),
+        "signed_prekey": spk_enc.hex(),
+        "last_resort_prekey": lr_enc.hex(),
+        "last_resort_d": seed("erin phone last resort d").hex(),
+        "ephemeral_secret": eph.hex(),
+        "ephemeral_kem_encapsulation_key": eph_ek.hex(),
+        "ephemeral_kem_decapsulation_key": eph_dk.hex(),
+        "offer": offer.hex(),
+        "account_seed": account_seed.hex(),
+        "approver": approver.json(),
+        "device_list": device_list.hex(),
+        "history": {k: (v.hex() if isinstance(v, bytes) else v) for k, v in history.items()},
+        "provisioning": provisioning.hex(),
+        "answer_ephemeral_secret": a_eph.hex(),
+        "kem_ciphertext": ct.hex(),
+        "kem_shared_secret": ss.hex(),
+        "dh": dh.hex(),
+        "answer_key": key.hex(),
+        "answer_nonce": nonce.hex(),
+        "answer": answer.hex(),
+        "offer_must_fail": [
+            offer_must_fail("another secret", seed("other link secret")[:16], offer, "bad_mac"),
+            offer_must_fail("ephemeral X25519 key replaced",
+                            s, offer[:eph_at] + x25519_public(seed("mallory eph")) + offer[eph_at + 32:], "bad_mac"),
+            offer_must_fail("device identity replaced", s, offer[:1] + mallory.public + offer[129:], "bad_mac"),
+            offer_must_fail("binding broken (re-MACed by a holder of s)",
+                            s, remac(body[:65] + flip(body[65:129], 3) + body[129:]), "bad_binding"),
+            offer_must_fail("control character in the label (re-MACed)",
+                            s, remac(body[:130] + b"ph\x00ne" + body[135:]), "bad_label"),
+            offer_must_fail("one-time KEM prekey kind (re-MACed)",
+                            s, remac(body[:135 + 100] + u8(KEM_ONE_TIME) + body[136 + 100:]), "bad_prekey"),
+        ],
+    }
+
+
+def gen_archive() -> dict:
+    key = seed("history archive key")
+    short = b"Tacit history archive, one short chunk"
+    short_ct = archive_seal(key, short)
+    assert len(short_ct) == 1
+    n = 2 * CHUNK_LEN + 100
+    plain = bytes(i % 251 for i in range(n))
+    long_ct = archive_seal(key, plain)
+    assert sum(map(len, long_ct)) == archive_sealed_len(n)
+    full = archive_seal(key, bytes(CHUNK_LEN))
+    return {
+        "description": "§11 history archive: STREAM chunks of 65,536 bytes under HKDF(key, "
+        "\"Tacit v1 history archive\"), nonce = 11-byte counter || last flag",
+        "key": key.hex(),
+        "subkey": hkdf(ZERO_SALT, key, b"Tacit v1 history archive", 32).hex(),
+        "short": {"plaintext": short.hex(), "chunks": [c.hex() for c in short_ct]},
+        "empty": {"chunks": [c.hex() for c in archive_seal(key, b"")]},
+        "long": {
+            "plaintext": "byte i = i mod 251",
+            "plaintext_len": n,
+            "sealed_len": archive_sealed_len(n),
+            "chunk_sha256": [sha256(c).hex() for c in long_ct],
+            "last_chunk": long_ct[-1].hex(),
+        },
+        "one_full_chunk": {"plaintext": "65,536 zero bytes", "chunk_sha256": sha256(full[0]).hex()},
+    }
+
+
 def generate() -> dict[str, str]:
     alice = Device("alice", "alice", 1)
     bob = Device("bob", "bob", 2)
@@ -1295,6 +1554,8 @@ def generate() -> dict[str, str]:
         "bundle.json": gen_bundle(bob, prekeys),
         "conversation.json": conversation,
         "must_fail.json": gen_must_fail(alice, bob),
+        "link.json": gen_link(),
+        "archive.json": gen_archive(),
     }
     header = {"generator": "vectors/reference.py", "spec": "docs/PROTOCOL.md, protocol version 2"}
     return {name: json.dumps({**header, **body}, indent=1) + "\n" for name, body in files.items()}

@@ -625,3 +625,127 @@ fn must_fail() {
         assert_eq!(p.wires, full, "{name}: the conversation diverged after the refusal");
     }
 }
+
+const LINK: &str = include_str!("../tests/vectors/link.json");
+const ARCHIVE: &str = include_str!("../tests/vectors/archive.json");
+
+/// §10: code, slot id, offer (byte for byte, with the reference's ephemeral keys), the
+/// approver's checks, the sealed answer (with the reference's KEM output) and its opening.
+#[test]
+fn link() {
+    use crate::link::{HistoryRef, LinkError, LinkSecret, PendingLink, Provisioning, VerifiedOffer};
+    use crate::{KemPrekeyPublic, SignedPrekeyPublic};
+
+    let v = load(LINK);
+    let secret = LinkSecret::from_bytes(bytes(&v["secret"]).try_into().unwrap());
+    assert_eq!(secret.to_code().as_str(), text(&v["code"]));
+    assert_eq!(LinkSecret::from_code(&text(&v["code"]).to_lowercase()).unwrap().slot_id(), secret.slot_id());
+    assert_eq!(secret.slot_id().to_vec(), bytes(&v["slot_id"]));
+
+    let (new, _) = device(&v["device"]);
+    let spk = SignedPrekeyPublic::from_bytes(&bytes(&v["signed_prekey"])).unwrap();
+    let last_resort = KemPrekeyPublic::from_bytes(&bytes(&v["last_resort_prekey"])).unwrap();
+    let eph_kem = KemSecret::from_parts(
+        &bytes(&v["ephemeral_kem_decapsulation_key"]),
+        KemPublic::from_bytes(&bytes(&v["ephemeral_kem_encapsulation_key"])).unwrap(),
+    )
+    .unwrap();
+    let mut rng = QueueRng::new([bytes(&v["ephemeral_secret"])]);
+    let label = text(&v["label"]);
+    let (pending, offer) =
+        PendingLink::new_with_kem(&mut rng, &secret, new.public(), label, &spk, &last_resort, eph_kem)
+            .unwrap();
+    rng.assert_drained();
+    assert_eq!(offer, bytes(&v["offer"]), "offer bytes");
+
+    let verified = VerifiedOffer::open(&secret, &offer).unwrap();
+    assert_eq!(verified.fingerprint(), text(&v["fingerprint"]));
+    for c in v["offer_must_fail"].as_array().unwrap() {
+        let s = LinkSecret::from_bytes(bytes(&c["secret"]).try_into().unwrap());
+        let got = VerifiedOffer::open(&s, &bytes(&c["offer"])).err();
+        let ok = matches!(
+            (text(&c["expect"]), got),
+            ("bad_mac", Some(LinkError::BadMac))
+                | ("bad_binding", Some(LinkError::BadBinding))
+                | ("bad_label", Some(LinkError::BadLabel))
+                | ("bad_prekey", Some(LinkError::BadPrekey))
+        );
+        assert!(ok, "{}: expected {}, got {got:?}", text(&c["name"]), text(&c["expect"]));
+    }
+
+    let acct = {
+        let mut rng = QueueRng::new([bytes(&v["account_seed"])]);
+        let a = AccountIdentity::generate(&mut rng).unwrap();
+        rng.assert_drained();
+        a
+    };
+    let h = &v["history"];
+    let provisioning = Provisioning {
+        account: AccountName::new("erin").unwrap(),
+        device_id: DeviceId::new(2).unwrap(),
+        approver_id: DeviceId::new(1).unwrap(),
+        device_list: bytes(&v["device_list"]),
+        account_identity: Some(acct),
+        history: Some(HistoryRef {
+            blob_id: bytes(&h["blob_id"]).try_into().unwrap(),
+            key: zeroize::Zeroizing::new(arr32(&h["key"])),
+            size: num(&h["size"]),
+            plain_size: num(&h["plain_size"]),
+            digest: arr32(&h["digest"]),
+        }),
+    };
+    assert_eq!(
+        provisioning.to_bytes().as_slice(),
+        bytes(&v["provisioning"]).as_slice(),
+        "provisioning bytes"
+    );
+    let ct = KemCiphertext::from_bytes(&bytes(&v["kem_ciphertext"])).unwrap();
+    let ss = Secret32(arr32(&v["kem_shared_secret"]));
+    let mut rng = QueueRng::new([bytes(&v["answer_ephemeral_secret"])]);
+    let answer = verified.seal_with_kem(&mut rng, &provisioning, ct, &ss).unwrap();
+    rng.assert_drained();
+    assert_eq!(answer, bytes(&v["answer"]), "answer bytes");
+
+    let got = pending.open_answer(&answer).unwrap();
+    assert_eq!(got.to_bytes().as_slice(), bytes(&v["provisioning"]).as_slice());
+    let resumed = PendingLink::from_bytes(&pending.to_bytes()).unwrap();
+    assert!(resumed.open_answer(&answer).is_ok());
+}
+
+/// §11: subkey, nonces and chunking of the history archive.
+#[test]
+fn archive() {
+    use crate::archive::{ArchiveOpener, ArchiveSealer, CHUNK_LEN, sealed_len};
+
+    let v = load(ARCHIVE);
+    let key = arr32(&v["key"]);
+    for case in ["short", "empty"] {
+        let chunks: Vec<Vec<u8>> = v[case]["chunks"].as_array().unwrap().iter().map(bytes).collect();
+        let plain = if case == "short" { bytes(&v["short"]["plaintext"]) } else { Vec::new() };
+        let mut s = ArchiveSealer::new(&key);
+        assert_eq!(s.seal_chunk(&plain, true).unwrap(), chunks[0], "{case}");
+        let mut o = ArchiveOpener::new(&key);
+        assert_eq!(o.open_chunk(&chunks[0], true).unwrap(), plain);
+    }
+    let long = &v["long"];
+    let n = usize::try_from(num(&long["plaintext_len"])).unwrap();
+    assert_eq!(sealed_len(n as u64), Some(num(&long["sealed_len"])));
+    let plain: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+    let pieces: Vec<&[u8]> = plain.chunks(CHUNK_LEN).collect();
+    let want: Vec<Vec<u8>> = long["chunk_sha256"].as_array().unwrap().iter().map(bytes).collect();
+    assert_eq!(pieces.len(), want.len());
+    let mut s = ArchiveSealer::new(&key);
+    let mut o = ArchiveOpener::new(&key);
+    for (i, p) in pieces.iter().enumerate() {
+        let last = i + 1 == pieces.len();
+        let c = s.seal_chunk(p, last).unwrap();
+        assert_eq!(crate::crypto::kdf::sha256(&[&c]).to_vec(), want[i], "chunk {i}");
+        if last {
+            assert_eq!(c, bytes(&long["last_chunk"]));
+        }
+        assert_eq!(o.open_chunk(&c, last).unwrap(), *p);
+    }
+    let mut s = ArchiveSealer::new(&key);
+    let full = s.seal_chunk(&vec![0u8; CHUNK_LEN], true).unwrap();
+    assert_eq!(crate::crypto::kdf::sha256(&[&full]).to_vec(), bytes(&v["one_full_chunk"]["chunk_sha256"]));
+}
