@@ -347,7 +347,10 @@ fn generate_corpus() {
 
     // Device lists for "carol".
     let carol_name = AccountName::new(DEVICE_LIST_ACCOUNT).unwrap();
-    let entry = |id: u32, d: &DeviceIdentity| DeviceEntry { approver: true, ..DeviceEntry::new(DeviceId::new(id).unwrap(), d.public().clone()) };
+    let entry = |id: u32, d: &DeviceIdentity| DeviceEntry {
+        approver: true,
+        ..DeviceEntry::new(DeviceId::new(id).unwrap(), d.public().clone())
+    };
     let v1 = DeviceList::sign(&account, carol_name.clone(), 1, vec![entry(1, &carol_id)]).unwrap();
     lists.with_variants("one-device", &v1.to_bytes());
     let v2 = DeviceList::sign(

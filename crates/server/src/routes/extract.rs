@@ -143,7 +143,13 @@ pub async fn log_and_bound(State(state): State<AppState>, req: Request, next: Ne
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
     let ip =
         if state.inner().log_ip_addresses { peer_of(&state, req.extensions(), req.headers()) } else { None };
-    let response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+    // A link answer's long poll may wait its whole allowance on top of the usual bound.
+    let bound = if method == axum::http::Method::GET && route.as_deref() == Some(tacit_api::LINK_ANSWER) {
+        REQUEST_TIMEOUT + Duration::from_secs(tacit_api::limits::MAX_LINK_WAIT_SECS)
+    } else {
+        REQUEST_TIMEOUT
+    };
+    let response = match tokio::time::timeout(bound, next.run(req)).await {
         Ok(r) => r,
         Err(_) => Failure::Unavailable.into_response(),
     };
