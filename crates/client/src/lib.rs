@@ -15,6 +15,9 @@
 //!   whole home folder put back from an older copy, through a state counter the server
 //!   keeps: every session is replaced and each contact is sent a session reset
 //!   ([`Client::reset_session`] does it for one contact).
+//! - History transfer ([`Client::export_history`], [`Client::import_history`]): a linked
+//!   device receives the approving device's contacts and messages as one encrypted,
+//!   compressed archive carried by the server as a blob (resumable, bounded, all or nothing).
 //! - Prekeys are refilled and rotated automatically ([`Client::maintain_prekeys`]).
 //! - `https://` servers are verified against the system's roots and, through
 //!   [`ConnectOptions`] ([`Client::open_with`], [`Client::create_account_with`]), the CAs of a
@@ -24,6 +27,7 @@ mod client;
 mod contacts;
 mod error;
 mod generations;
+mod history_transfer;
 mod home_lock;
 mod messaging;
 mod net;
@@ -46,6 +50,9 @@ mod tests;
 
 pub use client::Client;
 pub use error::{ClientError, ErrorKind, Result};
+pub use history_transfer::{
+    ArchiveKey, HistoryArchive, HistoryError, ImportSummary, MAX_CONTACTS, MAX_PLAIN_BYTES, MAX_RESUME_AGE_MS,
+};
 pub use home_lock::LockNotice;
 pub use messaging::{ReceiveEvent, ReceivedMessage, SentMessage};
 pub use net::ConnectOptions;
