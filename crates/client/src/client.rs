@@ -235,7 +235,7 @@ fn damage_warnings(home: &Path, gens: &Generations, prekey_mark: &PrekeyMark) ->
 /// Removes every file of a store in `home`. `store.db` goes last: a wipe interrupted before
 /// it leaves a store without its key file, which says to run `tacit account forget` (and that
 /// finishes the wipe), never stray marks that a new account would take for its own.
-fn wipe(home: &Path) -> Result<()> {
+pub(crate) fn wipe(home: &Path) -> Result<()> {
     for f in [
         key::SALT_FILE.to_owned(),
         key::KEY_FILE.to_owned(),
@@ -330,7 +330,7 @@ impl Client {
         self.prekey_mark.reload()
     }
 
-    fn from_store(mut store: Store, options: &ConnectOptions, lock: HomeLock) -> Result<Self> {
+    pub(crate) fn from_store(mut store: Store, options: &ConnectOptions, lock: HomeLock) -> Result<Self> {
         let me = load_me(&store)?;
         let server = store.meta(meta::SERVER)?.ok_or(ClientError::NoAccount)?;
         let server =

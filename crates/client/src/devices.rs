@@ -17,17 +17,17 @@
 //! key (contacts see an identity change), and the last approver cannot be revoked.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tacit_api as api;
 use tacit_protocol::{
-    AccountIdentity, AccountKey, AccountName, DeviceEntry, DeviceId, DeviceIdentity, DeviceList,
-    DevicePrekeys, HistoryRef, LinkSecret, PendingLink, PrekeyPolicy, Provisioning, VerifiedOffer,
-    valid_device_label,
+    AccountIdentity, AccountName, DeviceEntry, DeviceId, DeviceIdentity, DeviceList, DevicePrekeys, HistoryRef,
+    LinkSecret, PendingLink, PrekeyPolicy, Provisioning, VerifiedOffer, valid_device_label,
 };
 use zeroize::Zeroizing;
 
 use crate::client::{Client, meta, now, now_ms, upload_request, wipe};
+use crate::history_transfer::{ArchiveKey, HistoryArchive};
 use crate::error::{ClientError, Result};
 use crate::home_lock::HomeLock;
 use crate::net::{Api, ConnectOptions};
@@ -186,7 +186,7 @@ impl Client {
             }
             let wait = left.min(api::limits::MAX_LINK_WAIT_SECS);
             match api.link_answer_wait(&slot, wait).await {
-                Ok(Some(a)) => break a,
+                Ok(Some(a)) => break a.answer.0,
                 Ok(None) => {}
                 // The server restarted or is briefly away: keep waiting until the offer expires.
                 Err(ClientError::Network(_)) => tokio::time::sleep(Duration::from_secs(1)).await,
@@ -203,7 +203,7 @@ impl Client {
         let _guard = lock.lock_blocking()?;
         let mut store = store;
         let linked = Self::store_provisioning(&mut store, &provisioning)?;
-        let mut client = Client::from_store_pub(store, options, lock.clone())?;
+        let mut client = Client::from_store(store, options, lock.clone())?;
         client.api = api;
         drop(_guard);
         events(LinkEvent::Linked {
@@ -237,6 +237,7 @@ impl Client {
         let link_secret = LinkSecret::generate(&mut rng);
         let (pending, offer) =
             PendingLink::new(&mut rng, &link_secret, identity.public(), label, &signed, &last_resort)?;
+        let code = link_secret.to_code();
         let answer = api
             .link_offer_post(&api::LinkOfferRequest {
                 slot: api::Bytes(pending.slot_id().to_vec()),
@@ -253,7 +254,7 @@ impl Client {
         store::set_meta(&tx, meta::REGISTERED, &[0])?;
         store::set_meta(&tx, meta::GENERATIONS_FILE, &[1])?;
         store::set_meta(&tx, link_meta::PENDING, &pending.to_bytes())?;
-        store::set_meta(&tx, link_meta::CODE, link_secret.to_code().as_bytes())?;
+        store::set_meta(&tx, link_meta::CODE, code.as_bytes())?;
         store::set_meta(&tx, link_meta::EXPIRES, &expires.to_be_bytes())?;
         tx.commit()?;
         Ok(store)
@@ -263,47 +264,44 @@ impl Client {
     /// account's own contact row, pinned and verified: a later key change of the own account
     /// is accepted only from an own device), the account key if given.
     fn store_provisioning(store: &mut Store, p: &Provisioning) -> Result<(AccountName, DeviceId)> {
-        let list = DeviceList::verify(p.device_list(), p.account(), None, None)
-            .map_err(|source| ClientError::DeviceList { name: p.account().to_string(), source })?;
+        let list = DeviceList::verify(&p.device_list, &p.account, None, None)
+            .map_err(|source| ClientError::DeviceList { name: p.account.to_string(), source })?;
         let tx = store.tx()?;
-        store::set_meta(&tx, meta::NAME, p.account().as_str().as_bytes())?;
-        store::set_meta(&tx, meta::DEVICE, &p.device().get().to_be_bytes())?;
+        store::set_meta(&tx, meta::NAME, p.account.as_str().as_bytes())?;
+        store::set_meta(&tx, meta::DEVICE, &p.device_id.get().to_be_bytes())?;
         store::set_meta(&tx, meta::ACCOUNT_KEY, list.account_key().as_bytes())?;
-        if let Some(account) = p.account_identity() {
+        if let Some(account) = &p.account_identity {
             store::set_meta(&tx, meta::ACCOUNT_IDENTITY, &account.to_bytes())?;
         }
-        store::set_meta(&tx, meta::DEVICE_LIST, p.device_list())?;
+        store::set_meta(&tx, meta::DEVICE_LIST, &p.device_list)?;
         let row = ContactRow {
             account_key: *list.account_key().as_bytes(),
-            device_list: p.device_list().to_vec(),
+            device_list: p.device_list.clone(),
             verified: true,
             pending: None,
         };
-        store::put_contact(&tx, p.account().as_str(), &row)?;
-        if let Some(h) = p.history() {
-            store::set_meta(&tx, link_meta::HISTORY, &h.to_bytes())?;
+        store::put_contact(&tx, p.account.as_str(), &row)?;
+        if let Some(h) = &p.history {
+            store::set_meta(&tx, link_meta::HISTORY, &archive_of(h).to_bytes())?;
         }
         store::set_meta(&tx, meta::REGISTERED, &[1])?;
         for k in [link_meta::PENDING, link_meta::CODE, link_meta::EXPIRES] {
             store::delete_meta(&tx, k)?;
         }
         tx.commit()?;
-        Ok((p.account().clone(), p.device()))
+        Ok((p.account.clone(), p.device_id))
     }
 
     /// Imports the history archive the approver sent, if one is still to be imported
     /// (resumable: the download continues where it stopped).
     async fn finish_history_import(&mut self, events: &mut (dyn FnMut(LinkEvent) + Send)) -> Result<()> {
         let Some(bytes) = self.store.meta(link_meta::HISTORY)? else { return Ok(()) };
-        let history = HistoryRef::from_bytes(&bytes)?;
-        let imported = crate::history_transfer::import(self, &history, &mut |done, all| {
-            events(LinkEvent::History(done, all))
-        })
-        .await?;
+        let archive = HistoryArchive::from_bytes(&bytes)?;
+        let summary = self.import_history(&archive, &mut |done, all| events(LinkEvent::History(done, all))).await?;
         let tx = self.store.tx()?;
         store::delete_meta(&tx, link_meta::HISTORY)?;
         tx.commit()?;
-        events(LinkEvent::HistoryDone(imported));
+        events(LinkEvent::HistoryDone(summary.messages_added));
         Ok(())
     }
 
@@ -321,7 +319,7 @@ impl Client {
             }
             Err(e) => return Err(e),
         };
-        let offer = VerifiedOffer::open(&secret, &offer.offer)?;
+        let offer = VerifiedOffer::open(&secret, offer.offer.as_slice())?;
         Ok((secret, offer))
     }
 
@@ -336,6 +334,7 @@ impl Client {
         progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<DeviceInfo> {
         self.online().await?;
+        self.drop_logged_out_devices().await?;
         let (secret, offer) = self.link_offer(code).await?;
         let shown = NewDevice { label: offer.label().to_owned(), fingerprint: offer.fingerprint() };
         if !confirm(&shown) {
@@ -368,26 +367,22 @@ impl Client {
                 .map_err(|source| ClientError::DeviceList { name: self.me.name.to_string(), source })?;
             let mut prekeys = api::PrekeyUploadRequest::default();
             prekeys.signed_prekey = Some(api::Bytes(offer.signed_prekey().to_bytes()));
-            prekeys.last_resort = Some(api::Bytes(offer.last_resort().to_bytes()));
+            prekeys.last_resort = Some(api::Bytes(offer.last_resort_prekey().to_bytes()));
             self.publish_own_list(&list, None, vec![api::NewDevicePrekeys { device: id.get(), prekeys }])
                 .await?;
             (list, entry)
         };
         // Published first: whatever is sent from now on reaches the new device directly, and
         // the archive holds everything before.
-        let history = if options.history {
-            Some(crate::history_transfer::export(self, progress).await?)
-        } else {
-            None
+        let history = if options.history { Some(self.export_history(progress).await?) } else { None };
+        let provisioning = Provisioning {
+            account: self.me.name.clone(),
+            device_id: entry.id,
+            approver_id: self.me.device,
+            device_list: list.to_bytes(),
+            account_identity: options.approver.then(|| account.clone()),
+            history: history.as_ref().map(ref_of),
         };
-        let provisioning = Provisioning::new(
-            self.me.name.clone(),
-            entry.id,
-            self.me.device,
-            list.to_bytes(),
-            options.approver.then(|| account.clone()),
-            history,
-        );
         let answer = offer.seal_answer(&mut OsRng, &provisioning)?;
         match self.api.link_answer_put(&secret.slot_id(), &api::LinkAnswerRequest { answer: api::Bytes(answer) }).await
         {
@@ -457,6 +452,7 @@ impl Client {
     /// The account's devices, from the current signed list and what the server saw of them.
     pub async fn devices(&mut self) -> Result<Vec<DeviceInfo>> {
         self.online().await?;
+        self.drop_logged_out_devices().await?;
         let _guard = self.lock_state().await?;
         let list = self.own_list().await?;
         let status = self.api.device_status().await?;
@@ -488,6 +484,7 @@ impl Client {
             self.api.logout_device(id).await?;
             return self.removed_here().map(|()| Revoked { rotated: false, this_device: true });
         };
+        self.drop_logged_out_devices().await?;
         let _guard = self.lock_state().await?;
         let current = self.own_list().await?;
         let target = current
@@ -531,9 +528,9 @@ impl Client {
 
     /// This device left the account: remove it from this home.
     fn removed_here(&mut self) -> Result<()> {
-        let home = self.store.home().to_owned();
-        self.store.close()?;
-        wipe(&home)
+        // The open store's files are unlinked; any later call on this client finds its
+        // store.db gone and stops (`AccountRemoved`).
+        wipe(self.store.home())
     }
 
     /// Tells the account's other devices the new account key after a rotation: the new
@@ -572,4 +569,26 @@ pub struct Revoked {
     pub rotated: bool,
     /// This device was revoked (logged out): the account is gone from this home.
     pub this_device: bool,
+}
+
+/// The provisioning message's form of a history archive reference.
+fn ref_of(a: &HistoryArchive) -> HistoryRef {
+    HistoryRef {
+        blob_id: a.blob_id,
+        key: Zeroizing::new(*a.key.expose_secret()),
+        size: a.size,
+        plain_size: a.plain_size,
+        digest: a.digest,
+    }
+}
+
+/// The history transfer's form of a provisioning message's archive reference.
+fn archive_of(h: &HistoryRef) -> HistoryArchive {
+    HistoryArchive {
+        blob_id: h.blob_id,
+        key: ArchiveKey::from_bytes(*h.key),
+        size: h.size,
+        plain_size: h.plain_size,
+        digest: h.digest,
+    }
 }

@@ -145,6 +145,10 @@ pub enum ClientError {
     /// The user declined.
     #[error("cancelled; nothing was changed")]
     Cancelled,
+    /// The history transfer failed (the device is linked; run `tacit device link` again to
+    /// retry the import).
+    #[error("history transfer: {0}")]
+    History(Box<crate::history_transfer::HistoryError>),
     /// No conversation or contact with this name.
     #[error("unknown contact {0}")]
     UnknownContact(String),
@@ -284,6 +288,7 @@ impl ClientError {
             | Self::Crypto(_)
             | Self::Prekey(_)
             | Self::Link(_)
+            | Self::History(_)
             | Self::LinkUsed
             | Self::WrongOrigin { .. } => ErrorKind::Security,
             Self::Store(_)
@@ -531,5 +536,14 @@ mod tests {
         let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
         let e = ClientError::file(Path::new("/h/generations"), &full);
         assert!(e.to_string().starts_with("/h/generations: ") && e.to_string().contains(HINT_FULL), "{e}");
+    }
+}
+
+impl From<crate::history_transfer::HistoryError> for ClientError {
+    fn from(e: crate::history_transfer::HistoryError) -> Self {
+        match e {
+            crate::history_transfer::HistoryError::Client(c) => c,
+            e => Self::History(Box::new(e)),
+        }
     }
 }

@@ -25,6 +25,7 @@
 
 mod client;
 mod contacts;
+mod devices;
 mod error;
 mod generations;
 mod history_transfer;
@@ -49,6 +50,7 @@ mod store;
 mod tests;
 
 pub use client::Client;
+pub use devices::{ApproveOptions, DeviceInfo, LinkEvent, NewDevice, Revoked};
 pub use error::{ClientError, ErrorKind, Result};
 pub use history_transfer::{
     ArchiveKey, HistoryArchive, HistoryError, ImportSummary, MAX_CONTACTS, MAX_PLAIN_BYTES, MAX_RESUME_AGE_MS,

@@ -54,6 +54,13 @@ CREATE TABLE IF NOT EXISTS state_counter (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     value INTEGER NOT NULL CHECK (value >= 0)
 );
+CREATE TABLE IF NOT EXISTS notices (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    peer TEXT NOT NULL,
+    text TEXT NOT NULL,
+    time_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notices_peer ON notices (peer, id);
 ";
 
 /// An open, unlocked store.
@@ -478,6 +485,15 @@ impl Store {
 /// Writes a meta value inside a transaction or on the connection.
 pub(crate) fn set_meta(conn: &Connection, k: &str, v: &[u8]) -> Result<()> {
     conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)", params![k, v])?;
+    Ok(())
+}
+
+/// Records a notice about `peer` (a device added or removed) for its history.
+pub(crate) fn add_notice(conn: &Connection, peer: &str, text: &str, time_ms: u64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO notices (peer, text, time_ms) VALUES (?1, ?2, ?3)",
+        params![peer, text, i64::try_from(time_ms).unwrap_or(i64::MAX)],
+    )?;
     Ok(())
 }
 

@@ -156,6 +156,7 @@ fn check(
 pub async fn status(state: &AppState, caller: &Authed) -> Result<DeviceStatusResponse, Failure> {
     let stored = state.store().list_state(caller.key.account).await?.ok_or(Failure::NotFound)?;
     Ok(DeviceStatusResponse {
+        max_device_id: stored.max_device_id,
         devices: stored
             .devices
             .into_iter()
