@@ -4,4 +4,6 @@
 #[path = "../../crates/protocol/tests/fuzz_checks/mod.rs"]
 mod checks;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::check_link_offer_open(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    checks::check_link_offer_open(data);
+});

@@ -231,8 +231,8 @@ fn offer_mac(body: &[u8]) -> [u8; 32] {
 /// `link_offer_open`: `VerifiedOffer::open` on the bytes as they are (almost always a bad
 /// MAC), then on the bytes with a correct MAC appended, so the parser and the checks behind
 /// the MAC are reached too: those must never report `BadMac`, and an accepted offer's
-/// accessors work.
-pub fn check_link_offer_open(data: &[u8]) {
+/// accessors work. Returns whether the re-MACed offer was accepted.
+pub fn check_link_offer_open(data: &[u8]) -> bool {
     let secret = LinkSecret::from_bytes(LINK_SECRET);
     if let Ok(o) = VerifiedOffer::open(&secret, data) {
         assert!(tacit_protocol::valid_device_label(o.label()));
@@ -243,8 +243,12 @@ pub fn check_link_offer_open(data: &[u8]) {
         Ok(o) => {
             assert_eq!(o.fingerprint().len(), 29);
             o.signed_prekey().verify(o.device()).expect("an accepted offer's prekey verifies");
+            true
         }
-        Err(e) => assert_ne!(e, LinkError::BadMac, "a correctly MACed offer failed the MAC check"),
+        Err(e) => {
+            assert_ne!(e, LinkError::BadMac, "a correctly MACed offer failed the MAC check");
+            false
+        }
     }
 }
 
