@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import hmac
 import json
 import sys
 import unicodedata
@@ -974,9 +975,7 @@ def open_link_offer(s: bytes, offer: bytes) -> dict:
 
 
 def hmac_compare(a: bytes, b: bytes) -> bool:
-    import hmac as _hmac
-
-    return _hmac.compare_digest(a, b)
+    return hmac.compare_digest(a, b)
 
 
 def encode_provisioning(name: str, device_id: int, approver_id: int, device_list: bytes,
