@@ -300,9 +300,11 @@ pub struct HistoryRef {
     pub blob_id: [u8; 16],
     /// The archive key (secret).
     pub key: Zeroizing<[u8; 32]>,
-    /// Ciphertext bytes (must be [`archive::sealed_len`] of `plain_size`).
+    /// Ciphertext bytes (the blob's size).
     pub size: u64,
-    /// Plaintext bytes (the compressed archive).
+    /// The archive's size once decrypted and decompressed: the bound the new device
+    /// decompresses to (a larger stream is refused, so the archive cannot be a
+    /// decompression bomb beyond what the approver declared).
     pub plain_size: u64,
     /// SHA-256 of the whole ciphertext.
     pub digest: [u8; 32],
@@ -352,8 +354,7 @@ impl Provisioning {
         })
     }
 
-    /// Decodes [`Self::to_bytes`]'s encoding; every length bounded, trailing bytes refused,
-    /// and a history reference's sizes must agree ([`archive::sealed_len`]).
+    /// Decodes [`Self::to_bytes`]'s encoding; every length bounded, trailing bytes refused.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let format = r.u8()?;
@@ -372,9 +373,6 @@ impl Provisioning {
             let size = r.u64()?;
             let plain_size = r.u64()?;
             let digest = r.array()?;
-            if archive::sealed_len(plain_size) != Some(size) {
-                return Err(DecodeError::InvalidValue);
-            }
             Some(HistoryRef { blob_id, key, size, plain_size, digest })
         } else {
             None
