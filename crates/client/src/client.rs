@@ -7,8 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::rng::OsRng;
 use tacit_api as api;
 use tacit_protocol::{
-    AccountIdentity, AccountKey, AccountName, DeviceAddress, DeviceEntry, DeviceId, DeviceIdentity, DeviceList,
-    DevicePrekeys, PrekeyError, PrekeyPolicy, PrekeyUpload, UnixTime,
+    AccountIdentity, AccountKey, AccountName, DeviceAddress, DeviceEntry, DeviceId, DeviceIdentity,
+    DeviceList, DevicePrekeys, PrekeyError, PrekeyPolicy, PrekeyUpload, UnixTime,
 };
 use zeroize::Zeroizing;
 
@@ -196,7 +196,8 @@ fn load_me(store: &Store) -> Result<Me> {
     let account_key = match (&account, store.meta(meta::ACCOUNT_KEY)?) {
         (Some(a), _) => a.public(),
         (None, Some(k)) => {
-            let k: [u8; 32] = k.as_slice().try_into().map_err(|_| ClientError::Internal("stored account key"))?;
+            let k: [u8; 32] =
+                k.as_slice().try_into().map_err(|_| ClientError::Internal("stored account key"))?;
             AccountKey::from_bytes(k)?
         }
         (None, None) => return Err(ClientError::Internal("stored account key")),
@@ -507,16 +508,10 @@ impl Client {
         let device_list = get(meta::DEVICE_LIST)?.to_vec();
         let prekeys: api::PrekeyUploadRequest = serde_json::from_slice(&get(meta::PENDING_UPLOAD)?)
             .map_err(|_| ClientError::Internal("upload"))?;
-        let account = self.me.account.clone().ok_or(ClientError::Internal("registration without account key"))?;
-        match register_account(
-            &self.api,
-            &self.me.name,
-            &account,
-            device_list,
-            prekeys,
-            registration_token,
-        )
-        .await
+        let account =
+            self.me.account.clone().ok_or(ClientError::Internal("registration without account key"))?;
+        match register_account(&self.api, &self.me.name, &account, device_list, prekeys, registration_token)
+            .await
         {
             Ok(_) => {}
             Err(ClientError::Server { code: Some(api::ErrorCode::NameTaken), .. })

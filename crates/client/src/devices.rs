@@ -21,14 +21,14 @@ use std::time::Duration;
 
 use tacit_api as api;
 use tacit_protocol::{
-    AccountIdentity, AccountName, DeviceEntry, DeviceId, DeviceIdentity, DeviceList, DevicePrekeys, HistoryRef,
-    LinkSecret, PendingLink, PrekeyPolicy, Provisioning, VerifiedOffer, valid_device_label,
+    AccountIdentity, AccountName, DeviceEntry, DeviceId, DeviceIdentity, DeviceList, DevicePrekeys,
+    HistoryRef, LinkSecret, PendingLink, PrekeyPolicy, Provisioning, VerifiedOffer, valid_device_label,
 };
 use zeroize::Zeroizing;
 
 use crate::client::{Client, meta, now, now_ms, upload_request, wipe};
-use crate::history_transfer::{ArchiveKey, HistoryArchive};
 use crate::error::{ClientError, Result};
+use crate::history_transfer::{ArchiveKey, HistoryArchive};
 use crate::home_lock::HomeLock;
 use crate::net::{Api, ConnectOptions};
 use crate::rng::OsRng;
@@ -151,7 +151,8 @@ impl Client {
                     .meta(link_meta::EXPIRES)?
                     .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
                     .is_some_and(|b| u64::from_be_bytes(b) > now_ms() + 5_000);
-                let same_server = s.meta(meta::SERVER)?.as_deref().map(Vec::as_slice) == Some(api.base().as_bytes());
+                let same_server =
+                    s.meta(meta::SERVER)?.as_deref().map(Vec::as_slice) == Some(api.base().as_bytes());
                 if live && same_server && s.meta(link_meta::PENDING)?.is_some() {
                     resumed = Some(s);
                 } else {
@@ -167,8 +168,10 @@ impl Client {
         let pending = PendingLink::from_bytes(
             &store.meta(link_meta::PENDING)?.ok_or(ClientError::Internal("pending link"))?,
         )?;
-        let code = String::from_utf8(store.meta(link_meta::CODE)?.ok_or(ClientError::Internal("link code"))?.to_vec())
-            .map_err(|_| ClientError::Internal("link code"))?;
+        let code = String::from_utf8(
+            store.meta(link_meta::CODE)?.ok_or(ClientError::Internal("link code"))?.to_vec(),
+        )
+        .map_err(|_| ClientError::Internal("link code"))?;
         let expires = store
             .meta(link_meta::EXPIRES)?
             .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
@@ -297,7 +300,8 @@ impl Client {
     async fn finish_history_import(&mut self, events: &mut (dyn FnMut(LinkEvent) + Send)) -> Result<()> {
         let Some(bytes) = self.store.meta(link_meta::HISTORY)? else { return Ok(()) };
         let archive = HistoryArchive::from_bytes(&bytes)?;
-        let summary = self.import_history(&archive, &mut |done, all| events(LinkEvent::History(done, all))).await?;
+        let summary =
+            self.import_history(&archive, &mut |done, all| events(LinkEvent::History(done, all))).await?;
         let tx = self.store.tx()?;
         store::delete_meta(&tx, link_meta::HISTORY)?;
         tx.commit()?;
@@ -365,9 +369,11 @@ impl Client {
             devices.push(entry.clone());
             let list = DeviceList::sign(&account, self.me.name.clone(), current.version() + 1, devices)
                 .map_err(|source| ClientError::DeviceList { name: self.me.name.to_string(), source })?;
-            let mut prekeys = api::PrekeyUploadRequest::default();
-            prekeys.signed_prekey = Some(api::Bytes(offer.signed_prekey().to_bytes()));
-            prekeys.last_resort = Some(api::Bytes(offer.last_resort_prekey().to_bytes()));
+            let prekeys = api::PrekeyUploadRequest {
+                signed_prekey: Some(api::Bytes(offer.signed_prekey().to_bytes())),
+                last_resort: Some(api::Bytes(offer.last_resort_prekey().to_bytes())),
+                ..Default::default()
+            };
             self.publish_own_list(&list, None, vec![api::NewDevicePrekeys { device: id.get(), prekeys }])
                 .await?;
             (list, entry)
@@ -384,7 +390,10 @@ impl Client {
             history: history.as_ref().map(ref_of),
         };
         let answer = offer.seal_answer(&mut OsRng, &provisioning)?;
-        match self.api.link_answer_put(&secret.slot_id(), &api::LinkAnswerRequest { answer: api::Bytes(answer) }).await
+        match self
+            .api
+            .link_answer_put(&secret.slot_id(), &api::LinkAnswerRequest { answer: api::Bytes(answer) })
+            .await
         {
             Ok(()) => {}
             Err(ClientError::Server { code: Some(api::ErrorCode::AlreadyUsed), .. }) => {
@@ -463,7 +472,11 @@ impl Client {
                 id: d.id.get(),
                 label: d.label.clone(),
                 added_ms: d.added_ms,
-                last_seen_ms: status.devices.iter().find(|s| s.device == d.id.get()).and_then(|s| s.last_seen_ms),
+                last_seen_ms: status
+                    .devices
+                    .iter()
+                    .find(|s| s.device == d.id.get())
+                    .and_then(|s| s.last_seen_ms),
                 current: d.id == self.me.device,
                 approver: d.approver,
             })
@@ -493,7 +506,8 @@ impl Client {
             .find(|d| d.id.get() == id)
             .ok_or(ClientError::UnknownDevice { name: self.me.name.to_string(), device: id })?
             .clone();
-        let devices: Vec<DeviceEntry> = current.devices().iter().filter(|d| d.id.get() != id).cloned().collect();
+        let devices: Vec<DeviceEntry> =
+            current.devices().iter().filter(|d| d.id.get() != id).cloned().collect();
         if !devices.iter().any(|d| d.approver) {
             return Err(ClientError::LastApprover);
         }

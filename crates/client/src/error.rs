@@ -140,7 +140,9 @@ pub enum ClientError {
     LinkExpired,
     /// A link offer or answer failed its checks: the code does not match (mistyped), or the
     /// server altered what it relayed.
-    #[error("linking refused: {0} (a mistyped code, or the server altered the exchange); nothing was changed")]
+    #[error(
+        "linking refused: {0} (a mistyped code, or the server altered the exchange); nothing was changed"
+    )]
     Link(#[from] tacit_protocol::LinkError),
     /// The user declined.
     #[error("cancelled; nothing was changed")]
@@ -455,6 +457,15 @@ impl From<tokio_tungstenite::tungstenite::Error> for ClientError {
 /// Shorthand.
 pub type Result<T, E = ClientError> = core::result::Result<T, E>;
 
+impl From<crate::history_transfer::HistoryError> for ClientError {
+    fn from(e: crate::history_transfer::HistoryError) -> Self {
+        match e {
+            crate::history_transfer::HistoryError::Client(c) => c,
+            e => Self::History(Box::new(e)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,14 +547,5 @@ mod tests {
         let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
         let e = ClientError::file(Path::new("/h/generations"), &full);
         assert!(e.to_string().starts_with("/h/generations: ") && e.to_string().contains(HINT_FULL), "{e}");
-    }
-}
-
-impl From<crate::history_transfer::HistoryError> for ClientError {
-    fn from(e: crate::history_transfer::HistoryError) -> Self {
-        match e {
-            crate::history_transfer::HistoryError::Client(c) => c,
-            e => Self::History(Box::new(e)),
-        }
     }
 }

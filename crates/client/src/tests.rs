@@ -25,7 +25,10 @@ impl Peer {
         let name = AccountName::new(name).unwrap();
         let account = AccountIdentity::generate(&mut OsRng).unwrap();
         let identity = DeviceIdentity::generate(&mut OsRng).unwrap();
-        let entry = DeviceEntry { approver: true, ..DeviceEntry::new(DeviceId::new(1).unwrap(), identity.public().clone()) };
+        let entry = DeviceEntry {
+            approver: true,
+            ..DeviceEntry::new(DeviceId::new(1).unwrap(), identity.public().clone())
+        };
         let list = DeviceList::sign(&account, name.clone(), 1, vec![entry]).unwrap();
         Self { name, identity, list }
     }

@@ -24,7 +24,6 @@ use subtle::ConstantTimeEq;
 use thiserror::Error;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::archive;
 use crate::codec::{DecodeError, Reader, Writer, encode_exact};
 use crate::crypto::aead::{self, NONCE_LEN, TAG_LEN};
 use crate::crypto::kdf::{HmacKey, hkdf_sha256, sha256};

@@ -70,7 +70,7 @@ impl Account {
             history: history.then(|| HistoryRef {
                 blob_id: [9u8; 16],
                 key: Zeroizing::new([3u8; 32]),
-                size: archive::sealed_len(100_000).unwrap(),
+                size: crate::archive::sealed_len(100_000).unwrap(),
                 plain_size: 100_000,
                 digest: [4u8; 32],
             }),
