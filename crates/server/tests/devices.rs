@@ -749,6 +749,32 @@ async fn blobs_upload_resume_and_limits(backend: Backend) {
     assert_eq!(get(0, 10, alice.token.clone()).await.0, 404);
     let _: api::BlobStatus =
         http.ok(Method::POST, api::BLOBS, alice.tok(), Some(&api::CreateBlobRequest { size: 1 })).await;
+    // Two uploads at the same offset at once: exactly one is stored.
+    for _ in 0..3 {
+        let race: api::BlobStatus =
+            http.ok(Method::POST, api::BLOBS, bob.tok(), Some(&api::CreateBlobRequest { size: 10 })).await;
+        let path = api::BLOB.replace("{id}", &race.id);
+        let up = |byte: u8| {
+            let http = http.clone();
+            let path = path.clone();
+            let token = bob.token.clone();
+            async move {
+                http.request(Method::PUT, &format!("{path}?offset=0"), Some(&token))
+                    .body(vec![byte; 10])
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        };
+        let (x, y) = tokio::join!(up(1), up(2));
+        assert!([x, y] == [200, 409] || [x, y] == [409, 200], "{x} {y}");
+        let r =
+            http.request(Method::GET, &format!("{path}?offset=0&len=100"), bob.tok()).send().await.unwrap();
+        assert_eq!(r.bytes().await.unwrap().to_vec(), vec![if x == 200 { 1 } else { 2 }; 10]);
+        assert_eq!(http.call(Method::DELETE, &path, bob.tok(), NONE).await.0, 204);
+    }
     // Expired blobs are gone and swept.
     let store = server.state().store().clone();
     let account = store.account(&bob.name).await.unwrap().unwrap().id;

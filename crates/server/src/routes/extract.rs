@@ -135,6 +135,16 @@ pub async fn version_check(req: Request, next: Next) -> Response {
     }
 }
 
+/// How long a request on `route` may take: [`REQUEST_TIMEOUT`], and a link answer's long
+/// poll its whole wait allowance on top.
+pub(crate) fn request_bound(method: &axum::http::Method, route: Option<&str>) -> Duration {
+    if method == axum::http::Method::GET && route == Some(tacit_api::LINK_ANSWER) {
+        REQUEST_TIMEOUT + Duration::from_secs(tacit_api::limits::MAX_LINK_WAIT_SECS)
+    } else {
+        REQUEST_TIMEOUT
+    }
+}
+
 /// Logs each request by route template (never the concrete path, body or token), status
 /// and duration, with the client address only when configured; bounds its duration.
 pub async fn log_and_bound(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -143,12 +153,7 @@ pub async fn log_and_bound(State(state): State<AppState>, req: Request, next: Ne
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
     let ip =
         if state.inner().log_ip_addresses { peer_of(&state, req.extensions(), req.headers()) } else { None };
-    // A link answer's long poll may wait its whole allowance on top of the usual bound.
-    let bound = if method == axum::http::Method::GET && route.as_deref() == Some(tacit_api::LINK_ANSWER) {
-        REQUEST_TIMEOUT + Duration::from_secs(tacit_api::limits::MAX_LINK_WAIT_SECS)
-    } else {
-        REQUEST_TIMEOUT
-    };
+    let bound = request_bound(&method, route.as_deref());
     let response = match tokio::time::timeout(bound, next.run(req)).await {
         Ok(r) => r,
         Err(_) => Failure::Unavailable.into_response(),
@@ -161,4 +166,20 @@ pub async fn log_and_bound(State(state): State<AppState>, req: Request, next: Ne
         None => tracing::info!(%method, route, status, ms, "request"),
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link answer's long poll is not cut by the request bound before its wait ends.
+    #[test]
+    fn a_link_answer_wait_outlasts_the_request_bound() {
+        use axum::http::Method;
+        let wait = Duration::from_secs(tacit_api::limits::MAX_LINK_WAIT_SECS);
+        assert!(request_bound(&Method::GET, Some(tacit_api::LINK_ANSWER)) > wait);
+        assert_eq!(request_bound(&Method::PUT, Some(tacit_api::LINK_ANSWER)), REQUEST_TIMEOUT);
+        assert_eq!(request_bound(&Method::GET, Some(tacit_api::MESSAGES)), REQUEST_TIMEOUT);
+        assert_eq!(request_bound(&Method::GET, None), REQUEST_TIMEOUT);
+    }
 }
