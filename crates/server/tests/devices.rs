@@ -21,6 +21,7 @@ on_both!(
     self_sends_and_logout,
     link_slot_lifecycle,
     blobs_upload_resume_and_limits,
+    blobs_are_refused_below_the_storage_watermark,
 );
 
 /// A new device: its identity and first prekeys (signed, last resort, two one-time).
@@ -785,5 +786,51 @@ async fn blobs_upload_resume_and_limits(backend: Backend) {
     assert!(store.blob(account, id, now - 1500).await.unwrap().is_some(), "positive control");
     store.purge_expired(now).await.unwrap();
     assert_eq!(store.blob(account, id, 0).await.unwrap(), None, "swept");
+    server.finish().await;
+}
+
+/// Below the storage watermark no blob is created and no chunk taken (`507`); the status
+/// still answers, and the upload resumes once storage is back.
+async fn blobs_are_refused_below_the_storage_watermark(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let b: api::BlobStatus =
+        http.ok(Method::POST, api::BLOBS, alice.tok(), Some(&api::CreateBlobRequest { size: 20 })).await;
+    let path = api::BLOB.replace("{id}", &b.id);
+    let put = |http: Http, token: String, offset: u64| {
+        let path = path.clone();
+        async move {
+            let r = http
+                .request(Method::PUT, &format!("{path}?offset={offset}"), Some(&token))
+                .body(vec![5u8; 10]);
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(put(http.clone(), alice.token.clone(), 0).await, 200);
+    let server = server
+        .restart_with(|c| {
+            c.min_free_bytes = u64::MAX;
+            c.database_quota_bytes = Some(1);
+        })
+        .await;
+    let http = server.http();
+    assert_code(
+        http.call(Method::POST, api::BLOBS, alice.tok(), Some(&api::CreateBlobRequest { size: 1 })).await,
+        507,
+        "storage_full",
+    );
+    assert_eq!(put(http.clone(), alice.token.clone(), 10).await, 507);
+    let st: api::BlobStatus =
+        http.ok(Method::GET, &api::BLOB_STATUS.replace("{id}", &b.id), alice.tok(), NONE).await;
+    assert_eq!(st.received, 10, "nothing was taken");
+    let server = server
+        .restart_with(|c| {
+            c.min_free_bytes = 0;
+            c.database_quota_bytes = None;
+        })
+        .await;
+    let http = server.http();
+    assert_eq!(put(http.clone(), alice.token.clone(), 10).await, 200);
     server.finish().await;
 }
