@@ -94,6 +94,24 @@ where
     }
 }
 
+/// A resource id in the path (a link slot, a blob): anything that does not even decode is
+/// `404 not_found`, as a well-formed id of nothing is (the service parses the id).
+pub struct IdPath(pub String);
+
+impl<S> FromRequestParts<S> for IdPath
+where
+    S: Send + Sync,
+{
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Failure> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Self(v))
+            .map_err(|_| Failure::NotFound)
+    }
+}
+
 /// The caller's address (for per-address limits on unauthenticated endpoints).
 pub struct Peer(pub Option<IpAddr>);
 
