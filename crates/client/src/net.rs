@@ -692,3 +692,7 @@ impl Live {
         let _ = self.ws.close(None).await;
     }
 }
+
+#[cfg(test)]
+#[path = "net_tests.rs"]
+mod net_tests;

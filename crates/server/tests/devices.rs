@@ -21,6 +21,7 @@ on_both!(
     self_sends_and_logout,
     link_slot_lifecycle,
     blobs_upload_resume_and_limits,
+    blobs_are_refused_below_the_storage_watermark,
 );
 
 /// A new device: its identity and first prekeys (signed, last resort, two one-time).
@@ -546,11 +547,15 @@ async fn link_slot_lifecycle(backend: Backend) {
     assert_eq!(http.call(Method::DELETE, &path, None, NONE).await.0, 404);
 
     // Bad slots: 404 in the path, 400 in a body, never a panic.
-    for bad in ["00", "ZZ", &hex.to_uppercase(), &format!("{hex}00"), "%00%01", "..", "ééééééééééééééé"]
+    for bad in
+        ["00", "ZZ", &hex.to_uppercase(), &format!("{hex}00"), "%00%01", "%ff%fe", "..", "ééééééééééééééé"]
     {
-        let p = api::LINK_SLOT.replace("{slot}", bad);
-        let s = http.call(Method::GET, &p, None, NONE).await.0.as_u16();
-        assert!(s == 404 || s == 400, "{bad}: {s}");
+        for p in [api::LINK_SLOT, api::LINK_ANSWER] {
+            let p = p.replace("{slot}", bad);
+            assert_code(http.call(Method::GET, &p, None, NONE).await, 404, "not_found");
+        }
+        let s = http.call(Method::DELETE, &api::LINK_SLOT.replace("{slot}", bad), None, NONE).await.0;
+        assert_eq!(s, 404, "{bad}");
         assert_eq!(
             http.call(
                 Method::GET,
@@ -727,7 +732,7 @@ async fn blobs_upload_resume_and_limits(backend: Backend) {
             http.call(Method::POST, api::BLOBS, alice.tok(), Some(&api::CreateBlobRequest { size })).await;
         assert!(got.0 == 400 || got.0 == 413, "{size}: {:?}", got);
     }
-    for bad in ["00", "ZZZZ", &b.id.to_uppercase()] {
+    for bad in ["00", "ZZZZ", "%ff%fe", &b.id.to_uppercase()] {
         let s = http.call(Method::GET, &api::BLOB_STATUS.replace("{id}", bad), alice.tok(), NONE).await.0;
         assert_eq!(s, 404, "{bad}");
     }
@@ -749,6 +754,32 @@ async fn blobs_upload_resume_and_limits(backend: Backend) {
     assert_eq!(get(0, 10, alice.token.clone()).await.0, 404);
     let _: api::BlobStatus =
         http.ok(Method::POST, api::BLOBS, alice.tok(), Some(&api::CreateBlobRequest { size: 1 })).await;
+    // Two uploads at the same offset at once: exactly one is stored.
+    for _ in 0..3 {
+        let race: api::BlobStatus =
+            http.ok(Method::POST, api::BLOBS, bob.tok(), Some(&api::CreateBlobRequest { size: 10 })).await;
+        let path = api::BLOB.replace("{id}", &race.id);
+        let up = |byte: u8| {
+            let http = http.clone();
+            let path = path.clone();
+            let token = bob.token.clone();
+            async move {
+                http.request(Method::PUT, &format!("{path}?offset=0"), Some(&token))
+                    .body(vec![byte; 10])
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        };
+        let (x, y) = tokio::join!(up(1), up(2));
+        assert!([x, y] == [200, 409] || [x, y] == [409, 200], "{x} {y}");
+        let r =
+            http.request(Method::GET, &format!("{path}?offset=0&len=100"), bob.tok()).send().await.unwrap();
+        assert_eq!(r.bytes().await.unwrap().to_vec(), vec![if x == 200 { 1 } else { 2 }; 10]);
+        assert_eq!(http.call(Method::DELETE, &path, bob.tok(), NONE).await.0, 204);
+    }
     // Expired blobs are gone and swept.
     let store = server.state().store().clone();
     let account = store.account(&bob.name).await.unwrap().unwrap().id;
@@ -759,5 +790,51 @@ async fn blobs_upload_resume_and_limits(backend: Backend) {
     assert!(store.blob(account, id, now - 1500).await.unwrap().is_some(), "positive control");
     store.purge_expired(now).await.unwrap();
     assert_eq!(store.blob(account, id, 0).await.unwrap(), None, "swept");
+    server.finish().await;
+}
+
+/// Below the storage watermark no blob is created and no chunk taken (`507`); the status
+/// still answers, and the upload resumes once storage is back.
+async fn blobs_are_refused_below_the_storage_watermark(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let b: api::BlobStatus =
+        http.ok(Method::POST, api::BLOBS, alice.tok(), Some(&api::CreateBlobRequest { size: 20 })).await;
+    let path = api::BLOB.replace("{id}", &b.id);
+    let put = |http: Http, token: String, offset: u64| {
+        let path = path.clone();
+        async move {
+            let r = http
+                .request(Method::PUT, &format!("{path}?offset={offset}"), Some(&token))
+                .body(vec![5u8; 10]);
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(put(http.clone(), alice.token.clone(), 0).await, 200);
+    let server = server
+        .restart_with(|c| {
+            c.min_free_bytes = u64::MAX;
+            c.database_quota_bytes = Some(1);
+        })
+        .await;
+    let http = server.http();
+    assert_code(
+        http.call(Method::POST, api::BLOBS, alice.tok(), Some(&api::CreateBlobRequest { size: 1 })).await,
+        507,
+        "storage_full",
+    );
+    assert_eq!(put(http.clone(), alice.token.clone(), 10).await, 507);
+    let st: api::BlobStatus =
+        http.ok(Method::GET, &api::BLOB_STATUS.replace("{id}", &b.id), alice.tok(), NONE).await;
+    assert_eq!(st.received, 10, "nothing was taken");
+    let server = server
+        .restart_with(|c| {
+            c.min_free_bytes = 0;
+            c.database_quota_bytes = None;
+        })
+        .await;
+    let http = server.http();
+    assert_eq!(put(http.clone(), alice.token.clone(), 10).await, 200);
     server.finish().await;
 }

@@ -7,7 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tacit_api::{BlobOffset, BlobRange, BlobStatus, CreateBlobRequest};
 
-use super::extract::{ApiJson, ApiPath, Auth};
+use super::extract::{ApiJson, Auth, IdPath};
 use crate::error::Failure;
 use crate::service::blobs;
 use crate::state::AppState;
@@ -25,7 +25,7 @@ pub(super) async fn create(
 pub(super) async fn put_chunk(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    ApiPath(id): ApiPath<String>,
+    IdPath(id): IdPath,
     query: Result<Query<BlobOffset>, QueryRejection>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<ApiJson<BlobStatus>, Failure> {
@@ -44,7 +44,7 @@ pub(super) async fn put_chunk(
 pub(super) async fn read(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    ApiPath(id): ApiPath<String>,
+    IdPath(id): IdPath,
     query: Result<Query<BlobRange>, QueryRejection>,
 ) -> Result<Response, Failure> {
     let Query(q) = query.map_err(|_| Failure::BadRequest("malformed query (expected ?offset=N&len=M)"))?;
@@ -56,7 +56,7 @@ pub(super) async fn read(
 pub(super) async fn delete(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    ApiPath(id): ApiPath<String>,
+    IdPath(id): IdPath,
 ) -> Result<StatusCode, Failure> {
     blobs::delete(&state, &caller, &id).await.map(|()| StatusCode::NO_CONTENT)
 }
@@ -65,7 +65,7 @@ pub(super) async fn delete(
 pub(super) async fn status(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    ApiPath(id): ApiPath<String>,
+    IdPath(id): IdPath,
 ) -> Result<ApiJson<BlobStatus>, Failure> {
     blobs::get_status(&state, &caller, &id).await.map(ApiJson)
 }

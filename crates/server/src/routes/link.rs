@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tacit_api::{LinkAnswerRequest, LinkOfferRequest, LinkOfferResponse, LinkWaitQuery};
 
-use super::extract::{ApiJson, ApiPath, Auth, Peer};
+use super::extract::{ApiJson, Auth, IdPath, Peer};
 use crate::error::Failure;
 use crate::service::link;
 use crate::state::AppState;
@@ -25,7 +25,7 @@ pub(super) async fn offer(
 pub(super) async fn get_offer(
     State(state): State<AppState>,
     Peer(peer): Peer,
-    ApiPath(slot): ApiPath<String>,
+    IdPath(slot): IdPath,
 ) -> Result<ApiJson<LinkOfferResponse>, Failure> {
     link::get_offer(&state, peer, &slot).await.map(ApiJson)
 }
@@ -34,7 +34,7 @@ pub(super) async fn get_offer(
 pub(super) async fn delete(
     State(state): State<AppState>,
     Peer(peer): Peer,
-    ApiPath(slot): ApiPath<String>,
+    IdPath(slot): IdPath,
 ) -> Result<StatusCode, Failure> {
     link::delete(&state, peer, &slot).await.map(|()| StatusCode::NO_CONTENT)
 }
@@ -43,7 +43,7 @@ pub(super) async fn delete(
 pub(super) async fn answer(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    ApiPath(slot): ApiPath<String>,
+    IdPath(slot): IdPath,
     ApiJson(req): ApiJson<LinkAnswerRequest>,
 ) -> Result<StatusCode, Failure> {
     link::answer(&state, &caller, &slot, req).await.map(|()| StatusCode::NO_CONTENT)
@@ -54,7 +54,7 @@ pub(super) async fn answer(
 pub(super) async fn wait_answer(
     State(state): State<AppState>,
     Peer(peer): Peer,
-    ApiPath(slot): ApiPath<String>,
+    IdPath(slot): IdPath,
     query: Result<Query<LinkWaitQuery>, QueryRejection>,
 ) -> Result<Response, Failure> {
     let Query(query) = query.map_err(|_| Failure::BadRequest("malformed query (expected ?wait_secs=N)"))?;

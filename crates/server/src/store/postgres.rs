@@ -1371,4 +1371,38 @@ mod tests {
         store.close().await;
         a.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
     }
+
+    /// Migration 6 gives existing devices their account's creation time and existing
+    /// accounts their largest device id.
+    #[tokio::test]
+    async fn migration_6_backfills_devices_and_the_largest_id() {
+        let schema = random_name("tacit_test_");
+        let a = admin().await;
+        a.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+        let (old, conn) = tokio_postgres::connect(&url("postgres", &schema), NoTls).await.unwrap();
+        tokio::spawn(conn);
+        for sql in &schema::POSTGRES[..5] {
+            old.batch_execute(sql).await.unwrap();
+        }
+        old.batch_execute(
+            "CREATE TABLE tacit_schema (version BIGINT NOT NULL); INSERT INTO tacit_schema VALUES (1), (2), (3), (4), (5); \
+             INSERT INTO accounts (name, account_key, device_list, device_list_version, created_ms) \
+             VALUES ('a', '\\x00', '\\x00', 2, 1234), ('b', '\\x00', '\\x00', 1, 99); \
+             INSERT INTO devices (account_id, device_id, identity, signed_prekey, last_resort) \
+             VALUES (1, 1, '\\x01', '\\x00', '\\x00'), (1, 3, '\\x03', '\\x00', '\\x00'), (2, 1, '\\x01', '\\x00', '\\x00');",
+        )
+        .await
+        .unwrap();
+        drop(old);
+        let store = PgStore::connect(&url("postgres", &schema)).await.unwrap();
+        let st = store.list_state(1).await.unwrap().unwrap();
+        assert_eq!((st.version, st.max_device_id), (2, 3));
+        let devices: Vec<(u32, u64, Option<u64>, bool)> =
+            st.devices.iter().map(|d| (d.device, d.created_ms, d.last_seen_ms, d.logged_out)).collect();
+        assert_eq!(devices, vec![(1, 1234, None, false), (3, 1234, None, false)]);
+        let b = store.list_state(2).await.unwrap().unwrap();
+        assert_eq!((b.max_device_id, b.devices[0].created_ms), (1, 99));
+        store.close().await;
+        a.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    }
 }

@@ -1307,4 +1307,35 @@ mod tests {
         assert_eq!(bytes(&store).await, vec![(1, 0), (2, 0)]);
         store.close().await;
     }
+
+    /// Migration 6 gives existing devices their account's creation time and existing
+    /// accounts their largest device id.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migration_6_backfills_devices_and_the_largest_id() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("tacit.db")).unwrap();
+            for sql in &schema::SQLITE[..5] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 5).unwrap();
+            conn.execute_batch(
+                "INSERT INTO accounts (id, name, account_key, device_list, device_list_version, created_ms) \
+                 VALUES (1, 'a', x'00', x'00', 2, 1234), (2, 'b', x'00', x'00', 1, 99); \
+                 INSERT INTO devices (account_id, device_id, identity, signed_prekey, last_resort) \
+                 VALUES (1, 1, x'01', x'00', x'00'), (1, 3, x'03', x'00', x'00'), (2, 1, x'01', x'00', x'00');",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let a = store.list_state(1).await.unwrap().unwrap();
+        assert_eq!((a.version, a.max_device_id), (2, 3));
+        let devices: Vec<(u32, u64, Option<u64>, bool)> =
+            a.devices.iter().map(|d| (d.device, d.created_ms, d.last_seen_ms, d.logged_out)).collect();
+        assert_eq!(devices, vec![(1, 1234, None, false), (3, 1234, None, false)]);
+        let b = store.list_state(2).await.unwrap().unwrap();
+        assert_eq!((b.max_device_id, b.devices[0].created_ms), (1, 99));
+        assert_eq!(store.list_state(3).await.unwrap(), None);
+        store.close().await;
+    }
 }
