@@ -28,7 +28,7 @@ async fn issue_9_calls_round_trip(backend: Backend) {
     let st = api.device_status().await.unwrap();
     assert_eq!(st.devices.iter().map(|d| d.device).collect::<Vec<_>>(), vec![1]);
     let list = DeviceList::sign(
-        &client.me.account,
+        client.me.account.as_ref().unwrap(),
         client.me.name.clone(),
         2,
         vec![DeviceEntry { approver: true, ..DeviceEntry::new(client.me.device, identity.public().clone()) }],
