@@ -11,32 +11,46 @@
 //! or the stream cut short at a chunk boundary without the opener noticing.
 
 use aws_lc_rs::aead::{AES_256_GCM_SIV, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use tacit_protocol::CryptoError;
 use thiserror::Error;
 
 /// Plaintext bytes in every chunk but the last.
 pub const CHUNK_LEN: usize = 65536;
 /// The AEAD tag appended to each chunk.
 const TAG_LEN: usize = 16;
-/// Chunks one key may seal (the counter's 11 bytes are far more; this keeps it in a u64).
+/// Chunks one key may seal (the counter's 11 bytes hold more; this keeps it in a u64).
 const MAX_CHUNKS: u64 = u64::MAX;
 
-/// Why sealing or opening a chunk failed.
-#[derive(Debug, Error, PartialEq, Eq)]
+/// Checks the plaintext length of chunk number `counter`.
+fn check(done: bool, counter: u64, plain_len: usize, last: bool) -> Result<(), ArchiveError> {
+    if done {
+        return Err(ArchiveError::Finished);
+    }
+    let ok =
+        if last { plain_len <= CHUNK_LEN && (plain_len > 0 || counter == 0) } else { plain_len == CHUNK_LEN };
+    if !ok || counter == MAX_CHUNKS {
+        return Err(ArchiveError::ChunkLength);
+    }
+    Ok(())
+}
+
+/// Why sealing or opening a chunk failed (the variants of `tacit_protocol::archive`'s).
+#[derive(Debug, Clone, Copy, Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ArchiveError {
-    /// A chunk that is not the last is not exactly [`CHUNK_LEN`] bytes (plus the tag), or
-    /// the last is longer.
-    #[error("archive chunk of the wrong length")]
+    /// A chunk that is not the last is not exactly [`CHUNK_LEN`] bytes (plus the tag), the
+    /// last is longer, or an empty last chunk follows other chunks.
+    #[error("archive chunk has a bad length")]
     ChunkLength,
-    /// The chunk does not authenticate (tampered, reordered, truncated or wrong key).
+    /// The last chunk was already processed.
+    #[error("archive stream already ended")]
+    Finished,
+    /// The chunk does not authenticate (tampered, reordered, cut short, or the wrong key).
     #[error("archive chunk does not authenticate")]
-    Decrypt,
-    /// Another chunk after the last one.
-    #[error("archive chunk after the last one")]
-    AfterLast,
-    /// The counter ran out.
-    #[error("too many archive chunks")]
-    TooManyChunks,
+    Open,
+    /// A primitive failed.
+    #[error("cryptographic failure: {0}")]
+    Crypto(#[from] CryptoError),
 }
 
 fn nonce(counter: u64, last: bool) -> Nonce {
@@ -71,20 +85,12 @@ impl ArchiveSealer {
     /// Seals the next chunk: exactly [`CHUNK_LEN`] bytes unless `last`, at most that if
     /// `last`. Returns the ciphertext (plaintext length + 16).
     pub fn seal_chunk(&mut self, plain: &[u8], last: bool) -> Result<Vec<u8>, ArchiveError> {
-        if self.done {
-            return Err(ArchiveError::AfterLast);
-        }
-        if (!last && plain.len() != CHUNK_LEN) || plain.len() > CHUNK_LEN {
-            return Err(ArchiveError::ChunkLength);
-        }
-        if self.counter == MAX_CHUNKS {
-            return Err(ArchiveError::TooManyChunks);
-        }
-        let key = self.key.as_ref().ok_or(ArchiveError::Decrypt)?;
+        check(self.done, self.counter, plain.len(), last)?;
+        let key = self.key.as_ref().ok_or(ArchiveError::Crypto(CryptoError::Library))?;
         let mut out = Vec::with_capacity(plain.len() + TAG_LEN);
         out.extend_from_slice(plain);
         key.seal_in_place_append_tag(nonce(self.counter, last), Aad::empty(), &mut out)
-            .map_err(|_| ArchiveError::Decrypt)?;
+            .map_err(|_| ArchiveError::Crypto(CryptoError::Library))?;
         self.counter += 1;
         self.done = last;
         Ok(out)
@@ -107,21 +113,13 @@ impl ArchiveOpener {
     /// Opens the next chunk; `last` says whether the caller expects it to be the last (from
     /// the archive's known size). A chunk sealed with the other flag does not open.
     pub fn open_chunk(&mut self, ct: &[u8], last: bool) -> Result<Vec<u8>, ArchiveError> {
-        if self.done {
-            return Err(ArchiveError::AfterLast);
-        }
-        if ct.len() < TAG_LEN || ct.len() > CHUNK_LEN + TAG_LEN || (!last && ct.len() != CHUNK_LEN + TAG_LEN)
-        {
-            return Err(ArchiveError::ChunkLength);
-        }
-        if self.counter == MAX_CHUNKS {
-            return Err(ArchiveError::TooManyChunks);
-        }
-        let key = self.key.as_ref().ok_or(ArchiveError::Decrypt)?;
+        let plain_len = ct.len().checked_sub(TAG_LEN).ok_or(ArchiveError::ChunkLength)?;
+        check(self.done, self.counter, plain_len, last)?;
+        let key = self.key.as_ref().ok_or(ArchiveError::Crypto(CryptoError::Library))?;
         let mut buf = ct.to_vec();
         let len = key
             .open_in_place(nonce(self.counter, last), Aad::empty(), &mut buf)
-            .map_err(|_| ArchiveError::Decrypt)?
+            .map_err(|_| ArchiveError::Open)?
             .len();
         buf.truncate(len);
         self.counter += 1;

@@ -441,6 +441,8 @@ struct MemoryBlobs {
     blobs: Mutex<HashMap<String, (u64, Vec<u8>)>>,
     /// Chunk requests (puts and gets) answered before every further one fails.
     fail_after: Mutex<Option<usize>>,
+    /// Chunk requests that fail once each as a lost connection would (retried in the call).
+    flaky: Mutex<u32>,
     chunks: Mutex<usize>,
     /// Bytes that went up and down.
     sent: Mutex<u64>,
@@ -449,6 +451,11 @@ struct MemoryBlobs {
 
 impl MemoryBlobs {
     fn chunk_allowed(&self) -> Result<(), ClientError> {
+        let mut flaky = self.flaky.lock().unwrap();
+        if *flaky > 0 {
+            *flaky -= 1;
+            return Err(ClientError::Network("injected: connection reset".into()));
+        }
         let mut n = self.chunks.lock().unwrap();
         if self.fail_after.lock().unwrap().is_some_and(|k| *n >= k) {
             return Err(ClientError::Internal("injected: connection lost"));
@@ -572,6 +579,64 @@ async fn a_failed_import_removes_its_file_and_stores_nothing() {
     assert_eq!(import_via(&mut s.new, &t, &a, &mut |_, _| {}).await.unwrap().messages_added, 200);
 }
 
+#[tokio::test]
+async fn a_lost_connection_is_retried_within_the_call() {
+    let mut s = setup(0);
+    fill(&mut s.old, &["bob"], 2000, &mut |r| noisy_text(r, 1200));
+    let t = MemoryBlobs::default();
+    *t.flaky.lock().unwrap() = 2;
+    let a = export_via(&mut s.old, &t, &mut |_, _| {}).await.unwrap();
+    assert_eq!(*t.flaky.lock().unwrap(), 0, "the failures happened");
+    assert_eq!(*t.sent.lock().unwrap(), a.size);
+    *t.flaky.lock().unwrap() = 2;
+    assert_eq!(import_via(&mut s.new, &t, &a, &mut |_, _| {}).await.unwrap().messages_added, 2000);
+    assert_eq!(*t.fetched.lock().unwrap(), a.size);
+}
+
+/// With the payload v2 `message_id` column (added by the messaging part of issue 9), ids
+/// travel and find duplicates: a message with a known id is skipped whatever its text.
+#[test]
+fn message_ids_travel_and_find_duplicates() {
+    let mut s = setup(20);
+    for c in [&s.old, &s.new] {
+        if !has_message_id(c.store.conn()).unwrap() {
+            c.store.conn().execute_batch("ALTER TABLE messages ADD COLUMN message_id BLOB").unwrap();
+        }
+    }
+    s.old
+        .store
+        .conn()
+        .execute("UPDATE messages SET message_id = randomblob(16) WHERE id % 2 = 0", [])
+        .unwrap();
+    let ids = |c: &Client| -> Vec<Option<Vec<u8>>> {
+        let mut st = c.store.conn().prepare("SELECT message_id FROM messages ORDER BY id").unwrap();
+        st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    // The new device holds one message with an id, under another text.
+    let (peer, outgoing, id): (String, bool, Vec<u8>) = s
+        .old
+        .store
+        .conn()
+        .query_row("SELECT peer, outgoing, message_id FROM messages WHERE id = 2", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    s.new
+        .store
+        .conn()
+        .execute(
+            "INSERT INTO messages (peer, device, outgoing, text, sent_time_ms, message_id) VALUES (?1, 0, ?2, 'x', 1, ?3)",
+            params![peer, outgoing, id],
+        )
+        .unwrap();
+    let a = archive_of(write_archive(s.old.store.conn(), &s.path).unwrap());
+    let summary = import(&mut s, &a).unwrap();
+    assert_eq!((summary.messages_added, summary.messages_skipped), (19, 1));
+    let mut want = ids(&s.old);
+    want.remove(1);
+    assert_eq!(ids(&s.new)[1..], want[..], "ids carried over");
+}
+
 /// The same round trip over the real server's blob endpoints (on both stores).
 mod over_the_server {
     use super::common::{Backend, Relay, account};
@@ -608,5 +673,119 @@ mod over_the_server {
         async fn postgres() {
             super::round_trip(super::Backend::Postgres).await
         }
+    }
+}
+
+/// Peak resident memory of this process so far (`VmHWM`), in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: 0 kB");
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Resets the peak (Linux: `5` to `/proc/self/clear_refs`), so what follows is measured alone.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Issue 9, "Linking with 100,000 messages of history: under 30 s, RSS bounded": export,
+/// upload, download and import of 100,000 chat-like messages (through the in-memory blob
+/// stand-in until the server's endpoints are merged), with wall times and the peak RSS of
+/// the transfer; then deflate alone at three levels on the same record stream.
+/// `cargo test --release -p tacit-client history_transfer_100k -- --ignored --nocapture`
+#[tokio::test]
+#[ignore = "benchmark (about 10 s); run with --ignored --nocapture"]
+async fn history_transfer_100k() {
+    use std::time::Instant;
+    const N: usize = 100_000;
+    let mut s = setup(0);
+    let peers = ["bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan"];
+    fill(&mut s.old, &peers, N, &mut realistic_text);
+    let text_bytes: i64 = s
+        .old
+        .store
+        .conn()
+        .query_row("SELECT sum(length(CAST(text AS BLOB))) FROM messages", [], |r| r.get(0))
+        .unwrap();
+    let t = MemoryBlobs::default();
+    let base_rss = peak_rss_kib();
+    reset_peak_rss();
+    let start = Instant::now();
+    let sealed = write_archive(s.old.store.conn(), &s.path).unwrap();
+    let export = start.elapsed();
+    std::fs::remove_file(&s.path).unwrap();
+    let start = Instant::now();
+    let a = export_via(&mut s.old, &t, &mut |_, _| {}).await.unwrap();
+    let export_upload = start.elapsed();
+    let start = Instant::now();
+    let summary = import_via(&mut s.new, &t, &a, &mut |_, _| {}).await.unwrap();
+    let download_import = start.elapsed();
+    let peak = peak_rss_kib();
+    assert_eq!(summary.messages_added, N as u64);
+    let total = export_upload + download_import;
+    println!(
+        "history transfer, {N} messages ({text_bytes} bytes of text, {} plaintext record bytes)",
+        sealed.plain_size
+    );
+    println!("  archive {} bytes: ratio {:.2}", a.size, a.plain_size as f64 / a.size as f64);
+    println!("  seal to file alone {:.2} s", export.as_secs_f64());
+    println!(
+        "  export + upload {:.2} s, download + import {:.2} s, total {:.2} s",
+        export_upload.as_secs_f64(),
+        download_import.as_secs_f64(),
+        total.as_secs_f64()
+    );
+    println!(
+        "  peak RSS during the transfer {} MiB (process before: {} MiB; the in-memory blob stand-in holds the {} MiB archive)",
+        peak / 1024,
+        base_rss / 1024,
+        a.size / (1024 * 1024)
+    );
+    assert!(total.as_secs() < 30, "{total:?}");
+
+    // Deflate alone on the record stream, at three levels.
+    let mut plain = Vec::new();
+    {
+        let mut w = RecordWriter::new(&mut plain).unwrap();
+        let mut st = s
+            .old
+            .store
+            .conn()
+            .prepare("SELECT peer, device, outgoing, text, server_time_ms, sent_time_ms FROM messages")
+            .unwrap();
+        let mut rows = st.query([]).unwrap();
+        while let Some(r) = rows.next().unwrap() {
+            w.message(&MessageRecord {
+                peer: AccountName::new(&r.get::<_, String>(0).unwrap()).unwrap(),
+                device: r.get(1).unwrap(),
+                outgoing: r.get(2).unwrap(),
+                text: r.get(3).unwrap(),
+                server_time_ms: r.get::<_, Option<i64>>(4).unwrap().map(|t| t as u64),
+                sent_time_ms: r.get::<_, i64>(5).unwrap() as u64,
+                message_id: None,
+            })
+            .unwrap();
+        }
+        w.finish().unwrap();
+    }
+    for level in [1, 2, 3, 4, 6, 9] {
+        use std::io::{Read, Write};
+        let start = Instant::now();
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(level));
+        e.write_all(&plain).unwrap();
+        let packed = e.finish().unwrap();
+        let c = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let mut out = Vec::with_capacity(plain.len());
+        flate2::read::DeflateDecoder::new(packed.as_slice()).read_to_end(&mut out).unwrap();
+        let d = start.elapsed().as_secs_f64();
+        assert_eq!(out, plain);
+        let mb = plain.len() as f64 / 1e6;
+        println!(
+            "  deflate level {level}: ratio {:.2}, compress {:.0} MB/s, inflate {:.0} MB/s",
+            plain.len() as f64 / packed.len() as f64,
+            mb / c,
+            mb / d
+        );
     }
 }
