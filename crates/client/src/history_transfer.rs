@@ -12,7 +12,8 @@
 //! - **Never the whole history in memory**: rows are read one at a time and go through the
 //!   pipes (64 KiB chunks, 1 MiB blob requests) to a file and back.
 //! - **Confidentiality and integrity against the server**: a fresh random 32-byte key per
-//!   archive, chunked AEAD in the manner of age's STREAM (`archive_shim.rs`): a chunk
+//!   archive, chunked AEAD in the manner of age's STREAM (`tacit_protocol::archive`,
+//!   `docs/PROTOCOL.md` §11): a chunk
 //!   altered, dropped, reordered, or the archive cut short fails to open. The SHA-256 of the
 //!   whole ciphertext, also in the provisioning message, is checked before anything is
 //!   opened.
@@ -28,21 +29,18 @@
 //!   [`MAX_RESUME_AGE_MS`]); a download goes on from the partial file's length. A network
 //!   failure keeps both; a verification failure removes the partial download.
 
-mod archive_shim;
 mod blobs;
 mod records;
 mod stream;
 #[cfg(test)]
 mod tests;
 
-// TO BE REPLACED AT MERGE: `use tacit_protocol::archive;` (same API).
-use archive_shim as archive;
-
 use std::io::{BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, params};
 use tacit_api as api;
+use tacit_protocol::archive::{self, ArchiveError};
 use tacit_protocol::{AccountKey, AccountName, DeviceList};
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -50,8 +48,7 @@ use zeroize::Zeroizing;
 use crate::client::{Client, now_ms};
 use crate::error::ClientError;
 use crate::store::{self, Store};
-use archive::ArchiveError;
-use blobs::{BlobTransport, StandInBlobs};
+use blobs::BlobTransport;
 use records::{ContactRecord, MessageRecord, Record, RecordReader, RecordWriter};
 use stream::{BoundedReader, CountingWriter, OpenReader, SealWriter};
 
@@ -249,8 +246,11 @@ impl HistoryArchive {
     }
 
     fn check_bounds(&self) -> Result<(), HistoryError> {
-        if self.size < stream::TAG_LEN as u64 || self.size > api::limits::MAX_BLOB_BYTES {
+        if self.size > api::limits::MAX_BLOB_BYTES {
             return Err(HistoryError::TooLarge("archive size"));
+        }
+        if archive::plain_len(self.size).is_none() {
+            return Err(HistoryError::Malformed("no archive has this size"));
         }
         if self.plain_size > MAX_PLAIN_BYTES {
             return Err(HistoryError::TooLarge("decompressed archive size"));
@@ -531,12 +531,12 @@ impl Pending {
 /// Seals the history (or takes the one whose upload was interrupted less than
 /// [`MAX_RESUME_AGE_MS`] ago) and uploads it through `t`.
 pub(crate) async fn export_via<T: BlobTransport>(
-    client: &mut Client,
+    store: &Store,
     t: &T,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<HistoryArchive, HistoryError> {
-    let path = client.store.home().join(EXPORT_FILE);
-    let pending = client.store.meta(EXPORT_PENDING)?.and_then(|b| Pending::from_bytes(&b));
+    let path = store.home().join(EXPORT_FILE);
+    let pending = store.meta(EXPORT_PENDING)?.and_then(|b| Pending::from_bytes(&b));
     let resumable = pending.filter(|p| {
         now_ms().saturating_sub(p.made_ms) < MAX_RESUME_AGE_MS
             && std::fs::metadata(&path).is_ok_and(|m| m.len() == p.archive.size)
@@ -546,12 +546,12 @@ pub(crate) async fn export_via<T: BlobTransport>(
             // The blob may have expired or been deleted meanwhile: a new one for the file.
             if let Err(ClientError::NotFound(_)) = t.status(&blobs::id_hex(&p.archive.blob_id)).await {
                 p.archive.blob_id = blobs::parse_id(&t.create(p.archive.size).await?.id)?;
-                store::set_meta(client.store.conn(), EXPORT_PENDING, &p.to_bytes())?;
+                store::set_meta(store.conn(), EXPORT_PENDING, &p.to_bytes())?;
             }
             p
         }
         None => {
-            let sealed = match write_archive(client.store.conn(), &path) {
+            let sealed = match write_archive(store.conn(), &path) {
                 Ok(s) => s,
                 Err(e) => {
                     remove_quietly(&path);
@@ -579,42 +579,75 @@ pub(crate) async fn export_via<T: BlobTransport>(
                 },
                 made_ms: now_ms(),
             };
-            store::set_meta(client.store.conn(), EXPORT_PENDING, &p.to_bytes())?;
+            store::set_meta(store.conn(), EXPORT_PENDING, &p.to_bytes())?;
             p
         }
     };
     let id = blobs::id_hex(&pending.archive.blob_id);
     blobs::upload(t, &id, &path, pending.archive.size, progress).await?;
-    store::delete_meta(client.store.conn(), EXPORT_PENDING)?;
+    store::delete_meta(store.conn(), EXPORT_PENDING)?;
     remove_quietly(&path);
     pending.made_ms = 0;
     Ok(pending.archive)
 }
 
-/// Downloads the archive through `t` (resuming a partial download), imports it, removes
-/// the file and deletes the blob.
+/// Where the download of the blob `id` goes.
+fn import_path(store: &Store, id: &str) -> PathBuf {
+    store.home().join(format!("history-import-{id}.part"))
+}
+
+/// Downloads the archive through `t` into [`import_path`] (resuming a partial download).
+async fn download_archive<T: BlobTransport>(
+    store: &Store,
+    t: &T,
+    archive: &HistoryArchive,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<PathBuf, HistoryError> {
+    archive.check_bounds()?;
+    let id = blobs::id_hex(&archive.blob_id);
+    let path = import_path(store, &id);
+    // A failed download keeps its file (the next call resumes); anything else removes it.
+    blobs::download(t, &id, &path, archive.size, progress).await?;
+    Ok(path)
+}
+
+impl Client {
+    /// Imports the downloaded archive at `path` under the home's lock, then removes the file
+    /// whatever happened.
+    async fn import_downloaded(
+        &mut self,
+        path: &Path,
+        archive: &HistoryArchive,
+    ) -> Result<ImportSummary, HistoryError> {
+        let imported = match self.lock_state().await {
+            Ok(_guard) => import_file(&mut self.store, &self.me.name, path, archive),
+            Err(e) => Err(e.into()),
+        };
+        remove_quietly(path);
+        imported
+    }
+
+    /// After an import: the blob is of no more use; it expires by itself if this fails.
+    fn blob_not_deleted(&mut self, e: &ClientError) {
+        self.warnings.push(format!(
+            "the history upload could not be deleted from the server ({e}); it expires within a day"
+        ));
+    }
+}
+
+/// Downloads, imports and deletes through `t` (a transport other than the client's own
+/// `Api`: the tests' stand-in that fails on demand).
+#[cfg(test)]
 pub(crate) async fn import_via<T: BlobTransport>(
     client: &mut Client,
     t: &T,
     archive: &HistoryArchive,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ImportSummary, HistoryError> {
-    archive.check_bounds()?;
-    let id = blobs::id_hex(&archive.blob_id);
-    let path = client.store.home().join(format!("history-import-{id}.part"));
-    // A failed download keeps its file (the next call resumes); anything else removes it.
-    blobs::download(t, &id, &path, archive.size, progress).await?;
-    let imported = {
-        let _guard = client.lock_state().await?;
-        import_file(&mut client.store, &client.me.name, &path, archive)
-    };
-    remove_quietly(&path);
-    let summary = imported?;
-    // The blob is of no more use; it expires by itself if this fails.
-    if let Err(e) = t.delete(&id).await {
-        client.warnings.push(format!(
-            "the history upload could not be deleted from the server ({e}); it expires within a day"
-        ));
+    let path = download_archive(&client.store, t, archive, progress).await?;
+    let summary = client.import_downloaded(&path, archive).await?;
+    if let Err(e) = t.delete(&blobs::id_hex(&archive.blob_id)).await {
+        client.blob_not_deleted(&e);
     }
     Ok(summary)
 }
@@ -628,9 +661,8 @@ impl Client {
         &mut self,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<HistoryArchive, HistoryError> {
-        // MERGE: `self.online().await?;` and the `Api` blob methods (`&self.api`) instead.
-        let t = StandInBlobs::sign_in(self).await?;
-        export_via(self, &t, progress).await
+        self.online().await?;
+        export_via(&self.store, &self.api, progress).await
     }
 
     /// Downloads the history `archive` names (resuming a partial download), checks it and
@@ -641,16 +673,21 @@ impl Client {
         archive: &HistoryArchive,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<ImportSummary, HistoryError> {
-        let t = StandInBlobs::sign_in(self).await?;
-        import_via(self, &t, archive, progress).await
+        self.online().await?;
+        let path = download_archive(&self.store, &self.api, archive, progress).await?;
+        let summary = self.import_downloaded(&path, archive).await?;
+        if let Err(e) = BlobTransport::delete(&self.api, &blobs::id_hex(&archive.blob_id)).await {
+            self.blob_not_deleted(&e);
+        }
+        Ok(summary)
     }
 
     /// Declines a history transfer: deletes the blob (and any partial download of it).
     pub async fn discard_history(&mut self, archive: &HistoryArchive) -> Result<(), HistoryError> {
         let id = blobs::id_hex(&archive.blob_id);
-        remove_quietly(&self.store.home().join(format!("history-import-{id}.part")));
-        let t = StandInBlobs::sign_in(self).await?;
-        match t.delete(&id).await {
+        remove_quietly(&import_path(&self.store, &id));
+        self.online().await?;
+        match BlobTransport::delete(&self.api, &id).await {
             Ok(()) | Err(ClientError::NotFound(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }

@@ -5,8 +5,9 @@
 //! endpoints are merged.
 
 #[path = "../../tests/common/mod.rs"]
-// Included as `server_tests.rs` includes it (its copy is private to it); `on_both!` unused here.
-#[allow(unused_macros, clippy::duplicate_mod)]
+// Included as `server_tests.rs` includes it (its copy is private to it).
+#[allow(clippy::duplicate_mod)]
+#[macro_use]
 mod common;
 
 use std::collections::HashMap;
@@ -532,14 +533,14 @@ async fn an_interrupted_upload_and_download_resume_where_they_stopped() {
 
     // The upload stops after 2 chunks; the sealed file and its key wait for the next call.
     *t.fail_after.lock().unwrap() = Some(2);
-    let e = export_via(&mut s.old, &t, &mut |d, total| seen.push((d, total))).await.unwrap_err();
+    let e = export_via(&s.old.store, &t, &mut |d, total| seen.push((d, total))).await.unwrap_err();
     assert!(matches!(e, HistoryError::Client(ClientError::Internal(_))), "{e:?}");
     assert_eq!(*t.sent.lock().unwrap(), 2 * chunk);
     assert_eq!(leftovers(s.old.home()), ["history-export.tmp"]);
     // The next call goes on from the server's offset: nothing is sent twice.
     *t.fail_after.lock().unwrap() = None;
     seen.clear();
-    let a = export_via(&mut s.old, &t, &mut |d, total| seen.push((d, total))).await.unwrap();
+    let a = export_via(&s.old.store, &t, &mut |d, total| seen.push((d, total))).await.unwrap();
     assert!(a.size > 3 * chunk, "{}", a.size);
     assert_eq!(*t.sent.lock().unwrap(), a.size, "each byte went up once");
     assert_eq!(seen.first(), Some(&(2 * chunk, a.size)));
@@ -568,7 +569,7 @@ async fn an_interrupted_upload_and_download_resume_where_they_stopped() {
 async fn a_failed_import_removes_its_file_and_stores_nothing() {
     let mut s = setup(200);
     let t = MemoryBlobs::default();
-    let mut a = export_via(&mut s.old, &t, &mut |_, _| {}).await.unwrap();
+    let mut a = export_via(&s.old.store, &t, &mut |_, _| {}).await.unwrap();
     a.digest[0] ^= 1;
     let e = import_via(&mut s.new, &t, &a, &mut |_, _| {}).await.unwrap_err();
     assert!(matches!(e, HistoryError::DigestMismatch), "{e:?}");
@@ -585,7 +586,7 @@ async fn a_lost_connection_is_retried_within_the_call() {
     fill(&mut s.old, &["bob"], 2000, &mut |r| noisy_text(r, 1200));
     let t = MemoryBlobs::default();
     *t.flaky.lock().unwrap() = 2;
-    let a = export_via(&mut s.old, &t, &mut |_, _| {}).await.unwrap();
+    let a = export_via(&s.old.store, &t, &mut |_, _| {}).await.unwrap();
     assert_eq!(*t.flaky.lock().unwrap(), 0, "the failures happened");
     assert_eq!(*t.sent.lock().unwrap(), a.size);
     *t.flaky.lock().unwrap() = 2;
@@ -643,7 +644,11 @@ mod over_the_server {
 
     use super::*;
 
-    async fn round_trip(backend: Backend) {
+    on_both!(round_trip_through_the_server);
+
+    /// alice's device exports through the server; a second store of hers imports it (with
+    /// the same device's session: blobs are readable by the devices of the account).
+    async fn round_trip_through_the_server(backend: Backend) {
         let relay = Relay::start(backend).await;
         let (ho, hn) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let mut old = account(&relay, ho.path(), "alice").await;
@@ -651,28 +656,29 @@ mod over_the_server {
         let mut progress = Vec::new();
         let a = old.export_history(&mut |d, t| progress.push((d, t))).await.unwrap();
         assert_eq!(progress.last(), Some(&(a.size, a.size)));
-        // The new device: a store of its own, importing with alice's session on the server
-        // (until linking is merged, the blob is read as the device that wrote it).
+        assert!(leftovers(old.home()).is_empty());
         let mut new = Client::offline(hn.path(), "alice").unwrap();
-        let t = blobs::StandInBlobs::sign_in(&old).await.unwrap();
-        let summary = import_via(&mut new, &t, &a, &mut |_, _| {}).await.unwrap();
+        let summary = import_via(&mut new, &old.api, &a, &mut |_, _| {}).await.unwrap();
         assert_eq!(summary.messages_added, 1000);
         assert_eq!(all_history(&new), all_history(&old));
-        assert!(matches!(t.status(&blobs::id_hex(&a.blob_id)).await, Err(ClientError::NotFound(_))));
+        assert!(leftovers(new.home()).is_empty());
+        let id = blobs::id_hex(&a.blob_id);
+        assert!(matches!(old.api.blob_status(&id).await, Err(ClientError::NotFound(_))), "blob deleted");
+        // A tampered reference is refused, nothing stored (positive control above).
+        let b = old.export_history(&mut |_, _| {}).await.unwrap();
+        let mut bad = HistoryArchive::from_bytes(&b.to_bytes()).unwrap();
+        bad.key = ArchiveKey::from_bytes([0; 32]);
+        let ho2 = tempfile::tempdir().unwrap();
+        let mut other = Client::offline(ho2.path(), "alice").unwrap();
+        let e = import_via(&mut other, &old.api, &bad, &mut |_, _| {}).await.unwrap_err();
+        assert!(matches!(e, HistoryError::Tampered), "{e:?}");
+        assert_eq!(count(&other, "messages"), 0);
+        old.discard_history(&b).await.unwrap();
+        assert!(matches!(
+            old.api.blob_status(&blobs::id_hex(&b.blob_id)).await,
+            Err(ClientError::NotFound(_))
+        ));
         relay.stop().await;
-    }
-
-    mod round_trip {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        #[ignore = "needs server blob endpoints (merge)"]
-        async fn sqlite() {
-            super::round_trip(super::Backend::Sqlite).await
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        #[ignore = "needs server blob endpoints (merge)"]
-        async fn postgres() {
-            super::round_trip(super::Backend::Postgres).await
-        }
     }
 }
 
@@ -715,7 +721,7 @@ async fn history_transfer_100k() {
     let export = start.elapsed();
     std::fs::remove_file(&s.path).unwrap();
     let start = Instant::now();
-    let a = export_via(&mut s.old, &t, &mut |_, _| {}).await.unwrap();
+    let a = export_via(&s.old.store, &t, &mut |_, _| {}).await.unwrap();
     let export_upload = start.elapsed();
     let start = Instant::now();
     let summary = import_via(&mut s.new, &t, &a, &mut |_, _| {}).await.unwrap();
