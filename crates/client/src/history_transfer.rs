@@ -60,10 +60,11 @@ pub const MAX_CONTACTS: u64 = 100_000;
 /// How long a sealed archive whose upload was interrupted is resumed rather than made
 /// afresh (after that, it would leave out too much of what came since).
 pub const MAX_RESUME_AGE_MS: u64 = 3600 * 1000;
-/// Deflate level. Measured on 100,000 chat-like messages (`history_transfer_100k`): level 1
-/// 2.5x at ~140 MB/s, 3 3.1x at ~64 MB/s, 6 3.4x at ~17 MB/s, 9 3.4x at ~12 MB/s; inflate
-/// 200-400 MB/s at every level. Level 3 keeps compression well below a second for that
-/// history at nearly level 6's ratio.
+/// Deflate level. Measured on 100,000 chat-like messages (`history_transfer_100k`, two runs
+/// on a shared 2-core machine): level 1 2.5x at 90-140 MB/s, level 3 3.1x at 35-64 MB/s,
+/// level 6 3.4x at 13-17 MB/s, level 9 3.4x at 8-12 MB/s; inflate 150-400 MB/s at every
+/// level. Level 3 keeps compression well under a second for that history at nearly level
+/// 6's ratio.
 const COMPRESSION_LEVEL: u32 = 3;
 /// The sealed archive being uploaded, in the home folder.
 const EXPORT_FILE: &str = "history-export.tmp";
