@@ -698,7 +698,8 @@ fn reset_peak_rss() {
 /// upload, download and import of 100,000 chat-like messages through the real server on
 /// loopback (SQLite, in this process), with wall times and the peak RSS of the transfer;
 /// then deflate alone at several levels on the same record stream.
-/// `cargo test -p tacit-client --lib history_transfer_100k -- --ignored --nocapture`
+/// `cargo test -p tacit-client --lib history_transfer_100k -- --ignored --nocapture`;
+/// `scripts/bench_history` runs it in the release profile for docs/BENCHMARKS.md.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark (about 15 s); run with --ignored --nocapture"]
 async fn history_transfer_100k() {
@@ -743,6 +744,18 @@ async fn history_transfer_100k() {
     );
     assert!(total.as_secs() < 30, "{total:?}");
     relay.stop().await;
+    let mut figures = serde_json::json!({
+        "messages": n,
+        "text_bytes": text_bytes,
+        "record_bytes": a.plain_size,
+        "archive_bytes": a.size,
+        "export_upload_secs": export_upload.as_secs_f64(),
+        "download_import_secs": download_import.as_secs_f64(),
+        "total_secs": total.as_secs_f64(),
+        "peak_rss_mib": peak / 1024,
+        "rss_before_mib": base_rss / 1024,
+        "deflate": [],
+    });
     let s = Setup { _dirs: [ho, hn], old, new, path: std::path::PathBuf::new(), contacts: Vec::new() };
 
     // Deflate alone on the record stream, at three levels.
@@ -783,11 +796,23 @@ async fn history_transfer_100k() {
         let d = start.elapsed().as_secs_f64();
         assert_eq!(out, plain);
         let mb = plain.len() as f64 / 1e6;
+        if let Some(levels) = figures["deflate"].as_array_mut() {
+            levels.push(serde_json::json!({
+                "level": level,
+                "ratio": plain.len() as f64 / packed.len() as f64,
+                "compress_mb_per_sec": mb / c,
+                "inflate_mb_per_sec": mb / d,
+            }));
+        }
         println!(
             "  deflate level {level}: ratio {:.2}, compress {:.0} MB/s, inflate {:.0} MB/s",
             plain.len() as f64 / packed.len() as f64,
             mb / c,
             mb / d
         );
+    }
+    // `HISTORY_BENCH_JSON=FILE`: the figures for scripts/bench_report.py (scripts/bench_history).
+    if let Ok(path) = std::env::var("HISTORY_BENCH_JSON") {
+        std::fs::write(path, serde_json::to_vec_pretty(&figures).unwrap()).unwrap();
     }
 }
