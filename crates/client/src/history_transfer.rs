@@ -124,12 +124,6 @@ impl HistoryError {
     fn file(path: &Path, e: &std::io::Error) -> Self {
         Self::File { path: path.to_owned(), cause: e.to_string() }
     }
-
-    /// Whether the failure may go away by trying again (the network or the server), with
-    /// what was transferred kept for the next attempt.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Client(ClientError::Network(_) | ClientError::Server { .. }))
-    }
 }
 
 impl From<ArchiveError> for HistoryError {
