@@ -2,23 +2,18 @@
 //! `BLOB`, `BLOB_STATUS`): upload and download in chunks of at most
 //! [`api::limits::MAX_BLOB_CHUNK_BYTES`], each resumable from where it stopped.
 //!
-//! The transport is a trait so the same code runs over the real server and, in tests,
-//! over a stand-in that fails after a given number of chunks. [`StandInBlobs`] is the HTTP
-//! client used until the server helper's `Api` blob methods land (TO BE REPLACED AT MERGE:
-//! implement [`BlobTransport`] for `crate::net::Api` by delegating to those methods, use
-//! `&self.api` after `self.online()` in `history_transfer.rs`, and delete `StandInBlobs`).
+//! The transport is a trait so the same code runs over the real server (`crate::net::Api`)
+//! and, in tests, over a stand-in that fails after a given number of chunks.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use reqwest::Method;
 use tacit_api as api;
-use zeroize::Zeroizing;
 
 use super::HistoryError;
-use crate::client::Client;
 use crate::error::ClientError;
+use crate::net::Api;
 
 /// Attempts at one chunk before giving up (the state on disk and on the server is kept, so
 /// the next call resumes).
@@ -151,114 +146,24 @@ pub(crate) async fn download<T: BlobTransport>(
     Ok(())
 }
 
-/// STAND-IN until the server helper's `Api` blob methods land (see the module doc): a
-/// session of its own on the server (challenge, signature, token) and the blob routes over
-/// plain reqwest, with the same protocol header and bearer token as `crate::net`. It does
-/// not carry `ConnectOptions` (extra roots, local address): the system's roots only.
-pub(crate) struct StandInBlobs {
-    http: reqwest::Client,
-    base: String,
-    token: Zeroizing<String>,
-}
-
-impl StandInBlobs {
-    /// Signs in as `client`'s device.
-    pub(crate) async fn sign_in(client: &Client) -> Result<Self, ClientError> {
-        client.api.check_transport()?;
-        let base = client.api.base().to_owned();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .user_agent(concat!("tacit-client/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        let mut s = Self { http, base, token: Zeroizing::new(String::new()) };
-        let name = client.me.name.as_str();
-        let device = client.me.device.get();
-        let ch: api::ChallengeResponse = s
-            .send(Method::POST, api::AUTH_CHALLENGE, |rb| {
-                rb.json(&api::ChallengeRequest { account: name.into(), device })
-            })
-            .await?
-            .json()
-            .await?;
-        if !crate::origin::same(&s.base, &ch.origin) {
-            return Err(ClientError::WrongOrigin {
-                dialled: s.base.clone(),
-                signed: ch.origin.chars().filter(|c| !c.is_control()).take(200).collect(),
-            });
-        }
-        let message = api::auth_message(&ch.origin, name, device, ch.challenge.as_slice());
-        let signature = client.me.identity.sign_auth_message(&message)?;
-        let req = api::SessionRequest {
-            account: name.into(),
-            device,
-            challenge: ch.challenge,
-            signature: api::Bytes(signature.as_bytes().to_vec()),
-        };
-        let session: api::SessionResponse =
-            s.send(Method::POST, api::AUTH_SESSION, |rb| rb.json(&req)).await?.json().await?;
-        s.token = Zeroizing::new(session.token);
-        Ok(s)
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        build: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, ClientError> {
-        let mut rb = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header(api::VERSION_HEADER, api::PROTOCOL_VERSION.to_string());
-        if !self.token.is_empty() {
-            rb = rb.bearer_auth(self.token.as_str());
-        }
-        let resp = build(rb).send().await?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        let body = resp.bytes().await.unwrap_or_default();
-        let parsed: Option<api::ApiError> = serde_json::from_slice(&body).ok();
-        let (code, message) = match parsed {
-            Some(e) => (Some(e.code), e.message),
-            None => (None, String::from_utf8_lossy(body.get(..200).unwrap_or(&body)).into_owned()),
-        };
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Err(ClientError::NotFound(message));
-        }
-        Err(ClientError::Server { status: status.as_u16(), code, message })
-    }
-
-    fn blob(id: &str) -> String {
-        api::BLOB.replace("{id}", id)
-    }
-}
-
-impl BlobTransport for StandInBlobs {
+impl BlobTransport for Api {
     async fn create(&self, size: u64) -> Result<api::BlobStatus, ClientError> {
-        let req = api::CreateBlobRequest { size };
-        Ok(self.send(Method::POST, api::BLOBS, |rb| rb.json(&req)).await?.json().await?)
+        self.blob_create(size).await
     }
 
     async fn status(&self, id: &str) -> Result<api::BlobStatus, ClientError> {
-        let path = api::BLOB_STATUS.replace("{id}", id);
-        Ok(self.send(Method::GET, &path, |rb| rb).await?.json().await?)
+        self.blob_status(id).await
     }
 
     async fn put(&self, id: &str, offset: u64, bytes: Vec<u8>) -> Result<api::BlobStatus, ClientError> {
-        // The query of `api::BlobOffset`, written out (reqwest's `query` is an optional feature).
-        let path = format!("{}?offset={offset}", Self::blob(id));
-        Ok(self.send(Method::PUT, &path, |rb| rb.body(bytes)).await?.json().await?)
+        self.blob_put(id, offset, bytes).await
     }
 
     async fn get(&self, id: &str, offset: u64, len: u64) -> Result<Vec<u8>, ClientError> {
-        // The query of `api::BlobRange`, written out.
-        let path = format!("{}?offset={offset}&len={len}", Self::blob(id));
-        Ok(self.send(Method::GET, &path, |rb| rb).await?.bytes().await?.to_vec())
+        self.blob_get(id, offset, len).await
     }
 
     async fn delete(&self, id: &str) -> Result<(), ClientError> {
-        self.send(Method::DELETE, &Self::blob(id), |rb| rb).await.map(drop)
+        self.blob_delete(id).await
     }
 }

@@ -5,8 +5,9 @@
 //! endpoints are merged.
 
 #[path = "../../tests/common/mod.rs"]
-// Included as `server_tests.rs` includes it (its copy is private to it); `on_both!` unused here.
-#[allow(unused_macros, clippy::duplicate_mod)]
+// Included as `server_tests.rs` includes it (its copy is private to it).
+#[allow(clippy::duplicate_mod)]
+#[macro_use]
 mod common;
 
 use std::collections::HashMap;
@@ -92,6 +93,24 @@ fn noisy_text(r: &mut Rand, len: usize) -> String {
     (0..len).map(|_| ALPHABET[r.below(64) as usize] as char).collect()
 }
 
+/// Stores one message as the messaging code would (in SQL, so the helpers do not depend on
+/// the store's Rust types, which other parts of issue 9 extend).
+fn put_row(
+    conn: &Connection,
+    peer: &str,
+    device: u32,
+    outgoing: bool,
+    text: &str,
+    server_time: Option<i64>,
+    sent_time: i64,
+) {
+    conn.execute(
+        "INSERT INTO messages (peer, device, outgoing, text, server_time_ms, sent_time_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![peer, device, outgoing, text, server_time, sent_time],
+    )
+    .unwrap();
+}
+
 /// Fills `c`'s history with `n` messages with `peers` (in one transaction, as a device
 /// would have stored them over time).
 fn fill(c: &mut Client, peers: &[&str], n: usize, text: &mut dyn FnMut(&mut Rand) -> String) {
@@ -99,15 +118,11 @@ fn fill(c: &mut Client, peers: &[&str], n: usize, text: &mut dyn FnMut(&mut Rand
     let tx = c.store.tx().unwrap();
     for i in 0..n {
         let outgoing = r.below(2) == 0;
-        let e = HistoryEntry {
-            peer: peers[i % peers.len()].into(),
-            device: if outgoing { 0 } else { 1 + r.below(3) as u32 },
-            outgoing,
-            text: text(&mut r),
-            server_time_ms: (r.below(20) != 0).then_some(1_700_000_000_000 + i as u64 * 1000),
-            sent_time_ms: 1_700_000_000_000 + i as u64 * 1000 - r.below(500),
-        };
-        store::put_message(&tx, &e, (!outgoing).then_some(i as u64)).unwrap();
+        let device = if outgoing { 0 } else { 1 + r.below(3) as u32 };
+        let text = text(&mut r);
+        let server_time = (r.below(20) != 0).then_some(1_700_000_000_000 + i as i64 * 1000);
+        let sent_time = 1_700_000_000_000 + i as i64 * 1000 - r.below(500) as i64;
+        put_row(&tx, peers[i % peers.len()], device, outgoing, &text, server_time, sent_time);
     }
     tx.commit().unwrap();
 }
@@ -311,15 +326,7 @@ fn a_decompression_bomb_stops_at_the_declared_size() {
     let text = "x".repeat(60_000);
     let tx = s.old.store.tx().unwrap();
     for i in 0..2000u64 {
-        let e = HistoryEntry {
-            peer: "bob".into(),
-            device: 1,
-            outgoing: false,
-            text: text.clone(),
-            server_time_ms: Some(i),
-            sent_time_ms: i,
-        };
-        store::put_message(&tx, &e, None).unwrap();
+        put_row(&tx, "bob", 1, false, &text, Some(i as i64), i as i64);
     }
     tx.commit().unwrap();
     let mut a = archive_of(write_archive(s.old.store.conn(), &s.path).unwrap());
@@ -441,6 +448,8 @@ struct MemoryBlobs {
     blobs: Mutex<HashMap<String, (u64, Vec<u8>)>>,
     /// Chunk requests (puts and gets) answered before every further one fails.
     fail_after: Mutex<Option<usize>>,
+    /// Chunk requests that fail once each as a lost connection would (retried in the call).
+    flaky: Mutex<u32>,
     chunks: Mutex<usize>,
     /// Bytes that went up and down.
     sent: Mutex<u64>,
@@ -449,6 +458,11 @@ struct MemoryBlobs {
 
 impl MemoryBlobs {
     fn chunk_allowed(&self) -> Result<(), ClientError> {
+        let mut flaky = self.flaky.lock().unwrap();
+        if *flaky > 0 {
+            *flaky -= 1;
+            return Err(ClientError::Network("injected: connection reset".into()));
+        }
         let mut n = self.chunks.lock().unwrap();
         if self.fail_after.lock().unwrap().is_some_and(|k| *n >= k) {
             return Err(ClientError::Internal("injected: connection lost"));
@@ -525,14 +539,14 @@ async fn an_interrupted_upload_and_download_resume_where_they_stopped() {
 
     // The upload stops after 2 chunks; the sealed file and its key wait for the next call.
     *t.fail_after.lock().unwrap() = Some(2);
-    let e = export_via(&mut s.old, &t, &mut |d, total| seen.push((d, total))).await.unwrap_err();
+    let e = export_via(&s.old.store, &t, &mut |d, total| seen.push((d, total))).await.unwrap_err();
     assert!(matches!(e, HistoryError::Client(ClientError::Internal(_))), "{e:?}");
     assert_eq!(*t.sent.lock().unwrap(), 2 * chunk);
     assert_eq!(leftovers(s.old.home()), ["history-export.tmp"]);
     // The next call goes on from the server's offset: nothing is sent twice.
     *t.fail_after.lock().unwrap() = None;
     seen.clear();
-    let a = export_via(&mut s.old, &t, &mut |d, total| seen.push((d, total))).await.unwrap();
+    let a = export_via(&s.old.store, &t, &mut |d, total| seen.push((d, total))).await.unwrap();
     assert!(a.size > 3 * chunk, "{}", a.size);
     assert_eq!(*t.sent.lock().unwrap(), a.size, "each byte went up once");
     assert_eq!(seen.first(), Some(&(2 * chunk, a.size)));
@@ -561,7 +575,7 @@ async fn an_interrupted_upload_and_download_resume_where_they_stopped() {
 async fn a_failed_import_removes_its_file_and_stores_nothing() {
     let mut s = setup(200);
     let t = MemoryBlobs::default();
-    let mut a = export_via(&mut s.old, &t, &mut |_, _| {}).await.unwrap();
+    let mut a = export_via(&s.old.store, &t, &mut |_, _| {}).await.unwrap();
     a.digest[0] ^= 1;
     let e = import_via(&mut s.new, &t, &a, &mut |_, _| {}).await.unwrap_err();
     assert!(matches!(e, HistoryError::DigestMismatch), "{e:?}");
@@ -572,13 +586,75 @@ async fn a_failed_import_removes_its_file_and_stores_nothing() {
     assert_eq!(import_via(&mut s.new, &t, &a, &mut |_, _| {}).await.unwrap().messages_added, 200);
 }
 
+#[tokio::test]
+async fn a_lost_connection_is_retried_within_the_call() {
+    let mut s = setup(0);
+    fill(&mut s.old, &["bob"], 2000, &mut |r| noisy_text(r, 1200));
+    let t = MemoryBlobs::default();
+    *t.flaky.lock().unwrap() = 2;
+    let a = export_via(&s.old.store, &t, &mut |_, _| {}).await.unwrap();
+    assert_eq!(*t.flaky.lock().unwrap(), 0, "the failures happened");
+    assert_eq!(*t.sent.lock().unwrap(), a.size);
+    *t.flaky.lock().unwrap() = 2;
+    assert_eq!(import_via(&mut s.new, &t, &a, &mut |_, _| {}).await.unwrap().messages_added, 2000);
+    assert_eq!(*t.fetched.lock().unwrap(), a.size);
+}
+
+/// With the payload v2 `message_id` column (added by the messaging part of issue 9), ids
+/// travel and find duplicates: a message with a known id is skipped whatever its text.
+#[test]
+fn message_ids_travel_and_find_duplicates() {
+    let mut s = setup(20);
+    for c in [&s.old, &s.new] {
+        if !has_message_id(c.store.conn()).unwrap() {
+            c.store.conn().execute_batch("ALTER TABLE messages ADD COLUMN message_id BLOB").unwrap();
+        }
+    }
+    s.old
+        .store
+        .conn()
+        .execute("UPDATE messages SET message_id = randomblob(16) WHERE id % 2 = 0", [])
+        .unwrap();
+    let ids = |c: &Client| -> Vec<Option<Vec<u8>>> {
+        let mut st = c.store.conn().prepare("SELECT message_id FROM messages ORDER BY id").unwrap();
+        st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    // The new device holds one message with an id, under another text.
+    let (peer, outgoing, id): (String, bool, Vec<u8>) = s
+        .old
+        .store
+        .conn()
+        .query_row("SELECT peer, outgoing, message_id FROM messages WHERE id = 2", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    s.new
+        .store
+        .conn()
+        .execute(
+            "INSERT INTO messages (peer, device, outgoing, text, sent_time_ms, message_id) VALUES (?1, 0, ?2, 'x', 1, ?3)",
+            params![peer, outgoing, id],
+        )
+        .unwrap();
+    let a = archive_of(write_archive(s.old.store.conn(), &s.path).unwrap());
+    let summary = import(&mut s, &a).unwrap();
+    assert_eq!((summary.messages_added, summary.messages_skipped), (19, 1));
+    let mut want = ids(&s.old);
+    want.remove(1);
+    assert_eq!(ids(&s.new)[1..], want[..], "ids carried over");
+}
+
 /// The same round trip over the real server's blob endpoints (on both stores).
 mod over_the_server {
     use super::common::{Backend, Relay, account};
 
     use super::*;
 
-    async fn round_trip(backend: Backend) {
+    on_both!(round_trip_through_the_server);
+
+    /// alice's device exports through the server; a second store of hers imports it (with
+    /// the same device's session: blobs are readable by the devices of the account).
+    async fn round_trip_through_the_server(backend: Backend) {
         let relay = Relay::start(backend).await;
         let (ho, hn) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let mut old = account(&relay, ho.path(), "alice").await;
@@ -586,27 +662,163 @@ mod over_the_server {
         let mut progress = Vec::new();
         let a = old.export_history(&mut |d, t| progress.push((d, t))).await.unwrap();
         assert_eq!(progress.last(), Some(&(a.size, a.size)));
-        // The new device: a store of its own, importing with alice's session on the server
-        // (until linking is merged, the blob is read as the device that wrote it).
+        assert!(leftovers(old.home()).is_empty());
         let mut new = Client::offline(hn.path(), "alice").unwrap();
-        let t = blobs::StandInBlobs::sign_in(&old).await.unwrap();
-        let summary = import_via(&mut new, &t, &a, &mut |_, _| {}).await.unwrap();
+        let summary = import_via(&mut new, &old.api, &a, &mut |_, _| {}).await.unwrap();
         assert_eq!(summary.messages_added, 1000);
         assert_eq!(all_history(&new), all_history(&old));
-        assert!(matches!(t.status(&blobs::id_hex(&a.blob_id)).await, Err(ClientError::NotFound(_))));
+        assert!(leftovers(new.home()).is_empty());
+        let id = blobs::id_hex(&a.blob_id);
+        assert!(matches!(old.api.blob_status(&id).await, Err(ClientError::NotFound(_))), "blob deleted");
+        // A tampered reference is refused, nothing stored (positive control above).
+        let b = old.export_history(&mut |_, _| {}).await.unwrap();
+        let mut bad = HistoryArchive::from_bytes(&b.to_bytes()).unwrap();
+        bad.key = ArchiveKey::from_bytes([0; 32]);
+        let ho2 = tempfile::tempdir().unwrap();
+        let mut other = Client::offline(ho2.path(), "alice").unwrap();
+        let e = import_via(&mut other, &old.api, &bad, &mut |_, _| {}).await.unwrap_err();
+        assert!(matches!(e, HistoryError::Tampered), "{e:?}");
+        assert_eq!(count(&other, "messages"), 0);
+        old.discard_history(&b).await.unwrap();
+        assert!(matches!(
+            old.api.blob_status(&blobs::id_hex(&b.blob_id)).await,
+            Err(ClientError::NotFound(_))
+        ));
         relay.stop().await;
     }
+}
 
-    mod round_trip {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        #[ignore = "needs server blob endpoints (merge)"]
-        async fn sqlite() {
-            super::round_trip(super::Backend::Sqlite).await
+/// Peak resident memory of this process so far (`VmHWM`), in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: 0 kB");
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Resets the peak (Linux: `5` to `/proc/self/clear_refs`), so what follows is measured alone.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Issue 9, "Linking with 100,000 messages of history: under 30 s, RSS bounded": export,
+/// upload, download and import of 100,000 chat-like messages through the real server on
+/// loopback (SQLite, in this process), with wall times and the peak RSS of the transfer;
+/// then deflate alone at several levels on the same record stream.
+/// `cargo test -p tacit-client --lib history_transfer_100k -- --ignored --nocapture`;
+/// `scripts/bench_history` runs it in the release profile for docs/BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark (about 15 s); run with --ignored --nocapture"]
+async fn history_transfer_100k() {
+    use std::time::Instant;
+    // `HISTORY_BENCH_MESSAGES=N` for another size (to see that the peak RSS does not grow).
+    let n_env = std::env::var("HISTORY_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok());
+    let n: usize = n_env.unwrap_or(100_000);
+    let relay = common::Relay::start(common::Backend::Sqlite).await;
+    let (ho, hn) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut old = common::account(&relay, ho.path(), "alice").await;
+    let peers = ["bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan"];
+    fill(&mut old, &peers, n, &mut realistic_text);
+    let mut new = Client::offline(hn.path(), "alice").unwrap();
+    let text_bytes: i64 = old
+        .store
+        .conn()
+        .query_row("SELECT sum(length(CAST(text AS BLOB))) FROM messages", [], |r| r.get(0))
+        .unwrap();
+    let base_rss = peak_rss_kib();
+    reset_peak_rss();
+    let start = Instant::now();
+    let a = old.export_history(&mut |_, _| {}).await.unwrap();
+    let export_upload = start.elapsed();
+    let start = Instant::now();
+    let summary = import_via(&mut new, &old.api, &a, &mut |_, _| {}).await.unwrap();
+    let download_import = start.elapsed();
+    let peak = peak_rss_kib();
+    assert_eq!(summary.messages_added, n as u64);
+    let total = export_upload + download_import;
+    println!("history transfer, {n} messages ({text_bytes} bytes of text, {} record bytes)", a.plain_size);
+    println!("  archive {} bytes: ratio {:.2}", a.size, a.plain_size as f64 / a.size as f64);
+    println!(
+        "  export + upload {:.2} s, download + import {:.2} s, total {:.2} s",
+        export_upload.as_secs_f64(),
+        download_import.as_secs_f64(),
+        total.as_secs_f64()
+    );
+    println!(
+        "  peak RSS during the transfer {} MiB (server and both clients in this process; before: {} MiB)",
+        peak / 1024,
+        base_rss / 1024
+    );
+    assert!(total.as_secs() < 30, "{total:?}");
+    relay.stop().await;
+    let mut figures = serde_json::json!({
+        "messages": n,
+        "text_bytes": text_bytes,
+        "record_bytes": a.plain_size,
+        "archive_bytes": a.size,
+        "export_upload_secs": export_upload.as_secs_f64(),
+        "download_import_secs": download_import.as_secs_f64(),
+        "total_secs": total.as_secs_f64(),
+        "peak_rss_mib": peak / 1024,
+        "rss_before_mib": base_rss / 1024,
+        "deflate": [],
+    });
+    let s = Setup { _dirs: [ho, hn], old, new, path: std::path::PathBuf::new(), contacts: Vec::new() };
+
+    // Deflate alone on the record stream, at three levels.
+    let mut plain = Vec::new();
+    {
+        let mut w = RecordWriter::new(&mut plain).unwrap();
+        let mut st = s
+            .old
+            .store
+            .conn()
+            .prepare("SELECT peer, device, outgoing, text, server_time_ms, sent_time_ms FROM messages")
+            .unwrap();
+        let mut rows = st.query([]).unwrap();
+        while let Some(r) = rows.next().unwrap() {
+            w.message(&MessageRecord {
+                peer: AccountName::new(&r.get::<_, String>(0).unwrap()).unwrap(),
+                device: r.get(1).unwrap(),
+                outgoing: r.get(2).unwrap(),
+                text: r.get(3).unwrap(),
+                server_time_ms: r.get::<_, Option<i64>>(4).unwrap().map(|t| t as u64),
+                sent_time_ms: r.get::<_, i64>(5).unwrap() as u64,
+                message_id: None,
+            })
+            .unwrap();
         }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        #[ignore = "needs server blob endpoints (merge)"]
-        async fn postgres() {
-            super::round_trip(super::Backend::Postgres).await
+        w.finish().unwrap();
+    }
+    for level in [1, 2, 3, 4, 6, 9] {
+        use std::io::{Read, Write};
+        let start = Instant::now();
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(level));
+        e.write_all(&plain).unwrap();
+        let packed = e.finish().unwrap();
+        let c = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let mut out = Vec::with_capacity(plain.len());
+        flate2::read::DeflateDecoder::new(packed.as_slice()).read_to_end(&mut out).unwrap();
+        let d = start.elapsed().as_secs_f64();
+        assert_eq!(out, plain);
+        let mb = plain.len() as f64 / 1e6;
+        if let Some(levels) = figures["deflate"].as_array_mut() {
+            levels.push(serde_json::json!({
+                "level": level,
+                "ratio": plain.len() as f64 / packed.len() as f64,
+                "compress_mb_per_sec": mb / c,
+                "inflate_mb_per_sec": mb / d,
+            }));
         }
+        println!(
+            "  deflate level {level}: ratio {:.2}, compress {:.0} MB/s, inflate {:.0} MB/s",
+            plain.len() as f64 / packed.len() as f64,
+            mb / c,
+            mb / d
+        );
+    }
+    // `HISTORY_BENCH_JSON=FILE`: the figures for scripts/bench_report.py (scripts/bench_history).
+    if let Ok(path) = std::env::var("HISTORY_BENCH_JSON") {
+        std::fs::write(path, serde_json::to_vec_pretty(&figures).unwrap()).unwrap();
     }
 }
