@@ -415,7 +415,6 @@ impl Api {
     }
 
     /// `PUT /v1/accounts/{name}/devices`: publishes a newer signed list of the own account.
-    #[allow(dead_code)] // Used by the linking and revocation commands (issue 9).
     pub(crate) async fn publish_device_list(
         &self,
         name: &str,
@@ -425,20 +424,17 @@ impl Api {
     }
 
     /// `GET /v1/devices`: when each own device was added and last seen.
-    #[allow(dead_code)] // Used by `tacit device list` (issue 9).
     pub(crate) async fn device_status(&self) -> Result<api::DeviceStatusResponse> {
         self.call::<(), _>(Method::GET, api::DEVICES, None).await
     }
 
     /// `DELETE /v1/devices/{device}`: this device logs itself out.
-    #[allow(dead_code)] // Used by `tacit device logout` (issue 9).
     pub(crate) async fn logout_device(&self, device: u32) -> Result<()> {
         self.call_empty::<()>(Method::DELETE, &api::DEVICE.replace("{device}", &device.to_string()), None)
             .await
     }
 
     /// `POST /v1/link`: publishes a new device's link offer (no session needed).
-    #[allow(dead_code)] // Used by linking (issue 9).
     pub(crate) async fn link_offer_post(
         &self,
         req: &api::LinkOfferRequest,
@@ -447,20 +443,17 @@ impl Api {
     }
 
     /// `GET /v1/link/{slot}`: the offer in a slot (`slot`: 16 bytes).
-    #[allow(dead_code)] // Used by linking (issue 9).
     pub(crate) async fn link_offer_get(&self, slot: &[u8; 16]) -> Result<api::LinkOfferResponse> {
         self.call::<(), _>(Method::GET, &api::LINK_SLOT.replace("{slot}", &hex16(slot)), None).await
     }
 
     /// `PUT /v1/link/{slot}/answer`: the approver's sealed answer (once).
-    #[allow(dead_code)] // Used by linking (issue 9).
     pub(crate) async fn link_answer_put(&self, slot: &[u8; 16], req: &api::LinkAnswerRequest) -> Result<()> {
         self.call_empty(Method::PUT, &api::LINK_ANSWER.replace("{slot}", &hex16(slot)), Some(req)).await
     }
 
     /// `GET /v1/link/{slot}/answer?wait_secs=N`: the answer, or `None` when none came within
     /// the wait (at most [`api::limits::MAX_LINK_WAIT_SECS`]).
-    #[allow(dead_code)] // Used by linking (issue 9).
     pub(crate) async fn link_answer_wait(
         &self,
         slot: &[u8; 16],
@@ -482,13 +475,11 @@ impl Api {
     }
 
     /// `DELETE /v1/link/{slot}`: the new device is done with its slot.
-    #[allow(dead_code)] // Used by linking (issue 9).
     pub(crate) async fn link_delete(&self, slot: &[u8; 16]) -> Result<()> {
         self.call_empty::<()>(Method::DELETE, &api::LINK_SLOT.replace("{slot}", &hex16(slot)), None).await
     }
 
     /// `POST /v1/blobs`: a blob of `size` bytes of the own account.
-    #[allow(dead_code)] // Used by history transfer (issue 9).
     pub(crate) async fn blob_create(&self, size: u64) -> Result<api::BlobStatus> {
         self.call(Method::POST, api::BLOBS, Some(&api::CreateBlobRequest { size })).await
     }
@@ -496,7 +487,6 @@ impl Api {
     /// `PUT /v1/blobs/{id}?offset=N`: uploads `data` (at most
     /// [`api::limits::MAX_BLOB_CHUNK_BYTES`]) at `offset`, which must be the bytes received
     /// so far.
-    #[allow(dead_code)] // Used by history transfer (issue 9).
     pub(crate) async fn blob_put(&self, id: &str, offset: u64, data: Vec<u8>) -> Result<api::BlobStatus> {
         self.check_transport()?;
         let path = format!("{}?offset={offset}", api::BLOB.replace("{id}", id));
@@ -513,14 +503,12 @@ impl Api {
     }
 
     /// `GET /v1/blobs/{id}/status`: how much was uploaded (to resume).
-    #[allow(dead_code)] // Used by history transfer (issue 9).
     pub(crate) async fn blob_status(&self, id: &str) -> Result<api::BlobStatus> {
         self.call::<(), _>(Method::GET, &api::BLOB_STATUS.replace("{id}", id), None).await
     }
 
     /// `GET /v1/blobs/{id}?offset=N&len=M`: up to `len` bytes (at most
     /// [`api::limits::MAX_BLOB_CHUNK_BYTES`]) of a complete blob; fewer at its end.
-    #[allow(dead_code)] // Used by history transfer (issue 9).
     pub(crate) async fn blob_get(&self, id: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let path = format!("{}?offset={offset}&len={len}", api::BLOB.replace("{id}", id));
         let resp = self.send_checked::<()>(Method::GET, &path, None).await?;
@@ -528,7 +516,6 @@ impl Api {
     }
 
     /// `DELETE /v1/blobs/{id}`.
-    #[allow(dead_code)] // Used by history transfer (issue 9).
     pub(crate) async fn blob_delete(&self, id: &str) -> Result<()> {
         self.call_empty::<()>(Method::DELETE, &api::BLOB.replace("{id}", id), None).await
     }
