@@ -30,6 +30,8 @@ pub(crate) mod meta {
     /// The account identity's public key (32 bytes): on every device (devices that hold the
     /// private key derive it from that).
     pub(crate) const ACCOUNT_KEY: &str = "account_key";
+    /// A new account identity made for a rotation, kept until the list it signs is published.
+    pub(crate) const PENDING_ACCOUNT_IDENTITY: &str = "pending_account_identity";
     pub(crate) const DEVICE_IDENTITY: &str = "device_identity";
     pub(crate) const DEVICE_LIST: &str = "device_list";
     pub(crate) const PREKEYS: &str = "prekeys";

@@ -419,9 +419,34 @@ impl Client {
             Some(b) => DeviceList::verify(&b, &self.me.name, Some(&self.me.account_key), None).ok(),
             None => None,
         };
-        let list = DeviceList::verify(&bytes, &self.me.name, Some(&self.me.account_key), previous.as_ref())
-            .map_err(|source| ClientError::DeviceList { name: self.me.name.to_string(), source })?;
+        let list = match DeviceList::verify(&bytes, &self.me.name, Some(&self.me.account_key), previous.as_ref()) {
+            Ok(list) => list,
+            // A rotation this device published but did not record (a crash between the
+            // server's answer and the commit): the key it made is the one the list names.
+            Err(tacit_protocol::DeviceListError::AccountKeyChanged) => self.adopt_pending_rotation(&bytes)?,
+            Err(source) => return Err(ClientError::DeviceList { name: self.me.name.to_string(), source }),
+        };
         self.accept_own_list(&list)?;
+        Ok(list)
+    }
+
+    /// The list `bytes` signed by the key of an unfinished rotation of this device, which it
+    /// now records as the account key; anything else is the own account's key changing
+    /// without this device's knowledge, refused.
+    fn adopt_pending_rotation(&mut self, bytes: &[u8]) -> Result<DeviceList> {
+        let changed = || ClientError::DeviceList {
+            name: self.me.name.to_string(),
+            source: tacit_protocol::DeviceListError::AccountKeyChanged,
+        };
+        let Some(pending) = self.store.meta(meta::PENDING_ACCOUNT_IDENTITY)? else { return Err(changed()) };
+        let account = AccountIdentity::from_bytes(&pending)?;
+        let list = DeviceList::verify(bytes, &self.me.name, Some(&account.public()), None).map_err(|_| changed())?;
+        let tx = self.store.tx()?;
+        store::set_meta(&tx, meta::ACCOUNT_IDENTITY, &account.to_bytes())?;
+        store::delete_meta(&tx, meta::PENDING_ACCOUNT_IDENTITY)?;
+        tx.commit()?;
+        self.me.account_key = account.public();
+        self.me.account = Some(account);
         Ok(list)
     }
 
@@ -513,22 +538,29 @@ impl Client {
         }
         let this_device = id == self.me.device.get();
         let version = current.version() + 1;
-        let rotated = target.approver;
+        // Revoking another device that held the account key (lost, stolen, sold) rotates the
+        // key. An approver that revokes itself (logging out) erases its own copy with the rest
+        // of its data, so the key stays: nothing it held is in anyone else's hands.
+        let rotated = target.approver && !this_device;
         if rotated {
             // The revoked device held the account key: a new one, signed over by the old.
             let new_account = AccountIdentity::generate(&mut OsRng)?;
             let list = DeviceList::sign(&new_account, self.me.name.clone(), version, devices)
                 .map_err(|source| ClientError::DeviceList { name: self.me.name.to_string(), source })?;
             let rotation = DeviceList::sign_rotation(&account, &list.to_bytes());
+            // The new key is stored before it is published: a crash in between leaves this
+            // device able to publish again, never a published key nobody holds.
+            let tx = self.store.tx()?;
+            store::set_meta(&tx, meta::PENDING_ACCOUNT_IDENTITY, &new_account.to_bytes())?;
+            tx.commit()?;
             self.publish_own_list(&list, Some(rotation.as_bytes().to_vec()), Vec::new()).await?;
-            if !this_device {
-                let tx = self.store.tx()?;
-                store::set_meta(&tx, meta::ACCOUNT_IDENTITY, &new_account.to_bytes())?;
-                tx.commit()?;
-                self.me.account = Some(new_account.clone());
-                self.me.account_key = new_account.public();
-                self.send_account_key_update(&list, &new_account).await?;
-            }
+            let tx = self.store.tx()?;
+            store::set_meta(&tx, meta::ACCOUNT_IDENTITY, &new_account.to_bytes())?;
+            store::delete_meta(&tx, meta::PENDING_ACCOUNT_IDENTITY)?;
+            tx.commit()?;
+            self.me.account = Some(new_account.clone());
+            self.me.account_key = new_account.public();
+            self.send_account_key_update(&list, &new_account).await?;
         } else {
             let list = DeviceList::sign(&account, self.me.name.clone(), version, devices)
                 .map_err(|source| ClientError::DeviceList { name: self.me.name.to_string(), source })?;
