@@ -30,6 +30,8 @@ mod net;
 mod origin;
 mod payload;
 mod prekey_mark;
+#[cfg(test)]
+mod receipt_tests;
 pub mod relay;
 mod restore;
 mod rng;
