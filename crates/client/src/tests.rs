@@ -138,6 +138,36 @@ async fn any_order_tampering_and_replay_leave_the_conversation_going() {
     assert_eq!(s.decrypt(&reply).unwrap(), b"hi alice");
 }
 
+/// A version 1 text (a client from before issue 9) is still read and stored, with no id and
+/// no receipt (there is nothing to name); a version 2 text queues a receipt; a copy of it
+/// under another envelope (a resend) is neither shown nor stored again.
+#[tokio::test]
+async fn version_1_texts_are_still_read_and_a_resent_copy_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = Client::offline(dir.path(), "bob").unwrap();
+    let alice = Peer::new("alice");
+    alice.introduce_to(&bob);
+    let mut s = alice.session_with(&bob);
+    let mut with = |id: u64, payload: &Payload| api::Envelope {
+        id,
+        sender: "alice".into(),
+        sender_device: 1,
+        server_time_ms: 2_000 + id,
+        content: api::Bytes(s.encrypt(&mut OsRng, &payload.encode().unwrap()).unwrap().to_bytes()),
+    };
+    let v1 = with(1, &Payload::Text { message_id: None, sent_time_ms: 1, text: "old".into() });
+    let message_id = rand_id();
+    let v2 = with(2, &Payload::text(message_id, 2, "new"));
+    let copy = with(3, &Payload::text(message_id, 2, "new"));
+    let (msgs, acks) = bob.process_all(vec![v1, v2, copy]).await.unwrap();
+    assert_eq!(msgs.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["old", "new"]);
+    assert_eq!(acks, [1, 2, 3]);
+    assert!(bob.take_warnings().is_empty());
+    let h = bob.store.history("alice").unwrap();
+    assert_eq!(h.iter().map(|e| e.message_id).collect::<Vec<_>>(), [None, Some(message_id)]);
+    assert_eq!(bob.store.pending_receipts().unwrap(), [("alice".to_owned(), vec![message_id])]);
+}
+
 /// Issue 8, point 6: history is in the server's order, whatever the senders' clocks claim
 /// and in whatever order the envelopes arrived; a sent message sorts by the server time its
 /// send got, an unconfirmed one by this device's clock; equal times keep the stored order.

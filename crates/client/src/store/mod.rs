@@ -1409,4 +1409,142 @@ mod tests {
         drop(tx);
         assert_eq!(s.history("bob").unwrap().len(), 1);
     }
+
+    fn sent(peer: &str, id: MessageId) -> HistoryEntry {
+        HistoryEntry {
+            peer: peer.into(),
+            device: 0,
+            outgoing: true,
+            text: "t".into(),
+            server_time_ms: Some(1),
+            sent_time_ms: 1,
+            message_id: Some(id),
+            delivered: None,
+            devices: Some(2),
+        }
+    }
+
+    fn id(n: u32) -> MessageId {
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&n.to_be_bytes());
+        id
+    }
+
+    fn outbox_len(s: &Store) -> usize {
+        s.outbox().unwrap().len()
+    }
+
+    /// The outbox keeps at most 1,000 messages (the oldest go), none older than 7 days, and
+    /// forgets an entry once every device it went to receipted it.
+    #[test]
+    fn the_outbox_is_bounded_by_count_and_age_and_forgets_what_every_device_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::create(dir.path(), &StoreSecret::NoPassphrase).unwrap();
+        let now = 10 * OUTBOX_MAX_AGE_MS;
+        let devices = [(1, [1u8; 16]), (2, [2u8; 16])];
+        let tx = s.tx().unwrap();
+        for n in 0..OUTBOX_MAX_MESSAGES as u32 + 5 {
+            put_message(&tx, &sent("bob", id(n)), None).unwrap();
+            put_outbox(&tx, "bob", &id(n), b"payload", &devices, true, now + u64::from(n)).unwrap();
+        }
+        tx.commit().unwrap();
+        let kept = s.outbox().unwrap();
+        assert_eq!(kept.len(), OUTBOX_MAX_MESSAGES, "bounded by count");
+        assert_eq!(kept[0].1, id(5), "the oldest went first");
+
+        // A receipt from one device keeps the entry (the other may still ask); from both, it
+        // is forgotten; the receipts are counted in the history.
+        let c = s.conn();
+        assert!(record_receipt(c, "bob", &id(5), 1).unwrap());
+        assert_eq!(outbox_len(&s), OUTBOX_MAX_MESSAGES);
+        assert!(find_outbox(c, "bob", 2, &[2u8; 16], now).unwrap().is_some());
+        assert!(find_outbox(c, "bob", 1, &[1u8; 16], now + 6).unwrap().is_some(), "other entries still");
+        assert!(record_receipt(c, "bob", &id(5), 2).unwrap());
+        assert_eq!(outbox_len(&s), OUTBOX_MAX_MESSAGES - 1, "every device has it");
+        assert!(outbox_payload(c, "bob", &id(5)).unwrap().is_none());
+        let h = s.history("bob").unwrap();
+        let e = h.iter().find(|e| e.message_id == Some(id(5))).unwrap();
+        assert_eq!((e.delivered, e.devices), (Some(2), Some(2)));
+        // A receipt for a message never sent to that peer stores nothing.
+        assert!(!record_receipt(c, "bob", &id(99_999), 1).unwrap());
+        assert!(!record_receipt(c, "carol", &id(6), 1).unwrap(), "sent to bob, not carol");
+        let receipts: i64 = c.query_row("SELECT count(*) FROM receipts", [], |r| r.get(0)).unwrap();
+        assert_eq!(receipts, 2);
+
+        // Age: 7 days after they were made, the next send forgets them all (and a lookup
+        // no longer finds one before that).
+        let later = now + OUTBOX_MAX_AGE_MS + OUTBOX_MAX_MESSAGES as u64 + 10;
+        assert!(find_outbox(c, "bob", 1, &[1u8; 16], later).unwrap().is_none());
+        let tx = s.tx().unwrap();
+        put_message(&tx, &sent("bob", id(100_000)), None).unwrap();
+        put_outbox(&tx, "bob", &id(100_000), b"new", &devices, true, later).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(s.outbox().unwrap(), [("bob".to_owned(), id(100_000))], "bounded by age");
+        // A resend updates the digest of the device it went to; nothing else.
+        let tx = s.tx().unwrap();
+        put_outbox(&tx, "bob", &id(100_000), b"new", &[(1, [9u8; 16]), (3, [3u8; 16])], false, later)
+            .unwrap();
+        tx.commit().unwrap();
+        assert!(find_outbox(s.conn(), "bob", 1, &[9u8; 16], later).unwrap().is_some());
+        assert!(find_outbox(s.conn(), "bob", 1, &[1u8; 16], later).unwrap().is_none());
+        assert!(find_outbox(s.conn(), "bob", 3, &[3u8; 16], later).unwrap().is_none(), "never sent to 3");
+    }
+
+    /// Retry requests: at most `per_device` to one device within the window, and to at most
+    /// `devices` devices; the window moves on.
+    #[test]
+    fn retry_requests_are_bounded_per_device_and_in_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create(dir.path(), &StoreSecret::NoPassphrase).unwrap();
+        let c = s.conn();
+        let allow = |peer: &str, device: u32, now: u64| {
+            allow_retry_request(c, peer, device, now, 1_000, 3, 2).unwrap()
+        };
+        assert!((0..3).all(|i| allow("bob", 1, 10 + i)));
+        assert!(!allow("bob", 1, 20), "per device");
+        assert!(allow("bob", 2, 20), "another device");
+        assert!(!allow("carol", 1, 20), "two devices within the window already");
+        assert!(allow("bob", 2, 21), "one already asked keeps its own bound");
+        assert!(allow("bob", 1, 1_100) && allow("carol", 1, 1_100), "the window moved on");
+    }
+
+    /// A store made before issue 9 (no message ids) opens: the columns are added, its
+    /// messages keep their text, and new ones carry ids.
+    #[test]
+    fn a_store_from_before_message_ids_opens_and_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = Store::create(dir.path(), &StoreSecret::NoPassphrase).unwrap();
+            let tx = s.tx().unwrap();
+            let old = HistoryEntry { message_id: None, devices: None, ..sent("bob", id(0)) };
+            put_message(&tx, &old, None).unwrap();
+            tx.commit().unwrap();
+            // Back to the schema of issue 8.
+            s.conn()
+                .execute_batch(
+                    "DROP INDEX messages_message_id; ALTER TABLE messages DROP COLUMN message_id;
+                     ALTER TABLE messages DROP COLUMN devices;",
+                )
+                .unwrap();
+            let cols: i64 = s
+                .conn()
+                .query_row(
+                    "SELECT count(*) FROM pragma_table_info('messages') WHERE name = 'devices'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(cols, 0);
+        }
+        let mut s = Store::open(dir.path(), None).unwrap();
+        let tx = s.tx().unwrap();
+        put_message(&tx, &sent("bob", id(1)), None).unwrap();
+        assert_eq!(put_message(&tx, &sent("bob", id(1)), None).unwrap(), None, "deduplicated by id");
+        tx.commit().unwrap();
+        let h = s.history("bob").unwrap();
+        assert_eq!(h.iter().map(|e| e.message_id).collect::<Vec<_>>(), [None, Some(id(1))]);
+        assert_eq!(h[1].devices, Some(2));
+        drop(s);
+        assert!(Store::open(dir.path(), None).is_ok(), "and opens again");
+    }
 }
