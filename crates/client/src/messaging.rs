@@ -36,7 +36,7 @@ use crate::error::{ClientError, Result};
 use crate::net::{Incoming, RelayEvent, SendOutcome};
 use crate::payload::{DIGEST_LEN, MAX_RECEIPT_IDS, MAX_TEXT_BYTES, MessageId, Payload, PayloadError};
 use crate::restore::Heal;
-use crate::store::{self, HistoryEntry, PendingKind};
+use crate::store::{self, ContactRow, HistoryEntry, PendingKind};
 use zeroize::Zeroizing;
 
 /// Attempts at a send when the server reports a changed device set.
@@ -220,10 +220,18 @@ impl Client {
         rand_core::RngCore::fill_bytes(&mut OsRng, &mut idempotency_key);
         let mut history_row = None;
         let mut last_error = None;
+        if own {
+            self.pin_own_account()?;
+        }
         for attempt in 0..SEND_ATTEMPTS {
             let list = self.refresh_contact(name).await?;
             if own && list.account_key() != &self.me.account.public() {
-                return Err(ClientError::Internal("the own device list is signed by another account key"));
+                // Not a local failure: a queued self-send is dropped with a warning, not
+                // retried at every command.
+                return Err(ClientError::DeviceList {
+                    name: name.to_string(),
+                    source: tacit_protocol::DeviceListError::AccountKeyChanged,
+                });
             }
             // A retry request's answer starts a new session with the device that asked (its
             // old one is what failed); a later attempt uses the one this one stored.
@@ -361,6 +369,24 @@ impl Client {
             code: Some(api::ErrorCode::MismatchedDevices),
             message: last_error.unwrap_or_default(),
         })
+    }
+
+    /// Before the own account's device list is first fetched (a sent transcript, a note to
+    /// self): pins the own account key as a verified contact, with the list this device
+    /// stored, so a list the server makes up under another key is refused rather than
+    /// trusted on first use. (A rotation of the own account key must update this row.)
+    fn pin_own_account(&mut self) -> Result<()> {
+        if self.store.contact(self.me.name.as_str())?.is_some() {
+            return Ok(());
+        }
+        let Some(list) = self.store.meta(meta::DEVICE_LIST)? else { return Ok(()) };
+        let row = ContactRow {
+            account_key: *self.me.account.public().as_bytes(),
+            device_list: list.to_vec(),
+            verified: true,
+            pending: None,
+        };
+        store::put_contact(self.store.conn(), self.me.name.as_str(), &row)
     }
 
     /// Sends what is queued: payloads (sent transcripts, retry requests, answers to retry
@@ -859,9 +885,12 @@ impl Client {
         // A sent transcript records how many devices the message went to as far as this
         // device knows (the recipient's stored list).
         let transcript_devices = match &payload {
-            Ok(Payload::SentTranscript { peer: to, .. }) if *to != self.me.name => {
-                self.stored_list(to)?.map(|(_, l)| u32::try_from(l.devices().len()).unwrap_or(u32::MAX))
-            }
+            // A stored list that does not verify (never expected) only leaves the count unknown.
+            Ok(Payload::SentTranscript { peer: to, .. }) if *to != self.me.name => self
+                .stored_list(to)
+                .ok()
+                .flatten()
+                .map(|(_, l)| u32::try_from(l.devices().len()).unwrap_or(u32::MAX)),
             _ => None,
         };
         let tx = self.store.tx()?;

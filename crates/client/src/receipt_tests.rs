@@ -100,7 +100,8 @@ async fn receipts_are_counted_and_the_outbox_forgets_what_every_device_has(backe
     relay.stop().await;
 }
 
-/// A note to self with no other own device: stored as sent, nothing to send.
+/// A note to self with no other own device: stored as sent, nothing to send; the own device
+/// list it fetched was checked against the own account key.
 async fn a_note_to_self_with_one_device_is_stored_and_sends_nothing(backend: Backend) {
     let relay = Relay::start(backend).await;
     let ha = tempfile::tempdir().unwrap();
@@ -112,6 +113,9 @@ async fn a_note_to_self_with_one_device_is_stored_and_sends_nothing(backend: Bac
     assert!(h[0].outgoing && h[0].text == "note" && h[0].devices.is_none() && h[0].message_id.is_some());
     assert_eq!(h[0].server_time_ms, Some(sent.sent_time_ms), "this device's clock: no server saw it");
     assert!(alice.store.outbox().unwrap().is_empty() && alice.store.pending_sends().unwrap().is_empty());
+    // The own list was checked against the own account key, pinned (not trusted on first use).
+    let own = alice.store.contact("alice").unwrap().unwrap();
+    assert!(own.verified && own.account_key == *alice.me.account.public().as_bytes());
     assert!(alice.receive(Duration::ZERO).await.unwrap().is_empty());
     assert!(alice.take_warnings().is_empty());
     relay.stop().await;
