@@ -168,6 +168,85 @@ async fn version_1_texts_are_still_read_and_a_resent_copy_is_stored_once() {
     assert_eq!(bob.store.pending_receipts().unwrap(), [("alice".to_owned(), vec![message_id])]);
 }
 
+/// Issue 9, sent-message sync, as a second device of the own account would send it: a sent
+/// transcript from an own device (in the own signed list) is stored as sent to its peer,
+/// once per message id, and never receipted; a note to self shows under the own name; a
+/// transcript from another account is refused and stores nothing.
+#[tokio::test]
+async fn a_sent_transcript_from_an_own_device_is_stored_as_sent_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = Client::offline(dir.path(), "bob").unwrap();
+    // Bob's second device: in the list his account key signed.
+    let phone = DeviceIdentity::generate(&mut OsRng).unwrap();
+    let entries = vec![
+        DeviceEntry {
+            approver: true,
+            ..DeviceEntry::new(DeviceId::new(1).unwrap(), bob.me.identity.public().clone())
+        },
+        DeviceEntry::new(DeviceId::new(2).unwrap(), phone.public().clone()),
+    ];
+    let list = DeviceList::sign(&bob.me.account, bob.me.name.clone(), 2, entries).unwrap();
+    let row = ContactRow {
+        account_key: *bob.me.account.public().as_bytes(),
+        device_list: list.to_bytes(),
+        verified: true,
+        pending: None,
+    };
+    store::put_contact(bob.store.conn(), "bob", &row).unwrap();
+    let prekeys = DevicePrekeys::from_bytes(&bob.store.meta(meta::PREKEYS).unwrap().unwrap()).unwrap();
+    let bundle = prekeys.bundle(bob.me.address(), &bob.me.identity).unwrap();
+    let remote =
+        VerifiedDevice::dangerous_assume_verified(bob.me.address(), bob.me.identity.public().clone());
+    let phone_address = DeviceAddress { account: bob.me.name.clone(), device: DeviceId::new(2).unwrap() };
+    let mut s =
+        Session::initiate(&mut OsRng, &phone, phone_address, &bundle, &remote, crate::client::now()).unwrap();
+    let transcript = |peer: &str, message_id, text: &str| Payload::SentTranscript {
+        peer: AccountName::new(peer).unwrap(),
+        message_id,
+        sent_time_ms: 5,
+        text: text.into(),
+    };
+    let mut from_phone = |id: u64, payload: &Payload| api::Envelope {
+        id,
+        sender: "bob".into(),
+        sender_device: 2,
+        server_time_ms: 1_000 + id,
+        content: api::Bytes(s.encrypt(&mut OsRng, &payload.encode().unwrap()).unwrap().to_bytes()),
+    };
+    let to_carol = rand_id();
+    let e1 = from_phone(1, &transcript("carol", to_carol, "hi carol"));
+    let e2 = from_phone(2, &transcript("carol", to_carol, "hi carol"));
+    let e3 = from_phone(3, &transcript("bob", rand_id(), "note"));
+    let (msgs, acks) = bob.process_all(vec![e1, e2, e3]).await.unwrap();
+    assert!(msgs.is_empty(), "sent messages, not received ones");
+    assert_eq!(acks, [1, 2, 3]);
+    assert!(bob.take_warnings().is_empty());
+    let h = bob.history("carol").unwrap();
+    assert_eq!(h.len(), 1, "once per id: {h:?}");
+    assert!(h[0].outgoing && h[0].text == "hi carol" && h[0].message_id == Some(to_carol));
+    assert_eq!((h[0].server_time_ms, h[0].sent_time_ms), (Some(1_001), 5));
+    assert_eq!(texts(&bob, "bob"), ["note"]);
+    assert!(bob.store.pending_receipts().unwrap().is_empty(), "transcripts are never receipted");
+
+    // Another account cannot put words in bob's mouth.
+    let alice = Peer::new("alice");
+    alice.introduce_to(&bob);
+    let mut a = alice.session_with(&bob);
+    let forged = transcript("carol", rand_id(), "forged");
+    let e = api::Envelope {
+        id: 4,
+        sender: "alice".into(),
+        sender_device: 1,
+        server_time_ms: 1_004,
+        content: api::Bytes(a.encrypt(&mut OsRng, &forged.encode().unwrap()).unwrap().to_bytes()),
+    };
+    let (msgs, _) = bob.process_all(vec![e]).await.unwrap();
+    assert!(msgs.is_empty());
+    let w = bob.take_warnings();
+    assert!(w.len() == 1 && w[0].contains("refused a sent-message copy from alice"), "{w:?}");
+    assert_eq!(texts(&bob, "carol"), ["hi carol"]);
+}
+
 /// Issue 8, point 6: history is in the server's order, whatever the senders' clocks claim
 /// and in whatever order the envelopes arrived; a sent message sorts by the server time its
 /// send got, an unconfirmed one by this device's clock; equal times keep the stored order.
