@@ -15,6 +15,11 @@
 //!   whole home folder put back from an older copy, through a state counter the server
 //!   keeps: every session is replaced and each contact is sent a session reset
 //!   ([`Client::reset_session`] does it for one contact).
+//! - Issue 9: every message has a 16-byte id; devices send end-to-end encrypted delivery
+//!   receipts ([`HistoryEntry::delivered`] of [`HistoryEntry::devices`]); a message a device
+//!   cannot decrypt is asked for again (a retry request) and resent from the sender's outbox
+//!   of recent plaintexts over a new session; what a device sends is copied to the account's
+//!   other devices (sent transcripts), and a send to one's own name is a note to self.
 //! - Prekeys are refilled and rotated automatically ([`Client::maintain_prekeys`]).
 //! - `https://` servers are verified against the system's roots and, through
 //!   [`ConnectOptions`] ([`Client::open_with`], [`Client::create_account_with`]), the CAs of a

@@ -12,6 +12,16 @@
 //! Killed anywhere, the client neither loses (no ack before commit) nor duplicates (the id
 //! is checked before decrypting) a message.
 //!
+//! **Issue 9** (payload version 2, `payload.rs`): every text carries a 16-byte message id. A
+//! send keeps the payload and each envelope's digest in the outbox (`store::put_outbox`, in
+//! the send's transaction) and, once the server took it, queues a *sent transcript* for the
+//! own account's other devices (a note to self is only that). A receive stores a text once
+//! per id, queues a delivery receipt for it (one message per sender account, sent at the end
+//! of the receive to all its devices), records receipts for what this account sent, stores
+//! transcripts from own devices as sent, and answers a *retry request* it can match in the
+//! outbox by sending the original payload again over a new session. A message no session
+//! decrypts makes this device send one (`drop_undecryptable`).
+//!
 //! A message is first tried with the sender's stored device list. If that cannot decrypt it
 //! and it comes from a device the stored list lacks, or is a first message naming another
 //! identity (a reinstall), the client fetches the sender's current list before deciding (a

@@ -26,8 +26,11 @@
 //! A message from a known device of a peer that no session decrypts (a contact met after the
 //! copy was taken, whom the copy does not know; a session lost any other way) queues the same
 //! reset for that peer ([`Client::heal_after_failure`]), at most once per peer per hour, so
-//! such a conversation heals without the user: the message itself is lost, the next one in
-//! each direction decrypts. [`Client::reset_session`] (`tacit session reset NAME`) does it at
+//! such a conversation heals without the user: the next one in each direction decrypts, and
+//! the message itself is asked for again (a retry request, `messaging.rs`), so it is not lost
+//! while its sender still keeps it (issue 9). A restore counts as healing every peer it
+//! resets, so a message the copy cannot decrypt queues no second reset within the hour.
+//! [`Client::reset_session`] (`tacit session reset NAME`) does it at
 //! once, for one contact, whatever the hour.
 
 use tacit_protocol::AccountName;
