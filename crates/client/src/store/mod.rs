@@ -910,7 +910,7 @@ pub(crate) fn queue_send(conn: &Connection, recipient: &str, what: &PendingKind,
         )?,
     };
     conn.execute(
-        "DELETE FROM pending_sends WHERE seq NOT IN (SELECT seq FROM pending_sends ORDER BY seq DESC LIMIT ?1)",
+        "DELETE FROM pending_sends WHERE seq <= (SELECT seq FROM pending_sends ORDER BY seq DESC LIMIT 1 OFFSET ?1)",
         [MAX_PENDING_SENDS as i64],
     )?;
     Ok(())
@@ -930,8 +930,8 @@ pub(crate) fn queue_receipt(conn: &Connection, peer: &str, message_id: &MessageI
         params![peer, message_id.as_slice()],
     )?;
     conn.execute(
-        "DELETE FROM pending_receipts WHERE seq NOT IN
-         (SELECT seq FROM pending_receipts ORDER BY seq DESC LIMIT ?1)",
+        "DELETE FROM pending_receipts WHERE seq <=
+         (SELECT seq FROM pending_receipts ORDER BY seq DESC LIMIT 1 OFFSET ?1)",
         [MAX_PENDING_RECEIPTS as i64],
     )?;
     Ok(())
@@ -1027,7 +1027,7 @@ pub(crate) fn remember_unkept(
         params![oldest, now_ms as i64 + 60_000],
     )?;
     conn.execute(
-        "DELETE FROM sent_unkept WHERE rowid NOT IN (SELECT rowid FROM sent_unkept ORDER BY rowid DESC LIMIT ?1)",
+        "DELETE FROM sent_unkept WHERE rowid <= (SELECT rowid FROM sent_unkept ORDER BY rowid DESC LIMIT 1 OFFSET ?1)",
         [OUTBOX_MAX_MESSAGES as i64],
     )?;
     Ok(())
@@ -1546,5 +1546,29 @@ mod tests {
         assert_eq!(h[1].devices, Some(2));
         drop(s);
         assert!(Store::open(dir.path(), None).is_ok(), "and opens again");
+    }
+
+    /// The queues of payloads and receipts to send are bounded (the oldest go).
+    #[test]
+    fn the_send_queues_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::create(dir.path(), &StoreSecret::NoPassphrase).unwrap();
+        let tx = s.tx().unwrap();
+        for n in 0..MAX_PENDING_SENDS as u32 + 3 {
+            let what = PendingKind::Resend { message_id: id(n), device: 1 };
+            queue_send(&tx, "bob", &what, 1).unwrap();
+        }
+        for n in 0..MAX_PENDING_RECEIPTS as u32 + 3 {
+            queue_receipt(&tx, "bob", &id(n)).unwrap();
+        }
+        queue_receipt(&tx, "bob", &id(10)).unwrap();
+        tx.commit().unwrap();
+        let sends = s.pending_sends().unwrap();
+        assert_eq!(sends.len(), MAX_PENDING_SENDS);
+        assert!(matches!(sends[0].what, PendingKind::Resend { message_id, .. } if message_id == id(3)));
+        let receipts = s.pending_receipts().unwrap();
+        assert_eq!(receipts.len(), 1);
+        assert_eq!(receipts[0].1.len(), MAX_PENDING_RECEIPTS);
+        assert_eq!(receipts[0].1[0], id(3), "the oldest went; a repeated id is queued once");
     }
 }
