@@ -247,6 +247,32 @@ async fn a_sent_transcript_from_an_own_device_is_stored_as_sent_once() {
     assert_eq!(texts(&bob, "carol"), ["hi carol"]);
 }
 
+/// A queued payload (a sent transcript, a receipt) that cannot be sent because the server is
+/// unreachable stays queued for the next command that reaches it; nothing is lost or
+/// dropped.
+#[tokio::test]
+async fn a_queued_send_that_fails_on_the_network_stays_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = Client::offline(dir.path(), "bob").unwrap(); // its server is a closed port
+    let transcript = Payload::SentTranscript {
+        peer: AccountName::new("carol").unwrap(),
+        message_id: rand_id(),
+        sent_time_ms: 1,
+        text: "hi".into(),
+    };
+    let what = store::PendingKind::Payload {
+        payload: zeroize::Zeroizing::new(transcript.encode().unwrap()),
+        message_id: None,
+    };
+    store::queue_send(bob.store.conn(), "bob", &what, 1).unwrap();
+    store::queue_receipt(bob.store.conn(), "alice", &rand_id()).unwrap();
+    let err = bob.send_queued().await.unwrap_err();
+    assert!(matches!(err, crate::ClientError::Network(_)), "{err}");
+    assert_eq!(bob.store.pending_sends().unwrap().len(), 1, "kept for the next command");
+    assert_eq!(bob.store.pending_receipts().unwrap().len(), 1);
+    assert!(bob.take_warnings().is_empty(), "not dropped");
+}
+
 /// Issue 8, point 6: history is in the server's order, whatever the senders' clocks claim
 /// and in whatever order the envelopes arrived; a sent message sorts by the server time its
 /// send got, an unconfirmed one by this device's clock; equal times keep the stored order.
