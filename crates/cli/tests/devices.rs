@@ -154,9 +154,6 @@ fn device_flow(database: Option<&str>) {
 /// Sent from the laptop: bob gets it, and the phone's history shows it as sent; a note to self
 /// reaches the other device.
 fn sent_sync_and_note_to_self(phone: &Path, laptop: &Path, bob: &Path) {
-    if std::env::var_os("TACIT_TEST_SYNC").is_none() {
-        return; // MERGE: enabled once sent transcripts land (messaging branch).
-    }
     // Sent from the laptop: bob gets it, and the phone's history shows it as sent.
     assert_eq!(tacit(laptop, &[], &["send", "bob", "from the laptop"]).0, 0);
     assert_eq!(receive_n(bob, 1), ["from the laptop"]);

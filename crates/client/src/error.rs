@@ -219,6 +219,37 @@ pub enum ClientError {
         /// The claimed device.
         device: u32,
     },
+    /// A delivery receipt names messages never sent to its sender (nothing was stored for
+    /// them).
+    #[error(
+        "refused a delivery receipt from {name} device {device}: {count} of its message ids name no \
+         message sent to {name}; nothing was stored for them"
+    )]
+    UnknownMessage {
+        /// The receipt's sender.
+        name: String,
+        /// Its device.
+        device: u32,
+        /// How many ids were unknown.
+        count: usize,
+    },
+    /// A retry request names no message this device sent to the requesting device and still
+    /// keeps (never sent to it, forgotten, or resent too often already): nothing was sent.
+    #[error(
+        "refused a request from {name} device {device} to send again the message the server took at \
+         {server_time_ms} ms: {}; nothing was sent",
+        if *.resent { "it was sent again too often already" } else { "no such message was sent to that device, or it is no longer kept" }
+    )]
+    RetryRefused {
+        /// The requesting account.
+        name: String,
+        /// Its device.
+        device: u32,
+        /// The server time of the envelope it could not decrypt (its claim).
+        server_time_ms: u64,
+        /// The entry exists but was resent the most times already.
+        resent: bool,
+    },
     /// The typed safety number does not match.
     #[error("safety number mismatch for {0}: do not trust this contact until the numbers match")]
     VerificationFailed(String),
@@ -284,6 +315,8 @@ impl ClientError {
             Self::IdentityChanged(_)
             | Self::VerificationFailed(_)
             | Self::UnknownDevice { .. }
+            | Self::UnknownMessage { .. }
+            | Self::RetryRefused { .. }
             | Self::DeviceList { .. }
             | Self::Session(_)
             | Self::Decode(_)

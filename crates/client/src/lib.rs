@@ -18,6 +18,11 @@
 //! - History transfer ([`Client::export_history`], [`Client::import_history`]): a linked
 //!   device receives the approving device's contacts and messages as one encrypted,
 //!   compressed archive carried by the server as a blob (resumable, bounded, all or nothing).
+//! - Issue 9: every message has a 16-byte id; devices send end-to-end encrypted delivery
+//!   receipts ([`HistoryEntry::delivered`] of [`HistoryEntry::devices`]); a message a device
+//!   cannot decrypt is asked for again (a retry request) and resent from the sender's outbox
+//!   of recent plaintexts over a new session; what a device sends is copied to the account's
+//!   other devices (sent transcripts), and a send to one's own name is a note to self.
 //! - Prekeys are refilled and rotated automatically ([`Client::maintain_prekeys`]).
 //! - `https://` servers are verified against the system's roots and, through
 //!   [`ConnectOptions`] ([`Client::open_with`], [`Client::create_account_with`]), the CAs of a
@@ -35,6 +40,8 @@ mod net;
 mod origin;
 mod payload;
 mod prekey_mark;
+#[cfg(test)]
+mod receipt_tests;
 pub mod relay;
 mod restore;
 mod rng;
