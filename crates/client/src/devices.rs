@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use tacit_api as api;
 use tacit_protocol::{
-    AccountIdentity, AccountName, DeviceEntry, DeviceId, DeviceIdentity, DeviceList, DevicePrekeys,
-    HistoryRef, LinkSecret, PendingLink, PrekeyPolicy, Provisioning, VerifiedOffer, valid_device_label,
+    AccountIdentity, AccountKey, AccountName, DeviceEntry, DeviceId, DeviceIdentity, DeviceList,
+    DevicePrekeys, HistoryRef, LinkSecret, PendingLink, PrekeyPolicy, Provisioning, VerifiedOffer,
+    valid_device_label,
 };
 use zeroize::Zeroizing;
 
@@ -30,7 +31,9 @@ use crate::client::{Client, meta, now, now_ms, upload_request, wipe};
 use crate::error::{ClientError, Result};
 use crate::history_transfer::{ArchiveKey, HistoryArchive};
 use crate::home_lock::HomeLock;
+use crate::messaging::{OutboxMode, Outgoing};
 use crate::net::{Api, ConnectOptions};
+use crate::payload::{AccountSecret, Payload};
 use crate::rng::OsRng;
 use crate::store::key::StoreSecret;
 use crate::store::{self, ContactRow, Store};
@@ -419,13 +422,18 @@ impl Client {
             Some(b) => DeviceList::verify(&b, &self.me.name, Some(&self.me.account_key), None).ok(),
             None => None,
         };
-        let list = match DeviceList::verify(&bytes, &self.me.name, Some(&self.me.account_key), previous.as_ref()) {
-            Ok(list) => list,
-            // A rotation this device published but did not record (a crash between the
-            // server's answer and the commit): the key it made is the one the list names.
-            Err(tacit_protocol::DeviceListError::AccountKeyChanged) => self.adopt_pending_rotation(&bytes)?,
-            Err(source) => return Err(ClientError::DeviceList { name: self.me.name.to_string(), source }),
-        };
+        let list =
+            match DeviceList::verify(&bytes, &self.me.name, Some(&self.me.account_key), previous.as_ref()) {
+                Ok(list) => list,
+                // A rotation this device published but did not record (a crash between the
+                // server's answer and the commit): the key it made is the one the list names.
+                Err(tacit_protocol::DeviceListError::AccountKeyChanged) => {
+                    self.adopt_pending_rotation(&bytes)?
+                }
+                Err(source) => {
+                    return Err(ClientError::DeviceList { name: self.me.name.to_string(), source });
+                }
+            };
         self.accept_own_list(&list)?;
         Ok(list)
     }
@@ -440,7 +448,8 @@ impl Client {
         };
         let Some(pending) = self.store.meta(meta::PENDING_ACCOUNT_IDENTITY)? else { return Err(changed()) };
         let account = AccountIdentity::from_bytes(&pending)?;
-        let list = DeviceList::verify(bytes, &self.me.name, Some(&account.public()), None).map_err(|_| changed())?;
+        let list =
+            DeviceList::verify(bytes, &self.me.name, Some(&account.public()), None).map_err(|_| changed())?;
         let tx = self.store.tx()?;
         store::set_meta(&tx, meta::ACCOUNT_IDENTITY, &account.to_bytes())?;
         store::delete_meta(&tx, meta::PENDING_ACCOUNT_IDENTITY)?;
@@ -579,10 +588,42 @@ impl Client {
         wipe(self.store.home())
     }
 
-    /// Tells the account's other devices the new account key after a rotation: the new
-    /// secret to approvers, the new signed list to every device (over their sessions).
+    /// Tells the account's other devices the new account key after a rotation: the new signed
+    /// list to every one, the new key to those that hold it (each device its own payload,
+    /// over its session).
     async fn send_account_key_update(&mut self, list: &DeviceList, account: &AccountIdentity) -> Result<()> {
-        let _ = (list, account);
+        let bytes = list.to_bytes();
+        let secret = account.to_bytes();
+        let sent_time_ms = now_ms();
+        let to_approver = Payload::account_key_update(sent_time_ms, &bytes, Some(&secret))
+            .map_err(|_| ClientError::Internal("account key update"))?;
+        let to_other = Payload::account_key_update(sent_time_ms, &bytes, None)
+            .map_err(|_| ClientError::Internal("account key update"))?;
+        let approvers: Vec<u32> = list.approvers().map(|d| d.id.get()).collect();
+        let per_device = move |device: u32| -> Zeroizing<Vec<u8>> {
+            if approvers.contains(&device) { to_approver.clone() } else { to_other.clone() }
+        };
+        let name = self.me.name.clone();
+        let out = Outgoing {
+            payload: &[],
+            sent_time_ms,
+            message_id: None,
+            history: None,
+            outbox: OutboxMode::None,
+        };
+        self.send_payload_with(&name, &out, Some(&per_device)).await.map(drop)
+    }
+
+    /// After [`Self::account_key_update`] committed: the new key in memory, and the user told.
+    pub(crate) fn account_key_updated(&mut self, update: KeyUpdate) -> Result<()> {
+        self.me.account_key = update.key;
+        self.me.account = update.identity;
+        self.warnings.push(format!(
+            "your device {} replaced your account key after revoking a device that held it: your contacts \
+             will be warned that your identity changed, and your safety numbers with them change (compare \
+             them again)",
+            update.from
+        ));
         Ok(())
     }
 
@@ -605,6 +646,68 @@ impl Client {
             .map_err(|source| ClientError::DeviceList { name: self.me.name.to_string(), source })?;
         self.publish_own_list(&list, None, Vec::new()).await
     }
+}
+
+/// Checks an account key update from `device` of the own account (`own`) inside the receive
+/// transaction: the sender held the account key in the own list this device accepted
+/// (`previous`), the new list is newer, verifies under the key it names, and lists this device
+/// (`me`); a key is taken only by a device the new list makes an approver, and only if it is
+/// the list's. Stores the list and key; [`Client::account_key_updated`] then updates memory.
+pub(crate) fn account_key_update(
+    tx: &rusqlite::Transaction<'_>,
+    me: (&AccountName, DeviceId),
+    previous: Option<&DeviceList>,
+    own: bool,
+    device: DeviceId,
+    bytes: &[u8],
+    account: Option<&AccountSecret>,
+) -> Result<KeyUpdate> {
+    let refuse = |why: &str| ClientError::KeyUpdateRefused { device: device.get(), why: why.to_owned() };
+    if !own {
+        return Err(refuse("only your own devices send those"));
+    }
+    if !previous.is_some_and(|p| p.entry(device).is_some_and(|e| e.approver)) {
+        return Err(refuse("the sending device does not hold the account key"));
+    }
+    let list = DeviceList::verify(bytes, me.0, None, None)
+        .map_err(|e| refuse(&format!("the new device list does not verify: {e}")))?;
+    if previous.is_some_and(|p| p.version() >= list.version()) {
+        return Err(refuse("the new device list is not newer than the one this device has"));
+    }
+    let Some(mine) = list.entry(me.1) else {
+        return Err(refuse("the new device list does not list this device"));
+    };
+    let identity = match account {
+        Some(a) if mine.approver => {
+            let id = AccountIdentity::from_bytes(&a.0)?;
+            if id.public() != *list.account_key() {
+                return Err(refuse("the key sent is not the new list's"));
+            }
+            Some(id)
+        }
+        _ => None,
+    };
+    store::set_meta(tx, meta::DEVICE_LIST, bytes)?;
+    store::set_meta(tx, meta::ACCOUNT_KEY, list.account_key().as_bytes())?;
+    match &identity {
+        Some(id) => store::set_meta(tx, meta::ACCOUNT_IDENTITY, &id.to_bytes())?,
+        None => store::delete_meta(tx, meta::ACCOUNT_IDENTITY)?,
+    }
+    let row = ContactRow {
+        account_key: *list.account_key().as_bytes(),
+        device_list: bytes.to_vec(),
+        verified: true,
+        pending: None,
+    };
+    store::put_contact(tx, me.0.as_str(), &row)?;
+    Ok(KeyUpdate { key: *list.account_key(), identity, from: device.get() })
+}
+
+/// An account key update accepted in a receive, to apply once it is committed.
+pub(crate) struct KeyUpdate {
+    key: AccountKey,
+    identity: Option<AccountIdentity>,
+    from: u32,
 }
 
 /// What [`Client::revoke_device`] did.

@@ -147,6 +147,14 @@ pub enum ClientError {
     /// The user declined.
     #[error("cancelled; nothing was changed")]
     Cancelled,
+    /// An account key update that failed its checks (nothing stored).
+    #[error("refused an account key update from your device {device}: {why}; nothing was changed")]
+    KeyUpdateRefused {
+        /// The device it came from.
+        device: u32,
+        /// Why.
+        why: String,
+    },
     /// The history transfer failed (the device is linked; run `tacit device link` again to
     /// retry the import).
     #[error("history transfer: {0}")]
@@ -323,6 +331,7 @@ impl ClientError {
             | Self::Crypto(_)
             | Self::Prekey(_)
             | Self::Link(_)
+            | Self::KeyUpdateRefused { .. }
             | Self::History(_)
             | Self::LinkUsed
             | Self::WrongOrigin { .. } => ErrorKind::Security,

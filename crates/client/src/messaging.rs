@@ -217,6 +217,17 @@ impl Client {
         name: &AccountName,
         out: &Outgoing<'_>,
     ) -> Result<SentMessage> {
+        self.send_payload_with(name, out, None).await
+    }
+
+    /// [`Self::send_payload`], with `per_device` (when given) making each device's payload
+    /// instead of `out.payload` (an account key update: the key only to approvers).
+    pub(crate) async fn send_payload_with(
+        &mut self,
+        name: &AccountName,
+        out: &Outgoing<'_>,
+        per_device: Option<&PerDevice<'_>>,
+    ) -> Result<SentMessage> {
         let payload = out.payload;
         let sent_time_ms = out.sent_time_ms;
         let own = *name == self.me.name;
@@ -273,7 +284,10 @@ impl Client {
                         )?
                     }
                 };
-                let wire = session.encrypt(&mut OsRng, payload)?.to_bytes();
+                let own_payload = per_device.map(|f| f(device));
+                let wire = session
+                    .encrypt(&mut OsRng, own_payload.as_deref().map_or(payload, Vec::as_slice))?
+                    .to_bytes();
                 digests.push((device, envelope_digest(&wire)));
                 envelopes.push(api::OutgoingEnvelope { device, content: api::Bytes(wire) });
                 sessions.push((device, session));
@@ -903,6 +917,13 @@ impl Client {
                 .map(|(_, l)| u32::try_from(l.devices().len()).unwrap_or(u32::MAX)),
             _ => None,
         };
+        // The own list this device accepted, for an account key update.
+        let own_previous = match &payload {
+            Ok(Payload::AccountKeyUpdate { .. }) => self.store.meta(meta::DEVICE_LIST)?.and_then(|b| {
+                tacit_protocol::DeviceList::verify(&b, &self.me.name, Some(&self.me.account_key), None).ok()
+            }),
+            _ => None,
+        };
         let tx = self.store.tx()?;
         let peer = sender.as_str();
         store::put_session(
@@ -932,6 +953,7 @@ impl Client {
         store::raise_state_counter(&tx)?;
         let own = *sender == self.me.name;
         let mut notice = None;
+        let mut key_update = None;
         let received = match payload {
             Ok(Payload::Text { message_id, sent_time_ms, text }) => {
                 let entry = HistoryEntry {
@@ -1008,6 +1030,22 @@ impl Client {
                 }
                 None
             }
+            Ok(Payload::AccountKeyUpdate { list, account, .. }) => {
+                let me = (&self.me.name, self.me.device);
+                match crate::devices::account_key_update(
+                    &tx,
+                    me,
+                    own_previous.as_ref(),
+                    own,
+                    device,
+                    &list,
+                    account.as_ref(),
+                ) {
+                    Ok(n) => key_update = Some(n),
+                    Err(e) => notice = Some(e.to_string()),
+                }
+                None
+            }
             Ok(Payload::RetryRequest { device: target, digest, server_time_ms, .. }) => {
                 // Addressed to the device that sent the envelope: the sender's other devices
                 // received the same request and ignore it.
@@ -1042,6 +1080,9 @@ impl Client {
         };
         tx.commit()?;
         self.gens.forget(&pruned)?;
+        if let Some(update) = key_update {
+            self.account_key_updated(update)?;
+        }
         if reset {
             self.warnings.push(session_reset_notice(sender, device));
         }
@@ -1113,6 +1154,9 @@ pub(crate) enum OutboxMode {
     /// the entry's devices are updated.
     Resend(u32),
 }
+
+/// Makes one device's payload ([`Client::send_payload_with`]).
+pub(crate) type PerDevice<'a> = dyn Fn(u32) -> zeroize::Zeroizing<Vec<u8>> + Send + Sync + 'a;
 
 /// One payload to send ([`Client::send_payload`]).
 pub(crate) struct Outgoing<'a> {

@@ -23,7 +23,11 @@
 //!                           digest = SHA-256(envelope content)[..16]; the envelope's
 //!                           server_time_ms)
 //!   kinds 6..=15:           unassigned
-//!   kinds 16..=255:         reserved for own-device sync messages (device lists, linking)
+//!   kind 16 account key update: body = u32 n || signed device list[n] (n ≤ 8,192) ||
+//!                           u8 0 | u8 1 || account identity (stored-state encoding, 46 bytes)
+//!                           (only from an approver of the own account, after it rotated the
+//!                           account key: the new list, and to approvers the new key)
+//!   kinds 17..=255:         reserved for own-device sync messages
 //! ```
 //!
 //! A message id is 16 random bytes chosen by the sender; it names one message in every copy
@@ -58,6 +62,22 @@ const KIND_SESSION_RESET: u8 = 2;
 const KIND_SENT_TRANSCRIPT: u8 = 3;
 const KIND_RECEIPT: u8 = 4;
 const KIND_RETRY_REQUEST: u8 = 5;
+const KIND_ACCOUNT_KEY_UPDATE: u8 = 16;
+/// Largest device list an account key update carries.
+const MAX_UPDATE_LIST: usize = 8192;
+/// Length of an account identity's stored encoding.
+const ACCOUNT_SECRET_LEN: usize = 46;
+
+/// An account identity's stored encoding, carried to the own account's approvers (secret:
+/// never printed, wiped on drop).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct AccountSecret(pub(crate) zeroize::Zeroizing<Vec<u8>>);
+
+impl core::fmt::Debug for AccountSecret {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("AccountSecret(***)")
+    }
+}
 const HEADER_LEN: usize = 1 + 1 + 8;
 /// Largest text a message carries: the protocol's largest plaintext less the largest
 /// overhead a text travels with (a sent transcript's: header, name, message id), so every
@@ -114,6 +134,16 @@ pub(crate) enum Payload {
         sent_time_ms: u64,
         /// 1 to [`MAX_RECEIPT_IDS`] message ids.
         message_ids: Vec<MessageId>,
+    },
+    /// An approver of the own account rotated the account key: the new signed list and, for
+    /// a device that holds the key, the new key.
+    AccountKeyUpdate {
+        /// The sender's clock when it sent it.
+        sent_time_ms: u64,
+        /// The new signed device list (signed by the new key).
+        list: Vec<u8>,
+        /// The new account identity (to approvers only).
+        account: Option<AccountSecret>,
     },
     /// The sending device could not decrypt an envelope from `device`: send it again.
     RetryRequest {
@@ -206,6 +236,12 @@ impl Payload {
                 }
                 v
             }
+            // Carries a secret: a sender uses [`Payload::account_key_update`], whose memory is
+            // wiped; this copy is for tests and the fuzz target's round trip.
+            Self::AccountKeyUpdate { sent_time_ms, list, account } => {
+                Self::account_key_update(*sent_time_ms, list, account.as_ref().map(|a| a.0.as_slice()))?
+                    .to_vec()
+            }
             Self::RetryRequest { sent_time_ms, device, digest, server_time_ms } => {
                 let mut v = header(V2, KIND_RETRY_REQUEST, *sent_time_ms, 4 + DIGEST_LEN + 8);
                 v.extend_from_slice(&device.to_be_bytes());
@@ -214,6 +250,31 @@ impl Payload {
                 v
             }
         })
+    }
+
+    /// An account key update's encoding (kind 16), in memory wiped on drop.
+    pub(crate) fn account_key_update(
+        sent_time_ms: u64,
+        list: &[u8],
+        account: Option<&[u8]>,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, PayloadError> {
+        let n = u32::try_from(list.len()).map_err(|_| PayloadError::Malformed)?;
+        if list.len() > MAX_UPDATE_LIST || account.is_some_and(|a| a.len() != ACCOUNT_SECRET_LEN) {
+            return Err(PayloadError::Malformed);
+        }
+        let len = HEADER_LEN + 4 + list.len() + 1 + account.map_or(0, <[u8]>::len);
+        let mut v = zeroize::Zeroizing::new(Vec::with_capacity(len));
+        v.extend_from_slice(&header(V2, KIND_ACCOUNT_KEY_UPDATE, sent_time_ms, 0));
+        v.extend_from_slice(&n.to_be_bytes());
+        v.extend_from_slice(list);
+        match account {
+            Some(a) => {
+                v.push(1);
+                v.extend_from_slice(a);
+            }
+            None => v.push(0),
+        }
+        Ok(v)
     }
 
     /// Any version and kind this client reads; anything else is refused.
@@ -254,6 +315,22 @@ impl Payload {
                     message_ids.push(split_id(chunk)?.0);
                 }
                 Ok(Self::Receipt { sent_time_ms, message_ids })
+            }
+            (V2, KIND_ACCOUNT_KEY_UPDATE) => {
+                let (n, rest) = body.split_first_chunk::<4>().ok_or(PayloadError::Malformed)?;
+                let n = usize::try_from(u32::from_be_bytes(*n)).map_err(|_| PayloadError::Malformed)?;
+                if n > MAX_UPDATE_LIST || n > rest.len() {
+                    return Err(PayloadError::Malformed);
+                }
+                let (list, rest) = rest.split_at(n);
+                let account = match rest {
+                    [0] => None,
+                    [1, a @ ..] if a.len() == ACCOUNT_SECRET_LEN => {
+                        Some(AccountSecret(zeroize::Zeroizing::new(a.to_vec())))
+                    }
+                    _ => return Err(PayloadError::Malformed),
+                };
+                Ok(Self::AccountKeyUpdate { sent_time_ms, list: list.to_vec(), account })
             }
             (V2, KIND_RETRY_REQUEST) => {
                 let (d, rest) = body.split_first_chunk::<4>().ok_or(PayloadError::Malformed)?;
@@ -333,6 +410,37 @@ mod tests {
         for p in [text, t, r, q, reset] {
             assert_eq!(Payload::decode(&p.encode().unwrap()), Ok(p));
         }
+    }
+
+    #[test]
+    fn account_key_updates_round_trip_and_bad_ones_are_refused() {
+        let list = vec![7u8; 300];
+        let secret = vec![9u8; ACCOUNT_SECRET_LEN];
+        for account in [None, Some(secret.as_slice())] {
+            let bytes = Payload::account_key_update(5, &list, account).unwrap();
+            let p = Payload::decode(&bytes).unwrap();
+            assert_eq!(
+                p,
+                Payload::AccountKeyUpdate {
+                    sent_time_ms: 5,
+                    list: list.clone(),
+                    account: account.map(|a| AccountSecret(zeroize::Zeroizing::new(a.to_vec()))),
+                }
+            );
+            assert_eq!(p.encode().unwrap(), bytes.to_vec());
+            assert!(!format!("{p:?}").contains("9, 9"), "the key is never printed");
+        }
+        let good = Payload::account_key_update(5, &list, Some(&secret)).unwrap();
+        // Cut short, a wrong key length, a list length past the end, trailing bytes.
+        for bad in [good[..good.len() - 1].to_vec(), [&good[..], &[0]].concat(), {
+            let mut b = good.to_vec();
+            b[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+            b
+        }] {
+            assert_eq!(Payload::decode(&bad), Err(PayloadError::Malformed));
+        }
+        assert!(Payload::account_key_update(5, &vec![0; MAX_UPDATE_LIST + 1], None).is_err());
+        assert!(Payload::account_key_update(5, &list, Some(&[1, 2, 3])).is_err());
     }
 
     #[test]
