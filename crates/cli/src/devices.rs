@@ -120,9 +120,9 @@ async fn link(
     let secret = new_secret("TACIT_PASSPHRASE", false)?;
     let mut progress = Progress::new(json, "history");
     let mut events = |e: LinkEvent| match e {
-        LinkEvent::Code(code) => {
+        LinkEvent::Code { code, fingerprint } => {
             if json {
-                out.raw(json!({"type": "link_code", "link_code": code}));
+                out.raw(json!({"type": "link_code", "link_code": code, "fingerprint": fingerprint}));
             } else {
                 if std::io::stdout().is_terminal()
                     && let Some(qr) = qr_text(&code)
@@ -130,6 +130,9 @@ async fn link(
                     println!("{qr}");
                 }
                 println!("link code: {code}");
+                println!(
+                    "this device's fingerprint: {fingerprint} (the approving device shows it too: compare)"
+                );
                 println!(
                     "On a device of your account that holds the account key, run:\n  tacit device approve {code}\n\
                      (waiting up to 10 minutes)"
@@ -179,7 +182,9 @@ async fn approve(
         ));
     }
     let yes = a.yes;
+    let mut fingerprint = String::new();
     let mut confirm = |d: &NewDevice| {
+        fingerprint.clone_from(&d.fingerprint);
         let label = if d.label.is_empty() { "(no label)".to_owned() } else { terminal_safe(&d.label) };
         if yes {
             if !json {
@@ -202,7 +207,7 @@ async fn approve(
     let d = r?;
     if json {
         out.raw(json!({"type": "device_approved", "id": d.id, "label": d.label, "approver": d.approver,
-            "history": !a.no_history}));
+            "history": !a.no_history, "fingerprint": fingerprint}));
     } else {
         println!(
             "added device {} ({}){}",

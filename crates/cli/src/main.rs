@@ -345,8 +345,17 @@ async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
         Command::History { name } => {
             let mut c = open(&home, &options, cli.json)?;
             out.warnings(c.take_warnings());
+            // Notices (devices added and removed) among the messages, by time.
+            let mut notices = c.notices(&name)?.into_iter().peekable();
             for e in c.history(&name)? {
+                let at = e.server_time_ms.unwrap_or(e.sent_time_ms);
+                while let Some((t, text)) = notices.next_if(|(t, _)| *t <= at) {
+                    out.notice_line(&name, t, &text);
+                }
                 out.history(&e);
+            }
+            for (t, text) in notices {
+                out.notice_line(&name, t, &text);
             }
         }
         Command::SafetyNumber { name, qr } => {

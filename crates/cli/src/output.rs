@@ -142,6 +142,15 @@ impl Out {
         }
     }
 
+    /// A notice in a history (a device added or removed).
+    pub fn notice_line(&self, peer: &str, time_ms: u64, text: &str) {
+        if self.json {
+            self.line(json!({"type": "notice", "peer": peer, "time": rfc3339(time_ms), "text": text}));
+        } else {
+            println!("[{}] notice: {}", rfc3339(time_ms), terminal_safe(text));
+        }
+    }
+
     /// `safety-number`.
     pub fn safety_number(&self, name: &str, number: &str, verified: bool) {
         if self.json {

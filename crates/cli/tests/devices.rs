@@ -29,6 +29,16 @@ fn start_link(
     url: &str,
     label: &str,
 ) -> (std::process::Child, BufReader<std::process::ChildStdout>, String) {
+    let (child, out, code, _) = start_link_fp(home, url, label);
+    (child, out, code)
+}
+
+/// [`start_link`], with the fingerprint the new device shows.
+fn start_link_fp(
+    home: &Path,
+    url: &str,
+    label: &str,
+) -> (std::process::Child, BufReader<std::process::ChildStdout>, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tacit"));
     for k in ["TACIT_PASSPHRASE", "TACIT_HOME", "TACIT_CA_FILE", "TACIT_INSECURE_HTTP"] {
         cmd.env_remove(k);
@@ -41,7 +51,8 @@ fn start_link(
     let v: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first:?}"));
     assert_eq!(v["type"], "link_code", "the first line is the code: {v}");
     let code = v["link_code"].as_str().unwrap().to_owned();
-    (child, out, code)
+    let fingerprint = v["fingerprint"].as_str().unwrap().to_owned();
+    (child, out, code, fingerprint)
 }
 
 /// The rest of a link's JSON lines and its exit code.
@@ -84,11 +95,13 @@ fn device_flow(database: Option<&str>) {
     assert_ne!(code, 0, "{l:?}");
 
     // Link the laptop: the phone approves the code the laptop shows.
-    let (child, out, link_code) = start_link(&laptop, &url, "laptop");
+    let (child, out, link_code, fingerprint) = start_link_fp(&laptop, &url, "laptop");
     let (code, l) = tacit(&phone, &[], &["device", "approve", "--yes", &link_code]);
     assert_eq!(code, 0, "{l:?}");
     let approved = l.iter().find(|l| l["type"] == "device_approved").unwrap();
     assert_eq!((approved["id"].as_u64(), approved["label"].as_str()), (Some(2), Some("laptop")));
+    // The approver shows the fingerprint the new device shows: the user compares them.
+    assert_eq!(approved["fingerprint"].as_str(), Some(fingerprint.as_str()));
     let (code, l) = end_link(child, out);
     assert_eq!(code, 0, "{l:?}");
     assert!(l.iter().any(|l| l["type"] == "linked" && l["account"] == "alice" && l["device"] == 2), "{l:?}");
@@ -127,7 +140,16 @@ fn device_flow(database: Option<&str>) {
 
     // Fan-out: bob's next message reaches both of alice's devices (his client learns of the
     // laptop from the server's 409 and the signed list, without him doing anything).
-    assert_eq!(tacit(&bob, &[], &["send", "alice", "to both"]).0, 0);
+    let (code, l) = tacit(&bob, &[], &["send", "alice", "to both"]);
+    assert_eq!(code, 0, "{l:?}");
+    // bob was told of the new device by the first command that fetched alice's list (the
+    // safety-number above), and his history shows it.
+    assert!(
+        sn_after.iter().any(|l| l["type"] == "warning" && l["message"] == "alice added a device: laptop"),
+        "bob is told of the new device: {sn_after:?}"
+    );
+    let (_, h) = tacit(&bob, &[], &["history", "alice"]);
+    assert!(h.iter().any(|l| l["type"] == "notice" && l["text"] == "alice added a device: laptop"), "{h:?}");
     assert_eq!(receive_n(&phone, 1), ["to both"]);
     assert_eq!(receive_n(&laptop, 1), ["to both"]);
 
@@ -270,5 +292,60 @@ fn revoking_a_device_that_holds_the_account_key_rotates_it() {
     // The phone is now the only device holding the key.
     let (rc, l) = tacit(&phone, &[], &["device", "revoke", "1", "--yes"]);
     assert_eq!(rc, 2, "{l:?}");
+
+    // The tablet (no account key) logs itself out: its data is gone from its home, and the
+    // phone's next device command drops it from the signed list.
+    let (rc, l) = tacit(&tablet, &[], &["device", "revoke", "3", "--yes"]);
+    assert_eq!(rc, 0, "{l:?}");
+    assert_eq!(l.iter().find(|l| l["type"] == "device_revoked").unwrap()["this_device"], true);
+    assert_eq!(tacit(&tablet, &[], &["receive"]).0, 5, "no account here any more");
+    let (rc, l) = tacit(&phone, &[], &["device", "list"]);
+    assert_eq!(rc, 0, "{l:?}");
+    let ids: Vec<u64> =
+        l.iter().filter(|d| d["type"] == "device").map(|d| d["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [1], "{l:?}");
+    assert_eq!(tacit(&bob, &[], &["send", "alice", "phone only"]).0, 0);
+    assert_eq!(receive_n(&phone, 1), ["phone only"]);
+    server.stop();
+}
+
+/// `safety-number --qr` shows the scannable payload; `verify --scan` with the other side's
+/// payload verifies, and a payload that does not match (or is malformed) is exit 4 and
+/// changes nothing.
+#[test]
+fn a_scanned_safety_number_verifies_and_a_wrong_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::on_loopback(&dir.path().join("data"));
+    let url = format!("http://{}", server.addr);
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    assert_eq!(tacit(&alice, &[], &["account", "create", "--server", &url, "--name", "alice"]).0, 0);
+    assert_eq!(tacit(&bob, &[], &["account", "create", "--server", &url, "--name", "bob"]).0, 0);
+    let payload = |home: &Path, name: &str| {
+        let (rc, l) = tacit(home, &[], &["safety-number", name, "--qr"]);
+        assert_eq!(rc, 0, "{l:?}");
+        l.iter().find(|l| l["type"] == "safety_number_payload").unwrap()["payload"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let from_bob = payload(&bob, "alice");
+    let from_alice = payload(&alice, "bob");
+    assert!(from_bob.starts_with("TACIT-SN1-") && from_bob != from_alice);
+    let verified = |home: &Path, name: &str| {
+        let (_, l) = tacit(home, &[], &["safety-number", name]);
+        l.last().unwrap()["verified"].as_bool().unwrap()
+    };
+    // alice's own payload is not bob's; a flipped digit; not a payload at all.
+    let mut flipped = from_bob.clone().into_bytes();
+    let last = flipped.len() - 1;
+    flipped[last] = if flipped[last] == b'0' { b'1' } else { b'0' };
+    for wrong in [from_alice.clone(), String::from_utf8(flipped).unwrap(), "hello".to_owned()] {
+        let (rc, l) = tacit(&alice, &[], &["verify", "bob", "--scan", &wrong]);
+        assert_eq!(rc, 4, "{l:?}");
+        assert!(!verified(&alice, "bob"));
+    }
+    let (rc, l) = tacit(&alice, &[], &["verify", "bob", "--scan", &from_bob]);
+    assert_eq!(rc, 0, "{l:?}");
+    assert!(verified(&alice, "bob"));
     server.stop();
 }

@@ -705,6 +705,13 @@ impl Client {
         Ok(h)
     }
 
+    /// The notices about `name` (its devices added and removed), oldest first, as
+    /// (time in ms since the Unix epoch, text): shown in its history.
+    pub fn notices(&self, name: &str) -> Result<Vec<(u64, String)>> {
+        let name = AccountName::new(name)?;
+        store::notices(self.store.conn(), name.as_str())
+    }
+
     /// Re-encrypts the store under a new passphrase (or a key file for no passphrase).
     pub fn rekey(&mut self, secret: StoreSecret) -> Result<()> {
         let _guard = self.lock_state_blocking()?;

@@ -70,8 +70,14 @@ pub struct DeviceInfo {
 /// What `device link` reports while it works.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkEvent {
-    /// Show this code (and its QR code) to the user; the approver types or scans it.
-    Code(String),
+    /// Show this code (and its QR code) to the user; the approver types or scans it, and
+    /// checks that it shows the same fingerprint.
+    Code {
+        /// The link code.
+        code: String,
+        /// This device's identity fingerprint (the approver shows the one it received).
+        fingerprint: String,
+    },
     /// Linked into `account` as device `device`.
     Linked {
         /// The account.
@@ -181,7 +187,10 @@ impl Client {
             .map(u64::from_be_bytes)
             .unwrap_or(0);
         let slot = pending.slot_id();
-        events(LinkEvent::Code(code));
+        let identity = DeviceIdentity::from_bytes(
+            &store.meta(meta::DEVICE_IDENTITY)?.ok_or(ClientError::Internal("device identity"))?,
+        )?;
+        events(LinkEvent::Code { code, fingerprint: tacit_protocol::device_fingerprint(identity.public()) });
         let answer = loop {
             let left = expires.saturating_sub(now_ms()) / 1000;
             if left == 0 {

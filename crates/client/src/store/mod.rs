@@ -680,6 +680,13 @@ pub(crate) fn set_meta(conn: &Connection, k: &str, v: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The notices about `peer`, oldest first: (time in ms, text).
+pub(crate) fn notices(conn: &Connection, peer: &str) -> Result<Vec<(u64, String)>> {
+    let mut st = conn.prepare("SELECT time_ms, text FROM notices WHERE peer = ?1 ORDER BY id")?;
+    let rows = st.query_map([peer], |r| Ok((u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0), r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
 /// Records a notice about `peer` (a device added or removed) for its history.
 pub(crate) fn add_notice(conn: &Connection, peer: &str, text: &str, time_ms: u64) -> Result<()> {
     conn.execute(
