@@ -448,7 +448,8 @@ mod tests {
         let h = |kind: u8| vec![2, kind, 0, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(Payload::decode(&[3, 1, 0, 0, 0, 0, 0, 0, 0, 0]), Err(PayloadError::Version(3)));
         assert_eq!(Payload::decode(&h(6)), Err(PayloadError::Kind(6)));
-        assert_eq!(Payload::decode(&h(16)), Err(PayloadError::Kind(16)), "left for device sync");
+        assert_eq!(Payload::decode(&h(16)), Err(PayloadError::Malformed), "an account key update needs its body");
+        assert_eq!(Payload::decode(&h(17)), Err(PayloadError::Kind(17)), "left for device sync");
         assert_eq!(Payload::decode(&h(1)), Err(PayloadError::Malformed), "a text needs its id");
         // Receipts: a count of 0, over the bound, or not matching the body.
         let receipt = |count: u16, ids: usize| {
