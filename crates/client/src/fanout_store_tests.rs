@@ -3,10 +3,10 @@
 //! A timing tool, not a check: run it on a quiet machine with
 //! `cargo test -p tacit-client --lib fanout_store -- --ignored --nocapture`.
 //!
-//! Each send does what `send_payload` does in its transaction: for each of N devices
-//! `put_session` + `prune_sessions`, then `raise_state_counter`, commit. The per-device cost
-//! is the statements' time over 100 devices / 100 (the commit, one fsync, is timed apart:
-//! it is per send).
+//! Each send does what `send_payload` does: for each of 100 devices the read of `sendable`,
+//! then in one transaction `put_session` + `prune_sessions`, `raise_state_counter`, commit.
+//! Each statement's time over the 100 devices / 100 is its cost per device; the commit (one
+//! fsync) is per send.
 
 use std::time::Instant;
 
@@ -15,8 +15,10 @@ use crate::store::key::StoreSecret;
 use crate::store::{self, Store};
 
 /// Bytes of a stored session in the steady state (a sending chain and one receiving chain,
-/// no skipped keys): about what `Session::to_bytes` gives.
-const STATE_BYTES: usize = 700;
+/// no skipped keys): what `Session::to_bytes` gives (578 bytes).
+const STATE_BYTES: usize = 580;
+/// Recipient devices of the send.
+const DEVICES: usize = 100;
 /// Sends timed per configuration (the median is reported).
 const ROUNDS: usize = 21;
 
@@ -61,64 +63,64 @@ fn store_with(background: usize, index: bool) -> (tempfile::TempDir, Store) {
     (dir, s)
 }
 
-/// Median times of one send's store work for `n` devices, in µs: the per-device statements
-/// (with `reads`, also the read `sendable` makes: `Store::sessions`), and the commit.
-fn send_us(s: &mut Store, n: usize, generation: &mut u64, reads: bool) -> (f64, f64) {
+/// Median times, in µs, of one send's store work for 100 devices: per device the read of
+/// `sendable` (`Store::sessions`), `put_session` and `prune_sessions` (as `send_payload`
+/// does them), and the commit of the transaction (per send).
+fn send_us(s: &mut Store, generation: &mut u64) -> [f64; 4] {
     let state = vec![0x5b; STATE_BYTES];
-    let mut work = Vec::with_capacity(ROUNDS);
-    let mut commit = Vec::with_capacity(ROUNDS);
+    let mut t = [(); 4].map(|()| Vec::with_capacity(ROUNDS));
     for _ in 0..ROUNDS {
         *generation += 1;
-        let t = Instant::now();
-        if reads {
-            for d in 1..=n {
-                assert_eq!(s.sessions("r", d as u32).unwrap().len(), 1);
-            }
+        let start = Instant::now();
+        for d in 1..=DEVICES {
+            assert_eq!(s.sessions("r", d as u32).unwrap().len(), 1);
         }
+        t[0].push(start.elapsed());
         let tx = s.tx().unwrap();
-        for d in 1..=n {
+        let start = Instant::now();
+        for d in 1..=DEVICES {
             store::put_session(&tx, "r", d as u32, &key(0, d), &state, *generation, false).unwrap();
+        }
+        t[1].push(start.elapsed());
+        let start = Instant::now();
+        for d in 1..=DEVICES {
             assert!(store::prune_sessions(&tx, "r", d as u32, SESSIONS_PER_DEVICE).unwrap().is_empty());
         }
+        t[2].push(start.elapsed());
         store::raise_state_counter(&tx).unwrap();
-        work.push(t.elapsed().as_secs_f64() * 1e6);
-        let t = Instant::now();
+        let start = Instant::now();
         tx.commit().unwrap();
-        commit.push(t.elapsed().as_secs_f64() * 1e6);
+        t[3].push(start.elapsed());
     }
-    work.sort_by(f64::total_cmp);
-    commit.sort_by(f64::total_cmp);
-    (work[ROUNDS / 2], commit[ROUNDS / 2])
+    t.map(|mut v| {
+        v.sort();
+        v[ROUNDS / 2].as_secs_f64() * 1e6
+    })
 }
 
 #[test]
 #[ignore = "timing tool: run with --ignored --nocapture on a quiet machine"]
 fn fanout_store_cost_per_device() {
     println!(
-        "| sessions of other peers | index on created_seq | with the reads | statements, 1 device | 10 | 100 \
-         | per device (100) | commit (100) |"
+        "| sessions of other peers | index on created_seq | per device: read | put_session | prune_sessions \
+         | commit of a send to {DEVICES} devices |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for background in [0, 2_000, 10_000] {
         for index in [false, true] {
-            for reads in [false, true] {
-                let (_dir, mut s) = store_with(background, index);
-                let mut generation = 1;
-                // Warm the page cache and the WAL.
-                send_us(&mut s, 100, &mut generation, reads);
-                let t: Vec<(f64, f64)> =
-                    [1, 10, 100].iter().map(|&n| send_us(&mut s, n, &mut generation, reads)).collect();
-                println!(
-                    "| {background} | {} | {} | {:.0} µs | {:.0} µs | {:.0} µs | {:.1} µs | {:.0} µs |",
-                    if index { "yes" } else { "no" },
-                    if reads { "yes" } else { "no" },
-                    t[0].0,
-                    t[1].0,
-                    t[2].0,
-                    t[2].0 / 100.0,
-                    t[2].1
-                );
-            }
+            let (_dir, mut s) = store_with(background, index);
+            let mut generation = 1;
+            // Warm the page cache and the WAL.
+            send_us(&mut s, &mut generation);
+            let [read, put, prune, commit] = send_us(&mut s, &mut generation);
+            let n = DEVICES as f64;
+            println!(
+                "| {background} | {} | {:.1} µs | {:.1} µs | {:.1} µs | {commit:.0} µs |",
+                if index { "yes" } else { "no" },
+                read / n,
+                put / n,
+                prune / n,
+            );
         }
     }
 }
