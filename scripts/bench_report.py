@@ -178,6 +178,16 @@ def fanout_section(w, proto):
         fails += not ok
         w(f"| {n} | {t / 1000:.2f} µs | {ratio:.2f}x | <= {FANOUT_TARGET}x | {'yes' if ok else '**no**'} |")
     w(f"| single-device encrypt | {single / 1000:.2f} µs | 1x | | |")
+    try:
+        one = median_ns("device_list_verify", "devices/1")
+        full = median_ns("device_list_verify", "devices/32")
+    except OSError:
+        return fails
+    per_device = (full - one) / 31
+    w("")
+    w("Beside the encryption, a send checks the recipient's device list (`DeviceList::verify`, group")
+    w(f"`device_list_verify`): {us(one)} for a list of 1 device, {us(full)} for 32, so {us(per_device)} per")
+    w(f"device ({per_device / single:.0f}x the single encrypt) each time a list is verified.")
     return fails
 
 
