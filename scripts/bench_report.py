@@ -188,6 +188,12 @@ def fanout_section(w, proto):
     w("Beside the encryption, a send checks the recipient's device list (`DeviceList::verify`, group")
     w(f"`device_list_verify`): {us(one)} for a list of 1 device, {us(full)} for 32, so {us(per_device)} per")
     w(f"device ({per_device / single:.0f}x the single encrypt) each time a list is verified.")
+    try:
+        load = median_ns("session_load", "from_bytes")
+    except OSError:
+        return fails
+    w(f"Loading a device's session from the store (`Session::from_bytes`, group `session_load`) takes {us(load)}")
+    w(f"({load / single:.0f}x the single encrypt): it parses the remote device's Ed25519 key.")
     return fails
 
 

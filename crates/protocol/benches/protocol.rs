@@ -404,5 +404,28 @@ fn device_list_verify(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ratchet, ping_pong, session_setup, primitives, fanout, device_list_verify);
+/// Issue 9, for comparison with `fanout`: the client loads each recipient device's session
+/// from its store before encrypting (`Session::from_bytes`, which parses the remote
+/// device's Ed25519 key: a point decompression).
+fn session_load(c: &mut Criterion) {
+    let mut g = c.benchmark_group("session_load");
+    let mut rng = ChaCha20Rng::from_rng(OsRng).unwrap();
+    let alice = DeviceIdentity::generate(&mut rng).unwrap();
+    let stored = sending_session(&mut rng, &alice, 0).to_bytes();
+    g.bench_function("from_bytes", |b| {
+        b.iter(|| black_box(Session::from_bytes(black_box(&stored)).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    ratchet,
+    ping_pong,
+    session_setup,
+    primitives,
+    fanout,
+    device_list_verify,
+    session_load
+);
 criterion_main!(benches);
