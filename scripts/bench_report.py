@@ -192,6 +192,7 @@ def fanout_section(w, proto):
         load = median_ns("session_load", "from_bytes")
     except OSError:
         return fails
+    w("")
     w(f"Loading a device's session from the store (`Session::from_bytes`, group `session_load`) takes {us(load)}")
     w(f"({load / single:.0f}x the single encrypt): it parses the remote device's Ed25519 key.")
     return fails
