@@ -146,6 +146,58 @@ def relay_section(w, previous, previous_redis=None):
     return fails
 
 
+FANOUT = (1, 10, 100)
+FANOUT_TARGET = 1.2
+
+
+def fanout_section(w, proto):
+    """Issue 9: time per recipient device of one message sent to N devices, against the
+    single-device encrypt (criterion group `fanout`, same run); returns missed targets."""
+    w("")
+    w("## Fan-out (issue 9)")
+    w("")
+    try:
+        single = median_ns("fanout", "single")
+        per = [(n, median_ns("fanout", f"devices/{n}") / n) for n in FANOUT]
+    except OSError:
+        w("Not measured in this run (criterion group `fanout` of `benches/protocol.rs`).")
+        return 1
+    w(measured(proto))
+    w("")
+    w("One 100-byte text sent to N devices over established sessions (each in the steady ratchet")
+    w("state, each with a different device): per device, what the client does: `Session::encrypt`,")
+    w("the wire message's bytes and `Session::to_bytes` of the advanced session (what it stores for")
+    w("the device). The single-device encrypt is the same on one session, measured on its own.")
+    w("")
+    w("| N | time per device | ratio to the single encrypt | target | met |")
+    w("|---|---|---|---|---|")
+    fails = 0
+    for n, t in per:
+        ratio = t / single
+        ok = ratio <= FANOUT_TARGET
+        fails += not ok
+        w(f"| {n} | {t / 1000:.2f} µs | {ratio:.2f}x | <= {FANOUT_TARGET}x | {'yes' if ok else '**no**'} |")
+    w(f"| single-device encrypt | {single / 1000:.2f} µs | 1x | | |")
+    try:
+        one = median_ns("device_list_verify", "devices/1")
+        full = median_ns("device_list_verify", "devices/32")
+    except OSError:
+        return fails
+    per_device = (full - one) / 31
+    w("")
+    w("Beside the encryption, a send checks the recipient's device list (`DeviceList::verify`, group")
+    w(f"`device_list_verify`): {us(one)} for a list of 1 device, {us(full)} for 32, so {us(per_device)} per")
+    w(f"device ({per_device / single:.0f}x the single encrypt) each time a list is verified.")
+    try:
+        load = median_ns("session_load", "from_bytes")
+    except OSError:
+        return fails
+    w("")
+    w(f"Loading a device's session from the store (`Session::from_bytes`, group `session_load`) takes {us(load)}")
+    w(f"({load / single:.0f}x the single encrypt): it parses the remote device's Ed25519 key.")
+    return fails
+
+
 HISTORY = os.path.join(os.path.dirname(__file__), "..", "target", "bench-history.json")
 
 
@@ -352,6 +404,7 @@ def main():
     w("")
     w("Ed25519: Tacit verifies with AWS-LC after validating keys once at parse time with")
     w("`ed25519-dalek`; `ed25519_verify_strict_*` shows ed25519-dalek's `verify_strict` for comparison.")
+    fails += fanout_section(w, proto)
     fails += history_section(w)
     fails += relay_section(w, previous, previous_redis)
     print("\n".join(out))

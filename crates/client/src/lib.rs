@@ -32,6 +32,8 @@ mod client;
 mod contacts;
 mod devices;
 mod error;
+#[cfg(test)]
+mod fanout_store_tests;
 mod generations;
 mod history_transfer;
 mod home_lock;

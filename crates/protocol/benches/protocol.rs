@@ -5,7 +5,10 @@
 //! envelope), `ping_pong` (A→B, B→A, A→B, B→A: a DH ratchet step every turn),
 //! `session_setup` (bundle decoded and its signatures checked → key agreement → first
 //! message → processed by the receiver), and `primitive/*` (the operations the setup is
-//! made of, for the "within 1.3x of its primitives" check).
+//! made of, for the "within 1.3x of its primitives" check), and `fanout` (issue 9: what a
+//! client does per recipient device when it sends one message to N devices: encrypt,
+//! encode the wire message, serialise the advanced session for the store; `fanout/single`
+//! is the single-device baseline, `fanout/devices/N` the whole fan-out to N devices).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::hint::black_box;
@@ -13,13 +16,18 @@ use std::hint::black_box;
 use aws_lc_rs::aead::{AES_256_GCM_SIV, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::agreement::{self, UnparsedPublicKey, X25519};
 use aws_lc_rs::kem::{DecapsulationKey, ML_KEM_1024};
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{OsRng, RngCore, SeedableRng};
 use tacit_protocol::*;
 use vodozemac::olm::{Account, OlmMessage, Session as OlmSession, SessionConfig};
 
 const MSG: [u8; 100] = [0x61; 100];
+/// A realistic 100-byte text for the fan-out measurements.
+const TEXT: &[u8; 100] =
+    b"Running late, the train stopped at Lyon for twenty minutes. Start without me, I'll bring the slides.";
+/// Recipient device counts of the fan-out measurement.
+const FANOUT: [usize; 3] = [1, 10, 100];
 
 struct Pair {
     a: Session,
@@ -38,42 +46,61 @@ struct Setup {
     bundle_bytes: Vec<u8>,
 }
 
-fn setup(rng: &mut ChaCha20Rng) -> Setup {
-    let alice = DeviceIdentity::generate(rng).unwrap();
-    let bob = DeviceIdentity::generate(rng).unwrap();
-    let mut bob_prekeys = DevicePrekeys::new();
-    let mut plan = bob_prekeys.plan(UnixTime(0), &PrekeyPolicy::default(), 0, 0);
+/// A device at `address` with its identity, prekeys and published bundle.
+fn responder(rng: &mut ChaCha20Rng, address: DeviceAddress) -> (DeviceIdentity, DevicePrekeys, Vec<u8>) {
+    let id = DeviceIdentity::generate(rng).unwrap();
+    let mut prekeys = DevicePrekeys::new();
+    let mut plan = prekeys.plan(UnixTime(0), &PrekeyPolicy::default(), 0, 0);
     plan.new_one_time = 2;
     plan.new_kem_one_time = 2;
-    bob_prekeys.execute(rng, &bob, UnixTime(0), &plan).unwrap();
-    let bundle_bytes = bob_prekeys.bundle(addr("bob"), &bob).unwrap().to_bytes();
+    prekeys.execute(rng, &id, UnixTime(0), &plan).unwrap();
+    let bundle_bytes = prekeys.bundle(address, &id).unwrap().to_bytes();
+    (id, prekeys, bundle_bytes)
+}
+
+fn setup(rng: &mut ChaCha20Rng) -> Setup {
+    let alice = DeviceIdentity::generate(rng).unwrap();
+    let (bob, bob_prekeys, bundle_bytes) = responder(rng, addr("bob"));
     Setup { alice, bob, bob_prekeys, bundle_bytes }
+}
+
+/// PQXDH from `alice` to the device `to` (its bundle), the first message, and an answer
+/// processed by `alice`: both sides past the pending state.
+fn establish(
+    rng: &mut ChaCha20Rng,
+    alice: &DeviceIdentity,
+    from: DeviceAddress,
+    to: DeviceAddress,
+) -> (Session, Session) {
+    let (bob, mut bob_prekeys, bundle_bytes) = responder(rng, to.clone());
+    let bundle = PrekeyBundle::from_bytes(&bundle_bytes).unwrap();
+    let mut a = Session::initiate(
+        rng,
+        alice,
+        from.clone(),
+        &bundle,
+        &VerifiedDevice::dangerous_assume_verified(bundle.address.clone(), bob.public().clone()),
+        UnixTime(0),
+    )
+    .unwrap();
+    let Message::Prekey(m) = a.encrypt(rng, &MSG).unwrap() else { panic!() };
+    let (mut b, _) = Session::accept(
+        &bob,
+        to,
+        &mut bob_prekeys,
+        &VerifiedDevice::dangerous_assume_verified(from, alice.public().clone()),
+        &m,
+    )
+    .unwrap();
+    let reply = b.encrypt(rng, &MSG).unwrap();
+    a.decrypt(&reply).unwrap();
+    (a, b)
 }
 
 fn tacit_pair() -> Pair {
     let mut rng = ChaCha20Rng::from_rng(OsRng).unwrap();
-    let mut s = setup(&mut rng);
-    let bundle = PrekeyBundle::from_bytes(&s.bundle_bytes).unwrap();
-    let mut a = Session::initiate(
-        &mut rng,
-        &s.alice,
-        addr("alice"),
-        &bundle,
-        &VerifiedDevice::dangerous_assume_verified(bundle.address.clone(), s.bob.public().clone()),
-        UnixTime(0),
-    )
-    .unwrap();
-    let Message::Prekey(m) = a.encrypt(&mut rng, &MSG).unwrap() else { panic!() };
-    let (mut b, _) = Session::accept(
-        &s.bob,
-        addr("bob"),
-        &mut s.bob_prekeys,
-        &VerifiedDevice::dangerous_assume_verified(addr("alice"), s.alice.public().clone()),
-        &m,
-    )
-    .unwrap();
-    let reply = b.encrypt(&mut rng, &MSG).unwrap();
-    a.decrypt(&reply).unwrap();
+    let alice = DeviceIdentity::generate(&mut rng).unwrap();
+    let (a, b) = establish(&mut rng, &alice, addr("alice"), addr("bob"));
     Pair { a, b, rng }
 }
 
@@ -280,5 +307,125 @@ fn primitives(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ratchet, ping_pong, session_setup, primitives);
+/// Recipient device `i` of a fan-out: a device of another account every 32 devices (an
+/// account has at most `MAX_DEVICES`), so the N sessions are with N distinct devices.
+fn recipient(i: usize) -> DeviceAddress {
+    DeviceAddress {
+        account: AccountName::new(&format!("peer{}", i / MAX_DEVICES)).unwrap(),
+        device: DeviceId::new(u32::try_from(i % MAX_DEVICES + 1).unwrap()).unwrap(),
+    }
+}
+
+/// `alice`'s session with recipient `i` in the steady sending state: established (PQXDH,
+/// first message, answer) and one message sent since, so the DH ratchet step that the first
+/// send after an answer makes is behind it and every further send is a chain step.
+fn sending_session(rng: &mut ChaCha20Rng, alice: &DeviceIdentity, i: usize) -> Session {
+    let (mut a, _) = establish(rng, alice, addr("alice"), recipient(i));
+    a.encrypt(rng, TEXT).unwrap();
+    a
+}
+
+/// What the client does for one recipient device: encrypt, encode the envelope content,
+/// serialise the advanced session (what it stores for the device).
+fn send_to(rng: &mut ChaCha20Rng, s: &mut Session) -> (Vec<u8>, zeroize::Zeroizing<Vec<u8>>) {
+    let wire = s.encrypt(rng, black_box(TEXT)).unwrap().to_bytes();
+    (wire, s.to_bytes())
+}
+
+/// Issue 9: one message to N devices over established sessions, against one encrypt on one
+/// session. Sending only steps each sending chain: no state grows across iterations (checked
+/// below: the stored session keeps its size after many sends).
+fn fanout(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fanout");
+    let mut rng = ChaCha20Rng::from_rng(OsRng).unwrap();
+    let alice = DeviceIdentity::generate(&mut rng).unwrap();
+
+    let mut probe = sending_session(&mut rng, &alice, 0);
+    let size = probe.to_bytes().len();
+    for _ in 0..10_000 {
+        send_to(&mut rng, &mut probe);
+    }
+    assert_eq!(probe.to_bytes().len(), size, "a send grew the session state");
+
+    let mut single = sending_session(&mut rng, &alice, 0);
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("single", |b| b.iter(|| black_box(send_to(&mut rng, &mut single))));
+    for n in FANOUT {
+        let mut sessions: Vec<Session> = (0..n).map(|i| sending_session(&mut rng, &alice, i)).collect();
+        let mut seen: Vec<[u8; 32]> = sessions.iter().map(|s| *s.base_key().as_bytes()).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), n, "the fan-out sessions are not distinct");
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(BenchmarkId::new("devices", n), |b| {
+            b.iter(|| {
+                let mut out = Vec::with_capacity(n);
+                for s in &mut sessions {
+                    out.push(send_to(&mut rng, s));
+                }
+                black_box(out)
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Issue 9, for comparison with `fanout`: the client checks the recipient's device list on
+/// every send (`DeviceList::verify` of the fetched list against the stored one: the account
+/// signature, then each device's binding signature), so each device also costs a binding
+/// check there. `devices/N`: a list of N devices.
+fn device_list_verify(c: &mut Criterion) {
+    let mut g = c.benchmark_group("device_list_verify");
+    let mut rng = ChaCha20Rng::from_rng(OsRng).unwrap();
+    let account = AccountIdentity::generate(&mut rng).unwrap();
+    let name = AccountName::new("peer0").unwrap();
+    for n in [1, MAX_DEVICES] {
+        let devices: Vec<DeviceEntry> = (0..n)
+            .map(|i| DeviceEntry {
+                approver: i == 0,
+                ..DeviceEntry::new(
+                    recipient(i).device,
+                    DeviceIdentity::generate(&mut rng).unwrap().public().clone(),
+                )
+            })
+            .collect();
+        let previous = DeviceList::sign(&account, name.clone(), 1, devices.clone()).unwrap();
+        let bytes = DeviceList::sign(&account, name.clone(), 2, devices).unwrap().to_bytes();
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(BenchmarkId::new("devices", n), |b| {
+            b.iter(|| {
+                black_box(
+                    DeviceList::verify(black_box(&bytes), &name, Some(&account.public()), Some(&previous))
+                        .unwrap(),
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Issue 9, for comparison with `fanout`: the client loads each recipient device's session
+/// from its store before encrypting (`Session::from_bytes`, which parses the remote
+/// device's Ed25519 key: a point decompression).
+fn session_load(c: &mut Criterion) {
+    let mut g = c.benchmark_group("session_load");
+    let mut rng = ChaCha20Rng::from_rng(OsRng).unwrap();
+    let alice = DeviceIdentity::generate(&mut rng).unwrap();
+    let stored = sending_session(&mut rng, &alice, 0).to_bytes();
+    g.bench_function("from_bytes", |b| {
+        b.iter(|| black_box(Session::from_bytes(black_box(&stored)).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    ratchet,
+    ping_pong,
+    session_setup,
+    primitives,
+    fanout,
+    device_list_verify,
+    session_load
+);
 criterion_main!(benches);
