@@ -293,12 +293,21 @@ fn revoking_a_device_that_holds_the_account_key_rotates_it() {
     let (rc, l) = tacit(&phone, &[], &["device", "revoke", "1", "--yes"]);
     assert_eq!(rc, 2, "{l:?}");
 
-    // The tablet (no account key) logs itself out: its data is gone from its home, and the
-    // phone's next device command drops it from the signed list.
+    // The tablet (no account key) logs itself out: its data is gone from its home, the server
+    // takes nothing more for it, and the phone is told; it stays in the signed list until an
+    // approver revokes it (the server's word alone removes nothing).
     let (rc, l) = tacit(&tablet, &[], &["device", "revoke", "3", "--yes"]);
     assert_eq!(rc, 0, "{l:?}");
     assert_eq!(l.iter().find(|l| l["type"] == "device_revoked").unwrap()["this_device"], true);
     assert_eq!(tacit(&tablet, &[], &["receive"]).0, 5, "no account here any more");
+    let (rc, l) = tacit(&phone, &[], &["device", "list"]);
+    assert_eq!(rc, 0, "{l:?}");
+    assert_eq!(l.iter().filter(|d| d["type"] == "device").count(), 2, "{l:?}");
+    assert!(warnings(&l).iter().any(|w| w.contains("device 3 (tablet) logged itself out")), "{l:?}");
+    assert_eq!(tacit(&bob, &[], &["send", "alice", "while listed"]).0, 0);
+    assert_eq!(receive_n(&phone, 1), ["while listed"]);
+    let (rc, l) = tacit(&phone, &[], &["device", "revoke", "3", "--yes"]);
+    assert_eq!(rc, 0, "{l:?}");
     let (rc, l) = tacit(&phone, &[], &["device", "list"]);
     assert_eq!(rc, 0, "{l:?}");
     let ids: Vec<u64> =

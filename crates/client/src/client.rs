@@ -32,6 +32,8 @@ pub(crate) mod meta {
     pub(crate) const ACCOUNT_KEY: &str = "account_key";
     /// A new account identity made for a rotation, kept until the list it signs is published.
     pub(crate) const PENDING_ACCOUNT_IDENTITY: &str = "pending_account_identity";
+    /// Set while the other devices are still to be sent an account key update.
+    pub(crate) const KEY_UPDATE_PENDING: &str = "account_key_update_pending";
     pub(crate) const DEVICE_IDENTITY: &str = "device_identity";
     pub(crate) const DEVICE_LIST: &str = "device_list";
     pub(crate) const PREKEYS: &str = "prekeys";
@@ -84,6 +86,10 @@ pub struct Client {
     /// Device lists fetched in this receive for envelopes the stored ones could not decrypt
     /// (sender, claimed identity): see `Client::current_device`.
     pub(crate) list_fetches: HashSet<(String, Option<[u8; 32]>)>,
+    /// Device lists this client verified, by name with the exact bytes: a stored list is
+    /// verified once per process, not at every send (each device's binding signature costs
+    /// about 33 µs; `contacts.rs`).
+    pub(crate) verified_lists: std::sync::Mutex<std::collections::HashMap<String, (Vec<u8>, DeviceList)>>,
     /// The home folder's lock, held around every read-modify-write of protocol state, so
     /// several processes can use one home (`home_lock.rs`).
     pub(crate) lock: HomeLock,
@@ -362,6 +368,7 @@ impl Client {
             me,
             warnings,
             list_fetches: HashSet::new(),
+            verified_lists: std::sync::Mutex::new(std::collections::HashMap::new()),
             db_file: file_identity(&store_home.join(DB_FILE)),
             lock,
             restore_checked: false,
@@ -614,7 +621,12 @@ impl Client {
             self.restore_checked = true;
         }
         self.maintain_prekeys().await?;
-        self.send_pending_resets().await
+        self.send_pending_resets().await?;
+        // A rotation whose account key update did not reach the other devices yet.
+        if let Err(e) = self.send_key_update_if_pending().await {
+            self.warnings.push(format!("your other devices could not be told the new account key yet: {e}"));
+        }
+        Ok(())
     }
 
     /// Refills one-time prekeys and rotates the signed and last-resort prekeys as

@@ -35,10 +35,32 @@ impl Client {
     /// The stored, accepted device list of `name` (verified again from the store).
     pub(crate) fn stored_list(&self, name: &AccountName) -> Result<Option<(ContactRow, DeviceList)>> {
         let Some(c) = self.store.contact(name.as_str())? else { return Ok(None) };
+        if let Some(list) = self.verified_list(name, &c.device_list)
+            && list.account_key().as_bytes() == &c.account_key
+        {
+            return Ok(Some((c, list)));
+        }
         let key = key_from(&c.account_key)?;
         let list = DeviceList::verify(&c.device_list, name, Some(&key), None)
             .map_err(|e| Self::list_error(name, e))?;
+        self.remember_list(name, &c.device_list, &list);
         Ok(Some((c, list)))
+    }
+
+    /// A list this client already verified from exactly `bytes`.
+    fn verified_list(&self, name: &AccountName, bytes: &[u8]) -> Option<DeviceList> {
+        let cache = self.verified_lists.lock().ok()?;
+        cache.get(name.as_str()).filter(|(b, _)| b.as_slice() == bytes).map(|(_, l)| l.clone())
+    }
+
+    fn remember_list(&self, name: &AccountName, bytes: &[u8], list: &DeviceList) {
+        if let Ok(mut cache) = self.verified_lists.lock() {
+            // Bounded: one entry per contact this process touched, at most a few thousand.
+            if cache.len() >= 4096 {
+                cache.clear();
+            }
+            cache.insert(name.to_string(), (bytes.to_vec(), list.clone()));
+        }
     }
 
     /// Fetches `name`'s device list and accepts it under the contact rules above.
@@ -65,6 +87,11 @@ impl Client {
             store::put_contact(self.store.conn(), name.as_str(), &row)?;
             return Ok(list);
         };
+        // The list the server sends is the one accepted already (the common case: every
+        // send fetches it): nothing to verify or store again.
+        if bytes == c.device_list && c.pending.is_none() {
+            return Ok(previous);
+        }
         let pinned = key_from(&c.account_key)?;
         match DeviceList::verify(&bytes, name, Some(&pinned), Some(&previous)) {
             Ok(list) => {

@@ -38,6 +38,10 @@ use crate::rng::OsRng;
 use crate::store::key::StoreSecret;
 use crate::store::{self, ContactRow, Store};
 
+/// An offer with less time left than this is refused by `device approve`: publishing, the
+/// history upload and the answer must fit in what is left.
+const MIN_OFFER_SECS_LEFT: u64 = 60;
+
 /// Meta keys of a device that is waiting to be linked.
 mod link_meta {
     /// The pending link (ephemeral secrets; `PendingLink::to_bytes`).
@@ -323,6 +327,11 @@ impl Client {
 
     /// Reads a link code and the waiting device's offer: what the user must confirm.
     pub async fn link_offer(&mut self, code: &str) -> Result<(LinkSecret, VerifiedOffer)> {
+        self.link_offer_lifetime(code).await.map(|(s, o, _)| (s, o))
+    }
+
+    /// [`Self::link_offer`], with the seconds the offer has left.
+    async fn link_offer_lifetime(&mut self, code: &str) -> Result<(LinkSecret, VerifiedOffer, u64)> {
         if self.me.account.is_none() {
             return Err(ClientError::NotApprover);
         }
@@ -335,8 +344,9 @@ impl Client {
             }
             Err(e) => return Err(e),
         };
+        let left = offer.expires_in_secs;
         let offer = VerifiedOffer::open(&secret, offer.offer.as_slice())?;
-        Ok((secret, offer))
+        Ok((secret, offer, left))
     }
 
     /// Approves the device waiting with `code`: `confirm` is shown its label and fingerprint
@@ -350,8 +360,12 @@ impl Client {
         progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<DeviceInfo> {
         self.online().await?;
-        self.drop_logged_out_devices().await?;
-        let (secret, offer) = self.link_offer(code).await?;
+        let (secret, offer, left) = self.link_offer_lifetime(code).await?;
+        // Too little time left to publish, send the history and answer: the device would be
+        // listed and never provisioned.
+        if left < MIN_OFFER_SECS_LEFT {
+            return Err(ClientError::LinkExpired);
+        }
         let shown = NewDevice { label: offer.label().to_owned(), fingerprint: offer.fingerprint() };
         if !confirm(&shown) {
             return Err(ClientError::Cancelled);
@@ -360,35 +374,45 @@ impl Client {
         let (list, entry) = {
             let _guard = self.lock_state().await?;
             let current = self.own_list().await?;
-            let status = self.api.device_status().await?;
-            let top = current
-                .devices()
-                .iter()
-                .map(|d| d.id.get())
-                .chain(status.devices.iter().map(|d| d.device))
-                .chain([status.max_device_id])
-                .max()
-                .unwrap_or(0);
-            let id = top.checked_add(1).and_then(DeviceId::new).ok_or(ClientError::Internal("device id"))?;
-            let entry = DeviceEntry {
-                id,
-                identity: offer.device().clone(),
-                approver: options.approver,
-                added_ms: now_ms(),
-                label: offer.label().to_owned(),
-            };
-            let mut devices = current.devices().to_vec();
-            devices.push(entry.clone());
-            let list = DeviceList::sign(&account, self.me.name.clone(), current.version() + 1, devices)
-                .map_err(|source| ClientError::DeviceList { name: self.me.name.to_string(), source })?;
-            let prekeys = api::PrekeyUploadRequest {
-                signed_prekey: Some(api::Bytes(offer.signed_prekey().to_bytes())),
-                last_resort: Some(api::Bytes(offer.last_resort_prekey().to_bytes())),
-                ..Default::default()
-            };
-            self.publish_own_list(&list, None, vec![api::NewDevicePrekeys { device: id.get(), prekeys }])
-                .await?;
-            (list, entry)
+            // Approved already (a re-run after the answer failed): the same entry, answered
+            // again, rather than the same device listed twice.
+            if let Some(e) = current.devices().iter().find(|d| d.identity == *offer.device()) {
+                (current.clone(), e.clone())
+            } else {
+                let status = self.api.device_status().await?;
+                let top = current
+                    .devices()
+                    .iter()
+                    .map(|d| d.id.get())
+                    .chain(status.devices.iter().map(|d| d.device))
+                    .chain([status.max_device_id])
+                    .max()
+                    .unwrap_or(0);
+                let id =
+                    top.checked_add(1).and_then(DeviceId::new).ok_or(ClientError::Internal("device id"))?;
+                let entry = DeviceEntry {
+                    id,
+                    identity: offer.device().clone(),
+                    approver: options.approver,
+                    added_ms: now_ms(),
+                    label: offer.label().to_owned(),
+                };
+                let mut devices = current.devices().to_vec();
+                devices.push(entry.clone());
+                let list = DeviceList::sign(&account, self.me.name.clone(), current.version() + 1, devices)
+                    .map_err(|source| ClientError::DeviceList {
+                    name: self.me.name.to_string(),
+                    source,
+                })?;
+                let prekeys = api::PrekeyUploadRequest {
+                    signed_prekey: Some(api::Bytes(offer.signed_prekey().to_bytes())),
+                    last_resort: Some(api::Bytes(offer.last_resort_prekey().to_bytes())),
+                    ..Default::default()
+                };
+                self.publish_own_list(&list, None, vec![api::NewDevicePrekeys { device: id.get(), prekeys }])
+                    .await?;
+                (list, entry)
+            }
         };
         // Published first: whatever is sent from now on reaches the new device directly, and
         // the archive holds everything before.
@@ -408,8 +432,18 @@ impl Client {
             .await
         {
             Ok(()) => {}
-            Err(ClientError::Server { code: Some(api::ErrorCode::AlreadyUsed), .. }) => {
-                return Err(ClientError::LinkUsed);
+            // The slot is gone or answered by someone else: the device will never be provisioned
+            // by this answer, so it leaves the list again (a listed device nobody reads would
+            // take every contact's messages into a mailbox that only fills).
+            Err(
+                e @ (ClientError::NotFound(_)
+                | ClientError::Server { code: Some(api::ErrorCode::AlreadyUsed), .. }),
+            ) => {
+                let _ = self.unlist(entry.id).await;
+                return Err(match e {
+                    ClientError::NotFound(_) => ClientError::LinkExpired,
+                    _ => ClientError::LinkUsed,
+                });
             }
             Err(e) => return Err(e),
         }
@@ -427,10 +461,7 @@ impl Client {
     /// and the last accepted own list (no rollback); stored as accepted.
     pub(crate) async fn own_list(&mut self) -> Result<DeviceList> {
         let bytes = self.api.device_list(self.me.name.as_str()).await?;
-        let previous = match self.store.meta(meta::DEVICE_LIST)? {
-            Some(b) => DeviceList::verify(&b, &self.me.name, Some(&self.me.account_key), None).ok(),
-            None => None,
-        };
+        let previous = self.accepted_own_list()?;
         let list =
             match DeviceList::verify(&bytes, &self.me.name, Some(&self.me.account_key), previous.as_ref()) {
                 Ok(list) => list,
@@ -468,8 +499,44 @@ impl Client {
         Ok(list)
     }
 
-    /// Stores `list` as the own account's accepted list (meta and the own contact row).
+    /// The newest own list this device accepted: the own contact row (advanced by sends to
+    /// the own account) or the one recorded with this device's own changes, whichever is
+    /// newer; a stored one that no longer verifies is an error, not a missing baseline.
+    pub(crate) fn accepted_own_list(&self) -> Result<Option<DeviceList>> {
+        let err = |source| ClientError::DeviceList { name: self.me.name.to_string(), source };
+        let meta_list = match self.store.meta(meta::DEVICE_LIST)? {
+            Some(b) => {
+                Some(DeviceList::verify(&b, &self.me.name, Some(&self.me.account_key), None).map_err(err)?)
+            }
+            None => None,
+        };
+        let row_list = match self.store.contact(self.me.name.as_str())? {
+            Some(c) if c.account_key == *self.me.account_key.as_bytes() => Some(
+                DeviceList::verify(&c.device_list, &self.me.name, Some(&self.me.account_key), None)
+                    .map_err(err)?,
+            ),
+            _ => None,
+        };
+        Ok(match (meta_list, row_list) {
+            (Some(a), Some(b)) => Some(if b.version() > a.version() { b } else { a }),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// Stores `list` as the own account's accepted list (meta and the own contact row); never
+    /// goes back to an older version than either holds.
     fn accept_own_list(&mut self, list: &DeviceList) -> Result<()> {
+        if list.account_key() == &self.me.account_key
+            && self.accepted_own_list()?.is_some_and(|p| p.version() > list.version())
+        {
+            return Err(ClientError::DeviceList {
+                name: self.me.name.to_string(),
+                source: tacit_protocol::DeviceListError::Rollback {
+                    have: self.accepted_own_list()?.map_or(0, |p| p.version()),
+                    got: list.version(),
+                },
+            });
+        }
         let bytes = list.to_bytes();
         let tx = self.store.tx()?;
         store::set_meta(&tx, meta::DEVICE_LIST, &bytes)?;
@@ -504,10 +571,21 @@ impl Client {
     /// The account's devices, from the current signed list and what the server saw of them.
     pub async fn devices(&mut self) -> Result<Vec<DeviceInfo>> {
         self.online().await?;
-        self.drop_logged_out_devices().await?;
         let _guard = self.lock_state().await?;
         let list = self.own_list().await?;
         let status = self.api.device_status().await?;
+        // The server's word that a device logged out is not proof (a server could say it of
+        // any device): the user is told, and decides with `device revoke`.
+        for d in status.devices.iter().filter(|d| d.logged_out) {
+            if let Some(e) = DeviceId::new(d.device).and_then(|id| list.entry(id)) {
+                let label = if e.label.is_empty() { String::new() } else { format!(" ({})", e.label) };
+                self.warnings.push(format!(
+                    "device {}{label} logged itself out, the server says: run `tacit device revoke {}` from a \
+                     device holding the account key to remove it from your signed list",
+                    d.device, d.device
+                ));
+            }
+        }
         Ok(list
             .devices()
             .iter()
@@ -540,7 +618,6 @@ impl Client {
             self.api.logout_device(id).await?;
             return self.removed_here().map(|()| Revoked { rotated: false, this_device: true });
         };
-        self.drop_logged_out_devices().await?;
         let _guard = self.lock_state().await?;
         let current = self.own_list().await?;
         let target = current
@@ -571,14 +648,34 @@ impl Client {
             let tx = self.store.tx()?;
             store::set_meta(&tx, meta::PENDING_ACCOUNT_IDENTITY, &new_account.to_bytes())?;
             tx.commit()?;
-            self.publish_own_list(&list, Some(rotation.as_bytes().to_vec()), Vec::new()).await?;
+            match self.publish_own_list(&list, Some(rotation.as_bytes().to_vec()), Vec::new()).await {
+                Ok(()) => {}
+                Err(e @ ClientError::Server { code: Some(api::ErrorCode::DeviceListConflict), .. }) => {
+                    // Refused for good: the key made for it is never used.
+                    let tx = self.store.tx()?;
+                    store::delete_meta(&tx, meta::PENDING_ACCOUNT_IDENTITY)?;
+                    tx.commit()?;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
             let tx = self.store.tx()?;
             store::set_meta(&tx, meta::ACCOUNT_IDENTITY, &new_account.to_bytes())?;
             store::delete_meta(&tx, meta::PENDING_ACCOUNT_IDENTITY)?;
+            store::set_meta(&tx, meta::KEY_UPDATE_PENDING, &[1])?;
             tx.commit()?;
             self.me.account = Some(new_account.clone());
             self.me.account_key = new_account.public();
-            self.send_account_key_update(&list, &new_account).await?;
+            drop(_guard);
+            // The other devices must hear of the new key; until they have, every command that
+            // reaches the server tries again (`Client::online`).
+            if let Err(e) = self.send_key_update_if_pending().await {
+                self.warnings.push(format!(
+                    "the account key was replaced, but your other devices could not be told yet ({e}); the next \
+                     command that reaches the server tries again"
+                ));
+            }
+            return Ok(Revoked { rotated, this_device });
         } else {
             let list = DeviceList::sign(&account, self.me.name.clone(), version, devices)
                 .map_err(|source| ClientError::DeviceList { name: self.me.name.to_string(), source })?;
@@ -590,11 +687,43 @@ impl Client {
         Ok(Revoked { rotated, this_device })
     }
 
+    /// Publishes the own list without device `id` (one this device just listed and could not
+    /// provision).
+    async fn unlist(&mut self, id: DeviceId) -> Result<()> {
+        let account = self.me.account.clone().ok_or(ClientError::NotApprover)?;
+        let _guard = self.lock_state().await?;
+        let current = self.own_list().await?;
+        let devices: Vec<DeviceEntry> = current.devices().iter().filter(|d| d.id != id).cloned().collect();
+        if devices.len() == current.devices().len() {
+            return Ok(());
+        }
+        let list = DeviceList::sign(&account, self.me.name.clone(), current.version() + 1, devices)
+            .map_err(|source| ClientError::DeviceList { name: self.me.name.to_string(), source })?;
+        self.publish_own_list(&list, None, Vec::new()).await
+    }
+
     /// This device left the account: remove it from this home.
     fn removed_here(&mut self) -> Result<()> {
         // The open store's files are unlinked; any later call on this client finds its
         // store.db gone and stops (`AccountRemoved`).
         wipe(self.store.home())
+    }
+
+    /// Sends the account key update a rotation left to send (see [`Self::revoke_device`]).
+    pub(crate) async fn send_key_update_if_pending(&mut self) -> Result<()> {
+        if self.store.meta(meta::KEY_UPDATE_PENDING)?.is_none() {
+            return Ok(());
+        }
+        let Some(account) = self.me.account.clone() else { return Ok(()) };
+        let list = {
+            let _guard = self.lock_state().await?;
+            self.own_list().await?
+        };
+        self.send_account_key_update(&list, &account).await?;
+        let tx = self.store.tx()?;
+        store::delete_meta(&tx, meta::KEY_UPDATE_PENDING)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Tells the account's other devices the new account key after a rotation: the new signed
@@ -635,26 +764,6 @@ impl Client {
         ));
         Ok(())
     }
-
-    /// An approver publishes a list without the devices that logged themselves out.
-    pub(crate) async fn drop_logged_out_devices(&mut self) -> Result<()> {
-        let Some(account) = self.me.account.clone() else { return Ok(()) };
-        let status = self.api.device_status().await?;
-        let gone: Vec<u32> = status.devices.iter().filter(|d| d.logged_out).map(|d| d.device).collect();
-        if gone.is_empty() {
-            return Ok(());
-        }
-        let _guard = self.lock_state().await?;
-        let current = self.own_list().await?;
-        let devices: Vec<DeviceEntry> =
-            current.devices().iter().filter(|d| !gone.contains(&d.id.get()) || d.approver).cloned().collect();
-        if devices.len() == current.devices().len() {
-            return Ok(());
-        }
-        let list = DeviceList::sign(&account, self.me.name.clone(), current.version() + 1, devices)
-            .map_err(|source| ClientError::DeviceList { name: self.me.name.to_string(), source })?;
-        self.publish_own_list(&list, None, Vec::new()).await
-    }
 }
 
 /// Checks an account key update from `device` of the own account (`own`) inside the receive
@@ -664,7 +773,7 @@ impl Client {
 /// the list's. Stores the list and key; [`Client::account_key_updated`] then updates memory.
 pub(crate) fn account_key_update(
     tx: &rusqlite::Transaction<'_>,
-    me: (&AccountName, DeviceId),
+    me: (&AccountName, DeviceId, &tacit_protocol::DevicePublic),
     previous: Option<&DeviceList>,
     own: bool,
     device: DeviceId,
@@ -683,7 +792,10 @@ pub(crate) fn account_key_update(
     if previous.is_some_and(|p| p.version() >= list.version()) {
         return Err(refuse("the new device list is not newer than the one this device has"));
     }
-    let Some(mine) = list.entry(me.1) else {
+    if !list.entry(device).is_some_and(|e| e.approver) {
+        return Err(refuse("the sending device does not hold the new account key"));
+    }
+    let Some(mine) = list.entry(me.1).filter(|e| e.identity == *me.2) else {
         return Err(refuse("the new device list does not list this device"));
     };
     let identity = match account {

@@ -244,6 +244,7 @@ impl Client {
         if own {
             self.pin_own_account()?;
         }
+        let mut skip: Vec<u32> = Vec::new();
         for attempt in 0..SEND_ATTEMPTS {
             let list = self.refresh_contact(name).await?;
             if own && list.account_key() != &self.me.account_key {
@@ -265,7 +266,7 @@ impl Client {
             let mut digests = Vec::new();
             for dev in list.verified_devices() {
                 let device = dev.address().device.get();
-                if own && device == self.me.device.get() {
+                if (own && device == self.me.device.get()) || skip.contains(&device) {
                     continue;
                 }
                 let stored = if fresh == Some(device) { None } else { self.sendable(name.as_str(), &dev)? };
@@ -341,7 +342,11 @@ impl Client {
                         store::put_outbox(&tx, name.as_str(), id, payload, &digests, true, now_ms())?;
                     }
                     OutboxMode::Resend(d) => {
-                        store::put_outbox(&tx, name.as_str(), id, payload, &digests, false, now_ms())?;
+                        // The asking device's new envelope carries the message; the others'
+                        // carry nothing (remembered as not kept).
+                        let (mine, others): (Vec<_>, Vec<_>) = digests.iter().partition(|(dev, _)| *dev == d);
+                        store::put_outbox(&tx, name.as_str(), id, payload, &mine, false, now_ms())?;
+                        store::remember_unkept(&tx, name.as_str(), &others, now_ms())?;
                         store::count_resend(&tx, name.as_str(), id, d)?;
                     }
                     OutboxMode::Keep | OutboxMode::None => {}
@@ -373,6 +378,10 @@ impl Client {
                     return Ok(SentMessage { server_time_ms: r.server_time_ms, sent_time_ms, devices });
                 }
                 SendOutcome::Mismatched(m) => {
+                    // A device still in the signed list that the server calls extra logged
+                    // itself out: it takes nothing more, so the next attempt leaves it out (an
+                    // approver removes it from the list). The list is fetched again anyway.
+                    skip.extend(m.extra.iter().copied());
                     last_error =
                         Some(format!("devices changed (missing {:?}, extra {:?})", m.missing, m.extra));
                 }
@@ -490,7 +499,17 @@ impl Client {
                     history: None,
                     outbox: OutboxMode::Resend(*device),
                 };
-                self.send_payload(name, &out).await.map(drop)
+                // Only the device that asked gets the message again: a send covers every
+                // device of the account, and the others (one linked since, say) get nothing.
+                let asked = *device;
+                let text = zeroize::Zeroizing::new(payload.clone());
+                let nothing = Payload::Nothing { sent_time_ms }
+                    .encode()
+                    .map_err(|_| ClientError::Internal("nothing payload"))?;
+                let per_device = move |d: u32| -> zeroize::Zeroizing<Vec<u8>> {
+                    zeroize::Zeroizing::new(if d == asked { text.to_vec() } else { nothing.clone() })
+                };
+                self.send_payload_with(name, &out, Some(&per_device)).await.map(drop)
             }
         }
     }
@@ -919,9 +938,7 @@ impl Client {
         };
         // The own list this device accepted, for an account key update.
         let own_previous = match &payload {
-            Ok(Payload::AccountKeyUpdate { .. }) => self.store.meta(meta::DEVICE_LIST)?.and_then(|b| {
-                tacit_protocol::DeviceList::verify(&b, &self.me.name, Some(&self.me.account_key), None).ok()
-            }),
+            Ok(Payload::AccountKeyUpdate { .. }) => self.accepted_own_list()?,
             _ => None,
         };
         let tx = self.store.tx()?;
@@ -983,7 +1000,7 @@ impl Client {
                     text: entry.text,
                 })
             }
-            Ok(Payload::SessionReset { .. }) => None,
+            Ok(Payload::SessionReset { .. } | Payload::Nothing { .. }) => None,
             Ok(Payload::SentTranscript { peer: to, message_id, sent_time_ms, text }) => {
                 if own {
                     // Another device of this account sent it: stored as sent (once). How many
@@ -1031,7 +1048,7 @@ impl Client {
                 None
             }
             Ok(Payload::AccountKeyUpdate { list, account, .. }) => {
-                let me = (&self.me.name, self.me.device);
+                let me = (&self.me.name, self.me.device, self.me.identity.public());
                 match crate::devices::account_key_update(
                     &tx,
                     me,
@@ -1112,7 +1129,7 @@ impl Client {
                         match Session::accept(&self.me.identity, self.me.address(), &mut prekeys, dev, p) {
                             Ok((session, plaintext)) => Some(Decrypted {
                                 session,
-                                plaintext,
+                                plaintext: zeroize::Zeroizing::new(plaintext),
                                 stale: false,
                                 prekeys: Some(prekeys),
                                 promote: false,
@@ -1136,7 +1153,13 @@ impl Client {
             if let Ok(plaintext) = session.decrypt(message) {
                 let stale = row.stale || before < self.gens.expected_session(&row.base_key);
                 let promote = !stale && (i > 0 || !newest_first);
-                return Ok(Some(Decrypted { session, plaintext, stale, prekeys: None, promote }));
+                return Ok(Some(Decrypted {
+                    session,
+                    plaintext: zeroize::Zeroizing::new(plaintext),
+                    stale,
+                    prekeys: None,
+                    promote,
+                }));
             }
         }
         Ok(None)
@@ -1211,7 +1234,7 @@ struct Decrypted {
     /// The session after decrypting.
     session: Session,
     /// The padded-off plaintext.
-    plaintext: Vec<u8>,
+    plaintext: zeroize::Zeroizing<Vec<u8>>,
     /// The session is stale (restored from an old copy): it decrypts but never sends.
     stale: bool,
     /// The prekeys, when a new session consumed some.

@@ -22,7 +22,11 @@
 //!                           named it: the sender's other devices ignore the request;
 //!                           digest = SHA-256(envelope content)[..16]; the envelope's
 //!                           server_time_ms)
-//!   kinds 6..=15:           unassigned
+//!   kind 6 nothing:         body empty (what the other devices of an account get when a
+//!                           message is resent to one of them after its retry request: a
+//!                           send covers every device, and only the one that asked may get
+//!                           the text); ignored
+//!   kinds 7..=15:           unassigned
 //!   kind 16 account key update: body = u32 n || signed device list[n] (n ≤ 8,192) ||
 //!                           u8 0 | u8 1 || account identity (stored-state encoding, 46 bytes)
 //!                           (only from an approver of the own account, after it rotated the
@@ -62,6 +66,7 @@ const KIND_SESSION_RESET: u8 = 2;
 const KIND_SENT_TRANSCRIPT: u8 = 3;
 const KIND_RECEIPT: u8 = 4;
 const KIND_RETRY_REQUEST: u8 = 5;
+const KIND_NOTHING: u8 = 6;
 const KIND_ACCOUNT_KEY_UPDATE: u8 = 16;
 /// Largest device list an account key update carries.
 const MAX_UPDATE_LIST: usize = 8192;
@@ -127,6 +132,11 @@ pub(crate) enum Payload {
         sent_time_ms: u64,
         /// The text.
         text: String,
+    },
+    /// Nothing (the share of a resend that goes to the devices that did not ask for it).
+    Nothing {
+        /// The sender's clock when it sent it.
+        sent_time_ms: u64,
     },
     /// The sending device has these messages.
     Receipt {
@@ -208,6 +218,7 @@ impl Payload {
                 v
             }
             Self::SessionReset { sent_time_ms } => header(V2, KIND_SESSION_RESET, *sent_time_ms, 0),
+            Self::Nothing { sent_time_ms } => header(V2, KIND_NOTHING, *sent_time_ms, 0),
             Self::SentTranscript { peer, message_id, sent_time_ms, text } => {
                 text_len(text)?;
                 let name = peer.as_str().as_bytes();
@@ -316,6 +327,8 @@ impl Payload {
                 }
                 Ok(Self::Receipt { sent_time_ms, message_ids })
             }
+            (V2, KIND_NOTHING) if body.is_empty() => Ok(Self::Nothing { sent_time_ms }),
+            (V2, KIND_NOTHING) => Err(PayloadError::Malformed),
             (V2, KIND_ACCOUNT_KEY_UPDATE) => {
                 let (n, rest) = body.split_first_chunk::<4>().ok_or(PayloadError::Malformed)?;
                 let n = usize::try_from(u32::from_be_bytes(*n)).map_err(|_| PayloadError::Malformed)?;
@@ -447,8 +460,14 @@ mod tests {
     fn malformed_and_unknown_payloads_are_refused() {
         let h = |kind: u8| vec![2, kind, 0, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(Payload::decode(&[3, 1, 0, 0, 0, 0, 0, 0, 0, 0]), Err(PayloadError::Version(3)));
-        assert_eq!(Payload::decode(&h(6)), Err(PayloadError::Kind(6)));
-        assert_eq!(Payload::decode(&h(16)), Err(PayloadError::Malformed), "an account key update needs its body");
+        assert_eq!(Payload::decode(&h(6)), Ok(Payload::Nothing { sent_time_ms: 0 }));
+        assert_eq!(Payload::decode(&[2, 6, 0, 0, 0, 0, 0, 0, 0, 0, 1]), Err(PayloadError::Malformed));
+        assert_eq!(Payload::decode(&h(7)), Err(PayloadError::Kind(7)));
+        assert_eq!(
+            Payload::decode(&h(16)),
+            Err(PayloadError::Malformed),
+            "an account key update needs its body"
+        );
         assert_eq!(Payload::decode(&h(17)), Err(PayloadError::Kind(17)), "left for device sync");
         assert_eq!(Payload::decode(&h(1)), Err(PayloadError::Malformed), "a text needs its id");
         // Receipts: a count of 0, over the bound, or not matching the body.

@@ -711,7 +711,8 @@ impl VerifiedOffer {
         let (key, nonce) = answer_keys(&self.secret, &dh, ss, &self.offer_hash, ephemeral.public(), &ct)?;
         let header = answer_header(ephemeral.public(), &ct);
         let plain = provisioning.to_bytes();
-        let mut buf = Vec::with_capacity(plain.len() + TAG_LEN);
+        // Wiped if sealing fails (it holds the plaintext then, the account seed included).
+        let mut buf = Zeroizing::new(Vec::with_capacity(plain.len() + TAG_LEN));
         buf.extend_from_slice(&plain);
         aead::seal(&key, &nonce, &header, &mut buf)?;
         let mut answer = header;

@@ -40,6 +40,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     created_seq INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_peer ON sessions (peer, device, created_seq);
+-- `MAX(created_seq)` at every session write: without it each write scans every session.
+CREATE INDEX IF NOT EXISTS sessions_seq ON sessions (created_seq);
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     peer TEXT NOT NULL,
