@@ -11,7 +11,8 @@ import platform
 import re
 import sys
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "target", "criterion")
+ROOT = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(os.path.dirname(__file__), "..", "target"),
+                    "criterion")
 PROTOCOL = os.path.join(os.path.dirname(__file__), "..", "target", "bench-protocol.json")
 
 
