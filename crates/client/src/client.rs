@@ -161,7 +161,11 @@ impl NewAccount {
             &account,
             name.clone(),
             1,
-            vec![DeviceEntry { approver: true, ..DeviceEntry::new(device, identity.public().clone()) }],
+            vec![DeviceEntry {
+                approver: true,
+                added_ms: now_ms(),
+                ..DeviceEntry::new(device, identity.public().clone())
+            }],
         )
         .map_err(|source| ClientError::DeviceList { name: name.to_string(), source })?;
         let mut prekeys = DevicePrekeys::new();

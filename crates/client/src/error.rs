@@ -125,7 +125,10 @@ pub enum ClientError {
     )]
     LastApprover,
     /// Not a link code (mistyped).
-    #[error("that is not a link code (check it: 26 letters and digits, as `tacit device link` shows it)")]
+    #[error(
+        "that is not a valid link code (a typo? it is 28 letters and digits in 7 groups of 4, as `tacit \
+         device link` shows it)"
+    )]
     BadLinkCode,
     /// No device waits with this code.
     #[error(
