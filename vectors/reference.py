@@ -23,8 +23,10 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import hmac
 import json
 import sys
+import unicodedata
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -288,38 +290,91 @@ def verify_device_public(dp: bytes) -> tuple[bytes, bytes]:
 # --------------------------------------------------------------------------------------
 
 DEVICE_LIST_LABEL = b"Tacit v1 device list"
+ROTATION_LABEL = b"Tacit v1 account key rotation"
 MAX_DEVICES = 32
+MAX_LABEL = 64
+FLAG_APPROVER = 0x01
 
 
-def device_list_signed_part(name: str, account_key: bytes, version: int, devices: list[tuple[int, bytes]]) -> bytes:
-    out = u8(1) + DEVICE_LIST_LABEL + encode_name(name) + account_key + u64(version) + u32(len(devices))
-    for device_id, public in devices:
-        out += u32(device_id) + public
+class Entry:
+    """A device list entry (§3): id, DevicePublic, and in format 2 flags, time added, label."""
+
+    def __init__(self, device_id: int, public: bytes, approver: bool = False, added_ms: int = 0,
+                 label: bytes = b"", flags: int | None = None):
+        self.device_id = device_id
+        self.public = public
+        self.flags = (FLAG_APPROVER if approver else 0) if flags is None else flags
+        self.added_ms = added_ms
+        self.label = label  # raw bytes, so vectors can hold invalid labels
+
+    def encode(self, fmt: int) -> bytes:
+        out = u32(self.device_id) + self.public
+        if fmt == 2:
+            out += u8(self.flags) + u64(self.added_ms) + u8(len(self.label)) + self.label
+        return out
+
+
+def device_list_signed_part(fmt: int, name: str, account_key: bytes, version: int, entries: list[Entry]) -> bytes:
+    out = u8(fmt) + DEVICE_LIST_LABEL + encode_name(name) + account_key + u64(version) + u32(len(entries))
+    for e in entries:
+        out += e.encode(fmt)
     return out
 
 
-def sign_device_list(account_seed: bytes, name: str, version: int, devices: list[tuple[int, bytes]]) -> bytes:
-    part = device_list_signed_part(name, ed25519_public(account_seed), version, devices)
+def sign_device_list(account_seed: bytes, name: str, version: int, entries: list[Entry], fmt: int = 2) -> bytes:
+    part = device_list_signed_part(fmt, name, ed25519_public(account_seed), version, entries)
     return part + ed25519_sign(account_seed, part)
+
+
+def valid_label(raw: bytes) -> bool:
+    """§3: at most 64 bytes of UTF-8 without control characters (Unicode category Cc)."""
+    if len(raw) > MAX_LABEL:
+        return False
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return not any(unicodedata.category(c) == "Cc" for c in text)
 
 
 def verify_device_list(data: bytes, name: str, known_key: bytes | None) -> dict:
     r = Reader(data)
-    if r.u8() != 1 or r.take(len(DEVICE_LIST_LABEL)) != DEVICE_LIST_LABEL:
+    fmt = r.u8()
+    if fmt not in (1, 2):
+        raise Reject("decode", "device list format")
+    if r.take(len(DEVICE_LIST_LABEL)) != DEVICE_LIST_LABEL:
         raise Reject("decode", "device list header")
     listed = decode_name(r)
     account_key = r.take(32)
     version = r.u64()
     n = r.u32()
     if n > MAX_DEVICES:
-        raise Reject("bad_device_count")
+        raise Reject("decode", "too many devices")
     devices = []
     for _ in range(n):
         device_id = r.u32()
         if device_id == 0:
             raise Reject("decode", "device id 0")
         public = r.take(128)
-        devices.append((device_id, public))
+        if fmt == 1:
+            # Format 1 lists were made for an account's first device, which holds the key.
+            devices.append({"id": device_id, "public": public, "approver": device_id == 1, "added_ms": 0,
+                            "label": ""})
+            continue
+        flags = r.u8()
+        if flags & ~FLAG_APPROVER:
+            raise Reject("bad_entry", "unknown flags")
+        added_ms = r.u64()
+        length = r.u8()
+        if length > MAX_LABEL:
+            raise Reject("bad_entry", "label too long")
+        raw = r.take(length)
+        try:
+            label = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise Reject("bad_entry", "label not UTF-8") from e
+        devices.append({"id": device_id, "public": public, "approver": bool(flags & FLAG_APPROVER),
+                        "added_ms": added_ms, "label": label})
     signed_len = r.pos
     signature = r.take(64)
     r.finish()
@@ -329,12 +384,28 @@ def verify_device_list(data: bytes, name: str, known_key: bytes | None) -> dict:
         raise Reject("account_key_changed")
     if n == 0:
         raise Reject("bad_device_count")
-    if len({d for d, _ in devices}) != n:
+    if not all(valid_label(d["label"].encode()) for d in devices):
+        raise Reject("bad_entry", "control character in a label")
+    if len({d["id"] for d in devices}) != n:
         raise Reject("duplicate_device")
     ed25519_verify(account_key, data[:signed_len], signature)
-    for _, public in devices:
-        verify_device_public(public)
-    return {"version": version, "devices": devices}
+    for d in devices:
+        verify_device_public(d["public"])
+    if not any(d["approver"] for d in devices):
+        raise Reject("no_approver")
+    return {"format": fmt, "version": version, "account_key": account_key, "devices": devices}
+
+
+def sign_rotation(previous_seed: bytes, list_bytes: bytes) -> bytes:
+    """§3 account key rotation: the previous account key signs the new list."""
+    return ed25519_sign(previous_seed, ROTATION_LABEL + list_bytes)
+
+
+def verify_rotation(previous_key: bytes, list_bytes: bytes, signature: bytes) -> None:
+    try:
+        ed25519_verify(previous_key, ROTATION_LABEL + list_bytes, signature)
+    except Reject as e:
+        raise Reject("bad_rotation") from e
 
 
 # --------------------------------------------------------------------------------------
@@ -814,6 +885,132 @@ def scannable(local_fp: bytes, remote_fp: bytes) -> bytes:
 
 
 # --------------------------------------------------------------------------------------
+# §10 Linking a device
+# --------------------------------------------------------------------------------------
+
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+ZERO_SALT = bytes(32)
+
+
+def link_code(s: bytes) -> str:
+    """s and a 12-bit check, SHA256("Tacit v1 link code" || s)[0..12 bits], in Crockford base 32."""
+    assert len(s) == 16
+    check = sha256(b"Tacit v1 link code" + s)[:2]
+    bits = int.from_bytes(s + check, "big") >> 4  # 128 + 12 = 140 bits
+    chars = "".join(CROCKFORD[(bits >> (5 * (27 - i))) & 31] for i in range(28))
+    return "-".join(chars[i : i + 4] for i in range(0, 28, 4))
+
+
+def link_code_decode(code: str) -> bytes:
+    values = []
+    for c in code.upper():
+        if c in "- \t":
+            continue
+        c = {"O": "0", "I": "1", "L": "1"}.get(c, c)
+        if c not in CROCKFORD:
+            raise Reject("bad_code")
+        values.append(CROCKFORD.index(c))
+    if len(values) != 28:
+        raise Reject("bad_code")
+    bits = 0
+    for v in values:
+        bits = (bits << 5) | v
+    raw = (bits << 4).to_bytes(18, "big")
+    s = raw[:16]
+    if link_code(s).replace("-", "") != "".join(CROCKFORD[v] for v in values):
+        raise Reject("code_typo")
+    return s
+
+
+def link_slot_id(s: bytes) -> bytes:
+    return hkdf(ZERO_SALT, s, b"Tacit v1 link slot", 16)
+
+
+def link_offer_key(s: bytes) -> bytes:
+    return hkdf(ZERO_SALT, s, b"Tacit v1 link offer", 32)
+
+
+def device_fingerprint(public: bytes) -> str:
+    h = sha256(public)
+    return " ".join(f"{int.from_bytes(h[5 * i : 5 * i + 5], 'big') % 100_000:05}" for i in range(5))
+
+
+def link_answer_keys(s: bytes, dh: bytes, ss: bytes, offer: bytes, eph_pub: bytes, ct: bytes) -> tuple[bytes, bytes]:
+    okm = hkdf(s, dh + ss, b"Tacit v1 link answer" + sha256(offer) + eph_pub + ct, 44)
+    return okm[:32], okm[32:]
+
+
+def open_link_offer(s: bytes, offer: bytes) -> dict:
+    """§10: MAC first, then parse, binding and prekey signatures."""
+    fixed = 1 + 128 + 1 + 100 + (1 + 4 + KEM_EK_LEN + 64) + 32 + KEM_EK_LEN + 32
+    if not fixed <= len(offer) <= fixed + MAX_LABEL:
+        raise Reject("decode", "offer length")
+    body, mac = offer[:-32], offer[-32:]
+    if not hmac_compare(hmac_sha256(link_offer_key(s), body), mac):
+        raise Reject("bad_mac")
+    r = Reader(body)
+    if r.u8() != 1:
+        raise Reject("decode", "offer format")
+    public = r.take(128)
+    label = r.take(r.u8())
+    spk_id, spk_pub, spk_sig = r.u32(), x25519_check_public(r.take(32)), r.take(64)
+    kind, kem_id, kem_ek, kem_sig = r.u8(), r.u32(), r.take(KEM_EK_LEN), r.take(64)
+    eph_pub = x25519_check_public(r.take(32))
+    eph_ek = r.take(KEM_EK_LEN)
+    r.finish()
+    if not valid_label(label):
+        raise Reject("bad_label")
+    try:
+        verify_device_public(public)
+    except Reject as e:
+        raise Reject("bad_binding") from e
+    try:
+        if kind != KEM_LAST_RESORT:
+            raise Reject("bad_prekey")
+        ed25519_verify(public[:32], SPK_LABEL + u32(spk_id) + spk_pub, spk_sig)
+        ed25519_verify(public[:32], KEM_LABEL + u8(kind) + u32(kem_id) + kem_ek, kem_sig)
+    except Reject as e:
+        raise Reject("bad_prekey") from e
+    return {"public": public, "label": label, "eph_pub": eph_pub, "eph_ek": eph_ek}
+
+
+def hmac_compare(a: bytes, b: bytes) -> bool:
+    return hmac.compare_digest(a, b)
+
+
+def encode_provisioning(name: str, device_id: int, approver_id: int, device_list: bytes,
+                        account_seed: bytes | None, history: dict | None) -> bytes:
+    out = u8(1) + encode_name(name) + u32(device_id) + u32(approver_id) + u32(len(device_list)) + device_list
+    out += boolean(account_seed is not None) + (account_seed or b"")
+    out += boolean(history is not None)
+    if history is not None:
+        out += history["blob_id"] + history["key"] + u64(history["size"]) + u64(history["plain_size"]) + history["digest"]
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# §11 History archive
+# --------------------------------------------------------------------------------------
+
+CHUNK_LEN = 65536
+
+
+def archive_seal(key: bytes, plain: bytes) -> list[bytes]:
+    subkey = hkdf(ZERO_SALT, key, b"Tacit v1 history archive", 32)
+    chunks = [plain[i : i + CHUNK_LEN] for i in range(0, len(plain), CHUNK_LEN)] or [b""]
+    out = []
+    for i, c in enumerate(chunks):
+        last = i == len(chunks) - 1
+        nonce = i.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
+        out.append(aead_seal(subkey, nonce, b"", c))
+    return out
+
+
+def archive_sealed_len(n: int) -> int:
+    return n + 16 * max(1, -(-n // CHUNK_LEN))
+
+
+# --------------------------------------------------------------------------------------
 # Vector generation
 # --------------------------------------------------------------------------------------
 
@@ -865,10 +1062,29 @@ def gen_device_list(bob: Device) -> dict:
     account_seed = seed("bob account key")
     account_key = ed25519_public(account_seed)
     second = Device("bob laptop", "bob", 5)
-    devices = [(bob.device_id, bob.public), (second.device_id, second.public)]
+    phone_label = "bob's phone".encode()
+    laptop_label = "laptop \u2014 \u00fcn\u00efcode".encode()  # multi-byte UTF-8: lengths are in bytes
+    entries = [
+        Entry(bob.device_id, bob.public, approver=True, added_ms=1_700_000_000_000, label=phone_label),
+        Entry(second.device_id, second.public, approver=False, added_ms=1_700_000_123_456, label=laptop_label),
+    ]
     version = 3
-    data = sign_device_list(account_seed, "bob", version, devices)
+    data = sign_device_list(account_seed, "bob", version, entries)
     verify_device_list(data, "bob", account_key)
+
+    # A format 1 list (as stored before format 2): still read; device 1 is the approver.
+    first = Device("bob first device", "bob", 1)
+    v1_entries = [Entry(1, first.public), Entry(5, second.public)]
+    v1 = sign_device_list(account_seed, "bob", 2, v1_entries, fmt=1)
+    assert [d["approver"] for d in verify_device_list(v1, "bob", account_key)["devices"]] == [True, False]
+
+    # Account key rotation: a new key signs list version 4, the previous key signs the rotation.
+    new_seed = seed("bob account key 2")
+    new_key = ed25519_public(new_seed)
+    rotated = sign_device_list(new_seed, "bob", 4, [entries[0]])
+    verify_device_list(rotated, "bob", new_key)
+    rotation_sig = sign_rotation(account_seed, rotated)
+    verify_rotation(account_key, rotated, rotation_sig)
 
     def must_fail(name: str, raw: bytes, account: str, expect: str) -> dict:
         try:
@@ -878,27 +1094,80 @@ def gen_device_list(bob: Device) -> dict:
             return {"name": name, "account": account, "bytes": raw.hex(), "expect": expect}
         raise AssertionError(f"{name} was accepted")
 
+    def rotation_must_fail(name: str, previous_key: bytes, raw: bytes, sig: bytes) -> dict:
+        try:
+            verify_rotation(previous_key, raw, sig)
+        except Reject as e:
+            assert e.reason == "bad_rotation", (name, e.reason)
+            return {"name": name, "previous_key": previous_key.hex(), "bytes": raw.hex(), "signature": sig.hex(),
+                    "expect": "bad_rotation"}
+        raise AssertionError(f"{name} was accepted")
+
+    def with_entry(**changes) -> bytes:
+        e = Entry(second.device_id, second.public, added_ms=7, label=b"tablet")
+        for k, v in changes.items():
+            setattr(e, k, v)
+        return sign_device_list(account_seed, "bob", 4, [entries[0], e])
+
     # A device whose binding signature is broken, in a list the account key signed.
     broken = second.public[:64] + flip(second.public[64:], 10)
+    # Offset of the version field: format, label, name (u8 3 "bob"), account key.
+    version_at = 1 + 20 + 4 + 32 + 7
+
+    def dev(e: Entry) -> dict:
+        d = {"id": e.device_id, "approver": bool(e.flags & FLAG_APPROVER), "added_ms": e.added_ms,
+             "label": e.label.decode("utf-8")}
+        d["device"] = (bob if e.device_id == bob.device_id else second).json()
+        return d
+
     return {
-        "description": "§3 a signed device list for account bob, version 3, devices 2 and 5",
+        "description": "§3 a signed device list (format 2) for account bob, version 3, devices 2 (approver) "
+        "and 5; a format 1 list that still verifies; an account key rotation; lists that must be refused",
         "account": "bob",
         "account_seed": account_seed.hex(),
         "account_key": account_key.hex(),
         "version": version,
-        "devices": [{"id": bob.device_id, "device": bob.json()}, {"id": second.device_id, "device": second.json()}],
+        "devices": [dev(e) for e in entries],
         "bytes": data.hex(),
+        "format1": {
+            "version": 2,
+            "devices": [{"id": 1, "device": first.json()}, {"id": 5, "device": second.json()}],
+            "approvers": [1],
+            "bytes": v1.hex(),
+        },
+        "rotation": {
+            "new_account_seed": new_seed.hex(),
+            "new_account_key": new_key.hex(),
+            "version": 4,
+            "device_indexes": [0],
+            "bytes": rotated.hex(),
+            "signature": rotation_sig.hex(),
+        },
         "must_fail": [
             must_fail("signature bit flipped", flip(data, len(data) - 1, 3), "bob", "bad_signature"),
-            must_fail("signed part bit flipped (version)", flip(data, 1 + 20 + 4 + 32 + 7), "bob", "bad_signature"),
+            must_fail("signed part bit flipped (version)", flip(data, version_at), "bob", "bad_signature"),
+            must_fail("signed part bit flipped (approver flag)",
+                      flip(data, version_at + 8 + 4 + 4 + 128), "bob", "bad_signature"),
             must_fail("verified for another account", data, "carol", "wrong_account"),
-            must_fail("entry binding signature broken",
-                      sign_device_list(account_seed, "bob", 4, [(bob.device_id, bob.public), (5, broken)]),
-                      "bob", "bad_binding"),
-            must_fail("duplicate device id",
-                      sign_device_list(account_seed, "bob", 4, [(2, bob.public), (2, second.public)]),
-                      "bob", "duplicate_device"),
+            must_fail("entry binding signature broken", with_entry(public=broken), "bob", "bad_binding"),
+            must_fail("duplicate device id", with_entry(device_id=bob.device_id), "bob", "duplicate_device"),
             must_fail("no devices", sign_device_list(account_seed, "bob", 4, []), "bob", "bad_device_count"),
+            must_fail("unknown flag bit", with_entry(flags=0x02), "bob", "bad_entry"),
+            must_fail("label of 65 bytes", with_entry(label=b"x" * 65), "bob", "bad_entry"),
+            must_fail("label with a control character", with_entry(label=b"tab\x07let"), "bob", "bad_entry"),
+            must_fail("label with C1 control character", with_entry(label="a\u0085b".encode()), "bob", "bad_entry"),
+            must_fail("label not UTF-8", with_entry(label=b"tab\xfflet"), "bob", "bad_entry"),
+            must_fail("no approver", sign_device_list(account_seed, "bob", 4, [Entry(2, bob.public), Entry(5, second.public)]),
+                      "bob", "no_approver"),
+            must_fail("format 1 without device 1",
+                      sign_device_list(account_seed, "bob", 4, [Entry(2, bob.public)], fmt=1), "bob", "no_approver"),
+            must_fail("unknown format 3", b"\x03" + data[1:], "bob", "decode"),
+        ],
+        "rotation_must_fail": [
+            rotation_must_fail("signed by the new key", account_key, rotated, ed25519_sign(new_seed, ROTATION_LABEL + rotated)),
+            rotation_must_fail("signature bit flipped", account_key, rotated, flip(rotation_sig, 0)),
+            rotation_must_fail("another list", account_key, data, rotation_sig),
+            rotation_must_fail("list without the rotation label", account_key, rotated, ed25519_sign(account_seed, rotated)),
         ],
     }
 
@@ -1141,6 +1410,137 @@ def gen_must_fail(alice: Device, bob: Device) -> dict:
     }
 
 
+def gen_link() -> dict:
+    s = seed("link secret")[:16]
+    code = link_code(s)
+    assert link_code_decode(code.lower().replace("-", " ")) == s
+    # The new device (erin/2), its first prekeys, and its ephemeral keys.
+    new = Device("erin phone", "erin", 2)
+    label = b"phone"
+    spk_id, kem_id = 1, 2
+    spk = seed("erin phone signed prekey")
+    spk_pub = x25519_public(spk)
+    spk_enc = u32(spk_id) + spk_pub + ed25519_sign(new.dsk, SPK_LABEL + u32(spk_id) + spk_pub)
+    lr_ek, _ = kem_keygen(seed("erin phone last resort d"), seed("erin phone last resort z"))
+    lr_enc = u8(KEM_LAST_RESORT) + u32(kem_id) + lr_ek + ed25519_sign(
+        new.dsk, KEM_LABEL + u8(KEM_LAST_RESORT) + u32(kem_id) + lr_ek)
+    eph = seed("link offer ephemeral")
+    eph_d, eph_z = seed("link offer kem d"), seed("link offer kem z")
+    eph_ek, eph_dk = kem_keygen(eph_d, eph_z)
+    body = u8(1) + new.public + u8(len(label)) + label + spk_enc + lr_enc + x25519_public(eph) + eph_ek
+    offer = body + hmac_sha256(link_offer_key(s), body)
+    opened = open_link_offer(s, offer)
+    assert opened["public"] == new.public
+
+    # The approver (erin/1) lists the new device (as an approver) and sends the account key
+    # and a history reference.
+    account_seed = seed("erin account key")
+    approver = Device("erin laptop", "erin", 1)
+    entries = [Entry(1, approver.public, approver=True, added_ms=1_700_000_000_000, label=b"laptop"),
+               Entry(2, new.public, approver=True, added_ms=1_700_000_600_000, label=label)]
+    device_list = sign_device_list(account_seed, "erin", 2, entries)
+    verify_device_list(device_list, "erin", None)
+    history = {"blob_id": seed("history blob id")[:16], "key": seed("history archive key"),
+               "size": archive_sealed_len(100_000), "plain_size": 100_000, "digest": seed("history digest")}
+    provisioning = encode_provisioning("erin", 2, 1, device_list, account_seed, history)
+
+    a_eph = seed("link answer ephemeral")
+    a_eph_pub = x25519_public(a_eph)
+    m = seed("link answer kem m")
+    ct, ss = kem_encaps(opened["eph_ek"], m)
+    dh = x25519(a_eph, opened["eph_pub"])
+    key, nonce = link_answer_keys(s, dh, ss, offer, a_eph_pub, ct)
+    header = u8(1) + a_eph_pub + ct
+    answer = header + aead_seal(key, nonce, header, provisioning)
+    # The new device's side.
+    assert kem_decaps(eph_dk, ct) == ss and x25519(eph, a_eph_pub) == dh
+    assert aead_open(key, nonce, header, answer[len(header):]) == provisioning
+
+    def offer_must_fail(name: str, secret: bytes, raw: bytes, expect: str) -> dict:
+        try:
+            open_link_offer(secret, raw)
+        except Reject as e:
+            assert e.reason == expect, (name, e.reason, expect)
+            return {"name": name, "secret": secret.hex(), "offer": raw.hex(), "expect": expect}
+        raise AssertionError(f"{name} was accepted")
+
+    def remac(b: bytes) -> bytes:
+        return b + hmac_sha256(link_offer_key(s), b)
+
+    mallory = Device("mallory", "erin", 2)
+    eph_at = len(body) - 32 - KEM_EK_LEN
+    return {
+        "description": "§10 linking: code, slot id, offer key, offer, provisioning and sealed answer for "
+        "erin/2 approved by erin/1 (as an approver, with a history archive); offers that must be refused",
+        "secret": s.hex(),
+        "code": code,
+        "slot_id": link_slot_id(s).hex(),
+        "offer_key": link_offer_key(s).hex(),
+        "device": new.json(),
+        "label": label.decode(),
+        "fingerprint": device_fingerprint(new.public),
+        "signed_prekey": spk_enc.hex(),
+        "last_resort_prekey": lr_enc.hex(),
+        "last_resort_d": seed("erin phone last resort d").hex(),
+        "ephemeral_secret": eph.hex(),
+        "ephemeral_kem_encapsulation_key": eph_ek.hex(),
+        "ephemeral_kem_decapsulation_key": eph_dk.hex(),
+        "offer": offer.hex(),
+        "account_seed": account_seed.hex(),
+        "approver": approver.json(),
+        "device_list": device_list.hex(),
+        "history": {k: (v.hex() if isinstance(v, bytes) else v) for k, v in history.items()},
+        "provisioning": provisioning.hex(),
+        "answer_ephemeral_secret": a_eph.hex(),
+        "kem_ciphertext": ct.hex(),
+        "kem_shared_secret": ss.hex(),
+        "dh": dh.hex(),
+        "answer_key": key.hex(),
+        "answer_nonce": nonce.hex(),
+        "answer": answer.hex(),
+        "offer_must_fail": [
+            offer_must_fail("another secret", seed("other link secret")[:16], offer, "bad_mac"),
+            offer_must_fail("ephemeral X25519 key replaced",
+                            s, offer[:eph_at] + x25519_public(seed("mallory eph")) + offer[eph_at + 32:], "bad_mac"),
+            offer_must_fail("device identity replaced", s, offer[:1] + mallory.public + offer[129:], "bad_mac"),
+            offer_must_fail("binding broken (re-MACed by a holder of s)",
+                            s, remac(body[:65] + flip(body[65:129], 3) + body[129:]), "bad_binding"),
+            offer_must_fail("control character in the label (re-MACed)",
+                            s, remac(body[:130] + b"ph\x00ne" + body[135:]), "bad_label"),
+            offer_must_fail("one-time KEM prekey kind (re-MACed)",
+                            s, remac(body[:135 + 100] + u8(KEM_ONE_TIME) + body[136 + 100:]), "bad_prekey"),
+        ],
+    }
+
+
+def gen_archive() -> dict:
+    key = seed("history archive key")
+    short = b"Tacit history archive, one short chunk"
+    short_ct = archive_seal(key, short)
+    assert len(short_ct) == 1
+    n = 2 * CHUNK_LEN + 100
+    plain = bytes(i % 251 for i in range(n))
+    long_ct = archive_seal(key, plain)
+    assert sum(map(len, long_ct)) == archive_sealed_len(n)
+    full = archive_seal(key, bytes(CHUNK_LEN))
+    return {
+        "description": "§11 history archive: STREAM chunks of 65,536 bytes under HKDF(key, "
+        "\"Tacit v1 history archive\"), nonce = 11-byte counter || last flag",
+        "key": key.hex(),
+        "subkey": hkdf(ZERO_SALT, key, b"Tacit v1 history archive", 32).hex(),
+        "short": {"plaintext": short.hex(), "chunks": [c.hex() for c in short_ct]},
+        "empty": {"chunks": [c.hex() for c in archive_seal(key, b"")]},
+        "long": {
+            "plaintext": "byte i = i mod 251",
+            "plaintext_len": n,
+            "sealed_len": archive_sealed_len(n),
+            "chunk_sha256": [sha256(c).hex() for c in long_ct],
+            "last_chunk": long_ct[-1].hex(),
+        },
+        "one_full_chunk": {"plaintext": "65,536 zero bytes", "chunk_sha256": sha256(full[0]).hex()},
+    }
+
+
 def generate() -> dict[str, str]:
     alice = Device("alice", "alice", 1)
     bob = Device("bob", "bob", 2)
@@ -1153,6 +1553,8 @@ def generate() -> dict[str, str]:
         "bundle.json": gen_bundle(bob, prekeys),
         "conversation.json": conversation,
         "must_fail.json": gen_must_fail(alice, bob),
+        "link.json": gen_link(),
+        "archive.json": gen_archive(),
     }
     header = {"generator": "vectors/reference.py", "spec": "docs/PROTOCOL.md, protocol version 2"}
     return {name: json.dumps({**header, **body}, indent=1) + "\n" for name, body in files.items()}

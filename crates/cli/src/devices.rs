@@ -28,7 +28,9 @@ fn ask_yes(question: &str) -> Result<bool, CliError> {
     eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer).map_err(|e| CliError::Local(format!("cannot read the answer: {e}")))?;
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::Local(format!("cannot read the answer: {e}")))?;
     Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
@@ -108,7 +110,13 @@ fn device_line(out: &Out, d: &DeviceInfo) {
     }
 }
 
-async fn link(a: LinkArgs, home: &Path, options: &ConnectOptions, out: &Out, json: bool) -> Result<(), CliError> {
+async fn link(
+    a: LinkArgs,
+    home: &Path,
+    options: &ConnectOptions,
+    out: &Out,
+    json: bool,
+) -> Result<(), CliError> {
     let secret = new_secret("TACIT_PASSPHRASE", false)?;
     let mut progress = Progress::new(json, "history");
     let mut events = |e: LinkEvent| match e {
@@ -130,7 +138,9 @@ async fn link(a: LinkArgs, home: &Path, options: &ConnectOptions, out: &Out, jso
         }
         LinkEvent::Linked { account, device, approver } => {
             if json {
-                out.raw(json!({"type": "linked", "account": account, "device": device, "approver": approver}));
+                out.raw(
+                    json!({"type": "linked", "account": account, "device": device, "approver": approver}),
+                );
             } else {
                 println!(
                     "linked into {account} as device {device}{}",
@@ -177,7 +187,10 @@ async fn approve(
             }
             return true;
         }
-        eprintln!("A new device asks to join your account:\n  label:       {label}\n  fingerprint: {}", d.fingerprint);
+        eprintln!(
+            "A new device asks to join your account:\n  label:       {label}\n  fingerprint: {}",
+            d.fingerprint
+        );
         eprintln!("Check that the new device shows the same fingerprint.");
         ask_yes("Add it?").unwrap_or(false)
     };
@@ -201,7 +214,13 @@ async fn approve(
     Ok(())
 }
 
-async fn revoke(a: RevokeArgs, home: &Path, options: &ConnectOptions, out: &Out, json: bool) -> Result<(), CliError> {
+async fn revoke(
+    a: RevokeArgs,
+    home: &Path,
+    options: &ConnectOptions,
+    out: &Out,
+    json: bool,
+) -> Result<(), CliError> {
     let mut c = open(home, options, json)?;
     if !a.yes {
         if !std::io::stdin().is_terminal() {

@@ -125,17 +125,20 @@ impl Out {
         }
     }
 
-    /// One history entry.
+    /// One history entry. A sent message says how many of the recipient's devices have
+    /// receipted it, of how many it went to ("delivered", "devices"; null when unknown or
+    /// received).
     pub fn history(&self, e: &HistoryEntry) {
         let server_time = e.server_time_ms.map(rfc3339);
         if self.json {
             self.line(json!({"type": "history", "peer": e.peer,
                 "direction": if e.outgoing { "sent" } else { "received" }, "device": e.device,
-                "server_time": server_time, "sent_time": rfc3339(e.sent_time_ms), "text": e.text}));
+                "server_time": server_time, "sent_time": rfc3339(e.sent_time_ms), "text": e.text,
+                "message_id": e.message_id.map(hex), "delivered": e.delivered, "devices": e.devices}));
         } else {
             let when = server_time.unwrap_or_else(|| format!("{} (not confirmed)", rfc3339(e.sent_time_ms)));
             let arrow = if e.outgoing { format!("me -> {}", e.peer) } else { format!("{} -> me", e.peer) };
-            println!("[{when}] {arrow}: {}", terminal_safe(&e.text));
+            println!("[{when}] {arrow}: {}{}", terminal_safe(&e.text), delivery(e));
         }
     }
 
@@ -209,6 +212,24 @@ pub fn terminal_safe(text: &str) -> String {
     out
 }
 
+/// " (delivered to K of N devices)" after a sent message whose device count is known.
+fn delivery(e: &HistoryEntry) -> String {
+    match (e.outgoing, e.delivered, e.devices) {
+        (true, Some(k), Some(n)) => {
+            format!(" (delivered to {k} of {n} device{})", if n == 1 { "" } else { "s" })
+        }
+        (true, Some(k), None) if k > 0 => {
+            format!(" (delivered to {k} device{})", if k == 1 { "" } else { "s" })
+        }
+        _ => String::new(),
+    }
+}
+
+/// Lower-case hex.
+fn hex(bytes: [u8; 16]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,5 +254,26 @@ mod tests {
     fn rfc3339_utc() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_500), "1970-01-01T00:00:01.5Z");
+    }
+
+    #[test]
+    fn a_sent_message_says_how_many_devices_have_it() {
+        let e = |outgoing, delivered, devices| HistoryEntry {
+            peer: "bob".into(),
+            device: 0,
+            outgoing,
+            text: "hi".into(),
+            server_time_ms: Some(1),
+            sent_time_ms: 1,
+            message_id: Some([0xab; 16]),
+            delivered,
+            devices,
+        };
+        assert_eq!(delivery(&e(true, Some(2), Some(3))), " (delivered to 2 of 3 devices)");
+        assert_eq!(delivery(&e(true, Some(0), Some(1))), " (delivered to 0 of 1 device)");
+        assert_eq!(delivery(&e(true, Some(1), None)), " (delivered to 1 device)");
+        assert_eq!(delivery(&e(true, Some(0), None)), "", "a note to self");
+        assert_eq!(delivery(&e(false, None, None)), "");
+        assert_eq!(hex([0xab; 16]), "ab".repeat(16));
     }
 }

@@ -89,16 +89,19 @@ async fn a_conversation_through_the_binary() {
         let (code, l) = tacit(&a, &pass, &["send", "bob", "hello from the command line"]);
         assert_eq!((code, l[0]["type"].as_str()), (0, Some("sent")), "{l:?}");
         assert_eq!(tacit(&a, &pass, &["send", "nobody-here", "hi"]).0, 5);
-        // Sending to one's own account (no linked devices yet): a usage error that says why,
-        // and nothing in history (issue 8, point 4; it used to end in a 409 after 3 attempts).
+        // Sending to one's own account is a note to self (issue 9): with no other device, it is
+        // stored as sent and nothing goes to the server.
         let (code, l) = tacit(&b, &[], &["send", "bob", "a note to self"]);
+        assert_eq!((code, l[0]["type"].as_str()), (0, Some("sent")), "{l:?}");
+        assert_eq!(l[0]["devices"], serde_json::json!([]), "{l:?}");
+        let (code, l) = tacit(&b, &[], &["history", "bob"]);
+        assert_eq!(code, 0, "{l:?}");
+        assert_eq!(l.len(), 1, "{l:?}");
         assert_eq!(
-            (code, l[0]["type"].as_str(), l[0]["kind"].as_str()),
-            (2, Some("error"), Some("usage")),
-            "{l:?}"
+            (l[0]["direction"].as_str(), l[0]["text"].as_str()),
+            (Some("sent"), Some("a note to self"))
         );
-        assert!(l[0]["message"].as_str().unwrap().contains("your own account"), "{l:?}");
-        assert_eq!(tacit(&b, &[], &["history", "bob"]).0, 5, "no conversation with oneself was stored");
+        assert!(l[0]["devices"].is_null() && l[0]["delivered"] == 0, "{l:?}");
 
         let (code, l) = tacit(&b, &[], &["receive", "--wait", "5"]);
         assert_eq!(code, 0);
@@ -395,6 +398,19 @@ async fn history_is_in_server_time_order_with_interleaved_sends_and_receives() {
             assert_eq!(texts, ["a1", "b1", "a2", "b2"], "{peer}'s view: {l:?}");
             assert!(l.iter().all(|v| v["server_time"].is_string()), "all confirmed: {l:?}");
         }
+        // Delivery receipts (issue 9): bob's receive receipted a1 and a2, which alice's receive
+        // recorded; alice's receipts for b1 and b2 wait for bob's next receive.
+        let delivered = |home: &std::path::Path, peer: &str| {
+            let (_, l) = tacit(home, &[], &["history", peer]);
+            l.iter()
+                .filter(|v| v["direction"] == "sent")
+                .map(|v| (v["delivered"].as_u64().unwrap(), v["devices"].as_u64().unwrap()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(delivered(&a, "bob"), [(1, 1), (1, 1)]);
+        assert_eq!(delivered(&b, "alice"), [(0, 1), (0, 1)]);
+        assert!(tacit(&b, &[], &["receive"]).1.is_empty(), "receipts are not messages");
+        assert_eq!(delivered(&b, "alice"), [(1, 1), (1, 1)]);
     })
     .await
     .unwrap();

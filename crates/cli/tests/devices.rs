@@ -24,7 +24,11 @@ fn history(home: &Path, name: &str) -> Vec<(String, String)> {
 }
 
 /// Starts `device link` on `home`; returns the child and the link code from its first line.
-fn start_link(home: &Path, url: &str, label: &str) -> (std::process::Child, BufReader<std::process::ChildStdout>, String) {
+fn start_link(
+    home: &Path,
+    url: &str,
+    label: &str,
+) -> (std::process::Child, BufReader<std::process::ChildStdout>, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tacit"));
     for k in ["TACIT_PASSPHRASE", "TACIT_HOME", "TACIT_CA_FILE", "TACIT_INSECURE_HTTP"] {
         cmd.env_remove(k);
@@ -102,7 +106,8 @@ fn device_flow(database: Option<&str>) {
     let devices: Vec<&Value> = l.iter().filter(|l| l["type"] == "device").collect();
     assert_eq!(devices.len(), 2, "{l:?}");
     for d in &devices {
-        let keys: std::collections::BTreeSet<&str> = d.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: std::collections::BTreeSet<&str> =
+            d.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             keys,
             ["added", "approver", "current", "id", "label", "last_seen", "type"].into_iter().collect(),
@@ -126,20 +131,7 @@ fn device_flow(database: Option<&str>) {
     assert_eq!(receive_n(&phone, 1), ["to both"]);
     assert_eq!(receive_n(&laptop, 1), ["to both"]);
 
-    // Sent from the laptop: bob gets it, and the phone's history shows it as sent.
-    assert_eq!(tacit(&laptop, &[], &["send", "bob", "from the laptop"]).0, 0);
-    assert_eq!(receive_n(&bob, 1), ["from the laptop"]);
-    let (code, _) = tacit(&phone, &[], &["receive", "--wait", "3"]);
-    assert_eq!(code, 0);
-    assert!(
-        history(&phone, "bob").contains(&("sent".to_owned(), "from the laptop".to_owned())),
-        "{:?}",
-        history(&phone, "bob")
-    );
-
-    // A note to self reaches the other device.
-    assert_eq!(tacit(&phone, &[], &["send", "alice", "note to self"]).0, 0);
-    assert_eq!(receive_n(&laptop, 1), ["note to self"]);
+    sent_sync_and_note_to_self(&phone, &laptop, &bob);
 
     // Revoke the laptop: it can no longer sign in, bob's next message reaches the phone only,
     // and the safety number stays (the laptop held no account key).
@@ -156,5 +148,127 @@ fn device_flow(database: Option<&str>) {
     // The last device holding the account key cannot be revoked.
     let (code, l) = tacit(&phone, &[], &["device", "revoke", "1", "--yes"]);
     assert_eq!(code, 2, "{l:?}");
+    server.stop();
+}
+
+/// Sent from the laptop: bob gets it, and the phone's history shows it as sent; a note to self
+/// reaches the other device.
+fn sent_sync_and_note_to_self(phone: &Path, laptop: &Path, bob: &Path) {
+    // Sent from the laptop: bob gets it, and the phone's history shows it as sent.
+    assert_eq!(tacit(laptop, &[], &["send", "bob", "from the laptop"]).0, 0);
+    assert_eq!(receive_n(bob, 1), ["from the laptop"]);
+    let (code, _) = tacit(phone, &[], &["receive", "--wait", "3"]);
+    assert_eq!(code, 0);
+    assert!(
+        history(phone, "bob").contains(&("sent".to_owned(), "from the laptop".to_owned())),
+        "{:?}",
+        history(phone, "bob")
+    );
+
+    // A note to self reaches the other device.
+    assert_eq!(tacit(phone, &[], &["send", "alice", "note to self"]).0, 0);
+    assert_eq!(tacit(laptop, &[], &["receive", "--wait", "3"]).0, 0);
+    assert!(
+        history(laptop, "alice").contains(&("sent".to_owned(), "note to self".to_owned())),
+        "{:?}",
+        history(laptop, "alice")
+    );
+}
+
+/// Links `home` into the account of `approver` (`extra`: more `device approve` flags); the
+/// new device's id.
+fn link(home: &Path, approver: &Path, url: &str, label: &str, extra: &[&str]) -> u64 {
+    let (child, out, code) = start_link(home, url, label);
+    let mut args = vec!["device", "approve", "--yes"];
+    args.extend_from_slice(extra);
+    args.push(&code);
+    let (rc, l) = tacit(approver, &[], &args);
+    assert_eq!(rc, 0, "{l:?}");
+    let (rc, l) = end_link(child, out);
+    assert_eq!(rc, 0, "{l:?}");
+    l.iter().find(|l| l["type"] == "linked").unwrap()["device"].as_u64().unwrap()
+}
+
+fn warnings(lines: &[Value]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l["type"] == "warning")
+        .map(|l| l["message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A device approved with --approver holds the account key: it can approve others. Revoking it
+/// replaces the account key: the remaining devices are told over their sessions (the other
+/// approver gets the new key, a device without it only the list), contacts see an identity
+/// change and a new safety number, and messages flow to the remaining devices. The last device
+/// holding the key cannot be revoked.
+#[test]
+fn revoking_a_device_that_holds_the_account_key_rotates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::on_loopback(&dir.path().join("data"));
+    let url = format!("http://{}", server.addr);
+    let (phone, laptop, tablet, bob) = (
+        dir.path().join("phone"),
+        dir.path().join("laptop"),
+        dir.path().join("tablet"),
+        dir.path().join("bob"),
+    );
+    assert_eq!(tacit(&phone, &[], &["account", "create", "--server", &url, "--name", "alice"]).0, 0);
+    assert_eq!(tacit(&bob, &[], &["account", "create", "--server", &url, "--name", "bob"]).0, 0);
+    assert_eq!(tacit(&bob, &[], &["send", "alice", "hello"]).0, 0);
+    assert_eq!(receive_n(&phone, 1), ["hello"]);
+    let (_, sn) = tacit(&bob, &[], &["safety-number", "alice"]);
+    let sn_before = sn.last().unwrap()["number"].clone();
+
+    assert_eq!(link(&laptop, &phone, &url, "laptop", &["--approver", "--no-history"]), 2);
+    // The laptop holds the key: it approves the tablet.
+    assert_eq!(link(&tablet, &laptop, &url, "tablet", &[]), 3);
+    let (_, l) = tacit(&tablet, &[], &["device", "list"]);
+    let approvers: Vec<u64> = l
+        .iter()
+        .filter(|d| d["type"] == "device" && d["approver"] == true)
+        .map(|d| d["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(approvers, [1, 2], "{l:?}");
+    // A device without the key cannot revoke another.
+    let (rc, l) = tacit(&tablet, &[], &["device", "revoke", "1", "--yes"]);
+    assert_eq!(rc, 2, "{l:?}");
+
+    // Everyone has a session with the others' devices before the rotation.
+    assert_eq!(tacit(&bob, &[], &["send", "alice", "to three"]).0, 0);
+    for h in [&phone, &laptop, &tablet] {
+        assert_eq!(receive_n(h, 1), ["to three"]);
+    }
+
+    let (rc, l) = tacit(&phone, &[], &["device", "revoke", "2", "--yes"]);
+    assert_eq!(rc, 0, "{l:?}");
+    assert_eq!(l.iter().find(|l| l["type"] == "device_revoked").unwrap()["account_key_rotated"], true);
+    // The tablet takes the new list from the phone (it holds no key) and says so.
+    let (rc, l) = tacit(&tablet, &[], &["receive", "--wait", "3"]);
+    assert_eq!(rc, 0, "{l:?}");
+    assert!(warnings(&l).iter().any(|w| w.contains("replaced your account key")), "{l:?}");
+    let (rc, l) = tacit(&tablet, &[], &["device", "list"]);
+    assert_eq!(rc, 0, "{l:?}");
+    assert_eq!(l.iter().filter(|d| d["type"] == "device").count(), 2, "{l:?}");
+
+    // bob is told that alice's identity changed, and the safety number changed.
+    let (rc, l) = tacit(&bob, &[], &["send", "alice", "after the rotation"]);
+    assert_eq!(rc, 0, "{l:?}");
+    assert!(warnings(&l).iter().any(|w| w.contains("identity key changed")), "{l:?}");
+    let (_, sn) = tacit(&bob, &[], &["safety-number", "alice"]);
+    assert_ne!(sn.last().unwrap()["number"], sn_before);
+    let (_, mine) = tacit(&tablet, &[], &["safety-number", "bob"]);
+    assert_eq!(mine.last().unwrap()["number"], sn.last().unwrap()["number"], "both sides agree");
+    assert_eq!(receive_n(&phone, 1), ["after the rotation"]);
+    assert_eq!(receive_n(&tablet, 1), ["after the rotation"]);
+    let (rc, _) = tacit(&laptop, &[], &["receive"]);
+    assert_ne!(rc, 0, "the revoked device is refused");
+
+    // The tablet can still send (its own list verifies under the new key).
+    assert_eq!(tacit(&tablet, &[], &["send", "bob", "from the tablet"]).0, 0);
+    assert_eq!(receive_n(&bob, 1), ["from the tablet"]);
+    // The phone is now the only device holding the key.
+    let (rc, l) = tacit(&phone, &[], &["device", "revoke", "1", "--yes"]);
+    assert_eq!(rc, 2, "{l:?}");
     server.stop();
 }

@@ -3,11 +3,9 @@
 //! host other than this machine unless `--insecure-http` says so.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)] // a test file
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -407,7 +405,8 @@ fn cp_a(from: &Path, to: &Path) {
 /// was restored, bob is told with a warning (never a message), and the next message in each
 /// direction decrypts. A contact the copy never knew (carol, met after it was taken): her
 /// first message after the restore cannot be read and starts a new session by itself, so the
-/// next one each way decrypts; then `tacit session reset` on demand.
+/// next one each way decrypts, and (issue 9) alice asks for it again and carol resends it, so
+/// it is read after all; then `tacit session reset` on demand.
 #[test]
 fn a_home_folder_restored_with_cp_a_is_detected_and_the_conversation_goes_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -461,7 +460,9 @@ fn a_home_folder_restored_with_cp_a_is_detected_and_the_conversation_goes_on() {
         cp_a(&backup, &a);
     };
     put_back();
-    receive(&a, &[RESTORED], None);
+    // Carol's receipt for "hi carol" came over a session the copy never knew (issue 9: it is
+    // dropped, and asked for again: a receipt is not kept, so carol ignores that).
+    receive(&a, &[RESTORED, "dropped a message from carol"], None);
     receive(&b, &[TOLD], None);
     send(&b, "alice", "five");
     receive(&a, &[], Some("five"));
@@ -475,7 +476,8 @@ fn a_home_folder_restored_with_cp_a_is_detected_and_the_conversation_goes_on() {
     assert!(l[0]["message"].as_str().unwrap().contains(RESTORED), "{l:?}");
     receive(&b, &[TOLD], Some("seven"));
     send(&b, "alice", "eight");
-    receive(&a, &[], Some("eight"));
+    // Bob's receipt for "six" went over the session the copy lost.
+    receive(&a, &["dropped a message from bob"], Some("eight"));
 
     // The copy never knew carol: her next message cannot be read, and that starts a new
     // session with her by itself (no `session reset` needed) ...
@@ -485,10 +487,13 @@ fn a_home_folder_restored_with_cp_a_is_detected_and_the_conversation_goes_on() {
         &["could not decrypt (forged, or for a session this device lost); starting a new session with carol"],
         None,
     );
-    receive(&c, &[TOLD], None);
-    // ... so the next message in each direction decrypts.
+    // (one new session from each restore) and carol, asked for it, sends it again (issue 9)
+    receive(&c, &[TOLD, TOLD], None);
+    // ... so the next message in each direction decrypts, and the lost one is not lost.
     send(&c, "alice", "again");
-    receive(&a, &[], Some("again"));
+    let (code, l) = tacit(&a, &[], &["receive"]);
+    assert_eq!(code, 0, "{l:?}");
+    assert_eq!(l.iter().map(|v| v["text"].as_str().unwrap()).collect::<Vec<_>>(), ["still there?", "again"]);
     send(&a, "carol", "yes");
     receive(&c, &[], Some("yes"));
     // `session reset` does the same on demand, and the conversation goes on over it.
@@ -503,7 +508,7 @@ fn a_home_folder_restored_with_cp_a_is_detected_and_the_conversation_goes_on() {
     let (_, l) = tacit(&a, &[], &["history", "carol"]);
     assert_eq!(
         l.iter().map(|v| v["text"].as_str().unwrap()).collect::<Vec<_>>(),
-        ["again", "yes", "and now?", "still fine"]
+        ["still there?", "again", "yes", "and now?", "still fine"]
     );
     assert_eq!(tacit(&a, &[], &["session", "reset", "nobody-here"]).0, 5);
     assert_eq!(tacit(&a, &[], &["session", "reset", "alice"]).0, 2);

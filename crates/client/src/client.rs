@@ -7,8 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::rng::OsRng;
 use tacit_api as api;
 use tacit_protocol::{
-    AccountIdentity, AccountKey, AccountName, DeviceAddress, DeviceEntry, DeviceId, DeviceIdentity, DeviceList,
-    DevicePrekeys, PrekeyError, PrekeyPolicy, PrekeyUpload, UnixTime,
+    AccountIdentity, AccountKey, AccountName, DeviceAddress, DeviceEntry, DeviceId, DeviceIdentity,
+    DeviceList, DevicePrekeys, PrekeyError, PrekeyPolicy, PrekeyUpload, UnixTime,
 };
 use zeroize::Zeroizing;
 
@@ -30,6 +30,8 @@ pub(crate) mod meta {
     /// The account identity's public key (32 bytes): on every device (devices that hold the
     /// private key derive it from that).
     pub(crate) const ACCOUNT_KEY: &str = "account_key";
+    /// A new account identity made for a rotation, kept until the list it signs is published.
+    pub(crate) const PENDING_ACCOUNT_IDENTITY: &str = "pending_account_identity";
     pub(crate) const DEVICE_IDENTITY: &str = "device_identity";
     pub(crate) const DEVICE_LIST: &str = "device_list";
     pub(crate) const PREKEYS: &str = "prekeys";
@@ -196,7 +198,8 @@ fn load_me(store: &Store) -> Result<Me> {
     let account_key = match (&account, store.meta(meta::ACCOUNT_KEY)?) {
         (Some(a), _) => a.public(),
         (None, Some(k)) => {
-            let k: [u8; 32] = k.as_slice().try_into().map_err(|_| ClientError::Internal("stored account key"))?;
+            let k: [u8; 32] =
+                k.as_slice().try_into().map_err(|_| ClientError::Internal("stored account key"))?;
             AccountKey::from_bytes(k)?
         }
         (None, None) => return Err(ClientError::Internal("stored account key")),
@@ -235,7 +238,7 @@ fn damage_warnings(home: &Path, gens: &Generations, prekey_mark: &PrekeyMark) ->
 /// Removes every file of a store in `home`. `store.db` goes last: a wipe interrupted before
 /// it leaves a store without its key file, which says to run `tacit account forget` (and that
 /// finishes the wipe), never stray marks that a new account would take for its own.
-fn wipe(home: &Path) -> Result<()> {
+pub(crate) fn wipe(home: &Path) -> Result<()> {
     for f in [
         key::SALT_FILE.to_owned(),
         key::KEY_FILE.to_owned(),
@@ -330,7 +333,7 @@ impl Client {
         self.prekey_mark.reload()
     }
 
-    fn from_store(mut store: Store, options: &ConnectOptions, lock: HomeLock) -> Result<Self> {
+    pub(crate) fn from_store(mut store: Store, options: &ConnectOptions, lock: HomeLock) -> Result<Self> {
         let me = load_me(&store)?;
         let server = store.meta(meta::SERVER)?.ok_or(ClientError::NoAccount)?;
         let server =
@@ -507,16 +510,10 @@ impl Client {
         let device_list = get(meta::DEVICE_LIST)?.to_vec();
         let prekeys: api::PrekeyUploadRequest = serde_json::from_slice(&get(meta::PENDING_UPLOAD)?)
             .map_err(|_| ClientError::Internal("upload"))?;
-        let account = self.me.account.clone().ok_or(ClientError::Internal("registration without account key"))?;
-        match register_account(
-            &self.api,
-            &self.me.name,
-            &account,
-            device_list,
-            prekeys,
-            registration_token,
-        )
-        .await
+        let account =
+            self.me.account.clone().ok_or(ClientError::Internal("registration without account key"))?;
+        match register_account(&self.api, &self.me.name, &account, device_list, prekeys, registration_token)
+            .await
         {
             Ok(_) => {}
             Err(ClientError::Server { code: Some(api::ErrorCode::NameTaken), .. })

@@ -54,8 +54,8 @@ impl Client {
             // verified: a change of it is accepted only from an own device (`devices.rs`).
             let own = *name == self.me.name;
             let known = own.then_some(self.me.account_key);
-            let list =
-                DeviceList::verify(&bytes, name, known.as_ref(), None).map_err(|e| Self::list_error(name, e))?;
+            let list = DeviceList::verify(&bytes, name, known.as_ref(), None)
+                .map_err(|e| Self::list_error(name, e))?;
             let row = ContactRow {
                 account_key: *list.account_key().as_bytes(),
                 device_list: bytes,

@@ -17,7 +17,7 @@
 //! key (contacts see an identity change), and the last approver cannot be revoked.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tacit_api as api;
 use tacit_protocol::{
@@ -29,8 +29,11 @@ use zeroize::Zeroizing;
 
 use crate::client::{Client, meta, now, now_ms, upload_request, wipe};
 use crate::error::{ClientError, Result};
+use crate::history_transfer::{ArchiveKey, HistoryArchive};
 use crate::home_lock::HomeLock;
+use crate::messaging::{OutboxMode, Outgoing};
 use crate::net::{Api, ConnectOptions};
+use crate::payload::{AccountSecret, Payload};
 use crate::rng::OsRng;
 use crate::store::key::StoreSecret;
 use crate::store::{self, ContactRow, Store};
@@ -151,7 +154,8 @@ impl Client {
                     .meta(link_meta::EXPIRES)?
                     .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
                     .is_some_and(|b| u64::from_be_bytes(b) > now_ms() + 5_000);
-                let same_server = s.meta(meta::SERVER)?.as_deref().map(Vec::as_slice) == Some(api.base().as_bytes());
+                let same_server =
+                    s.meta(meta::SERVER)?.as_deref().map(Vec::as_slice) == Some(api.base().as_bytes());
                 if live && same_server && s.meta(link_meta::PENDING)?.is_some() {
                     resumed = Some(s);
                 } else {
@@ -167,8 +171,10 @@ impl Client {
         let pending = PendingLink::from_bytes(
             &store.meta(link_meta::PENDING)?.ok_or(ClientError::Internal("pending link"))?,
         )?;
-        let code = String::from_utf8(store.meta(link_meta::CODE)?.ok_or(ClientError::Internal("link code"))?.to_vec())
-            .map_err(|_| ClientError::Internal("link code"))?;
+        let code = String::from_utf8(
+            store.meta(link_meta::CODE)?.ok_or(ClientError::Internal("link code"))?.to_vec(),
+        )
+        .map_err(|_| ClientError::Internal("link code"))?;
         let expires = store
             .meta(link_meta::EXPIRES)?
             .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
@@ -186,7 +192,7 @@ impl Client {
             }
             let wait = left.min(api::limits::MAX_LINK_WAIT_SECS);
             match api.link_answer_wait(&slot, wait).await {
-                Ok(Some(a)) => break a,
+                Ok(Some(a)) => break a.answer.0,
                 Ok(None) => {}
                 // The server restarted or is briefly away: keep waiting until the offer expires.
                 Err(ClientError::Network(_)) => tokio::time::sleep(Duration::from_secs(1)).await,
@@ -203,7 +209,7 @@ impl Client {
         let _guard = lock.lock_blocking()?;
         let mut store = store;
         let linked = Self::store_provisioning(&mut store, &provisioning)?;
-        let mut client = Client::from_store_pub(store, options, lock.clone())?;
+        let mut client = Client::from_store(store, options, lock.clone())?;
         client.api = api;
         drop(_guard);
         events(LinkEvent::Linked {
@@ -237,6 +243,7 @@ impl Client {
         let link_secret = LinkSecret::generate(&mut rng);
         let (pending, offer) =
             PendingLink::new(&mut rng, &link_secret, identity.public(), label, &signed, &last_resort)?;
+        let code = link_secret.to_code();
         let answer = api
             .link_offer_post(&api::LinkOfferRequest {
                 slot: api::Bytes(pending.slot_id().to_vec()),
@@ -253,7 +260,7 @@ impl Client {
         store::set_meta(&tx, meta::REGISTERED, &[0])?;
         store::set_meta(&tx, meta::GENERATIONS_FILE, &[1])?;
         store::set_meta(&tx, link_meta::PENDING, &pending.to_bytes())?;
-        store::set_meta(&tx, link_meta::CODE, link_secret.to_code().as_bytes())?;
+        store::set_meta(&tx, link_meta::CODE, code.as_bytes())?;
         store::set_meta(&tx, link_meta::EXPIRES, &expires.to_be_bytes())?;
         tx.commit()?;
         Ok(store)
@@ -263,47 +270,45 @@ impl Client {
     /// account's own contact row, pinned and verified: a later key change of the own account
     /// is accepted only from an own device), the account key if given.
     fn store_provisioning(store: &mut Store, p: &Provisioning) -> Result<(AccountName, DeviceId)> {
-        let list = DeviceList::verify(p.device_list(), p.account(), None, None)
-            .map_err(|source| ClientError::DeviceList { name: p.account().to_string(), source })?;
+        let list = DeviceList::verify(&p.device_list, &p.account, None, None)
+            .map_err(|source| ClientError::DeviceList { name: p.account.to_string(), source })?;
         let tx = store.tx()?;
-        store::set_meta(&tx, meta::NAME, p.account().as_str().as_bytes())?;
-        store::set_meta(&tx, meta::DEVICE, &p.device().get().to_be_bytes())?;
+        store::set_meta(&tx, meta::NAME, p.account.as_str().as_bytes())?;
+        store::set_meta(&tx, meta::DEVICE, &p.device_id.get().to_be_bytes())?;
         store::set_meta(&tx, meta::ACCOUNT_KEY, list.account_key().as_bytes())?;
-        if let Some(account) = p.account_identity() {
+        if let Some(account) = &p.account_identity {
             store::set_meta(&tx, meta::ACCOUNT_IDENTITY, &account.to_bytes())?;
         }
-        store::set_meta(&tx, meta::DEVICE_LIST, p.device_list())?;
+        store::set_meta(&tx, meta::DEVICE_LIST, &p.device_list)?;
         let row = ContactRow {
             account_key: *list.account_key().as_bytes(),
-            device_list: p.device_list().to_vec(),
+            device_list: p.device_list.clone(),
             verified: true,
             pending: None,
         };
-        store::put_contact(&tx, p.account().as_str(), &row)?;
-        if let Some(h) = p.history() {
-            store::set_meta(&tx, link_meta::HISTORY, &h.to_bytes())?;
+        store::put_contact(&tx, p.account.as_str(), &row)?;
+        if let Some(h) = &p.history {
+            store::set_meta(&tx, link_meta::HISTORY, &archive_of(h).to_bytes())?;
         }
         store::set_meta(&tx, meta::REGISTERED, &[1])?;
         for k in [link_meta::PENDING, link_meta::CODE, link_meta::EXPIRES] {
             store::delete_meta(&tx, k)?;
         }
         tx.commit()?;
-        Ok((p.account().clone(), p.device()))
+        Ok((p.account.clone(), p.device_id))
     }
 
     /// Imports the history archive the approver sent, if one is still to be imported
     /// (resumable: the download continues where it stopped).
     async fn finish_history_import(&mut self, events: &mut (dyn FnMut(LinkEvent) + Send)) -> Result<()> {
         let Some(bytes) = self.store.meta(link_meta::HISTORY)? else { return Ok(()) };
-        let history = HistoryRef::from_bytes(&bytes)?;
-        let imported = crate::history_transfer::import(self, &history, &mut |done, all| {
-            events(LinkEvent::History(done, all))
-        })
-        .await?;
+        let archive = HistoryArchive::from_bytes(&bytes)?;
+        let summary =
+            self.import_history(&archive, &mut |done, all| events(LinkEvent::History(done, all))).await?;
         let tx = self.store.tx()?;
         store::delete_meta(&tx, link_meta::HISTORY)?;
         tx.commit()?;
-        events(LinkEvent::HistoryDone(imported));
+        events(LinkEvent::HistoryDone(summary.messages_added));
         Ok(())
     }
 
@@ -321,7 +326,7 @@ impl Client {
             }
             Err(e) => return Err(e),
         };
-        let offer = VerifiedOffer::open(&secret, &offer.offer)?;
+        let offer = VerifiedOffer::open(&secret, offer.offer.as_slice())?;
         Ok((secret, offer))
     }
 
@@ -336,6 +341,7 @@ impl Client {
         progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<DeviceInfo> {
         self.online().await?;
+        self.drop_logged_out_devices().await?;
         let (secret, offer) = self.link_offer(code).await?;
         let shown = NewDevice { label: offer.label().to_owned(), fingerprint: offer.fingerprint() };
         if !confirm(&shown) {
@@ -366,30 +372,31 @@ impl Client {
             devices.push(entry.clone());
             let list = DeviceList::sign(&account, self.me.name.clone(), current.version() + 1, devices)
                 .map_err(|source| ClientError::DeviceList { name: self.me.name.to_string(), source })?;
-            let mut prekeys = api::PrekeyUploadRequest::default();
-            prekeys.signed_prekey = Some(api::Bytes(offer.signed_prekey().to_bytes()));
-            prekeys.last_resort = Some(api::Bytes(offer.last_resort().to_bytes()));
+            let prekeys = api::PrekeyUploadRequest {
+                signed_prekey: Some(api::Bytes(offer.signed_prekey().to_bytes())),
+                last_resort: Some(api::Bytes(offer.last_resort_prekey().to_bytes())),
+                ..Default::default()
+            };
             self.publish_own_list(&list, None, vec![api::NewDevicePrekeys { device: id.get(), prekeys }])
                 .await?;
             (list, entry)
         };
         // Published first: whatever is sent from now on reaches the new device directly, and
         // the archive holds everything before.
-        let history = if options.history {
-            Some(crate::history_transfer::export(self, progress).await?)
-        } else {
-            None
+        let history = if options.history { Some(self.export_history(progress).await?) } else { None };
+        let provisioning = Provisioning {
+            account: self.me.name.clone(),
+            device_id: entry.id,
+            approver_id: self.me.device,
+            device_list: list.to_bytes(),
+            account_identity: options.approver.then(|| account.clone()),
+            history: history.as_ref().map(ref_of),
         };
-        let provisioning = Provisioning::new(
-            self.me.name.clone(),
-            entry.id,
-            self.me.device,
-            list.to_bytes(),
-            options.approver.then(|| account.clone()),
-            history,
-        );
         let answer = offer.seal_answer(&mut OsRng, &provisioning)?;
-        match self.api.link_answer_put(&secret.slot_id(), &api::LinkAnswerRequest { answer: api::Bytes(answer) }).await
+        match self
+            .api
+            .link_answer_put(&secret.slot_id(), &api::LinkAnswerRequest { answer: api::Bytes(answer) })
+            .await
         {
             Ok(()) => {}
             Err(ClientError::Server { code: Some(api::ErrorCode::AlreadyUsed), .. }) => {
@@ -415,9 +422,40 @@ impl Client {
             Some(b) => DeviceList::verify(&b, &self.me.name, Some(&self.me.account_key), None).ok(),
             None => None,
         };
-        let list = DeviceList::verify(&bytes, &self.me.name, Some(&self.me.account_key), previous.as_ref())
-            .map_err(|source| ClientError::DeviceList { name: self.me.name.to_string(), source })?;
+        let list =
+            match DeviceList::verify(&bytes, &self.me.name, Some(&self.me.account_key), previous.as_ref()) {
+                Ok(list) => list,
+                // A rotation this device published but did not record (a crash between the
+                // server's answer and the commit): the key it made is the one the list names.
+                Err(tacit_protocol::DeviceListError::AccountKeyChanged) => {
+                    self.adopt_pending_rotation(&bytes)?
+                }
+                Err(source) => {
+                    return Err(ClientError::DeviceList { name: self.me.name.to_string(), source });
+                }
+            };
         self.accept_own_list(&list)?;
+        Ok(list)
+    }
+
+    /// The list `bytes` signed by the key of an unfinished rotation of this device, which it
+    /// now records as the account key; anything else is the own account's key changing
+    /// without this device's knowledge, refused.
+    fn adopt_pending_rotation(&mut self, bytes: &[u8]) -> Result<DeviceList> {
+        let changed = || ClientError::DeviceList {
+            name: self.me.name.to_string(),
+            source: tacit_protocol::DeviceListError::AccountKeyChanged,
+        };
+        let Some(pending) = self.store.meta(meta::PENDING_ACCOUNT_IDENTITY)? else { return Err(changed()) };
+        let account = AccountIdentity::from_bytes(&pending)?;
+        let list =
+            DeviceList::verify(bytes, &self.me.name, Some(&account.public()), None).map_err(|_| changed())?;
+        let tx = self.store.tx()?;
+        store::set_meta(&tx, meta::ACCOUNT_IDENTITY, &account.to_bytes())?;
+        store::delete_meta(&tx, meta::PENDING_ACCOUNT_IDENTITY)?;
+        tx.commit()?;
+        self.me.account_key = account.public();
+        self.me.account = Some(account);
         Ok(list)
     }
 
@@ -457,6 +495,7 @@ impl Client {
     /// The account's devices, from the current signed list and what the server saw of them.
     pub async fn devices(&mut self) -> Result<Vec<DeviceInfo>> {
         self.online().await?;
+        self.drop_logged_out_devices().await?;
         let _guard = self.lock_state().await?;
         let list = self.own_list().await?;
         let status = self.api.device_status().await?;
@@ -467,7 +506,11 @@ impl Client {
                 id: d.id.get(),
                 label: d.label.clone(),
                 added_ms: d.added_ms,
-                last_seen_ms: status.devices.iter().find(|s| s.device == d.id.get()).and_then(|s| s.last_seen_ms),
+                last_seen_ms: status
+                    .devices
+                    .iter()
+                    .find(|s| s.device == d.id.get())
+                    .and_then(|s| s.last_seen_ms),
                 current: d.id == self.me.device,
                 approver: d.approver,
             })
@@ -488,6 +531,7 @@ impl Client {
             self.api.logout_device(id).await?;
             return self.removed_here().map(|()| Revoked { rotated: false, this_device: true });
         };
+        self.drop_logged_out_devices().await?;
         let _guard = self.lock_state().await?;
         let current = self.own_list().await?;
         let target = current
@@ -496,28 +540,36 @@ impl Client {
             .find(|d| d.id.get() == id)
             .ok_or(ClientError::UnknownDevice { name: self.me.name.to_string(), device: id })?
             .clone();
-        let devices: Vec<DeviceEntry> = current.devices().iter().filter(|d| d.id.get() != id).cloned().collect();
+        let devices: Vec<DeviceEntry> =
+            current.devices().iter().filter(|d| d.id.get() != id).cloned().collect();
         if !devices.iter().any(|d| d.approver) {
             return Err(ClientError::LastApprover);
         }
         let this_device = id == self.me.device.get();
         let version = current.version() + 1;
-        let rotated = target.approver;
+        // Revoking another device that held the account key (lost, stolen, sold) rotates the
+        // key. An approver that revokes itself (logging out) erases its own copy with the rest
+        // of its data, so the key stays: nothing it held is in anyone else's hands.
+        let rotated = target.approver && !this_device;
         if rotated {
             // The revoked device held the account key: a new one, signed over by the old.
             let new_account = AccountIdentity::generate(&mut OsRng)?;
             let list = DeviceList::sign(&new_account, self.me.name.clone(), version, devices)
                 .map_err(|source| ClientError::DeviceList { name: self.me.name.to_string(), source })?;
             let rotation = DeviceList::sign_rotation(&account, &list.to_bytes());
+            // The new key is stored before it is published: a crash in between leaves this
+            // device able to publish again, never a published key nobody holds.
+            let tx = self.store.tx()?;
+            store::set_meta(&tx, meta::PENDING_ACCOUNT_IDENTITY, &new_account.to_bytes())?;
+            tx.commit()?;
             self.publish_own_list(&list, Some(rotation.as_bytes().to_vec()), Vec::new()).await?;
-            if !this_device {
-                let tx = self.store.tx()?;
-                store::set_meta(&tx, meta::ACCOUNT_IDENTITY, &new_account.to_bytes())?;
-                tx.commit()?;
-                self.me.account = Some(new_account.clone());
-                self.me.account_key = new_account.public();
-                self.send_account_key_update(&list, &new_account).await?;
-            }
+            let tx = self.store.tx()?;
+            store::set_meta(&tx, meta::ACCOUNT_IDENTITY, &new_account.to_bytes())?;
+            store::delete_meta(&tx, meta::PENDING_ACCOUNT_IDENTITY)?;
+            tx.commit()?;
+            self.me.account = Some(new_account.clone());
+            self.me.account_key = new_account.public();
+            self.send_account_key_update(&list, &new_account).await?;
         } else {
             let list = DeviceList::sign(&account, self.me.name.clone(), version, devices)
                 .map_err(|source| ClientError::DeviceList { name: self.me.name.to_string(), source })?;
@@ -531,15 +583,47 @@ impl Client {
 
     /// This device left the account: remove it from this home.
     fn removed_here(&mut self) -> Result<()> {
-        let home = self.store.home().to_owned();
-        self.store.close()?;
-        wipe(&home)
+        // The open store's files are unlinked; any later call on this client finds its
+        // store.db gone and stops (`AccountRemoved`).
+        wipe(self.store.home())
     }
 
-    /// Tells the account's other devices the new account key after a rotation: the new
-    /// secret to approvers, the new signed list to every device (over their sessions).
+    /// Tells the account's other devices the new account key after a rotation: the new signed
+    /// list to every one, the new key to those that hold it (each device its own payload,
+    /// over its session).
     async fn send_account_key_update(&mut self, list: &DeviceList, account: &AccountIdentity) -> Result<()> {
-        let _ = (list, account);
+        let bytes = list.to_bytes();
+        let secret = account.to_bytes();
+        let sent_time_ms = now_ms();
+        let to_approver = Payload::account_key_update(sent_time_ms, &bytes, Some(&secret))
+            .map_err(|_| ClientError::Internal("account key update"))?;
+        let to_other = Payload::account_key_update(sent_time_ms, &bytes, None)
+            .map_err(|_| ClientError::Internal("account key update"))?;
+        let approvers: Vec<u32> = list.approvers().map(|d| d.id.get()).collect();
+        let per_device = move |device: u32| -> Zeroizing<Vec<u8>> {
+            if approvers.contains(&device) { to_approver.clone() } else { to_other.clone() }
+        };
+        let name = self.me.name.clone();
+        let out = Outgoing {
+            payload: &[],
+            sent_time_ms,
+            message_id: None,
+            history: None,
+            outbox: OutboxMode::None,
+        };
+        self.send_payload_with(&name, &out, Some(&per_device)).await.map(drop)
+    }
+
+    /// After [`Self::account_key_update`] committed: the new key in memory, and the user told.
+    pub(crate) fn account_key_updated(&mut self, update: KeyUpdate) -> Result<()> {
+        self.me.account_key = update.key;
+        self.me.account = update.identity;
+        self.warnings.push(format!(
+            "your device {} replaced your account key after revoking a device that held it: your contacts \
+             will be warned that your identity changed, and your safety numbers with them change (compare \
+             them again)",
+            update.from
+        ));
         Ok(())
     }
 
@@ -564,6 +648,68 @@ impl Client {
     }
 }
 
+/// Checks an account key update from `device` of the own account (`own`) inside the receive
+/// transaction: the sender held the account key in the own list this device accepted
+/// (`previous`), the new list is newer, verifies under the key it names, and lists this device
+/// (`me`); a key is taken only by a device the new list makes an approver, and only if it is
+/// the list's. Stores the list and key; [`Client::account_key_updated`] then updates memory.
+pub(crate) fn account_key_update(
+    tx: &rusqlite::Transaction<'_>,
+    me: (&AccountName, DeviceId),
+    previous: Option<&DeviceList>,
+    own: bool,
+    device: DeviceId,
+    bytes: &[u8],
+    account: Option<&AccountSecret>,
+) -> Result<KeyUpdate> {
+    let refuse = |why: &str| ClientError::KeyUpdateRefused { device: device.get(), why: why.to_owned() };
+    if !own {
+        return Err(refuse("only your own devices send those"));
+    }
+    if !previous.is_some_and(|p| p.entry(device).is_some_and(|e| e.approver)) {
+        return Err(refuse("the sending device does not hold the account key"));
+    }
+    let list = DeviceList::verify(bytes, me.0, None, None)
+        .map_err(|e| refuse(&format!("the new device list does not verify: {e}")))?;
+    if previous.is_some_and(|p| p.version() >= list.version()) {
+        return Err(refuse("the new device list is not newer than the one this device has"));
+    }
+    let Some(mine) = list.entry(me.1) else {
+        return Err(refuse("the new device list does not list this device"));
+    };
+    let identity = match account {
+        Some(a) if mine.approver => {
+            let id = AccountIdentity::from_bytes(&a.0)?;
+            if id.public() != *list.account_key() {
+                return Err(refuse("the key sent is not the new list's"));
+            }
+            Some(id)
+        }
+        _ => None,
+    };
+    store::set_meta(tx, meta::DEVICE_LIST, bytes)?;
+    store::set_meta(tx, meta::ACCOUNT_KEY, list.account_key().as_bytes())?;
+    match &identity {
+        Some(id) => store::set_meta(tx, meta::ACCOUNT_IDENTITY, &id.to_bytes())?,
+        None => store::delete_meta(tx, meta::ACCOUNT_IDENTITY)?,
+    }
+    let row = ContactRow {
+        account_key: *list.account_key().as_bytes(),
+        device_list: bytes.to_vec(),
+        verified: true,
+        pending: None,
+    };
+    store::put_contact(tx, me.0.as_str(), &row)?;
+    Ok(KeyUpdate { key: *list.account_key(), identity, from: device.get() })
+}
+
+/// An account key update accepted in a receive, to apply once it is committed.
+pub(crate) struct KeyUpdate {
+    key: AccountKey,
+    identity: Option<AccountIdentity>,
+    from: u32,
+}
+
 /// What [`Client::revoke_device`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Revoked {
@@ -572,4 +718,26 @@ pub struct Revoked {
     pub rotated: bool,
     /// This device was revoked (logged out): the account is gone from this home.
     pub this_device: bool,
+}
+
+/// The provisioning message's form of a history archive reference.
+fn ref_of(a: &HistoryArchive) -> HistoryRef {
+    HistoryRef {
+        blob_id: a.blob_id,
+        key: Zeroizing::new(*a.key.expose_secret()),
+        size: a.size,
+        plain_size: a.plain_size,
+        digest: a.digest,
+    }
+}
+
+/// The history transfer's form of a provisioning message's archive reference.
+fn archive_of(h: &HistoryRef) -> HistoryArchive {
+    HistoryArchive {
+        blob_id: h.blob_id,
+        key: ArchiveKey::from_bytes(*h.key),
+        size: h.size,
+        plain_size: h.plain_size,
+        digest: h.digest,
+    }
 }

@@ -140,11 +140,25 @@ pub enum ClientError {
     LinkExpired,
     /// A link offer or answer failed its checks: the code does not match (mistyped), or the
     /// server altered what it relayed.
-    #[error("linking refused: {0} (a mistyped code, or the server altered the exchange); nothing was changed")]
+    #[error(
+        "linking refused: {0} (a mistyped code, or the server altered the exchange); nothing was changed"
+    )]
     Link(#[from] tacit_protocol::LinkError),
     /// The user declined.
     #[error("cancelled; nothing was changed")]
     Cancelled,
+    /// An account key update that failed its checks (nothing stored).
+    #[error("refused an account key update from your device {device}: {why}; nothing was changed")]
+    KeyUpdateRefused {
+        /// The device it came from.
+        device: u32,
+        /// Why.
+        why: String,
+    },
+    /// The history transfer failed (the device is linked; run `tacit device link` again to
+    /// retry the import).
+    #[error("history transfer: {0}")]
+    History(Box<crate::history_transfer::HistoryError>),
     /// No conversation or contact with this name.
     #[error("unknown contact {0}")]
     UnknownContact(String),
@@ -213,6 +227,37 @@ pub enum ClientError {
         /// The claimed device.
         device: u32,
     },
+    /// A delivery receipt names messages never sent to its sender (nothing was stored for
+    /// them).
+    #[error(
+        "refused a delivery receipt from {name} device {device}: {count} of its message ids name no \
+         message sent to {name}; nothing was stored for them"
+    )]
+    UnknownMessage {
+        /// The receipt's sender.
+        name: String,
+        /// Its device.
+        device: u32,
+        /// How many ids were unknown.
+        count: usize,
+    },
+    /// A retry request names no message this device sent to the requesting device and still
+    /// keeps (never sent to it, forgotten, or resent too often already): nothing was sent.
+    #[error(
+        "refused a request from {name} device {device} to send again the message the server took at \
+         {server_time_ms} ms: {}; nothing was sent",
+        if *.resent { "it was sent again too often already" } else { "no such message was sent to that device, or it is no longer kept" }
+    )]
+    RetryRefused {
+        /// The requesting account.
+        name: String,
+        /// Its device.
+        device: u32,
+        /// The server time of the envelope it could not decrypt (its claim).
+        server_time_ms: u64,
+        /// The entry exists but was resent the most times already.
+        resent: bool,
+    },
     /// The typed safety number does not match.
     #[error("safety number mismatch for {0}: do not trust this contact until the numbers match")]
     VerificationFailed(String),
@@ -278,12 +323,16 @@ impl ClientError {
             Self::IdentityChanged(_)
             | Self::VerificationFailed(_)
             | Self::UnknownDevice { .. }
+            | Self::UnknownMessage { .. }
+            | Self::RetryRefused { .. }
             | Self::DeviceList { .. }
             | Self::Session(_)
             | Self::Decode(_)
             | Self::Crypto(_)
             | Self::Prekey(_)
             | Self::Link(_)
+            | Self::KeyUpdateRefused { .. }
+            | Self::History(_)
             | Self::LinkUsed
             | Self::WrongOrigin { .. } => ErrorKind::Security,
             Self::Store(_)
@@ -449,6 +498,15 @@ impl From<tokio_tungstenite::tungstenite::Error> for ClientError {
 
 /// Shorthand.
 pub type Result<T, E = ClientError> = core::result::Result<T, E>;
+
+impl From<crate::history_transfer::HistoryError> for ClientError {
+    fn from(e: crate::history_transfer::HistoryError) -> Self {
+        match e {
+            crate::history_transfer::HistoryError::Client(c) => c,
+            e => Self::History(Box::new(e)),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

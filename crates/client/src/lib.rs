@@ -15,6 +15,14 @@
 //!   whole home folder put back from an older copy, through a state counter the server
 //!   keeps: every session is replaced and each contact is sent a session reset
 //!   ([`Client::reset_session`] does it for one contact).
+//! - History transfer ([`Client::export_history`], [`Client::import_history`]): a linked
+//!   device receives the approving device's contacts and messages as one encrypted,
+//!   compressed archive carried by the server as a blob (resumable, bounded, all or nothing).
+//! - Issue 9: every message has a 16-byte id; devices send end-to-end encrypted delivery
+//!   receipts ([`HistoryEntry::delivered`] of [`HistoryEntry::devices`]); a message a device
+//!   cannot decrypt is asked for again (a retry request) and resent from the sender's outbox
+//!   of recent plaintexts over a new session; what a device sends is copied to the account's
+//!   other devices (sent transcripts), and a send to one's own name is a note to self.
 //! - Prekeys are refilled and rotated automatically ([`Client::maintain_prekeys`]).
 //! - `https://` servers are verified against the system's roots and, through
 //!   [`ConnectOptions`] ([`Client::open_with`], [`Client::create_account_with`]), the CAs of a
@@ -22,14 +30,18 @@
 
 mod client;
 mod contacts;
+mod devices;
 mod error;
 mod generations;
+mod history_transfer;
 mod home_lock;
 mod messaging;
 mod net;
 mod origin;
 mod payload;
 mod prekey_mark;
+#[cfg(test)]
+mod receipt_tests;
 pub mod relay;
 mod restore;
 mod rng;
@@ -45,7 +57,11 @@ mod store;
 mod tests;
 
 pub use client::Client;
+pub use devices::{ApproveOptions, DeviceInfo, LinkEvent, NewDevice, Revoked};
 pub use error::{ClientError, ErrorKind, Result};
+pub use history_transfer::{
+    ArchiveKey, HistoryArchive, HistoryError, ImportSummary, MAX_CONTACTS, MAX_PLAIN_BYTES, MAX_RESUME_AGE_MS,
+};
 pub use home_lock::LockNotice;
 pub use messaging::{ReceiveEvent, ReceivedMessage, SentMessage};
 pub use net::ConnectOptions;

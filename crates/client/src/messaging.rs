@@ -12,6 +12,16 @@
 //! Killed anywhere, the client neither loses (no ack before commit) nor duplicates (the id
 //! is checked before decrypting) a message.
 //!
+//! **Issue 9** (payload version 2, `payload.rs`): every text carries a 16-byte message id. A
+//! send keeps the payload and each envelope's digest in the outbox (`store::put_outbox`, in
+//! the send's transaction) and, once the server took it, queues a *sent transcript* for the
+//! own account's other devices (a note to self is only that). A receive stores a text once
+//! per id, queues a delivery receipt for it (one message per sender account, sent at the end
+//! of the receive to all its devices), records receipts for what this account sent, stores
+//! transcripts from own devices as sent, and answers a *retry request* it can match in the
+//! outbox by sending the original payload again over a new session. A message no session
+//! decrypts makes this device send one (`drop_undecryptable`).
+//!
 //! A message is first tried with the sender's stored device list. If that cannot decrypt it
 //! and it comes from a device the stored list lacks, or is a first message naming another
 //! identity (a reinstall), the client fetches the sender's current list before deciding (a
@@ -31,11 +41,13 @@ use tacit_protocol::{
 };
 
 use crate::client::{Client, SESSIONS_PER_DEVICE, meta, now, now_ms};
+use crate::error::ErrorKind;
 use crate::error::{ClientError, Result};
 use crate::net::{Incoming, RelayEvent, SendOutcome};
-use crate::payload::{Payload, TextPayload};
+use crate::payload::{DIGEST_LEN, MAX_RECEIPT_IDS, MAX_TEXT_BYTES, MessageId, Payload, PayloadError};
 use crate::restore::Heal;
-use crate::store::{self, HistoryEntry};
+use crate::store::{self, ContactRow, HistoryEntry, PendingKind};
+use zeroize::Zeroizing;
 
 /// Attempts at a send when the server reports a changed device set.
 const SEND_ATTEMPTS: usize = 3;
@@ -48,7 +60,16 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// Warnings about dropped envelopes kept until the caller takes them; past it, one line
 /// says that more were dropped.
 const MAX_WARNINGS: usize = 256;
-const MORE_DROPPED: &str = "more messages were dropped (not shown: too many warnings)";
+const MORE_DROPPED: &str = "more messages were dropped or refused (not shown: too many warnings)";
+/// Retry requests sent to one device within [`RETRY_WINDOW_MS`], at most.
+pub(crate) const RETRY_REQUESTS_PER_DEVICE: u32 = 100;
+/// Devices sent retry requests within [`RETRY_WINDOW_MS`], at most (past it, a new device
+/// waits until the window moves on).
+pub(crate) const RETRY_DEVICES: u32 = 256;
+/// The window of the retry-request bounds: an hour.
+pub(crate) const RETRY_WINDOW_MS: u64 = 3_600_000;
+/// Times one outbox entry is resent to one device on its retry requests, at most.
+pub(crate) const MAX_RESENDS: u32 = 3;
 /// The longest a `receive` waits (the CLI's `--wait` stops at the same bound).
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(86_400);
 
@@ -132,29 +153,84 @@ impl Client {
         }
     }
 
-    /// Sends `text` to every device of `to`.
+    /// Sends `text` to every device of `to` and, once the server took it, a *sent
+    /// transcript* of it to every other device of the own account (so it shows there as
+    /// sent). `to` may be the own name: a note to self, stored here as sent and sent to the
+    /// own account's other devices only (with no other device, stored only: no request).
     pub async fn send_text(&mut self, to: &str, text: &str) -> Result<SentMessage> {
         let name = AccountName::new(to)?;
-        // Refused before anything is stored or sent: no history entry, no request.
-        if name == self.me.name {
-            return Err(ClientError::SendToSelf(name.to_string()));
-        }
         let sent_time_ms = now_ms();
-        let payload = TextPayload { sent_time_ms, text: text.to_owned() }.encode()?;
+        let message_id = new_message_id();
+        let own = name == self.me.name;
+        // Refused before anything is stored or sent when too long (its transcript must fit).
+        let payload = if own {
+            Payload::SentTranscript { peer: name.clone(), message_id, sent_time_ms, text: text.to_owned() }
+        } else {
+            Payload::text(message_id, sent_time_ms, text)
+        };
+        let payload = Zeroizing::new(payload.encode().map_err(payload_error)?);
         self.online().await?;
-        self.send_payload(&name, &payload, Some(text), sent_time_ms).await
+        let out = Outgoing {
+            payload: &payload,
+            sent_time_ms,
+            message_id: Some(message_id),
+            history: Some(text),
+            outbox: OutboxMode::Keep,
+        };
+        let sent = self.send_payload(&name, &out).await?;
+        if !own {
+            // The message went; its copy to the other own devices is queued (kept over a
+            // failure, sent at the next command that reaches the server).
+            let transcript = Payload::SentTranscript {
+                peer: name.clone(),
+                message_id,
+                sent_time_ms,
+                text: text.to_owned(),
+            };
+            let what = PendingKind::Payload {
+                payload: Zeroizing::new(transcript.encode().map_err(payload_error)?),
+                message_id: Some(message_id),
+            };
+            store::queue_send(self.store.conn(), self.me.name.as_str(), &what, now_ms())?;
+            if let Err(e) = self.send_queued().await {
+                if e.kind() == ErrorKind::Local {
+                    return Err(e);
+                }
+                self.warnings.push(format!(
+                    "the message was sent, but not yet copied to your other devices ({e}); the next \
+                     command that reaches the server tries again"
+                ));
+            }
+        }
+        Ok(sent)
     }
 
-    /// Encrypts `payload` for every device of `name` (the newest session that is not stale,
-    /// else a new one) and sends it; with `text`, a history entry records it. The caller is
-    /// online.
+    /// Encrypts `out.payload` for every device of `name` (the newest session that is not
+    /// stale, else a new one; with [`OutboxMode::Resend`], a new session with that device
+    /// whatever is stored) and sends it. For the own name, every device but this one (the
+    /// server does not ask for one to the sender); none: nothing is sent. With `history`, a
+    /// history entry records it; with [`OutboxMode::Keep`], the payload and each envelope's
+    /// digest are kept in the outbox for retry requests, in the same transaction as the
+    /// sessions. The caller is online.
     pub(crate) async fn send_payload(
         &mut self,
         name: &AccountName,
-        payload: &[u8],
-        text: Option<&str>,
-        sent_time_ms: u64,
+        out: &Outgoing<'_>,
     ) -> Result<SentMessage> {
+        self.send_payload_with(name, out, None).await
+    }
+
+    /// [`Self::send_payload`], with `per_device` (when given) making each device's payload
+    /// instead of `out.payload` (an account key update: the key only to approvers).
+    pub(crate) async fn send_payload_with(
+        &mut self,
+        name: &AccountName,
+        out: &Outgoing<'_>,
+        per_device: Option<&PerDevice<'_>>,
+    ) -> Result<SentMessage> {
+        let payload = out.payload;
+        let sent_time_ms = out.sent_time_ms;
+        let own = *name == self.me.name;
         // From loading the sessions to committing them, no other process on this home may
         // step them (two sends at once would each make their own ratchet step from the same
         // state). Held through the request, so the 409 retries reload what this send stored.
@@ -163,15 +239,37 @@ impl Client {
         // not stored twice.
         let mut idempotency_key = [0u8; api::limits::IDEMPOTENCY_KEY_BYTES];
         rand_core::RngCore::fill_bytes(&mut OsRng, &mut idempotency_key);
-        let mut message_id = None;
+        let mut history_row = None;
         let mut last_error = None;
-        for _ in 0..SEND_ATTEMPTS {
+        if own {
+            self.pin_own_account()?;
+        }
+        for attempt in 0..SEND_ATTEMPTS {
             let list = self.refresh_contact(name).await?;
+            if own && list.account_key() != &self.me.account_key {
+                // Not a local failure: a queued self-send is dropped with a warning, not
+                // retried at every command.
+                return Err(ClientError::DeviceList {
+                    name: name.to_string(),
+                    source: tacit_protocol::DeviceListError::AccountKeyChanged,
+                });
+            }
+            // A retry request's answer starts a new session with the device that asked (its
+            // old one is what failed); a later attempt uses the one this one stored.
+            let fresh = match out.outbox {
+                OutboxMode::Resend(d) if attempt == 0 => Some(d),
+                _ => None,
+            };
             let mut envelopes = Vec::new();
             let mut sessions = Vec::new();
+            let mut digests = Vec::new();
             for dev in list.verified_devices() {
                 let device = dev.address().device.get();
-                let mut session = match self.sendable(name.as_str(), &dev)? {
+                if own && device == self.me.device.get() {
+                    continue;
+                }
+                let stored = if fresh == Some(device) { None } else { self.sendable(name.as_str(), &dev)? };
+                let mut session = match stored {
                     Some(s) => s,
                     None => {
                         let bytes = self.api.bundle(name.as_str(), device).await?;
@@ -186,10 +284,18 @@ impl Client {
                         )?
                     }
                 };
-                let wire = session.encrypt(&mut OsRng, payload)?.to_bytes();
+                let own_payload = per_device.map(|f| f(device));
+                let wire = session
+                    .encrypt(&mut OsRng, own_payload.as_deref().map_or(payload, Vec::as_slice))?
+                    .to_bytes();
+                digests.push((device, envelope_digest(&wire)));
                 envelopes.push(api::OutgoingEnvelope { device, content: api::Bytes(wire) });
                 sessions.push((device, session));
             }
+            let devices: Vec<u32> = envelopes.iter().map(|e| e.device).collect();
+            // A message to another account records how many devices it went to (what
+            // receipts are counted against); a note to self does not.
+            let count = (!own).then(|| u32::try_from(devices.len()).unwrap_or(u32::MAX));
             // Marks first, then the states: a crash in between only makes a session look
             // stale, never an old state look current.
             let marks: Vec<_> =
@@ -209,23 +315,50 @@ impl Client {
                 )?;
                 pruned.extend(store::prune_sessions(&tx, name.as_str(), *device, SESSIONS_PER_DEVICE)?);
             }
-            if message_id.is_none()
-                && let Some(text) = text
-            {
-                let entry = HistoryEntry {
-                    peer: name.to_string(),
-                    device: 0,
-                    outgoing: true,
-                    text: text.to_owned(),
-                    server_time_ms: None,
-                    sent_time_ms,
-                };
-                message_id = Some(store::put_message(&tx, &entry, None)?);
+            match (history_row, out.history) {
+                (None, Some(text)) => {
+                    let entry = HistoryEntry {
+                        peer: name.to_string(),
+                        device: 0,
+                        outgoing: true,
+                        text: text.to_owned(),
+                        // Nothing to send (a note to self with no other device): this
+                        // device's clock is the only one.
+                        server_time_ms: envelopes.is_empty().then_some(sent_time_ms),
+                        sent_time_ms,
+                        message_id: out.message_id,
+                        delivered: None,
+                        devices: count,
+                    };
+                    history_row = store::put_message(&tx, &entry, None)?;
+                }
+                (Some(row), Some(_)) => store::set_devices(&tx, row, count)?,
+                _ => {}
+            }
+            if let Some(id) = &out.message_id {
+                match out.outbox {
+                    OutboxMode::Keep if !digests.is_empty() => {
+                        store::put_outbox(&tx, name.as_str(), id, payload, &digests, true, now_ms())?;
+                    }
+                    OutboxMode::Resend(d) => {
+                        store::put_outbox(&tx, name.as_str(), id, payload, &digests, false, now_ms())?;
+                        store::count_resend(&tx, name.as_str(), id, d)?;
+                    }
+                    OutboxMode::Keep | OutboxMode::None => {}
+                }
+            }
+            if out.outbox == OutboxMode::None || out.message_id.is_none() {
+                store::remember_unkept(&tx, name.as_str(), &digests, now_ms())?;
+            }
+            if envelopes.is_empty() {
+                // The own account's only device: nothing to send, nothing the world sees.
+                tx.commit()?;
+                self.gens.forget(&pruned)?;
+                return Ok(SentMessage { server_time_ms: sent_time_ms, sent_time_ms, devices });
             }
             let state_counter = store::raise_state_counter(&tx)?;
             tx.commit()?;
             self.gens.forget(&pruned)?;
-            let devices = envelopes.iter().map(|e| e.device).collect();
             let request = api::SendRequest {
                 recipient: name.to_string(),
                 envelopes,
@@ -234,8 +367,8 @@ impl Client {
             };
             match self.api.send(&request).await? {
                 SendOutcome::Sent(r) => {
-                    if let Some(id) = message_id {
-                        store::set_server_time(self.store.conn(), id, r.server_time_ms)?;
+                    if let Some(row) = history_row {
+                        store::set_server_time(self.store.conn(), row, r.server_time_ms)?;
                     }
                     return Ok(SentMessage { server_time_ms: r.server_time_ms, sent_time_ms, devices });
                 }
@@ -260,6 +393,106 @@ impl Client {
             code: Some(api::ErrorCode::MismatchedDevices),
             message: last_error.unwrap_or_default(),
         })
+    }
+
+    /// Before the own account's device list is first fetched (a sent transcript, a note to
+    /// self): pins the own account key as a verified contact, with the list this device
+    /// stored, so a list the server makes up under another key is refused rather than
+    /// trusted on first use. (A rotation of the own account key must update this row.)
+    fn pin_own_account(&mut self) -> Result<()> {
+        if self.store.contact(self.me.name.as_str())?.is_some() {
+            return Ok(());
+        }
+        let Some(list) = self.store.meta(meta::DEVICE_LIST)? else { return Ok(()) };
+        let row = ContactRow {
+            account_key: *self.me.account_key.as_bytes(),
+            device_list: list.to_vec(),
+            verified: true,
+            pending: None,
+        };
+        store::put_contact(self.store.conn(), self.me.name.as_str(), &row)
+    }
+
+    /// Sends what is queued: payloads (sent transcripts, retry requests, answers to retry
+    /// requests) in the order they were queued, then the delivery receipts, one message per
+    /// peer (up to [`MAX_RECEIPT_IDS`] ids each), to all the peer's devices. A network failure
+    /// or a busy server stops here and leaves the rest for the next command that reaches the
+    /// server (the error is returned); a payload the server refuses for good (the account is
+    /// gone, a verified contact's identity changed) is dropped with a warning.
+    pub(crate) async fn send_queued(&mut self) -> Result<()> {
+        // One process sends them (the queue is read and emptied under the home's lock).
+        let _guard = self.lock_state().await?;
+        for p in self.store.pending_sends()? {
+            let sent = match AccountName::new(&p.recipient) {
+                Ok(name) => self.send_pending(&name, &p.what).await,
+                Err(e) => Err(e.into()),
+            };
+            match sent {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Local || crate::restore::transient(&e) => return Err(e),
+                Err(e) => self
+                    .warnings
+                    .push(format!("could not send a queued message to {} ({e}); dropped", p.recipient)),
+            }
+            store::delete_pending_send(self.store.conn(), p.seq)?;
+        }
+        for (peer, ids) in self.store.pending_receipts()? {
+            let name = match AccountName::new(&peer) {
+                Ok(n) => n,
+                Err(_) => {
+                    store::delete_pending_receipts(self.store.conn(), &peer, &ids)?;
+                    continue;
+                }
+            };
+            for chunk in ids.chunks(MAX_RECEIPT_IDS) {
+                let sent_time_ms = now_ms();
+                let receipt = Payload::Receipt { sent_time_ms, message_ids: chunk.to_vec() };
+                let payload = receipt.encode().map_err(payload_error)?;
+                let out = Outgoing {
+                    payload: &payload,
+                    sent_time_ms,
+                    message_id: None,
+                    history: None,
+                    outbox: OutboxMode::None,
+                };
+                match self.send_payload(&name, &out).await {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::Local || crate::restore::transient(&e) => return Err(e),
+                    Err(e) => self
+                        .warnings
+                        .push(format!("could not send delivery receipts to {peer} ({e}); dropped")),
+                }
+                store::delete_pending_receipts(self.store.conn(), &peer, chunk)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one queued payload.
+    async fn send_pending(&mut self, name: &AccountName, what: &PendingKind) -> Result<()> {
+        let sent_time_ms = now_ms();
+        match what {
+            PendingKind::Payload { payload, message_id } => {
+                let outbox = if message_id.is_some() { OutboxMode::Keep } else { OutboxMode::None };
+                let out = Outgoing { payload, sent_time_ms, message_id: *message_id, history: None, outbox };
+                self.send_payload(name, &out).await.map(drop)
+            }
+            PendingKind::Resend { message_id, device } => {
+                let Some(payload) = store::outbox_payload(self.store.conn(), name.as_str(), message_id)?
+                else {
+                    // Receipted or forgotten meanwhile.
+                    return Ok(());
+                };
+                let out = Outgoing {
+                    payload: &payload,
+                    sent_time_ms,
+                    message_id: Some(*message_id),
+                    history: None,
+                    outbox: OutboxMode::Resend(*device),
+                };
+                self.send_payload(name, &out).await.map(drop)
+            }
+        }
     }
 
     /// Receives pending messages. With `wait` zero, fetches over HTTP what is stored (page
@@ -501,16 +734,21 @@ impl Client {
     /// Drops an envelope that can never be read: remembered as processed, acked, reported.
     fn drop_envelope(&mut self, e: &api::Envelope, why: &str) -> Result<Outcome> {
         store::mark_seen(self.store.conn(), e.id)?;
-        // Peers choose how many envelopes are dropped: the warnings waiting are bounded.
+        self.warn_bounded(format!(
+            "dropped a message from {} device {} (envelope {}): {why}",
+            e.sender, e.sender_device, e.id
+        ));
+        Ok(Outcome::Done)
+    }
+
+    /// Adds a warning a peer can cause: the warnings waiting are bounded (past
+    /// [`MAX_WARNINGS`], one line says that more were dropped).
+    fn warn_bounded(&mut self, warning: String) {
         if self.warnings.len() < MAX_WARNINGS {
-            self.warnings.push(format!(
-                "dropped a message from {} device {} (envelope {}): {why}",
-                e.sender, e.sender_device, e.id
-            ));
+            self.warnings.push(warning);
         } else if self.warnings.last().map(String::as_str) != Some(MORE_DROPPED) {
             self.warnings.push(MORE_DROPPED.to_owned());
         }
-        Ok(Outcome::Done)
     }
 
     async fn process(&mut self, e: api::Envelope) -> Result<Outcome> {
@@ -589,14 +827,19 @@ impl Client {
         sender: &AccountName,
         known: bool,
     ) -> Result<Outcome> {
-        let why = match self.heal_after_failure(sender, known)? {
+        let heal = self.heal_after_failure(sender, known)?;
+        // The sender may still hold the message: ask it to send it again over the new session
+        // (for the peers a reset may be sent to; at most RETRY_REQUESTS_PER_DEVICE an hour).
+        let asked = heal != Heal::No && self.queue_retry_request(e, sender)?;
+        let again = if asked { "; asked the sender to send it again" } else { "" };
+        let why = match heal {
             Heal::Queued => format!(
                 "could not decrypt (forged, or for a session this device lost); starting a new session \
-                 with {sender} so that the next messages decrypt"
+                 with {sender} so that the next messages decrypt{again}"
             ),
             Heal::Recently => format!(
                 "could not decrypt (forged, or for a session this device lost); a new session with \
-                 {sender} was started within the hour (`tacit session reset {sender}` starts one now)"
+                 {sender} was started within the hour (`tacit session reset {sender}` starts one now){again}"
             ),
             Heal::No => format!(
                 "could not decrypt (forged, or for a session this device lost; if {sender} is someone \
@@ -604,6 +847,40 @@ impl Client {
             ),
         };
         self.drop_envelope(e, &why)
+    }
+
+    /// Queues a retry request for envelope `e` to its sender (sent, after the session reset
+    /// [`Client::heal_after_failure`] queued, at the end of this receive), unless
+    /// [`RETRY_REQUESTS_PER_DEVICE`] went to that device within the hour, or requests went to
+    /// [`RETRY_DEVICES`] other devices within it (the bound on what a forger, the server
+    /// included, can make this device send). Whether it was queued.
+    fn queue_retry_request(&mut self, e: &api::Envelope, sender: &AccountName) -> Result<bool> {
+        let now = now_ms();
+        let tx = self.store.tx()?;
+        let allowed = store::allow_retry_request(
+            &tx,
+            sender.as_str(),
+            e.sender_device,
+            now,
+            RETRY_WINDOW_MS,
+            RETRY_REQUESTS_PER_DEVICE,
+            RETRY_DEVICES,
+        )?;
+        if allowed {
+            let request = Payload::RetryRequest {
+                sent_time_ms: now,
+                device: e.sender_device,
+                digest: envelope_digest(e.content.as_slice()),
+                server_time_ms: e.server_time_ms,
+            };
+            let what = PendingKind::Payload {
+                payload: Zeroizing::new(request.encode().map_err(payload_error)?),
+                message_id: None,
+            };
+            store::queue_send(&tx, sender.as_str(), &what, now)?;
+        }
+        tx.commit()?;
+        Ok(allowed)
     }
 
     /// Adds a warning unless the same one is already waiting (one per sender, not one per
@@ -629,6 +906,24 @@ impl Client {
         if let Some(p) = &prekeys {
             self.prekey_mark.raise(p.generation())?;
         }
+        // A sent transcript records how many devices the message went to as far as this
+        // device knows (the recipient's stored list).
+        let transcript_devices = match &payload {
+            // A stored list that does not verify (never expected) only leaves the count unknown.
+            Ok(Payload::SentTranscript { peer: to, .. }) if *to != self.me.name => self
+                .stored_list(to)
+                .ok()
+                .flatten()
+                .map(|(_, l)| u32::try_from(l.devices().len()).unwrap_or(u32::MAX)),
+            _ => None,
+        };
+        // The own list this device accepted, for an account key update.
+        let own_previous = match &payload {
+            Ok(Payload::AccountKeyUpdate { .. }) => self.store.meta(meta::DEVICE_LIST)?.and_then(|b| {
+                tacit_protocol::DeviceList::verify(&b, &self.me.name, Some(&self.me.account_key), None).ok()
+            }),
+            _ => None,
+        };
         let tx = self.store.tx()?;
         let peer = sender.as_str();
         store::put_session(
@@ -649,47 +944,155 @@ impl Client {
             store::set_meta(&tx, meta::PREKEYS, &p.to_bytes())?;
         }
         store::mark_seen(&tx, e.id)?;
-        let reset = matches!(payload, Some(Payload::SessionReset { .. }));
+        let reset = matches!(payload, Ok(Payload::SessionReset { .. }));
         if reset {
             // The sender lost its state of the older sessions with this device: this one
             // replaces them (it is the newest, so the next send goes over it).
             store::mark_other_sessions_stale(&tx, peer, device.get(), session.base_key().as_bytes())?;
         }
         store::raise_state_counter(&tx)?;
+        let own = *sender == self.me.name;
+        let mut notice = None;
+        let mut key_update = None;
         let received = match payload {
-            Some(Payload::Text(p)) => Some(ReceivedMessage {
-                from: sender.to_string(),
-                device: device.get(),
-                server_time_ms: e.server_time_ms,
-                sent_time_ms: p.sent_time_ms,
-                text: p.text,
-            }),
-            Some(Payload::SessionReset { .. }) | None => None,
+            Ok(Payload::Text { message_id, sent_time_ms, text }) => {
+                let entry = HistoryEntry {
+                    peer: peer.to_owned(),
+                    device: device.get(),
+                    outgoing: false,
+                    text,
+                    server_time_ms: Some(e.server_time_ms),
+                    sent_time_ms,
+                    message_id,
+                    delivered: None,
+                    devices: None,
+                };
+                // A copy stored already (a resend after a retry request) is not shown again;
+                // it is receipted again (the first receipt may be what was lost).
+                let stored = store::put_message(&tx, &entry, Some(e.id))?;
+                if let Some(id) = &message_id
+                    && !own
+                {
+                    store::queue_receipt(&tx, peer, id)?;
+                }
+                stored.map(|_| ReceivedMessage {
+                    from: entry.peer,
+                    device: entry.device,
+                    server_time_ms: e.server_time_ms,
+                    sent_time_ms: entry.sent_time_ms,
+                    text: entry.text,
+                })
+            }
+            Ok(Payload::SessionReset { .. }) => None,
+            Ok(Payload::SentTranscript { peer: to, message_id, sent_time_ms, text }) => {
+                if own {
+                    // Another device of this account sent it: stored as sent (once). How many
+                    // devices it went to is the count this device knows of.
+                    let devices = transcript_devices;
+                    let entry = HistoryEntry {
+                        peer: to.to_string(),
+                        device: 0,
+                        outgoing: true,
+                        text,
+                        server_time_ms: Some(e.server_time_ms),
+                        sent_time_ms,
+                        message_id: Some(message_id),
+                        delivered: None,
+                        devices,
+                    };
+                    store::put_message(&tx, &entry, Some(e.id))?;
+                } else {
+                    notice = Some(format!(
+                        "refused a sent-message copy from {sender} device {device}: only your own devices \
+                         send those; nothing was stored"
+                    ));
+                }
+                None
+            }
+            Ok(Payload::Receipt { message_ids, .. }) => {
+                let mut unknown = 0usize;
+                if own {
+                    unknown = message_ids.len();
+                } else {
+                    for id in &message_ids {
+                        if !store::record_receipt(&tx, peer, id, device.get())? {
+                            unknown += 1;
+                        }
+                    }
+                }
+                if unknown > 0 {
+                    let err = ClientError::UnknownMessage {
+                        name: sender.to_string(),
+                        device: device.get(),
+                        count: unknown,
+                    };
+                    notice = Some(err.to_string());
+                }
+                None
+            }
+            Ok(Payload::AccountKeyUpdate { list, account, .. }) => {
+                let me = (&self.me.name, self.me.device);
+                match crate::devices::account_key_update(
+                    &tx,
+                    me,
+                    own_previous.as_ref(),
+                    own,
+                    device,
+                    &list,
+                    account.as_ref(),
+                ) {
+                    Ok(n) => key_update = Some(n),
+                    Err(e) => notice = Some(e.to_string()),
+                }
+                None
+            }
+            Ok(Payload::RetryRequest { device: target, digest, server_time_ms, .. }) => {
+                // Addressed to the device that sent the envelope: the sender's other devices
+                // received the same request and ignore it.
+                if target == self.me.device.get() {
+                    let now = now_ms();
+                    match store::find_outbox(&tx, peer, device.get(), &digest, now)? {
+                        Some(hit) if hit.resends < MAX_RESENDS => {
+                            let what =
+                                PendingKind::Resend { message_id: hit.message_id, device: device.get() };
+                            store::queue_send(&tx, peer, &what, now)?;
+                        }
+                        // A receipt, retry request or session reset this device sent: not
+                        // kept, not worth a warning (the exchange that lost it heals).
+                        None if store::was_unkept(&tx, peer, device.get(), &digest)? => {}
+                        found => {
+                            let err = ClientError::RetryRefused {
+                                name: sender.to_string(),
+                                device: device.get(),
+                                server_time_ms,
+                                resent: found.is_some(),
+                            };
+                            notice = Some(err.to_string());
+                        }
+                    }
+                }
+                None
+            }
+            Err(_) => {
+                notice = Some(format!("a message from {sender} has a payload this version cannot read"));
+                None
+            }
         };
-        if let Some(m) = &received {
-            let entry = HistoryEntry {
-                peer: m.from.clone(),
-                device: m.device,
-                outgoing: false,
-                text: m.text.clone(),
-                server_time_ms: Some(m.server_time_ms),
-                sent_time_ms: m.sent_time_ms,
-            };
-            store::put_message(&tx, &entry, Some(e.id))?;
-        }
         tx.commit()?;
         self.gens.forget(&pruned)?;
-        match received {
-            Some(m) => Ok(Outcome::Message(m)),
-            None if reset => {
-                self.warnings.push(session_reset_notice(sender, device));
-                Ok(Outcome::Done)
-            }
-            None => {
-                self.warnings.push(format!("a message from {sender} has a payload this version cannot read"));
-                Ok(Outcome::Done)
-            }
+        if let Some(update) = key_update {
+            self.account_key_updated(update)?;
         }
+        if reset {
+            self.warnings.push(session_reset_notice(sender, device));
+        }
+        if let Some(n) = notice {
+            self.warn_bounded(n);
+        }
+        Ok(match received {
+            Some(m) => Outcome::Message(m),
+            None => Outcome::Done,
+        })
     }
 
     /// Decrypts with an existing session of this device or, for a new prekey message, a new
@@ -737,6 +1140,60 @@ impl Client {
             }
         }
         Ok(None)
+    }
+}
+
+/// How a send keeps its payload for retry requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutboxMode {
+    /// Not kept (receipts, retry requests, session resets).
+    None,
+    /// Kept under the message id, with each envelope's digest.
+    Keep,
+    /// An answer to a retry request from this device: a new session with it; the digests of
+    /// the entry's devices are updated.
+    Resend(u32),
+}
+
+/// Makes one device's payload ([`Client::send_payload_with`]).
+pub(crate) type PerDevice<'a> = dyn Fn(u32) -> zeroize::Zeroizing<Vec<u8>> + Send + Sync + 'a;
+
+/// One payload to send ([`Client::send_payload`]).
+pub(crate) struct Outgoing<'a> {
+    /// The payload.
+    pub(crate) payload: &'a [u8],
+    /// Our clock when sending.
+    pub(crate) sent_time_ms: u64,
+    /// Its message id (history and outbox key).
+    pub(crate) message_id: Option<MessageId>,
+    /// A text to store as a sent message.
+    pub(crate) history: Option<&'a str>,
+    /// Whether and how it is kept for retry requests.
+    pub(crate) outbox: OutboxMode,
+}
+
+/// A new random message id.
+fn new_message_id() -> MessageId {
+    let mut id = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut OsRng, &mut id);
+    id
+}
+
+/// What a retry request names an envelope by: SHA-256 of its content, first 16 bytes.
+pub(crate) fn envelope_digest(content: &[u8]) -> [u8; DIGEST_LEN] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, content);
+    let mut out = [0u8; DIGEST_LEN];
+    for (o, b) in out.iter_mut().zip(d.as_ref()) {
+        *o = *b;
+    }
+    out
+}
+
+/// A payload this client cannot encode (a text too long).
+fn payload_error(e: PayloadError) -> ClientError {
+    match e {
+        PayloadError::TooLong { len } => ClientError::MessageTooLong { len, max: MAX_TEXT_BYTES },
+        _ => ClientError::Internal("payload encoding"),
     }
 }
 

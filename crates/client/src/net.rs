@@ -88,6 +88,11 @@ impl core::fmt::Debug for ConnectOptions {
     }
 }
 
+/// A link slot id as its path form (32 lowercase hex characters).
+fn hex16(b: &[u8; 16]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// A bearer token (secret to this server). Never printed.
 struct Token(Zeroizing<String>);
 
@@ -409,6 +414,112 @@ impl Api {
         self.call_empty(Method::POST, api::ACK, Some(&api::AckRequest { ids, state_counter })).await
     }
 
+    /// `PUT /v1/accounts/{name}/devices`: publishes a newer signed list of the own account.
+    pub(crate) async fn publish_device_list(
+        &self,
+        name: &str,
+        req: &api::PublishDeviceListRequest,
+    ) -> Result<api::DeviceListPublished> {
+        self.call(Method::PUT, &api::DEVICE_LIST.replace("{name}", name), Some(req)).await
+    }
+
+    /// `GET /v1/devices`: when each own device was added and last seen.
+    pub(crate) async fn device_status(&self) -> Result<api::DeviceStatusResponse> {
+        self.call::<(), _>(Method::GET, api::DEVICES, None).await
+    }
+
+    /// `DELETE /v1/devices/{device}`: this device logs itself out.
+    pub(crate) async fn logout_device(&self, device: u32) -> Result<()> {
+        self.call_empty::<()>(Method::DELETE, &api::DEVICE.replace("{device}", &device.to_string()), None)
+            .await
+    }
+
+    /// `POST /v1/link`: publishes a new device's link offer (no session needed).
+    pub(crate) async fn link_offer_post(
+        &self,
+        req: &api::LinkOfferRequest,
+    ) -> Result<api::LinkOfferResponse> {
+        self.call(Method::POST, api::LINK, Some(req)).await
+    }
+
+    /// `GET /v1/link/{slot}`: the offer in a slot (`slot`: 16 bytes).
+    pub(crate) async fn link_offer_get(&self, slot: &[u8; 16]) -> Result<api::LinkOfferResponse> {
+        self.call::<(), _>(Method::GET, &api::LINK_SLOT.replace("{slot}", &hex16(slot)), None).await
+    }
+
+    /// `PUT /v1/link/{slot}/answer`: the approver's sealed answer (once).
+    pub(crate) async fn link_answer_put(&self, slot: &[u8; 16], req: &api::LinkAnswerRequest) -> Result<()> {
+        self.call_empty(Method::PUT, &api::LINK_ANSWER.replace("{slot}", &hex16(slot)), Some(req)).await
+    }
+
+    /// `GET /v1/link/{slot}/answer?wait_secs=N`: the answer, or `None` when none came within
+    /// the wait (at most [`api::limits::MAX_LINK_WAIT_SECS`]).
+    pub(crate) async fn link_answer_wait(
+        &self,
+        slot: &[u8; 16],
+        wait_secs: u64,
+    ) -> Result<Option<api::LinkAnswerResponse>> {
+        self.check_transport()?;
+        let wait_secs = wait_secs.min(api::limits::MAX_LINK_WAIT_SECS);
+        let path = format!("{}?wait_secs={wait_secs}", api::LINK_ANSWER.replace("{slot}", &hex16(slot)));
+        let resp = self
+            .request(Method::GET, &path)
+            .timeout(REQUEST_TIMEOUT + Duration::from_secs(wait_secs))
+            .send()
+            .await?;
+        match resp.status() {
+            StatusCode::NO_CONTENT => Ok(None),
+            s if s.is_success() => Ok(Some(resp.json().await?)),
+            _ => Err(Self::error(resp).await),
+        }
+    }
+
+    /// `DELETE /v1/link/{slot}`: the new device is done with its slot.
+    pub(crate) async fn link_delete(&self, slot: &[u8; 16]) -> Result<()> {
+        self.call_empty::<()>(Method::DELETE, &api::LINK_SLOT.replace("{slot}", &hex16(slot)), None).await
+    }
+
+    /// `POST /v1/blobs`: a blob of `size` bytes of the own account.
+    pub(crate) async fn blob_create(&self, size: u64) -> Result<api::BlobStatus> {
+        self.call(Method::POST, api::BLOBS, Some(&api::CreateBlobRequest { size })).await
+    }
+
+    /// `PUT /v1/blobs/{id}?offset=N`: uploads `data` (at most
+    /// [`api::limits::MAX_BLOB_CHUNK_BYTES`]) at `offset`, which must be the bytes received
+    /// so far.
+    pub(crate) async fn blob_put(&self, id: &str, offset: u64, data: Vec<u8>) -> Result<api::BlobStatus> {
+        self.check_transport()?;
+        let path = format!("{}?offset={offset}", api::BLOB.replace("{id}", id));
+        let resp = self
+            .request(Method::PUT, &path)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(data)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            return Err(Self::error(resp).await);
+        }
+        Ok(resp.json().await?)
+    }
+
+    /// `GET /v1/blobs/{id}/status`: how much was uploaded (to resume).
+    pub(crate) async fn blob_status(&self, id: &str) -> Result<api::BlobStatus> {
+        self.call::<(), _>(Method::GET, &api::BLOB_STATUS.replace("{id}", id), None).await
+    }
+
+    /// `GET /v1/blobs/{id}?offset=N&len=M`: up to `len` bytes (at most
+    /// [`api::limits::MAX_BLOB_CHUNK_BYTES`]) of a complete blob; fewer at its end.
+    pub(crate) async fn blob_get(&self, id: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let path = format!("{}?offset={offset}&len={len}", api::BLOB.replace("{id}", id));
+        let resp = self.send_checked::<()>(Method::GET, &path, None).await?;
+        Ok(resp.bytes().await?.to_vec())
+    }
+
+    /// `DELETE /v1/blobs/{id}`.
+    pub(crate) async fn blob_delete(&self, id: &str) -> Result<()> {
+        self.call_empty::<()>(Method::DELETE, &api::BLOB.replace("{id}", id), None).await
+    }
+
     /// Opens the WebSocket (`GET /v1/ws`, authenticated).
     pub(crate) async fn connect(&self) -> Result<Live> {
         self.check_transport()?;
@@ -568,3 +679,7 @@ impl Live {
         let _ = self.ws.close(None).await;
     }
 }
+
+#[cfg(test)]
+#[path = "net_tests.rs"]
+mod net_tests;

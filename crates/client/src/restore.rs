@@ -26,14 +26,18 @@
 //! A message from a known device of a peer that no session decrypts (a contact met after the
 //! copy was taken, whom the copy does not know; a session lost any other way) queues the same
 //! reset for that peer ([`Client::heal_after_failure`]), at most once per peer per hour, so
-//! such a conversation heals without the user: the message itself is lost, the next one in
-//! each direction decrypts. [`Client::reset_session`] (`tacit session reset NAME`) does it at
+//! such a conversation heals without the user: the next one in each direction decrypts, and
+//! the message itself is asked for again (a retry request, `messaging.rs`), so it is not lost
+//! while its sender still keeps it (issue 9). A restore counts as healing every peer it
+//! resets, so a message the copy cannot decrypt queues no second reset within the hour.
+//! [`Client::reset_session`] (`tacit session reset NAME`) does it at
 //! once, for one contact, whatever the hour.
 
 use tacit_protocol::AccountName;
 
 use crate::client::{Client, meta, now_ms};
 use crate::error::{ClientError, ErrorKind, Result};
+use crate::messaging::{OutboxMode, Outgoing};
 use crate::payload::Payload;
 use crate::store;
 
@@ -56,7 +60,8 @@ pub(crate) enum Heal {
     Queued,
     /// One was queued within the hour (or too many peers were): not again yet.
     Recently,
-    /// Not for this peer (oneself, or a peer this device does not know).
+    /// Not for this peer (one this device does not know). The own account's other devices
+    /// are healed as peers are (issue 9: they exchange sent transcripts).
     No,
 }
 
@@ -69,9 +74,6 @@ impl Client {
     /// the copy was taken); otherwise a stranger's junk would make this device answer
     /// strangers (telling them it is online) and keep state for each.
     pub(crate) fn heal_after_failure(&mut self, peer: &AccountName, known: bool) -> Result<Heal> {
-        if *peer == self.me.name {
-            return Ok(Heal::No);
-        }
         let now = now_ms();
         if !known {
             let restored_at = match self.store.meta(meta::RESTORED_AT)? {
@@ -82,18 +84,7 @@ impl Client {
                 return Ok(Heal::No);
             }
         }
-        // Times in the future (a clock set back) count as expired, not as recent.
-        let recent_at = |t: u64| t <= now && now - t < HEAL_INTERVAL_MS;
-        let mut recent: Vec<(String, u64)> = match self.store.meta(meta::HEAL_RESETS)? {
-            Some(v) => String::from_utf8(v.to_vec())
-                .map_err(|_| ClientError::Internal("heal resets"))?
-                .lines()
-                .filter_map(|l| l.split_once('\t'))
-                .filter_map(|(n, t)| Some((n.to_owned(), t.parse().ok()?)))
-                .filter(|(_, t)| recent_at(*t))
-                .collect(),
-            None => Vec::new(),
-        };
+        let mut recent = self.healed_recently(now)?;
         if recent.iter().any(|(n, _)| n == peer.as_str()) {
             return Ok(Heal::Recently);
         }
@@ -113,6 +104,22 @@ impl Client {
         store::set_meta(&tx, meta::PENDING_RESETS, pending.join("\n").as_bytes())?;
         tx.commit()?;
         Ok(Heal::Queued)
+    }
+
+    /// The peers sent a session reset within the hour, with when.
+    fn healed_recently(&self, now: u64) -> Result<Vec<(String, u64)>> {
+        // Times in the future (a clock set back) count as expired, not as recent.
+        let recent_at = |t: u64| t <= now && now - t < HEAL_INTERVAL_MS;
+        Ok(match self.store.meta(meta::HEAL_RESETS)? {
+            Some(v) => String::from_utf8(v.to_vec())
+                .map_err(|_| ClientError::Internal("heal resets"))?
+                .lines()
+                .filter_map(|l| l.split_once('\t'))
+                .filter_map(|(n, t)| Some((n.to_owned(), t.parse().ok()?)))
+                .filter(|(_, t)| recent_at(*t))
+                .collect(),
+            None => Vec::new(),
+        })
     }
 
     /// The state counter to report with a request that shows committed changes.
@@ -139,12 +146,22 @@ impl Client {
         prekeys.reset_after_rollback(prekeys.generation().saturating_add(behind));
         self.prekey_mark.raise(prekeys.generation())?;
         let mut pending = self.pending_resets()?;
+        // The own account's other devices included (they exchange sent transcripts).
         for peer in self.store.session_peers()? {
-            if peer != self.me.name.as_str() && !pending.contains(&peer) {
+            if !pending.contains(&peer) {
                 pending.push(peer);
             }
         }
+        // Each of them counts as healed now: a message of theirs the copy cannot decrypt (one
+        // sent before they receive the reset) queues no second reset within the hour (it
+        // still asks for the message again: `Client::queue_retry_request`).
+        let now = now_ms();
+        let mut recent = self.healed_recently(now)?;
+        recent.retain(|(n, _)| !pending.contains(n));
+        recent.extend(pending.iter().map(|n| (n.clone(), now)));
+        let healed: Vec<String> = recent.iter().map(|(n, t)| format!("{n}\t{t}")).collect();
         let tx = self.store.tx()?;
+        store::set_meta(&tx, meta::HEAL_RESETS, healed.join("\n").as_bytes())?;
         store::set_meta(&tx, meta::PREKEYS, &prekeys.to_bytes())?;
         // An upload planned by the copy would publish keys whose private halves are gone.
         store::delete_meta(&tx, meta::PENDING_UPLOAD)?;
@@ -216,7 +233,18 @@ impl Client {
             }
             tx.commit()?;
         }
-        Ok(())
+        // Then what else is queued (retry requests go after the resets, over the new
+        // sessions; receipts; sent transcripts).
+        match self.send_queued().await {
+            Err(e) if e.kind() != ErrorKind::Local && transient(&e) => {
+                self.warnings.push(format!(
+                    "could not send queued messages yet ({e}); the next command that reaches the server \
+                     tries again"
+                ));
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Marks every session with `name` stale, then sends a session reset to each of its
@@ -229,7 +257,14 @@ impl Client {
         tx.commit()?;
         let sent_time_ms = now_ms();
         let payload = Payload::session_reset(sent_time_ms);
-        Ok(self.send_payload(name, &payload, None, sent_time_ms).await?.devices)
+        let out = Outgoing {
+            payload: &payload,
+            sent_time_ms,
+            message_id: None,
+            history: None,
+            outbox: OutboxMode::None,
+        };
+        Ok(self.send_payload(name, &out).await?.devices)
     }
 
     /// `tacit session reset NAME`: stops sending on every session with `name` and starts a
@@ -248,7 +283,7 @@ impl Client {
 }
 
 /// A failure the next attempt may not meet: the network, a busy or rate-limiting server.
-fn transient(e: &ClientError) -> bool {
+pub(crate) fn transient(e: &ClientError) -> bool {
     match e {
         ClientError::Network(_) => true,
         ClientError::Server { status, .. } => *status == 429 || *status >= 500,

@@ -14,8 +14,9 @@ use common::{Backend, Relay, account, texts};
 use tacit_protocol::{AccountName, DeviceId, Message, X25519Public};
 
 use crate::net::{Api, ConnectOptions, Incoming, SendOutcome};
-use crate::payload::TextPayload;
+use crate::payload::Payload;
 use crate::rng::OsRng;
+use crate::tests::rand_id;
 use crate::{Client, ClientError, api};
 
 on_both!(
@@ -196,7 +197,9 @@ async fn more_than_a_page_of_held_envelopes_does_not_hide_the_ones_behind(backen
     for i in 1..HELD {
         let pad = if i <= LARGE { "x".repeat(crate::MAX_TEXT_BYTES - 16) } else { String::new() };
         let text = format!("held {i}{pad}");
-        let payload = TextPayload { sent_time_ms: 1, text: text.clone() }.encode().unwrap();
+        let payload = Payload::Text { message_id: Some(rand_id()), sent_time_ms: 1, text: text.clone() }
+            .encode()
+            .unwrap();
         let content = api::Bytes(session.encrypt(&mut OsRng, &payload).unwrap().to_bytes());
         let req = api::SendRequest {
             recipient: "alice".into(),
@@ -252,7 +255,7 @@ async fn envelopes_that_claim_ever_new_identities_cost_a_bounded_number_of_list_
     let dev = bob.stored_device(&alice_name, DeviceId::new(1).unwrap()).unwrap().unwrap();
     let mut session = bob.sendable("alice", &dev).unwrap().unwrap();
     for i in 0..MAX + EXTRA {
-        let payload = TextPayload { sent_time_ms: 1, text: format!("forged {i}") }.encode().unwrap();
+        let payload = Payload::text(rand_id(), 1, &format!("forged {i}")).encode().unwrap();
         let Message::Prekey(mut p) = session.encrypt(&mut OsRng, &payload).unwrap() else {
             panic!("a prekey message")
         };

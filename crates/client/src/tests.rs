@@ -10,7 +10,7 @@ use tacit_protocol::{
 };
 
 use crate::client::{Client, meta};
-use crate::payload::TextPayload;
+use crate::payload::Payload;
 use crate::store::{self, ContactRow, HistoryEntry};
 
 /// A peer outside any store: account, device 1, its signed list.
@@ -25,7 +25,10 @@ impl Peer {
         let name = AccountName::new(name).unwrap();
         let account = AccountIdentity::generate(&mut OsRng).unwrap();
         let identity = DeviceIdentity::generate(&mut OsRng).unwrap();
-        let entry = DeviceEntry { approver: true, ..DeviceEntry::new(DeviceId::new(1).unwrap(), identity.public().clone()) };
+        let entry = DeviceEntry {
+            approver: true,
+            ..DeviceEntry::new(DeviceId::new(1).unwrap(), identity.public().clone())
+        };
         let list = DeviceList::sign(&account, name.clone(), 1, vec![entry]).unwrap();
         Self { name, identity, list }
     }
@@ -59,7 +62,9 @@ impl Peer {
 }
 
 fn envelope(id: u64, from: &Peer, session: &mut Session, text: &str) -> api::Envelope {
-    let payload = TextPayload { sent_time_ms: 1_000 + id, text: text.into() }.encode().unwrap();
+    let payload = Payload::Text { message_id: Some(rand_id()), sent_time_ms: 1_000 + id, text: text.into() }
+        .encode()
+        .unwrap();
     api::Envelope {
         id,
         sender: from.name.to_string(),
@@ -67,6 +72,13 @@ fn envelope(id: u64, from: &Peer, session: &mut Session, text: &str) -> api::Env
         server_time_ms: 2_000 + id,
         content: api::Bytes(session.encrypt(&mut OsRng, &payload).unwrap().to_bytes()),
     }
+}
+
+/// A new random message id.
+pub(crate) fn rand_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut OsRng, &mut id);
+    id
 }
 
 fn texts(client: &Client, peer: &str) -> Vec<String> {
@@ -126,6 +138,141 @@ async fn any_order_tampering_and_replay_leave_the_conversation_going() {
     assert_eq!(s.decrypt(&reply).unwrap(), b"hi alice");
 }
 
+/// A version 1 text (a client from before issue 9) is still read and stored, with no id and
+/// no receipt (there is nothing to name); a version 2 text queues a receipt; a copy of it
+/// under another envelope (a resend) is neither shown nor stored again.
+#[tokio::test]
+async fn version_1_texts_are_still_read_and_a_resent_copy_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = Client::offline(dir.path(), "bob").unwrap();
+    let alice = Peer::new("alice");
+    alice.introduce_to(&bob);
+    let mut s = alice.session_with(&bob);
+    let mut with = |id: u64, payload: &Payload| api::Envelope {
+        id,
+        sender: "alice".into(),
+        sender_device: 1,
+        server_time_ms: 2_000 + id,
+        content: api::Bytes(s.encrypt(&mut OsRng, &payload.encode().unwrap()).unwrap().to_bytes()),
+    };
+    let v1 = with(1, &Payload::Text { message_id: None, sent_time_ms: 1, text: "old".into() });
+    let message_id = rand_id();
+    let v2 = with(2, &Payload::text(message_id, 2, "new"));
+    let copy = with(3, &Payload::text(message_id, 2, "new"));
+    let (msgs, acks) = bob.process_all(vec![v1, v2, copy]).await.unwrap();
+    assert_eq!(msgs.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["old", "new"]);
+    assert_eq!(acks, [1, 2, 3]);
+    assert!(bob.take_warnings().is_empty());
+    let h = bob.store.history("alice").unwrap();
+    assert_eq!(h.iter().map(|e| e.message_id).collect::<Vec<_>>(), [None, Some(message_id)]);
+    assert_eq!(bob.store.pending_receipts().unwrap(), [("alice".to_owned(), vec![message_id])]);
+}
+
+/// Issue 9, sent-message sync, as a second device of the own account would send it: a sent
+/// transcript from an own device (in the own signed list) is stored as sent to its peer,
+/// once per message id, and never receipted; a note to self shows under the own name; a
+/// transcript from another account is refused and stores nothing.
+#[tokio::test]
+async fn a_sent_transcript_from_an_own_device_is_stored_as_sent_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = Client::offline(dir.path(), "bob").unwrap();
+    // Bob's second device: in the list his account key signed.
+    let phone = DeviceIdentity::generate(&mut OsRng).unwrap();
+    let entries = vec![
+        DeviceEntry {
+            approver: true,
+            ..DeviceEntry::new(DeviceId::new(1).unwrap(), bob.me.identity.public().clone())
+        },
+        DeviceEntry::new(DeviceId::new(2).unwrap(), phone.public().clone()),
+    ];
+    let list = DeviceList::sign(bob.me.account.as_ref().unwrap(), bob.me.name.clone(), 2, entries).unwrap();
+    let row = ContactRow {
+        account_key: *bob.me.account_key.as_bytes(),
+        device_list: list.to_bytes(),
+        verified: true,
+        pending: None,
+    };
+    store::put_contact(bob.store.conn(), "bob", &row).unwrap();
+    let prekeys = DevicePrekeys::from_bytes(&bob.store.meta(meta::PREKEYS).unwrap().unwrap()).unwrap();
+    let bundle = prekeys.bundle(bob.me.address(), &bob.me.identity).unwrap();
+    let remote =
+        VerifiedDevice::dangerous_assume_verified(bob.me.address(), bob.me.identity.public().clone());
+    let phone_address = DeviceAddress { account: bob.me.name.clone(), device: DeviceId::new(2).unwrap() };
+    let mut s =
+        Session::initiate(&mut OsRng, &phone, phone_address, &bundle, &remote, crate::client::now()).unwrap();
+    let transcript = |peer: &str, message_id, text: &str| Payload::SentTranscript {
+        peer: AccountName::new(peer).unwrap(),
+        message_id,
+        sent_time_ms: 5,
+        text: text.into(),
+    };
+    let mut from_phone = |id: u64, payload: &Payload| api::Envelope {
+        id,
+        sender: "bob".into(),
+        sender_device: 2,
+        server_time_ms: 1_000 + id,
+        content: api::Bytes(s.encrypt(&mut OsRng, &payload.encode().unwrap()).unwrap().to_bytes()),
+    };
+    let to_carol = rand_id();
+    let e1 = from_phone(1, &transcript("carol", to_carol, "hi carol"));
+    let e2 = from_phone(2, &transcript("carol", to_carol, "hi carol"));
+    let e3 = from_phone(3, &transcript("bob", rand_id(), "note"));
+    let (msgs, acks) = bob.process_all(vec![e1, e2, e3]).await.unwrap();
+    assert!(msgs.is_empty(), "sent messages, not received ones");
+    assert_eq!(acks, [1, 2, 3]);
+    assert!(bob.take_warnings().is_empty());
+    let h = bob.history("carol").unwrap();
+    assert_eq!(h.len(), 1, "once per id: {h:?}");
+    assert!(h[0].outgoing && h[0].text == "hi carol" && h[0].message_id == Some(to_carol));
+    assert_eq!((h[0].server_time_ms, h[0].sent_time_ms), (Some(1_001), 5));
+    assert_eq!(texts(&bob, "bob"), ["note"]);
+    assert!(bob.store.pending_receipts().unwrap().is_empty(), "transcripts are never receipted");
+
+    // Another account cannot put words in bob's mouth.
+    let alice = Peer::new("alice");
+    alice.introduce_to(&bob);
+    let mut a = alice.session_with(&bob);
+    let forged = transcript("carol", rand_id(), "forged");
+    let e = api::Envelope {
+        id: 4,
+        sender: "alice".into(),
+        sender_device: 1,
+        server_time_ms: 1_004,
+        content: api::Bytes(a.encrypt(&mut OsRng, &forged.encode().unwrap()).unwrap().to_bytes()),
+    };
+    let (msgs, _) = bob.process_all(vec![e]).await.unwrap();
+    assert!(msgs.is_empty());
+    let w = bob.take_warnings();
+    assert!(w.len() == 1 && w[0].contains("refused a sent-message copy from alice"), "{w:?}");
+    assert_eq!(texts(&bob, "carol"), ["hi carol"]);
+}
+
+/// A queued payload (a sent transcript, a receipt) that cannot be sent because the server is
+/// unreachable stays queued for the next command that reaches it; nothing is lost or
+/// dropped.
+#[tokio::test]
+async fn a_queued_send_that_fails_on_the_network_stays_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bob = Client::offline(dir.path(), "bob").unwrap(); // its server is a closed port
+    let transcript = Payload::SentTranscript {
+        peer: AccountName::new("carol").unwrap(),
+        message_id: rand_id(),
+        sent_time_ms: 1,
+        text: "hi".into(),
+    };
+    let what = store::PendingKind::Payload {
+        payload: zeroize::Zeroizing::new(transcript.encode().unwrap()),
+        message_id: None,
+    };
+    store::queue_send(bob.store.conn(), "bob", &what, 1).unwrap();
+    store::queue_receipt(bob.store.conn(), "alice", &rand_id()).unwrap();
+    let err = bob.send_queued().await.unwrap_err();
+    assert!(matches!(err, crate::ClientError::Network(_)), "{err}");
+    assert_eq!(bob.store.pending_sends().unwrap().len(), 1, "kept for the next command");
+    assert_eq!(bob.store.pending_receipts().unwrap().len(), 1);
+    assert!(bob.take_warnings().is_empty(), "not dropped");
+}
+
 /// Issue 8, point 6: history is in the server's order, whatever the senders' clocks claim
 /// and in whatever order the envelopes arrived; a sent message sorts by the server time its
 /// send got, an unconfirmed one by this device's clock; equal times keep the stored order.
@@ -138,7 +285,7 @@ async fn history_is_in_server_time_order_whatever_the_senders_clocks_say() {
     let mut s = alice.session_with(&bob);
     // Alice's clock is wrong both ways: her first message claims 2099, her third 1970.
     let claimed = |id: u64, sent_time_ms: u64, server_time_ms: u64, s: &mut Session| {
-        let payload = TextPayload { sent_time_ms, text: format!("a{id}") }.encode().unwrap();
+        let payload = Payload::text(rand_id(), sent_time_ms, &format!("a{id}")).encode().unwrap();
         api::Envelope {
             id,
             sender: "alice".into(),
@@ -160,6 +307,9 @@ async fn history_is_in_server_time_order_whatever_the_senders_clocks_say() {
         text: text.into(),
         server_time_ms,
         sent_time_ms,
+        message_id: None,
+        delivered: None,
+        devices: None,
     };
     let (msgs, _) = bob.process_all(vec![a1]).await.unwrap();
     assert_eq!(msgs.len(), 1);
@@ -370,7 +520,8 @@ async fn a_restored_store_does_not_bring_back_used_one_time_keys() {
 /// A message no session decrypts queues a session reset for its sender at most once an
 /// hour per sender (a forger, the server included, can make this device start new sessions
 /// no faster), remembered across opens of the store; a sender this device did not know gets
-/// none unless a restore was detected lately (a contact met after the copy was taken); and
+/// none unless a restore was detected lately (a contact met after the copy was taken); the
+/// own account's other devices are healed as peers are (issue 9); and
 /// no more than 256 peers an hour, none of them forgotten early.
 #[test]
 fn undecryptable_messages_heal_at_most_once_an_hour_per_sender() {
@@ -383,13 +534,13 @@ fn undecryptable_messages_heal_at_most_once_an_hour_per_sender() {
     assert_eq!(bob.heal_after_failure(&carol, true).unwrap(), Heal::Queued, "per sender");
     assert_eq!(
         bob.heal_after_failure(&AccountName::new("bob").unwrap(), true).unwrap(),
-        Heal::No,
-        "never oneself"
+        Heal::Queued,
+        "the own account's other devices too (issue 9)"
     );
     let stranger = AccountName::new("stranger").unwrap();
     assert_eq!(bob.heal_after_failure(&stranger, false).unwrap(), Heal::No, "not a stranger");
     let pending = bob.store.meta(meta::PENDING_RESETS).unwrap().unwrap();
-    assert_eq!(String::from_utf8(pending.to_vec()).unwrap(), "alice\ncarol");
+    assert_eq!(String::from_utf8(pending.to_vec()).unwrap(), "alice\ncarol\nbob");
     drop(bob);
     let mut bob = Client::open(dir.path(), None).unwrap();
     assert_eq!(bob.heal_after_failure(&alice, true).unwrap(), Heal::Recently, "remembered in the store");
@@ -398,8 +549,8 @@ fn undecryptable_messages_heal_at_most_once_an_hour_per_sender() {
     store::set_meta(&tx, meta::RESTORED_AT, &crate::client::now_ms().to_be_bytes()).unwrap();
     tx.commit().unwrap();
     assert_eq!(bob.heal_after_failure(&stranger, false).unwrap(), Heal::Queued);
-    // 256 peers an hour at most (3 so far), and none of them falls out of the table early.
-    for i in 0..253 {
+    // 256 peers an hour at most (4 so far), and none of them falls out of the table early.
+    for i in 0..252 {
         let peer = AccountName::new(&format!("peer{i}")).unwrap();
         assert_eq!(bob.heal_after_failure(&peer, true).unwrap(), Heal::Queued, "{i}");
     }

@@ -167,7 +167,12 @@ impl DeviceList {
         w
     }
 
-    fn signed_part_v1(account: &AccountName, key: &AccountKey, version: u64, devices: &[DeviceEntry]) -> Vec<u8> {
+    fn signed_part_v1(
+        account: &AccountName,
+        key: &AccountKey,
+        version: u64,
+        devices: &[DeviceEntry],
+    ) -> Vec<u8> {
         let mut w = Vec::with_capacity(64 + devices.len() * (4 + DevicePublic::LEN));
         w.put_u8(FORMAT_VERSION_1);
         w.put(LABEL);
@@ -248,7 +253,10 @@ impl DeviceList {
         list_bytes: &[u8],
         signature: &Signature,
     ) -> Result<(), DeviceListError> {
-        previous.0.verify(&Self::rotation_message(list_bytes), signature).map_err(|_| DeviceListError::BadRotation)
+        previous
+            .0
+            .verify(&Self::rotation_message(list_bytes), signature)
+            .map_err(|_| DeviceListError::BadRotation)
     }
 
     /// The devices that hold the account key.
@@ -391,8 +399,20 @@ mod tests {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
         let acct = AccountIdentity::generate(&mut rng).unwrap();
         let name = AccountName::new("carol").unwrap();
-        let d1 = DeviceEntry { approver: true, ..DeviceEntry::new(DeviceId::new(1).unwrap(), DeviceIdentity::generate(&mut rng).unwrap().public().clone()) };
-        let d2 = DeviceEntry { approver: true, ..DeviceEntry::new(DeviceId::new(2).unwrap(), DeviceIdentity::generate(&mut rng).unwrap().public().clone()) };
+        let d1 = DeviceEntry {
+            approver: true,
+            ..DeviceEntry::new(
+                DeviceId::new(1).unwrap(),
+                DeviceIdentity::generate(&mut rng).unwrap().public().clone(),
+            )
+        };
+        let d2 = DeviceEntry {
+            approver: true,
+            ..DeviceEntry::new(
+                DeviceId::new(2).unwrap(),
+                DeviceIdentity::generate(&mut rng).unwrap().public().clone(),
+            )
+        };
         let v1 = DeviceList::sign(&acct, name.clone(), 1, vec![d1.clone()]).unwrap();
         let l1 = DeviceList::verify(&v1.to_bytes(), &name, Some(&acct.public()), None).unwrap();
         assert_eq!(l1, v1);
@@ -424,6 +444,82 @@ mod tests {
         assert_eq!(
             DeviceList::sign(&acct, name, 4, vec![d1.clone(), d1]),
             Err(DeviceListError::DuplicateDevice)
+        );
+    }
+
+    #[test]
+    fn format_2_entries_and_refusals() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(10);
+        let acct = AccountIdentity::generate(&mut rng).unwrap();
+        let name = AccountName::new("carol").unwrap();
+        let dev = |rng: &mut rand_chacha::ChaCha20Rng, id: u32| {
+            DeviceEntry::new(
+                DeviceId::new(id).unwrap(),
+                DeviceIdentity::generate(rng).unwrap().public().clone(),
+            )
+        };
+        let d1 = DeviceEntry { approver: true, label: "laptop".into(), added_ms: 5, ..dev(&mut rng, 1) };
+        let d2 = DeviceEntry { label: "téléphone".into(), added_ms: 9, ..dev(&mut rng, 2) };
+        let list = DeviceList::sign(&acct, name.clone(), 1, vec![d1.clone(), d2.clone()]).unwrap();
+        let back = DeviceList::verify(&list.to_bytes(), &name, Some(&acct.public()), None).unwrap();
+        assert_eq!(back.devices(), &[d1.clone(), d2.clone()]);
+        assert_eq!(back.approvers().map(|d| d.id.get()).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(back.entry(DeviceId::new(2).unwrap()).map(|e| e.label.as_str()), Some("téléphone"));
+
+        // Signing refuses what verifying refuses.
+        assert_eq!(
+            DeviceList::sign(&acct, name.clone(), 2, vec![DeviceEntry { approver: false, ..d1.clone() }]),
+            Err(DeviceListError::NoApprover)
+        );
+        for label in ["a\nb".to_string(), "x".repeat(MAX_DEVICE_LABEL_BYTES + 1), "\u{85}".to_string()] {
+            let bad = DeviceEntry { label, ..d2.clone() };
+            assert_eq!(
+                DeviceList::sign(&acct, name.clone(), 2, vec![d1.clone(), bad]),
+                Err(DeviceListError::BadEntry)
+            );
+        }
+        assert!(valid_device_label(&"é".repeat(32)));
+        assert!(!valid_device_label(&"é".repeat(33)));
+
+        // Bytes changed under a valid signature are refused as entries before the signature
+        // is checked: unknown flags, a label length over the limit, bad UTF-8. The entry of
+        // device 2 starts after the header and device 1's entry.
+        let bytes = list.to_bytes();
+        let e2 = 1 + LABEL.len() + 6 + 32 + 8 + 4 + (4 + DevicePublic::LEN + 1 + 8 + 1 + 6);
+        let flags_at = e2 + 4 + DevicePublic::LEN;
+        let len_at = flags_at + 1 + 8;
+        let mut flags = bytes.clone();
+        flags[flags_at] = 0x80;
+        assert_eq!(DeviceList::verify(&flags, &name, None, None), Err(DeviceListError::BadEntry));
+        let mut long = bytes.clone();
+        long[len_at] = 65;
+        assert_eq!(DeviceList::verify(&long, &name, None, None), Err(DeviceListError::BadEntry));
+        let mut utf8 = bytes.clone();
+        utf8[len_at + 2] = 0xff;
+        assert_eq!(DeviceList::verify(&utf8, &name, None, None), Err(DeviceListError::BadEntry));
+        // Positive control: the approver flag of device 2 set is only a bad signature.
+        let mut approver = bytes.clone();
+        approver[flags_at] = 1;
+        assert_eq!(DeviceList::verify(&approver, &name, None, None), Err(DeviceListError::BadSignature));
+
+        // Rotation: the previous key signs the new list.
+        let next = AccountIdentity::generate(&mut rng).unwrap();
+        let rotated = DeviceList::sign(&next, name.clone(), 2, vec![d1.clone()]).unwrap().to_bytes();
+        let sig = DeviceList::sign_rotation(&acct, &rotated);
+        DeviceList::verify_rotation(&acct.public(), &rotated, &sig).unwrap();
+        assert_eq!(
+            DeviceList::verify_rotation(&next.public(), &rotated, &sig),
+            Err(DeviceListError::BadRotation)
+        );
+        assert_eq!(
+            DeviceList::verify_rotation(&acct.public(), &bytes, &sig),
+            Err(DeviceListError::BadRotation)
+        );
+        // A plain list signature is not a rotation signature.
+        let plain = acct.sign(&rotated);
+        assert_eq!(
+            DeviceList::verify_rotation(&acct.public(), &rotated, &plain),
+            Err(DeviceListError::BadRotation)
         );
     }
 }

@@ -22,8 +22,8 @@ use crate::prekeys::PrekeyUse;
 use crate::ratchet::MessageKey;
 use crate::{
     AccountIdentity, AccountKey, AccountName, DeviceAddress, DeviceEntry, DeviceId, DeviceIdentity,
-    DeviceList, DeviceListError, DevicePrekeys, KemPrekeyKind, Message, PrekeyBundle, PrekeyError,
-    SafetyNumber, Session, SessionError, VerifiedDevice,
+    DeviceList, DeviceListError, DevicePrekeys, DevicePublic, KemPrekeyKind, Message, PrekeyBundle,
+    PrekeyError, SafetyNumber, Session, SessionError, VerifiedDevice,
 };
 
 const PADDING: &str = include_str!("../tests/vectors/padding.json");
@@ -197,24 +197,82 @@ fn safety_numbers() {
     assert!(at_alice.compare_scanned(&bytes(&v["scannable_alice"])).is_err());
 }
 
+fn list_entries(v: &Value) -> Vec<DeviceEntry> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let (id, _) = device(&d["device"]);
+            let mut e = DeviceEntry::new(
+                DeviceId::new(u32::try_from(num(&d["id"])).unwrap()).unwrap(),
+                id.public().clone(),
+            );
+            if let Some(approver) = d.get("approver") {
+                e.approver = approver.as_bool().unwrap();
+                e.added_ms = num(&d["added_ms"]);
+                e.label = text(&d["label"]).to_owned();
+            }
+            e
+        })
+        .collect()
+}
+
 #[test]
 fn device_list() {
     let v = load(DEVICE_LIST);
     let acct = account(&v["account_seed"], &v["account_key"]);
     let name = AccountName::new(text(&v["account"])).unwrap();
-    let entries: Vec<DeviceEntry> = v["devices"]
+    let entries = list_entries(&v["devices"]);
+    let list = DeviceList::sign(&acct, name.clone(), num(&v["version"]), entries.clone()).unwrap();
+    assert_eq!(list.to_bytes(), bytes(&v["bytes"]), "signed device list bytes");
+    let key = AccountKey::from_bytes(arr32(&v["account_key"])).unwrap();
+    let parsed = DeviceList::verify(&bytes(&v["bytes"]), &name, Some(&key), None).unwrap();
+    assert_eq!(parsed, list);
+    assert_eq!(parsed.devices(), entries.as_slice());
+    assert_eq!(parsed.approvers().map(|d| d.id.get()).collect::<Vec<_>>(), vec![2]);
+
+    // Format 1 (stored before format 2) still verifies, re-encodes as it was, and its
+    // device 1 is the approver.
+    let f1 = &v["format1"];
+    let f1_bytes = bytes(&f1["bytes"]);
+    let old = DeviceList::verify(&f1_bytes, &name, Some(&key), None).unwrap();
+    assert_eq!(old.to_bytes(), f1_bytes, "format 1 re-encodes");
+    assert_eq!(old.version(), num(&f1["version"]));
+    let want: Vec<u64> = f1["approvers"].as_array().unwrap().iter().map(num).collect();
+    assert_eq!(old.approvers().map(|d| u64::from(d.id.get())).collect::<Vec<_>>(), want);
+    let old_ids: Vec<DevicePublic> = list_entries(&f1["devices"]).into_iter().map(|e| e.identity).collect();
+    assert_eq!(old.devices().iter().map(|d| d.identity.clone()).collect::<Vec<_>>(), old_ids);
+    assert!(old.devices().iter().all(|d| d.added_ms == 0 && d.label.is_empty()));
+
+    // Account key rotation.
+    let r = &v["rotation"];
+    let new_acct = account(&r["new_account_seed"], &r["new_account_key"]);
+    let kept: Vec<DeviceEntry> = r["device_indexes"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| {
-            let (id, _) = device(&d["device"]);
-            DeviceEntry { approver: true, ..DeviceEntry::new(DeviceId::new(u32::try_from(num(&d["id"])).unwrap()).unwrap(), id.public().clone()) }
-        })
+        .map(|i| entries[usize::try_from(num(i)).unwrap()].clone())
         .collect();
-    let list = DeviceList::sign(&acct, name.clone(), num(&v["version"]), entries).unwrap();
-    assert_eq!(list.to_bytes(), bytes(&v["bytes"]), "signed device list bytes");
-    let key = AccountKey::from_bytes(arr32(&v["account_key"])).unwrap();
-    assert_eq!(DeviceList::verify(&bytes(&v["bytes"]), &name, Some(&key), None).unwrap(), list);
+    let rotated = DeviceList::sign(&new_acct, name.clone(), num(&r["version"]), kept).unwrap();
+    assert_eq!(rotated.to_bytes(), bytes(&r["bytes"]), "rotated list bytes");
+    let sig = DeviceList::sign_rotation(&acct, &rotated.to_bytes());
+    assert_eq!(sig.as_bytes().to_vec(), bytes(&r["signature"]), "rotation signature");
+    DeviceList::verify_rotation(&key, &rotated.to_bytes(), &sig).unwrap();
+    // The new list is an identity change for whoever knew the old key.
+    assert_eq!(
+        DeviceList::verify(&rotated.to_bytes(), &name, None, Some(&parsed)),
+        Err(DeviceListError::AccountKeyChanged)
+    );
+    for c in v["rotation_must_fail"].as_array().unwrap() {
+        let prev = AccountKey::from_bytes(arr32(&c["previous_key"])).unwrap();
+        let sig = crate::Signature::from_bytes(bytes(&c["signature"]).try_into().unwrap());
+        assert_eq!(
+            DeviceList::verify_rotation(&prev, &bytes(&c["bytes"]), &sig),
+            Err(DeviceListError::BadRotation),
+            "{}",
+            text(&c["name"])
+        );
+    }
 
     for c in v["must_fail"].as_array().unwrap() {
         let who = AccountName::new(text(&c["account"])).unwrap();
@@ -228,6 +286,9 @@ fn device_list() {
                 | ("bad_binding", Err(DeviceListError::BadDeviceBinding))
                 | ("duplicate_device", Err(DeviceListError::DuplicateDevice))
                 | ("bad_device_count", Err(DeviceListError::BadDeviceCount))
+                | ("bad_entry", Err(DeviceListError::BadEntry))
+                | ("no_approver", Err(DeviceListError::NoApprover))
+                | ("decode", Err(DeviceListError::Decode(_)))
         );
         assert!(ok, "{}: expected {}, got {got:?}", text(&c["name"]), text(&c["expect"]));
     }
@@ -563,4 +624,128 @@ fn must_fail() {
         p.run(n);
         assert_eq!(p.wires, full, "{name}: the conversation diverged after the refusal");
     }
+}
+
+const LINK: &str = include_str!("../tests/vectors/link.json");
+const ARCHIVE: &str = include_str!("../tests/vectors/archive.json");
+
+/// §10: code, slot id, offer (byte for byte, with the reference's ephemeral keys), the
+/// approver's checks, the sealed answer (with the reference's KEM output) and its opening.
+#[test]
+fn link() {
+    use crate::link::{HistoryRef, LinkError, LinkSecret, PendingLink, Provisioning, VerifiedOffer};
+    use crate::{KemPrekeyPublic, SignedPrekeyPublic};
+
+    let v = load(LINK);
+    let secret = LinkSecret::from_bytes(bytes(&v["secret"]).try_into().unwrap());
+    assert_eq!(secret.to_code().as_str(), text(&v["code"]));
+    assert_eq!(LinkSecret::from_code(&text(&v["code"]).to_lowercase()).unwrap().slot_id(), secret.slot_id());
+    assert_eq!(secret.slot_id().to_vec(), bytes(&v["slot_id"]));
+
+    let (new, _) = device(&v["device"]);
+    let spk = SignedPrekeyPublic::from_bytes(&bytes(&v["signed_prekey"])).unwrap();
+    let last_resort = KemPrekeyPublic::from_bytes(&bytes(&v["last_resort_prekey"])).unwrap();
+    let eph_kem = KemSecret::from_parts(
+        &bytes(&v["ephemeral_kem_decapsulation_key"]),
+        KemPublic::from_bytes(&bytes(&v["ephemeral_kem_encapsulation_key"])).unwrap(),
+    )
+    .unwrap();
+    let mut rng = QueueRng::new([bytes(&v["ephemeral_secret"])]);
+    let label = text(&v["label"]);
+    let (pending, offer) =
+        PendingLink::new_with_kem(&mut rng, &secret, new.public(), label, &spk, &last_resort, eph_kem)
+            .unwrap();
+    rng.assert_drained();
+    assert_eq!(offer, bytes(&v["offer"]), "offer bytes");
+
+    let verified = VerifiedOffer::open(&secret, &offer).unwrap();
+    assert_eq!(verified.fingerprint(), text(&v["fingerprint"]));
+    for c in v["offer_must_fail"].as_array().unwrap() {
+        let s = LinkSecret::from_bytes(bytes(&c["secret"]).try_into().unwrap());
+        let got = VerifiedOffer::open(&s, &bytes(&c["offer"])).err();
+        let ok = matches!(
+            (text(&c["expect"]), got),
+            ("bad_mac", Some(LinkError::BadMac))
+                | ("bad_binding", Some(LinkError::BadBinding))
+                | ("bad_label", Some(LinkError::BadLabel))
+                | ("bad_prekey", Some(LinkError::BadPrekey))
+        );
+        assert!(ok, "{}: expected {}, got {got:?}", text(&c["name"]), text(&c["expect"]));
+    }
+
+    let acct = {
+        let mut rng = QueueRng::new([bytes(&v["account_seed"])]);
+        let a = AccountIdentity::generate(&mut rng).unwrap();
+        rng.assert_drained();
+        a
+    };
+    let h = &v["history"];
+    let provisioning = Provisioning {
+        account: AccountName::new("erin").unwrap(),
+        device_id: DeviceId::new(2).unwrap(),
+        approver_id: DeviceId::new(1).unwrap(),
+        device_list: bytes(&v["device_list"]),
+        account_identity: Some(acct),
+        history: Some(HistoryRef {
+            blob_id: bytes(&h["blob_id"]).try_into().unwrap(),
+            key: zeroize::Zeroizing::new(arr32(&h["key"])),
+            size: num(&h["size"]),
+            plain_size: num(&h["plain_size"]),
+            digest: arr32(&h["digest"]),
+        }),
+    };
+    assert_eq!(
+        provisioning.to_bytes().as_slice(),
+        bytes(&v["provisioning"]).as_slice(),
+        "provisioning bytes"
+    );
+    let ct = KemCiphertext::from_bytes(&bytes(&v["kem_ciphertext"])).unwrap();
+    let ss = Secret32(arr32(&v["kem_shared_secret"]));
+    let mut rng = QueueRng::new([bytes(&v["answer_ephemeral_secret"])]);
+    let answer = verified.seal_with_kem(&mut rng, &provisioning, ct, &ss).unwrap();
+    rng.assert_drained();
+    assert_eq!(answer, bytes(&v["answer"]), "answer bytes");
+
+    let got = pending.open_answer(&answer).unwrap();
+    assert_eq!(got.to_bytes().as_slice(), bytes(&v["provisioning"]).as_slice());
+    let resumed = PendingLink::from_bytes(&pending.to_bytes()).unwrap();
+    assert!(resumed.open_answer(&answer).is_ok());
+}
+
+/// §11: subkey, nonces and chunking of the history archive.
+#[test]
+fn archive() {
+    use crate::archive::{ArchiveOpener, ArchiveSealer, CHUNK_LEN, sealed_len};
+
+    let v = load(ARCHIVE);
+    let key = arr32(&v["key"]);
+    for case in ["short", "empty"] {
+        let chunks: Vec<Vec<u8>> = v[case]["chunks"].as_array().unwrap().iter().map(bytes).collect();
+        let plain = if case == "short" { bytes(&v["short"]["plaintext"]) } else { Vec::new() };
+        let mut s = ArchiveSealer::new(&key);
+        assert_eq!(s.seal_chunk(&plain, true).unwrap(), chunks[0], "{case}");
+        let mut o = ArchiveOpener::new(&key);
+        assert_eq!(o.open_chunk(&chunks[0], true).unwrap(), plain);
+    }
+    let long = &v["long"];
+    let n = usize::try_from(num(&long["plaintext_len"])).unwrap();
+    assert_eq!(sealed_len(n as u64), Some(num(&long["sealed_len"])));
+    let plain: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+    let pieces: Vec<&[u8]> = plain.chunks(CHUNK_LEN).collect();
+    let want: Vec<Vec<u8>> = long["chunk_sha256"].as_array().unwrap().iter().map(bytes).collect();
+    assert_eq!(pieces.len(), want.len());
+    let mut s = ArchiveSealer::new(&key);
+    let mut o = ArchiveOpener::new(&key);
+    for (i, p) in pieces.iter().enumerate() {
+        let last = i + 1 == pieces.len();
+        let c = s.seal_chunk(p, last).unwrap();
+        assert_eq!(crate::crypto::kdf::sha256(&[&c]).to_vec(), want[i], "chunk {i}");
+        if last {
+            assert_eq!(c, bytes(&long["last_chunk"]));
+        }
+        assert_eq!(o.open_chunk(&c, last).unwrap(), *p);
+    }
+    let mut s = ArchiveSealer::new(&key);
+    let full = s.seal_chunk(&vec![0u8; CHUNK_LEN], true).unwrap();
+    assert_eq!(crate::crypto::kdf::sha256(&[&full]).to_vec(), bytes(&v["one_full_chunk"]["chunk_sha256"]));
 }

@@ -23,6 +23,8 @@ pub(crate) enum StateKind {
     DeviceIdentity = 2,
     AccountIdentity = 3,
     Prekeys = 4,
+    /// A new device's link in progress (`link::PendingLink`).
+    PendingLink = 5,
 }
 
 pub(crate) fn write_header(w: &mut impl Writer, kind: StateKind, generation: u64) {

@@ -24,7 +24,7 @@ use tacit_protocol::{
 };
 
 /// Every fuzz target, in the order of `fuzz/Cargo.toml`.
-const TARGETS: [&str; 8] = [
+const TARGETS: [&str; 11] = [
     "message_decode",
     "bundle_decode",
     "session_state_decode",
@@ -33,6 +33,9 @@ const TARGETS: [&str; 8] = [
     "device_list_decode",
     "session_decrypt",
     "safety_number_scan",
+    "link_offer_open",
+    "link_answer_open",
+    "archive_open",
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -115,6 +118,39 @@ fn safety_number_scan() {
 }
 
 #[test]
+fn link_offer_open() {
+    let mut accepted = 0;
+    for (path, data) in corpus("link_offer_open") {
+        let result = std::panic::catch_unwind(|| check_link_offer_open(&data));
+        accepted += usize::from(
+            result.unwrap_or_else(|_| panic!("link_offer_open: check failed on {}", path.display())),
+        );
+    }
+    // The seeds include an offer's body: re-MACed by the check, it must be accepted, or the
+    // check's MAC (docs/PROTOCOL.md §10) and the crate's disagree.
+    assert!(accepted > 0, "no link_offer_open seed is accepted once re-MACed");
+}
+
+#[test]
+fn link_answer_open() {
+    let mut opened = 0;
+    for (path, data) in corpus("link_answer_open") {
+        let result = std::panic::catch_unwind(|| check_link_answer_open(&data));
+        opened += usize::from(
+            result.unwrap_or_else(|_| panic!("link_answer_open: check failed on {}", path.display())),
+        );
+    }
+    // The seeds include the answer sealed for the fixture: if none opens, the corpus and
+    // fuzz/fixtures/link_pending.bin were not generated together.
+    assert!(opened > 0, "no link_answer_open seed opens on the fixture");
+}
+
+#[test]
+fn archive_open() {
+    replay("archive_open", check_archive_open);
+}
+
+#[test]
 fn every_target_has_a_corpus() {
     for target in TARGETS {
         assert!(!corpus(target).is_empty());
@@ -156,11 +192,16 @@ impl Seeds {
 
     /// Replaces the target's `seed-*` files (fuzzer-found files are left alone).
     fn write(self) {
+        self.write_prefixed("seed-");
+    }
+
+    /// Replaces the target's files whose names start with `prefix`.
+    fn write_prefixed(self, prefix: &str) {
         let dir = corpus_dir(self.target);
         fs::create_dir_all(&dir).unwrap();
         for entry in fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("seed-")) {
+            if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)) {
                 fs::remove_file(path).unwrap();
             }
         }
@@ -347,7 +388,10 @@ fn generate_corpus() {
 
     // Device lists for "carol".
     let carol_name = AccountName::new(DEVICE_LIST_ACCOUNT).unwrap();
-    let entry = |id: u32, d: &DeviceIdentity| DeviceEntry { approver: true, ..DeviceEntry::new(DeviceId::new(id).unwrap(), d.public().clone()) };
+    let entry = |id: u32, d: &DeviceIdentity| DeviceEntry {
+        approver: true,
+        ..DeviceEntry::new(DeviceId::new(id).unwrap(), d.public().clone())
+    };
     let v1 = DeviceList::sign(&account, carol_name.clone(), 1, vec![entry(1, &carol_id)]).unwrap();
     lists.with_variants("one-device", &v1.to_bytes());
     let v2 = DeviceList::sign(
@@ -376,4 +420,107 @@ fn generate_corpus() {
     for seeds in [messages, bundles, sessions, prekey_states, identities, lists, decrypts, scans] {
         seeds.write();
     }
+    write_link_corpus();
+}
+
+/// Writes only the seeds of the targets added with linking (`link_offer_open`,
+/// `link_answer_open`, `archive_open`), the `link_pending.bin` fixture and the format-2
+/// device list seeds (`seed-v2-*`), leaving every other corpus as it is:
+/// `cargo test -p tacit-protocol --test fuzz_corpus -- --ignored generate_link_corpus`.
+#[test]
+#[ignore = "rewrites fuzz/corpus/{link_*,archive_open}/seed-*, device_list_decode/seed-v2-* and fuzz/fixtures/link_pending.bin"]
+fn generate_link_corpus() {
+    write_link_corpus();
+}
+
+fn write_link_corpus() {
+    use tacit_protocol::{
+        ArchiveSealer, HistoryRef, LinkSecret, PendingLink, Provisioning, VerifiedOffer, sealed_len,
+    };
+    let mut rng = ChaCha20Rng::seed_from_u64(0x114c_0009);
+    let t0 = UnixTime(1_700_000_000);
+    let mut offers = Seeds::new("link_offer_open");
+    let mut answers = Seeds::new("link_answer_open");
+    let mut archives = Seeds::new("archive_open");
+
+    // The new device and its first prekeys.
+    let new_id = DeviceIdentity::generate(&mut rng).unwrap();
+    let mut prekeys = DevicePrekeys::new();
+    let mut plan = prekeys.plan(t0, &PrekeyPolicy::default(), 0, 0);
+    plan.new_one_time = 0;
+    plan.new_kem_one_time = 0;
+    let upload = prekeys.execute(&mut rng, &new_id, t0, &plan).unwrap();
+    let (spk, last_resort) = (upload.signed_prekey.unwrap(), upload.last_resort.unwrap());
+    let secret = LinkSecret::from_bytes(LINK_SECRET);
+    let (pending, offer) =
+        PendingLink::new(&mut rng, &secret, new_id.public(), "fuzz phone", &spk, &last_resort).unwrap();
+    offers.with_variants("offer", &offer);
+    // The body without its MAC: the check appends a correct one.
+    offers.with_variants("offer-body", &offer[..offer.len() - 32]);
+    offers.exact("empty", &[]);
+
+    // The account lists it as device 2 (approver) next to the approver, device 1.
+    let account = AccountIdentity::generate(&mut rng).unwrap();
+    let approver = DeviceIdentity::generate(&mut rng).unwrap();
+    let name = AccountName::new("frank").unwrap();
+    let d1 = DeviceEntry {
+        approver: true,
+        label: "desktop".into(),
+        ..DeviceEntry::new(DeviceId::new(1).unwrap(), approver.public().clone())
+    };
+    let d2 = DeviceEntry {
+        approver: true,
+        added_ms: 1_700_000_000_000,
+        label: "fuzz phone".into(),
+        ..DeviceEntry::new(DeviceId::new(2).unwrap(), new_id.public().clone())
+    };
+    let list = DeviceList::sign(&account, name.clone(), 2, vec![d1.clone(), d2.clone()]).unwrap();
+    let provisioning = Provisioning {
+        account: name.clone(),
+        device_id: DeviceId::new(2).unwrap(),
+        approver_id: DeviceId::new(1).unwrap(),
+        device_list: list.to_bytes(),
+        account_identity: Some(account.clone()),
+        history: Some(HistoryRef {
+            blob_id: [1u8; 16],
+            key: zeroize::Zeroizing::new([2u8; 32]),
+            size: sealed_len(70_000).unwrap(),
+            plain_size: 70_000,
+            digest: [3u8; 32],
+        }),
+    };
+    let answer = VerifiedOffer::open(&secret, &offer).unwrap().seal_answer(&mut rng, &provisioning).unwrap();
+    assert!(pending.open_answer(&answer).is_ok());
+    answers.with_variants("answer", &answer);
+    answers.with_variants("provisioning", &provisioning.to_bytes());
+    answers.with_variants("pending", &pending.to_bytes());
+    answers.exact("empty", &[]);
+    let fixtures = fuzz_dir().join("fixtures");
+    fs::create_dir_all(&fixtures).unwrap();
+    fs::write(fixtures.join("link_pending.bin"), pending.to_bytes().as_slice()).unwrap();
+
+    // Archives: one short chunk, an empty archive, and a full chunk (under the seed size
+    // limit, so the multi-chunk path is exercised by the fuzzer's own inputs).
+    for (label, plain) in [("short", b"a short history".to_vec()), ("empty", Vec::new())] {
+        let mut s = ArchiveSealer::new(&ARCHIVE_KEY);
+        archives.with_variants(label, &s.seal_chunk(&plain, true).unwrap());
+    }
+    archives.exact("plain-4k", &vec![0x5au8; 4096]);
+
+    // Format 2 device lists for "carol" (the device_list_decode target's account).
+    let carol = AccountName::new(DEVICE_LIST_ACCOUNT).unwrap();
+    let mut lists = Seeds::new("device_list_decode");
+    let v2 = DeviceList::sign(
+        &account,
+        carol.clone(),
+        5,
+        vec![d1.clone(), DeviceEntry { label: "téléphone ☎".into(), ..d2.clone() }],
+    )
+    .unwrap();
+    lists.with_variants("v2-two-devices", &v2.to_bytes());
+
+    for seeds in [offers, answers, archives] {
+        seeds.write();
+    }
+    lists.write_prefixed("seed-v2-");
 }

@@ -69,6 +69,13 @@ pub enum Failure {
     /// Shutting down or overloaded.
     #[error("server unavailable; retry later")]
     Unavailable,
+    /// A published device list is not a valid successor of the stored one (`409`).
+    #[error("device list refused: {0}; fetch the current list and try again")]
+    DeviceListConflict(&'static str),
+    /// A link slot or blob already answered, completed, used, or not in the state asked
+    /// for (`409 already_used`); the message says which (never a secret).
+    #[error("{0}")]
+    AlreadyUsed(String),
     /// A server-side failure; the string is logged, not sent.
     #[error("internal error")]
     Internal(String),
@@ -110,6 +117,13 @@ impl From<StoreError> for Failure {
                 Self::Unavailable
             }
             StoreError::Backend(detail) => Self::Internal(detail),
+            StoreError::Conflict => Self::AlreadyUsed("already used".into()),
+            StoreError::TooManyBlobs => Self::RateLimited,
+            StoreError::BlobOffset(b) => Self::AlreadyUsed(format!(
+                "a chunk goes at offset {} (received {} of {} bytes)",
+                b.received, b.received, b.size
+            )),
+            StoreError::BlobIncomplete => Self::AlreadyUsed("the blob is not completely uploaded yet".into()),
         }
     }
 }
@@ -136,6 +150,8 @@ impl Failure {
             Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             Self::ClientTooOld => (StatusCode::UPGRADE_REQUIRED, ErrorCode::ClientTooOld),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
+            Self::DeviceListConflict(_) => (StatusCode::CONFLICT, ErrorCode::DeviceListConflict),
+            Self::AlreadyUsed(_) => (StatusCode::CONFLICT, ErrorCode::AlreadyUsed),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }

@@ -38,8 +38,8 @@ pub use routes::extract::PeerAddr;
 pub use serve::{ServeError, Server, serve};
 pub use state::{AppState, DEFAULT_MAX_PENDING_STORE_BYTES, Settings};
 pub use store::{
-    AccountId, AccountRecord, Authed, BundleParts, DEFAULT_MAILBOX_BYTES, DeviceKey, KeyRecord, NewAccount,
-    NewEnvelope, PgStore, PrekeyCounts, PrekeySet, STALL_AFTER, Sent, SqliteStore, Store, StoreConfig,
-    StoreError, StoredEnvelope,
+    AccountId, AccountRecord, Authed, BlobRecord, BundleParts, DEFAULT_MAILBOX_BYTES, DeviceKey,
+    DeviceRecord, KeyRecord, LinkSlot, ListState, ListUpdate, NewAccount, NewDevice, NewEnvelope, PgStore,
+    PrekeyCounts, PrekeySet, STALL_AFTER, Sent, SqliteStore, Store, StoreConfig, StoreError, StoredEnvelope,
 };
 pub use tls::{TlsError, TlsReloader};

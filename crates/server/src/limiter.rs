@@ -48,6 +48,8 @@ pub enum LimitKey {
     // Store protection (issue 7, point 14).
     /// Bundle fetches that hand out one target device's one-time keys, whoever asks.
     OneTimeFetches(DeviceKey),
+    /// Link offers published from one address (IPv6: per /64).
+    LinkOffers(IpAddr),
 }
 
 /// A steady rate and the burst a bucket holds.
@@ -127,6 +129,9 @@ pub struct RateLimits {
     /// Bundle fetches per minute that hand out one target device's one-time keys, from
     /// all requesters together; beyond it bundles come without one-time keys.
     pub one_time_fetches_per_target_per_minute: u32,
+    /// Link offers (`POST /v1/link`) per minute per client address, besides the address's
+    /// request budget.
+    pub link_offers_per_minute: u32,
 }
 
 impl Default for RateLimits {
@@ -145,6 +150,7 @@ impl Default for RateLimits {
             account_creation_burst: 200,
             max_buckets: MAX_BUCKETS,
             one_time_fetches_per_target_per_minute: tacit_api::limits::ONE_TIME_FETCHES_PER_TARGET_PER_MINUTE,
+            link_offers_per_minute: tacit_api::limits::LINK_OFFERS_PER_MINUTE,
         }
     }
 }
@@ -166,6 +172,7 @@ impl RateLimits {
                 burst: self.account_creation_burst.max(1),
             },
             LimitKey::OneTimeFetches(_) => Budget::per_minute(self.one_time_fetches_per_target_per_minute),
+            LimitKey::LinkOffers(_) => Budget::per_minute(self.link_offers_per_minute),
         }
     }
 }

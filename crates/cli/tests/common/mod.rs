@@ -116,7 +116,6 @@ pub fn tacit(home: &Path, env: &[(&str, &str)], args: &[&str]) -> (i32, Vec<Valu
     (out.status.code().unwrap(), stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect())
 }
 
-
 /// `tacit --json --home HOME ARGS` started, not waited for (stdout piped).
 pub fn spawn_tacit(home: &Path, args: &[&str]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tacit"));
@@ -151,7 +150,6 @@ pub fn receive_n(home: &Path, n: usize) -> Vec<String> {
     got
 }
 
-
 /// A PostgreSQL schema of its own (dropped at the end) and a URL whose connections use it.
 pub struct PgSchema {
     pub name: String,
@@ -183,4 +181,3 @@ impl Drop for PgSchema {
         Self::admin(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
     }
 }
-

@@ -15,6 +15,8 @@ use zeroize::Zeroizing;
 use crate::error::{ClientError, Result};
 use key::{PendingKey, RawKey, StoreSecret};
 
+use crate::payload::MessageId;
+
 /// The database file's name in the home directory.
 pub(crate) const DB_FILE: &str = "store.db";
 
@@ -46,7 +48,9 @@ CREATE TABLE IF NOT EXISTS messages (
     text TEXT NOT NULL,
     server_time_ms INTEGER,
     sent_time_ms INTEGER NOT NULL,
-    envelope_id INTEGER UNIQUE
+    envelope_id INTEGER UNIQUE,
+    message_id BLOB,                 -- 16 bytes (payload version 2); NULL for version 1
+    devices INTEGER                  -- sent: the recipient devices it was encrypted for
 );
 CREATE INDEX IF NOT EXISTS messages_peer ON messages (peer, id);
 CREATE TABLE IF NOT EXISTS seen_envelopes (id INTEGER PRIMARY KEY);
@@ -54,7 +58,116 @@ CREATE TABLE IF NOT EXISTS state_counter (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     value INTEGER NOT NULL CHECK (value >= 0)
 );
+CREATE TABLE IF NOT EXISTS notices (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    peer TEXT NOT NULL,
+    text TEXT NOT NULL,
+    time_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notices_peer ON notices (peer, id);
+-- Delivery receipts: `device` of `peer` has the message this device (or another device of
+-- the own account) sent to `peer`.
+CREATE TABLE IF NOT EXISTS receipts (
+    peer TEXT NOT NULL,
+    message_id BLOB NOT NULL,
+    device INTEGER NOT NULL,
+    PRIMARY KEY (peer, message_id, device)
+) WITHOUT ROWID;
+-- Recent outgoing plaintexts, for retry requests (bounded: `OUTBOX_MAX_MESSAGES`,
+-- `OUTBOX_MAX_AGE_MS`; an entry goes once every device it was sent to receipted it).
+CREATE TABLE IF NOT EXISTS outbox (
+    peer TEXT NOT NULL,
+    message_id BLOB NOT NULL,
+    payload BLOB NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (peer, message_id)
+);
+CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created_ms);
+-- The devices an outbox entry went to that have not receipted it, with the digest of the
+-- envelope each was sent (SHA-256 of its content, first 16 bytes).
+CREATE TABLE IF NOT EXISTS outbox_devices (
+    peer TEXT NOT NULL,
+    message_id BLOB NOT NULL,
+    device INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    resends INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (peer, message_id, device),
+    FOREIGN KEY (peer, message_id) REFERENCES outbox (peer, message_id) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS outbox_digest ON outbox_devices (peer, device, digest);
+-- Receipts still to send (one message per peer at the end of a receive).
+CREATE TABLE IF NOT EXISTS pending_receipts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    peer TEXT NOT NULL,
+    message_id BLOB NOT NULL,
+    UNIQUE (peer, message_id)
+);
+-- Payloads still to send (sent transcripts, retry requests, answers to retry requests).
+CREATE TABLE IF NOT EXISTS pending_sends (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient TEXT NOT NULL,
+    kind INTEGER NOT NULL,           -- 1: payload as it is; 2: resend an outbox entry
+    payload BLOB,                    -- kind 1
+    message_id BLOB,                 -- kind 1: its outbox key, if kept; kind 2: the entry
+    device INTEGER,                  -- kind 2: the device that asked
+    created_ms INTEGER NOT NULL
+);
+-- Digests of envelopes sent without keeping their payload (receipts, retry requests,
+-- session resets), so that a retry request for one is told from one for an envelope never
+-- sent (bounded as the outbox is).
+CREATE TABLE IF NOT EXISTS sent_unkept (
+    peer TEXT NOT NULL,
+    device INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sent_unkept_digest ON sent_unkept (peer, device, digest);
+-- Retry requests sent (the hourly bound per sender device).
+CREATE TABLE IF NOT EXISTS retry_requests_sent (
+    peer TEXT NOT NULL,
+    device INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL
+);
 ";
+
+/// Run after [`SCHEMA`]: the indexes on columns a migration adds to older stores.
+const SCHEMA_AFTER_MIGRATIONS: &str = "
+CREATE UNIQUE INDEX IF NOT EXISTS messages_message_id ON messages (peer, outgoing, message_id)
+    WHERE message_id IS NOT NULL;
+";
+
+/// Outgoing plaintexts kept for retry requests, at most (the oldest go first).
+pub(crate) const OUTBOX_MAX_MESSAGES: usize = 1_000;
+/// Outgoing plaintexts kept for retry requests, at most this long (7 days).
+pub(crate) const OUTBOX_MAX_AGE_MS: u64 = 7 * 86_400_000;
+/// Payloads waiting to be sent, at most (the oldest are dropped).
+pub(crate) const MAX_PENDING_SENDS: usize = 1_000;
+/// Receipts waiting to be sent, at most (the oldest are dropped).
+pub(crate) const MAX_PENDING_RECEIPTS: usize = 4_096;
+
+/// Brings a store made by an older version up to this one (in one transaction; opening
+/// happens under the home's lock). Issue 9: `messages` gains `message_id` and `devices`.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has = |col: &str| -> rusqlite::Result<bool> {
+        conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('messages') WHERE name = ?1)",
+            [col],
+            |r| r.get(0),
+        )
+    };
+    if !has("message_id")? || !has("devices")? {
+        let mut sql = String::from("BEGIN IMMEDIATE;");
+        if !has("message_id")? {
+            sql.push_str("ALTER TABLE messages ADD COLUMN message_id BLOB;");
+        }
+        if !has("devices")? {
+            sql.push_str("ALTER TABLE messages ADD COLUMN devices INTEGER;");
+        }
+        sql.push_str("COMMIT;");
+        conn.execute_batch(&sql)?;
+    }
+    conn.execute_batch(SCHEMA_AFTER_MIGRATIONS)
+}
 
 /// An open, unlocked store.
 pub(crate) struct Store {
@@ -92,6 +205,14 @@ pub struct HistoryEntry {
     pub server_time_ms: Option<u64>,
     /// When the sender says it sent it (ms since the Unix epoch).
     pub sent_time_ms: u64,
+    /// The message's id (16 bytes), `None` for a message from a version without ids.
+    pub message_id: Option<[u8; 16]>,
+    /// Sent: how many of the recipient's devices have receipted it (`None` for received
+    /// messages).
+    pub delivered: Option<u32>,
+    /// Sent: how many of the recipient's devices it was encrypted for (`None` for received
+    /// messages, notes to self and copies whose count is unknown).
+    pub devices: Option<u32>,
 }
 
 fn open_with(path: &Path, key: &RawKey) -> Result<Connection> {
@@ -243,6 +364,7 @@ impl Store {
         create_db_file(&db)?;
         let made = open_with(&db, &pending.key).and_then(|conn| {
             conn.execute_batch(SCHEMA).map_err(|e| ClientError::db(&db, e))?;
+            migrate(&conn).map_err(|e| ClientError::db(&db, e))?;
             pending.commit(home)?;
             Ok(conn)
         });
@@ -284,6 +406,7 @@ impl Store {
                 Ok(conn) => {
                     key::settle(home, candidate)?;
                     conn.execute_batch(SCHEMA).map_err(|e| ClientError::db(&db, e))?;
+                    migrate(&conn).map_err(|e| ClientError::db(&db, e))?;
                     return Ok(Self { conn, home: home.to_owned() });
                 }
                 // A wrong or missing secret: try the next file, reporting the most useful
@@ -447,10 +570,17 @@ impl Store {
     /// own `sent_time`). Equal times keep the order they were stored in.
     pub(crate) fn history(&self, peer: &str) -> Result<Vec<HistoryEntry>> {
         let mut st = self.conn.prepare(
-            "SELECT peer, device, outgoing, text, server_time_ms, sent_time_ms FROM messages WHERE peer = ?1
-             ORDER BY COALESCE(server_time_ms, sent_time_ms), id",
+            "SELECT m.peer, m.device, m.outgoing, m.text, m.server_time_ms, m.sent_time_ms, m.message_id,
+                    m.devices,
+                    CASE WHEN m.outgoing AND m.message_id IS NOT NULL THEN
+                        (SELECT count(*) FROM receipts r WHERE r.peer = m.peer AND r.message_id = m.message_id)
+                    END
+             FROM messages m WHERE m.peer = ?1
+             ORDER BY COALESCE(m.server_time_ms, m.sent_time_ms), m.id",
         )?;
         let rows = st.query_map([peer], |r| {
+            let message_id = r.get::<_, Option<Vec<u8>>>(6)?.and_then(|v| <[u8; 16]>::try_from(v).ok());
+            let count = |v: Option<i64>| v.map(|n| u32::try_from(n.max(0)).unwrap_or(u32::MAX));
             Ok(HistoryEntry {
                 peer: r.get(0)?,
                 device: r.get(1)?,
@@ -458,9 +588,78 @@ impl Store {
                 text: r.get(3)?,
                 server_time_ms: r.get::<_, Option<i64>>(4)?.map(|t| t.max(0) as u64),
                 sent_time_ms: r.get::<_, i64>(5)?.max(0) as u64,
+                message_id,
+                devices: count(r.get(7)?),
+                delivered: count(r.get(8)?),
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// The outbox entries (peer, message id), oldest first (tests).
+    #[cfg(test)]
+    pub(crate) fn outbox(&self) -> Result<Vec<(String, MessageId)>> {
+        let mut st = self.conn.prepare("SELECT peer, message_id FROM outbox ORDER BY created_ms, rowid")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (p, id) = row?;
+            out.push((p, id.as_slice().try_into().map_err(|_| ClientError::Internal("stored message id"))?));
+        }
+        Ok(out)
+    }
+
+    /// The payloads waiting to be sent, oldest first.
+    pub(crate) fn pending_sends(&self) -> Result<Vec<PendingSend>> {
+        let mut st = self.conn.prepare(
+            "SELECT seq, recipient, kind, payload, message_id, device FROM pending_sends ORDER BY seq",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<Vec<u8>>>(3)?,
+                r.get::<_, Option<Vec<u8>>>(4)?,
+                r.get::<_, Option<u32>>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, recipient, kind, payload, id, device) = row?;
+            let id = match id {
+                Some(v) => Some(
+                    <MessageId>::try_from(v.as_slice())
+                        .map_err(|_| ClientError::Internal("stored message id"))?,
+                ),
+                None => None,
+            };
+            let what = match (kind, payload, id, device) {
+                (1, Some(p), id, _) => PendingKind::Payload { payload: Zeroizing::new(p), message_id: id },
+                (2, _, Some(id), Some(device)) => PendingKind::Resend { message_id: id, device },
+                _ => return Err(ClientError::Internal("stored pending send")),
+            };
+            out.push(PendingSend { seq, recipient, what });
+        }
+        Ok(out)
+    }
+
+    /// The receipts waiting to be sent, by peer (each peer once, in the order of its first
+    /// receipt; its ids oldest first).
+    pub(crate) fn pending_receipts(&self) -> Result<Vec<(String, Vec<MessageId>)>> {
+        let mut st = self.conn.prepare("SELECT peer, message_id FROM pending_receipts ORDER BY seq")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+        let mut out: Vec<(String, Vec<MessageId>)> = Vec::new();
+        for row in rows {
+            let (peer, id) = row?;
+            let id: MessageId =
+                id.as_slice().try_into().map_err(|_| ClientError::Internal("stored message id"))?;
+            match out.iter_mut().find(|(p, _)| *p == peer) {
+                Some((_, ids)) => ids.push(id),
+                None => out.push((peer, vec![id])),
+            }
+        }
+        Ok(out)
     }
 
     /// Closes the database (checkpointing the WAL) so the files can be removed.
@@ -478,6 +677,15 @@ impl Store {
 /// Writes a meta value inside a transaction or on the connection.
 pub(crate) fn set_meta(conn: &Connection, k: &str, v: &[u8]) -> Result<()> {
     conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)", params![k, v])?;
+    Ok(())
+}
+
+/// Records a notice about `peer` (a device added or removed) for its history.
+pub(crate) fn add_notice(conn: &Connection, peer: &str, text: &str, time_ms: u64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO notices (peer, text, time_ms) VALUES (?1, ?2, ?3)",
+        params![peer, text, i64::try_from(time_ms).unwrap_or(i64::MAX)],
+    )?;
     Ok(())
 }
 
@@ -633,11 +841,28 @@ pub(crate) fn put_contact(conn: &Connection, name: &str, c: &ContactRow) -> Resu
 }
 
 /// Appends a message to the history (with its envelope id when received, which is unique)
-/// and returns its row id.
-pub(crate) fn put_message(conn: &Connection, e: &HistoryEntry, envelope_id: Option<u64>) -> Result<i64> {
+/// and returns its row id; `None` (nothing stored) when a message with the same id is
+/// stored already in that direction with that peer (a resend, or a copy from another own
+/// device).
+pub(crate) fn put_message(
+    conn: &Connection,
+    e: &HistoryEntry,
+    envelope_id: Option<u64>,
+) -> Result<Option<i64>> {
+    if let Some(id) = &e.message_id {
+        let known: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE peer = ?1 AND outgoing = ?2 AND message_id = ?3)",
+            params![e.peer, e.outgoing, id.as_slice()],
+            |r| r.get(0),
+        )?;
+        if known {
+            return Ok(None);
+        }
+    }
     conn.execute(
-        "INSERT INTO messages (peer, device, outgoing, text, server_time_ms, sent_time_ms, envelope_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO messages (peer, device, outgoing, text, server_time_ms, sent_time_ms, envelope_id,
+                               message_id, devices)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             e.peer,
             e.device,
@@ -645,10 +870,329 @@ pub(crate) fn put_message(conn: &Connection, e: &HistoryEntry, envelope_id: Opti
             e.text,
             e.server_time_ms.map(|t| t as i64),
             e.sent_time_ms as i64,
-            envelope_id.map(|i| i as i64)
+            envelope_id.map(|i| i as i64),
+            e.message_id.as_ref().map(<[u8; 16]>::as_slice),
+            e.devices,
         ],
     )?;
-    Ok(conn.last_insert_rowid())
+    Ok(Some(conn.last_insert_rowid()))
+}
+
+/// Sets how many devices a sent message was encrypted for (a send retried after the
+/// recipient's devices changed).
+pub(crate) fn set_devices(conn: &Connection, row: i64, devices: Option<u32>) -> Result<()> {
+    conn.execute("UPDATE messages SET devices = ?2 WHERE id = ?1", params![row, devices])?;
+    Ok(())
+}
+
+/// A payload waiting to be sent ([`Store::pending_sends`]).
+pub(crate) struct PendingSend {
+    /// Its row.
+    pub(crate) seq: i64,
+    /// The account it goes to.
+    pub(crate) recipient: String,
+    /// What to send.
+    pub(crate) what: PendingKind,
+}
+
+/// What a [`PendingSend`] sends.
+pub(crate) enum PendingKind {
+    /// This payload (kept in the outbox under `message_id` when there is one).
+    Payload {
+        /// The payload.
+        payload: Zeroizing<Vec<u8>>,
+        /// Its outbox key.
+        message_id: Option<MessageId>,
+    },
+    /// The outbox entry (`recipient`, `message_id`) again, over a new session with `device`.
+    Resend {
+        /// The entry.
+        message_id: MessageId,
+        /// The device that asked.
+        device: u32,
+    },
+}
+
+/// Queues a payload to send ([`MAX_PENDING_SENDS`] at most: the oldest are dropped).
+pub(crate) fn queue_send(conn: &Connection, recipient: &str, what: &PendingKind, now_ms: u64) -> Result<()> {
+    match what {
+        PendingKind::Payload { payload, message_id } => conn.execute(
+            "INSERT INTO pending_sends (recipient, kind, payload, message_id, created_ms) VALUES (?1, 1, ?2, ?3, ?4)",
+            params![recipient, payload.as_slice(), message_id.as_ref().map(<[u8; 16]>::as_slice), now_ms as i64],
+        )?,
+        PendingKind::Resend { message_id, device } => conn.execute(
+            "INSERT INTO pending_sends (recipient, kind, message_id, device, created_ms) VALUES (?1, 2, ?2, ?3, ?4)",
+            params![recipient, message_id.as_slice(), device, now_ms as i64],
+        )?,
+    };
+    conn.execute(
+        "DELETE FROM pending_sends WHERE seq <= (SELECT seq FROM pending_sends ORDER BY seq DESC LIMIT 1 OFFSET ?1)",
+        [MAX_PENDING_SENDS as i64],
+    )?;
+    Ok(())
+}
+
+/// Removes a sent (or abandoned) pending payload.
+pub(crate) fn delete_pending_send(conn: &Connection, seq: i64) -> Result<()> {
+    conn.execute("DELETE FROM pending_sends WHERE seq = ?1", [seq])?;
+    Ok(())
+}
+
+/// Queues a delivery receipt for `peer`'s message ([`MAX_PENDING_RECEIPTS`] at most: the
+/// oldest are dropped).
+pub(crate) fn queue_receipt(conn: &Connection, peer: &str, message_id: &MessageId) -> Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO pending_receipts (peer, message_id) VALUES (?1, ?2)",
+        params![peer, message_id.as_slice()],
+    )?;
+    conn.execute(
+        "DELETE FROM pending_receipts WHERE seq <=
+         (SELECT seq FROM pending_receipts ORDER BY seq DESC LIMIT 1 OFFSET ?1)",
+        [MAX_PENDING_RECEIPTS as i64],
+    )?;
+    Ok(())
+}
+
+/// Removes sent receipts.
+pub(crate) fn delete_pending_receipts(conn: &Connection, peer: &str, ids: &[MessageId]) -> Result<()> {
+    for id in ids {
+        conn.execute(
+            "DELETE FROM pending_receipts WHERE peer = ?1 AND message_id = ?2",
+            params![peer, id.as_slice()],
+        )?;
+    }
+    Ok(())
+}
+
+/// Keeps `payload`, sent to `peer` under `message_id`, for retry requests, with the digest
+/// of the envelope each device got. `replace`: the devices listed are all it went to (a
+/// first send: rows of an earlier attempt go); otherwise (a resend) only rows still there
+/// are updated. Then applies the bounds ([`prune_outbox`]).
+pub(crate) fn put_outbox(
+    conn: &Connection,
+    peer: &str,
+    message_id: &MessageId,
+    payload: &[u8],
+    devices: &[(u32, [u8; 16])],
+    replace: bool,
+    now_ms: u64,
+) -> Result<()> {
+    let id = message_id.as_slice();
+    if replace {
+        conn.execute(
+            "INSERT INTO outbox (peer, message_id, payload, created_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (peer, message_id) DO NOTHING",
+            params![peer, id, payload, now_ms as i64],
+        )?;
+        conn.execute("DELETE FROM outbox_devices WHERE peer = ?1 AND message_id = ?2", params![peer, id])?;
+        for (device, digest) in devices {
+            conn.execute(
+                "INSERT INTO outbox_devices (peer, message_id, device, digest) VALUES (?1, ?2, ?3, ?4)",
+                params![peer, id, device, digest.as_slice()],
+            )?;
+        }
+    } else {
+        for (device, digest) in devices {
+            conn.execute(
+                "UPDATE outbox_devices SET digest = ?4 WHERE peer = ?1 AND message_id = ?2 AND device = ?3",
+                params![peer, id, device, digest.as_slice()],
+            )?;
+        }
+    }
+    prune_outbox(conn, now_ms)
+}
+
+/// The outbox's bounds: entries older than [`OUTBOX_MAX_AGE_MS`] (or from the future: a
+/// clock set back), past the newest [`OUTBOX_MAX_MESSAGES`], or that every device they were
+/// sent to receipted, are forgotten.
+pub(crate) fn prune_outbox(conn: &Connection, now_ms: u64) -> Result<()> {
+    let oldest = now_ms.saturating_sub(OUTBOX_MAX_AGE_MS) as i64;
+    conn.execute(
+        "DELETE FROM outbox WHERE created_ms < ?1 OR created_ms > ?2",
+        params![oldest, now_ms as i64 + 60_000],
+    )?;
+    conn.execute(
+        "DELETE FROM outbox WHERE rowid NOT IN (SELECT rowid FROM outbox ORDER BY created_ms DESC, rowid DESC LIMIT ?1)",
+        [OUTBOX_MAX_MESSAGES as i64],
+    )?;
+    conn.execute(
+        "DELETE FROM outbox WHERE NOT EXISTS
+         (SELECT 1 FROM outbox_devices d WHERE d.peer = outbox.peer AND d.message_id = outbox.message_id)",
+        [],
+    )?;
+    Ok(())
+}
+
+/// Remembers the digests of envelopes sent to `peer` whose payload is not kept (at most
+/// [`OUTBOX_MAX_MESSAGES`] rows, [`OUTBOX_MAX_AGE_MS`]).
+pub(crate) fn remember_unkept(
+    conn: &Connection,
+    peer: &str,
+    devices: &[(u32, [u8; 16])],
+    now_ms: u64,
+) -> Result<()> {
+    for (device, digest) in devices {
+        conn.execute(
+            "INSERT INTO sent_unkept (peer, device, digest, at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![peer, device, digest.as_slice(), now_ms as i64],
+        )?;
+    }
+    let oldest = now_ms.saturating_sub(OUTBOX_MAX_AGE_MS) as i64;
+    conn.execute(
+        "DELETE FROM sent_unkept WHERE at_ms < ?1 OR at_ms > ?2",
+        params![oldest, now_ms as i64 + 60_000],
+    )?;
+    conn.execute(
+        "DELETE FROM sent_unkept WHERE rowid <= (SELECT rowid FROM sent_unkept ORDER BY rowid DESC LIMIT 1 OFFSET ?1)",
+        [OUTBOX_MAX_MESSAGES as i64],
+    )?;
+    Ok(())
+}
+
+/// Whether an envelope with this digest went to `peer`'s `device` without its payload
+/// being kept ([`remember_unkept`]).
+pub(crate) fn was_unkept(conn: &Connection, peer: &str, device: u32, digest: &[u8; 16]) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sent_unkept WHERE peer = ?1 AND device = ?2 AND digest = ?3)",
+        params![peer, device, digest.as_slice()],
+        |r| r.get(0),
+    )?)
+}
+
+/// What [`find_outbox`] found: the entry `device` of `peer` was sent an envelope of.
+pub(crate) struct OutboxHit {
+    /// The entry.
+    pub(crate) message_id: MessageId,
+    /// Times it was resent to that device already.
+    pub(crate) resends: u32,
+}
+
+/// The outbox entry whose envelope to `peer`'s `device` had this digest, if still kept
+/// (younger than [`OUTBOX_MAX_AGE_MS`]).
+pub(crate) fn find_outbox(
+    conn: &Connection,
+    peer: &str,
+    device: u32,
+    digest: &[u8; 16],
+    now_ms: u64,
+) -> Result<Option<OutboxHit>> {
+    let oldest = now_ms.saturating_sub(OUTBOX_MAX_AGE_MS) as i64;
+    let row = conn
+        .query_row(
+            "SELECT d.message_id, d.resends FROM outbox_devices d JOIN outbox o
+                 ON o.peer = d.peer AND o.message_id = d.message_id
+             WHERE d.peer = ?1 AND d.device = ?2 AND d.digest = ?3 AND o.created_ms >= ?4",
+            params![peer, device, digest.as_slice(), oldest],
+            |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)),
+        )
+        .optional()?;
+    let Some((id, resends)) = row else { return Ok(None) };
+    Ok(Some(OutboxHit {
+        message_id: id.as_slice().try_into().map_err(|_| ClientError::Internal("stored message id"))?,
+        resends: u32::try_from(resends.max(0)).unwrap_or(u32::MAX),
+    }))
+}
+
+/// Counts one more resend of an outbox entry to `device`.
+pub(crate) fn count_resend(conn: &Connection, peer: &str, message_id: &MessageId, device: u32) -> Result<()> {
+    conn.execute(
+        "UPDATE outbox_devices SET resends = resends + 1 WHERE peer = ?1 AND message_id = ?2 AND device = ?3",
+        params![peer, message_id.as_slice(), device],
+    )?;
+    Ok(())
+}
+
+/// An outbox entry's payload, if still kept.
+pub(crate) fn outbox_payload(
+    conn: &Connection,
+    peer: &str,
+    message_id: &MessageId,
+) -> Result<Option<Zeroizing<Vec<u8>>>> {
+    Ok(conn
+        .query_row(
+            "SELECT payload FROM outbox WHERE peer = ?1 AND message_id = ?2",
+            params![peer, message_id.as_slice()],
+            |r| r.get::<_, Vec<u8>>(0),
+        )
+        .optional()?
+        .map(Zeroizing::new))
+}
+
+/// Records that `peer`'s `device` has the message `message_id` sent to `peer`, and forgets
+/// its outbox entry for that device (the whole entry once no device is left). `false`, and
+/// nothing stored, when no message with that id was sent to `peer`.
+pub(crate) fn record_receipt(
+    conn: &Connection,
+    peer: &str,
+    message_id: &MessageId,
+    device: u32,
+) -> Result<bool> {
+    let id = message_id.as_slice();
+    let sent: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM messages WHERE peer = ?1 AND outgoing = 1 AND message_id = ?2)",
+        params![peer, id],
+        |r| r.get(0),
+    )?;
+    if !sent {
+        return Ok(false);
+    }
+    conn.execute(
+        "INSERT OR IGNORE INTO receipts (peer, message_id, device) VALUES (?1, ?2, ?3)",
+        params![peer, id, device],
+    )?;
+    conn.execute(
+        "DELETE FROM outbox_devices WHERE peer = ?1 AND message_id = ?2 AND device = ?3",
+        params![peer, id, device],
+    )?;
+    conn.execute(
+        "DELETE FROM outbox WHERE peer = ?1 AND message_id = ?2 AND NOT EXISTS
+         (SELECT 1 FROM outbox_devices d WHERE d.peer = ?1 AND d.message_id = ?2)",
+        params![peer, id],
+    )?;
+    Ok(true)
+}
+
+/// Whether a retry request to `peer`'s `device` may be sent now, and if so records it: at
+/// most `per_device` per device within `window_ms`, and requests to at most `devices`
+/// devices within it (a new one past that waits, so none is forgotten early).
+pub(crate) fn allow_retry_request(
+    conn: &Connection,
+    peer: &str,
+    device: u32,
+    now_ms: u64,
+    window_ms: u64,
+    per_device: u32,
+    devices: u32,
+) -> Result<bool> {
+    let since = now_ms.saturating_sub(window_ms) as i64;
+    // Times in the future (a clock set back) count as expired.
+    conn.execute(
+        "DELETE FROM retry_requests_sent WHERE at_ms < ?1 OR at_ms > ?2",
+        params![since, now_ms as i64],
+    )?;
+    let mine: u32 = conn.query_row(
+        "SELECT count(*) FROM retry_requests_sent WHERE peer = ?1 AND device = ?2",
+        params![peer, device],
+        |r| r.get(0),
+    )?;
+    if mine >= per_device {
+        return Ok(false);
+    }
+    if mine == 0 {
+        let others: u32 = conn.query_row(
+            "SELECT count(*) FROM (SELECT DISTINCT peer, device FROM retry_requests_sent)",
+            [],
+            |r| r.get(0),
+        )?;
+        if others >= devices {
+            return Ok(false);
+        }
+    }
+    conn.execute(
+        "INSERT INTO retry_requests_sent (peer, device, at_ms) VALUES (?1, ?2, ?3)",
+        params![peer, device, now_ms as i64],
+    )?;
+    Ok(true)
 }
 
 /// Sets the server time of a sent message once the server accepted it.
@@ -701,6 +1245,9 @@ mod tests {
                 text: "attack at dawn, plaintext marker".into(),
                 server_time_ms: Some(1),
                 sent_time_ms: 2,
+                message_id: None,
+                delivered: None,
+                devices: None,
             };
             put_message(&tx, &e, Some(7)).unwrap();
             tx.commit().unwrap();
@@ -864,6 +1411,9 @@ mod tests {
             text: "hi".into(),
             server_time_ms: Some(1),
             sent_time_ms: 1,
+            message_id: None,
+            delivered: None,
+            devices: None,
         };
         let tx = s.tx().unwrap();
         put_message(&tx, &e, Some(9)).unwrap();
@@ -874,5 +1424,167 @@ mod tests {
         assert!(put_message(&tx, &e, Some(9)).is_err(), "a second copy of envelope 9 is refused");
         drop(tx);
         assert_eq!(s.history("bob").unwrap().len(), 1);
+    }
+
+    fn sent(peer: &str, id: MessageId) -> HistoryEntry {
+        HistoryEntry {
+            peer: peer.into(),
+            device: 0,
+            outgoing: true,
+            text: "t".into(),
+            server_time_ms: Some(1),
+            sent_time_ms: 1,
+            message_id: Some(id),
+            delivered: None,
+            devices: Some(2),
+        }
+    }
+
+    fn id(n: u32) -> MessageId {
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&n.to_be_bytes());
+        id
+    }
+
+    fn outbox_len(s: &Store) -> usize {
+        s.outbox().unwrap().len()
+    }
+
+    /// The outbox keeps at most 1,000 messages (the oldest go), none older than 7 days, and
+    /// forgets an entry once every device it went to receipted it.
+    #[test]
+    fn the_outbox_is_bounded_by_count_and_age_and_forgets_what_every_device_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::create(dir.path(), &StoreSecret::NoPassphrase).unwrap();
+        let now = 10 * OUTBOX_MAX_AGE_MS;
+        let devices = [(1, [1u8; 16]), (2, [2u8; 16])];
+        let tx = s.tx().unwrap();
+        for n in 0..OUTBOX_MAX_MESSAGES as u32 + 5 {
+            put_message(&tx, &sent("bob", id(n)), None).unwrap();
+            put_outbox(&tx, "bob", &id(n), b"payload", &devices, true, now + u64::from(n)).unwrap();
+        }
+        tx.commit().unwrap();
+        let kept = s.outbox().unwrap();
+        assert_eq!(kept.len(), OUTBOX_MAX_MESSAGES, "bounded by count");
+        assert_eq!(kept[0].1, id(5), "the oldest went first");
+
+        // A receipt from one device keeps the entry (the other may still ask); from both, it
+        // is forgotten; the receipts are counted in the history.
+        let c = s.conn();
+        assert!(record_receipt(c, "bob", &id(5), 1).unwrap());
+        assert_eq!(outbox_len(&s), OUTBOX_MAX_MESSAGES);
+        assert!(find_outbox(c, "bob", 2, &[2u8; 16], now).unwrap().is_some());
+        assert!(find_outbox(c, "bob", 1, &[1u8; 16], now + 6).unwrap().is_some(), "other entries still");
+        assert!(record_receipt(c, "bob", &id(5), 2).unwrap());
+        assert_eq!(outbox_len(&s), OUTBOX_MAX_MESSAGES - 1, "every device has it");
+        assert!(outbox_payload(c, "bob", &id(5)).unwrap().is_none());
+        let h = s.history("bob").unwrap();
+        let e = h.iter().find(|e| e.message_id == Some(id(5))).unwrap();
+        assert_eq!((e.delivered, e.devices), (Some(2), Some(2)));
+        // A receipt for a message never sent to that peer stores nothing.
+        assert!(!record_receipt(c, "bob", &id(99_999), 1).unwrap());
+        assert!(!record_receipt(c, "carol", &id(6), 1).unwrap(), "sent to bob, not carol");
+        let receipts: i64 = c.query_row("SELECT count(*) FROM receipts", [], |r| r.get(0)).unwrap();
+        assert_eq!(receipts, 2);
+
+        // Age: 7 days after they were made, the next send forgets them all (and a lookup
+        // no longer finds one before that).
+        let later = now + OUTBOX_MAX_AGE_MS + OUTBOX_MAX_MESSAGES as u64 + 10;
+        assert!(find_outbox(c, "bob", 1, &[1u8; 16], later).unwrap().is_none());
+        let tx = s.tx().unwrap();
+        put_message(&tx, &sent("bob", id(100_000)), None).unwrap();
+        put_outbox(&tx, "bob", &id(100_000), b"new", &devices, true, later).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(s.outbox().unwrap(), [("bob".to_owned(), id(100_000))], "bounded by age");
+        // A resend updates the digest of the device it went to; nothing else.
+        let tx = s.tx().unwrap();
+        put_outbox(&tx, "bob", &id(100_000), b"new", &[(1, [9u8; 16]), (3, [3u8; 16])], false, later)
+            .unwrap();
+        tx.commit().unwrap();
+        assert!(find_outbox(s.conn(), "bob", 1, &[9u8; 16], later).unwrap().is_some());
+        assert!(find_outbox(s.conn(), "bob", 1, &[1u8; 16], later).unwrap().is_none());
+        assert!(find_outbox(s.conn(), "bob", 3, &[3u8; 16], later).unwrap().is_none(), "never sent to 3");
+    }
+
+    /// Retry requests: at most `per_device` to one device within the window, and to at most
+    /// `devices` devices; the window moves on.
+    #[test]
+    fn retry_requests_are_bounded_per_device_and_in_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create(dir.path(), &StoreSecret::NoPassphrase).unwrap();
+        let c = s.conn();
+        let allow = |peer: &str, device: u32, now: u64| {
+            allow_retry_request(c, peer, device, now, 1_000, 3, 2).unwrap()
+        };
+        assert!((0..3).all(|i| allow("bob", 1, 10 + i)));
+        assert!(!allow("bob", 1, 20), "per device");
+        assert!(allow("bob", 2, 20), "another device");
+        assert!(!allow("carol", 1, 20), "two devices within the window already");
+        assert!(allow("bob", 2, 21), "one already asked keeps its own bound");
+        assert!(allow("bob", 1, 1_100) && allow("carol", 1, 1_100), "the window moved on");
+    }
+
+    /// A store made before issue 9 (no message ids) opens: the columns are added, its
+    /// messages keep their text, and new ones carry ids.
+    #[test]
+    fn a_store_from_before_message_ids_opens_and_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = Store::create(dir.path(), &StoreSecret::NoPassphrase).unwrap();
+            let tx = s.tx().unwrap();
+            let old = HistoryEntry { message_id: None, devices: None, ..sent("bob", id(0)) };
+            put_message(&tx, &old, None).unwrap();
+            tx.commit().unwrap();
+            // Back to the schema of issue 8.
+            s.conn()
+                .execute_batch(
+                    "DROP INDEX messages_message_id; ALTER TABLE messages DROP COLUMN message_id;
+                     ALTER TABLE messages DROP COLUMN devices;",
+                )
+                .unwrap();
+            let cols: i64 = s
+                .conn()
+                .query_row(
+                    "SELECT count(*) FROM pragma_table_info('messages') WHERE name = 'devices'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(cols, 0);
+        }
+        let mut s = Store::open(dir.path(), None).unwrap();
+        let tx = s.tx().unwrap();
+        put_message(&tx, &sent("bob", id(1)), None).unwrap();
+        assert_eq!(put_message(&tx, &sent("bob", id(1)), None).unwrap(), None, "deduplicated by id");
+        tx.commit().unwrap();
+        let h = s.history("bob").unwrap();
+        assert_eq!(h.iter().map(|e| e.message_id).collect::<Vec<_>>(), [None, Some(id(1))]);
+        assert_eq!(h[1].devices, Some(2));
+        drop(s);
+        assert!(Store::open(dir.path(), None).is_ok(), "and opens again");
+    }
+
+    /// The queues of payloads and receipts to send are bounded (the oldest go).
+    #[test]
+    fn the_send_queues_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::create(dir.path(), &StoreSecret::NoPassphrase).unwrap();
+        let tx = s.tx().unwrap();
+        for n in 0..MAX_PENDING_SENDS as u32 + 3 {
+            let what = PendingKind::Resend { message_id: id(n), device: 1 };
+            queue_send(&tx, "bob", &what, 1).unwrap();
+        }
+        for n in 0..MAX_PENDING_RECEIPTS as u32 + 3 {
+            queue_receipt(&tx, "bob", &id(n)).unwrap();
+        }
+        queue_receipt(&tx, "bob", &id(10)).unwrap();
+        tx.commit().unwrap();
+        let sends = s.pending_sends().unwrap();
+        assert_eq!(sends.len(), MAX_PENDING_SENDS);
+        assert!(matches!(sends[0].what, PendingKind::Resend { message_id, .. } if message_id == id(3)));
+        let receipts = s.pending_receipts().unwrap();
+        assert_eq!(receipts.len(), 1);
+        assert_eq!(receipts[0].1.len(), MAX_PENDING_RECEIPTS);
+        assert_eq!(receipts[0].1[0], id(3), "the oldest went; a repeated id is queued once");
     }
 }

@@ -6,7 +6,8 @@
 //! allocation or a failed assertion here is a bug in the protocol crate. A decode error is
 //! a normal outcome.
 //!
-//! Only the public API of `tacit-protocol` is used, plus `rand_chacha`/`rand_core`.
+//! Only the public API of `tacit-protocol` is used, plus `rand_chacha`/`rand_core`, and
+//! `hkdf`/`hmac`/`sha2` to MAC link offers independently of the crate.
 
 #![allow(
     dead_code, // each fuzz target uses one check
@@ -20,8 +21,10 @@ use std::sync::OnceLock;
 
 use rand_core::SeedableRng;
 use tacit_protocol::{
-    AccountIdentity, AccountName, DeviceIdentity, DeviceList, DevicePrekeys, DevicePublic, KemPrekeyPublic,
-    Message, OneTimePrekeyPublic, PrekeyBundle, SafetyNumber, Session, SignedPrekeyPublic,
+    AccountIdentity, AccountName, ArchiveOpener, ArchiveSealer, CHUNK_LEN, DeviceIdentity, DeviceList,
+    DevicePrekeys, DevicePublic, KemPrekeyPublic, LinkError, LinkSecret, Message, OneTimePrekeyPublic,
+    PendingLink, PrekeyBundle, Provisioning, SafetyNumber, Session, SignedPrekeyPublic, VerifiedOffer,
+    sealed_len,
 };
 
 /// The account name the device-list target verifies against (the seeds are signed for it).
@@ -203,4 +206,109 @@ pub fn check_safety_number_scan(data: &[u8]) {
     let (local, remote) = safety_numbers();
     let ok = local.compare_scanned(data).is_ok();
     assert_eq!(ok, data == remote.scannable().as_slice(), "scan accepted exactly the peer's payload");
+}
+
+/// The link secret behind the link targets' seeds and fixture.
+pub const LINK_SECRET: [u8; 16] = *b"fuzz link secret";
+
+/// The new device's pending link the `link_answer_open` target attacks, written by the
+/// corpus generator with the link seeds (its ML-KEM key comes from AWS-LC's DRBG).
+pub const LINK_PENDING: &[u8] = include_bytes!("../../../../fuzz/fixtures/link_pending.bin");
+
+/// `k_offer` (docs/PROTOCOL.md §10), computed here with the RustCrypto crates directly,
+/// independently of the crate's own code.
+fn offer_mac(body: &[u8]) -> [u8; 32] {
+    use hmac::{KeyInit, Mac};
+    let mut k = [0u8; 32];
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(&[0u8; 32]), &LINK_SECRET)
+        .expand(b"Tacit v1 link offer", &mut k)
+        .unwrap();
+    let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&k).unwrap();
+    m.update(body);
+    m.finalize().into_bytes().into()
+}
+
+/// `link_offer_open`: `VerifiedOffer::open` on the bytes as they are (almost always a bad
+/// MAC), then on the bytes with a correct MAC appended, so the parser and the checks behind
+/// the MAC are reached too: those must never report `BadMac`, and an accepted offer's
+/// accessors work. Returns whether the re-MACed offer was accepted.
+pub fn check_link_offer_open(data: &[u8]) -> bool {
+    let secret = LinkSecret::from_bytes(LINK_SECRET);
+    if let Ok(o) = VerifiedOffer::open(&secret, data) {
+        assert!(tacit_protocol::valid_device_label(o.label()));
+    }
+    let mut offer = data.to_vec();
+    offer.extend_from_slice(&offer_mac(data));
+    match VerifiedOffer::open(&secret, &offer) {
+        Ok(o) => {
+            assert_eq!(o.fingerprint().len(), 29);
+            o.signed_prekey().verify(o.device()).expect("an accepted offer's prekey verifies");
+            true
+        }
+        Err(e) => {
+            assert_ne!(e, LinkError::BadMac, "a correctly MACed offer failed the MAC check");
+            false
+        }
+    }
+}
+
+fn link_pending() -> &'static PendingLink {
+    static P: OnceLock<PendingLink> = OnceLock::new();
+    P.get_or_init(|| PendingLink::from_bytes(LINK_PENDING).expect("fuzz/fixtures/link_pending.bin decodes"))
+}
+
+/// `link_answer_open`: `PendingLink::open_answer` on the fixture (returns whether the input
+/// opened); `Provisioning::from_bytes` and `PendingLink::from_bytes` on the same bytes, each
+/// re-encoding exactly what it decoded.
+pub fn check_link_answer_open(data: &[u8]) -> bool {
+    if let Ok(p) = Provisioning::from_bytes(data) {
+        assert_eq!(p.to_bytes().as_slice(), data, "provisioning round trip");
+    }
+    if let Ok(p) = PendingLink::from_bytes(data) {
+        assert_eq!(p.to_bytes().as_slice(), data, "pending link round trip");
+    }
+    let opened = link_pending().open_answer(data);
+    if let Ok(p) = &opened {
+        assert_ne!(p.device_id, p.approver_id);
+    }
+    opened.is_ok()
+}
+
+/// The archive key behind the `archive_open` seeds.
+pub const ARCHIVE_KEY: [u8; 32] = *b"fuzz history archive key 32 byte";
+
+/// `archive_open`: the bytes as an archive (cut into sealed chunks, the last one last) never
+/// panic the opener, and refusing leaves it unfinished; the bytes as a plaintext seal and
+/// open back to themselves, with exactly `sealed_len` bytes.
+pub fn check_archive_open(data: &[u8]) {
+    let mut o = ArchiveOpener::new(&ARCHIVE_KEY);
+    let chunks: Vec<&[u8]> = data.chunks(tacit_protocol::archive::SEALED_CHUNK_LEN).collect();
+    for (i, c) in chunks.iter().enumerate() {
+        if o.open_chunk(c, i + 1 == chunks.len()).is_err() {
+            assert!(!o.is_finished());
+            break;
+        }
+    }
+    // Opening a single chunk either way.
+    let _ = ArchiveOpener::new(&ARCHIVE_KEY).open_chunk(data, true);
+    let _ = ArchiveOpener::new(&ARCHIVE_KEY).open_chunk(data, false);
+
+    let mut s = ArchiveSealer::new(&ARCHIVE_KEY);
+    let mut o = ArchiveOpener::new(&ARCHIVE_KEY);
+    let mut pieces: Vec<&[u8]> = data.chunks(CHUNK_LEN).collect();
+    if pieces.is_empty() {
+        pieces.push(&[]);
+    }
+    let mut total = 0u64;
+    let mut back = Vec::with_capacity(data.len());
+    for (i, p) in pieces.iter().enumerate() {
+        let last = i + 1 == pieces.len();
+        let c = s.seal_chunk(p, last).unwrap();
+        total += c.len() as u64;
+        back.extend_from_slice(&o.open_chunk(&c, last).unwrap());
+    }
+    assert!(o.is_finished());
+    assert_eq!(back, data);
+    assert_eq!(sealed_len(data.len() as u64), Some(total));
+    assert_eq!(tacit_protocol::archive::plain_len(total), Some(data.len() as u64));
 }

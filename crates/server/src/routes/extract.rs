@@ -94,6 +94,24 @@ where
     }
 }
 
+/// A resource id in the path (a link slot, a blob): anything that does not even decode is
+/// `404 not_found`, as a well-formed id of nothing is (the service parses the id).
+pub struct IdPath(pub String);
+
+impl<S> FromRequestParts<S> for IdPath
+where
+    S: Send + Sync,
+{
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Failure> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Self(v))
+            .map_err(|_| Failure::NotFound)
+    }
+}
+
 /// The caller's address (for per-address limits on unauthenticated endpoints).
 pub struct Peer(pub Option<IpAddr>);
 
@@ -135,6 +153,16 @@ pub async fn version_check(req: Request, next: Next) -> Response {
     }
 }
 
+/// How long a request on `route` may take: [`REQUEST_TIMEOUT`], and a link answer's long
+/// poll its whole wait allowance on top.
+pub(crate) fn request_bound(method: &axum::http::Method, route: Option<&str>) -> Duration {
+    if method == axum::http::Method::GET && route == Some(tacit_api::LINK_ANSWER) {
+        REQUEST_TIMEOUT + Duration::from_secs(tacit_api::limits::MAX_LINK_WAIT_SECS)
+    } else {
+        REQUEST_TIMEOUT
+    }
+}
+
 /// Logs each request by route template (never the concrete path, body or token), status
 /// and duration, with the client address only when configured; bounds its duration.
 pub async fn log_and_bound(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -143,7 +171,8 @@ pub async fn log_and_bound(State(state): State<AppState>, req: Request, next: Ne
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
     let ip =
         if state.inner().log_ip_addresses { peer_of(&state, req.extensions(), req.headers()) } else { None };
-    let response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+    let bound = request_bound(&method, route.as_deref());
+    let response = match tokio::time::timeout(bound, next.run(req)).await {
         Ok(r) => r,
         Err(_) => Failure::Unavailable.into_response(),
     };
@@ -155,4 +184,20 @@ pub async fn log_and_bound(State(state): State<AppState>, req: Request, next: Ne
         None => tracing::info!(%method, route, status, ms, "request"),
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link answer's long poll is not cut by the request bound before its wait ends.
+    #[test]
+    fn a_link_answer_wait_outlasts_the_request_bound() {
+        use axum::http::Method;
+        let wait = Duration::from_secs(tacit_api::limits::MAX_LINK_WAIT_SECS);
+        assert!(request_bound(&Method::GET, Some(tacit_api::LINK_ANSWER)) > wait);
+        assert_eq!(request_bound(&Method::PUT, Some(tacit_api::LINK_ANSWER)), REQUEST_TIMEOUT);
+        assert_eq!(request_bound(&Method::GET, Some(tacit_api::MESSAGES)), REQUEST_TIMEOUT);
+        assert_eq!(request_bound(&Method::GET, None), REQUEST_TIMEOUT);
+    }
 }

@@ -2,14 +2,17 @@
 //! [`app`] builds the router so tests can drive it.
 
 mod ack;
+mod blobs;
 mod bundle;
 mod challenge;
 mod create_account;
 mod delete_account;
 mod device_list;
+mod devices;
 pub(crate) mod extract;
 mod fetch;
 mod healthz;
+mod link;
 mod prekey_status;
 mod send;
 mod session;
@@ -19,7 +22,7 @@ mod ws;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
-use tacit_api::limits::MAX_REQUEST_BYTES;
+use tacit_api::limits::{MAX_BLOB_CHUNK_BYTES, MAX_REQUEST_BYTES};
 
 use crate::error::Failure;
 use crate::state::AppState;
@@ -30,7 +33,22 @@ pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .route(tacit_api::ACCOUNTS, post(create_account::handler))
         .route(tacit_api::ACCOUNT, delete(delete_account::handler))
-        .route(tacit_api::DEVICE_LIST, get(device_list::handler))
+        .route(tacit_api::DEVICE_LIST, get(device_list::handler).put(devices::publish))
+        .route(tacit_api::DEVICES, get(devices::status))
+        .route(tacit_api::DEVICE, delete(devices::logout))
+        .route(tacit_api::LINK, post(link::offer))
+        .route(tacit_api::LINK_SLOT, get(link::get_offer).delete(link::delete))
+        .route(tacit_api::LINK_ANSWER, put(link::answer).get(link::wait_answer))
+        .route(tacit_api::BLOBS, post(blobs::create))
+        .route(
+            tacit_api::BLOB,
+            // A full chunk is the whole body (no JSON around it): its own limit.
+            put(blobs::put_chunk)
+                .layer(DefaultBodyLimit::max(MAX_BLOB_CHUNK_BYTES))
+                .get(blobs::read)
+                .delete(blobs::delete),
+        )
+        .route(tacit_api::BLOB_STATUS, get(blobs::status))
         .route(tacit_api::AUTH_CHALLENGE, post(challenge::handler))
         .route(tacit_api::AUTH_SESSION, post(session::handler))
         .route(tacit_api::PREKEYS, put(upload_prekeys::handler).get(prekey_status::handler))

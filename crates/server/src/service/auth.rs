@@ -91,8 +91,13 @@ pub async fn session(
         .verify(&message, &Signature::from_bytes(signature))
         .map_err(|_| Failure::BadAuthentication)?;
     let token = random32()?;
-    let expires = now_ms().saturating_add(TOKEN_TTL_SECS * 1000);
-    state.store().put_token(key, &sha256(&token), expires).await?;
+    let now = now_ms();
+    let expires = now.saturating_add(TOKEN_TTL_SECS * 1000);
+    // Refused for a device removed or logged out meanwhile.
+    state.store().put_token(key, &sha256(&token), now, expires).await.map_err(|e| match e {
+        crate::store::StoreError::NotFound => Failure::BadAuthentication,
+        other => other.into(),
+    })?;
     // The device compares it with its own: below it, it runs on a restored older copy.
     let state_counter = state.store().state_counter(key).await?;
     tracing::info!("session opened");

@@ -354,6 +354,7 @@ impl Halt<'_> {
     fn ended(&self) -> Stop {
         match self.registration.why() {
             Some(Ended::AccountDeleted) => Stop::Close(close::SESSION_ENDED, "account deleted"),
+            Some(Ended::DeviceRemoved) => Stop::Close(close::SESSION_ENDED, "device removed or logged out"),
             _ => Stop::Close(close::REPLACED, "replaced by a newer connection of this device"),
         }
     }

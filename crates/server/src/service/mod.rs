@@ -3,7 +3,10 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod blobs;
 pub mod delivery;
+pub mod devices;
+pub mod link;
 pub mod messages;
 pub mod prekeys;
 pub(crate) mod sockets;

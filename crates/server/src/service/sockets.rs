@@ -20,6 +20,8 @@ pub(crate) enum Ended {
     Replaced,
     /// The account was deleted.
     AccountDeleted,
+    /// The device was revoked (a list without it) or logged out.
+    DeviceRemoved,
 }
 
 /// The registry (one per server).
@@ -123,6 +125,15 @@ impl Sockets {
         if let Ok(open) = self.open.lock() {
             for entry in open.iter().filter(|(d, _)| d.account == account).flat_map(|(_, l)| l) {
                 end(entry, Ended::AccountDeleted);
+            }
+        }
+    }
+
+    /// Ends every socket of `device` (revoked or logged out).
+    pub(crate) fn end_device(&self, device: DeviceKey) {
+        if let Ok(open) = self.open.lock() {
+            for entry in open.get(&device).into_iter().flatten() {
+                end(entry, Ended::DeviceRemoved);
             }
         }
     }

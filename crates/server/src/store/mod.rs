@@ -50,6 +50,20 @@ pub enum StoreError {
     /// The database failed; the detail is for the log only.
     #[error("database: {0}")]
     Backend(String),
+    /// A conditional write lost: the device list changed meanwhile (compare-and-set on its
+    /// version), the link slot exists or was answered already.
+    #[error("conflicting state")]
+    Conflict,
+    /// The account holds [`tacit_api::limits::MAX_BLOBS_PER_ACCOUNT`] live blobs already.
+    #[error("too many blobs")]
+    TooManyBlobs,
+    /// A blob chunk not at the blob's received offset (or running past its size); the
+    /// blob as stored.
+    #[error("blob chunk at the wrong offset")]
+    BlobOffset(BlobRecord),
+    /// A blob read before the whole blob was uploaded.
+    #[error("blob incomplete")]
+    BlobIncomplete,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -252,6 +266,97 @@ pub struct BundleParts {
     pub left: PrekeyCounts,
 }
 
+/// One device of an account as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// The device number.
+    pub device: u32,
+    /// Its `DevicePublic` encoding.
+    pub identity: Vec<u8>,
+    /// When the server stored it, milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// When it last opened a session (to the minute).
+    pub last_seen_ms: Option<u64>,
+    /// It logged itself out.
+    pub logged_out: bool,
+}
+
+/// What a device list publish is checked against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListState {
+    /// The account key (32 bytes).
+    pub account_key: Vec<u8>,
+    /// The stored list's version.
+    pub version: u64,
+    /// The largest device id the account ever used.
+    pub max_device_id: u32,
+    /// The devices, by id.
+    pub devices: Vec<DeviceRecord>,
+}
+
+/// A device added by a published list, its prekeys verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewDevice {
+    /// Its id.
+    pub device: u32,
+    /// `DevicePublic` encoding.
+    pub identity: Vec<u8>,
+    /// Signed prekey.
+    pub signed_prekey: Vec<u8>,
+    /// Last-resort KEM prekey.
+    pub last_resort: Vec<u8>,
+    /// One-time X25519 prekeys.
+    pub one_time: Vec<KeyRecord>,
+    /// One-time KEM prekeys.
+    pub kem_one_time: Vec<KeyRecord>,
+}
+
+/// A verified device list replacing the stored one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListUpdate {
+    /// The account.
+    pub account: AccountId,
+    /// The version the checks were made against: the update applies only if it is still
+    /// the stored one (compare-and-set), else [`StoreError::Conflict`].
+    pub previous_version: u64,
+    /// The (possibly rotated) account key.
+    pub account_key: Vec<u8>,
+    /// The signed list as received.
+    pub device_list: Vec<u8>,
+    /// Its version.
+    pub version: u64,
+    /// The largest device id ever used, this list included.
+    pub max_device_id: u32,
+    /// Devices to add.
+    pub added: Vec<NewDevice>,
+    /// Devices to remove with their keys, tokens, challenges and mailboxes.
+    pub removed: Vec<u32>,
+    /// Now, milliseconds since the Unix epoch.
+    pub now_ms: u64,
+}
+
+/// A link slot as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkSlot {
+    /// The new device's offer.
+    pub offer: Vec<u8>,
+    /// The approver's answer, once given.
+    pub answer: Option<Vec<u8>>,
+    /// When it expires, milliseconds since the Unix epoch.
+    pub expires_ms: u64,
+}
+
+/// A blob's progress as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobRecord {
+    /// Declared size.
+    pub size: u64,
+    /// Bytes received.
+    pub received: u64,
+    /// When it expires, milliseconds since the Unix epoch.
+    pub expires_ms: u64,
+}
+
 /// What [`Store::send`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Sent {
@@ -299,7 +404,7 @@ pub trait Store: Send + Sync + 'static {
     async fn create_account(&self, account: NewAccount) -> Result<AccountId, StoreError>;
     /// Looks an account up by name.
     async fn account(&self, name: &str) -> Result<Option<AccountRecord>, StoreError>;
-    /// A device's `DevicePublic` encoding.
+    /// A device's `DevicePublic` encoding (`None` once it logged out).
     async fn device_identity(&self, device: DeviceKey) -> Result<Option<Vec<u8>>, StoreError>;
     /// Deletes an account, its devices, keys, tokens, challenges and mailboxes.
     async fn delete_account(&self, account: AccountId) -> Result<(), StoreError>;
@@ -319,16 +424,19 @@ pub trait Store: Send + Sync + 'static {
         challenge: &[u8],
         now_ms: u64,
     ) -> Result<bool, StoreError>;
-    /// Records a session token by its SHA-256 hash.
+    /// Records a session token by its SHA-256 hash, for a device that exists and has not
+    /// logged out ([`StoreError::NotFound`] otherwise), and notes that the device was seen
+    /// at `now_ms` (to the minute: at most one write a minute).
     async fn put_token(
         &self,
         device: DeviceKey,
         token_hash: &[u8],
+        now_ms: u64,
         expires_ms: u64,
     ) -> Result<(), StoreError>;
     /// The device a token hash belongs to, if the token is unexpired.
     async fn token_device(&self, token_hash: &[u8], now_ms: u64) -> Result<Option<Authed>, StoreError>;
-    /// Deletes expired challenges and tokens.
+    /// Deletes expired challenges, tokens, idempotency keys, link slots and blobs.
     async fn purge_expired(&self, now_ms: u64) -> Result<(), StoreError>;
 
     /// Stores verified prekeys, keeping at most
@@ -393,6 +501,74 @@ pub trait Store: Send + Sync + 'static {
     /// transaction of the change it came with, so the world may have seen the device's
     /// state at that count (`tacit_api`'s "State counter").
     async fn state_counter(&self, device: DeviceKey) -> Result<u64, StoreError>;
+
+    /// The stored account key, list version, largest device id ever used and devices of an
+    /// account (`None`: no such account).
+    async fn list_state(&self, account: AccountId) -> Result<Option<ListState>, StoreError>;
+    /// Replaces the device list in one transaction: only if its version is still
+    /// [`ListUpdate::previous_version`] ([`StoreError::Conflict`] otherwise, nothing changed),
+    /// adding and removing devices as the update says.
+    async fn publish_device_list(&self, update: ListUpdate) -> Result<(), StoreError>;
+    /// Logs a device out: deletes its keys, tokens, challenges and mailbox and marks it
+    /// logged out (it takes no envelopes and cannot authenticate).
+    async fn logout_device(&self, device: DeviceKey) -> Result<(), StoreError>;
+
+    /// Stores a link offer; [`StoreError::Conflict`] if an unexpired slot of that id exists.
+    async fn put_link_offer(
+        &self,
+        slot: [u8; 16],
+        offer: Vec<u8>,
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<(), StoreError>;
+    /// An unexpired link slot.
+    async fn link_slot(&self, slot: [u8; 16], now_ms: u64) -> Result<Option<LinkSlot>, StoreError>;
+    /// Stores the answer of an unexpired slot, once: [`StoreError::NotFound`] without the
+    /// slot, [`StoreError::Conflict`] when it was answered already.
+    async fn put_link_answer(&self, slot: [u8; 16], answer: Vec<u8>, now_ms: u64) -> Result<(), StoreError>;
+    /// Deletes a link slot (true if it existed).
+    async fn delete_link_slot(&self, slot: [u8; 16]) -> Result<bool, StoreError>;
+
+    /// Creates an empty blob of `size` bytes for `account`: [`StoreError::TooManyBlobs`]
+    /// when the account holds `max` unexpired blobs already.
+    async fn create_blob(
+        &self,
+        account: AccountId,
+        id: [u8; 16],
+        size: u64,
+        now_ms: u64,
+        expires_ms: u64,
+        max: usize,
+    ) -> Result<(), StoreError>;
+    /// An unexpired blob of `account`.
+    async fn blob(
+        &self,
+        account: AccountId,
+        id: [u8; 16],
+        now_ms: u64,
+    ) -> Result<Option<BlobRecord>, StoreError>;
+    /// Appends `data` at `offset`, which must equal the bytes received so far, within the
+    /// size ([`StoreError::BlobOffset`] with the blob as stored otherwise); the blob after it.
+    async fn put_blob_chunk(
+        &self,
+        account: AccountId,
+        id: [u8; 16],
+        offset: u64,
+        data: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<BlobRecord, StoreError>;
+    /// Up to `len` bytes of a complete blob from `offset` ([`StoreError::BlobIncomplete`]
+    /// before it is complete).
+    async fn read_blob(
+        &self,
+        account: AccountId,
+        id: [u8; 16],
+        offset: u64,
+        len: u64,
+        now_ms: u64,
+    ) -> Result<Vec<u8>, StoreError>;
+    /// Deletes a blob of `account` (true if it existed).
+    async fn delete_blob(&self, account: AccountId, id: [u8; 16]) -> Result<bool, StoreError>;
 
     /// Whether the store can take writes: false once the SQLite writer thread has ended or
     /// its batches keep failing to commit, when PostgreSQL does not answer `SELECT 1`
@@ -462,6 +638,27 @@ pub(crate) fn required_devices(current: Vec<u32>, recipient: AccountId, sender: 
     } else {
         current
     }
+}
+
+/// Cuts the requested range of a blob out of its chunks (`(offset, data)`, ascending,
+/// covering the range): at most `len` bytes from `offset`.
+pub(crate) fn assemble(chunks: &[(u64, Vec<u8>)], offset: u64, len: u64) -> Vec<u8> {
+    let end = offset.saturating_add(len);
+    let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 20));
+    for (start, data) in chunks {
+        let chunk_end = start.saturating_add(data.len() as u64);
+        let from = offset.max(*start);
+        let to = end.min(chunk_end);
+        if from >= to {
+            continue;
+        }
+        let a = usize::try_from(from - start).unwrap_or(usize::MAX);
+        let b = usize::try_from(to - start).unwrap_or(usize::MAX);
+        if let Some(part) = data.get(a..b) {
+            out.extend_from_slice(part);
+        }
+    }
+    out
 }
 
 /// Ids as the JSON array SQLite's `json_each` reads: a whole id list is one parameter of one

@@ -35,8 +35,9 @@ use tokio_postgres::NoTls;
 use super::progress::Progress;
 use super::schema;
 use super::{
-    AccountId, AccountRecord, Authed, BundleParts, DeviceKey, KeyRecord, NewAccount, NewEnvelope,
-    PrekeyCounts, PrekeySet, Sent, Store, StoreConfig, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
+    AccountId, AccountRecord, Authed, BlobRecord, BundleParts, DeviceKey, DeviceRecord, KeyRecord, LinkSlot,
+    ListState, ListUpdate, NewAccount, NewEnvelope, PrekeyCounts, PrekeySet, Sent, Store, StoreConfig,
+    StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
 };
 
 /// Connections kept by the pool.
@@ -284,7 +285,189 @@ async fn take_one(c: &impl GenericClient, table: &str, d: DeviceKey) -> Result<O
     })
 }
 
+/// Deletes what a device holds (see the SQLite store's `clear_device`). The device row
+/// first: its lock waits for a send that is adding to the mailbox, whose envelopes are then
+/// committed and deleted below.
+async fn clear_device(c: &impl GenericClient, d: DeviceKey, remove: bool) -> Result<(), StoreError> {
+    let dev = i64::from(d.device);
+    let row = if remove {
+        "DELETE FROM devices WHERE account_id = $1 AND device_id = $2"
+    } else {
+        "UPDATE devices SET logged_out = true, mailbox_count = 0, mailbox_bytes = 0, signed_prekey = '\\x', \
+         last_resort = '\\x' WHERE account_id = $1 AND device_id = $2"
+    };
+    for sql in [
+        row,
+        "DELETE FROM envelopes WHERE account_id = $1 AND device_id = $2",
+        "DELETE FROM one_time_prekeys WHERE account_id = $1 AND device_id = $2",
+        "DELETE FROM kem_prekeys WHERE account_id = $1 AND device_id = $2",
+        "DELETE FROM challenges WHERE account_id = $1 AND device_id = $2",
+        "DELETE FROM tokens WHERE account_id = $1 AND device_id = $2",
+        "DELETE FROM send_keys WHERE account_id = $1 AND device_id = $2",
+        "DELETE FROM state_counters WHERE account_id = $1 AND device_id = $2",
+    ] {
+        let st = c.prepare_cached(sql).await?;
+        c.execute(&st, &[&d.account, &dev]).await?;
+    }
+    Ok(())
+}
+
+async fn blob_record(
+    c: &impl GenericClient,
+    account: AccountId,
+    id: &[u8],
+    now_ms: u64,
+    lock: bool,
+) -> Result<Option<BlobRecord>, StoreError> {
+    let st = c
+        .prepare_cached(if lock {
+            "SELECT size, received, expires_ms FROM blobs WHERE id = $1 AND account_id = $2 AND expires_ms > $3 \
+             FOR UPDATE"
+        } else {
+            "SELECT size, received, expires_ms FROM blobs WHERE id = $1 AND account_id = $2 AND expires_ms > $3"
+        })
+        .await?;
+    Ok(match c.query_opt(&st, &[&id, &account, &to_i64(now_ms)]).await? {
+        Some(r) => Some(BlobRecord {
+            size: to_u64(r.try_get(0)?),
+            received: to_u64(r.try_get(1)?),
+            expires_ms: to_u64(r.try_get(2)?),
+        }),
+        None => None,
+    })
+}
+
 impl PgStore {
+    async fn publish_tx(&self, u: ListUpdate) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // Compare-and-set on the version: a concurrent publish waits on this row lock and
+        // then finds the version changed.
+        let st = tx
+            .prepare_cached(
+                "UPDATE accounts SET account_key = $2, device_list = $3, device_list_version = $4, \
+                 max_device_id = GREATEST(max_device_id, $5) WHERE id = $1 AND device_list_version = $6",
+            )
+            .await?;
+        let n = tx
+            .execute(
+                &st,
+                &[
+                    &u.account,
+                    &u.account_key,
+                    &u.device_list,
+                    &to_i64(u.version),
+                    &i64::from(u.max_device_id),
+                    &to_i64(u.previous_version),
+                ],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::Conflict);
+        }
+        let mut removed = u.removed.clone();
+        removed.sort_unstable();
+        for device in removed {
+            clear_device(&tx, DeviceKey { account: u.account, device }, true).await?;
+        }
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO devices (account_id, device_id, identity, signed_prekey, last_resort, created_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .await?;
+        for n in &u.added {
+            tx.execute(
+                &st,
+                &[
+                    &u.account,
+                    &i64::from(n.device),
+                    &n.identity,
+                    &n.signed_prekey,
+                    &n.last_resort,
+                    &to_i64(u.now_ms),
+                ],
+            )
+            .await?;
+            let d = DeviceKey { account: u.account, device: n.device };
+            insert_keys(&tx, "one_time_prekeys", d, &n.one_time, None).await?;
+            insert_keys(&tx, "kem_prekeys", d, &n.kem_one_time, None).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn logout_tx(&self, d: DeviceKey) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let st = tx
+            .prepare_cached("SELECT 1 FROM devices WHERE account_id = $1 AND device_id = $2 FOR UPDATE")
+            .await?;
+        if tx.query_opt(&st, &[&d.account, &i64::from(d.device)]).await?.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        clear_device(&tx, d, false).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_blob_tx(
+        &self,
+        account: AccountId,
+        id: [u8; 16],
+        size: u64,
+        now_ms: u64,
+        expires_ms: u64,
+        max: usize,
+    ) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // Concurrent creations of one account queue here, so the count below holds.
+        let st = tx.prepare_cached("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE").await?;
+        if tx.query_opt(&st, &[&account]).await?.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let st =
+            tx.prepare_cached("SELECT count(*) FROM blobs WHERE account_id = $1 AND expires_ms > $2").await?;
+        let live: i64 = tx.query_one(&st, &[&account, &to_i64(now_ms)]).await?.try_get(0)?;
+        if to_u64(live) >= max as u64 {
+            return Err(StoreError::TooManyBlobs);
+        }
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO blobs (id, account_id, size, received, expires_ms) VALUES ($1, $2, $3, 0, $4)",
+            )
+            .await?;
+        tx.execute(&st, &[&id.as_slice(), &account, &to_i64(size), &to_i64(expires_ms)]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn put_chunk_tx(
+        &self,
+        account: AccountId,
+        id: [u8; 16],
+        offset: u64,
+        data: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<BlobRecord, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let blob = blob_record(&tx, account, &id, now_ms, true).await?.ok_or(StoreError::NotFound)?;
+        let len = data.len() as u64;
+        if blob.received != offset || offset.saturating_add(len) > blob.size {
+            return Err(StoreError::BlobOffset(blob));
+        }
+        let st = tx
+            .prepare_cached("INSERT INTO blob_chunks (blob_id, chunk_offset, data) VALUES ($1, $2, $3)")
+            .await?;
+        tx.execute(&st, &[&id.as_slice(), &to_i64(offset), &data]).await?;
+        let st = tx.prepare_cached("UPDATE blobs SET received = $2 WHERE id = $1").await?;
+        tx.execute(&st, &[&id.as_slice(), &to_i64(offset + len)]).await?;
+        tx.commit().await?;
+        Ok(BlobRecord { received: offset + len, ..blob })
+    }
+
     /// Runs a write, counting it as waiting for the database until it is answered (see
     /// [`Progress`]).
     async fn tracked<T>(
@@ -327,7 +510,8 @@ impl PgStore {
         let tx = client.transaction().await?;
         let st = tx
             .prepare_cached(
-                "SELECT identity, signed_prekey, last_resort FROM devices WHERE account_id = $1 AND device_id = $2",
+                "SELECT identity, signed_prekey, last_resort FROM devices WHERE account_id = $1 AND device_id = $2 \
+                 AND NOT logged_out",
             )
             .await?;
         let Some(row) = tx.query_opt(&st, &[&d.account, &i64::from(d.device)]).await? else {
@@ -395,7 +579,9 @@ impl PgStore {
             None => return Err(StoreError::NotFound),
         };
         let st = tx
-            .prepare_cached("SELECT device_id FROM devices WHERE account_id = $1 ORDER BY device_id")
+            .prepare_cached(
+                "SELECT device_id FROM devices WHERE account_id = $1 AND NOT logged_out ORDER BY device_id",
+            )
             .await?;
         let current: Vec<u32> = tx
             .query(&st, &[&account])
@@ -409,7 +595,8 @@ impl PgStore {
         let bump = tx
             .prepare_cached(
                 "UPDATE devices SET mailbox_count = mailbox_count + 1, mailbox_bytes = mailbox_bytes + $4 \
-                 WHERE account_id = $1 AND device_id = $2 AND mailbox_count < $3 AND mailbox_bytes + $4 <= $5",
+                 WHERE account_id = $1 AND device_id = $2 AND NOT logged_out AND mailbox_count < $3 \
+                 AND mailbox_bytes + $4 <= $5",
             )
             .await?;
         let insert = tx
@@ -428,6 +615,16 @@ impl PgStore {
             let dev = i64::from(e.device);
             let len = i64::try_from(e.content.len()).unwrap_or(i64::MAX);
             if tx.execute(&bump, &[&account, &dev, &max, &len, &self.max_mailbox_bytes]).await? == 0 {
+                // The device was removed or logged out since the devices were read (a
+                // concurrent publish or logout): its envelope is extra, not a full mailbox.
+                let st = tx
+                    .prepare_cached(
+                        "SELECT 1 FROM devices WHERE account_id = $1 AND device_id = $2 AND NOT logged_out",
+                    )
+                    .await?;
+                if tx.query_opt(&st, &[&account, &dev]).await?.is_none() {
+                    return Err(StoreError::MismatchedDevices { missing: Vec::new(), extra: vec![e.device] });
+                }
                 return Err(StoreError::MailboxFull);
             }
             let row = tx
@@ -483,11 +680,12 @@ impl Store for PgStore {
         };
         let st = tx
             .prepare_cached(
-                "INSERT INTO devices (account_id, device_id, identity, signed_prekey, last_resort) \
-                 VALUES ($1, 1, $2, $3, $4)",
+                "INSERT INTO devices (account_id, device_id, identity, signed_prekey, last_resort, created_ms) \
+                 VALUES ($1, 1, $2, $3, $4, $5)",
             )
             .await?;
-        tx.execute(&st, &[&id, &a.device_identity, &a.signed_prekey, &a.last_resort]).await?;
+        tx.execute(&st, &[&id, &a.device_identity, &a.signed_prekey, &a.last_resort, &to_i64(a.now_ms)])
+            .await?;
         let d = DeviceKey { account: id, device: 1 };
         insert_keys(&tx, "one_time_prekeys", d, &a.one_time, None).await?;
         insert_keys(&tx, "kem_prekeys", d, &a.kem_one_time, None).await?;
@@ -508,8 +706,11 @@ impl Store for PgStore {
 
     async fn device_identity(&self, d: DeviceKey) -> Result<Option<Vec<u8>>, StoreError> {
         let c = self.pool.get().await?;
-        let st =
-            c.prepare_cached("SELECT identity FROM devices WHERE account_id = $1 AND device_id = $2").await?;
+        let st = c
+            .prepare_cached(
+                "SELECT identity FROM devices WHERE account_id = $1 AND device_id = $2 AND NOT logged_out",
+            )
+            .await?;
         Ok(match c.query_opt(&st, &[&d.account, &i64::from(d.device)]).await? {
             Some(r) => Some(r.try_get(0)?),
             None => None,
@@ -521,6 +722,8 @@ impl Store for PgStore {
         let tx = client.transaction().await?;
         for sql in [
             "DELETE FROM envelopes WHERE account_id = $1",
+            "DELETE FROM blob_chunks WHERE blob_id IN (SELECT id FROM blobs WHERE account_id = $1)",
+            "DELETE FROM blobs WHERE account_id = $1",
             "DELETE FROM send_keys WHERE account_id = $1",
             "DELETE FROM state_counters WHERE account_id = $1",
             "DELETE FROM one_time_prekeys WHERE account_id = $1",
@@ -564,14 +767,36 @@ impl Store for PgStore {
         })
     }
 
-    async fn put_token(&self, d: DeviceKey, token_hash: &[u8], expires_ms: u64) -> Result<(), StoreError> {
+    async fn put_token(
+        &self,
+        d: DeviceKey,
+        token_hash: &[u8],
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
+        // One statement: the token only for a device that exists and has not logged out
+        // (a logout or removal commits before or after it, never between).
         let st = c
             .prepare_cached(
-                "INSERT INTO tokens (token_hash, account_id, device_id, expires_ms) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO tokens (token_hash, account_id, device_id, expires_ms) \
+                 SELECT $1, account_id, device_id, $4 FROM devices \
+                 WHERE account_id = $2 AND device_id = $3 AND NOT logged_out FOR SHARE",
             )
             .await?;
-        c.execute(&st, &[&token_hash, &d.account, &i64::from(d.device), &to_i64(expires_ms)]).await?;
+        let dev = i64::from(d.device);
+        if c.execute(&st, &[&token_hash, &d.account, &dev, &to_i64(expires_ms)]).await? == 0 {
+            return Err(StoreError::NotFound);
+        }
+        // Seen, to the minute: at most one write a minute per device.
+        let minute = to_i64(now_ms - now_ms % 60_000);
+        let st = c
+            .prepare_cached(
+                "UPDATE devices SET last_seen_ms = $3 WHERE account_id = $1 AND device_id = $2 \
+                 AND (last_seen_ms IS NULL OR last_seen_ms < $3)",
+            )
+            .await?;
+        c.execute(&st, &[&d.account, &dev, &minute]).await?;
         Ok(())
     }
 
@@ -603,6 +828,13 @@ impl Store for PgStore {
         c.execute("DELETE FROM challenges WHERE expires_ms <= $1", &[&to_i64(now_ms)]).await?;
         c.execute("DELETE FROM tokens WHERE expires_ms <= $1", &[&to_i64(now_ms)]).await?;
         c.execute("DELETE FROM send_keys WHERE expires_ms <= $1", &[&to_i64(now_ms)]).await?;
+        c.execute("DELETE FROM link_slots WHERE expires_ms <= $1", &[&to_i64(now_ms)]).await?;
+        c.execute(
+            "DELETE FROM blob_chunks WHERE blob_id IN (SELECT id FROM blobs WHERE expires_ms <= $1)",
+            &[&to_i64(now_ms)],
+        )
+        .await?;
+        c.execute("DELETE FROM blobs WHERE expires_ms <= $1", &[&to_i64(now_ms)]).await?;
         Ok(())
     }
 
@@ -722,6 +954,192 @@ impl Store for PgStore {
             Some(r) => to_u64(r.try_get(0)?),
             None => 0,
         })
+    }
+
+    async fn list_state(&self, account: AccountId) -> Result<Option<ListState>, StoreError> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT account_key, device_list_version, max_device_id FROM accounts WHERE id = $1",
+            )
+            .await?;
+        let Some(row) = c.query_opt(&st, &[&account]).await? else { return Ok(None) };
+        let (account_key, version, max_device_id): (Vec<u8>, i64, i64) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let st = c
+            .prepare_cached(
+                "SELECT device_id, identity, created_ms, last_seen_ms, logged_out FROM devices \
+                 WHERE account_id = $1 ORDER BY device_id",
+            )
+            .await?;
+        let devices = c
+            .query(&st, &[&account])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(DeviceRecord {
+                    device: to_u32(r.try_get(0)?),
+                    identity: r.try_get(1)?,
+                    created_ms: to_u64(r.try_get(2)?),
+                    last_seen_ms: r.try_get::<_, Option<i64>>(3)?.map(to_u64),
+                    logged_out: r.try_get(4)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Some(ListState {
+            account_key,
+            version: to_u64(version),
+            max_device_id: to_u32(max_device_id),
+            devices,
+        }))
+    }
+
+    async fn publish_device_list(&self, update: ListUpdate) -> Result<(), StoreError> {
+        self.tracked(self.publish_tx(update)).await
+    }
+
+    async fn logout_device(&self, d: DeviceKey) -> Result<(), StoreError> {
+        self.tracked(self.logout_tx(d)).await
+    }
+
+    async fn put_link_offer(
+        &self,
+        slot: [u8; 16],
+        offer: Vec<u8>,
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        // An expired slot of that id is replaced; a live one stays.
+        let st = c
+            .prepare_cached(
+                "INSERT INTO link_slots (slot, offer, expires_ms) VALUES ($1, $2, $3) ON CONFLICT (slot) DO UPDATE \
+                 SET offer = EXCLUDED.offer, answer = NULL, expires_ms = EXCLUDED.expires_ms \
+                 WHERE link_slots.expires_ms <= $4",
+            )
+            .await?;
+        let n = c.execute(&st, &[&slot.as_slice(), &offer, &to_i64(expires_ms), &to_i64(now_ms)]).await?;
+        if n == 0 { Err(StoreError::Conflict) } else { Ok(()) }
+    }
+
+    async fn link_slot(&self, slot: [u8; 16], now_ms: u64) -> Result<Option<LinkSlot>, StoreError> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT offer, answer, expires_ms FROM link_slots WHERE slot = $1 AND expires_ms > $2",
+            )
+            .await?;
+        Ok(match c.query_opt(&st, &[&slot.as_slice(), &to_i64(now_ms)]).await? {
+            Some(r) => Some(LinkSlot {
+                offer: r.try_get(0)?,
+                answer: r.try_get(1)?,
+                expires_ms: to_u64(r.try_get(2)?),
+            }),
+            None => None,
+        })
+    }
+
+    async fn put_link_answer(&self, slot: [u8; 16], answer: Vec<u8>, now_ms: u64) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached(
+                "UPDATE link_slots SET answer = $2 WHERE slot = $1 AND answer IS NULL AND expires_ms > $3",
+            )
+            .await?;
+        if c.execute(&st, &[&slot.as_slice(), &answer, &to_i64(now_ms)]).await? > 0 {
+            return Ok(());
+        }
+        let st = c.prepare_cached("SELECT 1 FROM link_slots WHERE slot = $1 AND expires_ms > $2").await?;
+        Err(if c.query_opt(&st, &[&slot.as_slice(), &to_i64(now_ms)]).await?.is_some() {
+            StoreError::Conflict
+        } else {
+            StoreError::NotFound
+        })
+    }
+
+    async fn delete_link_slot(&self, slot: [u8; 16]) -> Result<bool, StoreError> {
+        let c = self.pool.get().await?;
+        let st = c.prepare_cached("DELETE FROM link_slots WHERE slot = $1").await?;
+        Ok(c.execute(&st, &[&slot.as_slice()]).await? > 0)
+    }
+
+    async fn create_blob(
+        &self,
+        account: AccountId,
+        id: [u8; 16],
+        size: u64,
+        now_ms: u64,
+        expires_ms: u64,
+        max: usize,
+    ) -> Result<(), StoreError> {
+        self.tracked(self.create_blob_tx(account, id, size, now_ms, expires_ms, max)).await
+    }
+
+    async fn blob(
+        &self,
+        account: AccountId,
+        id: [u8; 16],
+        now_ms: u64,
+    ) -> Result<Option<BlobRecord>, StoreError> {
+        let c = self.pool.get().await?;
+        blob_record(&c, account, &id, now_ms, false).await
+    }
+
+    async fn put_blob_chunk(
+        &self,
+        account: AccountId,
+        id: [u8; 16],
+        offset: u64,
+        data: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<BlobRecord, StoreError> {
+        self.tracked(self.put_chunk_tx(account, id, offset, data, now_ms)).await
+    }
+
+    async fn read_blob(
+        &self,
+        account: AccountId,
+        id: [u8; 16],
+        offset: u64,
+        len: u64,
+        now_ms: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        let c = self.pool.get().await?;
+        let blob = blob_record(&c, account, &id, now_ms, false).await?.ok_or(StoreError::NotFound)?;
+        if blob.received < blob.size {
+            return Err(StoreError::BlobIncomplete);
+        }
+        let end = offset.saturating_add(len).min(blob.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let st = c
+            .prepare_cached(
+                "SELECT chunk_offset, data FROM blob_chunks WHERE blob_id = $1 AND chunk_offset < $3 \
+                 AND chunk_offset >= (SELECT coalesce(max(chunk_offset), 0) FROM blob_chunks \
+                 WHERE blob_id = $1 AND chunk_offset <= $2) ORDER BY chunk_offset",
+            )
+            .await?;
+        let chunks = c
+            .query(&st, &[&id.as_slice(), &to_i64(offset), &to_i64(end)])
+            .await?
+            .iter()
+            .map(|r| Ok((to_u64(r.try_get(0)?), r.try_get::<_, Vec<u8>>(1)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(super::assemble(&chunks, offset, end - offset))
+    }
+
+    async fn delete_blob(&self, account: AccountId, id: [u8; 16]) -> Result<bool, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let st = tx.prepare_cached("DELETE FROM blobs WHERE id = $1 AND account_id = $2").await?;
+        let n = tx.execute(&st, &[&id.as_slice(), &account]).await?;
+        if n > 0 {
+            let st = tx.prepare_cached("DELETE FROM blob_chunks WHERE blob_id = $1").await?;
+            tx.execute(&st, &[&id.as_slice()]).await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
     }
 
     async fn healthy(&self) -> bool {
@@ -950,6 +1368,40 @@ mod tests {
         let ids: Vec<u64> = store.fetch(d, 0, 10, 1 << 20).await.unwrap().iter().map(|e| e.id).collect();
         assert_eq!(store.ack(d, &ids, None).await.unwrap(), 2);
         assert_eq!(bytes().await, vec![(1, 0), (2, 0)]);
+        store.close().await;
+        a.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    }
+
+    /// Migration 6 gives existing devices their account's creation time and existing
+    /// accounts their largest device id.
+    #[tokio::test]
+    async fn migration_6_backfills_devices_and_the_largest_id() {
+        let schema = random_name("tacit_test_");
+        let a = admin().await;
+        a.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+        let (old, conn) = tokio_postgres::connect(&url("postgres", &schema), NoTls).await.unwrap();
+        tokio::spawn(conn);
+        for sql in &schema::POSTGRES[..5] {
+            old.batch_execute(sql).await.unwrap();
+        }
+        old.batch_execute(
+            "CREATE TABLE tacit_schema (version BIGINT NOT NULL); INSERT INTO tacit_schema VALUES (1), (2), (3), (4), (5); \
+             INSERT INTO accounts (name, account_key, device_list, device_list_version, created_ms) \
+             VALUES ('a', '\\x00', '\\x00', 2, 1234), ('b', '\\x00', '\\x00', 1, 99); \
+             INSERT INTO devices (account_id, device_id, identity, signed_prekey, last_resort) \
+             VALUES (1, 1, '\\x01', '\\x00', '\\x00'), (1, 3, '\\x03', '\\x00', '\\x00'), (2, 1, '\\x01', '\\x00', '\\x00');",
+        )
+        .await
+        .unwrap();
+        drop(old);
+        let store = PgStore::connect(&url("postgres", &schema)).await.unwrap();
+        let st = store.list_state(1).await.unwrap().unwrap();
+        assert_eq!((st.version, st.max_device_id), (2, 3));
+        let devices: Vec<(u32, u64, Option<u64>, bool)> =
+            st.devices.iter().map(|d| (d.device, d.created_ms, d.last_seen_ms, d.logged_out)).collect();
+        assert_eq!(devices, vec![(1, 1234, None, false), (3, 1234, None, false)]);
+        let b = store.list_state(2).await.unwrap().unwrap();
+        assert_eq!((b.max_device_id, b.devices[0].created_ms), (1, 99));
         store.close().await;
         a.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
     }

@@ -100,6 +100,41 @@ CREATE TABLE state_counters (
     PRIMARY KEY (account_id, device_id)
 ) WITHOUT ROWID;
 "#,
+    // 6: issue 9, linked devices. Devices remember when they were added and last seen and
+    // whether they logged out; accounts the largest device id ever used (ids are never
+    // reused). Link slots (a new device's offer and the approver's sealed answer) and blobs
+    // (history transfer), uploaded in chunks.
+    r#"
+ALTER TABLE accounts ADD COLUMN max_device_id INTEGER NOT NULL DEFAULT 1;
+UPDATE accounts SET max_device_id = coalesce((SELECT max(d.device_id) FROM devices d WHERE d.account_id = accounts.id), 1);
+ALTER TABLE devices ADD COLUMN created_ms INTEGER NOT NULL DEFAULT 0;
+UPDATE devices SET created_ms = coalesce((SELECT a.created_ms FROM accounts a WHERE a.id = devices.account_id), 0);
+ALTER TABLE devices ADD COLUMN last_seen_ms INTEGER;
+ALTER TABLE devices ADD COLUMN logged_out INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE link_slots (
+    slot BLOB PRIMARY KEY,
+    offer BLOB NOT NULL,
+    answer BLOB,
+    expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX link_slots_by_expiry ON link_slots (expires_ms);
+CREATE TABLE blobs (
+    id BLOB PRIMARY KEY,
+    account_id INTEGER NOT NULL,
+    size INTEGER NOT NULL CHECK (size > 0),
+    received INTEGER NOT NULL DEFAULT 0 CHECK (received >= 0 AND received <= size),
+    expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX blobs_by_account ON blobs (account_id);
+CREATE INDEX blobs_by_expiry ON blobs (expires_ms);
+CREATE TABLE blob_chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    blob_id BLOB NOT NULL,
+    chunk_offset INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    UNIQUE (blob_id, chunk_offset)
+);
+"#,
 ];
 
 /// PostgreSQL migrations, in order (run in the connection's `search_path` schema).
@@ -200,6 +235,38 @@ CREATE TABLE state_counters (
     device_id BIGINT NOT NULL,
     value BIGINT NOT NULL CHECK (value >= 0),
     PRIMARY KEY (account_id, device_id)
+);
+"#,
+    // 6: issue 9, linked devices (see the SQLite migration 6).
+    r#"
+ALTER TABLE accounts ADD COLUMN max_device_id BIGINT NOT NULL DEFAULT 1;
+UPDATE accounts a SET max_device_id = s.m
+FROM (SELECT account_id, max(device_id) AS m FROM devices GROUP BY account_id) s WHERE a.id = s.account_id;
+ALTER TABLE devices ADD COLUMN created_ms BIGINT NOT NULL DEFAULT 0;
+UPDATE devices d SET created_ms = a.created_ms FROM accounts a WHERE a.id = d.account_id;
+ALTER TABLE devices ADD COLUMN last_seen_ms BIGINT;
+ALTER TABLE devices ADD COLUMN logged_out BOOLEAN NOT NULL DEFAULT false;
+CREATE TABLE link_slots (
+    slot BYTEA PRIMARY KEY,
+    offer BYTEA NOT NULL,
+    answer BYTEA,
+    expires_ms BIGINT NOT NULL
+);
+CREATE INDEX link_slots_by_expiry ON link_slots (expires_ms);
+CREATE TABLE blobs (
+    id BYTEA PRIMARY KEY,
+    account_id BIGINT NOT NULL,
+    size BIGINT NOT NULL CHECK (size > 0),
+    received BIGINT NOT NULL DEFAULT 0 CHECK (received >= 0 AND received <= size),
+    expires_ms BIGINT NOT NULL
+);
+CREATE INDEX blobs_by_account ON blobs (account_id);
+CREATE INDEX blobs_by_expiry ON blobs (expires_ms);
+CREATE TABLE blob_chunks (
+    blob_id BYTEA NOT NULL,
+    chunk_offset BIGINT NOT NULL,
+    data BYTEA NOT NULL,
+    PRIMARY KEY (blob_id, chunk_offset)
 );
 "#,
 ];

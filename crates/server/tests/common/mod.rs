@@ -285,7 +285,10 @@ impl User {
             &account,
             an,
             1,
-            vec![DeviceEntry { approver: true, ..DeviceEntry::new(DeviceId::new(1).unwrap(), device.public().clone()) }],
+            vec![DeviceEntry {
+                approver: true,
+                ..DeviceEntry::new(DeviceId::new(1).unwrap(), device.public().clone())
+            }],
         )
         .unwrap();
         let mut prekeys = DevicePrekeys::new();

@@ -23,9 +23,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::progress::Progress;
 use super::schema;
 use super::{
-    AccountId, AccountRecord, Authed, BundleParts, DeviceKey, KeyRecord, NewAccount, NewEnvelope,
-    PrekeyCounts, PrekeySet, Sent, Store, StoreConfig, StoreError, StoredEnvelope, json_ids, to_i64, to_u32,
-    to_u64,
+    AccountId, AccountRecord, Authed, BlobRecord, BundleParts, DeviceKey, DeviceRecord, KeyRecord, LinkSlot,
+    ListState, ListUpdate, NewAccount, NewEnvelope, PrekeyCounts, PrekeySet, Sent, Store, StoreConfig,
+    StoreError, StoredEnvelope, json_ids, to_i64, to_u32, to_u64,
 };
 use checkpoint::Checkpointer;
 use readers::{ReadKind, ReaderPool};
@@ -285,6 +285,51 @@ fn device_exists(conn: &Connection, d: DeviceKey) -> Result<bool, StoreError> {
         .exists(params![d.account, d.device])?)
 }
 
+/// Deletes what a device holds on the server: its mailbox, one-time keys, challenges,
+/// tokens, idempotency keys and state counter; then its row (`remove`) or marks it logged
+/// out with its signed and last-resort prekeys emptied.
+fn clear_device(conn: &Connection, d: DeviceKey, remove: bool) -> Result<(), StoreError> {
+    for sql in [
+        "DELETE FROM envelopes WHERE account_id = ?1 AND device_id = ?2",
+        "DELETE FROM one_time_prekeys WHERE account_id = ?1 AND device_id = ?2",
+        "DELETE FROM kem_prekeys WHERE account_id = ?1 AND device_id = ?2",
+        "DELETE FROM challenges WHERE account_id = ?1 AND device_id = ?2",
+        "DELETE FROM tokens WHERE account_id = ?1 AND device_id = ?2",
+        "DELETE FROM send_keys WHERE account_id = ?1 AND device_id = ?2",
+        "DELETE FROM state_counters WHERE account_id = ?1 AND device_id = ?2",
+    ] {
+        conn.prepare_cached(sql)?.execute(params![d.account, d.device])?;
+    }
+    let last = if remove {
+        "DELETE FROM devices WHERE account_id = ?1 AND device_id = ?2"
+    } else {
+        "UPDATE devices SET logged_out = 1, mailbox_count = 0, mailbox_bytes = 0, signed_prekey = x'', \
+         last_resort = x'' WHERE account_id = ?1 AND device_id = ?2"
+    };
+    conn.prepare_cached(last)?.execute(params![d.account, d.device])?;
+    Ok(())
+}
+
+fn blob_record(
+    conn: &Connection,
+    account: AccountId,
+    id: &[u8],
+    now_ms: u64,
+) -> Result<Option<BlobRecord>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT size, received, expires_ms FROM blobs WHERE id = ?1 AND account_id = ?2 AND expires_ms > ?3",
+        )?
+        .query_row(params![id, account, to_i64(now_ms)], |r| {
+            Ok(BlobRecord {
+                size: to_u64(r.get(0)?),
+                received: to_u64(r.get(1)?),
+                expires_ms: to_u64(r.get(2)?),
+            })
+        })
+        .optional()?)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_account(&self, a: NewAccount) -> Result<AccountId, StoreError> {
@@ -305,10 +350,10 @@ impl Store for SqliteStore {
             ])?;
             let id = c.last_insert_rowid();
             c.prepare_cached(
-                "INSERT INTO devices (account_id, device_id, identity, signed_prekey, last_resort) \
-                 VALUES (?1, 1, ?2, ?3, ?4)",
+                "INSERT INTO devices (account_id, device_id, identity, signed_prekey, last_resort, created_ms) \
+                 VALUES (?1, 1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![id, a.device_identity, a.signed_prekey, a.last_resort])?;
+            .execute(params![id, a.device_identity, a.signed_prekey, a.last_resort, to_i64(a.now_ms)])?;
             let d = DeviceKey { account: id, device: 1 };
             insert_keys(c, Table::OneTime, d, &a.one_time, None)?;
             insert_keys(c, Table::Kem, d, &a.kem_one_time, None)?;
@@ -331,9 +376,11 @@ impl Store for SqliteStore {
 
     async fn device_identity(&self, d: DeviceKey) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(move |c| {
-            Ok(c.prepare_cached("SELECT identity FROM devices WHERE account_id = ?1 AND device_id = ?2")?
-                .query_row(params![d.account, d.device], |r| r.get(0))
-                .optional()?)
+            Ok(c.prepare_cached(
+                "SELECT identity FROM devices WHERE account_id = ?1 AND device_id = ?2 AND logged_out = 0",
+            )?
+            .query_row(params![d.account, d.device], |r| r.get(0))
+            .optional()?)
         })
         .await
     }
@@ -342,6 +389,8 @@ impl Store for SqliteStore {
         self.write(move |c| {
             for sql in [
                 "DELETE FROM envelopes WHERE account_id = ?1",
+                "DELETE FROM blob_chunks WHERE blob_id IN (SELECT id FROM blobs WHERE account_id = ?1)",
+                "DELETE FROM blobs WHERE account_id = ?1",
                 "DELETE FROM send_keys WHERE account_id = ?1",
                 "DELETE FROM state_counters WHERE account_id = ?1",
                 "DELETE FROM one_time_prekeys WHERE account_id = ?1",
@@ -386,9 +435,29 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn put_token(&self, d: DeviceKey, token_hash: &[u8], expires_ms: u64) -> Result<(), StoreError> {
+    async fn put_token(
+        &self,
+        d: DeviceKey,
+        token_hash: &[u8],
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
         let hash = token_hash.to_vec();
+        let minute = to_i64(now_ms - now_ms % 60_000);
         self.write(move |c| {
+            if !c
+                .prepare_cached(
+                    "SELECT 1 FROM devices WHERE account_id = ?1 AND device_id = ?2 AND logged_out = 0",
+                )?
+                .exists(params![d.account, d.device])?
+            {
+                return Err(StoreError::NotFound);
+            }
+            c.prepare_cached(
+                "UPDATE devices SET last_seen_ms = ?3 WHERE account_id = ?1 AND device_id = ?2 \
+                 AND (last_seen_ms IS NULL OR last_seen_ms < ?3)",
+            )?
+            .execute(params![d.account, d.device, minute])?;
             c.prepare_cached(
                 "INSERT INTO tokens (token_hash, account_id, device_id, expires_ms) VALUES (?1, ?2, ?3, ?4)",
             )?
@@ -422,6 +491,12 @@ impl Store for SqliteStore {
             c.prepare_cached("DELETE FROM challenges WHERE expires_ms <= ?1")?.execute([to_i64(now_ms)])?;
             c.prepare_cached("DELETE FROM tokens WHERE expires_ms <= ?1")?.execute([to_i64(now_ms)])?;
             c.prepare_cached("DELETE FROM send_keys WHERE expires_ms <= ?1")?.execute([to_i64(now_ms)])?;
+            c.prepare_cached("DELETE FROM link_slots WHERE expires_ms <= ?1")?.execute([to_i64(now_ms)])?;
+            c.prepare_cached(
+                "DELETE FROM blob_chunks WHERE blob_id IN (SELECT id FROM blobs WHERE expires_ms <= ?1)",
+            )?
+            .execute([to_i64(now_ms)])?;
+            c.prepare_cached("DELETE FROM blobs WHERE expires_ms <= ?1")?.execute([to_i64(now_ms)])?;
             Ok(())
         })
         .await
@@ -464,7 +539,8 @@ impl Store for SqliteStore {
         self.write(move |c| {
             let Some((identity, signed_prekey, last_resort)) = c
                 .prepare_cached(
-                    "SELECT identity, signed_prekey, last_resort FROM devices WHERE account_id = ?1 AND device_id = ?2",
+                    "SELECT identity, signed_prekey, last_resort FROM devices WHERE account_id = ?1 AND device_id = ?2 \
+                     AND logged_out = 0",
                 )?
                 .query_row(params![d.account, d.device], |r| {
                     Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Vec<u8>>(2)?))
@@ -537,14 +613,17 @@ impl Store for SqliteStore {
                 .optional()?
                 .ok_or(StoreError::NotFound)?;
             let current: Vec<u32> = c
-                .prepare_cached("SELECT device_id FROM devices WHERE account_id = ?1 ORDER BY device_id")?
+                .prepare_cached(
+                    "SELECT device_id FROM devices WHERE account_id = ?1 AND logged_out = 0 ORDER BY device_id",
+                )?
                 .query_map([account], |r| r.get::<_, i64>(0))?
                 .map(|r| r.map(to_u32))
                 .collect::<Result<_, _>>()?;
             super::check_devices(&super::required_devices(current, account, &sender), &envelopes)?;
             let mut bump = c.prepare_cached(
                 "UPDATE devices SET mailbox_count = mailbox_count + 1, mailbox_bytes = mailbox_bytes + ?4 \
-                 WHERE account_id = ?1 AND device_id = ?2 AND mailbox_count < ?3 AND mailbox_bytes + ?4 <= ?5",
+                 WHERE account_id = ?1 AND device_id = ?2 AND logged_out = 0 AND mailbox_count < ?3 \
+                 AND mailbox_bytes + ?4 <= ?5",
             )?;
             let mut insert = c.prepare_cached(
                 "INSERT INTO envelopes (account_id, device_id, sender, sender_device, server_time_ms, content) \
@@ -697,6 +776,252 @@ impl Store for SqliteStore {
                 .query_row(params![d.account, d.device], |r| r.get(0))
                 .optional()?;
             Ok(v.map_or(0, to_u64))
+        })
+        .await
+    }
+
+    async fn list_state(&self, account: AccountId) -> Result<Option<ListState>, StoreError> {
+        self.read(move |c| {
+            let Some((account_key, version, max_device_id)) = c
+                .prepare_cached(
+                    "SELECT account_key, device_list_version, max_device_id FROM accounts WHERE id = ?1",
+                )?
+                .query_row([account], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                })
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let mut st = c.prepare_cached(
+                "SELECT device_id, identity, created_ms, last_seen_ms, logged_out FROM devices \
+                 WHERE account_id = ?1 ORDER BY device_id",
+            )?;
+            let devices = st
+                .query_map([account], |r| {
+                    Ok(DeviceRecord {
+                        device: to_u32(r.get(0)?),
+                        identity: r.get(1)?,
+                        created_ms: to_u64(r.get(2)?),
+                        last_seen_ms: r.get::<_, Option<i64>>(3)?.map(to_u64),
+                        logged_out: r.get::<_, i64>(4)? != 0,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(ListState {
+                account_key,
+                version: to_u64(version),
+                max_device_id: to_u32(max_device_id),
+                devices,
+            }))
+        })
+        .await
+    }
+
+    async fn publish_device_list(&self, u: ListUpdate) -> Result<(), StoreError> {
+        self.write(move |c| {
+            // Compare-and-set: the checks were made against `previous_version`.
+            let changed = c
+                .prepare_cached(
+                    "UPDATE accounts SET account_key = ?2, device_list = ?3, device_list_version = ?4, \
+                     max_device_id = max(max_device_id, ?5) WHERE id = ?1 AND device_list_version = ?6",
+                )?
+                .execute(params![
+                    u.account,
+                    u.account_key,
+                    u.device_list,
+                    to_i64(u.version),
+                    u.max_device_id,
+                    to_i64(u.previous_version),
+                ])?;
+            if changed == 0 {
+                return Err(StoreError::Conflict);
+            }
+            for &device in &u.removed {
+                clear_device(c, DeviceKey { account: u.account, device }, true)?;
+            }
+            for n in &u.added {
+                c.prepare_cached(
+                    "INSERT INTO devices (account_id, device_id, identity, signed_prekey, last_resort, created_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![u.account, n.device, n.identity, n.signed_prekey, n.last_resort, to_i64(u.now_ms)])?;
+                let d = DeviceKey { account: u.account, device: n.device };
+                insert_keys(c, Table::OneTime, d, &n.one_time, None)?;
+                insert_keys(c, Table::Kem, d, &n.kem_one_time, None)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn logout_device(&self, d: DeviceKey) -> Result<(), StoreError> {
+        self.write(move |c| {
+            if !device_exists(c, d)? {
+                return Err(StoreError::NotFound);
+            }
+            clear_device(c, d, false)
+        })
+        .await
+    }
+
+    async fn put_link_offer(
+        &self,
+        slot: [u8; 16],
+        offer: Vec<u8>,
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM link_slots WHERE slot = ?1 AND expires_ms <= ?2")?
+                .execute(params![slot.as_slice(), to_i64(now_ms)])?;
+            let n = c
+                .prepare_cached(
+                    "INSERT INTO link_slots (slot, offer, expires_ms) VALUES (?1, ?2, ?3) ON CONFLICT (slot) DO NOTHING",
+                )?
+                .execute(params![slot.as_slice(), offer, to_i64(expires_ms)])?;
+            if n == 0 { Err(StoreError::Conflict) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn link_slot(&self, slot: [u8; 16], now_ms: u64) -> Result<Option<LinkSlot>, StoreError> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT offer, answer, expires_ms FROM link_slots WHERE slot = ?1 AND expires_ms > ?2",
+            )?
+            .query_row(params![slot.as_slice(), to_i64(now_ms)], |r| {
+                Ok(LinkSlot { offer: r.get(0)?, answer: r.get(1)?, expires_ms: to_u64(r.get(2)?) })
+            })
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn put_link_answer(&self, slot: [u8; 16], answer: Vec<u8>, now_ms: u64) -> Result<(), StoreError> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE link_slots SET answer = ?2 WHERE slot = ?1 AND answer IS NULL AND expires_ms > ?3",
+                )?
+                .execute(params![slot.as_slice(), answer, to_i64(now_ms)])?;
+            if n > 0 {
+                return Ok(());
+            }
+            let exists = c
+                .prepare_cached("SELECT 1 FROM link_slots WHERE slot = ?1 AND expires_ms > ?2")?
+                .exists(params![slot.as_slice(), to_i64(now_ms)])?;
+            Err(if exists { StoreError::Conflict } else { StoreError::NotFound })
+        })
+        .await
+    }
+
+    async fn delete_link_slot(&self, slot: [u8; 16]) -> Result<bool, StoreError> {
+        self.write(move |c| {
+            Ok(c.prepare_cached("DELETE FROM link_slots WHERE slot = ?1")?.execute([slot.as_slice()])? > 0)
+        })
+        .await
+    }
+
+    async fn create_blob(
+        &self,
+        account: AccountId,
+        id: [u8; 16],
+        size: u64,
+        now_ms: u64,
+        expires_ms: u64,
+        max: usize,
+    ) -> Result<(), StoreError> {
+        self.write(move |c| {
+            let live: i64 = c
+                .prepare_cached("SELECT count(*) FROM blobs WHERE account_id = ?1 AND expires_ms > ?2")?
+                .query_row(params![account, to_i64(now_ms)], |r| r.get(0))?;
+            if to_u64(live) >= max as u64 {
+                return Err(StoreError::TooManyBlobs);
+            }
+            c.prepare_cached(
+                "INSERT INTO blobs (id, account_id, size, received, expires_ms) VALUES (?1, ?2, ?3, 0, ?4)",
+            )?
+            .execute(params![id.as_slice(), account, to_i64(size), to_i64(expires_ms)])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn blob(
+        &self,
+        account: AccountId,
+        id: [u8; 16],
+        now_ms: u64,
+    ) -> Result<Option<BlobRecord>, StoreError> {
+        self.read(move |c| blob_record(c, account, &id, now_ms)).await
+    }
+
+    async fn put_blob_chunk(
+        &self,
+        account: AccountId,
+        id: [u8; 16],
+        offset: u64,
+        data: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<BlobRecord, StoreError> {
+        self.write(move |c| {
+            let blob = blob_record(c, account, &id, now_ms)?.ok_or(StoreError::NotFound)?;
+            let len = data.len() as u64;
+            if blob.received != offset || offset.saturating_add(len) > blob.size {
+                return Err(StoreError::BlobOffset(blob));
+            }
+            c.prepare_cached("INSERT INTO blob_chunks (blob_id, chunk_offset, data) VALUES (?1, ?2, ?3)")?
+                .execute(params![id.as_slice(), to_i64(offset), data])?;
+            c.prepare_cached("UPDATE blobs SET received = ?2 WHERE id = ?1")?
+                .execute(params![id.as_slice(), to_i64(offset + len)])?;
+            Ok(BlobRecord { received: offset + len, ..blob })
+        })
+        .await
+    }
+
+    async fn read_blob(
+        &self,
+        account: AccountId,
+        id: [u8; 16],
+        offset: u64,
+        len: u64,
+        now_ms: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        self.read(move |c| {
+            let blob = blob_record(c, account, &id, now_ms)?.ok_or(StoreError::NotFound)?;
+            if blob.received < blob.size {
+                return Err(StoreError::BlobIncomplete);
+            }
+            let end = offset.saturating_add(len).min(blob.size);
+            if offset >= end {
+                return Ok(Vec::new());
+            }
+            // The chunk holding `offset` and every later one that starts before `end`.
+            let mut st = c.prepare_cached(
+                "SELECT chunk_offset, data FROM blob_chunks WHERE blob_id = ?1 AND chunk_offset < ?3 \
+                 AND chunk_offset >= (SELECT coalesce(max(chunk_offset), 0) FROM blob_chunks \
+                 WHERE blob_id = ?1 AND chunk_offset <= ?2) ORDER BY chunk_offset",
+            )?;
+            let chunks = st
+                .query_map(params![id.as_slice(), to_i64(offset), to_i64(end)], |r| {
+                    Ok((to_u64(r.get(0)?), r.get::<_, Vec<u8>>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(super::assemble(&chunks, offset, end - offset))
+        })
+        .await
+    }
+
+    async fn delete_blob(&self, account: AccountId, id: [u8; 16]) -> Result<bool, StoreError> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM blobs WHERE id = ?1 AND account_id = ?2")?
+                .execute(params![id.as_slice(), account])?;
+            if n > 0 {
+                c.prepare_cached("DELETE FROM blob_chunks WHERE blob_id = ?1")?.execute([id.as_slice()])?;
+            }
+            Ok(n > 0)
         })
         .await
     }
@@ -980,6 +1305,37 @@ mod tests {
         let ids: Vec<u64> = all(&store, d).await.iter().map(|e| e.id).collect();
         assert_eq!(store.ack(d, &ids, None).await.unwrap(), 2);
         assert_eq!(bytes(&store).await, vec![(1, 0), (2, 0)]);
+        store.close().await;
+    }
+
+    /// Migration 6 gives existing devices their account's creation time and existing
+    /// accounts their largest device id.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migration_6_backfills_devices_and_the_largest_id() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("tacit.db")).unwrap();
+            for sql in &schema::SQLITE[..5] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 5).unwrap();
+            conn.execute_batch(
+                "INSERT INTO accounts (id, name, account_key, device_list, device_list_version, created_ms) \
+                 VALUES (1, 'a', x'00', x'00', 2, 1234), (2, 'b', x'00', x'00', 1, 99); \
+                 INSERT INTO devices (account_id, device_id, identity, signed_prekey, last_resort) \
+                 VALUES (1, 1, x'01', x'00', x'00'), (1, 3, x'03', x'00', x'00'), (2, 1, x'01', x'00', x'00');",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let a = store.list_state(1).await.unwrap().unwrap();
+        assert_eq!((a.version, a.max_device_id), (2, 3));
+        let devices: Vec<(u32, u64, Option<u64>, bool)> =
+            a.devices.iter().map(|d| (d.device, d.created_ms, d.last_seen_ms, d.logged_out)).collect();
+        assert_eq!(devices, vec![(1, 1234, None, false), (3, 1234, None, false)]);
+        let b = store.list_state(2).await.unwrap().unwrap();
+        assert_eq!((b.max_device_id, b.devices[0].created_ms), (1, 99));
+        assert_eq!(store.list_state(3).await.unwrap(), None);
         store.close().await;
     }
 }

@@ -1,0 +1,301 @@
+//! Issue 9, "sessions that heal, receipts": delivery receipts, the outbox, retry requests
+//! and notes to self, against the real server on loopback, on SQLite and on PostgreSQL.
+
+// Also included by `server_tests` (each test module has its own copy of the harness).
+#[allow(clippy::duplicate_mod)]
+#[path = "../tests/common/mod.rs"]
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, Relay, account, texts};
+
+use tacit_protocol::{AccountName, DeviceId, Message, Session};
+
+use crate::messaging::{OutboxMode, Outgoing};
+use crate::payload::Payload;
+use crate::tests::rand_id;
+use crate::{Client, ReceivedMessage, store};
+
+on_both!(
+    receipts_are_counted_and_the_outbox_forgets_what_every_device_has,
+    a_note_to_self_with_one_device_is_stored_and_sends_nothing,
+    a_message_lost_to_a_restored_store_is_sent_again_and_read_once,
+    a_message_lost_with_its_session_is_sent_again_and_read_once,
+    a_message_to_a_used_one_time_key_is_sent_again_and_read_once,
+    a_resend_of_a_message_already_read_is_not_shown_twice_and_unknown_retries_are_refused,
+    a_receipt_for_an_unknown_message_is_refused,
+);
+
+fn one(got: Vec<ReceivedMessage>) -> String {
+    assert_eq!(got.len(), 1, "{got:?}");
+    got[0].text.clone()
+}
+
+fn name(n: &str) -> AccountName {
+    AccountName::new(n).unwrap()
+}
+
+/// Copies every file of `from` into `to`, replacing what `to` held (`cp -a`, a backup
+/// restore).
+fn replace_folder(from: &std::path::Path, to: &std::path::Path) {
+    for e in std::fs::read_dir(to).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// `(delivered, devices)` of each sent message in the conversation with `peer`.
+fn delivered(c: &Client, peer: &str) -> Vec<(Option<u32>, Option<u32>)> {
+    c.history(peer).unwrap().into_iter().filter(|e| e.outgoing).map(|e| (e.delivered, e.devices)).collect()
+}
+
+/// Sends `payload` to every device of `to` as it is (nothing kept).
+async fn send_raw(c: &mut Client, to: &str, payload: &Payload) {
+    let bytes = payload.encode().unwrap();
+    let out = Outgoing {
+        payload: &bytes,
+        sent_time_ms: 1,
+        message_id: None,
+        history: None,
+        outbox: OutboxMode::None,
+    };
+    c.online().await.unwrap();
+    c.send_payload(&name(to), &out).await.unwrap();
+}
+
+/// A message counts the recipient devices that receipted it; the outbox keeps its plaintext
+/// until then. Receipts are not messages and are never receipted themselves; with one
+/// device there is no sent transcript to send.
+async fn receipts_are_counted_and_the_outbox_forgets_what_every_device_has(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = account(&relay, ha.path(), "alice").await;
+    let mut bob = account(&relay, hb.path(), "bob").await;
+    alice.send_text("bob", "one").await.unwrap();
+    alice.send_text("bob", "two").await.unwrap();
+    assert_eq!(delivered(&alice, "bob"), [(Some(0), Some(1)); 2]);
+    assert_eq!(alice.store.outbox().unwrap().len(), 2);
+    assert!(alice.store.pending_sends().unwrap().is_empty(), "no other own device: no transcript queued");
+
+    assert_eq!(bob.receive(Duration::ZERO).await.unwrap().len(), 2);
+    assert!(bob.store.pending_receipts().unwrap().is_empty(), "sent at the end of the receive");
+    let ids =
+        |c: &Client, peer| c.history(peer).unwrap().into_iter().map(|e| e.message_id).collect::<Vec<_>>();
+    assert_eq!(ids(&bob, "alice"), ids(&alice, "bob"), "one id in every copy");
+    assert!(ids(&bob, "alice").iter().all(Option::is_some));
+
+    assert!(alice.receive(Duration::ZERO).await.unwrap().is_empty(), "a receipt is not a message");
+    assert!(alice.take_warnings().is_empty());
+    assert_eq!(delivered(&alice, "bob"), [(Some(1), Some(1)); 2]);
+    assert!(alice.store.outbox().unwrap().is_empty(), "forgotten once every device has it");
+    // One receipt message for both (batched per sender), and none back for it.
+    assert!(bob.fetch_envelopes().await.unwrap().is_empty(), "receipts are never receipted");
+    // Received messages carry no counts.
+    assert!(bob.history("alice").unwrap().iter().all(|e| e.delivered.is_none() && e.devices.is_none()));
+    relay.stop().await;
+}
+
+/// A note to self with no other own device: stored as sent, nothing to send; the own device
+/// list it fetched was checked against the own account key.
+async fn a_note_to_self_with_one_device_is_stored_and_sends_nothing(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let ha = tempfile::tempdir().unwrap();
+    let mut alice = account(&relay, ha.path(), "alice").await;
+    let sent = alice.send_text("alice", "note").await.unwrap();
+    assert!(sent.devices.is_empty());
+    let h = alice.history("alice").unwrap();
+    assert_eq!(h.len(), 1);
+    assert!(h[0].outgoing && h[0].text == "note" && h[0].devices.is_none() && h[0].message_id.is_some());
+    assert_eq!(h[0].server_time_ms, Some(sent.sent_time_ms), "this device's clock: no server saw it");
+    assert!(alice.store.outbox().unwrap().is_empty() && alice.store.pending_sends().unwrap().is_empty());
+    // The own list was checked against the own account key, pinned (not trusted on first use).
+    let own = alice.store.contact("alice").unwrap().unwrap();
+    assert!(own.verified && own.account_key == *alice.me.account_key.as_bytes());
+    assert!(alice.receive(Duration::ZERO).await.unwrap().is_empty());
+    assert!(alice.take_warnings().is_empty());
+    relay.stop().await;
+}
+
+/// (a) bob's whole home put back from a copy taken before the last ratchet steps: alice's
+/// next message cannot be decrypted by it; bob asks for it again, alice resends it over a new
+/// session, and bob reads it exactly once (before issue 9 it was lost).
+async fn a_message_lost_to_a_restored_store_is_sent_again_and_read_once(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let (ha, hb, backup) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = account(&relay, ha.path(), "alice").await;
+    let mut bob = account(&relay, hb.path(), "bob").await;
+    alice.send_text("bob", "one").await.unwrap();
+    assert_eq!(one(bob.receive(Duration::ZERO).await.unwrap()), "one");
+    drop(bob);
+    replace_folder(hb.path(), backup.path());
+    let mut bob = Client::open(hb.path(), None).unwrap();
+    // Two ratchet steps each way after the copy: the copy has no key for what comes next.
+    for (i, t) in ["two", "three", "four"].iter().enumerate() {
+        if i % 2 == 0 {
+            bob.send_text("alice", t).await.unwrap();
+            assert_eq!(one(alice.receive(Duration::ZERO).await.unwrap()), *t);
+        } else {
+            alice.send_text("bob", t).await.unwrap();
+            assert_eq!(one(bob.receive(Duration::ZERO).await.unwrap()), *t);
+        }
+    }
+    alice.send_text("bob", "five").await.unwrap();
+    drop(bob);
+    replace_folder(backup.path(), hb.path());
+    let mut bob = Client::open(hb.path(), None).unwrap();
+
+    assert!(bob.receive(Duration::ZERO).await.unwrap().is_empty());
+    let w = bob.take_warnings();
+    assert!(w.iter().any(|w| w.contains("restored from an old copy")), "{w:?}");
+    assert!(w.iter().any(|w| w.contains("asked the sender to send it again")), "{w:?}");
+    assert!(alice.receive(Duration::ZERO).await.unwrap().is_empty());
+    let w = alice.take_warnings();
+    assert!(w.iter().all(|w| w.contains("started a new session")), "no refusal: {w:?}");
+    assert_eq!(one(bob.receive(Duration::ZERO).await.unwrap()), "five");
+    assert!(bob.receive(Duration::ZERO).await.unwrap().is_empty(), "exactly once");
+    assert_eq!(texts(&bob, "alice"), ["one", "five"], "the copy's history, and the message it lost");
+    // Bob's receipt for it reaches alice; the conversation goes on both ways.
+    assert!(alice.receive(Duration::ZERO).await.unwrap().is_empty());
+    assert_eq!(delivered(&alice, "bob").last(), Some(&(Some(1), Some(1))));
+    bob.send_text("alice", "six").await.unwrap();
+    assert_eq!(one(alice.receive(Duration::ZERO).await.unwrap()), "six");
+    alice.send_text("bob", "seven").await.unwrap();
+    assert_eq!(one(bob.receive(Duration::ZERO).await.unwrap()), "seven");
+    relay.stop().await;
+}
+
+/// (b) bob loses his sessions with alice (not a restore: nothing tells him): her next
+/// message is undecryptable; his retry request gets it resent over a new session.
+async fn a_message_lost_with_its_session_is_sent_again_and_read_once(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = account(&relay, ha.path(), "alice").await;
+    let mut bob = account(&relay, hb.path(), "bob").await;
+    alice.send_text("bob", "one").await.unwrap();
+    assert_eq!(one(bob.receive(Duration::ZERO).await.unwrap()), "one");
+    bob.send_text("alice", "two").await.unwrap();
+    assert_eq!(one(alice.receive(Duration::ZERO).await.unwrap()), "two");
+    let tx = bob.store.tx().unwrap();
+    let deleted = store::delete_sessions(&tx, "alice", None).unwrap();
+    tx.commit().unwrap();
+    bob.gens.forget(&deleted).unwrap();
+    alice.send_text("bob", "three").await.unwrap();
+
+    assert!(bob.receive(Duration::ZERO).await.unwrap().is_empty());
+    let w = bob.take_warnings();
+    assert!(w.iter().any(|w| w.contains("asked the sender to send it again")), "{w:?}");
+    assert!(alice.receive(Duration::ZERO).await.unwrap().is_empty());
+    assert_eq!(one(bob.receive(Duration::ZERO).await.unwrap()), "three");
+    assert!(bob.receive(Duration::ZERO).await.unwrap().is_empty());
+    assert_eq!(texts(&bob, "alice"), ["one", "two", "three"]);
+    alice.send_text("bob", "four").await.unwrap();
+    assert_eq!(one(bob.receive(Duration::ZERO).await.unwrap()), "four");
+    bob.send_text("alice", "five").await.unwrap();
+    assert_eq!(one(alice.receive(Duration::ZERO).await.unwrap()), "five");
+    relay.stop().await;
+}
+
+/// (c) alice's first message names a one-time key bob has already used (the server handed
+/// it out twice, or bob used it meanwhile): no session can be made from it; resent over a new
+/// session from a fresh bundle, it is read once.
+async fn a_message_to_a_used_one_time_key_is_sent_again_and_read_once(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = account(&relay, ha.path(), "alice").await;
+    let mut bob = account(&relay, hb.path(), "bob").await;
+    bob.safety_number("alice").await.unwrap(); // bob knows alice's devices
+    alice.send_text("bob", "first").await.unwrap();
+    // The one-time key it names is used on bob's side before he reads it.
+    let envelopes = bob.fetch_envelopes().await.unwrap();
+    let Message::Prekey(p) = Message::from_bytes(envelopes[0].content.as_slice()).unwrap() else {
+        panic!("a first message")
+    };
+    let dev = bob.stored_device(&name("alice"), DeviceId::new(1).unwrap()).unwrap().unwrap();
+    let mut prekeys = bob.load_prekeys().unwrap();
+    let me = bob.me.address();
+    Session::accept(&bob.me.identity, me, &mut prekeys, &dev, &p).unwrap();
+    bob.prekey_mark.raise(prekeys.generation()).unwrap();
+    store::set_meta(bob.store.conn(), crate::client::meta::PREKEYS, &prekeys.to_bytes()).unwrap();
+
+    assert!(bob.receive(Duration::ZERO).await.unwrap().is_empty());
+    let w = bob.take_warnings();
+    assert!(w.iter().any(|w| w.contains("asked the sender to send it again")), "{w:?}");
+    assert!(alice.receive(Duration::ZERO).await.unwrap().is_empty());
+    assert_eq!(one(bob.receive(Duration::ZERO).await.unwrap()), "first");
+    assert!(bob.receive(Duration::ZERO).await.unwrap().is_empty());
+    assert_eq!(texts(&bob, "alice"), ["first"]);
+    bob.send_text("alice", "second").await.unwrap();
+    assert_eq!(one(alice.receive(Duration::ZERO).await.unwrap()), "second");
+    relay.stop().await;
+}
+
+/// A retry request for an envelope alice did send bob makes her resend it (same message id);
+/// bob, who read the original as well, shows and stores it once. A retry request naming an
+/// envelope never sent to the requesting device is refused with a warning: nothing is
+/// queued or sent.
+async fn a_resend_of_a_message_already_read_is_not_shown_twice_and_unknown_retries_are_refused(
+    backend: Backend,
+) {
+    let relay = Relay::start(backend).await;
+    let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = account(&relay, ha.path(), "alice").await;
+    let mut bob = account(&relay, hb.path(), "bob").await;
+    alice.send_text("bob", "one").await.unwrap();
+    let envelopes = bob.fetch_envelopes().await.unwrap();
+    let digest = crate::messaging::envelope_digest(envelopes[0].content.as_slice());
+    let request = |digest| Payload::RetryRequest {
+        sent_time_ms: 1,
+        device: 1,
+        digest,
+        server_time_ms: envelopes[0].server_time_ms,
+    };
+    // Bob asks before reading the original (as if it had failed), then reads both copies.
+    send_raw(&mut bob, "alice", &request(digest)).await;
+    assert!(alice.receive(Duration::ZERO).await.unwrap().is_empty());
+    assert!(alice.take_warnings().is_empty());
+    assert_eq!(bob.fetch_envelopes().await.unwrap().len(), 2, "the original and the resend");
+    assert_eq!(one(bob.receive(Duration::ZERO).await.unwrap()), "one");
+    assert!(bob.take_warnings().is_empty());
+    assert_eq!(texts(&bob, "alice"), ["one"], "stored once");
+
+    // Never sent to bob's device: refused, nothing queued, nothing sent.
+    send_raw(&mut bob, "alice", &request(rand_id())).await;
+    assert!(alice.receive(Duration::ZERO).await.unwrap().is_empty());
+    let w = alice.take_warnings();
+    assert!(w.len() == 1 && w[0].contains("refused a request from bob device 1"), "{w:?}");
+    assert!(alice.store.pending_sends().unwrap().is_empty());
+    assert!(bob.fetch_envelopes().await.unwrap().is_empty(), "nothing was sent to bob");
+    relay.stop().await;
+}
+
+/// A receipt naming a message never sent to its sender is refused with a warning and
+/// stores nothing (the known id beside it is recorded).
+async fn a_receipt_for_an_unknown_message_is_refused(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = account(&relay, ha.path(), "alice").await;
+    let mut bob = account(&relay, hb.path(), "bob").await;
+    alice.send_text("bob", "one").await.unwrap();
+    let id = alice.history("bob").unwrap()[0].message_id.unwrap();
+    send_raw(&mut bob, "alice", &Payload::Receipt { sent_time_ms: 1, message_ids: vec![rand_id()] }).await;
+    assert!(alice.receive(Duration::ZERO).await.unwrap().is_empty());
+    let w = alice.take_warnings();
+    assert!(w.len() == 1 && w[0].contains("refused a delivery receipt from bob device 1"), "{w:?}");
+    let receipts: i64 =
+        alice.store.conn().query_row("SELECT count(*) FROM receipts", [], |r| r.get(0)).unwrap();
+    assert_eq!(receipts, 0, "nothing stored");
+    assert_eq!(delivered(&alice, "bob"), [(Some(0), Some(1))]);
+    // The positive control: the same path records a known id.
+    send_raw(&mut bob, "alice", &Payload::Receipt { sent_time_ms: 1, message_ids: vec![rand_id(), id] })
+        .await;
+    assert!(alice.receive(Duration::ZERO).await.unwrap().is_empty());
+    assert_eq!(alice.take_warnings().len(), 1, "the unknown one");
+    assert_eq!(delivered(&alice, "bob"), [(Some(1), Some(1))]);
+    relay.stop().await;
+}
