@@ -15,6 +15,9 @@
 //!   failure). The driver's choices are a function of the seed alone; what the network and
 //!   the tasks do at the same moment (a link and its approval, two sends at once) is not, so
 //!   a replay takes the same steps, not necessarily the same interleavings.
+//! - `TACIT_SOAK_SKIP=logout,restore,...` leaves kinds of action out (send, receive,
+//!   at-once, offline, restart, snapshot, restore, link, revoke, logout, revoked-receive): to
+//!   narrow a failure down (the run is then another one).
 //! - `TACIT_SOAK_STEPS=N` (default [`DEFAULT_STEPS`]); `TACIT_SOAK_BACKEND=postgres` runs the
 //!   server on PostgreSQL (127.0.0.1:5432, database `test`). `scripts/soak` runs a long one
 //!   and prints the figures (a `SOAK-FIGURES {json}` line) for docs/BENCHMARKS.md.
@@ -188,6 +191,8 @@ struct Soak {
     step: usize,
     log: Vec<String>,
     fig: Figures,
+    /// Kinds of action not taken (`TACIT_SOAK_SKIP=logout,restore`: to narrow a failure down).
+    skip: Vec<String>,
 }
 
 fn seq_of(text: &str) -> Option<u64> {
@@ -297,7 +302,12 @@ fn the_final_check_finds_each_fault() {
 
 impl Soak {
     fn replay(&self) -> String {
-        format!("replay with TACIT_SOAK_SEED={} TACIT_SOAK_STEPS={}", self.seed, steps())
+        let skip = if self.skip.is_empty() {
+            String::new()
+        } else {
+            format!(" TACIT_SOAK_SKIP={}", self.skip.join(","))
+        };
+        format!("replay with TACIT_SOAK_SEED={} TACIT_SOAK_STEPS={}{skip}", self.seed, steps())
     }
 
     fn note(&mut self, line: String) {
@@ -307,8 +317,13 @@ impl Soak {
     /// Fails the run: what went wrong, the end of the action log, the seed.
     fn fail(&self, what: &str) -> ! {
         let tail = self.log.len().saturating_sub(LOG_TAIL);
+        let whole = std::env::temp_dir().join(format!("tacit-soak-{}.log", self.seed));
+        let saved = match std::fs::write(&whole, self.log.join("\n")) {
+            Ok(()) => format!("the whole log: {}", whole.display()),
+            Err(e) => format!("the whole log could not be written to {}: {e}", whole.display()),
+        };
         panic!(
-            "soak failed at step {}: {what}\n--- last actions ---\n{}\n--- {} ---",
+            "soak failed at step {}: {what}\n--- last actions ({saved}) ---\n{}\n--- {} ---",
             self.step,
             self.log[tail..].join("\n"),
             self.replay()
@@ -688,14 +703,30 @@ impl Soak {
     async fn step(&mut self) {
         let ready = self.ready();
         let roll = self.rng.below(100);
+        let kind = match roll {
+            0..=37 => "send",
+            38..=67 => "receive",
+            68..=72 => "at-once",
+            73..=75 => "offline",
+            76..=79 => "restart",
+            80..=82 => "snapshot",
+            83..=85 => "restore",
+            86..=91 => "link",
+            92..=95 => "revoke",
+            _ => "revoked-receive",
+        };
+        if self.skip.iter().any(|s| s == kind) {
+            return;
+        }
         match roll {
             // Send (sometimes a note to self).
             0..=37 => {
                 let Some(from) = self.rng.pick(&ready) else { return };
+                let own = self.devs[from].account;
                 let to = if self.rng.chance(15) {
-                    self.devs[from].account
+                    own
                 } else {
-                    self.rng.below(ACCOUNTS.len())
+                    (own + 1 + self.rng.below(ACCOUNTS.len() - 1)) % ACCOUNTS.len()
                 };
                 self.send(from, to).await;
             }
@@ -766,7 +797,7 @@ impl Soak {
                 } else if self.devs[i].approver {
                     let Some(t) = self.rng.pick(&others) else { return };
                     self.revoke(i, t).await;
-                } else if self.rng.chance(40) {
+                } else if self.rng.chance(40) && !self.skip.iter().any(|s| s == "logout") {
                     self.logout(i).await;
                 }
             }
@@ -926,7 +957,15 @@ async fn soak() {
         Ok("postgres") => Backend::Postgres,
         _ => Backend::Sqlite,
     };
-    eprintln!("soak: seed {seed}, {steps} steps, {backend:?} (replay with TACIT_SOAK_SEED={seed})");
+    let skip: Vec<String> = std::env::var("TACIT_SOAK_SKIP")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    eprintln!(
+        "soak: seed {seed}, {steps} steps, {backend:?}, skipping {skip:?} (replay with TACIT_SOAK_SEED={seed})"
+    );
     let started = Instant::now();
     let relay = Relay::start(backend).await;
     let mut soak = Soak {
@@ -938,6 +977,7 @@ async fn soak() {
         step: 0,
         log: Vec::new(),
         fig: Figures::default(),
+        skip,
     };
     for (a, name) in ACCOUNTS.iter().enumerate() {
         let home = tempfile::tempdir().unwrap();
