@@ -271,9 +271,12 @@ def soak_section(f):
     out = [SOAK_HEADING, "", measured(f), ""]
     w = out.append
     w(f"`scripts/soak`: the randomised soak of `crates/client/tests/soak.rs` (issue 9) with "
-      f"{f['steps']:,} steps, seed {f['seed']} (`STEPS={f['steps']} SEED={f['seed']} scripts/soak` replays "
+      f"{f['steps']:,} steps, seed {f['seed']} (`STEPS={f['steps']} SEED={f['seed']}"
+      + (f" SKIP={f['skipped']}" if f.get("skipped") else "") + " scripts/soak` replays "
       f"the same steps), the server on {f['backend']}, test profile (opt-level 1, dependencies 3). "
-      "3 accounts, up to 3 live devices each. It passed: every live device had every message meant for it "
+      "3 accounts, up to 3 live devices each"
+      + (f"; actions left out (`TACIT_SOAK_SKIP`): {f['skipped']}" if f.get("skipped") else "")
+      + ". It passed: every live device had every message meant for it "
       "exactly once, none was left undecryptable, and no revoked device received anything sent after its "
       "revocation.")
     w("")
@@ -296,7 +299,8 @@ def soak_section(f):
         ("home copies taken / restored", f"{f['snapshots']:,} / {f['restores']:,}"),
         ("messages lost by a restore (stored and acknowledged after the copy was taken)",
          f"{f['lost_by_restore']:,}"),
-        ("messages both ends lost (sender restored or revoked, receiver restored)", f"{f['exempt_both_lost']:,}"),
+        ("expected copies missing whose sending device no longer held them (restored to an older copy, "
+         "revoked; exempt)", f"{f['exempt_missing']:,}"),
         ("\"could not decrypt\" warnings on the way (all healed by the end)", f"{f['undecryptable_warnings']:,}"),
         ("receive attempts by revoked devices", f"{f['revoked_receives']:,}"),
         ("drain rounds at the end", f"{f['drain_rounds']:,}"),
