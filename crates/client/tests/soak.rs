@@ -62,6 +62,8 @@ const ACCOUNTS: [&str; 3] = ["ada", "bix", "cyd"];
 const MAX_DEVICES: usize = 3;
 /// Drain rounds at most (each: a receive on every live device).
 const MAX_DRAIN_ROUNDS: usize = 16;
+/// The longest one action may take (a hang is a failure, with the log).
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Steps after which a copy of a home is no longer put back.
 const MAX_SNAPSHOT_AGE: usize = 60;
 /// Lines of the action log shown with a failure.
@@ -565,21 +567,33 @@ impl Soak {
         let had: BTreeSet<u64> = history_seqs(&ac).into_iter().collect();
         let url = self.relay.url.clone();
         let options = ConnectOptions::default();
-        let linking =
-            Client::link_device(home.path(), StoreSecret::NoPassphrase, &url, &label, &options, &mut events);
+        // A failed approval stops the new device's wait (else it waits out the code's life).
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let linking = async {
+            tokio::select! {
+                r = Client::link_device(home.path(), StoreSecret::NoPassphrase, &url, &label, &options, &mut events) => Some(r),
+                Ok(()) = stopped => None,
+            }
+        };
         let approving = async {
             let code = rx.await.map_err(|_| ClientError::Internal("no link code"))?;
-            ac.approve_device(
-                &code,
-                ApproveOptions { approver: as_approver, history },
-                &mut |_: &NewDevice| true,
-                &mut |_: u64, _: u64| {},
-            )
-            .await
+            let r = ac
+                .approve_device(
+                    &code,
+                    ApproveOptions { approver: as_approver, history },
+                    &mut |_: &NewDevice| true,
+                    &mut |_: u64, _: u64| {},
+                )
+                .await;
+            if r.is_err() {
+                let _ = stop.send(());
+            }
+            r
         };
         let (linked, approved) = tokio::join!(linking, approving);
         self.devs[approver].client = Some(ac);
         let info = self.ok(&format!("{} approves {label}", self.devs[approver].name), approved);
+        let Some(linked) = linked else { self.fail(&format!("{label}: approved, but the link stopped")) };
         let client = self.ok(&format!("{label} links"), linked);
         if client.device_id() != info.id || client.account_name() != ACCOUNTS[account] {
             self.fail(&format!(
@@ -1018,7 +1032,11 @@ async fn soak() {
         });
     }
     while soak.step < steps {
-        soak.step().await;
+        if tokio::time::timeout(STEP_TIMEOUT, soak.step()).await.is_err() {
+            soak.fail(&format!(
+                "the action did not finish within {STEP_TIMEOUT:?} (the last line of the log)"
+            ));
+        }
         soak.step += 1;
     }
     soak.drain().await;
