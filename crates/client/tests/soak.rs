@@ -54,8 +54,8 @@ use tacit_client::{
     ApproveOptions, Client, ClientError, ConnectOptions, LinkEvent, NewDevice, StoreSecret, api,
 };
 
-/// Steps of the bounded run in `scripts/test` (about two minutes in the test profile here).
-const DEFAULT_STEPS: usize = 1000;
+/// Steps of the bounded run in `scripts/test` (under a minute in the test profile here).
+const DEFAULT_STEPS: usize = 3000;
 /// The accounts.
 const ACCOUNTS: [&str; 3] = ["ada", "bix", "cyd"];
 /// Live devices per account, at most.
@@ -64,6 +64,10 @@ const MAX_DEVICES: usize = 3;
 const MAX_DRAIN_ROUNDS: usize = 16;
 /// The longest one action may take (a hang is a failure, with the log).
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Steps between two restores of one device, at least: the healing bounds are per hour
+/// (one session reset per peer, a few resends per message and device), and a run compresses
+/// hours into seconds; restores every few seconds would measure those bounds, not healing.
+const MIN_RESTORE_GAP: usize = 150;
 /// Steps after which a copy of a home is no longer put back.
 const MAX_SNAPSHOT_AGE: usize = 60;
 /// Lines of the action log shown with a failure.
@@ -140,6 +144,8 @@ struct Dev {
     must: BTreeSet<u64>,
     /// Messages it may have (at most once) without having to.
     may: BTreeSet<u64>,
+    /// The step of its last restore.
+    last_restore: Option<usize>,
     /// Message numbers at which it was restored (the next number then).
     restored_at: Vec<u64>,
     /// Envelopes it processed, kept to be replayed later (a duplicate after the ack).
@@ -536,6 +542,7 @@ impl Soak {
         }
         let at = self.next_seq();
         self.devs[i].restored_at.push(at);
+        self.devs[i].last_restore = Some(self.step);
         self.devs[i].snapshot = Some(snap);
         self.restart(i);
         self.fig.restores += 1;
@@ -626,6 +633,7 @@ impl Soak {
             snapshot: None,
             must,
             may: BTreeSet::new(),
+            last_restore: None,
             restored_at: Vec::new(),
             replay: Vec::new(),
             after_revocation: Vec::new(),
@@ -797,6 +805,7 @@ impl Soak {
                     .filter(|&i| {
                         self.devs[i].snapshot.as_ref().is_some_and(|s| s.step + MAX_SNAPSHOT_AGE >= step)
                     })
+                    .filter(|&i| self.devs[i].last_restore.is_none_or(|r| r + MIN_RESTORE_GAP <= step))
                     .collect();
                 let Some(i) = self.rng.pick(&with) else { return };
                 self.restore(i);
@@ -999,7 +1008,15 @@ async fn soak() {
         "soak: seed {seed}, {steps} steps, {backend:?}, skipping {skip:?} (replay with TACIT_SOAK_SEED={seed})"
     );
     let started = Instant::now();
-    let relay = Relay::start(backend).await;
+    // The real server; its per-minute rate limits widened, since a run compresses hours of
+    // use into seconds (the limits themselves are the server's tests' business).
+    let relay = Relay::start_with(backend, false, |c| {
+        c.limits.bundle_fetches_per_minute = 1_000_000;
+        c.limits.one_time_fetches_per_target_per_minute = 1_000_000;
+        c.limits.requests_per_second = 100_000;
+        c.limits.request_burst = 100_000;
+    })
+    .await;
     let mut soak = Soak {
         seed,
         rng: Rng(seed),
@@ -1026,6 +1043,7 @@ async fn soak() {
             snapshot: None,
             must: BTreeSet::new(),
             may: BTreeSet::new(),
+            last_restore: None,
             restored_at: Vec::new(),
             replay: Vec::new(),
             after_revocation: Vec::new(),
