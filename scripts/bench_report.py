@@ -316,9 +316,92 @@ def abuse_section(w, r, where):
     return 0
 
 
+SOAK_HEADING = "## Multi-device soak"
+
+
+def soak_section(f):
+    """The "Multi-device soak" section from scripts/soak's figures (target/soak.json)."""
+    out = [SOAK_HEADING, "", measured(f), ""]
+    w = out.append
+    w(f"`scripts/soak`: the randomised soak of `crates/client/tests/soak.rs` (issue 9) with "
+      f"{f['steps']:,} steps, seed {f['seed']} (`STEPS={f['steps']} SEED={f['seed']}"
+      + (f" SKIP={f['skipped']}" if f.get("skipped") else "") + " scripts/soak` replays "
+      f"the same steps), the server on {f['backend']}, test profile (opt-level 1, dependencies 3). "
+      "3 accounts, up to 3 live devices each"
+      + (f"; actions left out (`TACIT_SOAK_SKIP`): {f['skipped']}" if f.get("skipped") else "")
+      + ". It passed: every live device had every message meant for it "
+      "exactly once, none was left undecryptable, and no revoked device received anything sent after its "
+      "revocation.")
+    if f.get("skipped"):
+        w("")
+        w(f"Left out because runs with them did not pass on this commit: {f['skipped']}.")
+    w("")
+    w("| measure | count |")
+    w("|---|---|")
+    rows = [
+        ("wall time", f"{f['wall_secs']:,.0f} s"),
+        ("messages sent (notes to self among them)", f"{f['messages']:,} ({f['notes_to_self']:,})"),
+        ("pairs of devices writing to each other at the same moment", f"{f['concurrent_starts']:,}"),
+        ("receives / envelopes processed", f"{f['receives']:,} / {f['envelopes_processed']:,}"),
+        ("envelopes dropped (left on the server) / duplicated / replayed after their ack",
+         f"{f['dropped']:,} / {f['duplicated']:,} / {f['replayed']:,}"),
+        ("batches reordered", f"{f['reordered_batches']:,}"),
+        ("devices linked (with history / as approvers)",
+         f"{f['devices_linked']:,} ({f['linked_with_history']:,} / {f['linked_as_approver']:,})"),
+        ("devices revoked (account key rotations) / logged out",
+         f"{f['revoked']:,} ({f['rotations']:,}) / {f['logged_out']:,}"),
+        ("revocations of the last approver refused", f"{f['last_approver_refused']:,}"),
+        ("offline periods / restarts", f"{f['offline_periods']:,} / {f['restarts']:,}"),
+        ("home copies taken / restored", f"{f['snapshots']:,} / {f['restores']:,}"),
+        ("messages lost by a restore (stored and acknowledged after the copy was taken)",
+         f"{f['lost_by_restore']:,}"),
+        ("expected copies missing whose sending device no longer held them (restored to an older copy, "
+         "revoked; exempt)", f"{f['exempt_missing']:,}"),
+        ("\"could not decrypt\" warnings on the way (all healed by the end)", f"{f['undecryptable_warnings']:,}"),
+        ("receive attempts by revoked devices", f"{f['revoked_receives']:,}"),
+        ("drain rounds at the end", f"{f['drain_rounds']:,}"),
+        ("live devices at the end", f"{f['devices_live_at_end']:,}"),
+    ]
+    for r in rows:
+        w(f"| {r[0]} | {r[1]} |")
+    return out
+
+
+def previous_soak_section(path):
+    """The soak section of an old BENCHMARKS.md, verbatim (scripts/bench does not rerun it)."""
+    if not path or not os.path.exists(path):
+        return []
+    text = open(path, encoding="utf-8").read()
+    start = text.find(SOAK_HEADING)
+    if start < 0:
+        return []
+    end = text.find("\n## ", start + len(SOAK_HEADING))
+    return text[start:end if end >= 0 else len(text)].rstrip("\n").split("\n")
+
+
+def splice_soak(figures_path, doc_path):
+    """`--soak FIGURES DOC`: DOC with its soak section replaced by one from FIGURES (stdout)."""
+    with open(figures_path) as f:
+        section = "\n".join(soak_section(json.load(f)))
+    text = open(doc_path, encoding="utf-8").read().rstrip("\n") + "\n"
+    start = text.find(SOAK_HEADING)
+    if start < 0:
+        text = text + "\n" + section + "\n"
+    else:
+        end = text.find("\n## ", start + len(SOAK_HEADING))
+        rest = text[end + 1:] if end >= 0 else ""
+        text = text[:start] + section + "\n" + ("\n" + rest if rest else "")
+    sys.stdout.write(text)
+
+
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--soak":
+        splice_soak(sys.argv[2], sys.argv[3])
+        return
     previous = None
+    previous_path = None
     if len(sys.argv) == 3 and sys.argv[1] == "--previous":
+        previous_path = sys.argv[2]
         previous = previous_window1(sys.argv[2])
         previous_redis = previous_redis_rps(sys.argv[2])
     proto = {}
@@ -408,6 +491,10 @@ def main():
     fails += fanout_section(w, proto)
     fails += history_section(w)
     fails += relay_section(w, previous, previous_redis)
+    soak = previous_soak_section(previous_path)
+    if soak:
+        w("")
+        out.extend(soak)
     print("\n".join(out))
     if fails:
         print(f"{fails} target(s) missed", file=sys.stderr)
