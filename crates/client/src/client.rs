@@ -100,6 +100,8 @@ pub struct Client {
     /// Whether this device's state was checked against the server's state counter since
     /// signing in (`restore.rs`); until it was, nothing is sent.
     pub(crate) restore_checked: bool,
+    /// Set while `own_list` receives to take an account key update (it tries that once).
+    pub(crate) own_list_retried: bool,
 }
 
 /// The device and inode of `path` (`None` where there is no such notion or no file).
@@ -373,6 +375,7 @@ impl Client {
             warnings,
             list_fetches: HashSet::new(),
             verified_lists: std::sync::Mutex::new(std::collections::HashMap::new()),
+            own_list_retried: false,
             db_file: file_identity(&store_home.join(DB_FILE)),
             lock,
             restore_checked: false,

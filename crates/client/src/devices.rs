@@ -370,14 +370,15 @@ impl Client {
         if !confirm(&shown) {
             return Err(ClientError::Cancelled);
         }
-        let account = self.me.account.clone().ok_or(ClientError::NotApprover)?;
-        let (list, entry) = {
+        let (list, entry, account) = {
             let _guard = self.lock_state().await?;
             let current = self.own_list().await?;
+            // Taken after the own list: looking at it may have taken a rotated key.
+            let account = self.me.account.clone().ok_or(ClientError::NotApprover)?;
             // Approved already (a re-run after the answer failed): the same entry, answered
             // again, rather than the same device listed twice.
             if let Some(e) = current.devices().iter().find(|d| d.identity == *offer.device()) {
-                (current.clone(), e.clone())
+                (current.clone(), e.clone(), account)
             } else {
                 let status = self.api.device_status().await?;
                 let top = current
@@ -411,7 +412,7 @@ impl Client {
                 };
                 self.publish_own_list(&list, None, vec![api::NewDevicePrekeys { device: id.get(), prekeys }])
                     .await?;
-                (list, entry)
+                (list, entry, account)
             }
         };
         // Published first: whatever is sent from now on reaches the new device directly, and
@@ -462,18 +463,44 @@ impl Client {
     pub(crate) async fn own_list(&mut self) -> Result<DeviceList> {
         let bytes = self.api.device_list(self.me.name.as_str()).await?;
         let previous = self.accepted_own_list()?;
-        let list =
-            match DeviceList::verify(&bytes, &self.me.name, Some(&self.me.account_key), previous.as_ref()) {
-                Ok(list) => list,
-                // A rotation this device published but did not record (a crash between the
-                // server's answer and the commit): the key it made is the one the list names.
-                Err(tacit_protocol::DeviceListError::AccountKeyChanged) => {
-                    self.adopt_pending_rotation(&bytes)?
+        let list = match DeviceList::verify(
+            &bytes,
+            &self.me.name,
+            Some(&self.me.account_key),
+            previous.as_ref(),
+        ) {
+            Ok(list) => list,
+            // A rotation this device published but did not record (a crash between the
+            // server's answer and the commit): the key it made is the one the list names.
+            Err(tacit_protocol::DeviceListError::AccountKeyChanged) => {
+                match self.adopt_pending_rotation(&bytes) {
+                    Ok(list) => list,
+                    // Another device rotated the key and its update waits in the mailbox: take
+                    // it (with whatever else is there, stored for the history) and look again.
+                    Err(e) if !std::mem::replace(&mut self.own_list_retried, true) => {
+                        let got = Box::pin(self.receive(Duration::ZERO)).await;
+                        let again = match got {
+                            Ok(got) => {
+                                if !got.is_empty() {
+                                    self.warnings.push(format!(
+                                        "{} message(s) arrived meanwhile and were stored: see `tacit history`",
+                                        got.len()
+                                    ));
+                                }
+                                Box::pin(self.own_list()).await
+                            }
+                            Err(r) => Err(r),
+                        };
+                        self.own_list_retried = false;
+                        return again.map_err(|_| e);
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(source) => {
-                    return Err(ClientError::DeviceList { name: self.me.name.to_string(), source });
-                }
-            };
+            }
+            Err(source) => {
+                return Err(ClientError::DeviceList { name: self.me.name.to_string(), source });
+            }
+        };
         self.accept_own_list(&list)?;
         Ok(list)
     }
@@ -610,7 +637,7 @@ impl Client {
     /// account from this home. Returns whether the account key was rotated.
     pub async fn revoke_device(&mut self, id: u32) -> Result<Revoked> {
         self.online().await?;
-        let Some(account) = self.me.account.clone() else {
+        let Some(_) = self.me.account.clone() else {
             if id != self.me.device.get() {
                 return Err(ClientError::NotApprover);
             }
@@ -620,6 +647,7 @@ impl Client {
         };
         let _guard = self.lock_state().await?;
         let current = self.own_list().await?;
+        let account = self.me.account.clone().ok_or(ClientError::NotApprover)?;
         let target = current
             .devices()
             .iter()
@@ -662,7 +690,9 @@ impl Client {
             let tx = self.store.tx()?;
             store::set_meta(&tx, meta::ACCOUNT_IDENTITY, &new_account.to_bytes())?;
             store::delete_meta(&tx, meta::PENDING_ACCOUNT_IDENTITY)?;
-            store::set_meta(&tx, meta::KEY_UPDATE_PENDING, &[1])?;
+            // The value is the list the rotation replaced, sent with the update (it names this
+            // device an approver under the old key, for devices that have not seen it yet).
+            store::set_meta(&tx, meta::KEY_UPDATE_PENDING, &current.to_bytes())?;
             tx.commit()?;
             self.me.account = Some(new_account.clone());
             self.me.account_key = new_account.public();
@@ -711,15 +741,15 @@ impl Client {
 
     /// Sends the account key update a rotation left to send (see [`Self::revoke_device`]).
     pub(crate) async fn send_key_update_if_pending(&mut self) -> Result<()> {
-        if self.store.meta(meta::KEY_UPDATE_PENDING)?.is_none() {
+        let Some(previous) = self.store.meta(meta::KEY_UPDATE_PENDING)? else {
             return Ok(());
-        }
+        };
         let Some(account) = self.me.account.clone() else { return Ok(()) };
         let list = {
             let _guard = self.lock_state().await?;
             self.own_list().await?
         };
-        self.send_account_key_update(&list, &account).await?;
+        self.send_account_key_update(&list, &previous, &account).await?;
         let tx = self.store.tx()?;
         store::delete_meta(&tx, meta::KEY_UPDATE_PENDING)?;
         tx.commit()?;
@@ -729,13 +759,18 @@ impl Client {
     /// Tells the account's other devices the new account key after a rotation: the new signed
     /// list to every one, the new key to those that hold it (each device its own payload,
     /// over its session).
-    async fn send_account_key_update(&mut self, list: &DeviceList, account: &AccountIdentity) -> Result<()> {
+    async fn send_account_key_update(
+        &mut self,
+        list: &DeviceList,
+        previous: &[u8],
+        account: &AccountIdentity,
+    ) -> Result<()> {
         let bytes = list.to_bytes();
         let secret = account.to_bytes();
         let sent_time_ms = now_ms();
-        let to_approver = Payload::account_key_update(sent_time_ms, &bytes, Some(&secret))
+        let to_approver = Payload::account_key_update(sent_time_ms, &bytes, previous, Some(&secret))
             .map_err(|_| ClientError::Internal("account key update"))?;
-        let to_other = Payload::account_key_update(sent_time_ms, &bytes, None)
+        let to_other = Payload::account_key_update(sent_time_ms, &bytes, previous, None)
             .map_err(|_| ClientError::Internal("account key update"))?;
         let approvers: Vec<u32> = list.approvers().map(|d| d.id.get()).collect();
         let per_device = move |device: u32| -> Zeroizing<Vec<u8>> {
@@ -778,12 +813,21 @@ pub(crate) fn account_key_update(
     own: bool,
     device: DeviceId,
     bytes: &[u8],
+    replaced: &[u8],
     account: Option<&AccountSecret>,
 ) -> Result<KeyUpdate> {
     let refuse = |why: &str| ClientError::KeyUpdateRefused { device: device.get(), why: why.to_owned() };
     if !own {
         return Err(refuse("only your own devices send those"));
     }
+    // The list the rotation replaced, under the key this device holds and no older than what
+    // it accepted: it names an approver this device may not have seen yet (linked since).
+    let carried =
+        previous.and_then(|p| DeviceList::verify(replaced, me.0, Some(p.account_key()), Some(p)).ok());
+    let previous = match (previous, carried.as_ref()) {
+        (Some(p), Some(c)) if c.version() > p.version() => Some(c),
+        (p, _) => p,
+    };
     if !previous.is_some_and(|p| p.entry(device).is_some_and(|e| e.approver)) {
         return Err(refuse("the sending device does not hold the account key"));
     }

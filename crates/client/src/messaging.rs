@@ -246,7 +246,18 @@ impl Client {
         }
         let mut skip: Vec<u32> = Vec::new();
         for attempt in 0..SEND_ATTEMPTS {
-            let list = self.refresh_contact(name).await?;
+            let list = match self.refresh_contact(name).await {
+                // The own account's key was rotated by another device whose update waits in the
+                // mailbox: take it (what else is there is stored for the history), then again.
+                Err(ClientError::IdentityChanged(_)) if own && !self.own_list_retried => {
+                    self.own_list_retried = true;
+                    let got = Box::pin(self.receive(Duration::ZERO)).await;
+                    self.own_list_retried = false;
+                    got?;
+                    self.refresh_contact(name).await?
+                }
+                r => r?,
+            };
             if own && list.account_key() != &self.me.account_key {
                 // Not a local failure: a queued self-send is dropped with a warning, not
                 // retried at every command.
@@ -1057,7 +1068,7 @@ impl Client {
                 }
                 None
             }
-            Ok(Payload::AccountKeyUpdate { list, account, .. }) => {
+            Ok(Payload::AccountKeyUpdate { list, previous, account, .. }) => {
                 let me = (&self.me.name, self.me.device, self.me.identity.public());
                 match crate::devices::account_key_update(
                     &tx,
@@ -1066,6 +1077,7 @@ impl Client {
                     own,
                     device,
                     &list,
+                    &previous,
                     account.as_ref(),
                 ) {
                     Ok(n) => key_update = Some(n),

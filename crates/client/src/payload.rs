@@ -28,6 +28,8 @@
 //!                           the text); ignored
 //!   kinds 7..=15:           unassigned
 //!   kind 16 account key update: body = u32 n || signed device list[n] (n ≤ 8,192) ||
+//!                           u32 m || the list it replaced[m] (m ≤ 8,192, signed by the old
+//!                           key: it names the sender an approver) ||
 //!                           u8 0 | u8 1 || account identity (stored-state encoding, 46 bytes)
 //!                           (only from an approver of the own account, after it rotated the
 //!                           account key: the new list, and to approvers the new key)
@@ -152,6 +154,8 @@ pub(crate) enum Payload {
         sent_time_ms: u64,
         /// The new signed device list (signed by the new key).
         list: Vec<u8>,
+        /// The list it replaced (signed by the old key).
+        previous: Vec<u8>,
         /// The new account identity (to approvers only).
         account: Option<AccountSecret>,
     },
@@ -249,10 +253,13 @@ impl Payload {
             }
             // Carries a secret: a sender uses [`Payload::account_key_update`], whose memory is
             // wiped; this copy is for tests and the fuzz target's round trip.
-            Self::AccountKeyUpdate { sent_time_ms, list, account } => {
-                Self::account_key_update(*sent_time_ms, list, account.as_ref().map(|a| a.0.as_slice()))?
-                    .to_vec()
-            }
+            Self::AccountKeyUpdate { sent_time_ms, list, previous, account } => Self::account_key_update(
+                *sent_time_ms,
+                list,
+                previous,
+                account.as_ref().map(|a| a.0.as_slice()),
+            )?
+            .to_vec(),
             Self::RetryRequest { sent_time_ms, device, digest, server_time_ms } => {
                 let mut v = header(V2, KIND_RETRY_REQUEST, *sent_time_ms, 4 + DIGEST_LEN + 8);
                 v.extend_from_slice(&device.to_be_bytes());
@@ -267,17 +274,24 @@ impl Payload {
     pub(crate) fn account_key_update(
         sent_time_ms: u64,
         list: &[u8],
+        previous: &[u8],
         account: Option<&[u8]>,
     ) -> Result<zeroize::Zeroizing<Vec<u8>>, PayloadError> {
         let n = u32::try_from(list.len()).map_err(|_| PayloadError::Malformed)?;
-        if list.len() > MAX_UPDATE_LIST || account.is_some_and(|a| a.len() != ACCOUNT_SECRET_LEN) {
+        let m = u32::try_from(previous.len()).map_err(|_| PayloadError::Malformed)?;
+        if list.len() > MAX_UPDATE_LIST
+            || previous.len() > MAX_UPDATE_LIST
+            || account.is_some_and(|a| a.len() != ACCOUNT_SECRET_LEN)
+        {
             return Err(PayloadError::Malformed);
         }
-        let len = HEADER_LEN + 4 + list.len() + 1 + account.map_or(0, <[u8]>::len);
+        let len = HEADER_LEN + 8 + list.len() + previous.len() + 1 + account.map_or(0, <[u8]>::len);
         let mut v = zeroize::Zeroizing::new(Vec::with_capacity(len));
         v.extend_from_slice(&header(V2, KIND_ACCOUNT_KEY_UPDATE, sent_time_ms, 0));
         v.extend_from_slice(&n.to_be_bytes());
         v.extend_from_slice(list);
+        v.extend_from_slice(&m.to_be_bytes());
+        v.extend_from_slice(previous);
         match account {
             Some(a) => {
                 v.push(1);
@@ -336,6 +350,12 @@ impl Payload {
                     return Err(PayloadError::Malformed);
                 }
                 let (list, rest) = rest.split_at(n);
+                let (m, rest) = rest.split_first_chunk::<4>().ok_or(PayloadError::Malformed)?;
+                let m = usize::try_from(u32::from_be_bytes(*m)).map_err(|_| PayloadError::Malformed)?;
+                if m > MAX_UPDATE_LIST || m > rest.len() {
+                    return Err(PayloadError::Malformed);
+                }
+                let (previous, rest) = rest.split_at(m);
                 let account = match rest {
                     [0] => None,
                     [1, a @ ..] if a.len() == ACCOUNT_SECRET_LEN => {
@@ -343,7 +363,12 @@ impl Payload {
                     }
                     _ => return Err(PayloadError::Malformed),
                 };
-                Ok(Self::AccountKeyUpdate { sent_time_ms, list: list.to_vec(), account })
+                Ok(Self::AccountKeyUpdate {
+                    sent_time_ms,
+                    list: list.to_vec(),
+                    previous: previous.to_vec(),
+                    account,
+                })
             }
             (V2, KIND_RETRY_REQUEST) => {
                 let (d, rest) = body.split_first_chunk::<4>().ok_or(PayloadError::Malformed)?;
@@ -428,22 +453,24 @@ mod tests {
     #[test]
     fn account_key_updates_round_trip_and_bad_ones_are_refused() {
         let list = vec![7u8; 300];
+        let prev = vec![8u8; 200];
         let secret = vec![9u8; ACCOUNT_SECRET_LEN];
         for account in [None, Some(secret.as_slice())] {
-            let bytes = Payload::account_key_update(5, &list, account).unwrap();
+            let bytes = Payload::account_key_update(5, &list, &prev, account).unwrap();
             let p = Payload::decode(&bytes).unwrap();
             assert_eq!(
                 p,
                 Payload::AccountKeyUpdate {
                     sent_time_ms: 5,
                     list: list.clone(),
+                    previous: prev.clone(),
                     account: account.map(|a| AccountSecret(zeroize::Zeroizing::new(a.to_vec()))),
                 }
             );
             assert_eq!(p.encode().unwrap(), bytes.to_vec());
             assert!(!format!("{p:?}").contains("9, 9"), "the key is never printed");
         }
-        let good = Payload::account_key_update(5, &list, Some(&secret)).unwrap();
+        let good = Payload::account_key_update(5, &list, &prev, Some(&secret)).unwrap();
         // Cut short, a wrong key length, a list length past the end, trailing bytes.
         for bad in [good[..good.len() - 1].to_vec(), [&good[..], &[0]].concat(), {
             let mut b = good.to_vec();
@@ -452,8 +479,9 @@ mod tests {
         }] {
             assert_eq!(Payload::decode(&bad), Err(PayloadError::Malformed));
         }
-        assert!(Payload::account_key_update(5, &vec![0; MAX_UPDATE_LIST + 1], None).is_err());
-        assert!(Payload::account_key_update(5, &list, Some(&[1, 2, 3])).is_err());
+        assert!(Payload::account_key_update(5, &vec![0; MAX_UPDATE_LIST + 1], &prev, None).is_err());
+        assert!(Payload::account_key_update(5, &list, &vec![0; MAX_UPDATE_LIST + 1], None).is_err());
+        assert!(Payload::account_key_update(5, &list, &prev, Some(&[1, 2, 3])).is_err());
     }
 
     #[test]
