@@ -806,6 +806,8 @@ impl Client {
 /// (`previous`), the new list is newer, verifies under the key it names, and lists this device
 /// (`me`); a key is taken only by a device the new list makes an approver, and only if it is
 /// the list's. Stores the list and key; [`Client::account_key_updated`] then updates memory.
+// Each argument is part of the receive transaction's context (what it holds, who sent it).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn account_key_update(
     tx: &rusqlite::Transaction<'_>,
     me: (&AccountName, DeviceId, &tacit_protocol::DevicePublic),
