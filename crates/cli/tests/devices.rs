@@ -74,12 +74,7 @@ fn link_approve_fan_out_sync_and_revoke_on_postgres() {
 
 fn device_flow(database: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut args = vec!["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()];
-    if let Some(url) = database {
-        args.extend(["--database", url]);
-    }
-    let server = ServerProcess::start(&args, None);
+    let server = ServerProcess::on_loopback_with(&dir.path().join("data"), database);
     let url = format!("http://{}", server.addr);
     let (phone, laptop, bob) = (dir.path().join("phone"), dir.path().join("laptop"), dir.path().join("bob"));
     assert_eq!(tacit(&phone, &[], &["account", "create", "--server", &url, "--name", "alice"]).0, 0);

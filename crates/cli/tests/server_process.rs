@@ -226,12 +226,7 @@ fn many_processes_on_one_home_serialise_their_state_changes_on_postgres() {
 
 fn many_processes_on_one_home(database: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut args = vec!["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()];
-    if let Some(url) = database {
-        args.extend(["--database", url]);
-    }
-    let server = ServerProcess::start(&args, None);
+    let server = ServerProcess::on_loopback_with(&dir.path().join("data"), database);
     let url = format!("http://{}", server.addr);
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     assert_eq!(tacit(&a, &[], &["account", "create", "--server", &url, "--name", "alice"]).0, 0);

@@ -143,14 +143,17 @@ pub struct DeviceList {
 }
 
 impl DeviceList {
+    /// The signed part in `format` (2, or 1 for lists stored before format 2: no flags, time
+    /// or label).
     fn signed_part(
+        format: u8,
         account: &AccountName,
         key: &AccountKey,
         version: u64,
         devices: &[DeviceEntry],
     ) -> Vec<u8> {
         let mut w = Vec::with_capacity(64 + devices.len() * (4 + DevicePublic::LEN));
-        w.put_u8(FORMAT_VERSION);
+        w.put_u8(format);
         w.put(LABEL);
         account.encode(&mut w);
         w.put(key.as_bytes());
@@ -159,30 +162,12 @@ impl DeviceList {
         for d in devices {
             w.put_u32(d.id.get());
             d.identity.encode(&mut w);
-            w.put_u8(if d.approver { FLAG_APPROVER } else { 0 });
-            w.put_u64(d.added_ms);
-            w.put_u8(u8::try_from(d.label.len()).unwrap_or(u8::MAX));
-            w.put(d.label.as_bytes());
-        }
-        w
-    }
-
-    fn signed_part_v1(
-        account: &AccountName,
-        key: &AccountKey,
-        version: u64,
-        devices: &[DeviceEntry],
-    ) -> Vec<u8> {
-        let mut w = Vec::with_capacity(64 + devices.len() * (4 + DevicePublic::LEN));
-        w.put_u8(FORMAT_VERSION_1);
-        w.put(LABEL);
-        account.encode(&mut w);
-        w.put(key.as_bytes());
-        w.put_u64(version);
-        w.put_count(devices.len());
-        for d in devices {
-            w.put_u32(d.id.get());
-            d.identity.encode(&mut w);
+            if format != FORMAT_VERSION_1 {
+                w.put_u8(if d.approver { FLAG_APPROVER } else { 0 });
+                w.put_u64(d.added_ms);
+                w.put_u8(u8::try_from(d.label.len()).unwrap_or(u8::MAX));
+                w.put(d.label.as_bytes());
+            }
         }
         w
     }
@@ -216,17 +201,15 @@ impl DeviceList {
             return Err(DeviceListError::NoApprover);
         }
         let account_key = identity.public();
-        let signature = identity.sign(&Self::signed_part(&account, &account_key, version, &devices));
+        let signature =
+            identity.sign(&Self::signed_part(FORMAT_VERSION, &account, &account_key, version, &devices));
         Ok(Self { account, account_key, version, devices, signature, format: FORMAT_VERSION })
     }
 
     /// Encodes the list and its signature (in the format it was signed in).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = if self.format == FORMAT_VERSION_1 {
-            Self::signed_part_v1(&self.account, &self.account_key, self.version, &self.devices)
-        } else {
-            Self::signed_part(&self.account, &self.account_key, self.version, &self.devices)
-        };
+        let mut w =
+            Self::signed_part(self.format, &self.account, &self.account_key, self.version, &self.devices);
         w.put(self.signature.as_bytes());
         w
     }

@@ -55,6 +55,15 @@ impl ServerProcess {
     }
 
     /// `tacit server` on a free loopback port with its data in `data`.
+    /// [`Self::on_loopback`], on the PostgreSQL database `database` when given.
+    pub fn on_loopback_with(data: &Path, database: Option<&str>) -> Self {
+        let mut args = vec!["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()];
+        if let Some(url) = database {
+            args.extend(["--database", url]);
+        }
+        Self::start(&args, None)
+    }
+
     pub fn on_loopback(data: &Path) -> Self {
         Self::start(&["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()], None)
     }
