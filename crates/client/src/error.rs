@@ -116,12 +116,12 @@ pub enum ClientError {
     BadLabel,
     /// Only a device that holds the account key can approve or revoke other devices.
     #[error(
-        "this device does not hold the account key: approve or revoke devices from one that does          (`tacit device list` shows them as approver); this device can only revoke itself"
+        "this device does not hold the account key: approve or revoke devices from one that does (`tacit device list` shows them as approver); this device can only revoke itself"
     )]
     NotApprover,
     /// The last device holding the account key cannot be revoked.
     #[error(
-        "that is the last device holding the account key: approve another device with --approver          before revoking it"
+        "that is the last device holding the account key: approve another device with --approver before revoking it"
     )]
     LastApprover,
     /// Not a link code (mistyped).
@@ -132,7 +132,7 @@ pub enum ClientError {
     BadLinkCode,
     /// No device waits with this code.
     #[error(
-        "no device is waiting with that code: check it, or it expired (a code lives 10 minutes);          run `tacit device link` again on the new device"
+        "no device is waiting with that code: check it, or it expired (a code lives 10 minutes); run `tacit device link` again on the new device"
     )]
     LinkUnknown,
     /// The code was already used.
