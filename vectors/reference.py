@@ -388,6 +388,10 @@ def verify_device_list(data: bytes, name: str, known_key: bytes | None) -> dict:
         raise Reject("bad_entry", "control character in a label")
     if len({d["id"] for d in devices}) != n:
         raise Reject("duplicate_device")
+    # One device identity under two ids (either of its keys): a list that lets one device
+    # stand for two (a copy of the device, or a server's trick) is refused.
+    if len({d["public"][:32] for d in devices}) != n or len({d["public"][32:64] for d in devices}) != n:
+        raise Reject("duplicate_identity")
     ed25519_verify(account_key, data[:signed_len], signature)
     for d in devices:
         verify_device_public(d["public"])
@@ -1151,6 +1155,7 @@ def gen_device_list(bob: Device) -> dict:
             must_fail("verified for another account", data, "carol", "wrong_account"),
             must_fail("entry binding signature broken", with_entry(public=broken), "bob", "bad_binding"),
             must_fail("duplicate device id", with_entry(device_id=bob.device_id), "bob", "duplicate_device"),
+            must_fail("one identity under two ids", with_entry(public=entries[0].public), "bob", "duplicate_identity"),
             must_fail("no devices", sign_device_list(account_seed, "bob", 4, []), "bob", "bad_device_count"),
             must_fail("unknown flag bit", with_entry(flags=0x02), "bob", "bad_entry"),
             must_fail("label of 65 bytes", with_entry(label=b"x" * 65), "bob", "bad_entry"),

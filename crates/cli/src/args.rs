@@ -246,6 +246,10 @@ pub struct LinkArgs {
     /// A name for this device, shown to your other devices and your contacts (at most 64 bytes).
     #[arg(long, value_name = "TEXT", default_value = "")]
     pub label: String,
+    /// Decline the history the approving device sends (also skips an interrupted import
+    /// when re-run).
+    #[arg(long)]
+    pub no_history: bool,
 }
 
 /// `tacit device approve` flags.

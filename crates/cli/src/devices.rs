@@ -159,8 +159,26 @@ async fn link(
                 println!("history imported: {n} messages");
             }
         }
+        LinkEvent::HistoryDeclined => {
+            if json {
+                out.raw(json!({"type": "history_declined"}));
+            } else {
+                println!("history declined (--no-history): nothing imported");
+            }
+        }
+        LinkEvent::HistoryFailed(reason) => {
+            if json {
+                out.raw(json!({"type": "history_failed", "reason": reason}));
+            } else {
+                eprintln!(
+                    "warning: the history could not be imported ({reason}); this device is linked without it \
+                     (messages from now on arrive as usual)"
+                );
+            }
+        }
     };
-    let mut c = Client::link_device(home, secret, &a.server, &a.label, options, &mut events).await?;
+    let history = !a.no_history;
+    let mut c = Client::link_device(home, secret, &a.server, &a.label, history, options, &mut events).await?;
     out.warnings(c.take_warnings());
     Ok(())
 }

@@ -29,7 +29,7 @@ fn start_link(
     url: &str,
     label: &str,
 ) -> (std::process::Child, BufReader<std::process::ChildStdout>, String) {
-    let (child, out, code, _) = start_link_fp(home, url, label);
+    let (child, out, code, _) = start_link_with(home, url, label, &[]);
     (child, out, code)
 }
 
@@ -39,11 +39,25 @@ fn start_link_fp(
     url: &str,
     label: &str,
 ) -> (std::process::Child, BufReader<std::process::ChildStdout>, String, String) {
+    start_link_with(home, url, label, &[])
+}
+
+/// [`start_link_fp`] with more flags for `device link`.
+fn start_link_with(
+    home: &Path,
+    url: &str,
+    label: &str,
+    extra: &[&str],
+) -> (std::process::Child, BufReader<std::process::ChildStdout>, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tacit"));
     for k in ["TACIT_PASSPHRASE", "TACIT_HOME", "TACIT_CA_FILE", "TACIT_INSECURE_HTTP"] {
         cmd.env_remove(k);
     }
-    cmd.arg("--json").arg("--home").arg(home).args(["device", "link", "--server", url, "--label", label]);
+    cmd.arg("--json")
+        .arg("--home")
+        .arg(home)
+        .args(["device", "link", "--server", url, "--label", label])
+        .args(extra);
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
@@ -219,6 +233,38 @@ fn warnings(lines: &[Value]) -> Vec<String> {
 /// approver gets the new key, a device without it only the list), contacts see an identity
 /// change and a new safety number, and messages flow to the remaining devices. The last device
 /// holding the key cannot be revoked.
+/// The new device declines the history the approver sends: nothing imported, said in the
+/// JSON, the device linked all the same and receiving from then on.
+#[test]
+fn a_new_device_can_decline_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::on_loopback(&dir.path().join("data"));
+    let url = format!("http://{}", server.addr);
+    let (phone, laptop, bob) = (dir.path().join("phone"), dir.path().join("laptop"), dir.path().join("bob"));
+    assert_eq!(tacit(&phone, &[], &["account", "create", "--server", &url, "--name", "alice"]).0, 0);
+    assert_eq!(tacit(&bob, &[], &["account", "create", "--server", &url, "--name", "bob"]).0, 0);
+    assert_eq!(tacit(&bob, &[], &["send", "alice", "old news"]).0, 0);
+    assert_eq!(receive_n(&phone, 1), ["old news"]);
+
+    let (child, out, code, _) = start_link_with(&laptop, &url, "laptop", &["--no-history"]);
+    let (rc, l) = tacit(&phone, &[], &["device", "approve", "--yes", &code]);
+    assert_eq!(rc, 0, "{l:?}");
+    let approved = l.iter().find(|l| l["type"] == "device_approved").unwrap();
+    assert_eq!(approved["history"], true, "the approver sent it: {l:?}");
+    let (rc, l) = end_link(child, out);
+    assert_eq!(rc, 0, "{l:?}");
+    assert!(l.iter().any(|l| l["type"] == "history_declined"), "{l:?}");
+    assert!(!l.iter().any(|l| l["type"] == "history_imported"), "{l:?}");
+    // Nothing imported: the laptop does not even know bob yet.
+    let (rc, l) = tacit(&laptop, &[], &["history", "bob"]);
+    assert_eq!(rc, 5, "{l:?}");
+    assert_eq!(history(&phone, "bob").len(), 1);
+    // Linked all the same: new messages reach it.
+    assert_eq!(tacit(&bob, &[], &["send", "alice", "fresh"]).0, 0);
+    assert_eq!(receive_n(&laptop, 1), ["fresh"]);
+    assert_eq!(history(&laptop, "bob"), [("received".to_owned(), "fresh".to_owned())]);
+}
+
 #[test]
 fn revoking_a_device_that_holds_the_account_key_rotates_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -268,12 +314,24 @@ fn revoking_a_device_that_holds_the_account_key_rotates_it() {
     assert_eq!(rc, 0, "{l:?}");
     assert_eq!(l.iter().filter(|d| d["type"] == "device").count(), 2, "{l:?}");
 
-    // bob is told that alice's identity changed, and the safety number changed.
+    // bob is told that alice's identity changed, and the safety number changed (a look at
+    // the safety number fetches the list).
+    let (rc, sn) = tacit(&bob, &[], &["safety-number", "alice"]);
+    assert_eq!(rc, 0, "{sn:?}");
+    assert!(warnings(&sn).iter().any(|w| w.contains("identity key changed")), "{sn:?}");
+    assert_ne!(sn.last().unwrap()["number"], sn_before);
+    // The devices whose own identity did not change keep their sessions with bob: what they
+    // send on them before bob writes again still decrypts (bob once dropped every session
+    // with alice on the key change, and those messages were lost).
+    assert_eq!(tacit(&tablet, &[], &["send", "bob", "tablet, old session"]).0, 0);
+    assert_eq!(tacit(&phone, &[], &["send", "bob", "phone, old session"]).0, 0);
+    assert_eq!(receive_n(&bob, 2), ["tablet, old session", "phone, old session"]);
+    for h in [&phone, &tablet] {
+        let (rc, l) = tacit(h, &[], &["receive"]);
+        assert_eq!(rc, 0, "{l:?}");
+    }
     let (rc, l) = tacit(&bob, &[], &["send", "alice", "after the rotation"]);
     assert_eq!(rc, 0, "{l:?}");
-    assert!(warnings(&l).iter().any(|w| w.contains("identity key changed")), "{l:?}");
-    let (_, sn) = tacit(&bob, &[], &["safety-number", "alice"]);
-    assert_ne!(sn.last().unwrap()["number"], sn_before);
     let (_, mine) = tacit(&tablet, &[], &["safety-number", "bob"]);
     assert_eq!(mine.last().unwrap()["number"], sn.last().unwrap()["number"], "both sides agree");
     assert_eq!(receive_n(&phone, 1), ["after the rotation"]);

@@ -110,7 +110,7 @@ impl Client {
                     return Err(ClientError::IdentityChanged(name.to_string()));
                 }
                 let tx = self.store.tx()?;
-                let deleted = store::delete_sessions(&tx, name.as_str(), None)?;
+                let deleted = drop_changed_sessions(&tx, name, &previous, &list)?;
                 let row =
                     ContactRow { account_key: new_key, device_list: bytes, verified: false, pending: None };
                 store::put_contact(&tx, name.as_str(), &row)?;
@@ -290,8 +290,17 @@ impl Client {
             .contact(name.as_str())?
             .ok_or_else(|| ClientError::UnknownContact(name.to_string()))?;
         let tx = self.store.tx()?;
-        let deleted =
-            if c.account_key != key { store::delete_sessions(&tx, name.as_str(), None)? } else { Vec::new() };
+        let deleted = if c.account_key == key {
+            Vec::new()
+        } else {
+            match (
+                DeviceList::verify(&c.device_list, name, None, None),
+                DeviceList::verify(&list, name, None, None),
+            ) {
+                (Ok(old), Ok(new)) => drop_changed_sessions(&tx, name, &old, &new)?,
+                _ => store::delete_sessions(&tx, name.as_str(), None)?,
+            }
+        };
         let row = ContactRow { account_key: key, device_list: list, verified: true, pending: None };
         store::put_contact(&tx, name.as_str(), &row)?;
         tx.commit()?;
@@ -304,4 +313,28 @@ impl Client {
         let name = AccountName::new(name)?;
         Ok(self.store.contact(name.as_str())?.is_some_and(|c| c.verified && c.pending.is_none()))
     }
+}
+
+/// On an account key change, drops the sessions with the devices whose identity changed or
+/// that left the list, and keeps the rest: a session is bound to the device's own identity
+/// key (PQXDH), not to the account key, so a device listed with the same identity under the
+/// new key is the device the session was made with (an account key rotation, when an
+/// approver was revoked, leaves the other devices as they were). Dropping those sessions
+/// too would leave the peer sending on sessions this device no longer has. Returns the
+/// deleted base keys.
+fn drop_changed_sessions(
+    tx: &rusqlite::Transaction<'_>,
+    name: &AccountName,
+    old: &DeviceList,
+    new: &DeviceList,
+) -> Result<Vec<[u8; 32]>> {
+    let mut deleted = Vec::new();
+    for device in store::session_devices(tx, name.as_str())? {
+        let same = DeviceId::new(device)
+            .is_some_and(|id| matches!((old.device(id), new.device(id)), (Some(a), Some(b)) if a == b));
+        if !same {
+            deleted.extend(store::delete_sessions(tx, name.as_str(), Some(device))?);
+        }
+    }
+    Ok(deleted)
 }

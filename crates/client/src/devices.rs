@@ -29,7 +29,7 @@ use zeroize::Zeroizing;
 
 use crate::client::{Client, meta, now, now_ms, upload_request, wipe};
 use crate::error::{ClientError, Result};
-use crate::history_transfer::{ArchiveKey, HistoryArchive};
+use crate::history_transfer::{ArchiveKey, HistoryArchive, HistoryError};
 use crate::home_lock::HomeLock;
 use crate::messaging::{OutboxMode, Outgoing};
 use crate::net::{Api, ConnectOptions};
@@ -95,6 +95,12 @@ pub enum LinkEvent {
     History(u64, u64),
     /// History imported: this many messages.
     HistoryDone(u64),
+    /// The approver sent a history and this device declined it (`history: false`): the
+    /// upload was deleted, nothing imported.
+    HistoryDeclined,
+    /// The history could not be imported for good (altered, cut short, gone from the server,
+    /// a newer format): the device is linked without it; the reason is given.
+    HistoryFailed(String),
 }
 
 /// What the approving device is asked to confirm.
@@ -125,12 +131,14 @@ impl Client {
     /// publishes an offer on `server`, tells `events` the code to show, and waits (up to the
     /// offer's lifetime) for an approving device's answer. Re-running on a home that is still
     /// waiting resumes the same offer (same code); on a home whose history import was
-    /// interrupted, resumes the import.
+    /// interrupted, resumes the import. `history: false` declines a history the approver
+    /// sends (and drops one still waiting to be imported).
     pub async fn link_device(
         home: &Path,
         secret: StoreSecret,
         server: &str,
         label: &str,
+        history: bool,
         options: &ConnectOptions,
         events: &mut (dyn FnMut(LinkEvent) + Send),
     ) -> Result<Self> {
@@ -154,7 +162,7 @@ impl Client {
                     if s.meta(link_meta::HISTORY)?.is_some() {
                         drop(s);
                         let mut client = Client::open_with(home, pass.as_ref(), options)?;
-                        client.finish_history_import(events).await?;
+                        client.finish_history_import(history, events).await?;
                         return Ok(client);
                     }
                     let name = s.meta(meta::NAME)?.map(|n| String::from_utf8_lossy(&n).into_owned());
@@ -234,7 +242,7 @@ impl Client {
         // uploads the one-time prekeys made with the offer.
         client.online().await?;
         let _ = client.api.link_delete(&slot).await;
-        client.finish_history_import(events).await?;
+        client.finish_history_import(history, events).await?;
         Ok(client)
     }
 
@@ -313,15 +321,48 @@ impl Client {
 
     /// Imports the history archive the approver sent, if one is still to be imported
     /// (resumable: the download continues where it stopped).
-    async fn finish_history_import(&mut self, events: &mut (dyn FnMut(LinkEvent) + Send)) -> Result<()> {
+    /// Imports (or, with `history: false`, declines) the history the approver announced.
+    /// A failure that a re-run can get past (the network, the server away, the disk) is
+    /// returned and the import stays waiting: re-running `device link` resumes it. One that
+    /// no re-run can (the archive altered or cut short, deleted from the server, a newer
+    /// format) drops it: the device is linked, without that history, and says why.
+    async fn finish_history_import(
+        &mut self,
+        history: bool,
+        events: &mut (dyn FnMut(LinkEvent) + Send),
+    ) -> Result<()> {
         let Some(bytes) = self.store.meta(link_meta::HISTORY)? else { return Ok(()) };
         let archive = HistoryArchive::from_bytes(&bytes)?;
-        let summary =
-            self.import_history(&archive, &mut |done, all| events(LinkEvent::History(done, all))).await?;
+        if !history {
+            if let Err(e) = self.discard_history(&archive).await {
+                self.warnings.push(format!(
+                    "the declined history could not be deleted from the server ({e}); it expires within a day"
+                ));
+            }
+            self.forget_history_import()?;
+            events(LinkEvent::HistoryDeclined);
+            return Ok(());
+        }
+        match self.import_history(&archive, &mut |done, all| events(LinkEvent::History(done, all))).await {
+            Ok(summary) => {
+                self.forget_history_import()?;
+                events(LinkEvent::HistoryDone(summary.messages_added));
+                Ok(())
+            }
+            Err(e) if history_failure_is_final(&e) => {
+                let _ = self.discard_history(&archive).await;
+                self.forget_history_import()?;
+                events(LinkEvent::HistoryFailed(e.to_string()));
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn forget_history_import(&mut self) -> Result<()> {
         let tx = self.store.tx()?;
         store::delete_meta(&tx, link_meta::HISTORY)?;
         tx.commit()?;
-        events(LinkEvent::HistoryDone(summary.messages_added));
         Ok(())
     }
 
@@ -888,6 +929,24 @@ pub struct Revoked {
 }
 
 /// The provisioning message's form of a history archive reference.
+/// Whether no re-run of the import can succeed: the archive is not what was announced, or
+/// cannot be read by this version, or the server no longer has it. The network, the
+/// server's own failures, the store and the disk are worth another try.
+fn history_failure_is_final(e: &HistoryError) -> bool {
+    match e {
+        HistoryError::Tampered
+        | HistoryError::Truncated
+        | HistoryError::DigestMismatch
+        | HistoryError::SizeMismatch { .. }
+        | HistoryError::TooLarge(_)
+        | HistoryError::Malformed(_)
+        | HistoryError::UnknownVersion(_)
+        | HistoryError::Server(_) => true,
+        HistoryError::Client(c) => matches!(c, ClientError::NotFound(_)),
+        HistoryError::File { .. } | HistoryError::Internal(_) => false,
+    }
+}
+
 fn ref_of(a: &HistoryArchive) -> HistoryRef {
     HistoryRef {
         blob_id: a.blob_id,

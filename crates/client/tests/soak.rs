@@ -589,7 +589,7 @@ impl Soak {
         let (failed, link_failed) = tokio::sync::oneshot::channel::<()>();
         let linking = async {
             let r = tokio::select! {
-                r = Client::link_device(home.path(), StoreSecret::NoPassphrase, &url, &label, &options, &mut events) => Some(r),
+                r = Client::link_device(home.path(), StoreSecret::NoPassphrase, &url, &label, true, &options, &mut events) => Some(r),
                 Ok(()) = stopped => None,
             };
             if matches!(r, Some(Err(_))) {

@@ -117,6 +117,9 @@ pub enum DeviceListError {
     /// The same device number appears twice.
     #[error("duplicate device id")]
     DuplicateDevice,
+    /// One device identity (its signing key or its X25519 identity key) under two ids.
+    #[error("one device identity is listed under two device ids")]
+    DuplicateIdentity,
     /// No device, or more than [`MAX_DEVICES`].
     #[error("a device list has 1 to {MAX_DEVICES} devices")]
     BadDeviceCount,
@@ -184,6 +187,19 @@ impl DeviceList {
         ids.dedup();
         if ids.len() != devices.len() {
             return Err(DeviceListError::DuplicateDevice);
+        }
+        // One device standing for two (either key repeated) would let a copy of a device, or
+        // a list the server reshuffled, receive twice under two names: refused.
+        let distinct = |key: fn(&DeviceEntry) -> [u8; 32]| {
+            let mut keys: Vec<[u8; 32]> = devices.iter().map(key).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            keys.len() == devices.len()
+        };
+        if !distinct(|d| *d.identity.signing_key().as_bytes())
+            || !distinct(|d| *d.identity.dh_key().as_bytes())
+        {
+            return Err(DeviceListError::DuplicateIdentity);
         }
         Ok(())
     }
@@ -425,9 +441,12 @@ mod tests {
         bytes[last] ^= 1;
         assert_eq!(DeviceList::verify(&bytes, &name, None, None), Err(DeviceListError::BadSignature));
         assert_eq!(
-            DeviceList::sign(&acct, name, 4, vec![d1.clone(), d1]),
+            DeviceList::sign(&acct, name.clone(), 4, vec![d1.clone(), d1.clone()]),
             Err(DeviceListError::DuplicateDevice)
         );
+        // The same identity under a second id: one device cannot stand for two.
+        let twin = DeviceEntry { id: DeviceId::new(9).unwrap(), approver: false, ..d1.clone() };
+        assert_eq!(DeviceList::sign(&acct, name, 4, vec![d1, twin]), Err(DeviceListError::DuplicateIdentity));
     }
 
     #[test]

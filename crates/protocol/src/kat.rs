@@ -285,6 +285,7 @@ fn device_list() {
                 | ("wrong_account", Err(DeviceListError::WrongAccount))
                 | ("bad_binding", Err(DeviceListError::BadDeviceBinding))
                 | ("duplicate_device", Err(DeviceListError::DuplicateDevice))
+                | ("duplicate_identity", Err(DeviceListError::DuplicateIdentity))
                 | ("bad_device_count", Err(DeviceListError::BadDeviceCount))
                 | ("bad_entry", Err(DeviceListError::BadEntry))
                 | ("no_approver", Err(DeviceListError::NoApprover))

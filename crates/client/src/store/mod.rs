@@ -824,6 +824,13 @@ pub(crate) fn delete_sessions(conn: &Connection, peer: &str, device: Option<u32>
     }
 }
 
+/// The devices of `peer` this device holds sessions with.
+pub(crate) fn session_devices(conn: &Connection, peer: &str) -> Result<Vec<u32>> {
+    let mut st = conn.prepare_cached("SELECT DISTINCT device FROM sessions WHERE peer = ?1")?;
+    let rows = st.query_map([peer], |r| r.get::<_, u32>(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// Runs a `DELETE ... RETURNING base_key`.
 fn deleted_keys(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<[u8; 32]>> {
     let mut st = conn.prepare(sql)?;
