@@ -319,9 +319,8 @@ impl Client {
         Ok((p.account.clone(), p.device_id))
     }
 
-    /// Imports the history archive the approver sent, if one is still to be imported
-    /// (resumable: the download continues where it stopped).
-    /// Imports (or, with `history: false`, declines) the history the approver announced.
+    /// Imports (or, with `history: false`, declines) the history the approver announced, if
+    /// one is still to be imported (resumable: the download continues where it stopped).
     /// A failure that a re-run can get past (the network, the server away, the disk) is
     /// returned and the import stays waiting: re-running `device link` resumes it. One that
     /// no re-run can (the archive altered or cut short, deleted from the server, a newer
@@ -928,7 +927,6 @@ pub struct Revoked {
     pub this_device: bool,
 }
 
-/// The provisioning message's form of a history archive reference.
 /// Whether no re-run of the import can succeed: the archive is not what was announced, or
 /// cannot be read by this version, or the server no longer has it. The network, the
 /// server's own failures, the store and the disk are worth another try.
@@ -947,6 +945,7 @@ fn history_failure_is_final(e: &HistoryError) -> bool {
     }
 }
 
+/// The provisioning message's form of a history archive reference.
 fn ref_of(a: &HistoryArchive) -> HistoryRef {
     HistoryRef {
         blob_id: a.blob_id,
