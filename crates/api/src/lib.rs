@@ -65,6 +65,9 @@ pub mod limits {
     /// hundred bytes, so for them the envelope bound comes first); larger payloads are meant
     /// to travel as files, not envelopes.
     pub const MAX_MAILBOX_BYTES: usize = 100 * 1024 * 1024;
+    /// Most key rotations returned by one `GET` [`crate::ROTATIONS`] (a response that has
+    /// more says so).
+    pub const MAX_ROTATIONS_PER_PAGE: usize = 16;
     /// Most envelopes returned by one fetch.
     pub const MAX_FETCH: usize = 256;
     /// Most ciphertext bytes in one fetch or WebSocket resync page (a page always holds at

@@ -13,6 +13,11 @@ pub const ACCOUNT: &str = "/v1/accounts/{name}";
 /// their prekeys, removing revoked ones with their keys, tokens and mailboxes; `409`
 /// [`crate::ErrorCode::DeviceListConflict`] when it is not a valid successor).
 pub const DEVICE_LIST: &str = "/v1/accounts/{name}/devices";
+/// `GET` (no auth; optional query [`crate::RotationsQuery`]) → [`crate::RotationsResponse`]:
+/// the account's key rotations, each the list signed by a new account key and the previous
+/// key's signature over it, oldest first; a device restored from a copy older than a
+/// rotation follows them from the key it holds to the current one.
+pub const ROTATIONS: &str = "/v1/accounts/{name}/rotations";
 /// `GET` (auth) → [`crate::DeviceStatusResponse`]: when each device of the caller's own
 /// account was added and last seen by the server.
 pub const DEVICES: &str = "/v1/devices";

@@ -141,6 +141,34 @@ pub struct DeviceListResponse {
     pub device_list: Bytes,
 }
 
+/// The query of `GET` [`crate::ROTATIONS`] (`?after=VERSION`, optional).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationsQuery {
+    /// Only rotations to a list of a larger version (0, the default: from the first).
+    #[serde(default)]
+    pub after: u64,
+}
+
+/// One account key rotation as the server accepted it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotation {
+    /// The `DeviceList` encoding signed by the new key.
+    pub device_list: Bytes,
+    /// The previous key's signature over `device_list` (see
+    /// [`PublishDeviceListRequest::rotation_signature`]).
+    pub rotation_signature: Bytes,
+}
+
+/// An account's key rotations, oldest first, at most
+/// [`crate::limits::MAX_ROTATIONS_PER_PAGE`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationsResponse {
+    /// The rotations after the query's version.
+    pub rotations: Vec<Rotation>,
+    /// More follow: ask again after the last one's version.
+    pub more: bool,
+}
+
 /// Publishes a newer signed device list of the caller's own account.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishDeviceListRequest {

@@ -228,11 +228,6 @@ fn warnings(lines: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// A device approved with --approver holds the account key: it can approve others. Revoking it
-/// replaces the account key: the remaining devices are told over their sessions (the other
-/// approver gets the new key, a device without it only the list), contacts see an identity
-/// change and a new safety number, and messages flow to the remaining devices. The last device
-/// holding the key cannot be revoked.
 /// The new device declines the history the approver sends: nothing imported, said in the
 /// JSON, the device linked all the same and receiving from then on.
 #[test]
@@ -265,6 +260,11 @@ fn a_new_device_can_decline_the_history() {
     assert_eq!(history(&laptop, "bob"), [("received".to_owned(), "fresh".to_owned())]);
 }
 
+/// A device approved with --approver holds the account key: it can approve others. Revoking it
+/// replaces the account key: the remaining devices are told over their sessions (the other
+/// approver gets the new key, a device without it only the list), contacts see an identity
+/// change and a new safety number, and messages flow to the remaining devices. The last device
+/// holding the key cannot be revoked.
 #[test]
 fn revoking_a_device_that_holds_the_account_key_rotates_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -369,6 +369,78 @@ fn revoking_a_device_that_holds_the_account_key_rotates_it() {
     assert_eq!(tacit(&bob, &[], &["send", "alice", "phone only"]).0, 0);
     assert_eq!(receive_n(&phone, 1), ["phone only"]);
     server.stop();
+}
+
+/// `cp -a FROM TO` after removing TO: a home folder put back from an older copy.
+fn put_back(copy: &Path, home: &Path) {
+    std::fs::remove_dir_all(home).unwrap();
+    assert!(Command::new("cp").arg("-a").arg(copy).arg(home).status().unwrap().success());
+}
+
+/// Two devices take an account key rotation and are then put back from copies made before
+/// it: the update they took is gone from the server, so each follows the rotations the server
+/// kept, signed by the key it holds, to the current list. A device without the key just goes
+/// on (its next send reaches bob); an approver that held only the old key deletes it and says
+/// so (it can no longer revoke). Both still receive. (Before, both refused their own account's
+/// list as an identity change for good.)
+#[test]
+fn devices_restored_from_before_a_rotation_follow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::on_loopback(&dir.path().join("data"));
+    let url = format!("http://{}", server.addr);
+    let h = |n: &str| dir.path().join(n);
+    let (phone, laptop, tablet, desk, bob) = (h("phone"), h("laptop"), h("tablet"), h("desk"), h("bob"));
+    assert_eq!(tacit(&phone, &[], &["account", "create", "--server", &url, "--name", "alice"]).0, 0);
+    assert_eq!(tacit(&bob, &[], &["account", "create", "--server", &url, "--name", "bob"]).0, 0);
+    assert_eq!(link(&laptop, &phone, &url, "laptop", &["--approver", "--no-history"]), 2);
+    assert_eq!(link(&tablet, &phone, &url, "tablet", &["--no-history"]), 3);
+    assert_eq!(link(&desk, &phone, &url, "desk", &["--approver", "--no-history"]), 4);
+    assert_eq!(tacit(&bob, &[], &["send", "alice", "to four"]).0, 0);
+    for d in [&phone, &laptop, &tablet, &desk] {
+        assert_eq!(receive_n(d, 1), ["to four"]);
+    }
+    cp_a(&tablet, &h("tablet.copy"));
+    cp_a(&desk, &h("desk.copy"));
+
+    let (rc, l) = tacit(&phone, &[], &["device", "revoke", "2", "--yes"]);
+    assert_eq!(rc, 0, "{l:?}");
+    assert_eq!(l.iter().find(|l| l["type"] == "device_revoked").unwrap()["account_key_rotated"], true);
+    for d in [&tablet, &desk] {
+        let (rc, l) = tacit(d, &[], &["receive", "--wait", "3"]);
+        assert_eq!(rc, 0, "{l:?}");
+        assert!(warnings(&l).iter().any(|w| w.contains("replaced your account key")), "{l:?}");
+    }
+    put_back(&h("tablet.copy"), &tablet);
+    put_back(&h("desk.copy"), &desk);
+
+    let (rc, l) = tacit(&tablet, &[], &["send", "bob", "from the restored tablet"]);
+    assert_eq!(rc, 0, "{l:?}");
+    assert!(warnings(&l).iter().any(|w| w.contains("had missed 1 change(s) of your account key")), "{l:?}");
+    assert_eq!(receive_n(&bob, 1), ["from the restored tablet"]);
+    let (rc, l) = tacit(&desk, &[], &["device", "list"]);
+    assert_eq!(rc, 0, "{l:?}");
+    assert!(warnings(&l).iter().any(|w| w.contains("was deleted here")), "{l:?}");
+    let ids: Vec<u64> =
+        l.iter().filter(|d| d["type"] == "device").map(|d| d["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [1, 3, 4], "{l:?}");
+    let (rc, l) = tacit(&desk, &[], &["device", "revoke", "3", "--yes"]);
+    assert_eq!(rc, 2, "the old key is gone: {l:?}");
+    // The phone, which holds the key, still can; messages reach every remaining device.
+    assert_eq!(tacit(&bob, &[], &["send", "alice", "after the restores"]).0, 0);
+    for d in [&phone, &tablet, &desk] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut got = Vec::new();
+        while !got.iter().any(|t| t == "after the restores") && std::time::Instant::now() < deadline {
+            got.extend(receive_n(d, 1));
+        }
+        assert!(got.iter().any(|t| t == "after the restores"), "{}: {got:?}", d.display());
+    }
+    server.stop();
+}
+
+/// `cp -a FROM TO` (TO must not exist).
+fn cp_a(from: &Path, to: &Path) {
+    assert!(Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap().success());
 }
 
 /// `safety-number --qr` shows the scannable payload; `verify --scan` with the other side's

@@ -42,6 +42,10 @@ use crate::store::{self, ContactRow, Store};
 /// history upload and the answer must fit in what is left.
 const MIN_OFFER_SECS_LEFT: u64 = 60;
 
+/// Most pages of key rotations a device follows at once ([`Client::follow_rotations`]):
+/// 64 × 16 = 1,024 rotations, each a revoked approver.
+const MAX_ROTATION_PAGES: usize = 64;
+
 /// Meta keys of a device that is waiting to be linked.
 mod link_meta {
     /// The pending link (ephemeral secrets; `PendingLink::to_bytes`).
@@ -534,7 +538,9 @@ impl Client {
                         self.own_list_retried = false;
                         return again.map_err(|_| e);
                     }
-                    Err(e) => return Err(e),
+                    // No update in the mailbox (this device was restored from a copy older
+                    // than the rotation, whose update it had taken): the signed rotations.
+                    Err(e) => return self.follow_rotations().await?.ok_or(e),
                 }
             }
             Err(source) => {
@@ -543,6 +549,75 @@ impl Client {
         };
         self.accept_own_list(&list)?;
         Ok(list)
+    }
+
+    /// The own account's current list when it is signed by a key this device missed:
+    /// reached from the key this device holds through the account's rotations the server
+    /// kept, each signed by the key before it (what an account key update from an own
+    /// device proves too), and listing this device as it is. Stores it as accepted; an
+    /// account key this device holds that is no longer the account's is deleted (it can
+    /// publish nothing), and the user is told. `None` when no chain leads to it.
+    pub(crate) async fn follow_rotations(&mut self) -> Result<Option<DeviceList>> {
+        let name = self.me.name.clone();
+        let mut after = self.accepted_own_list()?.map_or(0, |p| p.version());
+        let mut key = self.me.account_key;
+        let mut followed = 0usize;
+        for _ in 0..MAX_ROTATION_PAGES {
+            let page = self.api.rotations(name.as_str(), after).await?;
+            let mut cursor = after;
+            for r in &page.rotations {
+                let Ok(list) = DeviceList::verify(&r.device_list.0, &name, None, None) else { continue };
+                if list.version() <= cursor {
+                    continue;
+                }
+                cursor = list.version();
+                let Ok(sig) = <[u8; 64]>::try_from(r.rotation_signature.0.as_slice()) else { continue };
+                let sig = tacit_protocol::Signature::from_bytes(sig);
+                if DeviceList::verify_rotation(&key, &r.device_list.0, &sig).is_ok() {
+                    key = *list.account_key();
+                    followed += 1;
+                }
+            }
+            if !page.more || cursor == after {
+                break;
+            }
+            after = cursor;
+        }
+        if followed == 0 {
+            return Ok(None);
+        }
+        let bytes = self.api.device_list(name.as_str()).await?;
+        let Ok(list) = DeviceList::verify(&bytes, &name, Some(&key), None) else { return Ok(None) };
+        if list.entry(self.me.device).is_none_or(|e| e.identity != *self.me.identity.public()) {
+            return Ok(None);
+        }
+        let stale = self.me.account.as_ref().is_some_and(|a| a.public() != key);
+        let tx = self.store.tx()?;
+        if stale {
+            store::delete_meta(&tx, meta::ACCOUNT_IDENTITY)?;
+        }
+        // A rotation of this device's own that never reached the server is moot now.
+        store::delete_meta(&tx, meta::PENDING_ACCOUNT_IDENTITY)?;
+        store::delete_meta(&tx, meta::KEY_UPDATE_PENDING)?;
+        tx.commit()?;
+        if stale {
+            self.me.account = None;
+        }
+        self.accept_own_list(&list)?;
+        self.warnings.push(format!(
+            "this device had missed {followed} change(s) of your account key (it was restored from an older copy, \
+             or the update never reached it); it followed them, each signed by the key before it, to the \
+             current one"
+        ));
+        if stale {
+            self.warnings.push(
+                "the account key this device held is no longer your account's and was deleted here: this device \
+                 can no longer approve or revoke devices (to make it an approver again, revoke it from a device \
+                 that holds the key and link it again)"
+                    .to_owned(),
+            );
+        }
+        Ok(Some(list))
     }
 
     /// The list `bytes` signed by the key of an unfinished rotation of this device, which it
@@ -875,7 +950,10 @@ pub(crate) fn account_key_update(
     }
     let list = DeviceList::verify(bytes, me.0, None, None)
         .map_err(|e| refuse(&format!("the new device list does not verify: {e}")))?;
-    if previous.is_some_and(|p| p.version() >= list.version()) {
+    // The list this device already reached through the signed rotations
+    // ([`Client::follow_rotations`]): only the key is new to it.
+    let reached = previous.is_some_and(|p| p.version() == list.version() && p.to_bytes() == bytes);
+    if !reached && previous.is_some_and(|p| p.version() >= list.version()) {
         return Err(refuse("the new device list is not newer than the one this device has"));
     }
     if !list.entry(device).is_some_and(|e| e.approver) {

@@ -414,6 +414,8 @@ pub(crate) fn import_file(
     if !bounded.inner.into_inner().at_authenticated_end()? {
         return Err(HistoryError::Malformed("bytes after the compressed stream"));
     }
+    // Receipts that came before the messages they name.
+    crate::store::apply_early_receipts(&tx, None)?;
     tx.commit()?;
     Ok(summary)
 }

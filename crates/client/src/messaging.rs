@@ -249,12 +249,18 @@ impl Client {
             let list = match self.refresh_contact(name).await {
                 // The own account's key was rotated by another device whose update waits in the
                 // mailbox: take it (what else is there is stored for the history), then again.
+                // No update there (this device was restored from a copy older than the
+                // rotation): the signed rotations from the key it holds.
                 Err(ClientError::IdentityChanged(_)) if own && !self.own_list_retried => {
                     self.own_list_retried = true;
                     let got = Box::pin(self.receive(Duration::ZERO)).await;
+                    let followed = match (got, self.refresh_contact(name).await) {
+                        (Err(e), _) => Err(e),
+                        (Ok(_), Err(ClientError::IdentityChanged(_))) => self.follow_rotations().await,
+                        (Ok(_), r) => r.map(Some),
+                    };
                     self.own_list_retried = false;
-                    got?;
-                    self.refresh_contact(name).await?
+                    followed?.ok_or_else(|| ClientError::IdentityChanged(name.to_string()))?
                 }
                 r => r?,
             };
@@ -962,6 +968,16 @@ impl Client {
             Ok(Payload::AccountKeyUpdate { .. }) => self.accepted_own_list()?,
             _ => None,
         };
+        // A receipt goes to every device of the account: one naming a message this device
+        // does not hold is news only when no other device could have sent it.
+        let sole_device = match &payload {
+            Ok(Payload::Receipt { .. }) => self
+                .stored_list(&self.me.name)
+                .ok()
+                .flatten()
+                .is_none_or(|(_, l)| l.devices().iter().all(|d| d.id == self.me.device)),
+            _ => false,
+        };
         let tx = self.store.tx()?;
         let peer = sender.as_str();
         store::put_session(
@@ -1053,12 +1069,12 @@ impl Client {
                     unknown = message_ids.len();
                 } else {
                     for id in &message_ids {
-                        if !store::record_receipt(&tx, peer, id, device.get())? {
+                        if !store::record_receipt(&tx, peer, id, device.get(), !sole_device)? {
                             unknown += 1;
                         }
                     }
                 }
-                if unknown > 0 {
+                if unknown > 0 && (own || sole_device) {
                     let err = ClientError::UnknownMessage {
                         name: sender.to_string(),
                         device: device.get(),

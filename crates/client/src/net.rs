@@ -311,6 +311,13 @@ impl Api {
         Ok(r.device_list.0)
     }
 
+    /// `GET /v1/accounts/{name}/rotations?after=VERSION`: a page of the account's key
+    /// rotations.
+    pub(crate) async fn rotations(&self, name: &str, after: u64) -> Result<api::RotationsResponse> {
+        let path = format!("{}?after={after}", api::ROTATIONS.replace("{name}", name));
+        self.call::<(), _>(Method::GET, &path, None).await
+    }
+
     /// Challenge, sign, session: holds the token afterwards, and returns the device's state
     /// counter as the server recorded it (`None` from a server that keeps none). The origin
     /// the server asks us to sign must be the one we dialled, or a server could relay

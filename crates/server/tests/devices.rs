@@ -96,6 +96,11 @@ async fn stored_list(http: &Http, name: &str) -> Vec<u8> {
     r.device_list.0
 }
 
+async fn rotations(http: &Http, name: &str, after: u64) -> api::RotationsResponse {
+    let path = format!("{}?after={after}", api::ROTATIONS.replace("{name}", name));
+    http.ok(Method::GET, &path, None, NONE).await
+}
+
 async fn status(http: &Http, token: &str) -> api::DeviceStatusResponse {
     http.ok(Method::GET, api::DEVICES, Some(token), NONE).await
 }
@@ -205,6 +210,54 @@ async fn publish_adds_revokes_and_rotates(backend: Backend) {
     assert_code(publish(&http, &name, &t3, &publish_req(stale, vec![])).await, 409, "device_list_conflict");
     let v6 = sign(&new_key, &name, 6, vec![entry(3, &d3, true)]);
     assert_eq!(publish(&http, &name, &t3, &publish_req(v6, vec![])).await.0, 200);
+
+    // The rotation is kept (the refused ones are not): the list and the old key's signature.
+    let first = rotations(&http, &name, 0).await;
+    assert!(!first.more);
+    assert_eq!(
+        first.rotations,
+        vec![api::Rotation {
+            device_list: v5.clone().into(),
+            rotation_signature: rotate.rotation_signature.clone().unwrap()
+        }]
+    );
+    assert!(rotations(&http, &name, 5).await.rotations.is_empty());
+    // More rotations than a page: a device that follows them from the first key, a page at a
+    // time, ends at the current one.
+    let mut key = new_key;
+    let total = api::limits::MAX_ROTATIONS_PER_PAGE + 2;
+    for v in 7..7 + total as u64 {
+        let next = AccountIdentity::generate(&mut OsRng).unwrap();
+        let list = sign(&next, &name, v, vec![entry(3, &d3, true)]);
+        let mut req = publish_req(list.clone(), vec![]);
+        req.rotation_signature = Some(DeviceList::sign_rotation(&key, &list).as_bytes().to_vec().into());
+        assert_eq!(publish(&http, &name, &t3, &req).await.0, 200);
+        key = next;
+    }
+    let (mut after, mut held, mut pages) = (0, alice.account.public(), 0);
+    loop {
+        let page = rotations(&http, &name, after).await;
+        pages += 1;
+        for r in &page.rotations {
+            let sig: [u8; 64] = r.rotation_signature.0.as_slice().try_into().unwrap();
+            DeviceList::verify_rotation(&held, &r.device_list.0, &tacit_protocol::Signature::from_bytes(sig))
+                .unwrap();
+            let list =
+                DeviceList::verify(&r.device_list.0, &AccountName::new(&name).unwrap(), None, None).unwrap();
+            held = *list.account_key();
+            after = list.version();
+        }
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!((held, pages), (key.public(), 2));
+    assert_eq!(rotations(&http, &name, 0).await.rotations.len(), api::limits::MAX_ROTATIONS_PER_PAGE);
+    // Unknown accounts and malformed queries.
+    let (s, _) = http.call(Method::GET, &api::ROTATIONS.replace("{name}", "nobody-here"), None, NONE).await;
+    assert_eq!(s, 404);
+    let bad = format!("{}?after=x", api::ROTATIONS.replace("{name}", &name));
+    assert_code(http.call(Method::GET, &bad, None, NONE).await, 400, "bad_request");
     server.finish().await;
 }
 
@@ -385,6 +438,7 @@ async fn concurrent_publishes_one_wins(backend: Backend) {
         previous_version: state.version,
         account_key: state.account_key.clone(),
         device_list: sign(&alice.account, &name, v, vec![entry(1, &alice.device, true)]),
+        rotation_signature: None,
         version: v,
         max_device_id: state.max_device_id,
         added: vec![],

@@ -1,5 +1,5 @@
 //! Limits on what unauthenticated callers can take, over real sockets, on SQLite and on
-//! PostgreSQL: device-list reads count against the per-address budget (and never hold up
+//! PostgreSQL: device-list (and key rotation) reads count against the per-address budget (and never hold up
 //! authenticated requests), and a rate-limit table filled from many networks still serves
 //! a new client.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
@@ -33,9 +33,11 @@ async fn device_lists_are_limited_per_address(backend: Backend) {
         served += 1;
         assert!(served < 20, "device lists are not limited");
     }
-    // Enumerating names (existing or not) is no longer free.
+    // Enumerating names (existing or not) is no longer free, and neither are the rotations.
     let nobody = api::DEVICE_LIST.replace("{name}", "nobody");
     assert_code(http.call(Method::GET, &nobody, None, NONE).await, 429, "rate_limited");
+    let rotations = api::ROTATIONS.replace("{name}", &alice.name);
+    assert_code(http.call(Method::GET, &rotations, None, NONE).await, 429, "rate_limited");
     // Authenticated requests from the same address have budgets of their own.
     let (s, _) = http.call(Method::GET, api::MESSAGES, alice.tok(), NONE).await;
     assert!(s.is_success(), "{s}");

@@ -75,6 +75,17 @@ CREATE TABLE IF NOT EXISTS receipts (
     device INTEGER NOT NULL,
     PRIMARY KEY (peer, message_id, device)
 ) WITHOUT ROWID;
+-- Receipts naming a message this device does not hold (yet): a receipt goes to every
+-- device of the sender's account, and the copy of the message from the own device that sent
+-- it may come later. Applied when that copy (or a history import) brings the message;
+-- bounded (`MAX_EARLY_RECEIPTS`, the oldest go).
+CREATE TABLE IF NOT EXISTS early_receipts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    peer TEXT NOT NULL,
+    message_id BLOB NOT NULL,
+    device INTEGER NOT NULL,
+    UNIQUE (peer, message_id, device)
+);
 -- Recent outgoing plaintexts, for retry requests (bounded: `OUTBOX_MAX_MESSAGES`,
 -- `OUTBOX_MAX_AGE_MS`; an entry goes once every device it was sent to receipted it).
 CREATE TABLE IF NOT EXISTS outbox (
@@ -146,6 +157,8 @@ pub(crate) const OUTBOX_MAX_AGE_MS: u64 = 7 * 86_400_000;
 pub(crate) const MAX_PENDING_SENDS: usize = 1_000;
 /// Receipts waiting to be sent, at most (the oldest are dropped).
 pub(crate) const MAX_PENDING_RECEIPTS: usize = 4_096;
+/// Receipts kept for messages this device does not hold yet, at most (the oldest go).
+pub(crate) const MAX_EARLY_RECEIPTS: usize = 4_096;
 
 /// Brings a store made by an older version up to this one (in one transaction; opening
 /// happens under the home's lock). Issue 9: `messages` gains `message_id` and `devices`.
@@ -891,7 +904,36 @@ pub(crate) fn put_message(
             e.devices,
         ],
     )?;
-    Ok(Some(conn.last_insert_rowid()))
+    let row = conn.last_insert_rowid();
+    if let (true, Some(id)) = (e.outgoing, &e.message_id) {
+        apply_early_receipts(conn, Some((&e.peer, id)))?;
+    }
+    Ok(Some(row))
+}
+
+/// Records the early receipts (`early_receipts`) whose message this device now holds, for
+/// one message or (`None`, after a history import) for all.
+pub(crate) fn apply_early_receipts(
+    conn: &Connection,
+    one: Option<(&str, &MessageId)>,
+) -> rusqlite::Result<()> {
+    let held = "EXISTS (SELECT 1 FROM messages m WHERE m.peer = e.peer AND m.outgoing = 1 AND m.message_id = e.message_id)";
+    let (peer, id) = one.map_or((None, None), |(p, i)| (Some(p), Some(i.as_slice())));
+    let which = "(?1 IS NULL OR (e.peer = ?1 AND e.message_id = ?2))";
+    let n = conn.execute(
+        &format!(
+            "INSERT OR IGNORE INTO receipts (peer, message_id, device)
+             SELECT e.peer, e.message_id, e.device FROM early_receipts e WHERE {which} AND {held}"
+        ),
+        params![peer, id],
+    )?;
+    if n > 0 || one.is_none() {
+        conn.execute(
+            &format!("DELETE FROM early_receipts AS e WHERE {which} AND {held}"),
+            params![peer, id],
+        )?;
+    }
+    Ok(())
 }
 
 /// Sets how many devices a sent message was encrypted for (a send retried after the
@@ -1135,13 +1177,16 @@ pub(crate) fn outbox_payload(
 }
 
 /// Records that `peer`'s `device` has the message `message_id` sent to `peer`, and forgets
-/// its outbox entry for that device (the whole entry once no device is left). `false`, and
-/// nothing stored, when no message with that id was sent to `peer`.
+/// its outbox entry for that device (the whole entry once no device is left). `false` when
+/// this device holds no message with that id sent to `peer`: the receipt is kept aside
+/// (`early_receipts`) until the message comes, when `keep_early` (another device of the
+/// account may have sent it), else nothing is stored.
 pub(crate) fn record_receipt(
     conn: &Connection,
     peer: &str,
     message_id: &MessageId,
     device: u32,
+    keep_early: bool,
 ) -> Result<bool> {
     let id = message_id.as_slice();
     let sent: bool = conn.query_row(
@@ -1150,6 +1195,18 @@ pub(crate) fn record_receipt(
         |r| r.get(0),
     )?;
     if !sent {
+        if !keep_early {
+            return Ok(false);
+        }
+        conn.execute(
+            "INSERT OR IGNORE INTO early_receipts (peer, message_id, device) VALUES (?1, ?2, ?3)",
+            params![peer, id, device],
+        )?;
+        conn.execute(
+            "DELETE FROM early_receipts WHERE seq <=
+             (SELECT seq FROM early_receipts ORDER BY seq DESC LIMIT 1 OFFSET ?1)",
+            [MAX_EARLY_RECEIPTS as i64],
+        )?;
         return Ok(false);
     }
     conn.execute(
@@ -1462,6 +1519,51 @@ mod tests {
         id
     }
 
+    fn count(c: &Connection, table: &str) -> i64 {
+        c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+    }
+
+    /// A receipt that comes before the copy of the message it names (sent by another device
+    /// of the account) is kept aside and counted once the copy comes, or a history import
+    /// brings it; they are bounded, the oldest going first.
+    #[test]
+    fn a_receipt_before_its_message_counts_once_the_message_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::create(dir.path(), &StoreSecret::NoPassphrase).unwrap();
+        let c = s.conn();
+        assert!(!record_receipt(c, "bob", &id(1), 1, true).unwrap());
+        assert!(!record_receipt(c, "bob", &id(1), 2, true).unwrap());
+        assert!(!record_receipt(c, "bob", &id(2), 1, true).unwrap());
+        assert!(!record_receipt(c, "bob", &id(3), 1, false).unwrap(), "not kept");
+        assert_eq!((count(c, "early_receipts"), count(c, "receipts")), (3, 0));
+        let tx = s.tx().unwrap();
+        put_message(&tx, &sent("bob", id(1)), None).unwrap();
+        // The same id sent to another peer, or received: not the one receipted.
+        put_message(&tx, &sent("carol", id(2)), None).unwrap();
+        tx.commit().unwrap();
+        let e = s.history("bob").unwrap().into_iter().find(|e| e.message_id == Some(id(1))).unwrap();
+        assert_eq!(e.delivered, Some(2));
+        let c = s.conn();
+        assert_eq!((count(c, "early_receipts"), count(c, "receipts")), (1, 2));
+        // An import that brought id 2 directly.
+        c.execute(
+            "INSERT INTO messages (peer, device, outgoing, text, sent_time_ms, message_id) VALUES ('bob', 0, 1, 'x', 1, ?1)",
+            [id(2).as_slice()],
+        )
+        .unwrap();
+        apply_early_receipts(c, None).unwrap();
+        assert_eq!((count(c, "early_receipts"), count(c, "receipts")), (0, 3));
+        // Bounded: the oldest go.
+        for n in 0..MAX_EARLY_RECEIPTS as u32 + 10 {
+            record_receipt(c, "bob", &id(1_000 + n), 1, true).unwrap();
+        }
+        assert_eq!(count(c, "early_receipts"), MAX_EARLY_RECEIPTS as i64);
+        let oldest: Vec<u8> = c
+            .query_row("SELECT message_id FROM early_receipts ORDER BY seq LIMIT 1", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(oldest, id(1_010).to_vec());
+    }
+
     fn outbox_len(s: &Store) -> usize {
         s.outbox().unwrap().len()
     }
@@ -1487,19 +1589,19 @@ mod tests {
         // A receipt from one device keeps the entry (the other may still ask); from both, it
         // is forgotten; the receipts are counted in the history.
         let c = s.conn();
-        assert!(record_receipt(c, "bob", &id(5), 1).unwrap());
+        assert!(record_receipt(c, "bob", &id(5), 1, true).unwrap());
         assert_eq!(outbox_len(&s), OUTBOX_MAX_MESSAGES);
         assert!(find_outbox(c, "bob", 2, &[2u8; 16], now).unwrap().is_some());
         assert!(find_outbox(c, "bob", 1, &[1u8; 16], now + 6).unwrap().is_some(), "other entries still");
-        assert!(record_receipt(c, "bob", &id(5), 2).unwrap());
+        assert!(record_receipt(c, "bob", &id(5), 2, true).unwrap());
         assert_eq!(outbox_len(&s), OUTBOX_MAX_MESSAGES - 1, "every device has it");
         assert!(outbox_payload(c, "bob", &id(5)).unwrap().is_none());
         let h = s.history("bob").unwrap();
         let e = h.iter().find(|e| e.message_id == Some(id(5))).unwrap();
         assert_eq!((e.delivered, e.devices), (Some(2), Some(2)));
         // A receipt for a message never sent to that peer stores nothing.
-        assert!(!record_receipt(c, "bob", &id(99_999), 1).unwrap());
-        assert!(!record_receipt(c, "carol", &id(6), 1).unwrap(), "sent to bob, not carol");
+        assert!(!record_receipt(c, "bob", &id(99_999), 1, false).unwrap());
+        assert!(!record_receipt(c, "carol", &id(6), 1, false).unwrap(), "sent to bob, not carol");
         let receipts: i64 = c.query_row("SELECT count(*) FROM receipts", [], |r| r.get(0)).unwrap();
         assert_eq!(receipts, 2);
 

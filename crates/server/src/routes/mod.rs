@@ -34,6 +34,7 @@ pub fn app(state: AppState) -> Router {
         .route(tacit_api::ACCOUNTS, post(create_account::handler))
         .route(tacit_api::ACCOUNT, delete(delete_account::handler))
         .route(tacit_api::DEVICE_LIST, get(device_list::handler).put(devices::publish))
+        .route(tacit_api::ROTATIONS, get(device_list::rotations))
         .route(tacit_api::DEVICES, get(devices::status))
         .route(tacit_api::DEVICE, delete(devices::logout))
         .route(tacit_api::LINK, post(link::offer))

@@ -2,7 +2,9 @@
 //! device 1, and that device's signed prekeys), read back as the signed device list,
 //! deleted by their own device.
 
-use tacit_api::{CreateAccountRequest, CreateAccountResponse, DeviceListResponse};
+use tacit_api::{
+    CreateAccountRequest, CreateAccountResponse, DeviceListResponse, Rotation, RotationsResponse,
+};
 use tacit_protocol::{AccountKey, AccountName, DeviceList};
 
 use crate::crypto::{ct_eq, sha256};
@@ -74,6 +76,30 @@ pub async fn device_list(
     AccountName::new(name).map_err(|_| Failure::NotFound)?;
     let record = state.store().account(name).await?.ok_or(Failure::NotFound)?;
     Ok(DeviceListResponse { device_list: record.device_list.into() })
+}
+
+/// `GET /v1/accounts/{name}/rotations?after=VERSION`: the account's key rotations after
+/// that list version, oldest first, a page at a time.
+pub async fn rotations(
+    state: &AppState,
+    peer: Option<std::net::IpAddr>,
+    name: &str,
+    after: u64,
+) -> Result<RotationsResponse, Failure> {
+    state.limit_address(peer)?;
+    AccountName::new(name).map_err(|_| Failure::NotFound)?;
+    let record = state.store().account(name).await?.ok_or(Failure::NotFound)?;
+    let page = tacit_api::limits::MAX_ROTATIONS_PER_PAGE;
+    let mut rows = state.store().rotations(record.id, after, page + 1).await?;
+    let more = rows.len() > page;
+    rows.truncate(page);
+    Ok(RotationsResponse {
+        rotations: rows
+            .into_iter()
+            .map(|r| Rotation { device_list: r.device_list.into(), rotation_signature: r.signature.into() })
+            .collect(),
+        more,
+    })
 }
 
 /// `DELETE /v1/accounts/{name}`: only the account's own devices may delete it.

@@ -65,6 +65,7 @@ fn check(
         .map_err(|_| Failure::Internal("stored account key does not decode".into()))?;
     let bytes = req.device_list.as_slice();
     let bad = |_| Failure::BadRequest("device list does not verify for this account");
+    let mut rotation_signature = None;
     let list = match DeviceList::verify(bytes, name, Some(&stored_key), None) {
         Ok(list) => list,
         Err(DeviceListError::AccountKeyChanged) => {
@@ -79,6 +80,7 @@ fn check(
                 .map_err(|_| Failure::BadRequest("rotation_signature is 64 bytes"))?;
             DeviceList::verify_rotation(&stored_key, bytes, &Signature::from_bytes(sig))
                 .map_err(|_| Failure::DeviceListConflict("the rotation signature does not verify"))?;
+            rotation_signature = Some(sig.to_vec());
             list
         }
         Err(e) => return Err(bad(e)),
@@ -144,6 +146,7 @@ fn check(
         previous_version: stored.version,
         account_key: list.account_key().as_bytes().to_vec(),
         device_list: req.device_list.0,
+        rotation_signature,
         version: list.version(),
         max_device_id,
         added,

@@ -323,6 +323,9 @@ pub struct ListUpdate {
     pub account_key: Vec<u8>,
     /// The signed list as received.
     pub device_list: Vec<u8>,
+    /// The previous key's signature over `device_list` when the key was rotated (kept with
+    /// the list, [`Store::rotations`]).
+    pub rotation_signature: Option<Vec<u8>>,
     /// Its version.
     pub version: u64,
     /// The largest device id ever used, this list included.
@@ -333,6 +336,17 @@ pub struct ListUpdate {
     pub removed: Vec<u32>,
     /// Now, milliseconds since the Unix epoch.
     pub now_ms: u64,
+}
+
+/// An account key rotation as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RotationRecord {
+    /// The list's version.
+    pub version: u64,
+    /// The list signed by the new key.
+    pub device_list: Vec<u8>,
+    /// The previous key's signature over it.
+    pub signature: Vec<u8>,
 }
 
 /// A link slot as stored.
@@ -509,6 +523,14 @@ pub trait Store: Send + Sync + 'static {
     /// [`ListUpdate::previous_version`] ([`StoreError::Conflict`] otherwise, nothing changed),
     /// adding and removing devices as the update says.
     async fn publish_device_list(&self, update: ListUpdate) -> Result<(), StoreError>;
+    /// The account's key rotations to lists of a version above `after`, oldest first, at
+    /// most `limit`.
+    async fn rotations(
+        &self,
+        account: AccountId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RotationRecord>, StoreError>;
     /// Logs a device out: deletes its keys, tokens, challenges and mailbox and marks it
     /// logged out (it takes no envelopes and cannot authenticate).
     async fn logout_device(&self, device: DeviceKey) -> Result<(), StoreError>;

@@ -36,8 +36,8 @@ use super::progress::Progress;
 use super::schema;
 use super::{
     AccountId, AccountRecord, Authed, BlobRecord, BundleParts, DeviceKey, DeviceRecord, KeyRecord, LinkSlot,
-    ListState, ListUpdate, NewAccount, NewEnvelope, PrekeyCounts, PrekeySet, Sent, Store, StoreConfig,
-    StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
+    ListState, ListUpdate, NewAccount, NewEnvelope, PrekeyCounts, PrekeySet, RotationRecord, Sent, Store,
+    StoreConfig, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
 };
 
 /// Connections kept by the pool.
@@ -364,6 +364,14 @@ impl PgStore {
             .await?;
         if n == 0 {
             return Err(StoreError::Conflict);
+        }
+        if let Some(signature) = &u.rotation_signature {
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO rotations (account_id, version, device_list, signature) VALUES ($1, $2, $3, $4)",
+                )
+                .await?;
+            tx.execute(&st, &[&u.account, &to_i64(u.version), &u.device_list, signature]).await?;
         }
         let mut removed = u.removed.clone();
         removed.sort_unstable();
@@ -731,6 +739,7 @@ impl Store for PgStore {
             "DELETE FROM challenges WHERE account_id = $1",
             "DELETE FROM tokens WHERE account_id = $1",
             "DELETE FROM devices WHERE account_id = $1",
+            "DELETE FROM rotations WHERE account_id = $1",
             "DELETE FROM accounts WHERE id = $1",
         ] {
             let st = tx.prepare_cached(sql).await?;
@@ -996,6 +1005,33 @@ impl Store for PgStore {
 
     async fn publish_device_list(&self, update: ListUpdate) -> Result<(), StoreError> {
         self.tracked(self.publish_tx(update)).await
+    }
+
+    async fn rotations(
+        &self,
+        account: AccountId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RotationRecord>, StoreError> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT version, device_list, signature FROM rotations WHERE account_id = $1 AND version > $2 \
+                 ORDER BY version LIMIT $3",
+            )
+            .await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        c.query(&st, &[&account, &to_i64(after), &limit])
+            .await?
+            .into_iter()
+            .map(|r| {
+                Ok(RotationRecord {
+                    version: to_u64(r.try_get(0)?),
+                    device_list: r.try_get(1)?,
+                    signature: r.try_get(2)?,
+                })
+            })
+            .collect()
     }
 
     async fn logout_device(&self, d: DeviceKey) -> Result<(), StoreError> {

@@ -135,6 +135,17 @@ CREATE TABLE blob_chunks (
     UNIQUE (blob_id, chunk_offset)
 );
 "#,
+    // 7: each account key rotation (the list signed by the new key and the old key's
+    // signature over it), kept for a device that missed it to follow from the key it holds.
+    r#"
+CREATE TABLE rotations (
+    account_id INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    device_list BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    PRIMARY KEY (account_id, version)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// PostgreSQL migrations, in order (run in the connection's `search_path` schema).
@@ -267,6 +278,16 @@ CREATE TABLE blob_chunks (
     chunk_offset BIGINT NOT NULL,
     data BYTEA NOT NULL,
     PRIMARY KEY (blob_id, chunk_offset)
+);
+"#,
+    // 7: account key rotations (see the SQLite migration 7).
+    r#"
+CREATE TABLE rotations (
+    account_id BIGINT NOT NULL,
+    version BIGINT NOT NULL,
+    device_list BYTEA NOT NULL,
+    signature BYTEA NOT NULL,
+    PRIMARY KEY (account_id, version)
 );
 "#,
 ];

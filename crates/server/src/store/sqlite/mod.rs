@@ -24,8 +24,8 @@ use super::progress::Progress;
 use super::schema;
 use super::{
     AccountId, AccountRecord, Authed, BlobRecord, BundleParts, DeviceKey, DeviceRecord, KeyRecord, LinkSlot,
-    ListState, ListUpdate, NewAccount, NewEnvelope, PrekeyCounts, PrekeySet, Sent, Store, StoreConfig,
-    StoreError, StoredEnvelope, json_ids, to_i64, to_u32, to_u64,
+    ListState, ListUpdate, NewAccount, NewEnvelope, PrekeyCounts, PrekeySet, RotationRecord, Sent, Store,
+    StoreConfig, StoreError, StoredEnvelope, json_ids, to_i64, to_u32, to_u64,
 };
 use checkpoint::Checkpointer;
 use readers::{ReadKind, ReaderPool};
@@ -398,6 +398,7 @@ impl Store for SqliteStore {
                 "DELETE FROM challenges WHERE account_id = ?1",
                 "DELETE FROM tokens WHERE account_id = ?1",
                 "DELETE FROM devices WHERE account_id = ?1",
+                "DELETE FROM rotations WHERE account_id = ?1",
                 "DELETE FROM accounts WHERE id = ?1",
             ] {
                 c.prepare_cached(sql)?.execute([account])?;
@@ -837,6 +838,12 @@ impl Store for SqliteStore {
             if changed == 0 {
                 return Err(StoreError::Conflict);
             }
+            if let Some(signature) = &u.rotation_signature {
+                c.prepare_cached(
+                    "INSERT INTO rotations (account_id, version, device_list, signature) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![u.account, to_i64(u.version), u.device_list, signature])?;
+            }
             for &device in &u.removed {
                 clear_device(c, DeviceKey { account: u.account, device }, true)?;
             }
@@ -851,6 +858,26 @@ impl Store for SqliteStore {
                 insert_keys(c, Table::Kem, d, &n.kem_one_time, None)?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn rotations(
+        &self,
+        account: AccountId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RotationRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT version, device_list, signature FROM rotations WHERE account_id = ?1 AND version > ?2 \
+                 ORDER BY version LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![account, to_i64(after), limit], |r| {
+                Ok(RotationRecord { version: to_u64(r.get(0)?), device_list: r.get(1)?, signature: r.get(2)? })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }
