@@ -924,9 +924,33 @@ impl Client {
                 message_id: None,
             };
             store::queue_send(&tx, sender.as_str(), &what, now)?;
+            let digest = envelope_digest(e.content.as_slice());
+            store::record_retry_asked(&tx, sender.as_str(), e.sender_device, &digest, e.server_time_ms, now)?;
         }
         tx.commit()?;
         Ok(allowed)
+    }
+
+    /// `sender`'s `device` started a new session with this device: it may have been restored
+    /// from a copy older than the session a retry request of this device came on, and lost
+    /// the request. Each request sent to it is asked once more, over the new session (the
+    /// sender keeps the message 7 days and resends it at most 3 times; a copy that arrives
+    /// twice shows once).
+    fn ask_again(&mut self, sender: &AccountName, device: DeviceId) -> Result<()> {
+        let tx = self.store.tx()?;
+        let now = now_ms();
+        for (digest, server_time_ms) in store::take_retry_asked(&tx, sender.as_str(), device.get())? {
+            let Ok(digest) = <[u8; DIGEST_LEN]>::try_from(digest.as_slice()) else { continue };
+            let request =
+                Payload::RetryRequest { sent_time_ms: now, device: device.get(), digest, server_time_ms };
+            let what = PendingKind::Payload {
+                payload: Zeroizing::new(request.encode().map_err(payload_error)?),
+                message_id: None,
+            };
+            store::queue_send(&tx, sender.as_str(), &what, now)?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Adds a warning unless the same one is already waiting (one per sender, not one per
@@ -1140,6 +1164,7 @@ impl Client {
         }
         if reset {
             self.warnings.push(session_reset_notice(sender, device));
+            self.ask_again(sender, device)?;
         }
         if let Some(n) = notice {
             self.warn_bounded(n);

@@ -613,6 +613,9 @@ impl Soak {
             r
         };
         let (linked, approved) = tokio::join!(linking, approving);
+        // What the approver stored during the approval (its own list's key changed, so it took
+        // its mailbox first) may be in the archive too.
+        let during: BTreeSet<u64> = history_seqs(&ac).into_iter().filter(|s| !had.contains(s)).collect();
         self.devs[approver].client = Some(ac);
         let info = self.ok(&format!("{} approves {label}", self.devs[approver].name), approved);
         let Some(linked) = linked else { self.fail(&format!("{label}: approved, but the link stopped")) };
@@ -647,7 +650,7 @@ impl Soak {
             offline_until: 0,
             snapshot: None,
             must,
-            may: BTreeSet::new(),
+            may: if history { during } else { BTreeSet::new() },
             last_restore: None,
             restored_at: Vec::new(),
             replay: Vec::new(),

@@ -135,6 +135,18 @@ CREATE TABLE IF NOT EXISTS sent_unkept (
     at_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sent_unkept_digest ON sent_unkept (peer, device, digest);
+-- Retry requests sent, to ask once more when that device starts a new session with this one
+-- (restored from an older copy, it may have lost the request with the session it came on);
+-- at most `MAX_RETRY_ASKED`, none older than `OUTBOX_MAX_AGE_MS`.
+CREATE TABLE IF NOT EXISTS retry_asked (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    peer TEXT NOT NULL,
+    device INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    server_time_ms INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS retry_asked_device ON retry_asked (peer, device);
 -- Retry requests sent (the hourly bound per sender device).
 CREATE TABLE IF NOT EXISTS retry_requests_sent (
     peer TEXT NOT NULL,
@@ -157,6 +169,8 @@ pub(crate) const OUTBOX_MAX_AGE_MS: u64 = 7 * 86_400_000;
 pub(crate) const MAX_PENDING_SENDS: usize = 1_000;
 /// Receipts waiting to be sent, at most (the oldest are dropped).
 pub(crate) const MAX_PENDING_RECEIPTS: usize = 4_096;
+/// Retry requests remembered to ask again, at most (the oldest go).
+pub(crate) const MAX_RETRY_ASKED: usize = 1_000;
 /// Receipts kept for messages this device does not hold yet, at most (the oldest go).
 pub(crate) const MAX_EARLY_RECEIPTS: usize = 4_096;
 
@@ -1225,6 +1239,41 @@ pub(crate) fn record_receipt(
     Ok(true)
 }
 
+/// Remembers a retry request sent to `peer`'s `device` for the envelope `digest` the server
+/// took at `server_time_ms` (see `retry_asked`).
+pub(crate) fn record_retry_asked(
+    conn: &Connection,
+    peer: &str,
+    device: u32,
+    digest: &[u8],
+    server_time_ms: u64,
+    now_ms: u64,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO retry_asked (peer, device, digest, server_time_ms, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![peer, device, digest, server_time_ms as i64, now_ms as i64],
+    )?;
+    conn.execute(
+        "DELETE FROM retry_asked WHERE at_ms < ?1 OR seq <=
+         (SELECT seq FROM retry_asked ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+        params![now_ms.saturating_sub(OUTBOX_MAX_AGE_MS) as i64, MAX_RETRY_ASKED as i64],
+    )?;
+    Ok(())
+}
+
+/// The retry requests sent to `peer`'s `device` (digest, server time), forgotten here: each
+/// is asked once more at most.
+pub(crate) fn take_retry_asked(conn: &Connection, peer: &str, device: u32) -> Result<Vec<(Vec<u8>, u64)>> {
+    let rows = conn
+        .prepare(
+            "SELECT digest, server_time_ms FROM retry_asked WHERE peer = ?1 AND device = ?2 ORDER BY seq",
+        )?
+        .query_map(params![peer, device], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)? as u64)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    conn.execute("DELETE FROM retry_asked WHERE peer = ?1 AND device = ?2", params![peer, device])?;
+    Ok(rows)
+}
+
 /// Whether a retry request to `peer`'s `device` may be sent now, and if so records it: at
 /// most `per_device` per device within `window_ms`, and requests to at most `devices`
 /// devices within it (a new one past that waits, so none is forgotten early).
@@ -1562,6 +1611,28 @@ mod tests {
             .query_row("SELECT message_id FROM early_receipts ORDER BY seq LIMIT 1", [], |r| r.get(0))
             .unwrap();
         assert_eq!(oldest, id(1_010).to_vec());
+    }
+
+    /// Retry requests are remembered per device to ask once more, then forgotten; bounded
+    /// by count (the oldest go) and age.
+    #[test]
+    fn retry_requests_are_asked_again_once_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create(dir.path(), &StoreSecret::NoPassphrase).unwrap();
+        let c = s.conn();
+        record_retry_asked(c, "bob", 2, &[1; 16], 10, 1_000).unwrap();
+        record_retry_asked(c, "bob", 3, &[2; 16], 11, 1_000).unwrap();
+        assert_eq!(take_retry_asked(c, "bob", 2).unwrap(), [(vec![1; 16], 10)]);
+        assert!(take_retry_asked(c, "bob", 2).unwrap().is_empty(), "once");
+        assert_eq!(take_retry_asked(c, "bob", 3).unwrap().len(), 1);
+        for n in 0..MAX_RETRY_ASKED as u64 + 5 {
+            record_retry_asked(c, "bob", 4, &[3; 16], n, 1_000).unwrap();
+        }
+        let kept = take_retry_asked(c, "bob", 4).unwrap();
+        assert_eq!((kept.len(), kept[0].1), (MAX_RETRY_ASKED, 5), "the oldest went");
+        record_retry_asked(c, "bob", 5, &[4; 16], 1, 1_000).unwrap();
+        record_retry_asked(c, "bob", 5, &[5; 16], 2, 1_000 + OUTBOX_MAX_AGE_MS + 1).unwrap();
+        assert_eq!(take_retry_asked(c, "bob", 5).unwrap(), [(vec![5; 16], 2)], "too old");
     }
 
     fn outbox_len(s: &Store) -> usize {
