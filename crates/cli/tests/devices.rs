@@ -416,7 +416,15 @@ fn devices_restored_from_before_a_rotation_follow_it() {
     let (rc, l) = tacit(&tablet, &[], &["send", "bob", "from the restored tablet"]);
     assert_eq!(rc, 0, "{l:?}");
     assert!(warnings(&l).iter().any(|w| w.contains("had missed 1 change(s) of your account key")), "{l:?}");
+    assert!(!warnings(&l).iter().any(|w| w.contains("could not send a queued message")), "{l:?}");
     assert_eq!(receive_n(&bob, 1), ["from the restored tablet"]);
+    // Its sent copy reaches the account's other devices (once dropped on the way).
+    assert_eq!(tacit(&phone, &[], &["receive", "--wait", "3"]).0, 0);
+    assert!(
+        history(&phone, "bob").contains(&("sent".to_owned(), "from the restored tablet".to_owned())),
+        "{:?}",
+        history(&phone, "bob")
+    );
     let (rc, l) = tacit(&desk, &[], &["device", "list"]);
     assert_eq!(rc, 0, "{l:?}");
     assert!(warnings(&l).iter().any(|w| w.contains("was deleted here")), "{l:?}");

@@ -262,6 +262,12 @@ impl Client {
                     self.own_list_retried = false;
                     followed?.ok_or_else(|| ClientError::IdentityChanged(name.to_string()))?
                 }
+                // The same, from inside that receive (its queued sends): the mailbox was just
+                // taken, so only the rotations are left; failing here would drop the send.
+                Err(ClientError::IdentityChanged(_)) if own => self
+                    .follow_rotations()
+                    .await?
+                    .ok_or_else(|| ClientError::IdentityChanged(name.to_string()))?,
                 r => r?,
             };
             if own && list.account_key() != &self.me.account_key {
