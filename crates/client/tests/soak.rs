@@ -663,6 +663,12 @@ impl Soak {
         self.take_warnings(approver);
     }
 
+    /// Whether device `i` holds the account key now (a listed approver restored from a copy
+    /// older than a rotation no longer does).
+    fn holds_key(&self, i: usize) -> bool {
+        self.devs[i].client.as_ref().is_some_and(Client::is_approver)
+    }
+
     /// `by` (an approver) revokes `target` (another device of its account).
     async fn revoke(&mut self, by: usize, target: usize) {
         let account = self.devs[by].account;
@@ -833,9 +839,7 @@ impl Soak {
                 let approvers: Vec<usize> = ready
                     .iter()
                     .copied()
-                    .filter(|&i| {
-                        self.devs[i].approver && self.live_of(self.devs[i].account).len() < MAX_DEVICES
-                    })
+                    .filter(|&i| self.holds_key(i) && self.live_of(self.devs[i].account).len() < MAX_DEVICES)
                     .collect();
                 let Some(a) = self.rng.pick(&approvers) else { return };
                 self.link(a).await;
@@ -846,6 +850,11 @@ impl Soak {
                 let others: Vec<usize> =
                     self.live_of(self.devs[i].account).into_iter().filter(|&t| t != i).collect();
                 let only_approver = !others.iter().any(|&t| self.devs[t].approver);
+                if self.devs[i].approver && !self.holds_key(i) {
+                    // Listed as an approver, but its key went stale (restored from a copy older
+                    // than a rotation, it followed the rotations and deleted the old key).
+                    return;
+                }
                 if self.devs[i].approver && only_approver && self.rng.chance(10) {
                     // Revoking the last approver (itself) is refused.
                     self.revoke(i, i).await;
