@@ -374,7 +374,7 @@ fn revoking_a_device_that_holds_the_account_key_rotates_it() {
 /// `cp -a FROM TO` after removing TO: a home folder put back from an older copy.
 fn put_back(copy: &Path, home: &Path) {
     std::fs::remove_dir_all(home).unwrap();
-    assert!(Command::new("cp").arg("-a").arg(copy).arg(home).status().unwrap().success());
+    cp_a(copy, home);
 }
 
 /// Two devices take an account key rotation and are then put back from copies made before
