@@ -18,6 +18,20 @@ pub const DEVICE_LIST: &str = "/v1/accounts/{name}/devices";
 /// key's signature over it, oldest first; a device restored from a copy older than a
 /// rotation follows them from the key it holds to the current one.
 pub const ROTATIONS: &str = "/v1/accounts/{name}/rotations";
+/// `GET` (no auth) → [`crate::KtInfo`]: the key transparency directory's keys, namespace,
+/// epoch interval and newest signed epoch.
+pub const KT: &str = "/v1/kt";
+/// `GET` (no auth) → [`crate::SignedRootWire`]: one signed epoch root (`404` unknown).
+pub const KT_EPOCH: &str = "/v1/kt/epochs/{epoch}";
+/// `GET` (no auth) → raw bytes: akd's append-only proof from the previous epoch to this one
+/// (protobuf `SingleAppendOnlyProof`; `404` unknown).
+pub const KT_AUDIT: &str = "/v1/kt/epochs/{epoch}/audit";
+/// `GET` (no auth) → [`crate::KtProofResponse`]: an akd lookup proof of the account's
+/// newest version in the newest signed epoch (`404` not in the directory yet).
+pub const KT_LOOKUP: &str = "/v1/kt/lookup/{name}";
+/// `GET` (no auth) → [`crate::KtProofResponse`]: an akd history proof of every version of
+/// the account (`404` not in the directory yet).
+pub const KT_HISTORY: &str = "/v1/kt/history/{name}";
 /// `GET` (auth) → [`crate::DeviceStatusResponse`]: when each device of the caller's own
 /// account was added and last seen by the server.
 pub const DEVICES: &str = "/v1/devices";

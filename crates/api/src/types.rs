@@ -159,6 +159,51 @@ pub struct Rotation {
     pub rotation_signature: Bytes,
 }
 
+/// A signed epoch root of the key transparency directory (plexi's `SignatureMessage` fields
+/// and the Ed25519 signature over its protobuf encoding).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedRootWire {
+    /// The log's name.
+    pub namespace: String,
+    /// When it was signed, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// The epoch.
+    pub epoch: u64,
+    /// The akd root hash (32 bytes).
+    pub root: Bytes,
+    /// Ed25519 signature (64 bytes).
+    pub signature: Bytes,
+}
+
+/// `GET` [`crate::KT`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KtInfo {
+    /// The log's name (plexi's namespace) in every signed root.
+    pub namespace: String,
+    /// The Ed25519 key epoch roots are signed with (32 bytes); clients pin it.
+    pub public_key: Bytes,
+    /// The VRF public key lookup proofs verify under (32 bytes).
+    pub vrf_public_key: Bytes,
+    /// Epochs publish at most this often.
+    pub epoch_interval_ms: u64,
+    /// The newest signed epoch, if any.
+    pub latest: Option<SignedRootWire>,
+}
+
+/// `GET` [`crate::KT_LOOKUP`] and [`crate::KT_HISTORY`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KtProofResponse {
+    /// akd's protobuf encoding of the proof.
+    pub proof: Bytes,
+    /// The signed epoch it verifies against.
+    pub root: SignedRootWire,
+    /// Lookups only: the account has a change waiting for the next epoch (read after the
+    /// proof, before any later epoch): a device its proven list lacks may be in that change.
+    /// The server's word, used only to hold a message instead of dropping it.
+    #[serde(default)]
+    pub pending: bool,
+}
+
 /// An account's key rotations, oldest first, at most
 /// [`crate::limits::MAX_ROTATIONS_PER_PAGE`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,6 +23,10 @@ pub struct Cli {
     /// anyone on the path can then read and alter the traffic, the session token included.
     #[arg(long, global = true, env = "TACIT_INSECURE_HTTP")]
     pub insecure_http: bool,
+    /// The server's key transparency key (64 hex characters), known out of band: the device
+    /// refuses a server or a pinned key that differs.
+    #[arg(long, global = true, env = "TACIT_KT_KEY", value_name = "HEX", value_parser = parse_key_hex)]
+    pub kt_key: Option<[u8; 32]>,
     /// Print one JSON object per line, each with a "type" field.
     #[arg(long, global = true)]
     pub json: bool,
@@ -86,6 +90,9 @@ pub enum Command {
     /// Sessions with a contact.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Key transparency: what this device has checked, and an account's key history.
+    #[command(subcommand)]
+    Kt(KtCommand),
     /// Run a relay server (flags, TACIT_* environment variables, or a TOML config file).
     Server(ServerArgs),
     /// Load generators for operators.
@@ -174,6 +181,29 @@ pub struct ServerArgs {
     /// A TOML configuration file (see docs/CLI.md).
     #[arg(long, env = "TACIT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Key transparency: publish pending key changes at most this often (`250ms`, `1s`,
+    /// `2.5s`; a plain number is seconds; 50 ms to 60 s; default 1s).
+    #[arg(long, env = "TACIT_KT_EPOCH_INTERVAL", value_name = "DURATION", value_parser = parse_interval_ms)]
+    pub kt_epoch_interval: Option<u64>,
+    /// Key transparency: the log's name in signed roots (default `tacit.<origin host>.v1`,
+    /// kept from the first start).
+    #[arg(long, env = "TACIT_KT_NAMESPACE", value_name = "NAME")]
+    pub kt_namespace: Option<String>,
+}
+
+/// `250ms`, `1s`, `2.5s` or a plain number of seconds, as milliseconds.
+fn parse_interval_ms(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (number, scale) = match s.strip_suffix("ms") {
+        Some(n) => (n, 1.0),
+        None => (s.strip_suffix('s').unwrap_or(s), 1000.0),
+    };
+    let v: f64 = number.trim().parse().map_err(|_| format!("{s:?} is not a duration (250ms, 1s, 2.5s)"))?;
+    if !v.is_finite() || v < 0.0 || v * scale > 1e12 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Ok((v * scale).round() as u64)
 }
 
 /// `tacit account ...`.
@@ -208,6 +238,33 @@ pub struct CreateArgs {
     /// The server's registration token, if it requires one.
     #[arg(long, value_name = "T", env = "TACIT_REGISTRATION_TOKEN")]
     pub registration_token: Option<String>,
+}
+
+/// `tacit kt ...`.
+#[derive(Debug, Subcommand)]
+pub enum KtCommand {
+    /// The directory's pinned key and namespace, the newest epoch seen, and the check of
+    /// this account's own key history (exit 4 when it holds keys this account did not make).
+    Status,
+    /// Every version of NAME's keys in the directory, with the epoch that published it.
+    History {
+        /// The account name.
+        name: String,
+    },
+}
+
+/// 64 hex characters as 32 bytes.
+pub fn parse_key_hex(s: &str) -> Result<[u8; 32], String> {
+    let s = s.trim();
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("expected 64 hex characters".into());
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        let pair = s.get(2 * i..2 * i + 2).ok_or("expected 64 hex characters")?;
+        *o = u8::from_str_radix(pair, 16).map_err(|_| "expected 64 hex characters".to_string())?;
+    }
+    Ok(out)
 }
 
 /// `tacit session ...`.

@@ -146,6 +146,8 @@ pub async fn run(out: &Out, json: bool) -> Result<(), CliError> {
     config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     config.data_dir = server_dir.clone();
     config.shutdown_grace_secs = 1;
+    // Key transparency epochs every 100 ms: the demo's accounts see each other at once.
+    config.kt_epoch_interval_ms = 100;
     std::fs::create_dir_all(&server_dir).map_err(|e| CliError::Local(format!("demo: server folder: {e}")))?;
     log_to(&server_dir.join(LOG_FILE))?;
     let server = Server::bind(config).await.map_err(|e| CliError::Server(e.to_string()))?;

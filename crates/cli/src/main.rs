@@ -18,7 +18,7 @@ use clap::Parser;
 use tacit_client::{Client, ClientError, ConnectOptions, ErrorKind, ReceiveEvent, StoreSecret};
 use zeroize::Zeroizing;
 
-use args::{AccountCommand, BenchCommand, Cli, Command, SessionCommand, StoreCommand};
+use args::{AccountCommand, BenchCommand, Cli, Command, KtCommand, SessionCommand, StoreCommand};
 use output::Out;
 
 /// Exit codes (docs/CLI.md).
@@ -209,8 +209,15 @@ fn new_secret(var: &str, required: bool) -> Result<StoreSecret, CliError> {
 
 /// The extra trusted CAs of `--ca-file` (none without it), and whether `--insecure-http`
 /// allows plain HTTP to a remote host.
-fn connect_options(ca_file: Option<&Path>, insecure_http: bool) -> Result<ConnectOptions, CliError> {
-    let base = ConnectOptions::default().allow_remote_plain_http(insecure_http);
+fn connect_options(
+    ca_file: Option<&Path>,
+    insecure_http: bool,
+    kt_key: Option<[u8; 32]>,
+) -> Result<ConnectOptions, CliError> {
+    let mut base = ConnectOptions::default().allow_remote_plain_http(insecure_http);
+    if let Some(key) = kt_key {
+        base = base.with_transparency_key(key);
+    }
     let Some(path) = ca_file else { return Ok(base) };
     let pem = std::fs::read(path)
         .map_err(|e| CliError::Usage(format!("cannot read the CA file {}: {e}", path.display())))?;
@@ -294,13 +301,13 @@ async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
         Command::Server(args) => return server::run(args).await,
         Command::Demo => return demo::run(out, cli.json).await,
         Command::Bench(BenchCommand::Relay(args)) => {
-            let options = connect_options(cli.ca_file.as_deref(), cli.insecure_http)?;
+            let options = connect_options(cli.ca_file.as_deref(), cli.insecure_http, cli.kt_key)?;
             return bench::run(args, &options, out, cli.json).await;
         }
         other => other,
     };
     let home = home(cli.home)?;
-    let options = connect_options(cli.ca_file.as_deref(), cli.insecure_http)?;
+    let options = connect_options(cli.ca_file.as_deref(), cli.insecure_http, cli.kt_key)?;
     match command {
         Command::Account(AccountCommand::Create(a)) => {
             let secret = new_secret("TACIT_PASSPHRASE", false)?;
@@ -380,6 +387,26 @@ async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
             out.verified(&name);
         }
         Command::Device(cmd) => devices::run(cmd, &home, &options, out, cli.json).await?,
+        Command::Kt(KtCommand::Status) => {
+            let mut c = open(&home, &options, cli.json)?;
+            let r = c.kt_status().await;
+            out.warnings(c.take_warnings());
+            let status = r?;
+            out.kt_status(&status);
+            if let Some(own) = status.own_history.as_ref().filter(|o| !o.alarms.is_empty()) {
+                return Err(CliError::Security(format!(
+                    "key transparency: {} version(s) of this account's keys were not made by it (see above); \
+                     the server, or whoever holds its database, may be impersonating you",
+                    own.alarms.len()
+                )));
+            }
+        }
+        Command::Kt(KtCommand::History { name }) => {
+            let mut c = open(&home, &options, cli.json)?;
+            let r = c.kt_history(&name).await;
+            out.warnings(c.take_warnings());
+            out.kt_history(&name, &r?);
+        }
         Command::Session(SessionCommand::Reset { name }) => {
             let mut c = open(&home, &options, cli.json)?;
             let r = c.reset_session(&name).await;

@@ -160,6 +160,66 @@ impl Out {
         }
     }
 
+    /// `kt status`.
+    pub fn kt_status(&self, s: &tacit_client::KtStatus) {
+        let own = s
+            .own_history
+            .as_ref()
+            .map(|o| json!({"epoch": o.epoch, "versions": o.versions, "alarms": o.alarms}));
+        if self.json {
+            self.line(json!({"type": "kt_status", "namespace": s.namespace, "public_key": s.public_key,
+                "key_id": s.key_id,
+                "newest_epoch": s.newest_epoch.as_ref().map(|e| e.0),
+                "newest_epoch_signed_ms": s.newest_epoch.as_ref().map(|e| e.1),
+                "newest_root": s.newest_epoch.as_ref().map(|e| e.2.clone()),
+                "own_history": own, "cosignatures": []}));
+            return;
+        }
+        println!("log:            {} (key {}, key id {})", s.namespace, s.public_key, s.key_id);
+        match &s.newest_epoch {
+            Some((epoch, ms, root)) => println!("newest epoch:   {epoch} (signed at {ms} ms, root {root})"),
+            None => println!("newest epoch:   none yet"),
+        }
+        match &s.own_history {
+            Some(o) if o.alarms.is_empty() => {
+                println!(
+                    "own history:    {} version(s) checked at epoch {}: all made by this account",
+                    o.versions, o.epoch
+                );
+            }
+            Some(o) => {
+                println!("own history:    {} version(s) checked at epoch {}: ALARM", o.versions, o.epoch);
+                for a in &o.alarms {
+                    println!("  ALARM: {a}");
+                }
+            }
+            None => println!("own history:    not in the directory yet"),
+        }
+        println!("cosignatures:   none required");
+    }
+
+    /// `kt history NAME`.
+    pub fn kt_history(&self, name: &str, versions: &[tacit_client::KtVersion]) {
+        for v in versions {
+            if self.json {
+                self.line(json!({"type": "kt_version", "name": name, "version": v.version, "epoch": v.epoch,
+                    "deleted": v.account_key.is_none(), "account_key": v.account_key,
+                    "list_version": v.list_version, "devices": v.devices}));
+            } else {
+                match &v.account_key {
+                    Some(key) => println!(
+                        "version {} (epoch {}): account key {key}, device list {} with devices {:?}",
+                        v.version,
+                        v.epoch,
+                        v.list_version.unwrap_or(0),
+                        v.devices
+                    ),
+                    None => println!("version {} (epoch {}): account deleted", v.version, v.epoch),
+                }
+            }
+        }
+    }
+
     /// `verify`.
     pub fn verified(&self, name: &str) {
         if self.json {

@@ -34,6 +34,14 @@ pub fn config(args: ServerArgs) -> Result<ServerConfig, CliError> {
     if args.origin.is_some() {
         c.origin = args.origin;
     }
+    if let Some(ms) = args.kt_epoch_interval {
+        c.kt_epoch_interval_ms = ms;
+    }
+    if args.kt_namespace.is_some() {
+        c.kt_namespace = args.kt_namespace;
+    }
+    // The flags' ranges, as for a file's values (exit 2 naming the setting).
+    c.check().map_err(|e| CliError::Usage(e.to_string()))?;
     Ok(c)
 }
 

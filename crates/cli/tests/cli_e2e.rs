@@ -38,6 +38,7 @@ async fn start_server_with(
     tweak: impl FnOnce(&mut ServerConfig),
 ) -> (String, impl AsyncFnOnce()) {
     let mut config = ServerConfig::default();
+    config.kt_epoch_interval_ms = 50;
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.data_dir = dir.join("server");
     if tls {

@@ -46,6 +46,7 @@ fn warnings(lines: &[Value]) -> Vec<String> {
 /// A server on `listen` with its data in `data`; its URL, and what stops it.
 async fn start_server(data: &Path, listen: SocketAddr) -> (String, SocketAddr, impl AsyncFnOnce() + use<>) {
     let mut config = ServerConfig::default();
+    config.kt_epoch_interval_ms = 50;
     config.listen = listen;
     config.data_dir = data.to_owned();
     let server = Server::bind(config).await.unwrap();

@@ -50,6 +50,15 @@ pub(crate) mod meta {
     pub(crate) const HEAL_RESETS: &str = "heal_session_resets";
     /// When a restore from an older copy was last detected (ms, big-endian).
     pub(crate) const RESTORED_AT: &str = "restored_at";
+    /// Key transparency: the directory's pinned keys and namespace (`transparency.rs`).
+    pub(crate) const KT_PIN: &str = "kt_pin";
+    /// Key transparency: the newest signed epoch root seen (`transparency.rs`).
+    pub(crate) const KT_LATEST: &str = "kt_latest";
+    /// Key transparency: the last check of the own account's history (`transparency.rs`).
+    pub(crate) const KT_OWN_CHECKED: &str = "kt_own_checked";
+    /// Key transparency: the account key this account was created with, on the device
+    /// that created it (its directory history must start with it).
+    pub(crate) const KT_FIRST_KEY: &str = "kt_first_key";
 }
 
 /// Sessions kept per remote device (the newest sends; older ones still decrypt late messages).
@@ -90,6 +99,9 @@ pub struct Client {
     /// verified once per process, not at every send (each device's binding signature costs
     /// about 33 µs; `contacts.rs`).
     pub(crate) verified_lists: std::sync::Mutex<std::collections::HashMap<String, (Vec<u8>, DeviceList)>>,
+    /// Key transparency: the transparency key the user expects (`--kt-key`), and when the
+    /// root of each account's last verified lookup was signed (server clock, ms).
+    pub(crate) kt: crate::transparency::KtState,
     /// The home folder's lock, held around every read-modify-write of protocol state, so
     /// several processes can use one home (`home_lock.rs`).
     pub(crate) lock: HomeLock,
@@ -375,6 +387,10 @@ impl Client {
             warnings,
             list_fetches: HashSet::new(),
             verified_lists: std::sync::Mutex::new(std::collections::HashMap::new()),
+            kt: crate::transparency::KtState {
+                expected_key: options.transparency_key(),
+                ..Default::default()
+            },
             own_list_retried: false,
             db_file: file_identity(&store_home.join(DB_FILE)),
             lock,
@@ -484,6 +500,7 @@ impl Client {
         store::set_meta(&tx, meta::DEVICE, &1u32.to_be_bytes())?;
         store::set_meta(&tx, meta::SERVER, api.base().as_bytes())?;
         store::set_meta(&tx, meta::ACCOUNT_IDENTITY, &account.to_bytes())?;
+        store::set_meta(&tx, meta::KT_FIRST_KEY, account.public().as_bytes())?;
         store::set_meta(&tx, meta::DEVICE_IDENTITY, &identity.to_bytes())?;
         store::set_meta(&tx, meta::DEVICE_LIST, &list.to_bytes())?;
         store::set_meta(&tx, meta::PREKEYS, &prekeys.to_bytes())?;
@@ -526,6 +543,16 @@ impl Client {
             .map_err(|_| ClientError::Internal("upload"))?;
         let account =
             self.me.account.clone().ok_or(ClientError::Internal("registration without account key"))?;
+        // First contact: pin the server's key transparency keys (refused, with no account
+        // made, when they are not the ones given out of band).
+        if let Err(e) = self.kt_pin().await {
+            if matches!(e, ClientError::Transparency(_)) {
+                let home = self.store.home().to_owned();
+                self.store.close()?;
+                wipe(&home)?;
+            }
+            return Err(e);
+        }
         match register_account(&self.api, &self.me.name, &account, device_list, prekeys, registration_token)
             .await
         {

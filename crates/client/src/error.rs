@@ -222,6 +222,11 @@ pub enum ClientError {
          trusted channel) and run `tacit verify {0} DIGITS`"
     )]
     IdentityChanged(String),
+    /// The server's key transparency data failed a check: a proof that does not verify, a
+    /// root not signed by the pinned key, an older epoch than one seen (rollback), another
+    /// root for an epoch seen (a fork). Nothing was encrypted to the keys it came with.
+    #[error("key transparency: {0}")]
+    Transparency(String),
     /// An envelope claims a sender device that is not in the sender's signed device list.
     #[error("{name} has no device {device} in its signed device list")]
     UnknownDevice {
@@ -324,6 +329,7 @@ impl ClientError {
                 ErrorKind::Network
             }
             Self::IdentityChanged(_)
+            | Self::Transparency(_)
             | Self::VerificationFailed(_)
             | Self::UnknownDevice { .. }
             | Self::UnknownMessage { .. }

@@ -57,6 +57,7 @@ extern crate self as tacit_client;
 mod store;
 #[cfg(test)]
 mod tests;
+mod transparency;
 
 pub use client::Client;
 pub use devices::{ApproveOptions, DeviceInfo, LinkEvent, NewDevice, Revoked};
@@ -73,3 +74,4 @@ pub use store::HistoryEntry;
 pub use store::key::StoreSecret;
 /// The wire types, for callers that drive delivery themselves.
 pub use tacit_api as api;
+pub use transparency::{KtStatus, KtVersion, OwnHistory};

@@ -578,6 +578,12 @@ impl Client {
     ) -> Result<Vec<ReceivedMessage>> {
         self.online().await?;
         self.list_fetches.clear();
+        // Key transparency: this account's own history, at most every 10 minutes. An alarm
+        // is a warning (and `tacit kt status` exits 4); a failed check is said, never skipped
+        // in silence, and blocks nothing.
+        if let Err(e) = self.kt_check_own(false).await {
+            self.warnings.push(format!("could not check this account's key history in the directory: {e}"));
+        }
         let mut out = Vec::new();
         if wait.is_zero() {
             let mut after = 0;
@@ -849,6 +855,15 @@ impl Client {
                 self.warn_once(format!(
                     "holding messages from {n}: their identity key changed since you verified it; run \
                      `tacit safety-number {n}` and `tacit verify {n} DIGITS` to read them"
+                ));
+                return Ok(Outcome::Held);
+            }
+            Err(ClientError::UnknownDevice { .. }) if self.kt_may_be_unpublished(&sender) => {
+                // A device added since the directory's last epoch: its list is published
+                // within an epoch interval; the envelope waits on the server until then.
+                self.warn_once(format!(
+                    "holding messages from a new device of {sender} until the key transparency \
+                     directory publishes it; they stay on the server for the next receive"
                 ));
                 return Ok(Outcome::Held);
             }

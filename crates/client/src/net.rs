@@ -38,6 +38,8 @@ pub struct ConnectOptions {
     /// Plain `http://` to a host other than this machine is allowed.
     remote_plain_http: bool,
     local_address: Option<std::net::IpAddr>,
+    /// The server's key transparency key as the user knows it out of band (`--kt-key`).
+    transparency_key: Option<[u8; 32]>,
 }
 
 impl ConnectOptions {
@@ -76,6 +78,18 @@ impl ConnectOptions {
         self.local_address = Some(address);
         self
     }
+
+    /// Requires the server's key transparency key to be `key` (given out of band): a device
+    /// refuses a server, or a pinned key, that differs ([`ClientError::Transparency`]).
+    pub fn with_transparency_key(mut self, key: [u8; 32]) -> Self {
+        self.transparency_key = Some(key);
+        self
+    }
+
+    /// [`Self::with_transparency_key`]'s key.
+    pub(crate) fn transparency_key(&self) -> Option<[u8; 32]> {
+        self.transparency_key
+    }
 }
 
 impl core::fmt::Debug for ConnectOptions {
@@ -84,6 +98,7 @@ impl core::fmt::Debug for ConnectOptions {
             .field("extra_roots", &self.extra_roots.len())
             .field("remote_plain_http", &self.remote_plain_http)
             .field("local_address", &self.local_address)
+            .field("transparency_key", &self.transparency_key.is_some())
             .finish()
     }
 }
@@ -309,6 +324,24 @@ impl Api {
         let r: api::DeviceListResponse =
             self.call::<(), _>(Method::GET, &api::DEVICE_LIST.replace("{name}", name), None).await?;
         Ok(r.device_list.0)
+    }
+
+    /// `GET /v1/kt`: the key transparency directory's keys and newest epoch.
+    pub(crate) async fn kt_info(&self) -> Result<api::KtInfo> {
+        self.call::<(), _>(Method::GET, api::KT, None).await
+    }
+
+    /// `GET /v1/kt/lookup/{name}`: `None` when the account is not in the directory yet.
+    pub(crate) async fn kt_lookup(&self, name: &str) -> Result<Option<api::KtProofResponse>> {
+        match self.call::<(), _>(Method::GET, &api::KT_LOOKUP.replace("{name}", name), None).await {
+            Err(ClientError::NotFound(_)) => Ok(None),
+            r => r.map(Some),
+        }
+    }
+
+    /// `GET /v1/kt/history/{name}`.
+    pub(crate) async fn kt_history(&self, name: &str) -> Result<api::KtProofResponse> {
+        self.call::<(), _>(Method::GET, &api::KT_HISTORY.replace("{name}", name), None).await
     }
 
     /// `GET /v1/accounts/{name}/rotations?after=VERSION`: a page of the account's key

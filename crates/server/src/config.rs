@@ -31,6 +31,19 @@ pub enum ConfigError {
         /// The most allowed.
         max: u64,
     },
+    /// `kt_epoch_interval_ms` is outside its range.
+    #[error("config: kt_epoch_interval_ms = {value} is out of range: {min} to {max} milliseconds")]
+    EpochIntervalOutOfRange {
+        /// Its value.
+        value: u64,
+        /// The least allowed.
+        min: u64,
+        /// The most allowed.
+        max: u64,
+    },
+    /// `kt_namespace` has a character or length a log name cannot have.
+    #[error("config: kt_namespace {0:?} must be 1 to 128 of A-Z a-z 0-9 . _ : -")]
+    BadNamespace(String),
 }
 
 /// The longest `shutdown_grace_secs` and `header_read_timeout_secs`: an hour.
@@ -111,7 +124,20 @@ pub struct ServerConfig {
     /// Most envelope bytes of sends waiting for the store at once, server-wide; a send
     /// that finds no room within a second is answered `503 unavailable`.
     pub max_pending_store_bytes: usize,
+    // Key transparency (issue 10).
+    /// Pending key changes are published as one epoch at most this often (milliseconds,
+    /// [`MIN_KT_EPOCH_INTERVAL_MS`] to [`MAX_KT_EPOCH_INTERVAL_MS`]; default 1,000).
+    pub kt_epoch_interval_ms: u64,
+    /// The log's name in signed epoch roots (plexi's namespace), at most 128 bytes of
+    /// `A-Z a-z 0-9 . _ : -`; default `tacit.<origin host>.v1`.
+    pub kt_namespace: Option<String>,
 }
+
+/// The shortest [`ServerConfig::kt_epoch_interval_ms`].
+pub const MIN_KT_EPOCH_INTERVAL_MS: u64 = 50;
+/// The longest [`ServerConfig::kt_epoch_interval_ms`]: a minute (clients wait for an epoch
+/// before they see a new device).
+pub const MAX_KT_EPOCH_INTERVAL_MS: u64 = 60_000;
 
 /// The default of [`ServerConfig::min_free_bytes`]: 1 GiB, room for the WAL, checkpoints
 /// and acknowledgements once sends stop.
@@ -139,6 +165,8 @@ impl Default for ServerConfig {
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             database_quota_bytes: None,
             max_pending_store_bytes: crate::state::DEFAULT_MAX_PENDING_STORE_BYTES,
+            kt_epoch_interval_ms: 1_000,
+            kt_namespace: None,
         }
     }
 }
@@ -166,6 +194,8 @@ impl core::fmt::Debug for ServerConfig {
             .field("min_free_bytes", &self.min_free_bytes)
             .field("database_quota_bytes", &self.database_quota_bytes)
             .field("max_pending_store_bytes", &self.max_pending_store_bytes)
+            .field("kt_epoch_interval_ms", &self.kt_epoch_interval_ms)
+            .field("kt_namespace", &self.kt_namespace)
             .finish()
     }
 }
@@ -191,6 +221,18 @@ impl ServerConfig {
                 return Err(ConfigError::OutOfRange { key, value, min: 0, max: MAX_DURATION_SECS });
             }
         }
+        if !(MIN_KT_EPOCH_INTERVAL_MS..=MAX_KT_EPOCH_INTERVAL_MS).contains(&self.kt_epoch_interval_ms) {
+            return Err(ConfigError::EpochIntervalOutOfRange {
+                value: self.kt_epoch_interval_ms,
+                min: MIN_KT_EPOCH_INTERVAL_MS,
+                max: MAX_KT_EPOCH_INTERVAL_MS,
+            });
+        }
+        if let Some(ns) = &self.kt_namespace
+            && !valid_namespace(ns)
+        {
+            return Err(ConfigError::BadNamespace(ns.clone()));
+        }
         Ok(())
     }
 
@@ -198,6 +240,13 @@ impl ServerConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         Self::from_toml(&std::fs::read_to_string(path)?)
     }
+}
+
+/// A namespace a URL path and a log line can carry as it is.
+pub(crate) fn valid_namespace(ns: &str) -> bool {
+    !ns.is_empty()
+        && ns.len() <= tacit_transparency::MAX_NAMESPACE_BYTES
+        && ns.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod bus;
 mod config;
 mod crypto;
 mod error;
+pub mod kt;
 mod limiter;
 mod listen;
 mod proxy;
@@ -39,7 +40,8 @@ pub use serve::{ServeError, Server, serve};
 pub use state::{AppState, DEFAULT_MAX_PENDING_STORE_BYTES, Settings};
 pub use store::{
     AccountId, AccountRecord, Authed, BlobRecord, BundleParts, DEFAULT_MAILBOX_BYTES, DeviceKey,
-    DeviceRecord, KeyRecord, LinkSlot, ListState, ListUpdate, NewAccount, NewDevice, NewEnvelope, PgStore,
-    PrekeyCounts, PrekeySet, STALL_AFTER, Sent, SqliteStore, Store, StoreConfig, StoreError, StoredEnvelope,
+    DeviceRecord, KeyRecord, KtEpoch, KtStore, KtWrite, LinkSlot, ListState, ListUpdate, NewAccount,
+    NewDevice, NewEnvelope, PgStore, PrekeyCounts, PrekeySet, STALL_AFTER, Sent, SqliteStore, Store,
+    StoreConfig, StoreError, StoredEnvelope,
 };
 pub use tls::{TlsError, TlsReloader};

@@ -50,6 +50,9 @@ pub enum ServeError {
     /// Binding or serving failed.
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
+    /// The key transparency directory could not be opened.
+    #[error("key transparency: {0}")]
+    Transparency(String),
 }
 
 /// A bound server, not yet serving (so callers can learn the port first).
@@ -109,7 +112,21 @@ impl Server {
             min_free_bytes: config.min_free_bytes,
             max_pending_store_bytes: config.max_pending_store_bytes,
         };
+        let namespace = match &config.kt_namespace {
+            Some(ns) => ns.clone(),
+            None => default_namespace(settings.origin.as_str(), local_addr),
+        };
+        let kt_settings = crate::kt::KtSettings {
+            namespace,
+            epoch_interval: Duration::from_millis(config.kt_epoch_interval_ms),
+            explicit_namespace: config.kt_namespace.is_some(),
+        };
+        let kt_store: Arc<dyn crate::store::KtStore> = store.clone();
+        let kt = crate::kt::Transparency::open(kt_store, kt_settings, now_ms())
+            .await
+            .map_err(|e| ServeError::Transparency(e.to_string()))?;
         let state = AppState::new(store, Arc::new(LocalBus::new()), settings);
+        state.set_transparency(Arc::new(kt));
         // Before the first request: a server started on a full disk refuses sends at once.
         state.check_storage().await;
         Ok(Self {
@@ -179,6 +196,7 @@ impl Server {
             })
         };
         let stop = state.inner().shutdown.clone();
+        let publisher = state.transparency().cloned().map(|kt| tokio::spawn(kt.run(stop.clone())));
         let signal = {
             let state = state.clone();
             tokio::spawn(async move {
@@ -207,6 +225,13 @@ impl Server {
         }
         purge.abort();
         watermark.abort();
+        // An epoch being published finishes (it is one transaction, so a kill loses nothing
+        // either) before the store closes.
+        if let Some(publisher) = publisher
+            && tokio::time::timeout(grace, publisher).await.is_err()
+        {
+            tracing::warn!("key transparency publisher still busy after the grace period");
+        }
         state.store().close().await;
         tracing::info!("stopped");
         Ok(())
@@ -259,4 +284,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     Server::bind(config).await?.run(shutdown).await
+}
+
+/// `tacit.<host>.v1` for the origin's host (or the bound address when the origin comes from
+/// each request's `Host`), with anything a namespace cannot hold left out.
+fn default_namespace(origin: &str, local_addr: SocketAddr) -> String {
+    let host = origin.split("://").nth(1).unwrap_or(origin);
+    let host = if host.is_empty() { local_addr.ip().to_string() } else { host.to_owned() };
+    let host: String = host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') { c } else { '-' })
+        .take(96)
+        .collect();
+    format!("tacit.{host}.v1")
 }

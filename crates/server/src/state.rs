@@ -99,6 +99,9 @@ pub(crate) struct Inner {
     pub(crate) pending_bytes: Arc<tokio::sync::Semaphore>,
     /// [`Inner::pending_bytes`]' size.
     pub(crate) max_pending_bytes: usize,
+    /// The key transparency directory (set by [`crate::Server::bind`]; a state built
+    /// without one answers the transparency routes `503 unavailable`).
+    pub(crate) kt: std::sync::OnceLock<Arc<crate::kt::Transparency>>,
 }
 
 impl AppState {
@@ -129,7 +132,18 @@ impl AppState {
                 settings.max_pending_store_bytes,
             ))),
             max_pending_bytes: pending_bytes(settings.max_pending_store_bytes),
+            kt: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Serves this key transparency directory (once; a second call is ignored).
+    pub fn set_transparency(&self, kt: Arc<crate::kt::Transparency>) {
+        let _ = self.0.kt.set(kt);
+    }
+
+    /// The key transparency directory, if this state has one.
+    pub fn transparency(&self) -> Option<&Arc<crate::kt::Transparency>> {
+        self.0.kt.get()
     }
 
     /// Samples the store's free space against the watermark; true while it is below it.

@@ -34,8 +34,14 @@ impl ServerProcess {
         for k in ["TACIT_LISTEN", "TACIT_DATA", "TACIT_DATABASE_URL", "TACIT_CONFIG", "TACIT_ORIGIN"] {
             cmd.env_remove(k);
         }
-        let mut child =
-            cmd.arg("server").args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = cmd
+            .arg("server")
+            .args(args)
+            .env("TACIT_KT_EPOCH_INTERVAL", "50ms")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();

@@ -123,6 +123,8 @@ impl Relay {
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.data_dir = dir.path().join("server");
         config.shutdown_grace_secs = 2;
+        // Key transparency epochs every 50 ms: a new account or device is visible at once.
+        config.kt_epoch_interval_ms = 50;
         let mut schema = None;
         if backend == Backend::Postgres {
             let name = format!("tacit_client_test_{}", random_hex());
@@ -176,6 +178,16 @@ impl Relay {
     /// clients keep their server URL.
     pub async fn restart(&mut self) {
         self.shutdown().await;
+        self.launch().await;
+    }
+
+    /// Stops the server, keeping its storage (see [`Self::resume`]).
+    pub async fn pause(&mut self) {
+        self.shutdown().await;
+    }
+
+    /// Starts the server again after [`Self::pause`], on the same storage and port.
+    pub async fn resume(&mut self) {
         self.launch().await;
     }
 

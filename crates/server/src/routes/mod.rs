@@ -16,6 +16,7 @@ mod link;
 mod prekey_status;
 mod send;
 mod session;
+mod transparency;
 mod upload_prekeys;
 mod ws;
 
@@ -35,6 +36,11 @@ pub fn app(state: AppState) -> Router {
         .route(tacit_api::ACCOUNT, delete(delete_account::handler))
         .route(tacit_api::DEVICE_LIST, get(device_list::handler).put(devices::publish))
         .route(tacit_api::ROTATIONS, get(device_list::rotations))
+        .route(tacit_api::KT, get(transparency::info))
+        .route(tacit_api::KT_EPOCH, get(transparency::epoch))
+        .route(tacit_api::KT_AUDIT, get(transparency::audit))
+        .route(tacit_api::KT_LOOKUP, get(transparency::lookup))
+        .route(tacit_api::KT_HISTORY, get(transparency::history))
         .route(tacit_api::DEVICES, get(devices::status))
         .route(tacit_api::DEVICE, delete(devices::logout))
         .route(tacit_api::LINK, post(link::offer))

@@ -10,6 +10,7 @@ pub mod link;
 pub mod messages;
 pub mod prekeys;
 pub(crate) mod sockets;
+pub mod transparency;
 
 use crate::error::Failure;
 

@@ -7,12 +7,14 @@
 //! what must be atomic: unique names, one-time keys handed out once, the device set of a
 //! send, mailbox bounds.
 
+mod kt;
 mod pg_tls;
 mod postgres;
 mod progress;
 mod schema;
 mod sqlite;
 
+pub use kt::{KtCurrent, KtEpoch, KtStore, KtWrite, StoredValue};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -413,7 +415,7 @@ pub struct StoredEnvelope {
 
 /// The storage interface the services use.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: KtStore + Send + Sync + 'static {
     /// Creates an account with device 1; [`StoreError::NameTaken`] if the name exists.
     async fn create_account(&self, account: NewAccount) -> Result<AccountId, StoreError>;
     /// Looks an account up by name.
@@ -639,11 +641,27 @@ pub(crate) fn to_u32(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(0)
 }
 
-/// Checks that `envelopes` name exactly the `current` devices (sorted ascending).
-pub(crate) fn check_devices(current: &[u32], envelopes: &[NewEnvelope]) -> Result<(), StoreError> {
+/// Checks that `envelopes` name every device of `current` (sorted ascending) that the
+/// newest published list holds (`published`: the ids of the account's list in the newest
+/// key transparency epoch, comma-separated; `None` before its first epoch: all of
+/// `current`) and no device outside `current`. Senders see only published lists, so a
+/// device added since the last epoch may be sent to but is not required, and one removed
+/// since is neither.
+pub(crate) fn check_devices(
+    current: &[u32],
+    published: Option<&str>,
+    envelopes: &[NewEnvelope],
+) -> Result<(), StoreError> {
     let mut named: Vec<u32> = envelopes.iter().map(|e| e.device).collect();
     named.sort_unstable();
-    let missing: Vec<u32> = current.iter().copied().filter(|d| named.binary_search(d).is_err()).collect();
+    let published: Option<Vec<u32>> =
+        published.map(|p| p.split(',').filter_map(|d| d.trim().parse().ok()).collect());
+    let missing: Vec<u32> = current
+        .iter()
+        .copied()
+        .filter(|d| published.as_ref().is_none_or(|p| p.contains(d)))
+        .filter(|d| named.binary_search(d).is_err())
+        .collect();
     let extra: Vec<u32> = named.iter().copied().filter(|d| current.binary_search(d).is_err()).collect();
     if missing.is_empty() && extra.is_empty() {
         Ok(())

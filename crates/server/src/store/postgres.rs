@@ -32,6 +32,8 @@ use tacit_api::limits::{
 };
 use tokio_postgres::NoTls;
 
+mod kt;
+
 use super::progress::Progress;
 use super::schema;
 use super::{
@@ -365,6 +367,7 @@ impl PgStore {
         if n == 0 {
             return Err(StoreError::Conflict);
         }
+        kt::enqueue(&tx, u.account).await?;
         if let Some(signature) = &u.rotation_signature {
             let st = tx
                 .prepare_cached(
@@ -581,9 +584,10 @@ impl PgStore {
                 return Ok(Sent::Duplicate { server_time_ms: to_u64(first) });
             }
         }
-        let st = tx.prepare_cached("SELECT id FROM accounts WHERE name = $1").await?;
-        let account: AccountId = match tx.query_opt(&st, &[&recipient]).await? {
-            Some(r) => r.try_get(0)?,
+        let st = tx.prepare_cached("SELECT id, kt_devices FROM accounts WHERE name = $1").await?;
+        let (account, published): (AccountId, Option<String>) = match tx.query_opt(&st, &[&recipient]).await?
+        {
+            Some(r) => (r.try_get(0)?, r.try_get(1)?),
             None => return Err(StoreError::NotFound),
         };
         let st = tx
@@ -597,7 +601,11 @@ impl PgStore {
             .iter()
             .map(|r| r.try_get::<_, i64>(0).map(to_u32))
             .collect::<Result<_, _>>()?;
-        super::check_devices(&super::required_devices(current, account, sender), &envelopes)?;
+        super::check_devices(
+            &super::required_devices(current, account, sender),
+            published.as_deref(),
+            &envelopes,
+        )?;
         // Lock device rows in one order so concurrent sends cannot deadlock.
         envelopes.sort_by_key(|e| e.device);
         let bump = tx
@@ -697,6 +705,7 @@ impl Store for PgStore {
         let d = DeviceKey { account: id, device: 1 };
         insert_keys(&tx, "one_time_prekeys", d, &a.one_time, None).await?;
         insert_keys(&tx, "kem_prekeys", d, &a.kem_one_time, None).await?;
+        kt::enqueue(&tx, id).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -740,6 +749,8 @@ impl Store for PgStore {
             "DELETE FROM tokens WHERE account_id = $1",
             "DELETE FROM devices WHERE account_id = $1",
             "DELETE FROM rotations WHERE account_id = $1",
+            // The directory publishes the deletion (queued before the row goes).
+            "INSERT INTO kt_pending (name) SELECT name FROM accounts WHERE id = $1",
             "DELETE FROM accounts WHERE id = $1",
         ] {
             let st = tx.prepare_cached(sql).await?;

@@ -146,6 +146,32 @@ CREATE TABLE rotations (
     PRIMARY KEY (account_id, version)
 ) WITHOUT ROWID;
 "#,
+    // 8: issue 10, key transparency: akd's records and value states, the accounts changed
+    // since the last epoch (every existing account, for the first), each epoch's signed root
+    // and append-only proof, the directory's own secrets (the VRF and root signing keys), and
+    // each account's devices in its newest published list (the send check requires those).
+    r#"
+CREATE TABLE kt_records (id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE kt_values (
+    label BLOB NOT NULL,
+    epoch INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    node_label BLOB NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (label, epoch)
+) WITHOUT ROWID;
+CREATE TABLE kt_pending (seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL);
+CREATE TABLE kt_epochs (
+    epoch INTEGER PRIMARY KEY,
+    root BLOB NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    signature BLOB NOT NULL,
+    audit_proof BLOB NOT NULL
+);
+CREATE TABLE kt_secrets (name TEXT PRIMARY KEY, secret BLOB NOT NULL);
+ALTER TABLE accounts ADD COLUMN kt_devices TEXT;
+INSERT INTO kt_pending (name) SELECT name FROM accounts ORDER BY id;
+"#,
 ];
 
 /// PostgreSQL migrations, in order (run in the connection's `search_path` schema).
@@ -289,5 +315,28 @@ CREATE TABLE rotations (
     signature BYTEA NOT NULL,
     PRIMARY KEY (account_id, version)
 );
+"#,
+    // 8: key transparency (see the SQLite migration 8).
+    r#"
+CREATE TABLE kt_records (id BYTEA PRIMARY KEY, data BYTEA NOT NULL);
+CREATE TABLE kt_values (
+    label BYTEA NOT NULL,
+    epoch BIGINT NOT NULL,
+    version BIGINT NOT NULL,
+    node_label BYTEA NOT NULL,
+    value BYTEA NOT NULL,
+    PRIMARY KEY (label, epoch)
+);
+CREATE TABLE kt_pending (seq BIGSERIAL PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE kt_epochs (
+    epoch BIGINT PRIMARY KEY,
+    root BYTEA NOT NULL,
+    timestamp_ms BIGINT NOT NULL,
+    signature BYTEA NOT NULL,
+    audit_proof BYTEA NOT NULL
+);
+CREATE TABLE kt_secrets (name TEXT PRIMARY KEY, secret BYTEA NOT NULL);
+ALTER TABLE accounts ADD COLUMN kt_devices TEXT;
+INSERT INTO kt_pending (name) SELECT name FROM accounts ORDER BY id;
 "#,
 ];

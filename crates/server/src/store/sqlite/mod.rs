@@ -7,6 +7,7 @@
 mod checkpoint;
 #[cfg(test)]
 mod durability_tests;
+mod kt;
 mod readers;
 mod writer;
 
@@ -357,6 +358,7 @@ impl Store for SqliteStore {
             let d = DeviceKey { account: id, device: 1 };
             insert_keys(c, Table::OneTime, d, &a.one_time, None)?;
             insert_keys(c, Table::Kem, d, &a.kem_one_time, None)?;
+            kt::enqueue(c, id)?;
             Ok(id)
         })
         .await
@@ -399,6 +401,8 @@ impl Store for SqliteStore {
                 "DELETE FROM tokens WHERE account_id = ?1",
                 "DELETE FROM devices WHERE account_id = ?1",
                 "DELETE FROM rotations WHERE account_id = ?1",
+                // The directory publishes the deletion (queued before the row goes).
+                "INSERT INTO kt_pending (name) SELECT name FROM accounts WHERE id = ?1",
                 "DELETE FROM accounts WHERE id = ?1",
             ] {
                 c.prepare_cached(sql)?.execute([account])?;
@@ -608,9 +612,9 @@ impl Store for SqliteStore {
             {
                 return Ok(Sent::Duplicate { server_time_ms: to_u64(first) });
             }
-            let account: AccountId = c
-                .prepare_cached("SELECT id FROM accounts WHERE name = ?1")?
-                .query_row([&recipient], |r| r.get(0))
+            let (account, published): (AccountId, Option<String>) = c
+                .prepare_cached("SELECT id, kt_devices FROM accounts WHERE name = ?1")?
+                .query_row([&recipient], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?
                 .ok_or(StoreError::NotFound)?;
             let current: Vec<u32> = c
@@ -620,7 +624,11 @@ impl Store for SqliteStore {
                 .query_map([account], |r| r.get::<_, i64>(0))?
                 .map(|r| r.map(to_u32))
                 .collect::<Result<_, _>>()?;
-            super::check_devices(&super::required_devices(current, account, &sender), &envelopes)?;
+            super::check_devices(
+                &super::required_devices(current, account, &sender),
+                published.as_deref(),
+                &envelopes,
+            )?;
             let mut bump = c.prepare_cached(
                 "UPDATE devices SET mailbox_count = mailbox_count + 1, mailbox_bytes = mailbox_bytes + ?4 \
                  WHERE account_id = ?1 AND device_id = ?2 AND logged_out = 0 AND mailbox_count < ?3 \
@@ -838,6 +846,7 @@ impl Store for SqliteStore {
             if changed == 0 {
                 return Err(StoreError::Conflict);
             }
+            kt::enqueue(c, u.account)?;
             if let Some(signature) = &u.rotation_signature {
                 c.prepare_cached(
                     "INSERT INTO rotations (account_id, version, device_list, signature) VALUES (?1, ?2, ?3, ?4)",

@@ -1,0 +1,554 @@
+//! Key transparency on the client (issue 10, `docs/PROTOCOL.md` §12). Another account's
+//! device list (and with it its account key) is taken only from a lookup proof of the
+//! server's akd directory, verified before anything is encrypted:
+//!
+//! - the epoch root is signed by the directory's transparency key, pinned on first use (or
+//!   given out of band: [`Client::expect_transparency_key`]), for the namespace pinned with it;
+//! - the root is no older than the newest this device has seen (a server cannot roll a
+//!   contact back to a list it has since replaced), and for an epoch seen before it is the
+//!   same root (another one is a fork: two views of one log);
+//! - the proof verifies against that root with akd's verifier (`tacit-transparency`).
+//!
+//! A failure of any is [`ClientError::Transparency`] (exit 4) and nothing is sent.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tacit_api as api;
+use tacit_protocol::{AccountName, VerifyingKey};
+use tacit_transparency::{AccountEntry, EpochRoot, SignedRoot, VerifiedLookup, verify_lookup};
+
+use crate::client::{Client, meta};
+use crate::error::{ClientError, Result};
+use crate::store;
+
+/// How long a lookup waits for an account that exists but is not in the directory yet (a new
+/// account, published at the next epoch).
+const WAIT_FOR_EPOCH: Duration = Duration::from_secs(10);
+
+/// What a client keeps in memory about key transparency.
+#[derive(Default)]
+pub(crate) struct KtState {
+    /// The transparency key the user gave out of band.
+    pub(crate) expected_key: Option<[u8; 32]>,
+    /// Accounts whose last lookup said a change waits for the next epoch.
+    pub(crate) pending: HashMap<String, bool>,
+}
+
+/// The directory's keys as pinned.
+#[derive(Clone)]
+pub(crate) struct Pin {
+    pub(crate) key: VerifyingKey,
+    pub(crate) vrf: [u8; 32],
+    pub(crate) namespace: String,
+}
+
+fn bad(what: impl Into<String>) -> ClientError {
+    ClientError::Transparency(what.into())
+}
+
+fn arr<const N: usize>(b: &[u8], what: &str) -> Result<[u8; N]> {
+    b.try_into().map_err(|_| bad(format!("the server's {what} is not {N} bytes")))
+}
+
+impl Pin {
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.namespace.len());
+        out.extend_from_slice(self.key.as_bytes());
+        out.extend_from_slice(&self.vrf);
+        out.extend_from_slice(self.namespace.as_bytes());
+        out
+    }
+
+    fn from_bytes(b: &[u8]) -> Result<Self> {
+        let stored = || ClientError::Transparency("the stored transparency pin does not decode".into());
+        let key = b.get(..32).and_then(|k| <[u8; 32]>::try_from(k).ok()).ok_or_else(stored)?;
+        let vrf = b.get(32..64).and_then(|k| <[u8; 32]>::try_from(k).ok()).ok_or_else(stored)?;
+        let namespace = b.get(64..).and_then(|n| String::from_utf8(n.to_vec()).ok()).ok_or_else(stored)?;
+        Ok(Self { key: VerifyingKey::from_bytes(key).map_err(|_| stored())?, vrf, namespace })
+    }
+}
+
+/// `epoch || timestamp_ms || root || signature` (the namespace is the pin's).
+fn root_to_bytes(r: &SignedRoot) -> Vec<u8> {
+    let mut out = Vec::with_capacity(112);
+    out.extend_from_slice(&r.root.epoch.to_be_bytes());
+    out.extend_from_slice(&r.root.timestamp_ms.to_be_bytes());
+    out.extend_from_slice(&r.root.root);
+    out.extend_from_slice(&r.signature);
+    out
+}
+
+fn root_from_bytes(b: &[u8], namespace: &str) -> Option<SignedRoot> {
+    Some(SignedRoot {
+        root: EpochRoot {
+            namespace: namespace.to_owned(),
+            epoch: u64::from_be_bytes(b.get(0..8)?.try_into().ok()?),
+            timestamp_ms: u64::from_be_bytes(b.get(8..16)?.try_into().ok()?),
+            root: b.get(16..48)?.try_into().ok()?,
+        },
+        signature: b.get(48..112)?.try_into().ok()?,
+    })
+}
+
+/// The signed root a wire answer carries (not yet verified).
+pub(crate) fn from_wire(w: &api::SignedRootWire) -> Result<SignedRoot> {
+    Ok(SignedRoot {
+        root: EpochRoot {
+            namespace: w.namespace.clone(),
+            timestamp_ms: w.timestamp_ms,
+            epoch: w.epoch,
+            root: arr(w.root.as_slice(), "epoch root")?,
+        },
+        signature: arr(w.signature.as_slice(), "epoch root signature")?,
+    })
+}
+
+impl Client {
+    /// Requires the server's transparency key to be `key` (given out of band, `--kt-key`):
+    /// a pin made from the server's answer is refused if it differs, and so is a stored pin.
+    pub fn expect_transparency_key(&mut self, key: [u8; 32]) {
+        self.kt.expected_key = Some(key);
+    }
+
+    /// The directory's pinned keys, pinned now from the server's answer if this device has
+    /// none yet (trust on first use, unless a key was given out of band).
+    pub(crate) async fn kt_pin(&mut self) -> Result<Pin> {
+        if let Some(b) = self.store.meta(meta::KT_PIN)? {
+            let pin = Pin::from_bytes(&b)?;
+            if let Some(expected) = self.kt.expected_key
+                && &expected != pin.key.as_bytes()
+            {
+                return Err(bad(format!(
+                    "this device pinned the transparency key {}, not the one given ({})",
+                    hex::encode(pin.key.as_bytes()),
+                    hex::encode(expected)
+                )));
+            }
+            return Ok(pin);
+        }
+        let info = self.api.kt_info().await?;
+        let key = arr::<32>(info.public_key.as_slice(), "transparency key")?;
+        if let Some(expected) = self.kt.expected_key
+            && expected != key
+        {
+            return Err(bad(format!(
+                "the server's transparency key is {}, not the one given ({}): this is not the log you \
+                 expect",
+                hex::encode(key),
+                hex::encode(expected)
+            )));
+        }
+        let pin = Pin {
+            key: VerifyingKey::from_bytes(key)
+                .map_err(|_| bad("the server's transparency key is not a valid key"))?,
+            vrf: arr(info.vrf_public_key.as_slice(), "VRF key")?,
+            namespace: info.namespace,
+        };
+        store::set_meta(self.store.conn(), meta::KT_PIN, &pin.to_bytes())?;
+        Ok(pin)
+    }
+
+    /// The newest signed root this device has seen.
+    pub(crate) fn kt_latest(&self, pin: &Pin) -> Result<Option<SignedRoot>> {
+        Ok(self.store.meta(meta::KT_LATEST)?.and_then(|b| root_from_bytes(&b, &pin.namespace)))
+    }
+
+    /// Accepts a root the server sent: signed by the pinned key for the pinned namespace,
+    /// no older than the newest seen, the same root for an epoch seen. A newer one becomes
+    /// the newest seen.
+    pub(crate) fn kt_accept(&mut self, pin: &Pin, root: &SignedRoot) -> Result<()> {
+        root.verify(&pin.key, &pin.namespace).map_err(|e| bad(e.to_string()))?;
+        if let Some(latest) = self.kt_latest(pin)? {
+            if root.root.epoch < latest.root.epoch {
+                return Err(bad(format!(
+                    "the server answered with epoch {} after this device saw epoch {}: a rollback",
+                    root.root.epoch, latest.root.epoch
+                )));
+            }
+            if root.root.epoch == latest.root.epoch {
+                if root.root.root != latest.root.root {
+                    return Err(bad(format!(
+                        "the server signed two different roots for epoch {}: a fork (keep both; an \
+                         auditor or a contact can compare them)",
+                        root.root.epoch
+                    )));
+                }
+                return Ok(());
+            }
+        }
+        store::set_meta(self.store.conn(), meta::KT_LATEST, &root_to_bytes(root))?;
+        Ok(())
+    }
+
+    /// `name`'s newest version in the directory, verified (`None`: not in it).
+    pub(crate) async fn kt_lookup(
+        &mut self,
+        name: &AccountName,
+    ) -> Result<Option<(VerifiedLookup, SignedRoot)>> {
+        let pin = self.kt_pin().await?;
+        let Some(answer) = self.api.kt_lookup(name.as_str()).await? else { return Ok(None) };
+        let root = from_wire(&answer.root)?;
+        self.kt_accept(&pin, &root)?;
+        let found = verify_lookup(&pin.vrf, &root, name, answer.proof.as_slice())
+            .map_err(|e| bad(format!("{name}: {e}")))?;
+        self.kt.pending.insert(name.to_string(), answer.pending);
+        Ok(Some((found, root)))
+    }
+
+    /// `name`'s signed device list as the directory holds it, verified. An account that
+    /// exists but is not in the directory yet (created since the last epoch) is waited for.
+    pub(crate) async fn kt_device_list(&mut self, name: &AccountName) -> Result<Vec<u8>> {
+        let deadline = Instant::now() + WAIT_FOR_EPOCH;
+        loop {
+            if let Some((found, _)) = self.kt_lookup(name).await?
+                && let AccountEntry::List(bytes) = found.entry
+            {
+                return Ok(bytes);
+            }
+            // Not in the directory, or deleted there: unknown to the server too means no such
+            // account; known means created (again) since the last epoch: wait for it.
+            match self.api.device_list(name.as_str()).await {
+                Err(ClientError::NotFound(_)) => {
+                    return Err(ClientError::NotFound(format!("no account named {name}")));
+                }
+                r => drop(r?),
+            }
+            if Instant::now() >= deadline {
+                return Err(bad(format!(
+                    "{name} exists on the server but its key transparency directory does not hold it \
+                     after {} s; nothing was sent",
+                    WAIT_FOR_EPOCH.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Whether a device missing from `name`'s verified list may be in a change the directory
+    /// has not published yet: the server said so with the last lookup. A device that sends
+    /// was in its account's list before its envelope was stored, and that change was queued
+    /// in the same transaction, so an honest server says "pending" until the epoch that
+    /// publishes it; a lying one can only make a message wait (it could withhold it anyway).
+    pub(crate) fn kt_may_be_unpublished(&self, name: &AccountName) -> bool {
+        self.kt.pending.get(name.as_str()).copied().unwrap_or(false)
+    }
+}
+
+/// What `tacit kt status` shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KtStatus {
+    /// The log's name.
+    pub namespace: String,
+    /// The pinned transparency key (hex).
+    pub public_key: String,
+    /// plexi's one-byte key id of it.
+    pub key_id: u8,
+    /// The newest epoch this device has seen: epoch, when it was signed (ms), root (hex).
+    pub newest_epoch: Option<(u64, u64, String)>,
+    /// The newest epoch at which this device checked its own account's history, and what
+    /// that check found (`None`: never checked).
+    pub own_history: Option<OwnHistory>,
+}
+
+/// One check of the own account's history in the directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnHistory {
+    /// The epoch checked at.
+    pub epoch: u64,
+    /// The versions checked.
+    pub versions: usize,
+    /// Versions this account did not make (each a sentence): empty when all is well.
+    pub alarms: Vec<String>,
+}
+
+/// One version of an account in `tacit kt history`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KtVersion {
+    /// The label's version.
+    pub version: u64,
+    /// The epoch it was published in.
+    pub epoch: u64,
+    /// The account key it carries (hex), `None` for a deletion.
+    pub account_key: Option<String>,
+    /// The device list's own version, `None` for a deletion.
+    pub list_version: Option<u64>,
+    /// The device ids it lists.
+    pub devices: Vec<u32>,
+}
+
+/// How often the own account's history is checked at most (besides every new epoch seen
+/// by `tacit kt status`).
+const OWN_CHECK_EVERY_MS: u64 = 10 * 60_000;
+
+impl Client {
+    /// Key transparency as this device sees it, after asking the server for its newest
+    /// epoch (verified like every root) and checking the own account's history.
+    pub async fn kt_status(&mut self) -> Result<KtStatus> {
+        let _guard = self.lock_state().await?;
+        let pin = self.kt_pin().await?;
+        let info = self.api.kt_info().await?;
+        if let Some(w) = &info.latest {
+            self.kt_accept(&pin, &from_wire(w)?)?;
+        }
+        let own = self.kt_check_own(true).await?;
+        let newest = self.kt_latest(&pin)?;
+        Ok(KtStatus {
+            namespace: pin.namespace.clone(),
+            public_key: hex::encode(pin.key.as_bytes()),
+            key_id: tacit_transparency::key_id(pin.key.as_bytes()),
+            newest_epoch: newest.map(|r| (r.root.epoch, r.root.timestamp_ms, hex::encode(r.root.root))),
+            own_history: own,
+        })
+    }
+
+    /// Every version of `name`'s keys in the directory, newest first, verified.
+    pub async fn kt_history(&mut self, name: &str) -> Result<Vec<KtVersion>> {
+        let name = AccountName::new(name)?;
+        let _guard = self.lock_state().await?;
+        let pin = self.kt_pin().await?;
+        let answer = self.api.kt_history(name.as_str()).await?;
+        let root = from_wire(&answer.root)?;
+        self.kt_accept(&pin, &root)?;
+        let versions = tacit_transparency::verify_history(&pin.vrf, &root, &name, answer.proof.as_slice())
+            .map_err(|e| bad(format!("{name}: {e}")))?;
+        Ok(versions
+            .into_iter()
+            .map(|v| {
+                let list = match &v.entry {
+                    AccountEntry::List(bytes) => {
+                        tacit_protocol::DeviceList::verify(bytes, &name, None, None).ok()
+                    }
+                    AccountEntry::Deleted => None,
+                };
+                KtVersion {
+                    version: v.version,
+                    epoch: v.epoch,
+                    account_key: list.as_ref().map(|l| hex::encode(l.account_key().as_bytes())),
+                    list_version: list.as_ref().map(tacit_protocol::DeviceList::version),
+                    devices: list
+                        .map(|l| l.devices().iter().map(|d| d.id.get()).collect())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    /// Checks the own account's history in the directory (at most every
+    /// [`OWN_CHECK_EVERY_MS`] unless `now` is set): every version must be a list this account
+    /// made, that is signed by its account key (or reached from it by a signed rotation) and
+    /// names it; anything else (a key the server made, a deletion of a live account, a list
+    /// that does not verify) is an alarm, pushed as a warning and returned. Never blocks.
+    pub(crate) async fn kt_check_own(&mut self, now: bool) -> Result<Option<OwnHistory>> {
+        let now_ms = crate::client::now_ms();
+        if !now
+            && let Some(b) = self.store.meta(meta::KT_OWN_CHECKED)?
+            && let Some(at) = b.get(8..16).and_then(|t| <[u8; 8]>::try_from(t).ok())
+            && u64::from_be_bytes(at).saturating_add(OWN_CHECK_EVERY_MS) > now_ms
+        {
+            return self.kt_own_result();
+        }
+        let pin = self.kt_pin().await?;
+        let name = self.me.name.clone();
+        let answer = match self.api.kt_history(name.as_str()).await {
+            Err(ClientError::NotFound(_)) => return Ok(None),
+            r => r?,
+        };
+        let root = from_wire(&answer.root)?;
+        self.kt_accept(&pin, &root)?;
+        let versions = tacit_transparency::verify_history(&pin.vrf, &root, &name, answer.proof.as_slice())
+            .map_err(|e| bad(format!("own account {name}: {e}")))?;
+        let alarms = self.own_history_alarms(&versions).await?;
+        for a in &alarms {
+            self.warnings.push(format!("KEY TRANSPARENCY ALARM: {a}"));
+        }
+        let result = OwnHistory { epoch: root.root.epoch, versions: versions.len(), alarms };
+        let mut stored = Vec::new();
+        stored.extend_from_slice(&result.epoch.to_be_bytes());
+        stored.extend_from_slice(&now_ms.to_be_bytes());
+        stored.extend_from_slice(&u64::try_from(result.versions).unwrap_or(u64::MAX).to_be_bytes());
+        stored.extend_from_slice(result.alarms.join("\n").as_bytes());
+        store::set_meta(self.store.conn(), meta::KT_OWN_CHECKED, &stored)?;
+        Ok(Some(result))
+    }
+
+    fn kt_own_result(&self) -> Result<Option<OwnHistory>> {
+        let Some(b) = self.store.meta(meta::KT_OWN_CHECKED)? else { return Ok(None) };
+        let num = |r: std::ops::Range<usize>| {
+            b.get(r).and_then(|x| <[u8; 8]>::try_from(x).ok()).map(u64::from_be_bytes)
+        };
+        let (Some(epoch), Some(versions)) = (num(0..8), num(16..24)) else { return Ok(None) };
+        let text = b.get(24..).map(|t| String::from_utf8_lossy(t).into_owned()).unwrap_or_default();
+        Ok(Some(OwnHistory {
+            epoch,
+            versions: usize::try_from(versions).unwrap_or(usize::MAX),
+            alarms: text.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect(),
+        }))
+    }
+
+    /// The versions of the own history (newest first, as verified) this account did not make.
+    /// Oldest first, every version must be a valid list of this account; where the account
+    /// key changes between two versions, the old key must have signed the rotation into the
+    /// new one (the rotations the server keeps; only the old key's holder can sign one); the
+    /// chain must hold this device's current key; and the first version's key must be the one
+    /// the account was created with, where this device knows it (it made the account).
+    async fn own_history_alarms(&mut self, versions: &[VerifiedLookup]) -> Result<Vec<String>> {
+        let name = self.me.name.clone();
+        let mut alarms = Vec::new();
+        let mut keys: Vec<(u64, u64, tacit_protocol::AccountKey)> = Vec::new();
+        for v in versions.iter().rev() {
+            match &v.entry {
+                AccountEntry::Deleted => alarms.push(format!(
+                    "version {} (epoch {}) says {name} was deleted, but this device's account is live",
+                    v.version, v.epoch
+                )),
+                AccountEntry::List(bytes) => {
+                    match tacit_protocol::DeviceList::verify(bytes, &name, None, None) {
+                        Err(e) => alarms.push(format!(
+                            "version {} (epoch {}) is not a valid device list of {name}: {e}",
+                            v.version, v.epoch
+                        )),
+                        Ok(list) => keys.push((v.version, v.epoch, *list.account_key())),
+                    }
+                }
+            }
+        }
+        if let (Some(first), Some((version, epoch, key))) =
+            (self.store.meta(meta::KT_FIRST_KEY)?, keys.first())
+            && first.as_slice() != key.as_bytes()
+        {
+            alarms.push(format!(
+                "version {version} (epoch {epoch}) carries the account key {}, not the key {name} was created \
+                 with on this device: the server published a key you did not make",
+                hex::encode(key.as_bytes())
+            ));
+        }
+        let changes = keys.windows(2).filter(|w| matches!(w, [a, b] if a.2 != b.2)).count();
+        let rotations = if changes > 0 { self.own_rotations().await? } else { Vec::new() };
+        for w in keys.windows(2) {
+            let [(_, _, old), (version, epoch, new)] = w else { continue };
+            if old == new {
+                continue;
+            }
+            let signed = rotations.iter().any(|(list_key, bytes, sig)| {
+                list_key == new && tacit_protocol::DeviceList::verify_rotation(old, bytes, sig).is_ok()
+            });
+            if !signed {
+                alarms.push(format!(
+                    "version {version} (epoch {epoch}) changes {name}'s account key to {} without a rotation \
+                     signed by the key before it: the server published a key you did not make",
+                    hex::encode(new.as_bytes())
+                ));
+            }
+        }
+        if !keys.is_empty() && !keys.iter().any(|(_, _, k)| *k == self.me.account_key) {
+            alarms.push(format!(
+                "no version of {name} in the directory carries this device's account key {}",
+                hex::encode(self.me.account_key.as_bytes())
+            ));
+        }
+        Ok(alarms)
+    }
+
+    /// The own account's key rotations the server keeps: (the new key, the list, the old
+    /// key's signature), at most 64 pages.
+    async fn own_rotations(
+        &mut self,
+    ) -> Result<Vec<(tacit_protocol::AccountKey, Vec<u8>, tacit_protocol::Signature)>> {
+        let name = self.me.name.clone();
+        let mut out = Vec::new();
+        let mut after = 0u64;
+        for _ in 0..64 {
+            let page = self.api.rotations(name.as_str(), after).await?;
+            let mut cursor = after;
+            for r in &page.rotations {
+                let Ok(list) = tacit_protocol::DeviceList::verify(&r.device_list.0, &name, None, None) else {
+                    continue;
+                };
+                cursor = cursor.max(list.version());
+                let Ok(sig) = <[u8; 64]>::try_from(r.rotation_signature.0.as_slice()) else { continue };
+                out.push((
+                    *list.account_key(),
+                    r.device_list.0.clone(),
+                    tacit_protocol::Signature::from_bytes(sig),
+                ));
+            }
+            if !page.more || cursor == after {
+                break;
+            }
+            after = cursor;
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use tacit_transparency::RootSigner;
+
+    fn root(signer: &RootSigner, ns: &str, epoch: u64, byte: u8) -> SignedRoot {
+        signer.sign(EpochRoot { namespace: ns.into(), timestamp_ms: 1_000 + epoch, epoch, root: [byte; 32] })
+    }
+
+    /// The checks every root passes before a proof is read: the pinned key and namespace,
+    /// no rollback below the newest seen, one root per epoch; and the pin given out of band.
+    #[tokio::test]
+    async fn roots_are_checked_for_signature_rollback_and_forks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Client::offline(dir.path(), "alice").unwrap();
+        let signer = RootSigner::from_seed([7; 32]).unwrap();
+        let pin = Pin {
+            key: VerifyingKey::from_bytes(signer.public()).unwrap(),
+            vrf: [1; 32],
+            namespace: "tacit.test.v1".into(),
+        };
+        c.store.set_meta(meta::KT_PIN, &pin.to_bytes()).unwrap();
+        let pin = c.kt_pin().await.unwrap();
+        let err = |r: Result<()>| match r {
+            Err(ClientError::Transparency(m)) => m,
+            other => panic!("expected a transparency error, got {other:?}"),
+        };
+
+        c.kt_accept(&pin, &root(&signer, "tacit.test.v1", 5, 1)).unwrap();
+        assert_eq!(c.kt_latest(&pin).unwrap().unwrap().root.epoch, 5);
+        // The same root again is fine; an older epoch is a rollback; another root for 5 a fork.
+        c.kt_accept(&pin, &root(&signer, "tacit.test.v1", 5, 1)).unwrap();
+        assert!(err(c.kt_accept(&pin, &root(&signer, "tacit.test.v1", 4, 1))).contains("rollback"));
+        assert!(err(c.kt_accept(&pin, &root(&signer, "tacit.test.v1", 5, 2))).contains("fork"));
+        // Another key, another namespace, a flipped bit: refused, and the newest stays 5.
+        let other = RootSigner::from_seed([8; 32]).unwrap();
+        assert!(err(c.kt_accept(&pin, &root(&other, "tacit.test.v1", 6, 1))).contains("not signed"));
+        assert!(err(c.kt_accept(&pin, &root(&signer, "tacit.other.v1", 6, 1))).contains("another log"));
+        let mut flipped = root(&signer, "tacit.test.v1", 6, 1);
+        flipped.signature[10] ^= 1;
+        assert!(err(c.kt_accept(&pin, &flipped)).contains("not signed"));
+        assert_eq!(c.kt_latest(&pin).unwrap().unwrap().root.epoch, 5);
+        // A newer valid root becomes the newest.
+        c.kt_accept(&pin, &root(&signer, "tacit.test.v1", 9, 3)).unwrap();
+        assert_eq!(c.kt_latest(&pin).unwrap().unwrap().root.epoch, 9);
+
+        // A key given out of band that differs from the pinned one is refused.
+        c.kt.expected_key = Some(other.public());
+        assert!(err(c.kt_pin().await.map(drop)).contains("pinned the transparency key"));
+        c.kt.expected_key = Some(signer.public());
+        c.kt_pin().await.unwrap();
+    }
+
+    #[test]
+    fn pins_and_roots_round_trip_and_bad_ones_do_not_decode() {
+        let signer = RootSigner::from_seed([7; 32]).unwrap();
+        let pin = Pin {
+            key: VerifyingKey::from_bytes(signer.public()).unwrap(),
+            vrf: [2; 32],
+            namespace: "n".into(),
+        };
+        let back = Pin::from_bytes(&pin.to_bytes()).unwrap();
+        assert_eq!((back.key, back.vrf, back.namespace), (pin.key, pin.vrf, pin.namespace));
+        assert!(Pin::from_bytes(&[0; 10]).is_err());
+        let r = root(&signer, "n", 3, 4);
+        assert_eq!(root_from_bytes(&root_to_bytes(&r), "n"), Some(r));
+        assert_eq!(root_from_bytes(&[0; 111], "n"), None);
+    }
+}

@@ -1,0 +1,148 @@
+//! Issue 10 on the client, against the real server on loopback: another account's keys are
+//! taken only from a verified key transparency lookup, so a directory that lies is refused
+//! before anything is encrypted; a server put back from an older copy (a rollback) is
+//! refused by a client that saw a newer epoch; `kt_status` and `kt_history` show what was
+//! checked. Each on SQLite and PostgreSQL where the fault can be made on both.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)] // a test file
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, Relay, account, texts};
+use tacit_client::ClientError;
+
+on_both!(
+    a_forged_directory_entry_is_refused_before_anything_is_encrypted,
+    status_and_history_show_what_was_checked
+);
+
+/// Runs `sql` on the server's database (the server paused).
+async fn tamper(relay: &Relay, sql: &str) {
+    match relay.schema() {
+        Some(schema) => {
+            let admin = common::pg_admin().await;
+            admin.batch_execute(&format!("SET search_path = {schema}; {sql}")).await.unwrap();
+        }
+        None => {
+            let c = rusqlite::Connection::open(relay.data_dir().join("tacit.db")).unwrap();
+            c.execute_batch(sql).unwrap();
+        }
+    }
+}
+
+/// The directory's entry for bob is replaced by the server (its database edited: the value
+/// of bob's newest version swapped for alice's list). Alice's lookup proof no longer
+/// verifies: the send fails with a transparency error and bob receives nothing; put back,
+/// the conversation goes on.
+async fn a_forged_directory_entry_is_refused_before_anything_is_encrypted(backend: Backend) {
+    let mut relay = Relay::start(backend).await;
+    let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = account(&relay, ha.path(), "alice").await;
+    let mut bob = account(&relay, hb.path(), "bob").await;
+    alice.send_text("bob", "one").await.unwrap();
+    assert_eq!(bob.receive(Duration::ZERO).await.unwrap().len(), 1);
+
+    relay.pause().await;
+    let label = blob(&relay, b"tacit.account.v1:bob");
+    let alice_label = blob(&relay, b"tacit.account.v1:alice");
+    tamper(
+        &relay,
+        &format!(
+            "CREATE TABLE kt_saved AS SELECT * FROM kt_values WHERE label = {label}; \
+             UPDATE kt_values SET value = (SELECT value FROM kt_values WHERE label = {alice_label} ORDER BY epoch DESC LIMIT 1) \
+             WHERE label = {label};"
+        ),
+    )
+    .await;
+    relay.resume().await;
+    let err = alice.send_text("bob", "two").await.unwrap_err();
+    assert!(matches!(err, ClientError::Transparency(_)), "{err}");
+    assert!(err.to_string().contains("bob"), "{err}");
+    assert!(bob.receive(Duration::ZERO).await.unwrap().is_empty(), "nothing was sent");
+
+    // Positive control: the honest entry back, the same send goes through.
+    relay.pause().await;
+    tamper(
+        &relay,
+        &format!(
+            "UPDATE kt_values SET value = (SELECT s.value FROM kt_saved s WHERE s.label = kt_values.label AND s.epoch = kt_values.epoch) \
+             WHERE label = {label}; DROP TABLE kt_saved;"
+        ),
+    )
+    .await;
+    relay.resume().await;
+    alice.send_text("bob", "three").await.unwrap();
+    let got = bob.receive(Duration::ZERO).await.unwrap();
+    assert_eq!(got.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["three"]);
+    relay.stop().await;
+}
+
+/// A byte string literal in the server's SQL dialect.
+fn blob(relay: &Relay, b: &[u8]) -> String {
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    match relay.schema() {
+        Some(_) => format!("'\\x{hex}'::bytea"),
+        None => format!("x'{hex}'"),
+    }
+}
+
+async fn status_and_history_show_what_was_checked(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = account(&relay, ha.path(), "alice").await;
+    let mut bob = account(&relay, hb.path(), "bob").await;
+    alice.send_text("bob", "hi").await.unwrap();
+    bob.receive(Duration::ZERO).await.unwrap();
+    let s = alice.kt_status().await.unwrap();
+    assert!(s.namespace.starts_with("tacit."), "{}", s.namespace);
+    assert_eq!(s.public_key.len(), 64);
+    assert!(s.newest_epoch.as_ref().unwrap().0 >= 1);
+    let own = s.own_history.unwrap();
+    assert_eq!((own.versions, own.alarms.len()), (1, 0));
+    let h = alice.kt_history("bob").await.unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!((h[0].version, h[0].list_version, h[0].devices.clone()), (1, Some(1), vec![1]));
+    // Bob's status pins the same key.
+    assert_eq!(bob.kt_status().await.unwrap().public_key, s.public_key);
+    assert_eq!(texts(&bob, "alice"), ["hi"]);
+    relay.stop().await;
+}
+
+/// The server's database put back from an older copy (SQLite: the files copied while it
+/// was stopped): a client that saw a newer epoch refuses the older one (a rollback), and
+/// sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_rolled_back_to_an_older_copy_is_refused() {
+    let mut relay = Relay::start(Backend::Sqlite).await;
+    let (ha, hb, hc) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = account(&relay, ha.path(), "alice").await;
+    let _bob = account(&relay, hb.path(), "bob").await;
+    alice.send_text("bob", "one").await.unwrap();
+    relay.pause().await;
+    let copy = tempfile::tempdir().unwrap();
+    let data = relay.data_dir();
+    for e in std::fs::read_dir(&data).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), copy.path().join(e.file_name())).unwrap();
+    }
+    relay.resume().await;
+    // More epochs: carol joins; alice sees a newer root when she writes to her.
+    let _carol = account(&relay, hc.path(), "carol").await;
+    alice.send_text("carol", "hi").await.unwrap();
+    let seen = alice.kt_status().await.unwrap().newest_epoch.unwrap().0;
+    relay.pause().await;
+    for e in std::fs::read_dir(&data).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    for e in std::fs::read_dir(copy.path()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), data.join(e.file_name())).unwrap();
+    }
+    relay.resume().await;
+    let err = alice.send_text("bob", "two").await.unwrap_err();
+    assert!(matches!(&err, ClientError::Transparency(m) if m.contains("rollback")), "{err} (seen {seen})");
+    relay.stop().await;
+}

@@ -1,0 +1,353 @@
+//! The key transparency directory (issue 10, `docs/PROTOCOL.md` §12): every account's signed
+//! device list, which carries its account key, committed in Meta's `akd` under
+//! `WhatsAppV1Configuration`, one label per account (its name behind the VRF), one version
+//! per change. Changes are queued in the store in the same transaction as the change itself
+//! (`kt_pending`) and published together as one epoch at most every `epoch_interval`
+//! ([`Transparency::run`]); each epoch's root is signed by the server's transparency key as
+//! plexi's `SignatureMessage`, and its append-only proof from the previous epoch is kept
+//! for auditors.
+//!
+//! Crash safety: an epoch's records and the end of the pending changes it publishes commit in
+//! one transaction ([`db::AkdDb`]); the signature and audit proof follow, and a start finds
+//! an epoch without them and completes it before serving anything. Proofs are only served
+//! for signed epochs: publishing and signing hold the directory's write lock.
+
+mod db;
+pub(crate) mod records;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use akd::storage::StorageManager;
+use akd::{AkdLabel, AkdValue, AzksParallelismConfig, Directory};
+use akd_core::ecvrf::{VRFKeyStorage, VrfError};
+use protobuf::Message as _;
+use tacit_transparency::{AccountEntry, Config, EpochRoot, RootSigner, SignedRoot, account_label};
+use tokio::sync::RwLock;
+use zeroize::Zeroizing;
+
+use crate::store::{KtEpoch, KtStore, KtWrite, StoreError};
+use db::AkdDb;
+
+/// The default of [`KtSettings::epoch_interval`].
+pub const DEFAULT_EPOCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Most pending changes one epoch publishes (more wait for the next).
+pub const MAX_EPOCH_UPDATES: usize = 20_000;
+
+/// How the directory runs.
+#[derive(Clone, Debug)]
+pub struct KtSettings {
+    /// The log's name in signed roots (plexi's namespace), e.g. `tacit.example.org.v1`.
+    pub namespace: String,
+    /// Pending changes publish together at most this often.
+    pub epoch_interval: Duration,
+    /// The namespace was configured (a stored one that differs is then an error); otherwise
+    /// it is only the default for a new directory.
+    pub explicit_namespace: bool,
+}
+
+/// Why the directory failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KtFailure {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// akd failed (a storage error inside it, or a bug).
+    #[error("key transparency directory: {0}")]
+    Akd(String),
+    /// The label has no version in a signed epoch yet.
+    #[error("not in the key transparency directory yet")]
+    NotFound,
+}
+
+fn akd(e: impl core::fmt::Display) -> KtFailure {
+    KtFailure::Akd(e.to_string())
+}
+
+/// The VRF key, read from the store.
+#[derive(Clone)]
+struct Vrf(Arc<Zeroizing<[u8; 32]>>);
+
+#[async_trait::async_trait]
+impl VRFKeyStorage for Vrf {
+    async fn retrieve(&self) -> Result<Vec<u8>, VrfError> {
+        Ok(self.0.to_vec())
+    }
+}
+
+type Dir = Directory<Config, AkdDb, Vrf>;
+
+fn directory_storage(db: AkdDb) -> StorageManager<AkdDb> {
+    // akd's cache (tree nodes kept for 10 minutes, at most 256 MiB): publishing and proofs
+    // read the top of the tree from memory.
+    StorageManager::new(
+        db,
+        Some(Duration::from_secs(600)),
+        Some(256 * 1024 * 1024),
+        Some(Duration::from_secs(60)),
+    )
+}
+
+/// A lookup proof with the signed root it verifies against.
+pub struct Proof {
+    /// akd's protobuf encoding of the proof.
+    pub proof: Vec<u8>,
+    /// The signed epoch.
+    pub epoch: KtEpoch,
+    /// Lookups: the account has a change waiting for the next epoch.
+    pub pending: bool,
+}
+
+/// The running directory.
+pub struct Transparency {
+    store: Arc<dyn KtStore>,
+    db: AkdDb,
+    vrf: Vrf,
+    vrf_public: [u8; 32],
+    signer: RootSigner,
+    settings: KtSettings,
+    /// The directory; the write lock is held from publishing an epoch to storing its
+    /// signature, so a proof is never served for an epoch that is not signed yet.
+    dir: RwLock<Dir>,
+    /// The newest signed epoch.
+    latest: std::sync::RwLock<Option<KtEpoch>>,
+}
+
+/// The stored 32-byte secret `name`, made on the first start.
+async fn secret(store: &dyn KtStore, name: &str) -> Result<Zeroizing<[u8; 32]>, KtFailure> {
+    let mut fresh = Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(fresh.as_mut_slice()).map_err(|_| KtFailure::Akd("no randomness".into()))?;
+    let stored = Zeroizing::new(store.kt_setting(name, fresh.to_vec()).await?);
+    let mut out = Zeroizing::new([0u8; 32]);
+    if stored.len() != 32 {
+        return Err(KtFailure::Akd(format!("the stored {name} key is not 32 bytes")));
+    }
+    out.copy_from_slice(&stored);
+    Ok(out)
+}
+
+impl Transparency {
+    /// Opens the directory on `store`: reads its keys (making them on the first start),
+    /// completes an epoch a crash left unsigned, and is ready to publish and serve proofs.
+    pub async fn open(store: Arc<dyn KtStore>, settings: KtSettings, now_ms: u64) -> Result<Self, KtFailure> {
+        let vrf = Vrf(Arc::new(secret(&*store, "vrf").await?));
+        let signer = RootSigner::from_seed(*secret(&*store, "root_signing").await?).map_err(akd)?;
+        let stored = store.kt_setting("namespace", settings.namespace.clone().into_bytes()).await?;
+        let namespace = String::from_utf8(stored).map_err(|_| KtFailure::Akd("stored namespace".into()))?;
+        if namespace != settings.namespace && settings.explicit_namespace {
+            return Err(KtFailure::Akd(format!(
+                "this directory's log is named {namespace:?}, not {:?}: a log keeps its name (remove \
+                 kt_namespace from the configuration, or set it to the stored name)",
+                settings.namespace
+            )));
+        }
+        let settings = KtSettings { namespace, ..settings };
+        let vrf_public: [u8; 32] = vrf.get_vrf_public_key().await.map_err(akd)?.to_bytes();
+        let db = AkdDb::new(store.clone());
+        let dir = Dir::new(directory_storage(db.clone()), vrf.clone(), AzksParallelismConfig::default())
+            .await
+            .map_err(akd)?;
+        let kt = Self {
+            store,
+            db,
+            vrf,
+            vrf_public,
+            signer,
+            settings,
+            dir: RwLock::new(dir),
+            latest: std::sync::RwLock::new(None),
+        };
+        {
+            let dir = kt.dir.write().await;
+            kt.finish_epoch(&dir, now_ms).await?;
+        }
+        Ok(kt)
+    }
+
+    /// The transparency key clients pin.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.signer.public()
+    }
+
+    /// The VRF public key proofs verify under.
+    pub fn vrf_public_key(&self) -> [u8; 32] {
+        self.vrf_public
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &KtSettings {
+        &self.settings
+    }
+
+    /// The newest signed epoch (`None` before the first).
+    pub fn latest(&self) -> Option<KtEpoch> {
+        self.latest.read().ok().and_then(|g| g.clone())
+    }
+
+    /// The signed form of a stored epoch.
+    pub fn signed(&self, e: &KtEpoch) -> SignedRoot {
+        SignedRoot {
+            root: EpochRoot {
+                namespace: self.settings.namespace.clone(),
+                timestamp_ms: e.timestamp_ms,
+                epoch: e.epoch,
+                root: e.root,
+            },
+            signature: e.signature,
+        }
+    }
+
+    fn set_latest(&self, e: KtEpoch) {
+        if let Ok(mut g) = self.latest.write() {
+            *g = Some(e);
+        }
+    }
+
+    /// Signs the directory's current epoch and stores its append-only proof, unless that
+    /// was done already. Runs under the write lock.
+    async fn finish_epoch(&self, dir: &Dir, now_ms: u64) -> Result<(), KtFailure> {
+        let hash = dir.get_epoch_hash().await.map_err(akd)?;
+        let (epoch, root) = (hash.0, hash.1);
+        if epoch == 0 {
+            return Ok(());
+        }
+        if let Some(stored) = self.store.kt_epoch(epoch).await? {
+            self.set_latest(stored);
+            return Ok(());
+        }
+        let proof = dir.audit(epoch - 1, epoch).await.map_err(akd)?;
+        let single = proof.proofs.first().ok_or_else(|| KtFailure::Akd("empty audit proof".into()))?;
+        let audit_proof = akd_core::proto::specs::types::SingleAppendOnlyProof::from(single)
+            .write_to_bytes()
+            .map_err(akd)?;
+        let signed = self.signer.sign(EpochRoot {
+            namespace: self.settings.namespace.clone(),
+            timestamp_ms: now_ms,
+            epoch,
+            root,
+        });
+        let e = KtEpoch { epoch, root, timestamp_ms: now_ms, signature: signed.signature, audit_proof };
+        self.store.kt_put_epoch(e.clone()).await?;
+        // Another node may have stored it first: serve what is stored.
+        let stored = self.store.kt_epoch(epoch).await?.unwrap_or(e);
+        self.set_latest(stored);
+        Ok(())
+    }
+
+    /// Publishes the pending changes as one epoch. `Ok(None)`: nothing was pending.
+    pub async fn publish(&self, now_ms: u64) -> Result<Option<u64>, KtFailure> {
+        let pending = self.store.kt_pending(MAX_EPOCH_UPDATES).await?;
+        if pending.is_empty() {
+            return Ok(None);
+        }
+        let seqs: Vec<i64> = pending.iter().map(|(seq, _)| *seq).collect();
+        let mut names: Vec<String> = pending.into_iter().map(|(_, n)| n).collect();
+        names.sort();
+        names.dedup();
+        let current: std::collections::HashMap<String, crate::store::KtCurrent> =
+            self.store.kt_current(names.clone()).await?.into_iter().map(|c| (c.name.clone(), c)).collect();
+        let devices: Vec<(String, String)> =
+            current.values().map(|c| (c.name.clone(), c.devices.clone())).collect();
+        let updates = names
+            .iter()
+            .filter_map(|n| {
+                let name = tacit_protocol::AccountName::new(n).ok()?;
+                let entry = match current.get(n) {
+                    Some(c) => AccountEntry::List(c.device_list.clone()),
+                    None => AccountEntry::Deleted,
+                };
+                Some((AkdLabel(account_label(&name)), AkdValue(entry.to_bytes())))
+            })
+            .collect::<Vec<_>>();
+        let mut dir = self.dir.write().await;
+        let before = dir.get_epoch_hash().await.map_err(akd)?.0;
+        self.db.publishes(seqs.clone(), devices.clone());
+        let published = dir.publish(updates).await;
+        self.db.publishes(Vec::new(), Vec::new());
+        let epoch = match published {
+            Ok(hash) => hash.0,
+            Err(e) => {
+                // akd fills its cache before the database write: start over from what the
+                // database holds.
+                if let Ok(fresh) = Dir::new(
+                    directory_storage(self.db.clone()),
+                    self.vrf.clone(),
+                    AzksParallelismConfig::default(),
+                )
+                .await
+                {
+                    *dir = fresh;
+                }
+                return Err(akd(e));
+            }
+        };
+        if epoch == before {
+            // Every change was already the published value: no epoch, but they are done.
+            self.store
+                .kt_write(KtWrite { published: seqs, published_devices: devices, ..KtWrite::default() })
+                .await?;
+            return Ok(None);
+        }
+        self.finish_epoch(&dir, now_ms).await?;
+        Ok(Some(epoch))
+    }
+
+    /// A lookup proof of `name`'s newest version, with the signed epoch it is for.
+    pub async fn lookup(&self, name: &tacit_protocol::AccountName) -> Result<Proof, KtFailure> {
+        let dir = self.dir.read().await;
+        let (proof, hash) = match dir.lookup(AkdLabel(account_label(name))).await {
+            Ok(found) => found,
+            Err(akd::errors::AkdError::Storage(akd::errors::StorageError::NotFound(_))) => {
+                return Err(KtFailure::NotFound);
+            }
+            Err(e) => return Err(akd(e)),
+        };
+        let epoch = self.store.kt_epoch(hash.0).await?.ok_or(KtFailure::NotFound)?;
+        // Still under the read lock: no epoch can publish (and end pending changes) between
+        // the proof and this answer.
+        let pending = self.store.kt_is_pending(name.as_str()).await?;
+        let proof = akd_core::proto::specs::types::LookupProof::from(&proof).write_to_bytes().map_err(akd)?;
+        Ok(Proof { proof, epoch, pending })
+    }
+
+    /// A complete history proof of `name`, with the signed epoch it is for.
+    pub async fn history(&self, name: &tacit_protocol::AccountName) -> Result<Proof, KtFailure> {
+        let dir = self.dir.read().await;
+        let (proof, hash) =
+            match dir.key_history(&AkdLabel(account_label(name)), akd::HistoryParams::Complete).await {
+                Ok(found) => found,
+                Err(akd::errors::AkdError::Storage(akd::errors::StorageError::NotFound(_))) => {
+                    return Err(KtFailure::NotFound);
+                }
+                Err(e) => return Err(akd(e)),
+            };
+        let epoch = self.store.kt_epoch(hash.0).await?.ok_or(KtFailure::NotFound)?;
+        let proof =
+            akd_core::proto::specs::types::HistoryProof::from(&proof).write_to_bytes().map_err(akd)?;
+        Ok(Proof { proof, epoch, pending: false })
+    }
+
+    /// One stored epoch.
+    pub async fn epoch(&self, epoch: u64) -> Result<Option<KtEpoch>, KtFailure> {
+        Ok(self.store.kt_epoch(epoch).await?)
+    }
+
+    /// Publishes an epoch whenever changes are pending, at most once per interval, until
+    /// `stop` is cancelled.
+    pub async fn run(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(self.settings.epoch_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            match self.publish(crate::state::now_ms()).await {
+                Ok(Some(epoch)) => tracing::debug!(epoch, "published a key transparency epoch"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "publishing a key transparency epoch failed; retrying"),
+            }
+        }
+    }
+}

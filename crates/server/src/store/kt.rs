@@ -1,0 +1,82 @@
+//! What the key transparency directory keeps in the server's own database (schema
+//! migration 8, SQLite and PostgreSQL alike): akd's azks and tree nodes (`kt_records`), its
+//! value states (`kt_values`), the accounts whose keys changed since the last epoch
+//! (`kt_pending`, written in the same transaction as the change), each published epoch's
+//! signed root and append-only proof (`kt_epochs`), and the directory's own settings
+//! (`kt_secrets`: the VRF key, the root signing key, the namespace; never a user's secret).
+
+use async_trait::async_trait;
+
+pub use crate::kt::records::StoredValue;
+
+use super::StoreError;
+
+/// One epoch as published.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KtEpoch {
+    /// The epoch.
+    pub epoch: u64,
+    /// Its akd root hash.
+    pub root: [u8; 32],
+    /// When it was signed (milliseconds since the Unix epoch).
+    pub timestamp_ms: u64,
+    /// The transparency key's signature over plexi's `SignatureMessage`.
+    pub signature: [u8; 64],
+    /// akd's append-only proof from the previous epoch to this one (protobuf
+    /// `SingleAppendOnlyProof`).
+    pub audit_proof: Vec<u8>,
+}
+
+/// One write of the directory, applied in one transaction.
+#[derive(Clone, Debug, Default)]
+pub struct KtWrite {
+    /// azks and tree node records: `(akd binary id, encoding)`, inserted or replaced.
+    pub records: Vec<(Vec<u8>, Vec<u8>)>,
+    /// New value states.
+    pub values: Vec<StoredValue>,
+    /// The pending changes (by sequence number) this write publishes: deleted with it.
+    pub published: Vec<i64>,
+    /// The device ids of each list this write publishes, by account name: the server's
+    /// device-set check requires envelopes for the published devices only.
+    pub published_devices: Vec<(String, String)>,
+}
+
+/// An account's current signed list, as the publisher reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KtCurrent {
+    /// The account name.
+    pub name: String,
+    /// Its signed device list.
+    pub device_list: Vec<u8>,
+    /// The ids of its devices (the list's), comma-separated, read with the list.
+    pub devices: String,
+}
+
+/// The key transparency directory's storage.
+#[async_trait]
+pub trait KtStore: Send + Sync {
+    /// Records by akd binary id; ids not stored are left out.
+    async fn kt_records(&self, ids: Vec<Vec<u8>>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    /// Every stored value state of these labels.
+    async fn kt_values(&self, labels: Vec<Vec<u8>>) -> Result<Vec<StoredValue>, StoreError>;
+    /// Applies a write atomically.
+    async fn kt_write(&self, write: KtWrite) -> Result<(), StoreError>;
+    /// Accounts changed since the last epoch: `(sequence number, account name)`, oldest
+    /// first, at most `limit`.
+    async fn kt_pending(&self, limit: usize) -> Result<Vec<(i64, String)>, StoreError>;
+    /// Whether `name` has a change waiting for the next epoch.
+    async fn kt_is_pending(&self, name: &str) -> Result<bool, StoreError>;
+    /// The signed device lists the accounts hold now, with their device ids; a name not
+    /// registered is left out.
+    async fn kt_current(&self, names: Vec<String>) -> Result<Vec<KtCurrent>, StoreError>;
+    /// Records a published epoch (once; an epoch stored already is left as it is).
+    async fn kt_put_epoch(&self, epoch: KtEpoch) -> Result<(), StoreError>;
+    /// One published epoch.
+    async fn kt_epoch(&self, epoch: u64) -> Result<Option<KtEpoch>, StoreError>;
+    /// The newest published epoch.
+    async fn kt_latest_epoch(&self) -> Result<Option<KtEpoch>, StoreError>;
+    /// The directory setting `name` (its secret keys, its namespace), storing `candidate` as
+    /// it if there is none yet: the first start makes them and every later one, and every
+    /// node of a fleet, reads the same.
+    async fn kt_setting(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError>;
+}

@@ -1,0 +1,270 @@
+//! Issue 10 on the server, over real sockets, on SQLite and PostgreSQL: accounts and every
+//! device list change are published in the akd directory; lookup and history proofs verify
+//! against signed roots with the client's checks (`tacit-transparency`); every epoch's
+//! append-only proof verifies with akd's auditor; restarts keep keys, epochs and proofs; an
+//! epoch a crash left unsigned is completed at start; pending changes survive a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use protobuf::Message as _;
+use reqwest::{Method, StatusCode};
+use tacit_api as api;
+use tacit_protocol::{AccountName, DeviceEntry, DeviceId, DeviceList, VerifyingKey};
+use tacit_transparency::{AccountEntry, EpochRoot, KtError, SignedRoot, verify_history, verify_lookup};
+
+on_both!(lookups_history_and_audits_verify, an_unsigned_epoch_is_finished_at_start,);
+
+fn fast(c: &mut tacit_server::ServerConfig) {
+    c.kt_epoch_interval_ms = 50;
+}
+
+fn signed(w: &api::SignedRootWire) -> SignedRoot {
+    SignedRoot {
+        root: EpochRoot {
+            namespace: w.namespace.clone(),
+            timestamp_ms: w.timestamp_ms,
+            epoch: w.epoch,
+            root: w.root.0.clone().try_into().unwrap(),
+        },
+        signature: w.signature.0.clone().try_into().unwrap(),
+    }
+}
+
+struct Pinned {
+    key: VerifyingKey,
+    vrf: [u8; 32],
+    namespace: String,
+}
+
+async fn pin(http: &Http) -> Pinned {
+    let info: api::KtInfo = http.ok(Method::GET, api::KT, None, NONE).await;
+    Pinned {
+        key: VerifyingKey::from_bytes(info.public_key.0.try_into().unwrap()).unwrap(),
+        vrf: info.vrf_public_key.0.try_into().unwrap(),
+        namespace: info.namespace,
+    }
+}
+
+/// Polls the lookup of `name` until it proves at least `version`; returns the proof and its
+/// verified result.
+async fn lookup_until(
+    http: &Http,
+    p: &Pinned,
+    name: &str,
+    version: u64,
+) -> (api::KtProofResponse, u64, AccountEntry) {
+    let an = AccountName::new(name).unwrap();
+    for _ in 0..200 {
+        let (s, j) = http.call(Method::GET, &api::KT_LOOKUP.replace("{name}", name), None, NONE).await;
+        if s == StatusCode::OK {
+            let r: api::KtProofResponse = serde_json::from_value(j).unwrap();
+            let root = signed(&r.root);
+            root.verify(&p.key, &p.namespace).unwrap();
+            let v = verify_lookup(&p.vrf, &root, &an, &r.proof.0).unwrap();
+            if v.version >= version {
+                return (r, v.version, v.entry);
+            }
+        } else {
+            assert_eq!(s, StatusCode::NOT_FOUND, "{j}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{name} did not reach version {version} in the directory");
+}
+
+/// The akd root of an empty directory (epoch 0): it depends on the configuration only.
+async fn empty_root() -> [u8; 32] {
+    let db = akd::storage::memory::AsyncInMemoryDatabase::new();
+    let dir = akd::Directory::<tacit_transparency::Config, _, _>::new(
+        akd::storage::StorageManager::new_no_cache(db),
+        akd::ecvrf::HardCodedAkdVRF,
+        akd::AzksParallelismConfig::default(),
+    )
+    .await
+    .unwrap();
+    dir.get_epoch_hash().await.unwrap().1
+}
+
+/// Verifies every epoch's signature and append-only proof from 1 to `latest`, as an auditor.
+async fn audit_all(http: &Http, p: &Pinned, latest: u64) {
+    let mut previous = empty_root().await;
+    for epoch in 1..=latest {
+        let w: api::SignedRootWire =
+            http.ok(Method::GET, &api::KT_EPOCH.replace("{epoch}", &epoch.to_string()), None, NONE).await;
+        let root = signed(&w);
+        root.verify(&p.key, &p.namespace).unwrap();
+        let blob = http
+            .request(Method::GET, &api::KT_AUDIT.replace("{epoch}", &epoch.to_string()), None)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(blob.status(), 200);
+        let bytes = blob.bytes().await.unwrap();
+        let proof = akd::proto::specs::types::SingleAppendOnlyProof::parse_from_bytes(&bytes).unwrap();
+        let proof = akd::SingleAppendOnlyProof::try_from(&proof).unwrap();
+        akd::auditor::verify_consecutive_append_only::<tacit_transparency::Config>(
+            &proof,
+            previous,
+            root.root.root,
+            epoch,
+        )
+        .await
+        .unwrap();
+        // Positive control: the same proof does not join the wrong roots.
+        assert!(
+            akd::auditor::verify_consecutive_append_only::<tacit_transparency::Config>(
+                &proof,
+                root.root.root,
+                previous,
+                epoch,
+            )
+            .await
+            .is_err()
+        );
+        previous = root.root.root;
+    }
+}
+
+async fn lookups_history_and_audits_verify(backend: Backend) {
+    let server = TestServer::start_with(backend, fast).await;
+    let http = server.http();
+    let p = pin(&http).await;
+    assert!(p.namespace.starts_with("tacit.127.0.0.1-"), "{}", p.namespace);
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let bob = User::register(&http, &unique("bob"), 1).await;
+
+    // Each account's first version is its first list.
+    let (r, version, entry) = lookup_until(&http, &p, &alice.name, 1).await;
+    assert_eq!((version, entry), (1, AccountEntry::List(alice.list.to_bytes())));
+    // The same proof does not pass for another account, another key, or with a flipped bit.
+    let root = signed(&r.root);
+    let bob_name = AccountName::new(&bob.name).unwrap();
+    assert!(matches!(verify_lookup(&p.vrf, &root, &bob_name, &r.proof.0), Err(KtError::BadProof(_))));
+    let mut other_vrf = p.vrf;
+    other_vrf[0] ^= 1;
+    let alice_name = AccountName::new(&alice.name).unwrap();
+    assert!(verify_lookup(&other_vrf, &root, &alice_name, &r.proof.0).is_err());
+    for i in [0, r.proof.0.len() / 2, r.proof.0.len() - 1] {
+        let mut bad = r.proof.0.clone();
+        bad[i] ^= 1;
+        assert!(verify_lookup(&p.vrf, &root, &alice_name, &bad).is_err(), "flipped byte {i} passed");
+    }
+    let mut forged = root.clone();
+    forged.root.root[0] ^= 1;
+    assert_eq!(forged.verify(&p.key, &p.namespace), Err(KtError::BadRootSignature));
+    assert!(verify_lookup(&p.vrf, &forged, &alice_name, &r.proof.0).is_err());
+
+    // A new list is a new version.
+    let v2 = DeviceList::sign(
+        &alice.account,
+        alice_name.clone(),
+        2,
+        vec![DeviceEntry {
+            approver: true,
+            ..DeviceEntry::new(DeviceId::new(1).unwrap(), alice.device.public().clone())
+        }],
+    )
+    .unwrap()
+    .to_bytes();
+    let req = api::PublishDeviceListRequest {
+        device_list: v2.clone().into(),
+        rotation_signature: None,
+        new_devices: vec![],
+    };
+    let (s, j) = http
+        .call(Method::PUT, &api::DEVICE_LIST.replace("{name}", &alice.name), Some(&alice.token), Some(&req))
+        .await;
+    assert_eq!(s, 200, "{j}");
+    let (_, version, entry) = lookup_until(&http, &p, &alice.name, 2).await;
+    assert_eq!((version, entry), (2, AccountEntry::List(v2.clone())));
+
+    // The history shows both, newest first.
+    let h: api::KtProofResponse =
+        http.ok(Method::GET, &api::KT_HISTORY.replace("{name}", &alice.name), None, NONE).await;
+    let root = signed(&h.root);
+    root.verify(&p.key, &p.namespace).unwrap();
+    let versions = verify_history(&p.vrf, &root, &alice_name, &h.proof.0).unwrap();
+    assert_eq!(
+        versions.iter().map(|v| (v.version, v.entry.clone())).collect::<Vec<_>>(),
+        vec![(2, AccountEntry::List(v2.clone())), (1, AccountEntry::List(alice.list.to_bytes()))]
+    );
+
+    // A deleted account's label says so.
+    let (s, _) = http.call(Method::DELETE, &api::ACCOUNT.replace("{name}", &bob.name), bob.tok(), NONE).await;
+    assert_eq!(s, 204);
+    let (_, version, entry) = lookup_until(&http, &p, &bob.name, 2).await;
+    assert_eq!((version, entry), (2, AccountEntry::Deleted));
+
+    // Unknown names and epochs.
+    let (s, _) =
+        http.call(Method::GET, &api::KT_LOOKUP.replace("{name}", &unique("nobody")), None, NONE).await;
+    assert_eq!(s, 404);
+    let (s, _) = http.call(Method::GET, &api::KT_LOOKUP.replace("{name}", "NOT A NAME"), None, NONE).await;
+    assert_eq!(s, 404);
+    let (s, _) = http.call(Method::GET, &api::KT_EPOCH.replace("{epoch}", "99999"), None, NONE).await;
+    assert_eq!(s, 404);
+    let (s, _) = http.call(Method::GET, &api::KT_EPOCH.replace("{epoch}", "x"), None, NONE).await;
+    assert_eq!(s, 404);
+
+    let info: api::KtInfo = http.ok(Method::GET, api::KT, None, NONE).await;
+    let latest = info.latest.unwrap().epoch;
+    audit_all(&http, &p, latest).await;
+
+    // After a restart: the same keys, the same epochs, proofs still verify.
+    let server = server.restart().await;
+    let http = server.http();
+    let again = pin(&http).await;
+    assert_eq!((again.key, again.vrf, &again.namespace), (p.key, p.vrf, &p.namespace));
+    let info: api::KtInfo = http.ok(Method::GET, api::KT, None, NONE).await;
+    assert_eq!(info.latest.unwrap().epoch, latest);
+    let (_, version, _) = lookup_until(&http, &again, &alice.name, 2).await;
+    assert_eq!(version, 2);
+    audit_all(&http, &again, latest).await;
+    server.finish().await;
+}
+
+/// A crash between an epoch's commit and its signature leaves an epoch without a row in
+/// `kt_epochs`; a crash before the commit leaves its changes pending. The next start signs
+/// the first and publishes the second.
+async fn an_unsigned_epoch_is_finished_at_start(backend: Backend) {
+    let server = TestServer::start_with(backend, fast).await;
+    let http = server.http();
+    let p = pin(&http).await;
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    lookup_until(&http, &p, &alice.name, 1).await;
+    let info: api::KtInfo = http.ok(Method::GET, api::KT, None, NONE).await;
+    let latest = info.latest.unwrap().epoch;
+    // Stop with the publisher off (a huge interval) so the next change stays pending, and
+    // take the newest epoch's signature away.
+    let mut server = server.restart_with(|c| c.kt_epoch_interval_ms = 60_000).await;
+    let http = server.http();
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    server.shutdown().await;
+    let sql = format!("DELETE FROM kt_epochs WHERE epoch = {latest}");
+    match server.schema() {
+        Some(schema) => {
+            let admin = pg_admin().await;
+            admin.batch_execute(&format!("SET search_path = {schema}; {sql}")).await.unwrap();
+        }
+        None => {
+            let c = rusqlite::Connection::open(server.data_dir().join("tacit.db")).unwrap();
+            c.execute_batch(&sql).unwrap();
+        }
+    }
+    let server = server.restart_with(fast).await;
+    let http = server.http();
+    let w: api::SignedRootWire =
+        http.ok(Method::GET, &api::KT_EPOCH.replace("{epoch}", &latest.to_string()), None, NONE).await;
+    signed(&w).verify(&p.key, &p.namespace).unwrap();
+    lookup_until(&http, &p, &alice.name, 1).await;
+    let (_, version, entry) = lookup_until(&http, &p, &bob.name, 1).await;
+    assert_eq!((version, entry), (1, AccountEntry::List(bob.list.to_bytes())));
+    let info: api::KtInfo = http.ok(Method::GET, api::KT, None, NONE).await;
+    audit_all(&http, &p, info.latest.unwrap().epoch).await;
+    server.finish().await;
+}
