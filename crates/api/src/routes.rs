@@ -26,6 +26,12 @@ pub const KT_EPOCH: &str = "/v1/kt/epochs/{epoch}";
 /// `GET` (no auth) → raw bytes: akd's append-only proof from the previous epoch to this one
 /// (protobuf `SingleAppendOnlyProof`; `404` unknown).
 pub const KT_AUDIT: &str = "/v1/kt/epochs/{epoch}/audit";
+/// `GET` (no auth, no version header: for auditors such as plexi) → raw bytes: the
+/// append-only proof from `previous` (hex root) to `current` (hex root), named as akd's
+/// audit blobs are: `{epoch}` is the proof's start epoch (akd's `generate_audit_blobs`) or
+/// its end epoch (plexi's `AuditBlobName`); both resolve. At the host root, as plexi fetches
+/// it from a namespace's `log_directory`.
+pub const KT_BLOB: &str = "/{epoch}/{previous}/{current}";
 /// `GET` (no auth) → [`crate::KtProofResponse`]: an akd lookup proof of the account's
 /// newest version in the newest signed epoch (`404` not in the directory yet).
 pub const KT_LOOKUP: &str = "/v1/kt/lookup/{name}";

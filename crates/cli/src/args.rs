@@ -93,6 +93,10 @@ pub enum Command {
     /// Key transparency: what this device has checked, and an account's key history.
     #[command(subcommand)]
     Kt(KtCommand),
+    /// Audit a server's key transparency log: every epoch's signed root and append-only
+    /// proof from the last one audited (kept in --state) to the newest. Exit 4 on a
+    /// violation, 3 when the server cannot be reached.
+    Audit(AuditArgs),
     /// Run a relay server (flags, TACIT_* environment variables, or a TOML config file).
     Server(ServerArgs),
     /// Load generators for operators.
@@ -251,6 +255,37 @@ pub enum KtCommand {
         /// The account name.
         name: String,
     },
+    /// Write epoch E's append-only proof (proof.bin), signed root (signature.json, plexi's
+    /// format) and the log's key (verifying_key.hex) into DIR, for `plexi local-audit`.
+    Export {
+        /// The epoch.
+        #[arg(long, value_name = "E")]
+        epoch: u64,
+        /// The folder to write (made if needed).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+/// `tacit audit` flags.
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// The server whose log to audit (http(s)://host[:port]); with --serve, audited again
+    /// every 10 seconds.
+    #[arg(long, value_name = "URL", required_unless_present = "serve")]
+    pub server: Option<String>,
+    /// Serve the countersignatures over plexi's auditor API on ADDR (`plexi audit
+    /// --remote-url http://ADDR` verifies them and the log's proofs); needs --cosign.
+    #[arg(long, value_name = "ADDR", requires = "cosign")]
+    pub serve: Option<std::net::SocketAddr>,
+    /// Where the auditor keeps the last epoch audited and its root (JSON; made on the first
+    /// run, which audits from the first epoch).
+    #[arg(long, value_name = "FILE")]
+    pub state: PathBuf,
+    /// Countersign each verified root with this Ed25519 key (64 hex characters of seed; made
+    /// if the file does not exist), as plexi signatures in FILE.d/audits/ next to --state.
+    #[arg(long, value_name = "KEYFILE")]
+    pub cosign: Option<PathBuf>,
 }
 
 /// 64 hex characters as 32 bytes.

@@ -3,6 +3,7 @@
 
 mod abuse;
 mod args;
+mod audit_serve;
 mod bench;
 mod demo;
 mod devices;
@@ -207,6 +208,51 @@ fn new_secret(var: &str, required: bool) -> Result<StoreSecret, CliError> {
     Ok(StoreSecret::Passphrase(first))
 }
 
+/// `tacit audit --server URL --state FILE [--cosign KEYFILE] [--serve ADDR]`.
+async fn audit(args: args::AuditArgs, options: &ConnectOptions, out: &Out) -> Result<(), CliError> {
+    let signer = match &args.cosign {
+        Some(path) => Some(tacit_client::audit::load_or_make_cosign_key(path)?),
+        None => None,
+    };
+    if let Some(server) = &args.server {
+        let report = tacit_client::audit::audit_server(
+            server,
+            &args.state,
+            options,
+            signer.as_ref(),
+            |done, total| {
+                out.progress("audited", done, total);
+            },
+        )
+        .await?;
+        out.audit(server, &args.state, &report, signer.as_ref().map(|s| s.public()));
+    }
+    let (Some(addr), Some(signer)) = (args.serve, signer) else { return Ok(()) };
+    let router = audit_serve::router(&args.state, signer.public());
+    if let Some(server) = args.server.clone() {
+        // Audit again every 10 seconds while serving; a violation is said and stops the audit.
+        let (state, options, out2) = (args.state.clone(), options.clone(), Out::new(out.is_json()));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                match tacit_client::audit::audit_server(&server, &state, &options, Some(&signer), |_, _| {})
+                    .await
+                {
+                    Ok(r) if r.epochs > 0 => out2.audit(&server, &state, &r, Some(signer.public())),
+                    Ok(_) => {}
+                    Err(e) => out2.warnings(vec![format!("audit of {server}: {e}")]),
+                }
+            }
+        });
+    }
+    let json = out.is_json();
+    audit_serve::serve(addr, router, |bound| Out::new(json).serving_audits(bound), async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .map_err(|e| CliError::Server(format!("cannot serve on {addr}: {e}")))
+}
+
 /// The extra trusted CAs of `--ca-file` (none without it), and whether `--insecure-http`
 /// allows plain HTTP to a remote host.
 fn connect_options(
@@ -300,6 +346,10 @@ async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
     let command = match cli.command {
         Command::Server(args) => return server::run(args).await,
         Command::Demo => return demo::run(out, cli.json).await,
+        Command::Audit(args) => {
+            let options = connect_options(cli.ca_file.as_deref(), cli.insecure_http, cli.kt_key)?;
+            return audit(args, &options, out).await;
+        }
         Command::Bench(BenchCommand::Relay(args)) => {
             let options = connect_options(cli.ca_file.as_deref(), cli.insecure_http, cli.kt_key)?;
             return bench::run(args, &options, out, cli.json).await;
@@ -401,6 +451,13 @@ async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
                 )));
             }
         }
+        Command::Kt(KtCommand::Export { epoch, out: dir }) => {
+            let mut c = open(&home, &options, cli.json)?;
+            let r = c.kt_export(epoch, &dir).await;
+            out.warnings(c.take_warnings());
+            r?;
+            out.kt_exported(epoch, &dir);
+        }
         Command::Kt(KtCommand::History { name }) => {
             let mut c = open(&home, &options, cli.json)?;
             let r = c.kt_history(&name).await;
@@ -420,7 +477,7 @@ async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
             c.rekey(secret)?;
             out.rekeyed(with_passphrase);
         }
-        Command::Server(_) | Command::Demo | Command::Bench(_) => {}
+        Command::Server(_) | Command::Demo | Command::Bench(_) | Command::Audit(_) => {}
     }
     Ok(())
 }

@@ -198,6 +198,75 @@ impl Out {
         println!("cosignatures:   none required");
     }
 
+    /// `audit --serve`: the address it listens on.
+    pub fn serving_audits(&self, addr: std::net::SocketAddr) {
+        if self.json {
+            self.line(json!({"type": "audit_serving", "listen": addr.to_string()}));
+        } else {
+            println!("serving countersignatures over plexi's API on http://{addr}");
+        }
+    }
+
+    /// `kt export`.
+    pub fn kt_exported(&self, epoch: u64, dir: &Path) {
+        if self.json {
+            self.line(json!({"type": "kt_export", "epoch": epoch, "out": dir.display().to_string(),
+                "files": ["proof.bin", "signature.json", "verifying_key.hex"]}));
+        } else {
+            println!(
+                "wrote epoch {epoch}'s proof.bin, signature.json and verifying_key.hex to {}",
+                dir.display()
+            );
+        }
+    }
+
+    /// A count of work done so far on a terminal (nothing with --json or without a terminal).
+    pub fn progress(&self, what: &str, done: u64, total: u64) {
+        use std::io::IsTerminal as _;
+        if self.json || !std::io::stderr().is_terminal() {
+            return;
+        }
+        eprint!("\r{what} {done}/{total}");
+        if done == total {
+            eprintln!();
+        }
+    }
+
+    /// `audit`.
+    pub fn audit(
+        &self,
+        server: &str,
+        state: &Path,
+        r: &tacit_client::audit::AuditReport,
+        cosign: Option<[u8; 32]>,
+    ) {
+        let per_epoch_ms = if r.epochs == 0 { 0.0 } else { r.seconds * 1000.0 / r.epochs as f64 };
+        let cosign_key = cosign.map(|k| k.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        if self.json {
+            self.line(json!({"type": "audit", "server": server, "state": state.display().to_string(),
+                "namespace": r.namespace, "public_key": r.public_key, "from": r.from, "to": r.to,
+                "epochs": r.epochs, "seconds": r.seconds, "ms_per_epoch": per_epoch_ms,
+                "cosigned": r.cosigned, "cosign_key": cosign_key}));
+            return;
+        }
+        if r.epochs == 0 {
+            println!(
+                "{} ({}): nothing new since epoch {}; the newest root is the one audited",
+                r.namespace, server, r.to
+            );
+        } else {
+            println!(
+                "{} ({}): epochs {} to {} verified ({} epochs, {:.2} ms each): every root signed by {} and each \
+                 epoch an append-only extension of the one before",
+                r.namespace, server, r.from, r.to, r.epochs, per_epoch_ms, r.public_key
+            );
+        }
+        if let Some(k) = cosign_key {
+            println!("countersigned {} root(s) with {k}", r.cosigned);
+        }
+        println!("state saved in {}", state.display());
+    }
+
     /// `kt history NAME`.
     pub fn kt_history(&self, name: &str, versions: &[tacit_client::KtVersion]) {
         for v in versions {

@@ -28,6 +28,7 @@
 //!   [`ConnectOptions`] ([`Client::open_with`], [`Client::create_account_with`]), the CAs of a
 //!   private PKI.
 
+pub mod audit;
 mod client;
 mod contacts;
 mod devices;

@@ -339,6 +339,26 @@ impl Api {
         }
     }
 
+    /// `GET /v1/kt/epochs/{epoch}`: one signed root (`None`: no such epoch).
+    pub(crate) async fn kt_epoch(&self, epoch: u64) -> Result<Option<api::SignedRootWire>> {
+        match self
+            .call::<(), _>(Method::GET, &api::KT_EPOCH.replace("{epoch}", &epoch.to_string()), None)
+            .await
+        {
+            Err(ClientError::NotFound(_)) => Ok(None),
+            r => r.map(Some),
+        }
+    }
+
+    /// `GET /v1/kt/epochs/{epoch}/audit`: the append-only proof into `epoch` (`None`: none).
+    pub(crate) async fn kt_audit(&self, epoch: u64) -> Result<Option<Vec<u8>>> {
+        let path = api::KT_AUDIT.replace("{epoch}", &epoch.to_string());
+        match self.send_checked::<()>(Method::GET, &path, None).await {
+            Err(ClientError::NotFound(_)) => Ok(None),
+            r => Ok(Some(r?.bytes().await?.to_vec())),
+        }
+    }
+
     /// `GET /v1/kt/history/{name}`.
     pub(crate) async fn kt_history(&self, name: &str) -> Result<api::KtProofResponse> {
         self.call::<(), _>(Method::GET, &api::KT_HISTORY.replace("{name}", name), None).await

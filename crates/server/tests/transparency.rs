@@ -17,7 +17,93 @@ use tacit_api as api;
 use tacit_protocol::{AccountName, DeviceEntry, DeviceId, DeviceList, VerifyingKey};
 use tacit_transparency::{AccountEntry, EpochRoot, KtError, SignedRoot, verify_history, verify_lookup};
 
-on_both!(lookups_history_and_audits_verify, an_unsigned_epoch_is_finished_at_start,);
+on_both!(
+    lookups_history_and_audits_verify,
+    an_unsigned_epoch_is_finished_at_start,
+    two_publishers_cannot_fork_the_log,
+);
+
+/// The auditor's checks over 1,000 epochs of 10 updates each (10 accounts, each publishing a
+/// new list version per epoch), on SQLite: every root signed, every epoch an append-only
+/// extension of the one before; the time per audited epoch is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_epochs_of_ten_updates_audit_clean() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.kt_epoch_interval_ms = 60_000;
+        // One auditor reads 2,000 public resources in a burst.
+        c.limits.address_requests_per_second = 100_000;
+        c.limits.address_request_burst = 100_000;
+        c.limits.requests_per_second = 100_000;
+        c.limits.request_burst = 100_000;
+    })
+    .await;
+    let http = server.http();
+    let kt = server.state().transparency().unwrap().clone();
+    let p = pin(&http).await;
+    let mut users = Vec::new();
+    for i in 0..10 {
+        users.push(User::register(&http, &unique(&format!("u{i}")), 1).await);
+    }
+    kt.publish(1).await.unwrap();
+    let first = kt.latest().unwrap().epoch;
+    let mut versions = vec![1u64; users.len()];
+    let started = std::time::Instant::now();
+    for round in 0..999u64 {
+        for (u, v) in users.iter().zip(versions.iter_mut()) {
+            *v += 1;
+            let list = DeviceList::sign(
+                &u.account,
+                AccountName::new(&u.name).unwrap(),
+                *v,
+                vec![DeviceEntry {
+                    approver: true,
+                    ..DeviceEntry::new(DeviceId::new(1).unwrap(), u.device.public().clone())
+                }],
+            )
+            .unwrap()
+            .to_bytes();
+            let req = api::PublishDeviceListRequest {
+                device_list: list.into(),
+                rotation_signature: None,
+                new_devices: vec![],
+            };
+            let (s, j) = http
+                .call(Method::PUT, &api::DEVICE_LIST.replace("{name}", &u.name), Some(&u.token), Some(&req))
+                .await;
+            assert_eq!(s, 200, "{j}");
+        }
+        let epoch = kt.publish(round + 2).await.unwrap().unwrap();
+        assert_eq!(epoch, first + round + 1);
+    }
+    let publishing = started.elapsed();
+    let latest = kt.latest().unwrap().epoch;
+    assert_eq!(latest, first + 999);
+    let started = std::time::Instant::now();
+    let mut previous = empty_root().await;
+    for epoch in 1..=latest {
+        let w: api::SignedRootWire =
+            http.ok(Method::GET, &api::KT_EPOCH.replace("{epoch}", &epoch.to_string()), None, NONE).await;
+        let root = signed(&w);
+        root.verify(&p.key, &p.namespace).unwrap();
+        let proof = http
+            .request(Method::GET, &api::KT_AUDIT.replace("{epoch}", &epoch.to_string()), None)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        tacit_transparency::verify_append_only(&proof, previous, root.root.root, epoch).await.unwrap();
+        previous = root.root.root;
+    }
+    let auditing = started.elapsed();
+    eprintln!(
+        "kt: 1,000 epochs of 10 updates: publishing {:.2} ms/epoch (with the HTTP list updates), auditing {:.2} ms/epoch",
+        publishing.as_secs_f64() * 1000.0 / 999.0,
+        auditing.as_secs_f64() * 1000.0 / latest as f64
+    );
+    server.finish().await;
+}
 
 fn fast(c: &mut tacit_server::ServerConfig) {
     c.kt_epoch_interval_ms = 50;
@@ -126,6 +212,17 @@ async fn audit_all(http: &Http, p: &Pinned, latest: u64) {
             .await
             .is_err()
         );
+        // The same proof by akd's blob name (start epoch) and plexi's (end epoch), at the
+        // host root; a name whose roots do not join is not found.
+        let hex = |b: &[u8; 32]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        for named in [epoch - 1, epoch] {
+            let path = format!("/{named}/{}/{}", hex(&previous), hex(&root.root.root));
+            let r = reqwest::get(format!("{}{path}", http.base)).await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            assert_eq!(r.bytes().await.unwrap(), bytes, "{path}");
+        }
+        let wrong = format!("/{epoch}/{}/{}", hex(&root.root.root), hex(&previous));
+        assert_eq!(reqwest::get(format!("{}{wrong}", http.base)).await.unwrap().status(), 404);
         previous = root.root.root;
     }
 }
@@ -266,5 +363,34 @@ async fn an_unsigned_epoch_is_finished_at_start(backend: Backend) {
     assert_eq!((version, entry), (1, AccountEntry::List(bob.list.to_bytes())));
     let info: api::KtInfo = http.ok(Method::GET, api::KT, None, NONE).await;
     audit_all(&http, &p, info.latest.unwrap().epoch).await;
+    server.finish().await;
+}
+
+/// Two publishers on one database (two nodes of a fleet): the one whose view is an epoch
+/// behind fails its commit instead of overwriting the other's epoch, starts over from the
+/// database, and publishes the next epoch; every epoch still audits.
+async fn two_publishers_cannot_fork_the_log(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| c.kt_epoch_interval_ms = 60_000).await;
+    let http = server.http();
+    let p = pin(&http).await;
+    let a = server.state().transparency().unwrap().clone();
+    let store: std::sync::Arc<dyn tacit_server::KtStore> = server.state().store().clone();
+    let settings = tacit_server::kt::KtSettings {
+        namespace: p.namespace.clone(),
+        epoch_interval: Duration::from_secs(60),
+        explicit_namespace: false,
+    };
+    let b = tacit_server::kt::Transparency::open(store, settings, 1).await.unwrap();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let before = a.latest().map_or(0, |e| e.epoch);
+    assert_eq!(a.publish(2).await.unwrap(), Some(before + 1));
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    assert!(b.publish(3).await.is_err(), "a publisher an epoch behind must not commit");
+    assert_eq!(b.publish(4).await.unwrap(), Some(before + 2));
+    let (_, v, entry) = lookup_until(&http, &p, &bob.name, 1).await;
+    assert_eq!((v, entry), (1, AccountEntry::List(bob.list.to_bytes())));
+    let (_, v, _) = lookup_until(&http, &p, &alice.name, 1).await;
+    assert_eq!(v, 1);
+    audit_all(&http, &p, before + 2).await;
     server.finish().await;
 }

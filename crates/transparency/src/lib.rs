@@ -24,6 +24,11 @@ pub use verify::{
     verify_lookup,
 };
 
+#[cfg(feature = "audit")]
+mod audit;
+#[cfg(feature = "audit")]
+pub use audit::{MAX_AUDIT_PROOF_BYTES, empty_root, verify_append_only};
+
 /// The akd configuration every Tacit directory uses (what existing auditors verify).
 pub type Config = akd_core::WhatsAppV1Configuration;
 

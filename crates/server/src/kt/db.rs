@@ -30,6 +30,7 @@ pub struct AkdDb {
 }
 
 impl AkdDb {
+    /// akd's view of `store`.
     pub fn new(store: Arc<dyn KtStore>) -> Self {
         Self { store, published: Arc::new(Mutex::new((Vec::new(), Vec::new()))) }
     }
@@ -100,6 +101,12 @@ impl Database for AkdDb {
                     }
                 }
             }
+        }
+        if matches!(state, DbSetState::TransactionCommit)
+            && let Some(DbRecord::Azks(azks)) = batch.iter().find(|r| matches!(r, DbRecord::Azks(_)))
+            && azks.latest_epoch > 0
+        {
+            write.extends = Some(azks.latest_epoch - 1);
         }
         if matches!(state, DbSetState::TransactionCommit) {
             (write.published, write.published_devices) =

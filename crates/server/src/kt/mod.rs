@@ -27,7 +27,7 @@ use tokio::sync::RwLock;
 use zeroize::Zeroizing;
 
 use crate::store::{KtEpoch, KtStore, KtWrite, StoreError};
-use db::AkdDb;
+pub use db::AkdDb;
 
 /// The default of [`KtSettings::epoch_interval`].
 pub const DEFAULT_EPOCH_INTERVAL: Duration = Duration::from_secs(1);
@@ -112,6 +112,8 @@ pub struct Transparency {
     dir: RwLock<Dir>,
     /// The newest signed epoch.
     latest: std::sync::RwLock<Option<KtEpoch>>,
+    /// [`Self::empty_root`].
+    empty_root: [u8; 32],
 }
 
 /// The stored 32-byte secret `name`, made on the first start.
@@ -157,6 +159,7 @@ impl Transparency {
             settings,
             dir: RwLock::new(dir),
             latest: std::sync::RwLock::new(None),
+            empty_root: tacit_transparency::empty_root().await.map_err(akd)?,
         };
         {
             let dir = kt.dir.write().await;
@@ -173,6 +176,11 @@ impl Transparency {
     /// The VRF public key proofs verify under.
     pub fn vrf_public_key(&self) -> [u8; 32] {
         self.vrf_public
+    }
+
+    /// The root of an empty directory (epoch 0), where the first append-only proof starts.
+    pub fn empty_root(&self) -> [u8; 32] {
+        self.empty_root
     }
 
     /// The settings.
@@ -293,8 +301,30 @@ impl Transparency {
         Ok(Some(epoch))
     }
 
+    /// Brings this node's view (akd's cache) up to an epoch another publisher on the same
+    /// database signed: one indexed read per proof served.
+    async fn catch_up(&self) -> Result<(), KtFailure> {
+        let Some(stored) = self.store.kt_latest_epoch().await? else { return Ok(()) };
+        if stored.epoch <= self.latest().map_or(0, |e| e.epoch) {
+            return Ok(());
+        }
+        let mut dir = self.dir.write().await;
+        if dir.get_epoch_hash().await.map_err(akd)?.0 < stored.epoch {
+            *dir = Dir::new(
+                directory_storage(self.db.clone()),
+                self.vrf.clone(),
+                AzksParallelismConfig::default(),
+            )
+            .await
+            .map_err(akd)?;
+        }
+        self.set_latest(stored);
+        Ok(())
+    }
+
     /// A lookup proof of `name`'s newest version, with the signed epoch it is for.
     pub async fn lookup(&self, name: &tacit_protocol::AccountName) -> Result<Proof, KtFailure> {
+        self.catch_up().await?;
         let dir = self.dir.read().await;
         let (proof, hash) = match dir.lookup(AkdLabel(account_label(name))).await {
             Ok(found) => found,
@@ -313,6 +343,7 @@ impl Transparency {
 
     /// A complete history proof of `name`, with the signed epoch it is for.
     pub async fn history(&self, name: &tacit_protocol::AccountName) -> Result<Proof, KtFailure> {
+        self.catch_up().await?;
         let dir = self.dir.read().await;
         let (proof, hash) =
             match dir.key_history(&AkdLabel(account_label(name)), akd::HistoryParams::Complete).await {

@@ -102,6 +102,17 @@ pub fn stored_value(v: &ValueState) -> StoredValue {
     }
 }
 
+/// The akd id of the azks record (its storage type, then akd's one key).
+pub const AZKS_ID: [u8; 2] = [AZKS, 1];
+
+/// The epoch of a stored azks record.
+pub fn azks_epoch(data: &[u8]) -> Option<u64> {
+    match decode(data) {
+        Ok(DbRecord::Azks(a)) => Some(a.latest_epoch),
+        _ => None,
+    }
+}
+
 /// Why a stored record did not decode.
 #[derive(Debug)]
 pub struct Corrupt;

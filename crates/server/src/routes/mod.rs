@@ -65,6 +65,7 @@ pub fn app(state: AppState) -> Router {
         .route(tacit_api::WEBSOCKET, get(ws::handler))
         .layer(axum::middleware::from_fn(extract::version_check));
     v1.route(tacit_api::HEALTHZ, get(healthz::handler))
+        .route(tacit_api::KT_BLOB, get(transparency::blob))
         .fallback(|| async { Failure::NotFound })
         .method_not_allowed_fallback(|| async { Failure::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))

@@ -38,6 +38,16 @@ pub(super) async fn audit(
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], proof))
 }
 
+/// `GET /{epoch}/{previous}/{current}` → the raw append-only proof, by akd's blob name.
+pub(super) async fn blob(
+    State(state): State<AppState>,
+    Peer(peer): Peer,
+    ApiPath((epoch, previous, current)): ApiPath<(String, String, String)>,
+) -> Result<impl IntoResponse, Failure> {
+    let proof = transparency::blob(&state, peer, &epoch, &previous, &current).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], proof))
+}
+
 /// `GET /v1/kt/lookup/{name}` → [`KtProofResponse`].
 pub(super) async fn lookup(
     State(state): State<AppState>,

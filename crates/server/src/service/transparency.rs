@@ -77,6 +77,49 @@ pub async fn audit(
     Ok(stored_epoch(state, epoch).await?.1.audit_proof)
 }
 
+fn root_hex(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// `GET /{epoch}/{previous}/{current}`: the append-only proof from `previous` to `current`
+/// under either naming (the start epoch, akd's; the end epoch, plexi's).
+pub async fn blob(
+    state: &AppState,
+    peer: Option<std::net::IpAddr>,
+    epoch: &str,
+    previous: &str,
+    current: &str,
+) -> Result<Vec<u8>, Failure> {
+    state.limit_address(peer)?;
+    let kt = directory(state)?.clone();
+    let (Ok(epoch), Some(previous), Some(current)) =
+        (epoch.parse::<u64>(), root_hex(previous), root_hex(current))
+    else {
+        return Err(Failure::NotFound);
+    };
+    for end in [epoch, epoch.saturating_add(1)] {
+        if end == 0 {
+            continue;
+        }
+        let Some(e) = kt.epoch(end).await? else { continue };
+        let before = match end - 1 {
+            0 => Some(kt.empty_root()),
+            p => kt.epoch(p).await?.map(|p| p.root),
+        };
+        if e.root == current && before == Some(previous) {
+            return Ok(e.audit_proof);
+        }
+    }
+    Err(Failure::NotFound)
+}
+
 /// `GET /v1/kt/lookup/{name}`.
 pub async fn lookup(
     state: &AppState,

@@ -39,6 +39,10 @@ pub struct KtWrite {
     /// The device ids of each list this write publishes, by account name: the server's
     /// device-set check requires envelopes for the published devices only.
     pub published_devices: Vec<(String, String)>,
+    /// An epoch's commit: the stored directory must be at this epoch (the one before), or
+    /// nothing is written ([`StoreError::Conflict`]): two publishers on one database (nodes
+    /// of a fleet) cannot both extend the same epoch.
+    pub extends: Option<u64>,
 }
 
 /// An account's current signed list, as the publisher reads it.

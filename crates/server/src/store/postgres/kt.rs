@@ -66,6 +66,18 @@ impl KtStore for PgStore {
     async fn kt_write(&self, w: KtWrite) -> Result<(), StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        if let Some(epoch) = w.extends {
+            // Locks the azks row: a second publisher waits here, then finds the epoch moved.
+            let st = tx.prepare_cached("SELECT data FROM kt_records WHERE id = $1 FOR UPDATE").await?;
+            let stored: Option<Vec<u8>> = tx
+                .query_opt(&st, &[&crate::kt::records::AZKS_ID.as_slice()])
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+            if stored.as_deref().and_then(crate::kt::records::azks_epoch) != Some(epoch) {
+                return Err(StoreError::Conflict);
+            }
+        }
         if !w.records.is_empty() {
             let (ids, data): (Vec<Vec<u8>>, Vec<Vec<u8>>) = w.records.into_iter().unzip();
             let st = tx

@@ -81,6 +81,15 @@ impl KtStore for SqliteStore {
 
     async fn kt_write(&self, w: KtWrite) -> Result<(), StoreError> {
         self.write(move |c| {
+            if let Some(epoch) = w.extends {
+                let stored: Option<Vec<u8>> = c
+                    .prepare_cached("SELECT data FROM kt_records WHERE id = ?1")?
+                    .query_row([crate::kt::records::AZKS_ID.as_slice()], |r| r.get(0))
+                    .optional()?;
+                if stored.as_deref().and_then(crate::kt::records::azks_epoch) != Some(epoch) {
+                    return Err(StoreError::Conflict);
+                }
+            }
             let mut st = c.prepare_cached(
                 "INSERT INTO kt_records (id, data) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET data = excluded.data",
             )?;
