@@ -443,6 +443,13 @@ async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
             out.warnings(c.take_warnings());
             let status = r?;
             out.kt_status(&status);
+            if !status.forks.is_empty() {
+                return Err(CliError::Security(format!(
+                    "key transparency: {} fork(s) found by comparing roots with contacts (see above): the \
+                     server shows different people different logs",
+                    status.forks.len()
+                )));
+            }
             if let Some(own) = status.own_history.as_ref().filter(|o| !o.alarms.is_empty()) {
                 return Err(CliError::Security(format!(
                     "key transparency: {} version(s) of this account's keys were not made by it (see above); \

@@ -172,7 +172,7 @@ impl Out {
                 "newest_epoch": s.newest_epoch.as_ref().map(|e| e.0),
                 "newest_epoch_signed_ms": s.newest_epoch.as_ref().map(|e| e.1),
                 "newest_root": s.newest_epoch.as_ref().map(|e| e.2.clone()),
-                "own_history": own, "cosignatures": []}));
+                "own_history": own, "forks": s.forks, "cosignatures": []}));
             return;
         }
         println!("log:            {} (key {}, key id {})", s.namespace, s.public_key, s.key_id);
@@ -194,6 +194,9 @@ impl Out {
                 }
             }
             None => println!("own history:    not in the directory yet"),
+        }
+        for f in &s.forks {
+            println!("  ALARM: {f}");
         }
         println!("cosignatures:   none required");
     }

@@ -59,6 +59,8 @@ pub(crate) mod meta {
     /// Key transparency: the account key this account was created with, on the device
     /// that created it (its directory history must start with it).
     pub(crate) const KT_FIRST_KEY: &str = "kt_first_key";
+    /// Key transparency: forks found by comparing roots with contacts, one a line.
+    pub(crate) const KT_FORKS: &str = "kt_forks";
 }
 
 /// Sessions kept per remote device (the newest sends; older ones still decrypt late messages).

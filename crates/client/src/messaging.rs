@@ -166,7 +166,13 @@ impl Client {
         let payload = if own {
             Payload::SentTranscript { peer: name.clone(), message_id, sent_time_ms, text: text.to_owned() }
         } else {
-            Payload::text(message_id, sent_time_ms, text)
+            // The newest transparency root seen rides along, for the contact to compare.
+            Payload::Text {
+                message_id: Some(message_id),
+                sent_time_ms,
+                text: text.to_owned(),
+                root: self.kt_gossip_root()?,
+            }
         };
         let payload = Zeroizing::new(payload.encode().map_err(payload_error)?);
         self.online().await?;
@@ -553,7 +559,9 @@ impl Client {
     /// message and returns every message pending by then. Each message is stored before it
     /// is acknowledged.
     pub async fn receive(&mut self, wait: Duration) -> Result<Vec<ReceivedMessage>> {
-        self.receive_inner(wait, &mut |_| {}, false).await
+        let r = self.receive_inner(wait, &mut |_| {}, false).await;
+        self.kt_process_gossip().await;
+        r
     }
 
     /// [`Self::receive`], telling `on_event` of each message the moment it is stored (and of
@@ -566,7 +574,9 @@ impl Client {
         wait: Duration,
         mut on_event: impl FnMut(ReceiveEvent<'_>) + Send,
     ) -> Result<Vec<ReceivedMessage>> {
-        self.receive_inner(wait, &mut on_event, true).await
+        let r = self.receive_inner(wait, &mut on_event, true).await;
+        self.kt_process_gossip().await;
+        r
     }
 
     /// `tell`: whether `on_event` wants the events (else warnings stay for `take_warnings`).
@@ -1054,7 +1064,13 @@ impl Client {
         let mut notice = None;
         let mut key_update = None;
         let received = match payload {
-            Ok(Payload::Text { message_id, sent_time_ms, text }) => {
+            Ok(Payload::Text { message_id, sent_time_ms, text, root }) => {
+                if let Some(root) = root
+                    && !own
+                    && self.kt.gossip.len() < crate::transparency::MAX_GOSSIP_PER_RECEIVE
+                {
+                    self.kt.gossip.push((sender.to_string(), root));
+                }
                 let entry = HistoryEntry {
                     peer: peer.to_owned(),
                     device: device.get(),

@@ -26,7 +26,12 @@
 //!                           message is resent to one of them after its retry request: a
 //!                           send covers every device, and only the one that asked may get
 //!                           the text); ignored
-//!   kinds 7..=15:           unassigned
+//!   kind 7 text with a transparency root: body = message_id[16] || root[112] || UTF-8 text
+//!                           (root = u64 epoch || u64 timestamp_ms || digest[32] ||
+//!                           signature[64]: the newest signed epoch root the sender has
+//!                           seen, so contacts compare their views of the key transparency
+//!                           log; sent as kind 1 when the text leaves no room for it)
+//!   kinds 8..=15:           unassigned
 //!   kind 16 account key update: body = u32 n || signed device list[n] (n ≤ 8,192) ||
 //!                           u32 m || the list it replaced[m] (m ≤ 8,192, signed by the old
 //!                           key: it names the sender an approver) ||
@@ -69,6 +74,11 @@ const KIND_SENT_TRANSCRIPT: u8 = 3;
 const KIND_RECEIPT: u8 = 4;
 const KIND_RETRY_REQUEST: u8 = 5;
 const KIND_NOTHING: u8 = 6;
+const KIND_TEXT_ROOT: u8 = 7;
+/// The length of a gossiped transparency root (kind 7).
+pub(crate) const GOSSIP_ROOT_LEN: usize = 112;
+/// A gossiped transparency root, as encoded.
+pub(crate) type GossipRoot = [u8; GOSSIP_ROOT_LEN];
 const KIND_ACCOUNT_KEY_UPDATE: u8 = 16;
 /// Largest device list an account key update carries.
 const MAX_UPDATE_LIST: usize = 8192;
@@ -118,6 +128,8 @@ pub(crate) enum Payload {
         sent_time_ms: u64,
         /// The text.
         text: String,
+        /// The newest transparency root the sender has seen (kind 7).
+        root: Option<GossipRoot>,
     },
     /// The sending device replaced its sessions with this device by the one this came on.
     SessionReset {
@@ -195,8 +207,9 @@ fn text_len(text: &str) -> Result<(), PayloadError> {
 
 impl Payload {
     /// A text message with a new id (`message_id`) in the version 2 encoding.
+    #[cfg(test)]
     pub(crate) fn text(message_id: MessageId, sent_time_ms: u64, text: &str) -> Self {
-        Self::Text { message_id: Some(message_id), sent_time_ms, text: text.to_owned() }
+        Self::Text { message_id: Some(message_id), sent_time_ms, text: text.to_owned(), root: None }
     }
 
     /// A session reset's encoding (version 1: every client since issue 8 reads it).
@@ -208,18 +221,37 @@ impl Payload {
     /// [`MAX_RECEIPT_IDS`] is refused.
     pub(crate) fn encode(&self) -> Result<Vec<u8>, PayloadError> {
         Ok(match self {
-            Self::Text { message_id: None, sent_time_ms, text } => {
+            Self::Text { message_id: None, sent_time_ms, text, .. } => {
                 text_len(text)?;
                 let mut v = header(V1, KIND_TEXT, *sent_time_ms, text.len());
                 v.extend_from_slice(text.as_bytes());
                 v
             }
-            Self::Text { message_id: Some(id), sent_time_ms, text } => {
+            Self::Text { message_id: Some(id), sent_time_ms, text, root } => {
                 text_len(text)?;
-                let mut v = header(V2, KIND_TEXT, *sent_time_ms, MESSAGE_ID_LEN + text.len());
-                v.extend_from_slice(id);
-                v.extend_from_slice(text.as_bytes());
-                v
+                // The root rides along when the padded plaintext has room for it.
+                match root.filter(|_| {
+                    HEADER_LEN + MESSAGE_ID_LEN + GOSSIP_ROOT_LEN + text.len() <= MAX_PLAINTEXT_LEN
+                }) {
+                    Some(root) => {
+                        let mut v = header(
+                            V2,
+                            KIND_TEXT_ROOT,
+                            *sent_time_ms,
+                            MESSAGE_ID_LEN + GOSSIP_ROOT_LEN + text.len(),
+                        );
+                        v.extend_from_slice(id);
+                        v.extend_from_slice(&root);
+                        v.extend_from_slice(text.as_bytes());
+                        v
+                    }
+                    None => {
+                        let mut v = header(V2, KIND_TEXT, *sent_time_ms, MESSAGE_ID_LEN + text.len());
+                        v.extend_from_slice(id);
+                        v.extend_from_slice(text.as_bytes());
+                        v
+                    }
+                }
             }
             Self::SessionReset { sent_time_ms } => header(V2, KIND_SESSION_RESET, *sent_time_ms, 0),
             Self::Nothing { sent_time_ms } => header(V2, KIND_NOTHING, *sent_time_ms, 0),
@@ -309,13 +341,26 @@ impl Payload {
         let sent_time_ms = u64::from_be_bytes(*t);
         let utf8 = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| PayloadError::Malformed);
         match (version, kind) {
-            (V1, KIND_TEXT) => Ok(Self::Text { message_id: None, sent_time_ms, text: utf8(body)? }),
+            (V1, KIND_TEXT) => {
+                Ok(Self::Text { message_id: None, sent_time_ms, text: utf8(body)?, root: None })
+            }
             (V1 | V2, KIND_SESSION_RESET) if body.is_empty() => Ok(Self::SessionReset { sent_time_ms }),
             (V1 | V2, KIND_SESSION_RESET) => Err(PayloadError::Malformed),
             (V1, k) => Err(PayloadError::Kind(k)),
             (V2, KIND_TEXT) => {
                 let (message_id, text) = split_id(body)?;
-                Ok(Self::Text { message_id: Some(message_id), sent_time_ms, text: utf8(text)? })
+                Ok(Self::Text { message_id: Some(message_id), sent_time_ms, text: utf8(text)?, root: None })
+            }
+            (V2, KIND_TEXT_ROOT) => {
+                let (message_id, rest) = split_id(body)?;
+                let (root, text) =
+                    rest.split_first_chunk::<GOSSIP_ROOT_LEN>().ok_or(PayloadError::Malformed)?;
+                Ok(Self::Text {
+                    message_id: Some(message_id),
+                    sent_time_ms,
+                    text: utf8(text)?,
+                    root: Some(*root),
+                })
             }
             (V2, KIND_SENT_TRANSCRIPT) => {
                 let (&n, rest) = body.split_first().ok_or(PayloadError::Malformed)?;
@@ -402,7 +447,7 @@ mod tests {
         v1.extend_from_slice("héllo".as_bytes());
         assert_eq!(
             Payload::decode(&v1),
-            Ok(Payload::Text { message_id: None, sent_time_ms: 42, text: "héllo".into() })
+            Ok(Payload::Text { message_id: None, sent_time_ms: 42, text: "héllo".into(), root: None })
         );
         let reset = [1, 2, 0, 0, 0, 0, 0, 0, 0, 42];
         assert_eq!(Payload::decode(&reset), Ok(Payload::SessionReset { sent_time_ms: 42 }));
@@ -412,7 +457,7 @@ mod tests {
         assert_eq!(Payload::decode(&[1, 2, 0, 0, 0, 0, 0, 0, 0, 42, 0]), Err(PayloadError::Malformed));
         assert_eq!(Payload::decode(&[1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0xff]), Err(PayloadError::Malformed));
         assert_eq!(Payload::decode(&[1, 1, 0]), Err(PayloadError::Malformed));
-        let t = Payload::Text { message_id: None, sent_time_ms: 1, text: "x".into() };
+        let t = Payload::Text { message_id: None, sent_time_ms: 1, text: "x".into(), root: None };
         assert_eq!(t.encode().unwrap(), [1, 1, 0, 0, 0, 0, 0, 0, 0, 1, b'x']);
     }
 
@@ -485,12 +530,40 @@ mod tests {
     }
 
     #[test]
+    fn a_text_carries_the_newest_root_when_it_has_room() {
+        let root = [7u8; GOSSIP_ROOT_LEN];
+        let t =
+            Payload::Text { message_id: Some([1; 16]), sent_time_ms: 9, text: "hi".into(), root: Some(root) };
+        let bytes = t.encode().unwrap();
+        assert_eq!(bytes[1], KIND_TEXT_ROOT);
+        assert_eq!(Payload::decode(&bytes), Ok(t));
+        // Cut into the root: refused.
+        assert_eq!(Payload::decode(&bytes[..HEADER_LEN + MESSAGE_ID_LEN + 10]), Err(PayloadError::Malformed));
+        // The longest text leaves no room: it goes as kind 1, without the root.
+        let long = "a".repeat(MAX_TEXT_BYTES);
+        let t = Payload::Text {
+            message_id: Some([1; 16]),
+            sent_time_ms: 9,
+            text: long.clone(),
+            root: Some(root),
+        };
+        let bytes = t.encode().unwrap();
+        assert_eq!(bytes[1], KIND_TEXT);
+        assert!(bytes.len() <= MAX_PLAINTEXT_LEN);
+        assert_eq!(
+            Payload::decode(&bytes),
+            Ok(Payload::Text { message_id: Some([1; 16]), sent_time_ms: 9, text: long, root: None })
+        );
+    }
+
+    #[test]
     fn malformed_and_unknown_payloads_are_refused() {
         let h = |kind: u8| vec![2, kind, 0, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(Payload::decode(&[3, 1, 0, 0, 0, 0, 0, 0, 0, 0]), Err(PayloadError::Version(3)));
         assert_eq!(Payload::decode(&h(6)), Ok(Payload::Nothing { sent_time_ms: 0 }));
         assert_eq!(Payload::decode(&[2, 6, 0, 0, 0, 0, 0, 0, 0, 0, 1]), Err(PayloadError::Malformed));
-        assert_eq!(Payload::decode(&h(7)), Err(PayloadError::Kind(7)));
+        assert_eq!(Payload::decode(&h(7)), Err(PayloadError::Malformed), "a text with a root needs both");
+        assert_eq!(Payload::decode(&h(8)), Err(PayloadError::Kind(8)));
         assert_eq!(
             Payload::decode(&h(16)),
             Err(PayloadError::Malformed),

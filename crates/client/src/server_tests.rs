@@ -197,9 +197,10 @@ async fn more_than_a_page_of_held_envelopes_does_not_hide_the_ones_behind(backen
     for i in 1..HELD {
         let pad = if i <= LARGE { "x".repeat(crate::MAX_TEXT_BYTES - 16) } else { String::new() };
         let text = format!("held {i}{pad}");
-        let payload = Payload::Text { message_id: Some(rand_id()), sent_time_ms: 1, text: text.clone() }
-            .encode()
-            .unwrap();
+        let payload =
+            Payload::Text { message_id: Some(rand_id()), sent_time_ms: 1, text: text.clone(), root: None }
+                .encode()
+                .unwrap();
         let content = api::Bytes(session.encrypt(&mut OsRng, &payload).unwrap().to_bytes());
         let req = api::SendRequest {
             recipient: "alice".into(),

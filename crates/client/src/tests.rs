@@ -62,9 +62,14 @@ impl Peer {
 }
 
 fn envelope(id: u64, from: &Peer, session: &mut Session, text: &str) -> api::Envelope {
-    let payload = Payload::Text { message_id: Some(rand_id()), sent_time_ms: 1_000 + id, text: text.into() }
-        .encode()
-        .unwrap();
+    let payload = Payload::Text {
+        message_id: Some(rand_id()),
+        sent_time_ms: 1_000 + id,
+        text: text.into(),
+        root: None,
+    }
+    .encode()
+    .unwrap();
     api::Envelope {
         id,
         sender: from.name.to_string(),
@@ -155,7 +160,7 @@ async fn version_1_texts_are_still_read_and_a_resent_copy_is_stored_once() {
         server_time_ms: 2_000 + id,
         content: api::Bytes(s.encrypt(&mut OsRng, &payload.encode().unwrap()).unwrap().to_bytes()),
     };
-    let v1 = with(1, &Payload::Text { message_id: None, sent_time_ms: 1, text: "old".into() });
+    let v1 = with(1, &Payload::Text { message_id: None, sent_time_ms: 1, text: "old".into(), root: None });
     let message_id = rand_id();
     let v2 = with(2, &Payload::text(message_id, 2, "new"));
     let copy = with(3, &Payload::text(message_id, 2, "new"));

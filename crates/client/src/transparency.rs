@@ -33,7 +33,14 @@ pub(crate) struct KtState {
     pub(crate) expected_key: Option<[u8; 32]>,
     /// Accounts whose last lookup said a change waits for the next epoch.
     pub(crate) pending: HashMap<String, bool>,
+    /// Roots contacts' messages carried in this receive, checked after it (at most
+    /// [`MAX_GOSSIP_PER_RECEIVE`]).
+    pub(crate) gossip: Vec<(String, crate::payload::GossipRoot)>,
 }
+
+/// Contacts' roots checked per receive, at most (the rest are skipped: each may cost a
+/// request).
+pub(crate) const MAX_GOSSIP_PER_RECEIVE: usize = 64;
 
 /// The directory's keys as pinned.
 #[derive(Clone)]
@@ -149,6 +156,93 @@ impl Client {
         Ok(pin)
     }
 
+    /// The newest root seen, as it rides in a text to a contact (kind 7).
+    pub(crate) fn kt_gossip_root(&self) -> Result<Option<crate::payload::GossipRoot>> {
+        Ok(self
+            .store
+            .meta(meta::KT_LATEST)?
+            .and_then(|b| <crate::payload::GossipRoot>::try_from(b.as_slice()).ok()))
+    }
+
+    /// Compares the roots contacts' messages carried with this device's view of the log: a
+    /// root for an epoch this device saw (or can fetch) that differs is a fork, shown to the
+    /// two of them differently, and raised as an alarm (kept for `tacit kt status`, which
+    /// then exits 4); the contact learns it from this device's next message, which carries
+    /// this device's root. A newer valid root becomes the newest seen, so the server cannot
+    /// answer this device with an older one. Never blocks a message.
+    pub(crate) async fn kt_process_gossip(&mut self) {
+        let gossip = std::mem::take(&mut self.kt.gossip);
+        let Ok(Some(pin_bytes)) = self.store.meta(meta::KT_PIN) else { return };
+        let Ok(pin) = Pin::from_bytes(&pin_bytes) else { return };
+        for (peer, bytes) in gossip.into_iter().take(MAX_GOSSIP_PER_RECEIVE) {
+            if let Err(e) = self.kt_compare(&pin, &peer, &bytes).await {
+                self.warnings
+                    .push(format!("could not compare {peer}'s view of the key transparency log: {e}"));
+            }
+        }
+    }
+
+    async fn kt_compare(&mut self, pin: &Pin, peer: &str, bytes: &[u8]) -> Result<()> {
+        let Some(theirs) = root_from_bytes(bytes, &pin.namespace) else { return Ok(()) };
+        if theirs.verify(&pin.key, &pin.namespace).is_err() {
+            self.warnings.push(format!(
+                "{peer}'s device has seen a key transparency root that this server's key did not sign: {peer} \
+                 may be shown another log (compare `tacit kt status` with {peer})"
+            ));
+            return Ok(());
+        }
+        let latest = self.kt_latest(pin)?;
+        let mine = match &latest {
+            Some(l) if l.root.epoch == theirs.root.epoch => Some(l.clone()),
+            Some(l) if l.root.epoch < theirs.root.epoch => None,
+            None => None,
+            Some(_) => match self.api.kt_epoch(theirs.root.epoch).await? {
+                Some(w) => {
+                    let r = from_wire(&w)?;
+                    r.verify(&pin.key, &pin.namespace).map_err(|e| bad(e.to_string()))?;
+                    Some(r)
+                }
+                None => None,
+            },
+        };
+        match mine {
+            Some(m) if m.root.root != theirs.root.root => {
+                let alarm = format!(
+                    "the server showed you and {peer} different roots for epoch {} ({} and {}): a fork of the \
+                     key transparency log; both are signed by its key, so this is proof of it",
+                    theirs.root.epoch,
+                    hex::encode(m.root.root),
+                    hex::encode(theirs.root.root)
+                );
+                let mut stored = self.store.meta(meta::KT_FORKS)?.map(|b| b.to_vec()).unwrap_or_default();
+                if stored.len() < 64 * 1024 {
+                    stored.extend_from_slice(alarm.as_bytes());
+                    stored.push(b'\n');
+                    store::set_meta(self.store.conn(), meta::KT_FORKS, &stored)?;
+                }
+                self.warnings.push(format!("KEY TRANSPARENCY ALARM: {alarm}"));
+            }
+            Some(_) => {}
+            // Newer than anything this device saw: the server now owes it at least this epoch.
+            None if latest.as_ref().is_none_or(|l| l.root.epoch < theirs.root.epoch) => {
+                self.kt_accept(pin, &theirs)?
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// The forks this device found, each a sentence.
+    pub(crate) fn kt_forks(&self) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .meta(meta::KT_FORKS)?
+            .map(|b| {
+                String::from_utf8_lossy(&b).lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// The newest signed root this device has seen.
     pub(crate) fn kt_latest(&self, pin: &Pin) -> Result<Option<SignedRoot>> {
         Ok(self.store.meta(meta::KT_LATEST)?.and_then(|b| root_from_bytes(&b, &pin.namespace)))
@@ -249,6 +343,8 @@ pub struct KtStatus {
     /// The newest epoch at which this device checked its own account's history, and what
     /// that check found (`None`: never checked).
     pub own_history: Option<OwnHistory>,
+    /// Forks found by comparing roots with contacts (each a sentence).
+    pub forks: Vec<String>,
 }
 
 /// One check of the own account's history in the directory.
@@ -299,6 +395,7 @@ impl Client {
             key_id: tacit_transparency::key_id(pin.key.as_bytes()),
             newest_epoch: newest.map(|r| (r.root.epoch, r.root.timestamp_ms, hex::encode(r.root.root))),
             own_history: own,
+            forks: self.kt_forks()?,
         })
     }
 

@@ -146,3 +146,92 @@ async fn a_server_rolled_back_to_an_older_copy_is_refused() {
     assert!(matches!(&err, ClientError::Transparency(m) if m.contains("rollback")), "{err} (seen {seen})");
     relay.stop().await;
 }
+
+/// One view for everyone: the server shows bob a forged root for an epoch (signed with its
+/// own key, read here from its database) and alice the honest one. Alice's next message
+/// carries her root; bob's device compares it with his and raises the fork, and then takes
+/// no more keys from that server. Before the fork, the same exchange raises nothing (the
+/// positive control).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_shown_to_two_contacts_is_found_by_their_messages() {
+    let mut relay = Relay::start(Backend::Sqlite).await;
+    let (ha, hb, hc) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = account(&relay, ha.path(), "alice").await;
+    let mut bob = account(&relay, hb.path(), "bob").await;
+    alice.send_text("bob", "one").await.unwrap();
+    bob.receive(Duration::ZERO).await.unwrap();
+    bob.send_text("alice", "one back").await.unwrap();
+    alice.receive(Duration::ZERO).await.unwrap();
+    let alarms = |w: Vec<String>| w.into_iter().filter(|w| w.contains("ALARM")).collect::<Vec<_>>();
+    assert!(alarms(bob.take_warnings()).is_empty());
+    assert!(alarms(alice.take_warnings()).is_empty());
+
+    // A new epoch; the server shows bob a forged root for it.
+    let before = alice.kt_status().await.unwrap().newest_epoch.unwrap().0;
+    let _carol = account(&relay, hc.path(), "carol").await;
+    let mut tries = 0;
+    let epoch = loop {
+        let e = alice.kt_status().await.unwrap().newest_epoch.unwrap().0;
+        if e > before {
+            break e;
+        }
+        tries += 1;
+        assert!(tries < 200, "no epoch after {before}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    relay.pause().await;
+    let db = relay.data_dir().join("tacit.db");
+    let (root, ts, sig, seed, ns): (Vec<u8>, i64, Vec<u8>, Vec<u8>, Vec<u8>) = {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let (root, ts, sig) = c
+            .query_row(
+                "SELECT root, timestamp_ms, signature FROM kt_epochs WHERE epoch = ?1",
+                [epoch as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        let seed = c
+            .query_row("SELECT secret FROM kt_secrets WHERE name = 'root_signing'", [], |r| r.get(0))
+            .unwrap();
+        let ns =
+            c.query_row("SELECT secret FROM kt_secrets WHERE name = 'namespace'", [], |r| r.get(0)).unwrap();
+        (root, ts, sig, seed, ns)
+    };
+    let signer = tacit_transparency::RootSigner::from_seed(seed.try_into().unwrap()).unwrap();
+    let mut forged = <[u8; 32]>::try_from(root.as_slice()).unwrap();
+    forged[0] ^= 1;
+    let fork = signer.sign(tacit_transparency::EpochRoot {
+        namespace: String::from_utf8(ns).unwrap(),
+        timestamp_ms: ts as u64,
+        epoch,
+        root: forged,
+    });
+    let set = |root: &[u8], sig: &[u8]| {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute(
+            "UPDATE kt_epochs SET root = ?1, signature = ?2 WHERE epoch = ?3",
+            rusqlite::params![root, sig, epoch as i64],
+        )
+        .unwrap();
+    };
+    set(&fork.root.root, &fork.signature);
+    relay.resume().await;
+    // Bob's device takes the forged root as the newest (its own history then fails to verify
+    // against it, which is said too).
+    let _ = bob.kt_status().await;
+    relay.pause().await;
+    set(&root, &sig);
+    relay.resume().await;
+
+    alice.send_text("bob", "two").await.unwrap();
+    let got = bob.receive(Duration::ZERO).await.unwrap();
+    assert_eq!(got.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["two"]);
+    let seen = alarms(bob.take_warnings());
+    assert!(seen.iter().any(|w| w.contains("showed you and alice different roots")), "{seen:?}");
+    // Bob's device now holds two roots the server signed for one epoch: it refuses to take
+    // keys from that server (nothing is encrypted to a key from a forked log).
+    let err = bob.send_text("alice", "three").await.unwrap_err();
+    assert!(matches!(&err, ClientError::Transparency(m) if m.contains("fork")), "{err}");
+    relay.stop().await;
+}
