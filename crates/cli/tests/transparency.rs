@@ -9,6 +9,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 mod common;
 use common::*;
@@ -193,4 +194,53 @@ fn exported_epochs_pass_plexi_and_tacit_audit_and_tampering_fails_both() {
     server.stop();
     let (rc, _) = tacit(&alice, &[], &["audit", "--server", &url, "--state", state.to_str().unwrap()]);
     assert_eq!(rc, 3);
+}
+
+/// A server killed with SIGKILL (not stopped) right after accounts are created, while their
+/// epoch is being published, six times over: every account reaches the directory once the
+/// server runs again (its history proof verifies), and an auditor finds every epoch signed
+/// and append-only.
+#[test]
+fn a_server_killed_while_publishing_loses_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = format!("http://{listen}");
+    let start = || ServerProcess::start(&["--listen", &listen, "--data", data.to_str().unwrap()], None);
+    let mut names = Vec::new();
+    for round in 0..6 {
+        let server = start();
+        for i in 0..2 {
+            let name = format!("k{round}x{i}");
+            let home = dir.path().join(&name);
+            let (rc, l) = tacit(&home, &[], &["account", "create", "--server", &url, "--name", &name]);
+            assert_eq!(rc, 0, "{l:?}");
+            names.push(name);
+        }
+        // Within the 50 ms epoch interval the tests use: often in the middle of publishing.
+        std::thread::sleep(Duration::from_millis(10 * round));
+        server.signal("KILL");
+        drop(server);
+    }
+    let server = start();
+    let checker = dir.path().join("checker");
+    assert_eq!(tacit(&checker, &[], &["account", "create", "--server", &url, "--name", "checker"]).0, 0);
+    for name in &names {
+        let mut tries = 0;
+        loop {
+            let (rc, l) = tacit(&checker, &[], &["kt", "history", name]);
+            if rc == 0 && l.iter().any(|l| l["type"] == "kt_version") {
+                break;
+            }
+            tries += 1;
+            assert!(tries < 50, "{name} never reached the directory: {l:?}\n{}", server.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let state = dir.path().join("audit.json");
+    let (rc, l) = tacit(&checker, &[], &["audit", "--server", &url, "--state", state.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{l:?}");
+    assert!(l[0]["to"].as_u64().unwrap() >= 1, "{l:?}");
+    server.stop();
 }
