@@ -272,16 +272,24 @@ pub enum KtCommand {
 pub struct AuditArgs {
     /// The server whose log to audit (http(s)://host[:port]); with --serve, audited again
     /// every 10 seconds.
-    #[arg(long, value_name = "URL", required_unless_present = "serve")]
+    #[arg(long, value_name = "URL", required_unless_present_any = ["serve", "log_dir"])]
     pub server: Option<String>,
+    /// Audit an akd log published as audit blobs in a folder (`EPOCH/PREVIOUS/CURRENT`, as
+    /// akd's API writes them) instead of a server; with --verifying-key, the plexi
+    /// signatures in DIR/signatures/ are checked too.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["server", "serve"])]
+    pub log_dir: Option<PathBuf>,
+    /// The log's Ed25519 key (64 hex characters), for --log-dir.
+    #[arg(long, value_name = "HEX", value_parser = parse_key_hex, requires = "log_dir")]
+    pub verifying_key: Option<[u8; 32]>,
     /// Serve the countersignatures over plexi's auditor API on ADDR (`plexi audit
     /// --remote-url http://ADDR` verifies them and the log's proofs); needs --cosign.
     #[arg(long, value_name = "ADDR", requires = "cosign")]
     pub serve: Option<std::net::SocketAddr>,
     /// Where the auditor keeps the last epoch audited and its root (JSON; made on the first
     /// run, which audits from the first epoch).
-    #[arg(long, value_name = "FILE")]
-    pub state: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "log_dir")]
+    pub state: Option<PathBuf>,
     /// Countersign each verified root with this Ed25519 key (64 hex characters of seed; made
     /// if the file does not exist), as plexi signatures in FILE.d/audits/ next to --state.
     #[arg(long, value_name = "KEYFILE")]

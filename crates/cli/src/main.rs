@@ -210,28 +210,29 @@ fn new_secret(var: &str, required: bool) -> Result<StoreSecret, CliError> {
 
 /// `tacit audit --server URL --state FILE [--cosign KEYFILE] [--serve ADDR]`.
 async fn audit(args: args::AuditArgs, options: &ConnectOptions, out: &Out) -> Result<(), CliError> {
+    if let Some(dir) = &args.log_dir {
+        let report = tacit_client::audit::audit_log_dir(dir, args.verifying_key).await?;
+        out.audit_log_dir(dir, &report);
+        return Ok(());
+    }
+    let state = args.state.clone().ok_or_else(|| CliError::Usage("--state FILE is needed".into()))?;
     let signer = match &args.cosign {
         Some(path) => Some(tacit_client::audit::load_or_make_cosign_key(path)?),
         None => None,
     };
     if let Some(server) = &args.server {
-        let report = tacit_client::audit::audit_server(
-            server,
-            &args.state,
-            options,
-            signer.as_ref(),
-            |done, total| {
+        let report =
+            tacit_client::audit::audit_server(server, &state, options, signer.as_ref(), |done, total| {
                 out.progress("audited", done, total);
-            },
-        )
-        .await?;
-        out.audit(server, &args.state, &report, signer.as_ref().map(|s| s.public()));
+            })
+            .await?;
+        out.audit(server, &state, &report, signer.as_ref().map(|s| s.public()));
     }
     let (Some(addr), Some(signer)) = (args.serve, signer) else { return Ok(()) };
-    let router = audit_serve::router(&args.state, signer.public());
+    let router = audit_serve::router(&state, signer.public());
     if let Some(server) = args.server.clone() {
         // Audit again every 10 seconds while serving; a violation is said and stops the audit.
-        let (state, options, out2) = (args.state.clone(), options.clone(), Out::new(out.is_json()));
+        let (state, options, out2) = (state.clone(), options.clone(), Out::new(out.is_json()));
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(10)).await;

@@ -270,6 +270,23 @@ impl Out {
         println!("state saved in {}", state.display());
     }
 
+    /// `audit --log-dir`.
+    pub fn audit_log_dir(&self, dir: &Path, r: &tacit_client::audit::AuditReport) {
+        if self.json {
+            self.line(json!({"type": "audit", "log_dir": dir.display().to_string(), "namespace": r.namespace,
+                "public_key": r.public_key, "from": r.from, "to": r.to, "epochs": r.epochs, "seconds": r.seconds}));
+            return;
+        }
+        println!(
+            "{}: epochs {} to {} verified ({} audit blobs): one chain, each epoch an append-only extension of the one before{}",
+            dir.display(),
+            r.from,
+            r.to,
+            r.epochs,
+            if r.public_key.is_empty() { "" } else { "; the signatures present verify under the key given" }
+        );
+    }
+
     /// `kt history NAME`.
     pub fn kt_history(&self, name: &str, versions: &[tacit_client::KtVersion]) {
         for v in versions {

@@ -244,3 +244,55 @@ fn a_server_killed_while_publishing_loses_no_update() {
     assert!(l[0]["to"].as_u64().unwrap() >= 1, "{l:?}");
     server.stop();
 }
+
+/// `tacit audit --log-dir` audits a log that akd's own API wrote (its `generate_audit_blobs`,
+/// WhatsApp's layout), not only Tacit's; with the proofs of two epochs swapped it refuses
+/// (exit 4).
+#[test]
+fn a_log_written_by_akd_is_audited_and_a_swapped_blob_is_refused() {
+    use akd::storage::StorageManager;
+    use akd::storage::memory::AsyncInMemoryDatabase;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    let names = rt.block_on(async {
+        let d = akd::Directory::<tacit_transparency::Config, _, _>::new(
+            StorageManager::new_no_cache(AsyncInMemoryDatabase::new()),
+            akd::ecvrf::HardCodedAkdVRF,
+            akd::AzksParallelismConfig::default(),
+        )
+        .await
+        .unwrap();
+        let mut hashes = vec![d.get_epoch_hash().await.unwrap().1];
+        for e in 0..5u8 {
+            let updates =
+                (0..10u8).map(|i| (akd::AkdLabel(vec![b'u', e, i]), akd::AkdValue(vec![e, i]))).collect();
+            d.publish(updates).await.unwrap();
+            hashes.push(d.get_epoch_hash().await.unwrap().1);
+        }
+        let proof = d.audit(0, 5).await.unwrap();
+        let blobs = akd::local_auditing::generate_audit_blobs(hashes, proof).unwrap();
+        let mut names = Vec::new();
+        for b in blobs {
+            let path = log.join(b.name.to_string());
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &b.data).unwrap();
+            names.push(path);
+        }
+        names
+    });
+    let home = dir.path().join("nobody");
+    let (rc, l) = tacit(&home, &[], &["audit", "--log-dir", log.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{l:?}");
+    assert_eq!(
+        (l[0]["from"].as_u64(), l[0]["to"].as_u64(), l[0]["epochs"].as_u64()),
+        (Some(1), Some(5), Some(5))
+    );
+    // Two epochs' proofs swapped: refused.
+    let (a, b) = (std::fs::read(&names[1]).unwrap(), std::fs::read(&names[2]).unwrap());
+    std::fs::write(&names[1], &b).unwrap();
+    std::fs::write(&names[2], &a).unwrap();
+    let (rc, l) = tacit(&home, &[], &["audit", "--log-dir", log.to_str().unwrap()]);
+    assert_eq!(rc, 4, "{l:?}");
+    assert!(l[0]["message"].as_str().unwrap().contains("append-only"), "{l:?}");
+}

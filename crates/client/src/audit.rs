@@ -290,6 +290,101 @@ pub async fn audit_server(
     })
 }
 
+/// Audits an akd log published as audit blobs in a folder (`tacit audit --log-dir`), laid
+/// out as akd's `generate_audit_blobs` names them: `DIR/{epoch}/{previous root hex}/{current
+/// root hex}` holding the protobuf proof from `epoch` to `epoch + 1` (WhatsApp's layout).
+/// The blobs must form one chain (each one's current root the next one's previous, epochs
+/// consecutive from the first) and every proof must verify with akd's auditor. With
+/// `verifying_key`, each `DIR/signatures/{epoch}.json` present (plexi's `SignatureResponse`
+/// of the log's key) must verify for the root it names and match the chain. Not only
+/// Tacit's logs: anything akd's own API wrote.
+pub async fn audit_log_dir(dir: &Path, verifying_key: Option<[u8; 32]>) -> Result<AuditReport> {
+    let started = Instant::now();
+    let mut blobs: Vec<(u64, [u8; 32], [u8; 32], PathBuf)> = Vec::new();
+    let read_dir = |p: &Path| std::fs::read_dir(p).map_err(|e| ClientError::file(p, &e));
+    for e in read_dir(dir)? {
+        let e = e.map_err(|e| ClientError::file(dir, &e))?;
+        let Some(epoch) = e.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else { continue };
+        for p in read_dir(&e.path())? {
+            let p = p.map_err(|e| ClientError::file(dir, &e))?;
+            let Some(prev) = p.file_name().to_str().and_then(|s| unhex::<32>(s, "a root").ok()) else {
+                continue;
+            };
+            for c in read_dir(&p.path())? {
+                let c = c.map_err(|e| ClientError::file(dir, &e))?;
+                let Some(cur) = c.file_name().to_str().and_then(|s| unhex::<32>(s, "a root").ok()) else {
+                    continue;
+                };
+                blobs.push((epoch, prev, cur, c.path()));
+            }
+        }
+    }
+    blobs.sort_by_key(|b| b.0);
+    let (Some(first), Some(last)) = (blobs.first(), blobs.last()) else {
+        return Err(violation(format!("no audit blob (EPOCH/PREVIOUS/CURRENT) in {}", dir.display())));
+    };
+    let (from, to) = (first.0 + 1, last.0 + 1);
+    let key = match verifying_key {
+        Some(k) => {
+            Some(VerifyingKey::from_bytes(k).map_err(|_| violation("the verifying key is not a valid key"))?)
+        }
+        None => None,
+    };
+    let mut namespace = String::new();
+    for (i, (epoch, prev, cur, path)) in blobs.iter().enumerate() {
+        if let Some((before, _, before_cur, _)) = i.checked_sub(1).and_then(|j| blobs.get(j)) {
+            if *epoch != before + 1 {
+                return Err(violation(format!("the log has no blob from epoch {} to {}", before + 1, epoch)));
+            }
+            if before_cur != prev {
+                return Err(violation(format!(
+                    "the blob from epoch {epoch} starts at {}, but the one before ended at {} (a fork or a rewrite)",
+                    hex::encode(prev),
+                    hex::encode(before_cur)
+                )));
+            }
+        }
+        let proof = std::fs::read(path).map_err(|e| ClientError::file(path, &e))?;
+        verify_append_only(&proof, *prev, *cur, epoch + 1)
+            .await
+            .map_err(|e| violation(format!("{}: not an append-only extension: {e}", path.display())))?;
+        if let Some(key) = &key {
+            let sig_path = dir.join("signatures").join(format!("{}.json", epoch + 1));
+            if let Ok(bytes) = std::fs::read(&sig_path) {
+                let s: PlexiSignature = serde_json::from_slice(&bytes)
+                    .map_err(|e| violation(format!("{}: not a plexi signature: {e}", sig_path.display())))?;
+                let root = SignedRoot {
+                    root: EpochRoot {
+                        namespace: s.namespace.clone(),
+                        timestamp_ms: s.timestamp,
+                        epoch: s.epoch,
+                        root: unhex::<32>(&s.digest, "a signed digest")?,
+                    },
+                    signature: unhex::<64>(&s.signature, "a signature")?,
+                };
+                root.verify(key, &s.namespace)
+                    .map_err(|e| violation(format!("{}: {e}", sig_path.display())))?;
+                if root.root.epoch != epoch + 1 || root.root.root != *cur {
+                    return Err(violation(format!(
+                        "{} signs another root than the log's",
+                        sig_path.display()
+                    )));
+                }
+                namespace = s.namespace;
+            }
+        }
+    }
+    Ok(AuditReport {
+        namespace,
+        public_key: verifying_key.map(hex::encode).unwrap_or_default(),
+        from,
+        to,
+        epochs: u64::try_from(blobs.len()).unwrap_or(u64::MAX),
+        seconds: started.elapsed().as_secs_f64(),
+        cosigned: 0,
+    })
+}
+
 impl Client {
     /// Writes epoch `epoch`'s append-only proof (`proof.bin`), its signed root in plexi's
     /// JSON (`signature.json`) and the log's key (`verifying_key.hex`) into `out`, for
