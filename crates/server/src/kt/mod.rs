@@ -65,6 +65,14 @@ fn akd(e: impl core::fmt::Display) -> KtFailure {
     KtFailure::Akd(e.to_string())
 }
 
+/// A label akd has no version of is [`KtFailure::NotFound`]; anything else is akd's failure.
+fn not_found(e: akd::errors::AkdError) -> KtFailure {
+    match e {
+        akd::errors::AkdError::Storage(akd::errors::StorageError::NotFound(_)) => KtFailure::NotFound,
+        e => akd(e),
+    }
+}
+
 /// The VRF key, read from the store.
 #[derive(Clone)]
 struct Vrf(Arc<Zeroizing<[u8; 32]>>);
@@ -206,9 +214,11 @@ impl Transparency {
         }
     }
 
+    /// Caches the newest signed epoch, without its audit proof (megabytes for a large
+    /// epoch; served from the store by its own route), so proofs and `/v1/kt` clone little.
     fn set_latest(&self, e: KtEpoch) {
         if let Ok(mut g) = self.latest.write() {
-            *g = Some(e);
+            *g = Some(KtEpoch { audit_proof: Vec::new(), ..e });
         }
     }
 
@@ -304,10 +314,11 @@ impl Transparency {
     /// Brings this node's view (akd's cache) up to an epoch another publisher on the same
     /// database signed: one indexed read per proof served.
     async fn catch_up(&self) -> Result<(), KtFailure> {
-        let Some(stored) = self.store.kt_latest_epoch().await? else { return Ok(()) };
-        if stored.epoch <= self.latest().map_or(0, |e| e.epoch) {
+        let Some(newest) = self.store.kt_newest_epoch().await? else { return Ok(()) };
+        if newest <= self.latest().map_or(0, |e| e.epoch) {
             return Ok(());
         }
+        let Some(stored) = self.store.kt_latest_epoch().await? else { return Ok(()) };
         let mut dir = self.dir.write().await;
         if dir.get_epoch_hash().await.map_err(akd)?.0 < stored.epoch {
             *dir = Dir::new(
@@ -322,18 +333,22 @@ impl Transparency {
         Ok(())
     }
 
+    /// The signed epoch `epoch` without its audit proof: the cached newest one (the common
+    /// case: a proof is for the newest epoch), else read from the store.
+    async fn signed_epoch(&self, epoch: u64) -> Result<KtEpoch, KtFailure> {
+        if let Some(latest) = self.latest().filter(|l| l.epoch == epoch) {
+            return Ok(latest);
+        }
+        let e = self.store.kt_epoch(epoch).await?.ok_or(KtFailure::NotFound)?;
+        Ok(KtEpoch { audit_proof: Vec::new(), ..e })
+    }
+
     /// A lookup proof of `name`'s newest version, with the signed epoch it is for.
     pub async fn lookup(&self, name: &tacit_protocol::AccountName) -> Result<Proof, KtFailure> {
         self.catch_up().await?;
         let dir = self.dir.read().await;
-        let (proof, hash) = match dir.lookup(AkdLabel(account_label(name))).await {
-            Ok(found) => found,
-            Err(akd::errors::AkdError::Storage(akd::errors::StorageError::NotFound(_))) => {
-                return Err(KtFailure::NotFound);
-            }
-            Err(e) => return Err(akd(e)),
-        };
-        let epoch = self.store.kt_epoch(hash.0).await?.ok_or(KtFailure::NotFound)?;
+        let (proof, hash) = dir.lookup(AkdLabel(account_label(name))).await.map_err(not_found)?;
+        let epoch = self.signed_epoch(hash.0).await?;
         // Still under the read lock: no epoch can publish (and end pending changes) between
         // the proof and this answer.
         let pending = self.store.kt_is_pending(name.as_str()).await?;
@@ -345,15 +360,11 @@ impl Transparency {
     pub async fn history(&self, name: &tacit_protocol::AccountName) -> Result<Proof, KtFailure> {
         self.catch_up().await?;
         let dir = self.dir.read().await;
-        let (proof, hash) =
-            match dir.key_history(&AkdLabel(account_label(name)), akd::HistoryParams::Complete).await {
-                Ok(found) => found,
-                Err(akd::errors::AkdError::Storage(akd::errors::StorageError::NotFound(_))) => {
-                    return Err(KtFailure::NotFound);
-                }
-                Err(e) => return Err(akd(e)),
-            };
-        let epoch = self.store.kt_epoch(hash.0).await?.ok_or(KtFailure::NotFound)?;
+        let (proof, hash) = dir
+            .key_history(&AkdLabel(account_label(name)), akd::HistoryParams::Complete)
+            .await
+            .map_err(not_found)?;
+        let epoch = self.signed_epoch(hash.0).await?;
         let proof =
             akd_core::proto::specs::types::HistoryProof::from(&proof).write_to_bytes().map_err(akd)?;
         Ok(Proof { proof, epoch, pending: false })

@@ -54,7 +54,7 @@ pub(super) async fn lookup(
     Peer(peer): Peer,
     ApiPath(name): ApiPath<String>,
 ) -> Result<ApiJson<KtProofResponse>, Failure> {
-    transparency::lookup(&state, peer, &name).await.map(ApiJson)
+    transparency::proof(&state, peer, &name, false).await.map(ApiJson)
 }
 
 /// `GET /v1/kt/history/{name}` → [`KtProofResponse`].
@@ -63,5 +63,5 @@ pub(super) async fn history(
     Peer(peer): Peer,
     ApiPath(name): ApiPath<String>,
 ) -> Result<ApiJson<KtProofResponse>, Failure> {
-    transparency::history(&state, peer, &name).await.map(ApiJson)
+    transparency::proof(&state, peer, &name, true).await.map(ApiJson)
 }

@@ -120,28 +120,16 @@ pub async fn blob(
     Err(Failure::NotFound)
 }
 
-/// `GET /v1/kt/lookup/{name}`.
-pub async fn lookup(
+/// `GET /v1/kt/lookup/{name}` (`history` false) and `GET /v1/kt/history/{name}` (true).
+pub async fn proof(
     state: &AppState,
     peer: Option<std::net::IpAddr>,
     name: &str,
+    history: bool,
 ) -> Result<KtProofResponse, Failure> {
     state.limit_address(peer)?;
     let name = AccountName::new(name).map_err(|_| Failure::NotFound)?;
     let kt = directory(state)?;
-    let proof = kt.lookup(&name).await?;
-    Ok(KtProofResponse { proof: proof.proof.into(), root: wire(kt, &proof.epoch), pending: proof.pending })
-}
-
-/// `GET /v1/kt/history/{name}`.
-pub async fn history(
-    state: &AppState,
-    peer: Option<std::net::IpAddr>,
-    name: &str,
-) -> Result<KtProofResponse, Failure> {
-    state.limit_address(peer)?;
-    let name = AccountName::new(name).map_err(|_| Failure::NotFound)?;
-    let kt = directory(state)?;
-    let proof = kt.history(&name).await?;
+    let proof = if history { kt.history(&name).await? } else { kt.lookup(&name).await? };
     Ok(KtProofResponse { proof: proof.proof.into(), root: wire(kt, &proof.epoch), pending: proof.pending })
 }

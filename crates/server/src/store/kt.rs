@@ -79,6 +79,8 @@ pub trait KtStore: Send + Sync {
     async fn kt_epoch(&self, epoch: u64) -> Result<Option<KtEpoch>, StoreError>;
     /// The newest published epoch.
     async fn kt_latest_epoch(&self) -> Result<Option<KtEpoch>, StoreError>;
+    /// The newest published epoch's number only (a cheap read, before every proof served).
+    async fn kt_newest_epoch(&self) -> Result<Option<u64>, StoreError>;
     /// The directory setting `name` (its secret keys, its namespace), storing `candidate` as
     /// it if there is none yet: the first start makes them and every later one, and every
     /// node of a fleet, reads the same.

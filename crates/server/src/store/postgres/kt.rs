@@ -197,6 +197,12 @@ impl KtStore for PgStore {
         c.query_opt(&st, &[]).await?.as_ref().map(to_epoch).transpose()
     }
 
+    async fn kt_newest_epoch(&self) -> Result<Option<u64>, StoreError> {
+        let c = self.pool.get().await?;
+        let st = c.prepare_cached("SELECT max(epoch) FROM kt_epochs").await?;
+        Ok(c.query_one(&st, &[]).await?.try_get::<_, Option<i64>>(0)?.map(to_u64))
+    }
+
     async fn kt_setting(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         let c = self.pool.get().await?;
         let st = c

@@ -194,6 +194,15 @@ impl KtStore for SqliteStore {
         .await
     }
 
+    async fn kt_newest_epoch(&self) -> Result<Option<u64>, StoreError> {
+        self.read(move |c| {
+            let e: Option<i64> =
+                c.prepare_cached("SELECT max(epoch) FROM kt_epochs")?.query_row([], |r| r.get(0))?;
+            Ok(e.map(to_u64))
+        })
+        .await
+    }
+
     async fn kt_setting(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         let name = name.to_owned();
         self.write(move |c| {
