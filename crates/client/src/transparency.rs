@@ -493,7 +493,16 @@ impl Client {
         let name = self.me.name.clone();
         let mut alarms = Vec::new();
         let mut keys: Vec<(u64, u64, tacit_protocol::AccountKey)> = Vec::new();
-        for v in versions.iter().rev() {
+        // The name's label outlives an account: versions up to its last deletion followed by
+        // a new list belong to an earlier account of the same name (deleted, then taken
+        // again), not to this one.
+        let oldest_first: Vec<&VerifiedLookup> = versions.iter().rev().collect();
+        let start = oldest_first
+            .iter()
+            .rposition(|v| v.entry == AccountEntry::Deleted)
+            .filter(|&i| i + 1 < oldest_first.len())
+            .map_or(0, |i| i + 1);
+        for v in oldest_first.into_iter().skip(start) {
             match &v.entry {
                 AccountEntry::Deleted => alarms.push(format!(
                     "version {} (epoch {}) says {name} was deleted, but this device's account is live",

@@ -15,8 +15,40 @@ use tacit_client::ClientError;
 
 on_both!(
     a_forged_directory_entry_is_refused_before_anything_is_encrypted,
-    status_and_history_show_what_was_checked
+    status_and_history_show_what_was_checked,
+    a_name_taken_again_is_monitored_from_its_new_account_on,
 );
+
+/// A name deleted and registered again (a reinstall) keeps its label: the new account's
+/// monitor checks only the versions after the deletion, so it raises no alarm for the
+/// earlier account's keys once the new one is published (found trying the release binary).
+async fn a_name_taken_again_is_monitored_from_its_new_account_on(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let (hb, hb2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut bob = account(&relay, hb.path(), "bob").await;
+    let mut tries = 0;
+    while bob.kt_status().await.unwrap().own_history.is_none_or(|o| o.versions < 1) {
+        tries += 1;
+        assert!(tries < 100);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bob.delete_account().await.unwrap();
+    let mut bob = account(&relay, hb2.path(), "bob").await;
+    let mut tries = 0;
+    let own = loop {
+        if let Some(o) = bob.kt_status().await.unwrap().own_history.filter(|o| o.versions >= 3) {
+            break o;
+        }
+        tries += 1;
+        assert!(tries < 100);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Once the new account is published, its history check is clean (before that, within
+    // an epoch interval, the newest version is the old account's deletion, which the monitor
+    // reports: it never passes a live account shown as deleted in silence).
+    assert!(own.alarms.is_empty(), "{:?}", own.alarms);
+    relay.stop().await;
+}
 
 /// Runs `sql` on the server's database (the server paused).
 async fn tamper(relay: &Relay, sql: &str) {
