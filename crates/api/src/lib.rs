@@ -68,6 +68,9 @@ pub mod limits {
     /// Most key rotations returned by one `GET` [`crate::ROTATIONS`] (a response that has
     /// more says so).
     pub const MAX_ROTATIONS_PER_PAGE: usize = 16;
+    /// Most auditors a server takes cosignatures from (`--kt-auditor`), so most
+    /// cosignatures served with one root.
+    pub const MAX_KT_AUDITORS: usize = 16;
     /// Most envelopes returned by one fetch.
     pub const MAX_FETCH: usize = 256;
     /// Most ciphertext bytes in one fetch or WebSocket resync page (a page always holds at

@@ -23,6 +23,17 @@ pub const ROTATIONS: &str = "/v1/accounts/{name}/rotations";
 pub const KT: &str = "/v1/kt";
 /// `GET` (no auth) → [`crate::SignedRootWire`]: one signed epoch root (`404` unknown).
 pub const KT_EPOCH: &str = "/v1/kt/epochs/{epoch}";
+/// `PUT` (no auth: the body is signed) [`crate::KtCosignatureWire`] → `204`: an auditor's
+/// cosignature of the epoch's root, from an auditor the server lists (`--kt-auditor`;
+/// others `403`), verified before it is kept (`400` if it does not verify, `404` unknown
+/// epoch). Served with the root from then on (`SignedRootWire::cosignatures`).
+pub const KT_COSIGNATURES: &str = "/v1/kt/epochs/{epoch}/cosignatures";
+/// `GET ?list-type=2[&continuation-token=E][&max-keys=N]` (no auth, no version header) →
+/// XML: the audit blobs' names (`EPOCH/PREVIOUS/CURRENT`, [`KT_BLOB`]) as S3's
+/// `ListObjectsV2` lists a bucket, at most 1,000 a page; the token is the epoch after the
+/// page's last blob. For auditors of akd logs published in buckets (`tacit audit --log-dir
+/// URL`). Without `list-type=2`: `404`.
+pub const KT_BLOB_LISTING: &str = "/";
 /// `GET` (no auth) → raw bytes: akd's append-only proof from the previous epoch to this one
 /// (protobuf `SingleAppendOnlyProof`; `404` unknown).
 pub const KT_AUDIT: &str = "/v1/kt/epochs/{epoch}/audit";

@@ -173,6 +173,23 @@ pub struct SignedRootWire {
     pub root: Bytes,
     /// Ed25519 signature (64 bytes).
     pub signature: Bytes,
+    /// Auditors' cosignatures of this root, at most [`crate::limits::MAX_KT_AUDITORS`]
+    /// (absent from servers before them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cosignatures: Vec<KtCosignatureWire>,
+}
+
+/// An auditor's cosignature of an epoch root: plexi's `SignatureMessage` (the root's
+/// namespace, epoch and digest, the auditor's own timestamp) signed with the auditor's
+/// Ed25519 key, as `tacit audit --cosign` makes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KtCosignatureWire {
+    /// The auditor's Ed25519 public key (32 bytes).
+    pub auditor: Bytes,
+    /// When the auditor signed, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// The signature (64 bytes).
+    pub signature: Bytes,
 }
 
 /// `GET` [`crate::KT`].

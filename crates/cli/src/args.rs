@@ -27,6 +27,21 @@ pub struct Cli {
     /// refuses a server or a pinned key that differs.
     #[arg(long, global = true, env = "TACIT_KT_KEY", value_name = "HEX", value_parser = parse_key_hex)]
     pub kt_key: Option<[u8; 32]>,
+    /// An auditor (its Ed25519 key, 64 hex characters) whose cosignature the root of every
+    /// lookup of another account's keys must carry before anything is encrypted to them;
+    /// repeat for several (TACIT_REQUIRE_AUDITOR: comma-separated).
+    #[arg(long = "require-auditor", global = true, env = "TACIT_REQUIRE_AUDITOR", value_name = "HEX",
+          value_parser = parse_key_hex, value_delimiter = ',')]
+    pub require_auditor: Vec<[u8; 32]>,
+    /// How many of the required auditors must have cosigned (default: all).
+    #[arg(
+        long,
+        global = true,
+        env = "TACIT_AUDITOR_THRESHOLD",
+        value_name = "N",
+        requires = "require_auditor"
+    )]
+    pub auditor_threshold: Option<usize>,
     /// Print one JSON object per line, each with a "type" field.
     #[arg(long, global = true)]
     pub json: bool,
@@ -193,6 +208,11 @@ pub struct ServerArgs {
     /// kept from the first start).
     #[arg(long, env = "TACIT_KT_NAMESPACE", value_name = "NAME")]
     pub kt_namespace: Option<String>,
+    /// Key transparency: an auditor (Ed25519 key, 64 hex characters) whose cosignatures of
+    /// epoch roots the server keeps and serves with each root, for clients that require it;
+    /// repeat for several, at most 16 (TACIT_KT_AUDITORS: comma-separated).
+    #[arg(long = "kt-auditor", env = "TACIT_KT_AUDITORS", value_name = "HEX", value_delimiter = ',')]
+    pub kt_auditor: Vec<String>,
 }
 
 /// `250ms`, `1s`, `2.5s` or a plain number of seconds, as milliseconds.
@@ -274,10 +294,11 @@ pub struct AuditArgs {
     /// every 10 seconds.
     #[arg(long, value_name = "URL", required_unless_present_any = ["serve", "log_dir"])]
     pub server: Option<String>,
-    /// Audit an akd log published as audit blobs in a folder (`EPOCH/PREVIOUS/CURRENT`, as
-    /// akd's API writes them) instead of a server; with --verifying-key, the plexi
-    /// signatures in DIR/signatures/ are checked too.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["server", "serve"])]
+    /// Audit an akd log published as audit blobs (`EPOCH/PREVIOUS/CURRENT`, as akd's API
+    /// writes them) in a folder, or at an http(s) URL listed as S3 buckets list
+    /// (`?list-type=2`), instead of a server; with --verifying-key, the plexi signatures in
+    /// signatures/ are checked too.
+    #[arg(long, value_name = "DIR_OR_URL", conflicts_with_all = ["server", "serve"])]
     pub log_dir: Option<PathBuf>,
     /// The log's Ed25519 key (64 hex characters), for --log-dir.
     #[arg(long, value_name = "HEX", value_parser = parse_key_hex, requires = "log_dir")]

@@ -103,7 +103,14 @@ fn main() -> ExitCode {
                 (CliError::Client(e), Some(h)) => CliError::Client(e.in_home(&h)),
                 (e, _) => e,
             };
-            out.error(e.kind(), &e.to_string());
+            match &e {
+                // A key transparency check names itself (`"violation": "rollback"`, …).
+                CliError::Client(c) if out.is_json() && c.kt_violation().is_some() => {
+                    out.raw(serde_json::json!({"type": "error", "kind": e.kind(), "message": e.to_string(),
+                        "violation": c.kt_violation().map(tacit_client::KtViolation::name)}));
+                }
+                _ => out.error(e.kind(), &e.to_string()),
+            }
             ExitCode::from(e.code())
         }
     }
@@ -211,7 +218,8 @@ fn new_secret(var: &str, required: bool) -> Result<StoreSecret, CliError> {
 /// `tacit audit --server URL --state FILE [--cosign KEYFILE] [--serve ADDR]`.
 async fn audit(args: args::AuditArgs, options: &ConnectOptions, out: &Out) -> Result<(), CliError> {
     if let Some(dir) = &args.log_dir {
-        let report = tacit_client::audit::audit_log_dir(dir, args.verifying_key).await?;
+        let report =
+            tacit_client::audit::audit_log_at(&dir.to_string_lossy(), options, args.verifying_key).await?;
         out.audit_log_dir(dir, &report);
         return Ok(());
     }
@@ -254,18 +262,26 @@ async fn audit(args: args::AuditArgs, options: &ConnectOptions, out: &Out) -> Re
     .map_err(|e| CliError::Server(format!("cannot serve on {addr}: {e}")))
 }
 
-/// The extra trusted CAs of `--ca-file` (none without it), and whether `--insecure-http`
-/// allows plain HTTP to a remote host.
-fn connect_options(
-    ca_file: Option<&Path>,
+/// The global flags that say how to reach the server and what to trust.
+struct Connect {
+    ca_file: Option<PathBuf>,
     insecure_http: bool,
     kt_key: Option<[u8; 32]>,
-) -> Result<ConnectOptions, CliError> {
-    let mut base = ConnectOptions::default().allow_remote_plain_http(insecure_http);
-    if let Some(key) = kt_key {
+    require_auditor: Vec<[u8; 32]>,
+    auditor_threshold: Option<usize>,
+}
+
+/// The extra trusted CAs of `--ca-file` (none without it), whether `--insecure-http`
+/// allows plain HTTP to a remote host, the transparency key and the required auditors.
+fn connect_options(c: &Connect) -> Result<ConnectOptions, CliError> {
+    let mut base = ConnectOptions::default().allow_remote_plain_http(c.insecure_http);
+    if let Some(key) = c.kt_key {
         base = base.with_transparency_key(key);
     }
-    let Some(path) = ca_file else { return Ok(base) };
+    if !c.require_auditor.is_empty() {
+        base = base.with_required_auditors(&c.require_auditor, c.auditor_threshold)?;
+    }
+    let Some(path) = c.ca_file.as_deref() else { return Ok(base) };
     let pem = std::fs::read(path)
         .map_err(|e| CliError::Usage(format!("cannot read the CA file {}: {e}", path.display())))?;
     Ok(base.with_extra_roots_pem(&pem)?)
@@ -344,21 +360,28 @@ fn confirm_forget(home: &Path, name: Option<&str>, yes: bool) -> Result<(), CliE
 }
 
 async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
+    let connect = Connect {
+        ca_file: cli.ca_file.clone(),
+        insecure_http: cli.insecure_http,
+        kt_key: cli.kt_key,
+        require_auditor: cli.require_auditor.clone(),
+        auditor_threshold: cli.auditor_threshold,
+    };
     let command = match cli.command {
         Command::Server(args) => return server::run(args).await,
         Command::Demo => return demo::run(out, cli.json).await,
         Command::Audit(args) => {
-            let options = connect_options(cli.ca_file.as_deref(), cli.insecure_http, cli.kt_key)?;
+            let options = connect_options(&connect)?;
             return audit(args, &options, out).await;
         }
         Command::Bench(BenchCommand::Relay(args)) => {
-            let options = connect_options(cli.ca_file.as_deref(), cli.insecure_http, cli.kt_key)?;
+            let options = connect_options(&connect)?;
             return bench::run(args, &options, out, cli.json).await;
         }
         other => other,
     };
     let home = home(cli.home)?;
-    let options = connect_options(cli.ca_file.as_deref(), cli.insecure_http, cli.kt_key)?;
+    let options = connect_options(&connect)?;
     match command {
         Command::Account(AccountCommand::Create(a)) => {
             let secret = new_secret("TACIT_PASSPHRASE", false)?;

@@ -249,7 +249,9 @@ impl Out {
             self.line(json!({"type": "audit", "server": server, "state": state.display().to_string(),
                 "namespace": r.namespace, "public_key": r.public_key, "from": r.from, "to": r.to,
                 "epochs": r.epochs, "seconds": r.seconds, "ms_per_epoch": per_epoch_ms,
-                "cosigned": r.cosigned, "cosign_key": cosign_key}));
+                "cosigned": r.cosigned, "cosign_key": cosign_key,
+                "posted_epoch": r.posted.as_ref().and_then(|p| p.as_ref().ok()),
+                "post_error": r.posted.as_ref().and_then(|p| p.as_ref().err())}));
             return;
         }
         if r.epochs == 0 {
@@ -266,6 +268,14 @@ impl Out {
         }
         if let Some(k) = cosign_key {
             println!("countersigned {} root(s) with {k}", r.cosigned);
+        }
+        match &r.posted {
+            Some(Ok(epoch)) => println!("the server keeps the cosignature of epoch {epoch} for its clients"),
+            Some(Err(e)) => println!(
+                "the server did not take the cosignature ({e}); clients requiring this auditor find none there \
+                 (the server lists its auditors with --kt-auditor)"
+            ),
+            None => {}
         }
         println!("state saved in {}", state.display());
     }

@@ -40,6 +40,9 @@ pub fn config(args: ServerArgs) -> Result<ServerConfig, CliError> {
     if args.kt_namespace.is_some() {
         c.kt_namespace = args.kt_namespace;
     }
+    if !args.kt_auditor.is_empty() {
+        c.kt_auditors = args.kt_auditor;
+    }
     // The flags' ranges, as for a file's values (exit 2 naming the setting).
     c.check().map_err(|e| CliError::Usage(e.to_string()))?;
     Ok(c)

@@ -296,3 +296,105 @@ fn a_log_written_by_akd_is_audited_and_a_swapped_blob_is_refused() {
     assert_eq!(rc, 4, "{l:?}");
     assert!(l[0]["message"].as_str().unwrap().contains("append-only"), "{l:?}");
 }
+
+/// Auditors required by a client, across real processes: the auditor's key listed by the
+/// server (`--kt-auditor`), `tacit audit --cosign` posts its cosignature of the newest root,
+/// and `tacit --require-auditor KEY send` goes through only while the root of the lookup it
+/// makes carries it: a new epoch the auditor has not reached is refused after the wait
+/// (exit 4, `"violation":"not-cosigned"`, nothing sent), and sent once audited. A server
+/// that does not list the auditor does not take its cosignature (said, not a violation); a
+/// threshold above the keys given is a usage error (exit 2).
+#[test]
+fn a_client_requiring_an_auditor_sends_only_under_roots_it_cosigned() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = format!("http://{listen}");
+    let (alice, bob, carol) = (dir.path().join("alice"), dir.path().join("bob"), dir.path().join("carol"));
+    let (state, keyfile) = (dir.path().join("audit.json"), dir.path().join("auditor.key"));
+    let audit = || {
+        let (rc, l) = tacit(
+            &alice,
+            &[],
+            &[
+                "audit",
+                "--server",
+                &url,
+                "--state",
+                state.to_str().unwrap(),
+                "--cosign",
+                keyfile.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(rc, 0, "{l:?}");
+        l[0].clone()
+    };
+    // A server that lists no auditor: the cosignature is not taken, and that is said.
+    let server = ServerProcess::start(&["--listen", &listen, "--data", data.to_str().unwrap()], None);
+    assert_eq!(tacit(&alice, &[], &["account", "create", "--server", &url, "--name", "alice"]).0, 0);
+    assert_eq!(tacit(&bob, &[], &["account", "create", "--server", &url, "--name", "bob"]).0, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let first = audit();
+    assert!(
+        first["post_error"].as_str().is_some_and(|e| e.contains("403") || e.contains("forbidden")),
+        "{first}"
+    );
+    let key = first["cosign_key"].as_str().unwrap().to_owned();
+    server.stop();
+
+    let server = ServerProcess::start(
+        &["--listen", &listen, "--data", data.to_str().unwrap(), "--kt-auditor", &key],
+        None,
+    );
+    let report = audit();
+    assert!(report["posted_epoch"].as_u64().is_some(), "{report}");
+    let require = ["--require-auditor", key.as_str()];
+    let (rc, l) = tacit(&alice, &[], &[&require[..], &["send", "bob", "one"]].concat());
+    assert_eq!(rc, 0, "{l:?}");
+    // Two auditors required of one key given: a usage error.
+    let (rc, l) =
+        tacit(&alice, &[], &[&require[..], &["--auditor-threshold", "2", "send", "bob", "x"]].concat());
+    assert_eq!((rc, l[0]["kind"].as_str()), (2, Some("usage")), "{l:?}");
+
+    // A new epoch (carol's account) the auditor has not reached: bob's lookup now proves
+    // under it, and the send is refused after the wait.
+    assert_eq!(tacit(&carol, &[], &["account", "create", "--server", &url, "--name", "carol"]).0, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let (rc, l) = tacit(&alice, &[("TACIT_REQUIRE_AUDITOR", key.as_str())], &["send", "bob", "two"]);
+    assert_eq!(rc, 4, "{l:?}");
+    let err = l.iter().find(|l| l["type"] == "error").unwrap();
+    assert_eq!(err["violation"], "not-cosigned", "{err}");
+    audit();
+    let (rc, l) = tacit(&alice, &[], &[&require[..], &["send", "bob", "three"]].concat());
+    assert_eq!(rc, 0, "{l:?}");
+    assert_eq!(receive_n(&bob, 2), ["one", "three"]);
+    server.stop();
+}
+
+/// `tacit audit --log-dir URL`: a log published at a URL, found through its S3-style listing
+/// (a Tacit server lists its own audit blobs at its root), is audited like a folder: every
+/// blob from the empty root to the newest epoch. A URL that lists nothing is refused.
+#[test]
+fn a_log_at_a_url_is_audited_through_its_bucket_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::on_loopback(&dir.path().join("data"));
+    let url = format!("http://{}", server.addr);
+    for name in ["alice", "bob", "carol"] {
+        let home = dir.path().join(name);
+        assert_eq!(tacit(&home, &[], &["account", "create", "--server", &url, "--name", name]).0, 0);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let home = dir.path().join("alice");
+    let (rc, l) = tacit(&home, &[], &["kt", "status"]);
+    assert_eq!(rc, 0, "{l:?}");
+    let newest = l.iter().find(|l| l["type"] == "kt_status").unwrap()["newest_epoch"].as_u64().unwrap();
+    let (rc, l) = tacit(&home, &[], &["audit", "--log-dir", &format!("{url}/")]);
+    assert_eq!(rc, 0, "{l:?}");
+    assert_eq!(l[0]["from"].as_u64(), Some(1), "{l:?}");
+    assert!(l[0]["epochs"].as_u64().unwrap() >= newest, "{l:?}");
+    assert_eq!(l[0]["epochs"], l[0]["to"], "{l:?}");
+    let (rc, l) = tacit(&home, &[], &["audit", "--log-dir", &format!("{url}/v1/kt")]);
+    assert_ne!(rc, 0, "{l:?}");
+    server.stop();
+}

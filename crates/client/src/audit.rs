@@ -20,7 +20,7 @@ use crate::error::{ClientError, Result};
 use crate::net::{Api, ConnectOptions};
 
 fn violation(what: impl Into<String>) -> ClientError {
-    ClientError::Transparency(format!("audit violation: {}", what.into()))
+    ClientError::kt(crate::error::KtViolation::Audit, format!("audit violation: {}", what.into()))
 }
 
 /// What an auditor keeps between runs (JSON).
@@ -55,6 +55,10 @@ pub struct AuditReport {
     pub seconds: f64,
     /// Epochs countersigned in this run.
     pub cosigned: u64,
+    /// With `--cosign`: the newest root's cosignature as the server took it (`Ok`), or why
+    /// it did not (a server that does not list this auditor answers 403); clients that
+    /// require this auditor find it with the root. `None` without `--cosign`.
+    pub posted: Option<std::result::Result<u64, String>>,
 }
 
 /// A plexi `SignatureResponse` (its JSON shape: hex digest, signature and message).
@@ -98,10 +102,9 @@ impl PlexiSignature {
 }
 
 fn unhex<const N: usize>(s: &str, what: &str) -> Result<[u8; N]> {
-    hex::decode(s)
-        .ok()
-        .and_then(|b| <[u8; N]>::try_from(b).ok())
-        .ok_or_else(|| ClientError::Transparency(format!("{what} is not {N} bytes of hex")))
+    hex::decode(s).ok().and_then(|b| <[u8; N]>::try_from(b).ok()).ok_or_else(|| {
+        ClientError::kt(crate::error::KtViolation::Malformed, format!("{what} is not {N} bytes of hex"))
+    })
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename (a crash leaves the old or
@@ -152,7 +155,7 @@ pub fn load_or_make_cosign_key(path: &Path) -> Result<RootSigner> {
         }
         Err(e) => return Err(io(e)),
     };
-    RootSigner::from_seed(seed).map_err(|e| ClientError::Transparency(e.to_string()))
+    RootSigner::from_seed(seed).map_err(|e| ClientError::from((e, "the cosigning key")))
 }
 
 fn from_wire(w: &tacit_api::SignedRootWire) -> Result<SignedRoot> {
@@ -279,6 +282,31 @@ pub async fn audit_server(
         write_atomic(state_path, &json)?;
         progress(epoch - from + 1, total);
     }
+    // The newest audited root's cosignature goes to the server, which serves it with the
+    // root to clients that require this auditor (again when nothing was new: an earlier
+    // post may have failed).
+    let posted = match cosign {
+        Some(signer) if state.epoch > 0 => {
+            let co = signer.sign(EpochRoot {
+                namespace: state.namespace.clone(),
+                timestamp_ms: crate::client::now_ms(),
+                epoch: state.epoch,
+                root: previous,
+            });
+            let wire = tacit_api::KtCosignatureWire {
+                auditor: signer.public().to_vec().into(),
+                timestamp_ms: co.root.timestamp_ms,
+                signature: co.signature.to_vec().into(),
+            };
+            Some(api.kt_cosign(state.epoch, &wire).await.map(|()| state.epoch).map_err(|e| match e {
+                ClientError::Server { status: 403, .. } => {
+                    "403: the server does not list this auditor (tacit server --kt-auditor KEY)".to_owned()
+                }
+                e => e.to_string(),
+            }))
+        }
+        _ => None,
+    };
     Ok(AuditReport {
         namespace: state.namespace,
         public_key: state.public_key,
@@ -287,6 +315,7 @@ pub async fn audit_server(
         epochs: total,
         seconds: started.elapsed().as_secs_f64(),
         cosigned,
+        posted,
     })
 }
 
@@ -299,29 +328,27 @@ pub async fn audit_server(
 /// of the log's key) must verify for the root it names and match the chain. Not only
 /// Tacit's logs: anything akd's own API wrote.
 pub async fn audit_log_dir(dir: &Path, verifying_key: Option<[u8; 32]>) -> Result<AuditReport> {
+    audit_log(LogSource::Dir(dir.to_owned()), verifying_key).await
+}
+
+/// [`audit_log_dir`] on a folder or, for an `http(s)://` location, a log published at a URL:
+/// its blobs listed with S3's `ListObjectsV2` (`URL/?list-type=2`, as buckets and a Tacit
+/// server answer it) and read at `URL/EPOCH/PREVIOUS/CURRENT`, signatures at
+/// `URL/signatures/{epoch}.json` where present.
+pub async fn audit_log_at(
+    location: &str,
+    options: &ConnectOptions,
+    verifying_key: Option<[u8; 32]>,
+) -> Result<AuditReport> {
+    audit_log(LogSource::open(location, options)?, verifying_key).await
+}
+
+async fn audit_log(source: LogSource, verifying_key: Option<[u8; 32]>) -> Result<AuditReport> {
     let started = Instant::now();
-    let mut blobs: Vec<(u64, [u8; 32], [u8; 32], PathBuf)> = Vec::new();
-    let read_dir = |p: &Path| std::fs::read_dir(p).map_err(|e| ClientError::file(p, &e));
-    for e in read_dir(dir)? {
-        let e = e.map_err(|e| ClientError::file(dir, &e))?;
-        let Some(epoch) = e.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else { continue };
-        for p in read_dir(&e.path())? {
-            let p = p.map_err(|e| ClientError::file(dir, &e))?;
-            let Some(prev) = p.file_name().to_str().and_then(|s| unhex::<32>(s, "a root").ok()) else {
-                continue;
-            };
-            for c in read_dir(&p.path())? {
-                let c = c.map_err(|e| ClientError::file(dir, &e))?;
-                let Some(cur) = c.file_name().to_str().and_then(|s| unhex::<32>(s, "a root").ok()) else {
-                    continue;
-                };
-                blobs.push((epoch, prev, cur, c.path()));
-            }
-        }
-    }
+    let mut blobs = source.blobs().await?;
     blobs.sort_by_key(|b| b.0);
     let (Some(first), Some(last)) = (blobs.first(), blobs.last()) else {
-        return Err(violation(format!("no audit blob (EPOCH/PREVIOUS/CURRENT) in {}", dir.display())));
+        return Err(violation(format!("no audit blob (EPOCH/PREVIOUS/CURRENT) in {}", source.name(""))));
     };
     let (from, to) = (first.0 + 1, last.0 + 1);
     let key = match verifying_key {
@@ -331,7 +358,7 @@ pub async fn audit_log_dir(dir: &Path, verifying_key: Option<[u8; 32]>) -> Resul
         None => None,
     };
     let mut namespace = String::new();
-    for (i, (epoch, prev, cur, path)) in blobs.iter().enumerate() {
+    for (i, (epoch, prev, cur, name)) in blobs.iter().enumerate() {
         if let Some((before, _, before_cur, _)) = i.checked_sub(1).and_then(|j| blobs.get(j)) {
             if *epoch != before + 1 {
                 return Err(violation(format!("the log has no blob from epoch {} to {}", before + 1, epoch)));
@@ -344,15 +371,16 @@ pub async fn audit_log_dir(dir: &Path, verifying_key: Option<[u8; 32]>) -> Resul
                 )));
             }
         }
-        let proof = std::fs::read(path).map_err(|e| ClientError::file(path, &e))?;
+        let proof = source.fetch(name).await?;
         verify_append_only(&proof, *prev, *cur, epoch + 1)
             .await
-            .map_err(|e| violation(format!("{}: not an append-only extension: {e}", path.display())))?;
+            .map_err(|e| violation(format!("{}: not an append-only extension: {e}", source.name(name))))?;
         if let Some(key) = &key {
-            let sig_path = dir.join("signatures").join(format!("{}.json", epoch + 1));
-            if let Ok(bytes) = std::fs::read(&sig_path) {
+            let sig_name = format!("signatures/{}.json", epoch + 1);
+            let sig_path = source.name(&sig_name);
+            if let Ok(bytes) = source.fetch(&sig_name).await {
                 let s: PlexiSignature = serde_json::from_slice(&bytes)
-                    .map_err(|e| violation(format!("{}: not a plexi signature: {e}", sig_path.display())))?;
+                    .map_err(|e| violation(format!("{sig_path}: not a plexi signature: {e}")))?;
                 let root = SignedRoot {
                     root: EpochRoot {
                         namespace: s.namespace.clone(),
@@ -362,13 +390,9 @@ pub async fn audit_log_dir(dir: &Path, verifying_key: Option<[u8; 32]>) -> Resul
                     },
                     signature: unhex::<64>(&s.signature, "a signature")?,
                 };
-                root.verify(key, &s.namespace)
-                    .map_err(|e| violation(format!("{}: {e}", sig_path.display())))?;
+                root.verify(key, &s.namespace).map_err(|e| violation(format!("{sig_path}: {e}")))?;
                 if root.root.epoch != epoch + 1 || root.root.root != *cur {
-                    return Err(violation(format!(
-                        "{} signs another root than the log's",
-                        sig_path.display()
-                    )));
+                    return Err(violation(format!("{sig_path} signs another root than the log's")));
                 }
                 namespace = s.namespace;
             }
@@ -382,7 +406,127 @@ pub async fn audit_log_dir(dir: &Path, verifying_key: Option<[u8; 32]>) -> Resul
         epochs: u64::try_from(blobs.len()).unwrap_or(u64::MAX),
         seconds: started.elapsed().as_secs_f64(),
         cosigned: 0,
+        posted: None,
     })
+}
+
+mod listing;
+use listing::{parse_listing, percent_encode};
+
+/// Most bytes of one listing page or one blob of a log read over HTTP.
+const MAX_LOG_FETCH_BYTES: usize = 256 * 1024 * 1024;
+/// Most listing pages of a log read over HTTP (1,000 keys a page on S3).
+const MAX_LISTING_PAGES: usize = 100_000;
+
+/// Where an akd log's audit blobs are: a folder, or a URL whose listing is S3's
+/// `ListObjectsV2` (`GET URL/?list-type=2`, pages joined by `continuation-token`): akd logs
+/// are published in buckets (WhatsApp's is one), and a Tacit server answers it at its root.
+enum LogSource {
+    Dir(PathBuf),
+    Url { http: reqwest::Client, base: String },
+}
+
+/// One audit blob: the epoch it starts at, its two roots, and where it is.
+type Blob = (u64, [u8; 32], [u8; 32], String);
+
+impl LogSource {
+    fn open(location: &str, options: &ConnectOptions) -> Result<Self> {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            let http = Api::plain_client(options)?;
+            return Ok(Self::Url { http, base: location.trim_end_matches('/').to_owned() });
+        }
+        Ok(Self::Dir(PathBuf::from(location)))
+    }
+
+    fn name(&self, key: &str) -> String {
+        match self {
+            Self::Dir(d) => d.join(key).display().to_string(),
+            Self::Url { base, .. } => format!("{base}/{key}"),
+        }
+    }
+
+    /// The blobs named `EPOCH/PREVIOUS/CURRENT` (other names are passed over).
+    async fn blobs(&self) -> Result<Vec<Blob>> {
+        let parse = |key: &str| -> Option<Blob> {
+            let mut parts = key.trim_start_matches('/').split('/');
+            let (e, p, c) = (parts.next()?, parts.next()?, parts.next()?);
+            if parts.next().is_some() {
+                return None;
+            }
+            Some((
+                e.parse().ok()?,
+                unhex::<32>(p, "a root").ok()?,
+                unhex::<32>(c, "a root").ok()?,
+                key.to_owned(),
+            ))
+        };
+        match self {
+            Self::Dir(dir) => {
+                let read_dir = |p: &Path| std::fs::read_dir(p).map_err(|e| ClientError::file(p, &e));
+                let mut out = Vec::new();
+                for e in read_dir(dir)? {
+                    let e = e.map_err(|e| ClientError::file(dir, &e))?;
+                    let Some(epoch) = e.file_name().to_str().map(str::to_owned) else { continue };
+                    for p in read_dir(&e.path())? {
+                        let p = p.map_err(|e| ClientError::file(dir, &e))?;
+                        let Some(prev) = p.file_name().to_str().map(str::to_owned) else { continue };
+                        for c in read_dir(&p.path())? {
+                            let c = c.map_err(|e| ClientError::file(dir, &e))?;
+                            let Some(cur) = c.file_name().to_str().map(str::to_owned) else { continue };
+                            out.extend(parse(&format!("{epoch}/{prev}/{cur}")));
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            Self::Url { .. } => {
+                let mut out = Vec::new();
+                let mut token: Option<String> = None;
+                for _ in 0..MAX_LISTING_PAGES {
+                    let mut query = String::from("?list-type=2");
+                    if let Some(t) = &token {
+                        query.push_str("&continuation-token=");
+                        query.push_str(&percent_encode(t));
+                    }
+                    let page = self.fetch(&query).await?;
+                    let page = String::from_utf8(page)
+                        .map_err(|_| violation(format!("{}: the listing is not UTF-8", self.name(&query))))?;
+                    let (keys, next) = parse_listing(&page);
+                    out.extend(keys.iter().filter_map(|k| parse(k)));
+                    match next {
+                        Some(t) if Some(&t) != token.as_ref() => token = Some(t),
+                        _ => return Ok(out),
+                    }
+                }
+                Err(violation(format!("{}: more than {MAX_LISTING_PAGES} listing pages", self.name(""))))
+            }
+        }
+    }
+
+    /// The bytes at `key` (a blob, a listing query), at most [`MAX_LOG_FETCH_BYTES`].
+    async fn fetch(&self, key: &str) -> Result<Vec<u8>> {
+        match self {
+            Self::Dir(d) => {
+                let path = d.join(key);
+                std::fs::read(&path).map_err(|e| ClientError::file(&path, &e))
+            }
+            Self::Url { http, base } => {
+                let url = format!("{base}/{key}");
+                let mut resp = http.get(&url).send().await?;
+                if !resp.status().is_success() {
+                    return Err(ClientError::NotFound(format!("{url}: {}", resp.status())));
+                }
+                let mut body = Vec::new();
+                while let Some(chunk) = resp.chunk().await? {
+                    if body.len() + chunk.len() > MAX_LOG_FETCH_BYTES {
+                        return Err(violation(format!("{url}: more than {MAX_LOG_FETCH_BYTES} bytes")));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(body)
+            }
+        }
+    }
 }
 
 impl Client {
@@ -396,7 +540,7 @@ impl Client {
                 ClientError::NotFound(format!("no epoch {epoch} in the key transparency log"))
             })?;
         let root = from_wire(&w)?;
-        root.verify(&pin.key, &pin.namespace).map_err(|e| ClientError::Transparency(e.to_string()))?;
+        root.verify(&pin.key, &pin.namespace).map_err(|e| ClientError::from((e, "")))?;
         let proof = self
             .api
             .kt_audit(epoch)

@@ -61,6 +61,14 @@ pub(crate) mod meta {
     pub(crate) const KT_FIRST_KEY: &str = "kt_first_key";
     /// Key transparency: forks found by comparing roots with contacts, one a line.
     pub(crate) const KT_FORKS: &str = "kt_forks";
+    /// Key transparency: this device's own root for an epoch where a fork was found; it
+    /// rides in every text afterwards instead of the newest, so each contact shown the other
+    /// root for that epoch finds the fork too (`transparency.rs`).
+    pub(crate) const KT_FORK_ROOT: &str = "kt_fork_root";
+    /// Key transparency: the own device list's version this device last sent and the
+    /// newest signed epoch before it was sent (`version || epoch`, big-endian): the list must
+    /// be in the directory two epochs later (`transparency.rs`).
+    pub(crate) const KT_LIST_SENT: &str = "kt_list_sent";
 }
 
 /// Sessions kept per remote device (the newest sends; older ones still decrypt late messages).
@@ -391,6 +399,7 @@ impl Client {
             verified_lists: std::sync::Mutex::new(std::collections::HashMap::new()),
             kt: crate::transparency::KtState {
                 expected_key: options.transparency_key(),
+                auditors: options.required_auditors(),
                 ..Default::default()
             },
             own_list_retried: false,
@@ -555,6 +564,7 @@ impl Client {
             }
             return Err(e);
         }
+        let sent_list = device_list.clone();
         match register_account(&self.api, &self.me.name, &account, device_list, prekeys, registration_token)
             .await
         {
@@ -579,6 +589,7 @@ impl Client {
             }
             Err(e) => return Err(e),
         }
+        self.kt_note_list_sent(&sent_list).await;
         let tx = self.store.tx()?;
         store::set_meta(&tx, meta::REGISTERED, &[1])?;
         store::delete_meta(&tx, meta::PENDING_UPLOAD)?;

@@ -707,6 +707,7 @@ impl Client {
             new_devices,
         };
         self.api.publish_device_list(self.me.name.as_str(), &req).await?;
+        self.kt_note_list_sent(&req.device_list.0).await;
         self.accept_own_list(list)
     }
 

@@ -191,6 +191,10 @@ pub enum ClientError {
     /// fragment, credentials): refused before anything is made or sent.
     #[error("bad server URL: {0}")]
     BadServerUrl(String),
+    /// The auditors required (`--require-auditor`, `--auditor-threshold`) cannot be met:
+    /// a key that is not one, or a threshold of none or more than the keys given.
+    #[error("{0}")]
+    BadAuditors(String),
     /// Account creation: the name is registered already on this server.
     #[error("the name {0} is taken on this server: choose another")]
     NameTaken(String),
@@ -225,8 +229,8 @@ pub enum ClientError {
     /// The server's key transparency data failed a check: a proof that does not verify, a
     /// root not signed by the pinned key, an older epoch than one seen (rollback), another
     /// root for an epoch seen (a fork). Nothing was encrypted to the keys it came with.
-    #[error("key transparency: {0}")]
-    Transparency(String),
+    #[error("{0}")]
+    Transparency(TransparencyError),
     /// An envelope claims a sender device that is not in the sender's signed device list.
     #[error("{name} has no device {device} in its signed device list")]
     UnknownDevice {
@@ -316,7 +320,8 @@ impl ClientError {
             | Self::NotApprover
             | Self::LastApprover
             | Self::Cancelled
-            | Self::BadServerUrl(_) => ErrorKind::Usage,
+            | Self::BadServerUrl(_)
+            | Self::BadAuditors(_) => ErrorKind::Usage,
             Self::WrongKey | Self::KeyFilePermissions { .. } => ErrorKind::Security,
             Self::NoAccount
             | Self::AccountRemoved(_)
@@ -598,5 +603,93 @@ mod tests {
         let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
         let e = ClientError::file(Path::new("/h/generations"), &full);
         assert!(e.to_string().starts_with("/h/generations: ") && e.to_string().contains(HINT_FULL), "{e}");
+    }
+}
+
+/// Which key transparency check failed: each behaviour of a lying server has a name of its
+/// own (`docs/THREAT_MODEL.md` lists where each is found, and after how long).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KtViolation {
+    /// A root not signed by the pinned transparency key, signed for another log, or a key
+    /// other than the one pinned or given out of band.
+    WrongKey,
+    /// An epoch older than the newest this device has seen.
+    Rollback,
+    /// Two different roots for one epoch, both signed by the log's key.
+    Fork,
+    /// A lookup or history proof that does not verify against its signed root (a value
+    /// substituted, a version left out or rewritten).
+    BadProof,
+    /// A proof for another account's label.
+    WrongAccount,
+    /// A root without the cosignatures of enough of the auditors this device requires.
+    NotCosigned,
+    /// An account the server has but its directory does not publish.
+    Unpublished,
+    /// Transparency data that does not decode.
+    Malformed,
+    /// An auditor found the log not append-only (or its epochs unsigned or rewritten).
+    Audit,
+}
+
+impl KtViolation {
+    /// The violation's stable name (in messages and `--json` output).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::WrongKey => "wrong-key",
+            Self::Rollback => "rollback",
+            Self::Fork => "fork",
+            Self::BadProof => "bad-proof",
+            Self::WrongAccount => "wrong-account",
+            Self::NotCosigned => "not-cosigned",
+            Self::Unpublished => "unpublished",
+            Self::Malformed => "malformed",
+            Self::Audit => "audit",
+        }
+    }
+}
+
+/// A key transparency check that failed: which one, and what the server sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransparencyError {
+    /// The check.
+    pub violation: KtViolation,
+    /// What failed, in a sentence.
+    pub detail: String,
+}
+
+impl std::fmt::Display for TransparencyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "key transparency ({}): {}", self.violation.name(), self.detail)
+    }
+}
+
+impl ClientError {
+    /// A failed key transparency check.
+    pub(crate) fn kt(violation: KtViolation, detail: impl Into<String>) -> Self {
+        Self::Transparency(TransparencyError { violation, detail: detail.into() })
+    }
+
+    /// The key transparency check that failed, if this is one.
+    pub fn kt_violation(&self) -> Option<KtViolation> {
+        match self {
+            Self::Transparency(e) => Some(e.violation),
+            _ => None,
+        }
+    }
+}
+
+impl From<(tacit_transparency::KtError, &str)> for ClientError {
+    /// A check of `tacit-transparency` about `what` (an account name, a root).
+    fn from((e, what): (tacit_transparency::KtError, &str)) -> Self {
+        use tacit_transparency::KtError as E;
+        let violation = match &e {
+            E::BadRootSignature | E::WrongNamespace(_) => KtViolation::WrongKey,
+            E::BadProof(_) => KtViolation::BadProof,
+            E::WrongAccount => KtViolation::WrongAccount,
+            _ => KtViolation::Malformed,
+        };
+        Self::kt(violation, if what.is_empty() { e.to_string() } else { format!("{what}: {e}") })
     }
 }

@@ -62,7 +62,7 @@ mod transparency;
 
 pub use client::Client;
 pub use devices::{ApproveOptions, DeviceInfo, LinkEvent, NewDevice, Revoked};
-pub use error::{ClientError, ErrorKind, Result};
+pub use error::{ClientError, ErrorKind, KtViolation, Result, TransparencyError};
 pub use history_transfer::{
     ArchiveKey, HistoryArchive, HistoryError, ImportSummary, MAX_CONTACTS, MAX_PLAIN_BYTES, MAX_RESUME_AGE_MS,
 };

@@ -40,6 +40,8 @@ pub struct ConnectOptions {
     local_address: Option<std::net::IpAddr>,
     /// The server's key transparency key as the user knows it out of band (`--kt-key`).
     transparency_key: Option<[u8; 32]>,
+    /// Auditors whose cosignatures lookups must carry (`--require-auditor`), validated.
+    required_auditors: Option<crate::transparency::RequiredAuditors>,
 }
 
 impl ConnectOptions {
@@ -86,6 +88,27 @@ impl ConnectOptions {
         self
     }
 
+    /// Requires, before anything is encrypted to another account's keys, cosignatures of
+    /// the root its lookup proof verifies against from at least `threshold` of `auditors`
+    /// (`--require-auditor HEX`, repeatable, and `--auditor-threshold N`; default: all of
+    /// them): see [`crate::Client::require_auditors`]. A root not cosigned yet is asked for
+    /// again for up to 10 s. [`ClientError::BadAuditors`] for a key that is not one or a
+    /// threshold of none or more than the keys.
+    pub fn with_required_auditors(mut self, auditors: &[[u8; 32]], threshold: Option<usize>) -> Result<Self> {
+        let threshold = threshold.unwrap_or(auditors.len());
+        self.required_auditors = Some(crate::transparency::RequiredAuditors::new(
+            auditors,
+            threshold,
+            crate::transparency::AUDITOR_WAIT,
+        )?);
+        Ok(self)
+    }
+
+    /// [`Self::with_required_auditors`]'s auditors.
+    pub(crate) fn required_auditors(&self) -> Option<crate::transparency::RequiredAuditors> {
+        self.required_auditors.clone()
+    }
+
     /// [`Self::with_transparency_key`]'s key.
     pub(crate) fn transparency_key(&self) -> Option<[u8; 32]> {
         self.transparency_key
@@ -99,6 +122,7 @@ impl core::fmt::Debug for ConnectOptions {
             .field("remote_plain_http", &self.remote_plain_http)
             .field("local_address", &self.local_address)
             .field("transparency_key", &self.transparency_key.is_some())
+            .field("required_auditors", &self.required_auditors.as_ref().map(|a| a.threshold))
             .finish()
     }
 }
@@ -202,6 +226,18 @@ impl Api {
             refused_plain_http,
             local_address: options.local_address,
         })
+    }
+
+    /// An HTTP client for public data outside a Tacit server's API (an akd log published at
+    /// a URL): the same TLS roots and timeouts, no token ever.
+    pub(crate) fn plain_client(options: &ConnectOptions) -> Result<reqwest::Client> {
+        let extra = options.extra_roots.iter().map(|c| reqwest::Certificate::from_der(c));
+        Ok(reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("tacit-client/", env!("CARGO_PKG_VERSION")))
+            .tls_certs_merge(extra.collect::<Result<Vec<_>, _>>()?)
+            .local_address(options.local_address)
+            .build()?)
     }
 
     /// Refuses to send anything over plain HTTP to a remote host the caller did not allow.
@@ -357,6 +393,12 @@ impl Api {
             Err(ClientError::NotFound(_)) => Ok(None),
             r => Ok(Some(r?.bytes().await?.to_vec())),
         }
+    }
+
+    /// `PUT /v1/kt/epochs/{epoch}/cosignatures`: an auditor's cosignature of the root.
+    pub(crate) async fn kt_cosign(&self, epoch: u64, c: &api::KtCosignatureWire) -> Result<()> {
+        let path = api::KT_COSIGNATURES.replace("{epoch}", &epoch.to_string());
+        self.call_empty(Method::PUT, &path, Some(c)).await
     }
 
     /// `GET /v1/kt/history/{name}`.

@@ -19,7 +19,7 @@ use tacit_protocol::{AccountName, VerifyingKey};
 use tacit_transparency::{AccountEntry, EpochRoot, SignedRoot, VerifiedLookup, verify_lookup};
 
 use crate::client::{Client, meta};
-use crate::error::{ClientError, Result};
+use crate::error::{ClientError, KtViolation, Result};
 use crate::store;
 
 /// How long a lookup waits for an account that exists but is not in the directory yet (a new
@@ -36,6 +36,40 @@ pub(crate) struct KtState {
     /// Roots contacts' messages carried in this receive, checked after it (at most
     /// [`MAX_GOSSIP_PER_RECEIVE`]).
     pub(crate) gossip: Vec<(String, crate::payload::GossipRoot)>,
+    /// Auditors whose cosignatures a root must carry before a lookup against it is used.
+    pub(crate) auditors: Option<RequiredAuditors>,
+}
+
+/// [`Client::require_auditors`].
+#[derive(Clone)]
+pub(crate) struct RequiredAuditors {
+    keys: Vec<VerifyingKey>,
+    pub(crate) threshold: usize,
+    wait: Duration,
+}
+
+/// How long a lookup's root not cosigned yet by the required auditors is asked for again.
+pub(crate) const AUDITOR_WAIT: Duration = Duration::from_secs(10);
+
+impl RequiredAuditors {
+    pub(crate) fn new(keys: &[[u8; 32]], threshold: usize, wait: Duration) -> Result<Self> {
+        let mut parsed: Vec<VerifyingKey> = Vec::with_capacity(keys.len());
+        for k in keys {
+            let key = VerifyingKey::from_bytes(*k).map_err(|_| {
+                ClientError::BadAuditors(format!("auditor key {} is not a valid key", hex::encode(k)))
+            })?;
+            if !parsed.iter().any(|p| p.as_bytes() == key.as_bytes()) {
+                parsed.push(key);
+            }
+        }
+        if threshold == 0 || threshold > parsed.len() {
+            return Err(ClientError::BadAuditors(format!(
+                "the auditor threshold is {threshold}: it must be 1 to the {} auditors given",
+                parsed.len()
+            )));
+        }
+        Ok(Self { keys: parsed, threshold, wait })
+    }
 }
 
 /// Contacts' roots checked per receive, at most (the rest are skipped: each may cost a
@@ -50,12 +84,12 @@ pub(crate) struct Pin {
     pub(crate) namespace: String,
 }
 
-fn bad(what: impl Into<String>) -> ClientError {
-    ClientError::Transparency(what.into())
+fn bad(violation: KtViolation, what: impl Into<String>) -> ClientError {
+    ClientError::kt(violation, what)
 }
 
 fn arr<const N: usize>(b: &[u8], what: &str) -> Result<[u8; N]> {
-    b.try_into().map_err(|_| bad(format!("the server's {what} is not {N} bytes")))
+    b.try_into().map_err(|_| bad(KtViolation::Malformed, format!("the server's {what} is not {N} bytes")))
 }
 
 impl Pin {
@@ -68,7 +102,7 @@ impl Pin {
     }
 
     fn from_bytes(b: &[u8]) -> Result<Self> {
-        let stored = || ClientError::Transparency("the stored transparency pin does not decode".into());
+        let stored = || bad(KtViolation::Malformed, "the stored transparency pin does not decode");
         let key = b.get(..32).and_then(|k| <[u8; 32]>::try_from(k).ok()).ok_or_else(stored)?;
         let vrf = b.get(32..64).and_then(|k| <[u8; 32]>::try_from(k).ok()).ok_or_else(stored)?;
         let namespace = b.get(64..).and_then(|n| String::from_utf8(n.to_vec()).ok()).ok_or_else(stored)?;
@@ -118,6 +152,57 @@ impl Client {
         self.kt.expected_key = Some(key);
     }
 
+    /// Requires auditors (`--require-auditor`, `--auditor-threshold`): the root a lookup
+    /// proof of another account verifies against must carry valid cosignatures (plexi's
+    /// `SignatureMessage` of that root, under the auditor's key) of at least `threshold` of
+    /// `keys`, or nothing is encrypted to the keys it proves (`not-cosigned`). An auditor
+    /// cosigns only a root it verified as an append-only extension of everything it audited,
+    /// so a fork shown to this device alone is refused before anything is sent. A root not
+    /// cosigned yet (a new epoch the auditors have not reached) is asked for again for up
+    /// to `wait`.
+    pub fn require_auditors(&mut self, keys: &[[u8; 32]], threshold: usize, wait: Duration) -> Result<()> {
+        self.kt.auditors = Some(RequiredAuditors::new(keys, threshold, wait)?);
+        Ok(())
+    }
+
+    /// Counts the required auditors' valid cosignatures of `root`: `not-cosigned` below the
+    /// threshold.
+    fn kt_check_cosigned(&self, pin: &Pin, root: &SignedRoot, cos: &[api::KtCosignatureWire]) -> Result<()> {
+        let Some(req) = &self.kt.auditors else { return Ok(()) };
+        let mut found: Vec<[u8; 32]> = Vec::new();
+        for c in cos.iter().take(api::limits::MAX_KT_AUDITORS) {
+            let (Ok(auditor), Ok(signature)) =
+                (<[u8; 32]>::try_from(c.auditor.as_slice()), <[u8; 64]>::try_from(c.signature.as_slice()))
+            else {
+                continue;
+            };
+            let Some(key) = req.keys.iter().find(|k| k.as_bytes() == &auditor) else { continue };
+            if found.contains(&auditor) {
+                continue;
+            }
+            let signed = SignedRoot {
+                root: EpochRoot { timestamp_ms: c.timestamp_ms, ..root.root.clone() },
+                signature,
+            };
+            if signed.verify(key, &pin.namespace).is_ok() {
+                found.push(auditor);
+            }
+        }
+        if found.len() >= req.threshold {
+            return Ok(());
+        }
+        Err(bad(
+            KtViolation::NotCosigned,
+            format!(
+                "epoch {} carries valid cosignatures of {} of the auditors this device requires ({} needed): \
+                 no auditor vouches that it extends the log they audited",
+                root.root.epoch,
+                found.len(),
+                req.threshold
+            ),
+        ))
+    }
+
     /// The directory's pinned keys, pinned now from the server's answer if this device has
     /// none yet (trust on first use, unless a key was given out of band).
     pub(crate) async fn kt_pin(&mut self) -> Result<Pin> {
@@ -126,11 +211,14 @@ impl Client {
             if let Some(expected) = self.kt.expected_key
                 && &expected != pin.key.as_bytes()
             {
-                return Err(bad(format!(
-                    "this device pinned the transparency key {}, not the one given ({})",
-                    hex::encode(pin.key.as_bytes()),
-                    hex::encode(expected)
-                )));
+                return Err(bad(
+                    KtViolation::WrongKey,
+                    format!(
+                        "this device pinned the transparency key {}, not the one given ({})",
+                        hex::encode(pin.key.as_bytes()),
+                        hex::encode(expected)
+                    ),
+                ));
             }
             return Ok(pin);
         }
@@ -139,29 +227,105 @@ impl Client {
         if let Some(expected) = self.kt.expected_key
             && expected != key
         {
-            return Err(bad(format!(
-                "the server's transparency key is {}, not the one given ({}): this is not the log you \
+            return Err(bad(
+                KtViolation::WrongKey,
+                format!(
+                    "the server's transparency key is {}, not the one given ({}): this is not the log you \
                  expect",
-                hex::encode(key),
-                hex::encode(expected)
-            )));
+                    hex::encode(key),
+                    hex::encode(expected)
+                ),
+            ));
         }
         let pin = Pin {
-            key: VerifyingKey::from_bytes(key)
-                .map_err(|_| bad("the server's transparency key is not a valid key"))?,
+            key: VerifyingKey::from_bytes(key).map_err(|_| {
+                bad(KtViolation::WrongKey, "the server's transparency key is not a valid key")
+            })?,
             vrf: arr(info.vrf_public_key.as_slice(), "VRF key")?,
             namespace: info.namespace,
         };
         store::set_meta(self.store.conn(), meta::KT_PIN, &pin.to_bytes())?;
+        // The newest epoch at first contact is the floor from now on: a server cannot later
+        // show this device a log older than the one it showed when the device was made.
+        if let Some(w) = &info.latest {
+            self.kt_accept(&pin, &from_wire(w)?)?;
+        }
         Ok(pin)
     }
 
     /// The newest root seen, as it rides in a text to a contact (kind 7).
+    /// After a fork was found, this device's own root for the forked epoch rides instead,
+    /// so the contacts shown the other root find the fork too (it is reported to both).
     pub(crate) fn kt_gossip_root(&self) -> Result<Option<crate::payload::GossipRoot>> {
-        Ok(self
-            .store
-            .meta(meta::KT_LATEST)?
-            .and_then(|b| <crate::payload::GossipRoot>::try_from(b.as_slice()).ok()))
+        let bytes = match self.store.meta(meta::KT_FORK_ROOT)? {
+            Some(b) => Some(b),
+            None => self.store.meta(meta::KT_LATEST)?,
+        };
+        Ok(bytes.and_then(|b| <crate::payload::GossipRoot>::try_from(b.as_slice()).ok()))
+    }
+
+    /// Keeps a fork's evidence: the alarm (for `tacit kt status`) and this device's own root
+    /// for the epoch (gossiped from now on).
+    /// A fork already kept (the same epoch and other root) is not kept again.
+    fn kt_record_fork(&mut self, mine: &SignedRoot, other: &[u8; 32], alarm: String) -> Result<()> {
+        let mut stored = self.store.meta(meta::KT_FORKS)?.map(|b| b.to_vec()).unwrap_or_default();
+        let seen = String::from_utf8_lossy(&stored)
+            .lines()
+            .any(|l| l.contains(&format!("epoch {} (", mine.root.epoch)) && l.contains(&hex::encode(other)));
+        if seen {
+            return Ok(());
+        }
+        if stored.len() < 64 * 1024 {
+            stored.extend_from_slice(alarm.as_bytes());
+            stored.push(b'\n');
+            store::set_meta(self.store.conn(), meta::KT_FORKS, &stored)?;
+        }
+        if self.store.meta(meta::KT_FORK_ROOT)?.is_none() {
+            store::set_meta(self.store.conn(), meta::KT_FORK_ROOT, &root_to_bytes(mine))?;
+        }
+        self.warnings.push(format!("KEY TRANSPARENCY ALARM: {alarm}"));
+        Ok(())
+    }
+
+    /// Records, once the server accepted the own device list, its version and the newest
+    /// signed epoch now: the list was committed (and queued for the directory) before that
+    /// epoch was read, so an honest server publishes it within two epochs after it (one
+    /// that was being published then, and the next), and the
+    /// own-history monitor raises an alarm when it is still missing then (an omitted
+    /// update). Best effort: sending is never held up by it.
+    pub(crate) async fn kt_note_list_sent(&mut self, list: &[u8]) {
+        let Ok(parsed) = tacit_protocol::DeviceList::verify(list, &self.me.name, None, None) else { return };
+        let mut epoch = None;
+        if let (Ok(pin), Ok(info)) = (self.kt_pin().await, self.api.kt_info().await)
+            && let Some(w) = &info.latest
+            && let Ok(root) = from_wire(w)
+            && self.kt_accept(&pin, &root).is_ok()
+        {
+            epoch = Some(root.root.epoch);
+        }
+        let epoch = match epoch {
+            Some(e) => e,
+            None => match self.store.meta(meta::KT_PIN).ok().flatten().and_then(|b| Pin::from_bytes(&b).ok())
+            {
+                Some(pin) => self.kt_latest(&pin).ok().flatten().map_or(0, |r| r.root.epoch),
+                None => 0,
+            },
+        };
+        let mut b = Vec::with_capacity(16);
+        b.extend_from_slice(&parsed.version().to_be_bytes());
+        b.extend_from_slice(&epoch.to_be_bytes());
+        if let Err(e) = store::set_meta(self.store.conn(), meta::KT_LIST_SENT, &b) {
+            self.warnings.push(format!("could not record the device list sent for key transparency: {e}"));
+        }
+    }
+
+    /// [`meta::KT_LIST_SENT`]: (list version, newest epoch once it was accepted).
+    fn kt_list_sent(&self) -> Result<Option<(u64, u64)>> {
+        let Some(b) = self.store.meta(meta::KT_LIST_SENT)? else { return Ok(None) };
+        let num = |r: std::ops::Range<usize>| {
+            b.get(r).and_then(|x| <[u8; 8]>::try_from(x).ok()).map(u64::from_be_bytes)
+        };
+        Ok(num(0..8).zip(num(8..16)))
     }
 
     /// Compares the roots contacts' messages carried with this device's view of the log: a
@@ -192,42 +356,42 @@ impl Client {
             return Ok(());
         }
         let latest = self.kt_latest(pin)?;
+        // This device's root for that epoch: the newest seen, or (older or newer) the
+        // server's answer now. A contact saw the epoch, so an honest server has it.
         let mine = match &latest {
-            Some(l) if l.root.epoch == theirs.root.epoch => Some(l.clone()),
-            Some(l) if l.root.epoch < theirs.root.epoch => None,
-            None => None,
-            Some(_) => match self.api.kt_epoch(theirs.root.epoch).await? {
+            Some(l) if l.root.epoch == theirs.root.epoch => l.clone(),
+            _ => match self.api.kt_epoch(theirs.root.epoch).await? {
                 Some(w) => {
                     let r = from_wire(&w)?;
-                    r.verify(&pin.key, &pin.namespace).map_err(|e| bad(e.to_string()))?;
-                    Some(r)
+                    r.verify(&pin.key, &pin.namespace).map_err(|e| ClientError::from((e, "")))?;
+                    r
                 }
-                None => None,
+                None => {
+                    let alarm = format!(
+                        "{peer} was shown epoch {} ({}), which the server does not show you: a fork of the key \
+                         transparency log (or a server put back from an older copy)",
+                        theirs.root.epoch,
+                        hex::encode(theirs.root.root)
+                    );
+                    let mine = latest.unwrap_or_else(|| theirs.clone());
+                    return self.kt_record_fork(&mine, &theirs.root.root, alarm);
+                }
             },
         };
-        match mine {
-            Some(m) if m.root.root != theirs.root.root => {
-                let alarm = format!(
-                    "the server showed you and {peer} different roots for epoch {} ({} and {}): a fork of the \
-                     key transparency log; both are signed by its key, so this is proof of it",
-                    theirs.root.epoch,
-                    hex::encode(m.root.root),
-                    hex::encode(theirs.root.root)
-                );
-                let mut stored = self.store.meta(meta::KT_FORKS)?.map(|b| b.to_vec()).unwrap_or_default();
-                if stored.len() < 64 * 1024 {
-                    stored.extend_from_slice(alarm.as_bytes());
-                    stored.push(b'\n');
-                    store::set_meta(self.store.conn(), meta::KT_FORKS, &stored)?;
-                }
-                self.warnings.push(format!("KEY TRANSPARENCY ALARM: {alarm}"));
-            }
-            Some(_) => {}
-            // Newer than anything this device saw: the server now owes it at least this epoch.
-            None if latest.as_ref().is_none_or(|l| l.root.epoch < theirs.root.epoch) => {
-                self.kt_accept(pin, &theirs)?
-            }
-            None => {}
+        if mine.root.root != theirs.root.root {
+            let alarm = format!(
+                "the server showed you and {peer} different roots for epoch {} ({} and {}): a fork of the \
+                 key transparency log; both are signed by its key, so this is proof of it",
+                theirs.root.epoch,
+                hex::encode(mine.root.root),
+                hex::encode(theirs.root.root)
+            );
+            return self.kt_record_fork(&mine, &theirs.root.root, alarm);
+        }
+        // The same root: newer than anything this device saw, the server now owes it at
+        // least this epoch.
+        if latest.as_ref().is_none_or(|l| l.root.epoch < theirs.root.epoch) {
+            self.kt_accept(pin, &theirs)?;
         }
         Ok(())
     }
@@ -252,21 +416,35 @@ impl Client {
     /// no older than the newest seen, the same root for an epoch seen. A newer one becomes
     /// the newest seen.
     pub(crate) fn kt_accept(&mut self, pin: &Pin, root: &SignedRoot) -> Result<()> {
-        root.verify(&pin.key, &pin.namespace).map_err(|e| bad(e.to_string()))?;
+        root.verify(&pin.key, &pin.namespace).map_err(|e| ClientError::from((e, "")))?;
         if let Some(latest) = self.kt_latest(pin)? {
             if root.root.epoch < latest.root.epoch {
-                return Err(bad(format!(
-                    "the server answered with epoch {} after this device saw epoch {}: a rollback",
-                    root.root.epoch, latest.root.epoch
-                )));
+                return Err(bad(
+                    KtViolation::Rollback,
+                    format!(
+                        "the server answered with epoch {} after this device saw epoch {}: a rollback",
+                        root.root.epoch, latest.root.epoch
+                    ),
+                ));
             }
             if root.root.epoch == latest.root.epoch {
                 if root.root.root != latest.root.root {
-                    return Err(bad(format!(
-                        "the server signed two different roots for epoch {}: a fork (keep both; an \
+                    let alarm = format!(
+                        "the server signed two different roots for epoch {} ({} and {}): a fork of the key \
+                         transparency log",
+                        root.root.epoch,
+                        hex::encode(latest.root.root),
+                        hex::encode(root.root.root)
+                    );
+                    self.kt_record_fork(&latest, &root.root.root, alarm)?;
+                    return Err(bad(
+                        KtViolation::Fork,
+                        format!(
+                            "the server signed two different roots for epoch {}: a fork (keep both; an \
                          auditor or a contact can compare them)",
-                        root.root.epoch
-                    )));
+                            root.root.epoch
+                        ),
+                    ));
                 }
                 return Ok(());
             }
@@ -285,7 +463,8 @@ impl Client {
         let root = from_wire(&answer.root)?;
         self.kt_accept(&pin, &root)?;
         let found = verify_lookup(&pin.vrf, &root, name, answer.proof.as_slice())
-            .map_err(|e| bad(format!("{name}: {e}")))?;
+            .map_err(|e| ClientError::from((e, name.as_str())))?;
+        self.kt_check_cosigned(&pin, &root, &answer.root.cosignatures)?;
         self.kt.pending.insert(name.to_string(), answer.pending);
         Ok(Some((found, root)))
     }
@@ -294,8 +473,18 @@ impl Client {
     /// exists but is not in the directory yet (created since the last epoch) is waited for.
     pub(crate) async fn kt_device_list(&mut self, name: &AccountName) -> Result<Vec<u8>> {
         let deadline = Instant::now() + WAIT_FOR_EPOCH;
+        let cosigned_by = Instant::now() + self.kt.auditors.as_ref().map_or(Duration::ZERO, |a| a.wait);
         loop {
-            if let Some((found, _)) = self.kt_lookup(name).await?
+            let found = match self.kt_lookup(name).await {
+                Err(e)
+                    if e.kt_violation() == Some(KtViolation::NotCosigned) && Instant::now() < cosigned_by =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                r => r?,
+            };
+            if let Some((found, _)) = found
                 && let AccountEntry::List(bytes) = found.entry
             {
                 return Ok(bytes);
@@ -309,11 +498,14 @@ impl Client {
                 r => drop(r?),
             }
             if Instant::now() >= deadline {
-                return Err(bad(format!(
-                    "{name} exists on the server but its key transparency directory does not hold it \
+                return Err(bad(
+                    KtViolation::Unpublished,
+                    format!(
+                        "{name} exists on the server but its key transparency directory does not hold it \
                      after {} s; nothing was sent",
-                    WAIT_FOR_EPOCH.as_secs()
-                )));
+                        WAIT_FOR_EPOCH.as_secs()
+                    ),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -384,10 +576,18 @@ impl Client {
         let _guard = self.lock_state().await?;
         let pin = self.kt_pin().await?;
         let info = self.api.kt_info().await?;
+        // A fork found here is recorded and shown (kt status exits 4), not an error.
+        let fork = |r: Result<()>| match r {
+            Err(e) if e.kt_violation() == Some(KtViolation::Fork) => Ok(()),
+            r => r,
+        };
         if let Some(w) = &info.latest {
-            self.kt_accept(&pin, &from_wire(w)?)?;
+            fork(self.kt_accept(&pin, &from_wire(w)?))?;
         }
-        let own = self.kt_check_own(true).await?;
+        let own = match self.kt_check_own(true).await {
+            Err(e) if e.kt_violation() == Some(KtViolation::Fork) => self.kt_own_result()?,
+            r => r?,
+        };
         let newest = self.kt_latest(&pin)?;
         Ok(KtStatus {
             namespace: pin.namespace.clone(),
@@ -408,7 +608,7 @@ impl Client {
         let root = from_wire(&answer.root)?;
         self.kt_accept(&pin, &root)?;
         let versions = tacit_transparency::verify_history(&pin.vrf, &root, &name, answer.proof.as_slice())
-            .map_err(|e| bad(format!("{name}: {e}")))?;
+            .map_err(|e| ClientError::from((e, name.as_str())))?;
         Ok(versions
             .into_iter()
             .map(|v| {
@@ -447,19 +647,41 @@ impl Client {
         }
         let pin = self.kt_pin().await?;
         let name = self.me.name.clone();
-        let answer = match self.api.kt_history(name.as_str()).await {
-            Err(ClientError::NotFound(_)) => return Ok(None),
-            r => r?,
+        let (epoch, versions, alarms) = match self.api.kt_history(name.as_str()).await {
+            Err(ClientError::NotFound(_)) => {
+                // Not in the directory: fine until two epochs after the list was accepted.
+                let info = self.api.kt_info().await?;
+                let Some(w) = &info.latest else { return Ok(None) };
+                let root = from_wire(w)?;
+                self.kt_accept(&pin, &root)?;
+                let alarms = self.omitted_alarms(root.root.epoch, None)?;
+                if alarms.is_empty() {
+                    return Ok(None);
+                }
+                (root.root.epoch, Vec::new(), alarms)
+            }
+            r => {
+                let answer = r?;
+                let root = from_wire(&answer.root)?;
+                self.kt_accept(&pin, &root)?;
+                let versions =
+                    tacit_transparency::verify_history(&pin.vrf, &root, &name, answer.proof.as_slice())
+                        .map_err(|e| ClientError::from((e, format!("own account {name}").as_str())))?;
+                let mut alarms = self.own_history_alarms(&versions).await?;
+                let newest = versions.first().and_then(|v| match &v.entry {
+                    AccountEntry::List(b) => {
+                        tacit_protocol::DeviceList::verify(b, &name, None, None).ok().map(|l| l.version())
+                    }
+                    AccountEntry::Deleted => None,
+                });
+                alarms.extend(self.omitted_alarms(root.root.epoch, Some(newest.unwrap_or(0)))?);
+                (root.root.epoch, versions, alarms)
+            }
         };
-        let root = from_wire(&answer.root)?;
-        self.kt_accept(&pin, &root)?;
-        let versions = tacit_transparency::verify_history(&pin.vrf, &root, &name, answer.proof.as_slice())
-            .map_err(|e| bad(format!("own account {name}: {e}")))?;
-        let alarms = self.own_history_alarms(&versions).await?;
         for a in &alarms {
             self.warnings.push(format!("KEY TRANSPARENCY ALARM: {a}"));
         }
-        let result = OwnHistory { epoch: root.root.epoch, versions: versions.len(), alarms };
+        let result = OwnHistory { epoch, versions: versions.len(), alarms };
         let mut stored = Vec::new();
         stored.extend_from_slice(&result.epoch.to_be_bytes());
         stored.extend_from_slice(&now_ms.to_be_bytes());
@@ -467,6 +689,29 @@ impl Client {
         stored.extend_from_slice(result.alarms.join("\n").as_bytes());
         store::set_meta(self.store.conn(), meta::KT_OWN_CHECKED, &stored)?;
         Ok(Some(result))
+    }
+
+    /// An update the directory left out: the own list version this device sent is not the
+    /// newest version's (`published`: the newest list version in the directory, `None`: the
+    /// account is not in it) two epochs after the server accepted it.
+    fn omitted_alarms(&self, epoch: u64, published: Option<u64>) -> Result<Vec<String>> {
+        let Some((version, sent_at)) = self.kt_list_sent()? else { return Ok(Vec::new()) };
+        if epoch < sent_at.saturating_add(2) || published.is_some_and(|p| p >= version) {
+            return Ok(Vec::new());
+        }
+        let name = &self.me.name;
+        Ok(vec![match published {
+            None => format!(
+                "{name} is not in the key transparency directory at epoch {epoch}, though the server accepted its \
+                 device list (version {version}) before epoch {}: the server left the update out",
+                sent_at.saturating_add(1)
+            ),
+            Some(p) => format!(
+                "the directory's newest device list of {name} at epoch {epoch} is version {p}, though the server \
+                 accepted version {version} before epoch {}: the server left the update out",
+                sent_at.saturating_add(1)
+            ),
+        }])
     }
 
     fn kt_own_result(&self) -> Result<Option<OwnHistory>> {
@@ -613,7 +858,7 @@ mod tests {
         c.store.set_meta(meta::KT_PIN, &pin.to_bytes()).unwrap();
         let pin = c.kt_pin().await.unwrap();
         let err = |r: Result<()>| match r {
-            Err(ClientError::Transparency(m)) => m,
+            Err(ClientError::Transparency(m)) => m.to_string(),
             other => panic!("expected a transparency error, got {other:?}"),
         };
 

@@ -41,6 +41,9 @@ pub enum ConfigError {
         /// The most allowed.
         max: u64,
     },
+    /// `kt_auditors` holds a key that is not 64 hex digits, or too many.
+    #[error("config: kt_auditors: {0}")]
+    BadAuditor(String),
     /// `kt_namespace` has a character or length a log name cannot have.
     #[error("config: kt_namespace {0:?} must be 1 to 128 of A-Z a-z 0-9 . _ : -")]
     BadNamespace(String),
@@ -131,6 +134,11 @@ pub struct ServerConfig {
     /// The log's name in signed epoch roots (plexi's namespace), at most 128 bytes of
     /// `A-Z a-z 0-9 . _ : -`; default `tacit.<origin host>.v1`.
     pub kt_namespace: Option<String>,
+    /// Auditors whose cosignatures of epoch roots the server keeps and serves with each
+    /// root (Ed25519 public keys, 64 hex digits; at most
+    /// [`tacit_api::limits::MAX_KT_AUDITORS`]). Clients may require them
+    /// (`--require-auditor`).
+    pub kt_auditors: Vec<String>,
 }
 
 /// The shortest [`ServerConfig::kt_epoch_interval_ms`].
@@ -167,6 +175,7 @@ impl Default for ServerConfig {
             max_pending_store_bytes: crate::state::DEFAULT_MAX_PENDING_STORE_BYTES,
             kt_epoch_interval_ms: 1_000,
             kt_namespace: None,
+            kt_auditors: Vec::new(),
         }
     }
 }
@@ -196,6 +205,7 @@ impl core::fmt::Debug for ServerConfig {
             .field("max_pending_store_bytes", &self.max_pending_store_bytes)
             .field("kt_epoch_interval_ms", &self.kt_epoch_interval_ms)
             .field("kt_namespace", &self.kt_namespace)
+            .field("kt_auditors", &self.kt_auditors)
             .finish()
     }
 }
@@ -233,6 +243,16 @@ impl ServerConfig {
         {
             return Err(ConfigError::BadNamespace(ns.clone()));
         }
+        if self.kt_auditors.len() > tacit_api::limits::MAX_KT_AUDITORS {
+            return Err(ConfigError::BadAuditor(format!(
+                "{} auditors, at most {}",
+                self.kt_auditors.len(),
+                tacit_api::limits::MAX_KT_AUDITORS
+            )));
+        }
+        if let Some(bad) = self.kt_auditors.iter().find(|a| auditor_key(a).is_none()) {
+            return Err(ConfigError::BadAuditor(format!("{bad:?} is not 64 hex digits")));
+        }
         Ok(())
     }
 
@@ -247,6 +267,19 @@ pub(crate) fn valid_namespace(ns: &str) -> bool {
     !ns.is_empty()
         && ns.len() <= tacit_transparency::MAX_NAMESPACE_BYTES
         && ns.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// An auditor key of [`ServerConfig::kt_auditors`]: 64 hex digits.
+pub(crate) fn auditor_key(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -294,5 +327,20 @@ mod tests {
                 format!("config: {key} = 18446744073709551615 is out of range: 0 to 3600 seconds")
             );
         }
+    }
+
+    #[test]
+    fn auditors_are_keys_and_bounded() {
+        let key = "ab".repeat(32);
+        let c = ServerConfig::from_toml(&format!("kt_auditors = [\"{key}\"]\n")).unwrap();
+        assert_eq!(c.kt_auditors, vec![key.clone()]);
+        assert_eq!(auditor_key(&key), Some([0xab; 32]));
+        for bad in ["ab", "zz".repeat(32).as_str(), &"ab".repeat(33)] {
+            let e = ServerConfig::from_toml(&format!("kt_auditors = [\"{bad}\"]\n")).unwrap_err();
+            assert!(e.to_string().contains("is not 64 hex digits"), "{e}");
+        }
+        let many: Vec<String> = (0..17).map(|i| format!("\"{:064x}\"", i)).collect();
+        let e = ServerConfig::from_toml(&format!("kt_auditors = [{}]\n", many.join(","))).unwrap_err();
+        assert!(e.to_string().contains("17 auditors, at most 16"), "{e}");
     }
 }

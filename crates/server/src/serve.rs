@@ -120,6 +120,7 @@ impl Server {
             namespace,
             epoch_interval: Duration::from_millis(config.kt_epoch_interval_ms),
             explicit_namespace: config.kt_namespace.is_some(),
+            auditors: config.kt_auditors.iter().filter_map(|a| crate::config::auditor_key(a)).collect(),
         };
         let kt_store: Arc<dyn crate::store::KtStore> = store.clone();
         let kt = crate::kt::Transparency::open(kt_store, kt_settings, now_ms())

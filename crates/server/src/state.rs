@@ -102,6 +102,9 @@ pub(crate) struct Inner {
     /// The key transparency directory (set by [`crate::Server::bind`]; a state built
     /// without one answers the transparency routes `503 unavailable`).
     pub(crate) kt: std::sync::OnceLock<Arc<crate::kt::Transparency>>,
+    /// A lying directory installed by a test (feature `malicious` only).
+    #[cfg(feature = "malicious")]
+    pub(crate) malice: std::sync::RwLock<Option<Arc<dyn crate::kt::malice::Malice>>>,
 }
 
 impl AppState {
@@ -133,12 +136,38 @@ impl AppState {
             ))),
             max_pending_bytes: pending_bytes(settings.max_pending_store_bytes),
             kt: std::sync::OnceLock::new(),
+            #[cfg(feature = "malicious")]
+            malice: std::sync::RwLock::new(None),
         }))
     }
 
     /// Serves this key transparency directory (once; a second call is ignored).
     pub fn set_transparency(&self, kt: Arc<crate::kt::Transparency>) {
         let _ = self.0.kt.set(kt);
+    }
+
+    /// Installs a lying directory (`None`: honest again). Tests only: feature `malicious`.
+    #[cfg(feature = "malicious")]
+    pub fn set_malice(&self, malice: Option<Arc<dyn crate::kt::malice::Malice>>) {
+        if let Some(kt) = self.transparency()
+            && let Ok(mut g) = kt.malice.write()
+        {
+            g.clone_from(&malice);
+        }
+        if let Ok(mut g) = self.0.malice.write() {
+            *g = malice;
+        }
+    }
+
+    /// The lie installed for `request`, if any.
+    #[cfg(feature = "malicious")]
+    pub(crate) fn malice(
+        &self,
+        who: Option<&str>,
+        request: crate::kt::malice::KtRequest<'_>,
+    ) -> Option<crate::kt::malice::KtLie> {
+        let m = self.0.malice.read().ok()?.clone()?;
+        m.answer(who, request)
     }
 
     /// The key transparency directory, if this state has one.

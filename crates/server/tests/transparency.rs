@@ -21,6 +21,8 @@ on_both!(
     lookups_history_and_audits_verify,
     an_unsigned_epoch_is_finished_at_start,
     two_publishers_cannot_fork_the_log,
+    cosignatures_of_listed_auditors_are_verified_kept_and_served,
+    the_audit_blobs_are_listed_as_a_bucket_lists_them,
 );
 
 /// The auditor's checks over 1,000 epochs of 10 updates each (10 accounts, each publishing a
@@ -241,7 +243,7 @@ async fn lookups_history_and_audits_verify(backend: Backend) {
     // The same proof does not pass for another account, another key, or with a flipped bit.
     let root = signed(&r.root);
     let bob_name = AccountName::new(&bob.name).unwrap();
-    assert!(matches!(verify_lookup(&p.vrf, &root, &bob_name, &r.proof.0), Err(KtError::BadProof(_))));
+    assert_eq!(verify_lookup(&p.vrf, &root, &bob_name, &r.proof.0), Err(KtError::WrongAccount));
     let mut other_vrf = p.vrf;
     other_vrf[0] ^= 1;
     let alice_name = AccountName::new(&alice.name).unwrap();
@@ -379,6 +381,7 @@ async fn two_publishers_cannot_fork_the_log(backend: Backend) {
         namespace: p.namespace.clone(),
         epoch_interval: Duration::from_secs(60),
         explicit_namespace: false,
+        auditors: Vec::new(),
     };
     let b = tacit_server::kt::Transparency::open(store, settings, 1).await.unwrap();
     let alice = User::register(&http, &unique("alice"), 1).await;
@@ -392,5 +395,132 @@ async fn two_publishers_cannot_fork_the_log(backend: Backend) {
     let (_, v, _) = lookup_until(&http, &p, &alice.name, 1).await;
     assert_eq!(v, 1);
     audit_all(&http, &p, before + 2).await;
+    server.finish().await;
+}
+
+/// Auditors' cosignatures: a listed auditor's, verified over the epoch's root, is kept and
+/// served with that root (lookups and the epoch route); one from an auditor the server does
+/// not list is refused (403), one that does not verify (a flipped bit, another epoch's root)
+/// is refused (400), one for an unknown epoch is 404; nothing refused is served.
+async fn cosignatures_of_listed_auditors_are_verified_kept_and_served(backend: Backend) {
+    let listed = tacit_transparency::RootSigner::from_seed([41; 32]).unwrap();
+    let other = tacit_transparency::RootSigner::from_seed([42; 32]).unwrap();
+    let hex = |k: [u8; 32]| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let listed_hex = hex(listed.public());
+    let server = TestServer::start_with(backend, |c| {
+        fast(c);
+        c.kt_auditors = vec![listed_hex];
+    })
+    .await;
+    let http = server.http();
+    let p = pin(&http).await;
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let (r, _, _) = lookup_until(&http, &p, &alice.name, 1).await;
+    let epoch = r.root.epoch;
+    assert!(r.root.cosignatures.is_empty());
+    let root: [u8; 32] = r.root.root.0.clone().try_into().unwrap();
+    let cosign = |signer: &tacit_transparency::RootSigner, root: [u8; 32], epoch: u64| {
+        let s = signer.sign(EpochRoot {
+            namespace: p.namespace.clone(),
+            timestamp_ms: 1_700_000_000_000,
+            epoch,
+            root,
+        });
+        api::KtCosignatureWire {
+            auditor: signer.public().to_vec().into(),
+            timestamp_ms: s.root.timestamp_ms,
+            signature: s.signature.to_vec().into(),
+        }
+    };
+    let put = |e: u64, c: api::KtCosignatureWire| {
+        let http = http.clone();
+        async move {
+            http.call(Method::PUT, &api::KT_COSIGNATURES.replace("{epoch}", &e.to_string()), None, Some(&c))
+                .await
+        }
+    };
+    assert_eq!(put(epoch, cosign(&other, root, epoch)).await.0, StatusCode::FORBIDDEN);
+    let mut flipped = cosign(&listed, root, epoch);
+    flipped.signature.0[5] ^= 1;
+    assert_eq!(put(epoch, flipped).await.0, StatusCode::BAD_REQUEST);
+    let mut wrong_root = root;
+    wrong_root[0] ^= 1;
+    assert_eq!(put(epoch, cosign(&listed, wrong_root, epoch)).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(put(epoch + 1000, cosign(&listed, root, epoch + 1000)).await.0, StatusCode::NOT_FOUND);
+    let (_, j) = http.call(Method::GET, &api::KT_LOOKUP.replace("{name}", &alice.name), None, NONE).await;
+    let refused: api::KtProofResponse = serde_json::from_value(j).unwrap();
+    assert!(refused.root.cosignatures.is_empty(), "nothing refused is served");
+
+    assert_eq!(put(epoch, cosign(&listed, root, epoch)).await.0, StatusCode::NO_CONTENT);
+    let (_, j) = http.call(Method::GET, &api::KT_LOOKUP.replace("{name}", &alice.name), None, NONE).await;
+    let served: api::KtProofResponse = serde_json::from_value(j).unwrap();
+    assert_eq!(served.root.epoch, epoch);
+    assert_eq!(served.root.cosignatures, vec![cosign(&listed, root, epoch)]);
+    let key = VerifyingKey::from_bytes(listed.public()).unwrap();
+    let c = &served.root.cosignatures[0];
+    let signed = SignedRoot {
+        root: EpochRoot { timestamp_ms: c.timestamp_ms, ..signed(&served.root).root },
+        signature: c.signature.0.clone().try_into().unwrap(),
+    };
+    signed.verify(&key, &p.namespace).unwrap();
+    let e: api::SignedRootWire =
+        http.ok(Method::GET, &api::KT_EPOCH.replace("{epoch}", &epoch.to_string()), None, NONE).await;
+    assert_eq!(e.cosignatures.len(), 1);
+    server.finish().await;
+}
+
+/// `GET /?list-type=2`: every audit blob's akd name, paged as S3's `ListObjectsV2` (the
+/// token the epoch after the page's last blob); the names chain from the empty root and
+/// each one is served by the blob route. Without `list-type=2`: 404.
+async fn the_audit_blobs_are_listed_as_a_bucket_lists_them(backend: Backend) {
+    let server = TestServer::start_with(backend, fast).await;
+    let http = server.http();
+    let p = pin(&http).await;
+    for i in 0..3 {
+        let u = User::register(&http, &unique(&format!("l{i}")), 1).await;
+        lookup_until(&http, &p, &u.name, 1).await;
+    }
+    let info: api::KtInfo = http.ok(Method::GET, api::KT, None, NONE).await;
+    let newest = info.latest.unwrap().epoch;
+    assert!(newest >= 3);
+    let raw = |q: String| {
+        let http = http.clone();
+        async move {
+            let r = http.request(Method::GET, &q, None).send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(raw("/".into()).await.0, StatusCode::NOT_FOUND);
+    let mut keys = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let q = match &token {
+            Some(t) => format!("/?list-type=2&max-keys=2&continuation-token={t}"),
+            None => "/?list-type=2&max-keys=2".into(),
+        };
+        let (status, xml) = raw(q).await;
+        assert_eq!(status, StatusCode::OK, "{xml}");
+        pages += 1;
+        let between = |a: &str, b: &str| -> Vec<String> {
+            xml.split(a).skip(1).filter_map(|x| x.split(b).next()).map(str::to_owned).collect()
+        };
+        keys.extend(between("<Key>", "</Key>"));
+        if between("<IsTruncated>", "</IsTruncated>") != ["true"] {
+            break;
+        }
+        token = between("<NextContinuationToken>", "</NextContinuationToken>").first().cloned();
+        assert!(token.is_some(), "{xml}");
+    }
+    assert_eq!(keys.len() as u64, newest, "{keys:?}");
+    assert_eq!(pages as u64, newest.div_ceil(2));
+    let mut previous: String = empty_root().await.iter().map(|b| format!("{b:02x}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let parts: Vec<&str> = k.split('/').collect();
+        assert_eq!((parts[0], parts[1]), (i.to_string().as_str(), previous.as_str()), "{keys:?}");
+        let (status, _) = raw(format!("/{k}")).await;
+        assert_eq!(status, StatusCode::OK, "{k}");
+        previous = parts[2].to_owned();
+    }
     server.finish().await;
 }

@@ -31,8 +31,13 @@ pub struct VerifiedLookup {
 /// One version of an account's history.
 pub type HistoryEntry = VerifiedLookup;
 
-fn bad(e: impl core::fmt::Debug) -> KtError {
-    KtError::BadProof(format!("{e:?}"))
+/// akd's verdict as ours: a VRF proof that fails binds the proof to another label (the proof
+/// is another account's); anything else is a proof that does not verify.
+fn bad(e: akd_core::verify::VerificationError) -> KtError {
+    match e {
+        akd_core::verify::VerificationError::Vrf(_) => KtError::WrongAccount,
+        e => KtError::BadProof(e.to_string()),
+    }
 }
 
 /// Verifies a lookup proof for `name` against `root` (whose signature the caller verified)

@@ -94,6 +94,7 @@ pub struct Relay {
     schema: Option<String>,
     certs: Option<Certs>,
     dir: tempfile::TempDir,
+    state: Option<tacit_server::AppState>,
 }
 
 impl Relay {
@@ -140,7 +141,8 @@ impl Relay {
             certs
         });
         tweak(&mut config);
-        let mut relay = Self { url: String::new(), config, stop: None, task: None, schema, certs, dir };
+        let mut relay =
+            Self { url: String::new(), config, stop: None, task: None, schema, certs, dir, state: None };
         relay.launch().await;
         relay
     }
@@ -148,6 +150,7 @@ impl Relay {
     /// Binds the configured address (the first time port 0, then the port it got).
     async fn launch(&mut self) {
         let server = Server::bind(self.config.clone()).await.unwrap();
+        self.state = Some(server.state().clone());
         let addr = server.local_addr();
         self.config.listen = addr;
         let scheme = if self.config.tls_cert.is_some() { "https" } else { "http" };
@@ -189,6 +192,12 @@ impl Relay {
     /// Starts the server again after [`Self::pause`], on the same storage and port.
     pub async fn resume(&mut self) {
         self.launch().await;
+    }
+
+    /// The running server's state (its key transparency directory, the lying directory of
+    /// the malicious-server tests).
+    pub fn state(&self) -> &tacit_server::AppState {
+        self.state.as_ref().expect("a running relay")
     }
 
     /// The SQLite data folder of the server.

@@ -32,3 +32,20 @@ pub fn check_payload_decode(data: &[u8]) {
         assert_eq!(bytes, data, "canonical");
     }
 }
+
+#[path = "../../src/audit/listing.rs"]
+pub mod listing;
+
+/// `parse_listing` (a bucket listing from any URL, `tacit audit --log-dir URL`): never panics
+/// on any bytes; no more keys than `<Key>` elements; a continuation token only from a page
+/// that says it is truncated; a percent-encoded token is plain ASCII.
+pub fn check_bucket_listing(data: &[u8]) {
+    let xml = String::from_utf8_lossy(data);
+    let (keys, next) = listing::parse_listing(&xml);
+    assert!(keys.len() <= xml.matches("<Key>").count(), "more keys than elements");
+    if let Some(t) = next {
+        assert!(xml.contains("<IsTruncated>"), "a token from a page that is not truncated");
+        let enc = listing::percent_encode(&t);
+        assert!(enc.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b)), "{enc}");
+    }
+}

@@ -13,6 +13,8 @@
 //! for signed epochs: publishing and signing hold the directory's write lock.
 
 mod db;
+#[cfg(feature = "malicious")]
+pub mod malice;
 pub(crate) mod records;
 
 use std::sync::Arc;
@@ -45,6 +47,25 @@ pub struct KtSettings {
     /// The namespace was configured (a stored one that differs is then an error); otherwise
     /// it is only the default for a new directory.
     pub explicit_namespace: bool,
+    /// Auditors whose cosignatures are kept and served (Ed25519 public keys).
+    pub auditors: Vec<[u8; 32]>,
+}
+
+/// Why a cosignature was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CosignFailure {
+    /// The store or the directory failed.
+    #[error(transparent)]
+    Kt(#[from] KtFailure),
+    /// No such epoch.
+    #[error("no such epoch")]
+    UnknownEpoch,
+    /// The key is not one of the auditors this server lists.
+    #[error("not an auditor this server lists")]
+    NotListed,
+    /// The signature does not verify over the epoch's root.
+    #[error("the cosignature does not verify over the epoch's root")]
+    BadSignature,
 }
 
 /// Why the directory failed.
@@ -122,6 +143,9 @@ pub struct Transparency {
     latest: std::sync::RwLock<Option<KtEpoch>>,
     /// [`Self::empty_root`].
     empty_root: [u8; 32],
+    /// A lying directory installed by a test (feature `malicious` only).
+    #[cfg(feature = "malicious")]
+    pub(crate) malice: std::sync::RwLock<Option<Arc<dyn malice::Malice>>>,
 }
 
 /// The stored 32-byte secret `name`, made on the first start.
@@ -168,6 +192,8 @@ impl Transparency {
             dir: RwLock::new(dir),
             latest: std::sync::RwLock::new(None),
             empty_root: tacit_transparency::empty_root().await.map_err(akd)?,
+            #[cfg(feature = "malicious")]
+            malice: std::sync::RwLock::new(None),
         };
         {
             let dir = kt.dir.write().await;
@@ -211,6 +237,76 @@ impl Transparency {
                 root: e.root,
             },
             signature: e.signature,
+        }
+    }
+
+    /// A stored epoch as the routes send it.
+    pub fn wire(&self, e: &KtEpoch) -> tacit_api::SignedRootWire {
+        tacit_api::SignedRootWire {
+            namespace: self.settings.namespace.clone(),
+            timestamp_ms: e.timestamp_ms,
+            epoch: e.epoch,
+            root: e.root.to_vec().into(),
+            signature: e.signature.to_vec().into(),
+            cosignatures: Vec::new(),
+        }
+    }
+
+    /// [`Self::wire`] with the auditors' cosignatures of the epoch (one indexed read; none
+    /// when the server lists no auditor).
+    pub async fn wire_cosigned(&self, e: &KtEpoch) -> Result<tacit_api::SignedRootWire, KtFailure> {
+        let mut w = self.wire(e);
+        if !self.settings.auditors.is_empty() {
+            w.cosignatures = self
+                .store
+                .kt_cosignatures(e.epoch)
+                .await?
+                .into_iter()
+                .filter(|c| self.settings.auditors.contains(&c.auditor))
+                .take(tacit_api::limits::MAX_KT_AUDITORS)
+                .map(|c| tacit_api::KtCosignatureWire {
+                    auditor: c.auditor.to_vec().into(),
+                    timestamp_ms: c.timestamp_ms,
+                    signature: c.signature.to_vec().into(),
+                })
+                .collect();
+        }
+        Ok(w)
+    }
+
+    /// Keeps an auditor's cosignature of `epoch`'s root: from a listed auditor, verified
+    /// (plexi's `SignatureMessage` of the root, the namespace and the auditor's timestamp,
+    /// under the auditor's key) before it is stored.
+    pub async fn cosign(&self, epoch: u64, c: crate::store::KtCosignature) -> Result<(), CosignFailure> {
+        if !self.settings.auditors.contains(&c.auditor) {
+            return Err(CosignFailure::NotListed);
+        }
+        let e =
+            self.store.kt_epoch(epoch).await.map_err(KtFailure::from)?.ok_or(CosignFailure::UnknownEpoch)?;
+        let key =
+            tacit_protocol::VerifyingKey::from_bytes(c.auditor).map_err(|_| CosignFailure::BadSignature)?;
+        let signed = SignedRoot {
+            root: EpochRoot {
+                namespace: self.settings.namespace.clone(),
+                timestamp_ms: c.timestamp_ms,
+                epoch,
+                root: e.root,
+            },
+            signature: c.signature,
+        };
+        signed.verify(&key, &self.settings.namespace).map_err(|_| CosignFailure::BadSignature)?;
+        self.store.kt_put_cosignature(epoch, c).await.map_err(KtFailure::from)?;
+        Ok(())
+    }
+
+    /// `GET /v1/kt`: the directory's keys and newest signed epoch.
+    pub fn info(&self) -> tacit_api::KtInfo {
+        tacit_api::KtInfo {
+            namespace: self.settings.namespace.clone(),
+            public_key: self.public_key().to_vec().into(),
+            vrf_public_key: self.vrf_public_key().to_vec().into(),
+            epoch_interval_ms: u64::try_from(self.settings.epoch_interval.as_millis()).unwrap_or(u64::MAX),
+            latest: self.latest().map(|e| self.wire(&e)),
         }
     }
 
@@ -263,6 +359,10 @@ impl Transparency {
         let mut names: Vec<String> = pending.into_iter().map(|(_, n)| n).collect();
         names.sort();
         names.dedup();
+        #[cfg(feature = "malicious")]
+        if let Some(m) = self.malice.read().ok().and_then(|g| g.clone()) {
+            names.retain(|n| !m.omits(n));
+        }
         let current: std::collections::HashMap<String, crate::store::KtCurrent> =
             self.store.kt_current(names.clone()).await?.into_iter().map(|c| (c.name.clone(), c)).collect();
         let devices: Vec<(String, String)> =
@@ -278,6 +378,13 @@ impl Transparency {
                 Some((AkdLabel(account_label(&name)), AkdValue(entry.to_bytes())))
             })
             .collect::<Vec<_>>();
+        if updates.is_empty() {
+            // Nothing to publish (every change was left out): they are done all the same.
+            self.store
+                .kt_write(KtWrite { published: seqs, published_devices: devices, ..KtWrite::default() })
+                .await?;
+            return Ok(None);
+        }
         let mut dir = self.dir.write().await;
         let before = dir.get_epoch_hash().await.map_err(akd)?.0;
         self.db.publishes(seqs.clone(), devices.clone());
@@ -370,6 +477,30 @@ impl Transparency {
         Ok(Proof { proof, epoch, pending: false })
     }
 
+    /// The audit blobs' names (`EPOCH/PREVIOUS/CURRENT`, akd's: the proof from EPOCH to
+    /// EPOCH + 1) of the epochs after `after` (the blob starting at `after` included), at
+    /// most `limit`, oldest first; `true` when more follow.
+    pub async fn blob_names(&self, after: u64, limit: usize) -> Result<(Vec<String>, bool), KtFailure> {
+        let roots = self.store.kt_roots(after, limit.saturating_add(2)).await?;
+        let mut previous = if after == 0 { Some(self.empty_root) } else { None };
+        let mut names = Vec::new();
+        for (epoch, root) in &roots {
+            let before = match previous {
+                Some(p) if *epoch >= 1 => p,
+                _ => {
+                    previous = Some(*root);
+                    continue;
+                }
+            };
+            if names.len() == limit {
+                return Ok((names, true));
+            }
+            names.push(format!("{}/{}/{}", epoch - 1, hex(&before), hex(root)));
+            previous = Some(*root);
+        }
+        Ok((names, false))
+    }
+
     /// One stored epoch.
     pub async fn epoch(&self, epoch: u64) -> Result<Option<KtEpoch>, KtFailure> {
         Ok(self.store.kt_epoch(epoch).await?)
@@ -378,7 +509,10 @@ impl Transparency {
     /// Publishes an epoch whenever changes are pending, at most once per interval, until
     /// `stop` is cancelled.
     pub async fn run(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
-        let mut tick = tokio::time::interval(self.settings.epoch_interval);
+        // The first epoch one interval after start, not at once: a start is not a reason to
+        // publish early (and a test that drives `publish` itself is not raced at start).
+        let period = self.settings.epoch_interval;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -392,4 +526,8 @@ impl Transparency {
             }
         }
     }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -39,6 +39,7 @@ pub fn app(state: AppState) -> Router {
         .route(tacit_api::KT, get(transparency::info))
         .route(tacit_api::KT_EPOCH, get(transparency::epoch))
         .route(tacit_api::KT_AUDIT, get(transparency::audit))
+        .route(tacit_api::KT_COSIGNATURES, put(transparency::cosign))
         .route(tacit_api::KT_LOOKUP, get(transparency::lookup))
         .route(tacit_api::KT_HISTORY, get(transparency::history))
         .route(tacit_api::DEVICES, get(devices::status))
@@ -66,6 +67,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(extract::version_check));
     v1.route(tacit_api::HEALTHZ, get(healthz::handler))
         .route(tacit_api::KT_BLOB, get(transparency::blob))
+        .route(tacit_api::KT_BLOB_LISTING, get(transparency::listing))
         .fallback(|| async { Failure::NotFound })
         .method_not_allowed_fallback(|| async { Failure::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))

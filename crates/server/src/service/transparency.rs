@@ -8,6 +8,8 @@ use tacit_api::{KtInfo, KtProofResponse, SignedRootWire};
 use tacit_protocol::AccountName;
 
 use crate::error::Failure;
+#[cfg(feature = "malicious")]
+use crate::kt::malice::{KtLie, KtRequest};
 use crate::kt::{KtFailure, Transparency};
 use crate::state::AppState;
 use crate::store::KtEpoch;
@@ -26,27 +28,36 @@ impl From<KtFailure> for Failure {
     }
 }
 
-fn wire(kt: &Transparency, e: &KtEpoch) -> SignedRootWire {
-    SignedRootWire {
-        namespace: kt.settings().namespace.clone(),
-        timestamp_ms: e.timestamp_ms,
-        epoch: e.epoch,
-        root: e.root.to_vec().into(),
-        signature: e.signature.to_vec().into(),
-    }
+/// Who asks (feature `malicious`: the account a valid bearer token names, for a liar that
+/// lies to one client only); `()` otherwise.
+#[cfg(feature = "malicious")]
+pub type Who = Option<String>;
+/// Who asks: nothing without the feature `malicious`.
+#[cfg(not(feature = "malicious"))]
+pub type Who = ();
+
+/// [`Who`] from the request's bearer token.
+#[cfg(feature = "malicious")]
+pub async fn requester(state: &AppState, headers: &axum::http::HeaderMap) -> Who {
+    let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())?;
+    let hash = super::auth::token_hash(Some(header))?;
+    let authed = state.store().token_device(&hash, crate::state::now_ms()).await.ok()??;
+    Some(authed.account)
 }
 
 /// `GET /v1/kt`.
-pub fn info(state: &AppState, peer: Option<std::net::IpAddr>) -> Result<KtInfo, Failure> {
+pub async fn info(state: &AppState, peer: Option<std::net::IpAddr>, who: Who) -> Result<KtInfo, Failure> {
     state.limit_address(peer)?;
-    let kt = directory(state)?;
-    Ok(KtInfo {
-        namespace: kt.settings().namespace.clone(),
-        public_key: kt.public_key().to_vec().into(),
-        vrf_public_key: kt.vrf_public_key().to_vec().into(),
-        epoch_interval_ms: u64::try_from(kt.settings().epoch_interval.as_millis()).unwrap_or(u64::MAX),
-        latest: kt.latest().map(|e| wire(kt, &e)),
-    })
+    #[cfg(not(feature = "malicious"))]
+    let () = who;
+    #[cfg(feature = "malicious")]
+    if let Some(lie) = state.malice(who.as_deref(), KtRequest::Info) {
+        return match lie {
+            KtLie::Info(i) => Ok(i),
+            _ => Err(Failure::NotFound),
+        };
+    }
+    Ok(directory(state)?.info())
 }
 
 async fn stored_epoch(state: &AppState, epoch: &str) -> Result<(Arc<Transparency>, KtEpoch), Failure> {
@@ -61,10 +72,20 @@ pub async fn epoch(
     state: &AppState,
     peer: Option<std::net::IpAddr>,
     epoch: &str,
+    who: Who,
 ) -> Result<SignedRootWire, Failure> {
     state.limit_address(peer)?;
+    #[cfg(not(feature = "malicious"))]
+    let () = who;
+    #[cfg(feature = "malicious")]
+    if let Some(lie) = epoch.parse().ok().and_then(|e| state.malice(who.as_deref(), KtRequest::Epoch(e))) {
+        return match lie {
+            KtLie::Root(r) => Ok(r),
+            _ => Err(Failure::NotFound),
+        };
+    }
     let (kt, e) = stored_epoch(state, epoch).await?;
-    Ok(wire(&kt, &e))
+    Ok(kt.wire_cosigned(&e).await?)
 }
 
 /// `GET /v1/kt/epochs/{epoch}/audit`: the raw append-only proof.
@@ -72,8 +93,18 @@ pub async fn audit(
     state: &AppState,
     peer: Option<std::net::IpAddr>,
     epoch: &str,
+    who: Who,
 ) -> Result<Vec<u8>, Failure> {
     state.limit_address(peer)?;
+    #[cfg(not(feature = "malicious"))]
+    let () = who;
+    #[cfg(feature = "malicious")]
+    if let Some(lie) = epoch.parse().ok().and_then(|e| state.malice(who.as_deref(), KtRequest::Audit(e))) {
+        return match lie {
+            KtLie::Bytes(b) => Ok(b),
+            _ => Err(Failure::NotFound),
+        };
+    }
     Ok(stored_epoch(state, epoch).await?.1.audit_proof)
 }
 
@@ -126,10 +157,106 @@ pub async fn proof(
     peer: Option<std::net::IpAddr>,
     name: &str,
     history: bool,
+    who: Who,
 ) -> Result<KtProofResponse, Failure> {
     state.limit_address(peer)?;
+    #[cfg(not(feature = "malicious"))]
+    let () = who;
+    #[cfg(feature = "malicious")]
+    if let Some(lie) =
+        state.malice(who.as_deref(), if history { KtRequest::History(name) } else { KtRequest::Lookup(name) })
+    {
+        return match lie {
+            KtLie::Proof(p) => Ok(p),
+            _ => Err(Failure::NotFound),
+        };
+    }
     let name = AccountName::new(name).map_err(|_| Failure::NotFound)?;
     let kt = directory(state)?;
     let proof = if history { kt.history(&name).await? } else { kt.lookup(&name).await? };
-    Ok(KtProofResponse { proof: proof.proof.into(), root: wire(kt, &proof.epoch), pending: proof.pending })
+    let root = kt.wire_cosigned(&proof.epoch).await?;
+    Ok(KtProofResponse { proof: proof.proof.into(), root, pending: proof.pending })
+}
+
+/// `PUT /v1/kt/epochs/{epoch}/cosignatures`: an auditor's cosignature of the epoch's root.
+pub async fn cosign(
+    state: &AppState,
+    peer: Option<std::net::IpAddr>,
+    epoch: &str,
+    c: tacit_api::KtCosignatureWire,
+) -> Result<(), Failure> {
+    state.limit_address(peer)?;
+    let kt = directory(state)?;
+    let epoch: u64 = epoch.parse().map_err(|_| Failure::NotFound)?;
+    let (Ok(auditor), Ok(signature)) =
+        (<[u8; 32]>::try_from(c.auditor.as_slice()), <[u8; 64]>::try_from(c.signature.as_slice()))
+    else {
+        return Err(Failure::BadRequest("a cosignature is a 32-byte key and a 64-byte signature"));
+    };
+    let co = crate::store::KtCosignature { auditor, timestamp_ms: c.timestamp_ms, signature };
+    kt.cosign(epoch, co).await.map_err(|e| match e {
+        crate::kt::CosignFailure::Kt(e) => e.into(),
+        crate::kt::CosignFailure::UnknownEpoch => Failure::NotFound,
+        crate::kt::CosignFailure::NotListed => Failure::Forbidden,
+        crate::kt::CosignFailure::BadSignature => {
+            Failure::BadRequest("the cosignature does not verify over the epoch's root")
+        }
+    })
+}
+
+/// Most keys one listing page names (S3's own page size).
+const MAX_LISTING_KEYS: usize = 1000;
+
+/// `GET /?list-type=2[&continuation-token=E][&max-keys=N]`: the audit blobs' names as S3's
+/// `ListObjectsV2` lists a bucket, so tools that audit akd logs published in buckets
+/// (`tacit audit --log-dir URL`) find every blob. The token is the last epoch listed.
+pub async fn listing(
+    state: &AppState,
+    peer: Option<std::net::IpAddr>,
+    query: Option<&str>,
+) -> Result<String, Failure> {
+    state.limit_address(peer)?;
+    let mut list_type = false;
+    let mut after = 0u64;
+    let mut max = MAX_LISTING_KEYS;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "list-type" => list_type = v == "2",
+            "continuation-token" => {
+                after = v.parse().map_err(|_| Failure::BadRequest("malformed continuation-token"))?
+            }
+            "max-keys" => {
+                max = v
+                    .parse::<usize>()
+                    .map_err(|_| Failure::BadRequest("malformed max-keys"))?
+                    .clamp(1, MAX_LISTING_KEYS)
+            }
+            _ => {}
+        }
+    }
+    if !list_type {
+        return Err(Failure::NotFound);
+    }
+    let kt = directory(state)?;
+    let (names, more) = kt.blob_names(after, max).await?;
+    let next =
+        names.last().and_then(|n| n.split('/').next()).and_then(|e| e.parse::<u64>().ok()).map(|e| e + 1);
+    let mut xml = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">",
+    );
+    xml.push_str(&format!(
+        "<Name>{}</Name><Prefix></Prefix><KeyCount>{}</KeyCount><MaxKeys>{max}</MaxKeys>",
+        kt.settings().namespace,
+        names.len()
+    ));
+    xml.push_str(&format!("<IsTruncated>{more}</IsTruncated>"));
+    for n in &names {
+        xml.push_str(&format!("<Contents><Key>{n}</Key></Contents>"));
+    }
+    if let (true, Some(next)) = (more, next) {
+        xml.push_str(&format!("<NextContinuationToken>{next}</NextContinuationToken>"));
+    }
+    xml.push_str("</ListBucketResult>\n");
+    Ok(xml)
 }

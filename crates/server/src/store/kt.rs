@@ -11,6 +11,18 @@ pub use crate::kt::records::StoredValue;
 
 use super::StoreError;
 
+/// An auditor's countersignature of an epoch root (plexi's `SignatureMessage` under the
+/// auditor's Ed25519 key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KtCosignature {
+    /// The auditor's public key.
+    pub auditor: [u8; 32],
+    /// When the auditor signed (milliseconds since the Unix epoch).
+    pub timestamp_ms: u64,
+    /// The signature.
+    pub signature: [u8; 64],
+}
+
 /// One epoch as published.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KtEpoch {
@@ -73,6 +85,14 @@ pub trait KtStore: Send + Sync {
     /// The signed device lists the accounts hold now, with their device ids; a name not
     /// registered is left out.
     async fn kt_current(&self, names: Vec<String>) -> Result<Vec<KtCurrent>, StoreError>;
+    /// Stores an auditor's cosignature of an epoch's root (verified by the caller); a newer
+    /// one of the same auditor and epoch replaces it.
+    async fn kt_put_cosignature(&self, epoch: u64, c: KtCosignature) -> Result<(), StoreError>;
+    /// The cosignatures of an epoch's root, by auditor key.
+    async fn kt_cosignatures(&self, epoch: u64) -> Result<Vec<KtCosignature>, StoreError>;
+    /// The roots of the epochs from `from` on, oldest first, at most `limit` (the audit
+    /// blob listing).
+    async fn kt_roots(&self, from: u64, limit: usize) -> Result<Vec<(u64, [u8; 32])>, StoreError>;
     /// Records a published epoch (once; an epoch stored already is left as it is).
     async fn kt_put_epoch(&self, epoch: KtEpoch) -> Result<(), StoreError>;
     /// One published epoch.
@@ -85,4 +105,21 @@ pub trait KtStore: Send + Sync {
     /// it if there is none yet: the first start makes them and every later one, and every
     /// node of a fleet, reads the same.
     async fn kt_setting(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError>;
+}
+
+/// A cosignature row's columns as read: (auditor, timestamp, signature).
+pub(crate) fn to_cosignature(
+    auditor: Vec<u8>,
+    timestamp_ms: u64,
+    signature: Vec<u8>,
+) -> Result<KtCosignature, StoreError> {
+    Ok(KtCosignature {
+        auditor: auditor
+            .try_into()
+            .map_err(|_| StoreError::Backend("a stored auditor key is not 32 bytes".into()))?,
+        timestamp_ms,
+        signature: signature
+            .try_into()
+            .map_err(|_| StoreError::Backend("a stored cosignature is not 64 bytes".into()))?,
+    })
 }

@@ -14,7 +14,7 @@ mod progress;
 mod schema;
 mod sqlite;
 
-pub use kt::{KtCurrent, KtEpoch, KtStore, KtWrite, StoredValue};
+pub use kt::{KtCosignature, KtCurrent, KtEpoch, KtStore, KtWrite, StoredValue};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

@@ -172,6 +172,17 @@ CREATE TABLE kt_secrets (name TEXT PRIMARY KEY, secret BLOB NOT NULL);
 ALTER TABLE accounts ADD COLUMN kt_devices TEXT;
 INSERT INTO kt_pending (name) SELECT name FROM accounts ORDER BY id;
 "#,
+    // 9: auditors' cosignatures of epoch roots (issue 10): one per auditor key and epoch,
+    // verified before it is stored; served with the root so clients can require them.
+    r#"
+CREATE TABLE kt_cosignatures (
+    epoch INTEGER NOT NULL,
+    auditor BLOB NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    signature BLOB NOT NULL,
+    PRIMARY KEY (epoch, auditor)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// PostgreSQL migrations, in order (run in the connection's `search_path` schema).
@@ -338,5 +349,15 @@ CREATE TABLE kt_epochs (
 CREATE TABLE kt_secrets (name TEXT PRIMARY KEY, secret BYTEA NOT NULL);
 ALTER TABLE accounts ADD COLUMN kt_devices TEXT;
 INSERT INTO kt_pending (name) SELECT name FROM accounts ORDER BY id;
+"#,
+    // 9: auditors' cosignatures (see the SQLite migration 9).
+    r#"
+CREATE TABLE kt_cosignatures (
+    epoch BIGINT NOT NULL,
+    auditor BYTEA NOT NULL,
+    timestamp_ms BIGINT NOT NULL,
+    signature BYTEA NOT NULL,
+    PRIMARY KEY (epoch, auditor)
+);
 "#,
 ];

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 
 use super::PgStore;
-use crate::store::{KtCurrent, KtEpoch, KtStore, KtWrite, StoreError, StoredValue, to_i64, to_u64};
+use crate::store::{
+    KtCosignature, KtCurrent, KtEpoch, KtStore, KtWrite, StoreError, StoredValue, to_i64, to_u64,
+};
 
 /// Queues an account's change for the next epoch (in the change's own transaction).
 pub(super) async fn enqueue(tx: &impl GenericClient, account: i64) -> Result<(), StoreError> {
@@ -151,6 +153,55 @@ impl KtStore for PgStore {
                     device_list: r.try_get(1)?,
                     devices: r.try_get::<_, Option<String>>(2)?.unwrap_or_default(),
                 })
+            })
+            .collect()
+    }
+
+    async fn kt_put_cosignature(&self, epoch: u64, co: KtCosignature) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached(
+                "INSERT INTO kt_cosignatures (epoch, auditor, timestamp_ms, signature) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (epoch, auditor) DO UPDATE SET timestamp_ms = excluded.timestamp_ms, \
+                 signature = excluded.signature WHERE excluded.timestamp_ms > kt_cosignatures.timestamp_ms",
+            )
+            .await?;
+        c.execute(
+            &st,
+            &[&to_i64(epoch), &co.auditor.as_slice(), &to_i64(co.timestamp_ms), &co.signature.as_slice()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn kt_cosignatures(&self, epoch: u64) -> Result<Vec<KtCosignature>, StoreError> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT auditor, timestamp_ms, signature FROM kt_cosignatures WHERE epoch = $1 ORDER BY auditor",
+            )
+            .await?;
+        c.query(&st, &[&to_i64(epoch)])
+            .await?
+            .iter()
+            .map(|r| crate::store::kt::to_cosignature(r.try_get(0)?, to_u64(r.try_get(1)?), r.try_get(2)?))
+            .collect()
+    }
+
+    async fn kt_roots(&self, from: u64, limit: usize) -> Result<Vec<(u64, [u8; 32])>, StoreError> {
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached("SELECT epoch, root FROM kt_epochs WHERE epoch >= $1 ORDER BY epoch LIMIT $2")
+            .await?;
+        c.query(&st, &[&to_i64(from), &to_i64(limit as u64)])
+            .await?
+            .iter()
+            .map(|r| {
+                let root: Vec<u8> = r.try_get(1)?;
+                let root = root
+                    .try_into()
+                    .map_err(|_| StoreError::Backend("a stored epoch root is not 32 bytes".into()))?;
+                Ok((to_u64(r.try_get(0)?), root))
             })
             .collect()
     }

@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
-use crate::store::{KtCurrent, KtEpoch, KtStore, KtWrite, StoreError, StoredValue, json_ids, to_i64, to_u64};
+use crate::store::{
+    KtCosignature, KtCurrent, KtEpoch, KtStore, KtWrite, StoreError, StoredValue, json_ids, to_i64, to_u64,
+};
 
 /// Queues an account's change for the next epoch (in the change's own transaction).
 pub(super) fn enqueue(c: &Connection, account: i64) -> Result<(), StoreError> {
@@ -153,6 +155,63 @@ impl KtStore for SqliteStore {
             }
             drop(st);
             tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn kt_put_cosignature(&self, epoch: u64, co: KtCosignature) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO kt_cosignatures (epoch, auditor, timestamp_ms, signature) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (epoch, auditor) DO UPDATE SET timestamp_ms = excluded.timestamp_ms, \
+                 signature = excluded.signature WHERE excluded.timestamp_ms > kt_cosignatures.timestamp_ms",
+            )?
+            .execute(params![
+                to_i64(epoch),
+                co.auditor.as_slice(),
+                to_i64(co.timestamp_ms),
+                co.signature.as_slice()
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn kt_cosignatures(&self, epoch: u64) -> Result<Vec<KtCosignature>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT auditor, timestamp_ms, signature FROM kt_cosignatures WHERE epoch = ?1 ORDER BY auditor",
+            )?;
+            let rows = st.query_map([to_i64(epoch)], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (a, t, sig) = row?;
+                out.push(crate::store::kt::to_cosignature(a, to_u64(t), sig)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn kt_roots(&self, from: u64, limit: usize) -> Result<Vec<(u64, [u8; 32])>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT epoch, root FROM kt_epochs WHERE epoch >= ?1 ORDER BY epoch LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![to_i64(from), to_i64(limit as u64)], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (e, root) = row?;
+                let root = root
+                    .try_into()
+                    .map_err(|_| StoreError::Backend("a stored epoch root is not 32 bytes".into()))?;
+                out.push((to_u64(e), root));
+            }
             Ok(out)
         })
         .await
