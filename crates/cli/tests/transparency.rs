@@ -398,3 +398,70 @@ fn a_log_at_a_url_is_audited_through_its_bucket_listing() {
     assert_ne!(rc, 0, "{l:?}");
     server.stop();
 }
+
+/// A server killed with SIGKILL exactly inside an epoch's transaction (records written, the
+/// pending changes ended, not committed: the test-only pause of feature `malicious` holds it
+/// there), on SQLite and PostgreSQL: after a restart nothing of that epoch is half there;
+/// the change is published by the next epoch, its history proof verifies, and every epoch
+/// audits as signed and append-only.
+#[test]
+fn a_server_killed_inside_the_epoch_transaction_loses_nothing_sqlite() {
+    killed_inside_the_epoch_transaction(None);
+}
+
+#[test]
+fn a_server_killed_inside_the_epoch_transaction_loses_nothing_postgres() {
+    let schema = PgSchema::new("tacit_kt_kill");
+    killed_inside_the_epoch_transaction(Some(&schema.url));
+}
+
+fn killed_inside_the_epoch_transaction(database: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = format!("http://{listen}");
+    let mut args = vec!["--listen", listen.as_str(), "--data", data.to_str().unwrap()];
+    if let Some(db) = database {
+        args.extend(["--database", db]);
+    }
+    // A first account, published normally.
+    let server = ServerProcess::start(&args, None);
+    let alice = dir.path().join("alice");
+    assert_eq!(tacit(&alice, &[], &["account", "create", "--server", &url, "--name", "alice"]).0, 0);
+    let mut tries = 0;
+    while tacit(&alice, &[], &["kt", "history", "alice"]).0 != 0 {
+        tries += 1;
+        assert!(tries < 50, "{}", server.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.stop();
+
+    // Bob's account is created; its epoch's write stops inside the transaction; SIGKILL.
+    let mut server =
+        ServerProcess::start_with_env(&args, None, &[("TACIT_TEST_KT_PAUSE_IN_COMMIT_MS", "60000")]);
+    let bob = dir.path().join("bob");
+    assert_eq!(tacit(&bob, &[], &["account", "create", "--server", &url, "--name", "bob"]).0, 0);
+    server.wait_for("paused inside the epoch transaction");
+    server.signal("KILL");
+    drop(server);
+
+    let server = ServerProcess::start(&args, None);
+    let mut tries = 0;
+    loop {
+        let (rc, l) = tacit(&alice, &[], &["kt", "history", "bob"]);
+        if rc == 0 && l.iter().any(|l| l["type"] == "kt_version") {
+            break;
+        }
+        tries += 1;
+        assert!(tries < 50, "bob never reached the directory: {l:?}\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let state = dir.path().join("audit.json");
+    let (rc, l) = tacit(&alice, &[], &["audit", "--server", &url, "--state", state.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{l:?}");
+    let (rc, l) = tacit(&alice, &[], &["send", "bob", "after the kill"]);
+    assert_eq!(rc, 0, "{l:?}");
+    assert_eq!(receive_n(&bob, 1), ["after the kill"]);
+    server.stop();
+}

@@ -22,6 +22,11 @@ impl ServerProcess {
     /// Starts `tacit server ARGS` (through `sh -c 'umask U; exec ...'` when `umask` is given)
     /// and waits until it listens.
     pub fn start(args: &[&str], umask: Option<&str>) -> Self {
+        Self::start_with_env(args, umask, &[])
+    }
+
+    /// [`Self::start`] with these environment variables set.
+    pub fn start_with_env(args: &[&str], umask: Option<&str>, env: &[(&str, &str)]) -> Self {
         let bin = env!("CARGO_BIN_EXE_tacit");
         let mut cmd = match umask {
             Some(u) => {
@@ -33,6 +38,9 @@ impl ServerProcess {
         };
         for k in ["TACIT_LISTEN", "TACIT_DATA", "TACIT_DATABASE_URL", "TACIT_CONFIG", "TACIT_ORIGIN"] {
             cmd.env_remove(k);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let mut child = cmd
             .arg("server")

@@ -23,6 +23,17 @@ pub struct KtCosignature {
     pub signature: [u8; 64],
 }
 
+/// Tests only (feature `malicious`, which no release build has): with
+/// `TACIT_TEST_KT_PAUSE_IN_COMMIT_MS` set, an epoch's write waits that long inside its
+/// transaction, after writing everything and before committing, and says so on standard
+/// error, so a test can kill the process exactly there.
+#[cfg(feature = "malicious")]
+pub(crate) fn pause_in_commit() -> Option<std::time::Duration> {
+    let ms: u64 = std::env::var("TACIT_TEST_KT_PAUSE_IN_COMMIT_MS").ok()?.parse().ok()?;
+    eprintln!("tacit test: paused inside the epoch transaction for {ms} ms");
+    Some(std::time::Duration::from_millis(ms))
+}
+
 /// One epoch as published.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KtEpoch {

@@ -119,6 +119,12 @@ impl KtStore for PgStore {
                 .await?;
             tx.execute(&st, &[&names, &devices]).await?;
         }
+        #[cfg(feature = "malicious")]
+        if w.extends.is_some()
+            && let Some(pause) = crate::store::kt::pause_in_commit()
+        {
+            tokio::time::sleep(pause).await;
+        }
         tx.commit().await?;
         Ok(())
     }

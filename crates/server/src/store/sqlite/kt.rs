@@ -114,6 +114,13 @@ impl KtStore for SqliteStore {
             for (name, devices) in &w.published_devices {
                 st.execute(params![name, devices])?;
             }
+            // Inside the writer's transaction (`BEGIN IMMEDIATE` .. `COMMIT` around its jobs).
+            #[cfg(feature = "malicious")]
+            if w.extends.is_some()
+                && let Some(pause) = crate::store::kt::pause_in_commit()
+            {
+                std::thread::sleep(pause);
+            }
             Ok(())
         })
         .await
