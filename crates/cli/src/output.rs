@@ -271,10 +271,11 @@ impl Out {
         }
         match &r.posted {
             Some(Ok(epoch)) => println!("the server keeps the cosignature of epoch {epoch} for its clients"),
-            Some(Err(e)) => println!(
-                "the server did not take the cosignature ({e}); clients requiring this auditor find none there \
-                 (the server lists its auditors with --kt-auditor)"
-            ),
+            Some(Err(e)) => {
+                println!(
+                    "the server did not take the cosignature ({e}); clients requiring this auditor find none there"
+                )
+            }
             None => {}
         }
         println!("state saved in {}", state.display());

@@ -194,8 +194,9 @@ impl Client {
         Err(bad(
             KtViolation::NotCosigned,
             format!(
-                "epoch {} carries valid cosignatures of {} of the auditors this device requires ({} needed): \
-                 no auditor vouches that it extends the log they audited",
+                "epoch {} carries valid cosignatures of {} of the auditors this device requires ({} needed), \
+                 so nothing was sent: the auditors have not reached this epoch yet (run `tacit audit --cosign`, \
+                 or try again once they have), or the server shows this device a log they never saw",
                 root.root.epoch,
                 found.len(),
                 req.threshold
@@ -738,15 +739,28 @@ impl Client {
         let name = self.me.name.clone();
         let mut alarms = Vec::new();
         let mut keys: Vec<(u64, u64, tacit_protocol::AccountKey)> = Vec::new();
-        // The name's label outlives an account: versions up to its last deletion followed by
-        // a new list belong to an earlier account of the same name (deleted, then taken
-        // again), not to this one.
+        // The name's label outlives an account: versions before this account's creation
+        // belong to an earlier account of the same name (deleted, then taken again). It
+        // starts after the last deletion followed by a list, or at the last list of version
+        // 1 (every account's first list; a deletion and the new account within one epoch
+        // publish no deletion, found under load). A list of version 1 the server forged
+        // still fails below: it carries neither this device's key nor the first one.
         let oldest_first: Vec<&VerifiedLookup> = versions.iter().rev().collect();
-        let start = oldest_first
+        let after_deletion = oldest_first
             .iter()
             .rposition(|v| v.entry == AccountEntry::Deleted)
             .filter(|&i| i + 1 < oldest_first.len())
             .map_or(0, |i| i + 1);
+        let first_list = oldest_first
+            .iter()
+            .rposition(|v| match &v.entry {
+                AccountEntry::List(b) => {
+                    tacit_protocol::DeviceList::verify(b, &name, None, None).is_ok_and(|l| l.version() == 1)
+                }
+                AccountEntry::Deleted => false,
+            })
+            .unwrap_or(0);
+        let start = after_deletion.max(first_list);
         for v in oldest_first.into_iter().skip(start) {
             match &v.entry {
                 AccountEntry::Deleted => alarms.push(format!(
