@@ -84,6 +84,11 @@ pub(crate) struct Pin {
     pub(crate) namespace: String,
 }
 
+/// The big-endian u64 at `at` of a stored record, if it has one there.
+fn be_u64(b: &[u8], at: usize) -> Option<u64> {
+    b.get(at..at.checked_add(8)?).and_then(|x| <[u8; 8]>::try_from(x).ok()).map(u64::from_be_bytes)
+}
+
 fn bad(violation: KtViolation, what: impl Into<String>) -> ClientError {
     ClientError::kt(violation, what)
 }
@@ -323,10 +328,7 @@ impl Client {
     /// [`meta::KT_LIST_SENT`]: (list version, newest epoch once it was accepted).
     fn kt_list_sent(&self) -> Result<Option<(u64, u64)>> {
         let Some(b) = self.store.meta(meta::KT_LIST_SENT)? else { return Ok(None) };
-        let num = |r: std::ops::Range<usize>| {
-            b.get(r).and_then(|x| <[u8; 8]>::try_from(x).ok()).map(u64::from_be_bytes)
-        };
-        Ok(num(0..8).zip(num(8..16)))
+        Ok(be_u64(&b, 0).zip(be_u64(&b, 8)))
     }
 
     /// Compares the roots contacts' messages carried with this device's view of the log: a
@@ -641,8 +643,8 @@ impl Client {
         let now_ms = crate::client::now_ms();
         if !now
             && let Some(b) = self.store.meta(meta::KT_OWN_CHECKED)?
-            && let Some(at) = b.get(8..16).and_then(|t| <[u8; 8]>::try_from(t).ok())
-            && u64::from_be_bytes(at).saturating_add(OWN_CHECK_EVERY_MS) > now_ms
+            && let Some(at) = be_u64(&b, 8)
+            && at.saturating_add(OWN_CHECK_EVERY_MS) > now_ms
         {
             return self.kt_own_result();
         }
@@ -717,10 +719,7 @@ impl Client {
 
     fn kt_own_result(&self) -> Result<Option<OwnHistory>> {
         let Some(b) = self.store.meta(meta::KT_OWN_CHECKED)? else { return Ok(None) };
-        let num = |r: std::ops::Range<usize>| {
-            b.get(r).and_then(|x| <[u8; 8]>::try_from(x).ok()).map(u64::from_be_bytes)
-        };
-        let (Some(epoch), Some(versions)) = (num(0..8), num(16..24)) else { return Ok(None) };
+        let (Some(epoch), Some(versions)) = (be_u64(&b, 0), be_u64(&b, 16)) else { return Ok(None) };
         let text = b.get(24..).map(|t| String::from_utf8_lossy(t).into_owned()).unwrap_or_default();
         Ok(Some(OwnHistory {
             epoch,

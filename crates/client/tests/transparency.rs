@@ -27,12 +27,7 @@ async fn a_name_taken_again_is_monitored_from_its_new_account_on(backend: Backen
     let relay = Relay::start(backend).await;
     let (hb, hb2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut bob = account(&relay, hb.path(), "bob").await;
-    let mut tries = 0;
-    while bob.kt_status().await.unwrap().own_history.is_none_or(|o| o.versions < 1) {
-        tries += 1;
-        assert!(tries < 100);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    published(&mut bob).await;
     bob.delete_account().await.unwrap();
     let mut bob = account(&relay, hb2.path(), "bob").await;
     let mut tries = 0;
@@ -68,12 +63,7 @@ async fn a_name_deleted_and_taken_again_within_one_epoch_raises_no_alarm(backend
         let (hb, hb2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let name = format!("bob{attempt}");
         let mut bob = account(&relay, hb.path(), &name).await;
-        let mut tries = 0;
-        while bob.kt_status().await.unwrap().own_history.is_none_or(|o| o.versions < 1) {
-            tries += 1;
-            assert!(tries < 100);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        published(&mut bob).await;
         bob.delete_account().await.unwrap();
         let mut bob = account(&relay, hb2.path(), &name).await;
         let mut tries = 0;
@@ -96,6 +86,16 @@ async fn a_name_deleted_and_taken_again_within_one_epoch_raises_no_alarm(backend
         return;
     }
     panic!("three reinstalls each straddled an epoch");
+}
+
+/// Waits (at most 5 s) until the device's own account is in the directory.
+async fn published(c: &mut tacit_client::Client) {
+    let mut tries = 0;
+    while c.kt_status().await.unwrap().own_history.is_none_or(|o| o.versions < 1) {
+        tries += 1;
+        assert!(tries < 100);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Runs `sql` on the server's database (the server paused).

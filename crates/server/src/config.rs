@@ -271,15 +271,7 @@ pub(crate) fn valid_namespace(ns: &str) -> bool {
 
 /// An auditor key of [`ServerConfig::kt_auditors`]: 64 hex digits.
 pub(crate) fn auditor_key(hex: &str) -> Option<[u8; 32]> {
-    let hex = hex.trim();
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+    crate::hexstr::decode32(hex.trim())
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod bus;
 mod config;
 mod crypto;
 mod error;
+mod hexstr;
 pub mod kt;
 mod limiter;
 mod listen;

@@ -495,7 +495,12 @@ impl Transparency {
             if names.len() == limit {
                 return Ok((names, true));
             }
-            names.push(format!("{}/{}/{}", epoch - 1, hex(&before), hex(root)));
+            names.push(format!(
+                "{}/{}/{}",
+                epoch - 1,
+                crate::hexstr::encode(&before),
+                crate::hexstr::encode(root)
+            ));
             previous = Some(*root);
         }
         Ok((names, false))
@@ -526,8 +531,4 @@ impl Transparency {
             }
         }
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -22,7 +22,7 @@ pub fn parse_id(hex: &str) -> Result<[u8; 16], Failure> {
 }
 
 fn hex(id: &[u8; 16]) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hexstr::encode(id)
 }
 
 fn status(id: &[u8; 16], b: BlobRecord, now: u64) -> BlobStatus {

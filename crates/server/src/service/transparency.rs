@@ -28,6 +28,27 @@ impl From<KtFailure> for Failure {
     }
 }
 
+/// Answers with the lie installed for `$request` (an `Option<KtRequest>`) from `$who`,
+/// if any: the route's own kind (`KtLie::$variant`), any other kind a 404. Without the
+/// feature `malicious` it is nothing (`$request` is not even compiled).
+#[cfg(feature = "malicious")]
+macro_rules! lie {
+    ($state:expr, $who:expr, $request:expr, $variant:ident) => {
+        if let Some(lie) = $request.and_then(|r| $state.malice($who.as_deref(), r)) {
+            return match lie {
+                KtLie::$variant(x) => Ok(x),
+                _ => Err(Failure::NotFound),
+            };
+        }
+    };
+}
+#[cfg(not(feature = "malicious"))]
+macro_rules! lie {
+    ($state:expr, $who:expr, $request:expr, $variant:ident) => {
+        let () = $who;
+    };
+}
+
 /// Who asks (feature `malicious`: the account a valid bearer token names, for a liar that
 /// lies to one client only); `()` otherwise.
 #[cfg(feature = "malicious")]
@@ -48,15 +69,7 @@ pub async fn requester(state: &AppState, headers: &axum::http::HeaderMap) -> Who
 /// `GET /v1/kt`.
 pub async fn info(state: &AppState, peer: Option<std::net::IpAddr>, who: Who) -> Result<KtInfo, Failure> {
     state.limit_address(peer)?;
-    #[cfg(not(feature = "malicious"))]
-    let () = who;
-    #[cfg(feature = "malicious")]
-    if let Some(lie) = state.malice(who.as_deref(), KtRequest::Info) {
-        return match lie {
-            KtLie::Info(i) => Ok(i),
-            _ => Err(Failure::NotFound),
-        };
-    }
+    lie!(state, who, Some(KtRequest::Info), Info);
     Ok(directory(state)?.info())
 }
 
@@ -75,15 +88,7 @@ pub async fn epoch(
     who: Who,
 ) -> Result<SignedRootWire, Failure> {
     state.limit_address(peer)?;
-    #[cfg(not(feature = "malicious"))]
-    let () = who;
-    #[cfg(feature = "malicious")]
-    if let Some(lie) = epoch.parse().ok().and_then(|e| state.malice(who.as_deref(), KtRequest::Epoch(e))) {
-        return match lie {
-            KtLie::Root(r) => Ok(r),
-            _ => Err(Failure::NotFound),
-        };
-    }
+    lie!(state, who, epoch.parse().ok().map(KtRequest::Epoch), Root);
     let (kt, e) = stored_epoch(state, epoch).await?;
     Ok(kt.wire_cosigned(&e).await?)
 }
@@ -96,27 +101,8 @@ pub async fn audit(
     who: Who,
 ) -> Result<Vec<u8>, Failure> {
     state.limit_address(peer)?;
-    #[cfg(not(feature = "malicious"))]
-    let () = who;
-    #[cfg(feature = "malicious")]
-    if let Some(lie) = epoch.parse().ok().and_then(|e| state.malice(who.as_deref(), KtRequest::Audit(e))) {
-        return match lie {
-            KtLie::Bytes(b) => Ok(b),
-            _ => Err(Failure::NotFound),
-        };
-    }
+    lie!(state, who, epoch.parse().ok().map(KtRequest::Audit), Bytes);
     Ok(stored_epoch(state, epoch).await?.1.audit_proof)
-}
-
-fn root_hex(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// `GET /{epoch}/{previous}/{current}`: the append-only proof from `previous` to `current`
@@ -131,7 +117,7 @@ pub async fn blob(
     state.limit_address(peer)?;
     let kt = directory(state)?.clone();
     let (Ok(epoch), Some(previous), Some(current)) =
-        (epoch.parse::<u64>(), root_hex(previous), root_hex(current))
+        (epoch.parse::<u64>(), crate::hexstr::decode32(previous), crate::hexstr::decode32(current))
     else {
         return Err(Failure::NotFound);
     };
@@ -160,17 +146,7 @@ pub async fn proof(
     who: Who,
 ) -> Result<KtProofResponse, Failure> {
     state.limit_address(peer)?;
-    #[cfg(not(feature = "malicious"))]
-    let () = who;
-    #[cfg(feature = "malicious")]
-    if let Some(lie) =
-        state.malice(who.as_deref(), if history { KtRequest::History(name) } else { KtRequest::Lookup(name) })
-    {
-        return match lie {
-            KtLie::Proof(p) => Ok(p),
-            _ => Err(Failure::NotFound),
-        };
-    }
+    lie!(state, who, Some(if history { KtRequest::History(name) } else { KtRequest::Lookup(name) }), Proof);
     let name = AccountName::new(name).map_err(|_| Failure::NotFound)?;
     let kt = directory(state)?;
     let proof = if history { kt.history(&name).await? } else { kt.lookup(&name).await? };
