@@ -227,16 +227,7 @@ fn a_server_killed_while_publishing_loses_no_update() {
     let checker = dir.path().join("checker");
     assert_eq!(tacit(&checker, &[], &["account", "create", "--server", &url, "--name", "checker"]).0, 0);
     for name in &names {
-        let mut tries = 0;
-        loop {
-            let (rc, l) = tacit(&checker, &[], &["kt", "history", name]);
-            if rc == 0 && l.iter().any(|l| l["type"] == "kt_version") {
-                break;
-            }
-            tries += 1;
-            assert!(tries < 50, "{name} never reached the directory: {l:?}\n{}", server.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_published(&checker, name, &server);
     }
     let state = dir.path().join("audit.json");
     let (rc, l) = tacit(&checker, &[], &["audit", "--server", &url, "--state", state.to_str().unwrap()]);
@@ -415,6 +406,20 @@ fn a_server_killed_inside_the_epoch_transaction_loses_nothing_postgres() {
     killed_inside_the_epoch_transaction(Some(&schema.url));
 }
 
+/// Waits (at most 5 s) until `home` sees a version of `name` in the directory.
+fn wait_published(home: &std::path::Path, name: &str, server: &ServerProcess) {
+    let mut tries = 0;
+    loop {
+        let (rc, l) = tacit(home, &[], &["kt", "history", name]);
+        if rc == 0 && l.iter().any(|l| l["type"] == "kt_version") {
+            return;
+        }
+        tries += 1;
+        assert!(tries < 50, "{name} never reached the directory: {l:?}\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn killed_inside_the_epoch_transaction(database: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -447,16 +452,7 @@ fn killed_inside_the_epoch_transaction(database: Option<&str>) {
     drop(server);
 
     let server = ServerProcess::start(&args, None);
-    let mut tries = 0;
-    loop {
-        let (rc, l) = tacit(&alice, &[], &["kt", "history", "bob"]);
-        if rc == 0 && l.iter().any(|l| l["type"] == "kt_version") {
-            break;
-        }
-        tries += 1;
-        assert!(tries < 50, "bob never reached the directory: {l:?}\n{}", server.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_published(&alice, "bob", &server);
     let state = dir.path().join("audit.json");
     let (rc, l) = tacit(&alice, &[], &["audit", "--server", &url, "--state", state.to_str().unwrap()]);
     assert_eq!(rc, 0, "{l:?}");

@@ -17,7 +17,7 @@ mod verify;
 pub use entry::{AccountEntry, LABEL_PREFIX, MAX_ENTRY_BYTES, account_label};
 pub use error::KtError;
 pub use root::{
-    CIPHERSUITE_PROTOBUF_ED25519, EpochRoot, MAX_NAMESPACE_BYTES, RootSigner, SignedRoot, key_id,
+    CIPHERSUITE_PROTOBUF_ED25519, EpochRoot, MAX_NAMESPACE_BYTES, RootSigner, SignedRoot, key_id, put_varint,
 };
 pub use verify::{
     HistoryEntry, MAX_HISTORY_PROOF_BYTES, MAX_LOOKUP_PROOF_BYTES, VerifiedLookup, verify_history,

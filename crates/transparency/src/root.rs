@@ -42,7 +42,9 @@ pub struct EpochRoot {
     pub root: [u8; ROOT_LEN],
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+/// Appends `v` as a protobuf varint (LEB128: seven bits a byte, low first, the high bit set
+/// on every byte but the last), the one encoding of `v`.
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         // Seven low bits with the continuation bit; truncation is the encoding.
         out.push((v as u8 & 0x7f) | 0x80);

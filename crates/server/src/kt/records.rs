@@ -16,6 +16,7 @@
 use akd::storage::types::{DbRecord, ValueState};
 use akd::tree_node::{TreeNode, TreeNodeType, TreeNodeWithPreviousValue};
 use akd::{AkdLabel, AkdValue, Azks, AzksValue, NodeLabel};
+use tacit_transparency::put_varint;
 
 const AZKS: u8 = 1;
 /// A tree node with fixed-size fields.
@@ -52,14 +53,6 @@ fn put_compact_label(out: &mut Vec<u8>, l: &NodeLabel) {
     // `canonical` holds: the length is at most 256.
     out.extend_from_slice(&(l.label_len as u16).to_be_bytes());
     out.extend_from_slice(l.label_val.get(..label_bytes(l.label_len)).unwrap_or_default());
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8 & 0x7f) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
 }
 
 fn put_compact_node(out: &mut Vec<u8>, n: &TreeNode, record_label: &NodeLabel) {
