@@ -213,6 +213,13 @@ pub struct ServerArgs {
     /// repeat for several, at most 16 (TACIT_KT_AUDITORS: comma-separated).
     #[arg(long = "kt-auditor", env = "TACIT_KT_AUDITORS", value_name = "HEX", value_delimiter = ',')]
     pub kt_auditor: Vec<String>,
+    /// Key transparency: start a new log if the directory's key is this one (64 hex
+    /// characters), after restoring the data folder or database from an older copy (which
+    /// the clients that saw later epochs refuse as a rollback or a fork). Users then confirm
+    /// the new key with `tacit kt trust-new-log --key HEX`. Under any other key, nothing
+    /// happens, so the flag left in place never starts a second new log.
+    #[arg(long, value_name = "HEX")]
+    pub kt_new_log: Option<String>,
 }
 
 /// `250ms`, `1s`, `2.5s` or a plain number of seconds, as milliseconds.
@@ -284,6 +291,15 @@ pub enum KtCommand {
         /// The folder to write (made if needed).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+    },
+    /// Trust the server's new log after its operator started one (`tacit server
+    /// --kt-new-log`, after putting the server back from an older copy): the server must
+    /// show exactly KEY, which you confirm with the operator out of band. The old log is
+    /// kept in `tacit kt status`.
+    TrustNewLog {
+        /// The new log's key, 64 hex characters.
+        #[arg(long, value_name = "HEX", value_parser = parse_key_hex)]
+        key: [u8; 32],
     },
 }
 

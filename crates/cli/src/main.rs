@@ -489,6 +489,12 @@ async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
             r?;
             out.kt_exported(epoch, &dir);
         }
+        Command::Kt(KtCommand::TrustNewLog { key }) => {
+            let mut c = open(&home, &options, cli.json)?;
+            let r = c.kt_trust_new_log(key).await;
+            out.warnings(c.take_warnings());
+            out.kt_new_log(&key, r?.as_ref());
+        }
         Command::Kt(KtCommand::History { name }) => {
             let mut c = open(&home, &options, cli.json)?;
             let r = c.kt_history(&name).await;

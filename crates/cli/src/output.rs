@@ -134,7 +134,7 @@ impl Out {
             self.line(json!({"type": "history", "peer": e.peer,
                 "direction": if e.outgoing { "sent" } else { "received" }, "device": e.device,
                 "server_time": server_time, "sent_time": rfc3339(e.sent_time_ms), "text": e.text,
-                "message_id": e.message_id.map(hex), "delivered": e.delivered, "devices": e.devices}));
+                "message_id": e.message_id.map(|id| hex(&id)), "delivered": e.delivered, "devices": e.devices}));
         } else {
             let when = server_time.unwrap_or_else(|| format!("{} (not confirmed)", rfc3339(e.sent_time_ms)));
             let arrow = if e.outgoing { format!("me -> {}", e.peer) } else { format!("{} -> me", e.peer) };
@@ -172,7 +172,8 @@ impl Out {
                 "newest_epoch": s.newest_epoch.as_ref().map(|e| e.0),
                 "newest_epoch_signed_ms": s.newest_epoch.as_ref().map(|e| e.1),
                 "newest_root": s.newest_epoch.as_ref().map(|e| e.2.clone()),
-                "own_history": own, "forks": s.forks, "cosignatures": []}));
+                "own_history": own, "forks": s.forks, "cosignatures": [],
+                "retired": s.retired.iter().map(retired_json).collect::<Vec<_>>()}));
             return;
         }
         println!("log:            {} (key {}, key id {})", s.namespace, s.public_key, s.key_id);
@@ -199,6 +200,35 @@ impl Out {
             println!("  ALARM: {f}");
         }
         println!("cosignatures:   none required");
+        for r in &s.retired {
+            println!(
+                "left log:       key {} at {} ms (newest epoch seen: {}), for key {}",
+                r.public_key,
+                r.retired_ms,
+                r.newest_epoch.map_or_else(|| "none".to_owned(), |e| e.to_string()),
+                r.new_key
+            );
+        }
+    }
+
+    /// `kt trust-new-log`: the log now trusted and the one left (`None`: trusted already).
+    pub fn kt_new_log(&self, key: &[u8; 32], retired: Option<&tacit_client::RetiredLog>) {
+        let key = hex(key);
+        if self.json {
+            self.line(json!({"type": "kt_new_log", "public_key": key, "retired": retired.map(retired_json)}));
+            return;
+        }
+        match retired {
+            None => {
+                println!("the log under key {key} is the one this device trusts already; nothing changed")
+            }
+            Some(r) if r.public_key.is_empty() => println!("now trusting the log under key {key}"),
+            Some(r) => println!(
+                "now trusting the log under key {key}; left the log under key {} (newest epoch seen: {})",
+                r.public_key,
+                r.newest_epoch.map_or_else(|| "none".to_owned(), |e| e.to_string())
+            ),
+        }
     }
 
     /// `audit --serve`: the address it listens on.
@@ -394,8 +424,13 @@ fn delivery(e: &HistoryEntry) -> String {
     }
 }
 
+/// A log this device left (`kt status`, `kt trust-new-log` in `--json`).
+fn retired_json(r: &tacit_client::RetiredLog) -> serde_json::Value {
+    json!({"public_key": r.public_key, "newest_epoch": r.newest_epoch, "retired_ms": r.retired_ms, "new_key": r.new_key})
+}
+
 /// Lower-case hex.
-fn hex(bytes: [u8; 16]) -> String {
+fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -443,6 +478,6 @@ mod tests {
         assert_eq!(delivery(&e(true, Some(1), None)), " (delivered to 1 device)");
         assert_eq!(delivery(&e(true, Some(0), None)), "", "a note to self");
         assert_eq!(delivery(&e(false, None, None)), "");
-        assert_eq!(hex([0xab; 16]), "ab".repeat(16));
+        assert_eq!(hex(&[0xab; 16]), "ab".repeat(16));
     }
 }

@@ -43,6 +43,7 @@ pub fn config(args: ServerArgs) -> Result<ServerConfig, CliError> {
     if !args.kt_auditor.is_empty() {
         c.kt_auditors = args.kt_auditor;
     }
+    c.kt_new_log = args.kt_new_log;
     // The flags' ranges, as for a file's values (exit 2 naming the setting).
     c.check().map_err(|e| CliError::Usage(e.to_string()))?;
     Ok(c)

@@ -461,3 +461,134 @@ fn killed_inside_the_epoch_transaction(database: Option<&str>) {
     assert_eq!(receive_n(&bob, 1), ["after the kill"]);
     server.stop();
 }
+
+/// The server's data folder put back from an older copy (taken before epochs the clients
+/// have seen): every client refuses it (`rollback`, exit 4; nothing sent). Its operator
+/// starts a new log under a new key with `--kt-new-log OLD_KEY` (another key: nothing
+/// happens; the flag left in place: nothing happens again); each client refuses the new
+/// key (`wrong-key`, naming `tacit kt trust-new-log`) until its user confirms exactly that
+/// key, then sends and receives again, and `kt status` lists the log it left.
+#[test]
+fn a_server_put_back_from_an_older_copy_goes_on_under_a_new_log_users_confirm_sqlite() {
+    put_back_from_an_older_copy(None);
+}
+
+/// The same on PostgreSQL, without the copy (a database dump is the operator's tool): the
+/// new log and the clients' confirmation.
+#[test]
+fn a_new_log_is_started_and_confirmed_postgres() {
+    let schema = PgSchema::new("tacit_kt_new_log");
+    put_back_from_an_older_copy(Some(&schema.url));
+}
+
+fn put_back_from_an_older_copy(database: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = format!("http://{listen}");
+    let mut args =
+        vec!["--listen".to_owned(), listen.clone(), "--data".to_owned(), data.display().to_string()];
+    if let Some(db) = database {
+        args.extend(["--database".to_owned(), db.to_owned()]);
+    }
+    let start = |extra: &[&str]| {
+        let all: Vec<&str> = args.iter().map(String::as_str).chain(extra.iter().copied()).collect();
+        ServerProcess::start(&all, None)
+    };
+    let (alice, bob, carol) = (dir.path().join("alice"), dir.path().join("bob"), dir.path().join("carol"));
+    let server = start(&[]);
+    for (home, name) in [(&alice, "alice"), (&bob, "bob")] {
+        assert_eq!(tacit(home, &[], &["account", "create", "--server", &url, "--name", name]).0, 0);
+    }
+    wait_published(&alice, "bob", &server);
+    wait_published(&bob, "alice", &server);
+    assert_eq!(tacit(&alice, &[], &["send", "bob", "one"]).0, 0);
+    assert_eq!(receive_n(&bob, 1), ["one"]);
+    let (rc, l) = tacit(&alice, &[], &["kt", "status"]);
+    assert_eq!(rc, 0, "{l:?}");
+    let old_key = l[0]["public_key"].as_str().unwrap().to_owned();
+    server.stop();
+
+    let copy = dir.path().join("copy");
+    if database.is_none() {
+        // The copy, taken with the server stopped; then later epochs the clients see.
+        copy_dir(&data, &copy);
+        let server = start(&[]);
+        assert_eq!(tacit(&carol, &[], &["account", "create", "--server", &url, "--name", "carol"]).0, 0);
+        wait_published(&alice, "carol", &server);
+        assert_eq!(tacit(&bob, &[], &["kt", "status"]).0, 0);
+        server.stop();
+        std::fs::remove_dir_all(&data).unwrap();
+        copy_dir(&copy, &data);
+        let server = start(&[]);
+        let (rc, l) = tacit(&alice, &[], &["send", "bob", "to the old copy"]);
+        assert_eq!(rc, 4, "{l:?}");
+        let err = l.iter().find(|l| l["type"] == "error").unwrap();
+        assert_eq!(err["violation"], "rollback", "{err}");
+        assert!(err["message"].as_str().unwrap().contains("--kt-new-log"), "{err}");
+        server.stop();
+    }
+
+    // Another key than the log's: nothing happens.
+    let server = start(&["--kt-new-log", &"00".repeat(32)]);
+    assert!(server.log().contains("no new log was started"), "{}", server.log());
+    assert!(server.log().contains(&format!("key={old_key}")), "{}", server.log());
+    server.stop();
+    let mut server = start(&["--kt-new-log", &old_key]);
+    server.wait_for("started a new log");
+    let log = server.log();
+    let new_key = log.rsplit("key=").next().unwrap()[..64].to_owned();
+    assert_ne!(new_key, old_key, "{log}");
+    let (rc, l) = tacit(&alice, &[], &["send", "bob", "before confirming"]);
+    assert_eq!(rc, 4, "{l:?}");
+    let err = l.iter().find(|l| l["type"] == "error").unwrap();
+    assert_eq!(err["violation"], "wrong-key", "{err}");
+    assert!(err["message"].as_str().unwrap().contains("tacit kt trust-new-log --key"), "{err}");
+    // A key the server does not show: refused, nothing changed.
+    let (rc, l) = tacit(&alice, &[], &["kt", "trust-new-log", "--key", &"11".repeat(32)]);
+    assert_eq!(rc, 4, "{l:?}");
+    assert_eq!(tacit(&alice, &[], &["send", "bob", "still refused"]).0, 4);
+    let (rc, l) = tacit(&alice, &[], &["kt", "trust-new-log", "--key", &new_key]);
+    assert_eq!(rc, 0, "{l:?}");
+    assert_eq!(l[0]["retired"]["public_key"], old_key.as_str(), "{l:?}");
+    wait_published(&alice, "bob", &server);
+    let (rc, l) = tacit(&alice, &[], &["send", "bob", "two"]);
+    assert_eq!(rc, 0, "{l:?}");
+    assert_eq!(receive_n(&bob, 1), ["two"]);
+    assert_eq!(tacit(&bob, &[], &["send", "alice", "three"]).0, 4);
+    assert_eq!(tacit(&bob, &[], &["kt", "trust-new-log", "--key", &new_key]).0, 0);
+    let (rc, l) = tacit(&bob, &[], &["send", "alice", "three"]);
+    assert_eq!(rc, 0, "{l:?}");
+    assert_eq!(receive_n(&alice, 1), ["three"]);
+    // Trusted already: nothing to do.
+    let (rc, l) = tacit(&alice, &[], &["kt", "trust-new-log", "--key", &new_key]);
+    assert_eq!((rc, &l[0]["retired"]), (0, &serde_json::Value::Null), "{l:?}");
+    server.stop();
+
+    // The flag left in place starts no second new log.
+    let server = start(&["--kt-new-log", &old_key]);
+    assert!(server.log().contains("no new log was started"), "{}", server.log());
+    let (rc, l) = tacit(&alice, &[], &["kt", "status"]);
+    assert_eq!(rc, 0, "{l:?}");
+    assert_eq!(l[0]["public_key"], new_key.as_str(), "{l:?}");
+    assert_eq!(l[0]["retired"][0]["public_key"], old_key.as_str(), "{l:?}");
+    assert_eq!(l[0]["own_history"]["alarms"], serde_json::json!([]), "{l:?}");
+    let (rc, l) = tacit(&alice, &[], &["send", "bob", "four"]);
+    assert_eq!(rc, 0, "{l:?}");
+    assert_eq!(receive_n(&bob, 1), ["four"]);
+    server.stop();
+}
+
+/// Copies a folder and everything in it.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}

@@ -69,6 +69,10 @@ pub(crate) mod meta {
     /// newest signed epoch before it was sent (`version || epoch`, big-endian): the list must
     /// be in the directory two epochs later (`transparency.rs`).
     pub(crate) const KT_LIST_SENT: &str = "kt_list_sent";
+    /// Key transparency: the logs this device trusted before and left for a new one
+    /// (`tacit kt trust-new-log`), one a line: `retired ms, old key hex, newest epoch seen
+    /// in it, new key hex`, tab-separated.
+    pub(crate) const KT_RETIRED: &str = "kt_retired";
 }
 
 /// Sessions kept per remote device (the newest sends; older ones still decrypt late messages).

@@ -75,4 +75,4 @@ pub use store::HistoryEntry;
 pub use store::key::StoreSecret;
 /// The wire types, for callers that drive delivery themselves.
 pub use tacit_api as api;
-pub use transparency::{KtStatus, KtVersion, OwnHistory};
+pub use transparency::{KtStatus, KtVersion, OwnHistory, RetiredLog};

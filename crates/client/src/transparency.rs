@@ -419,13 +419,28 @@ impl Client {
     /// no older than the newest seen, the same root for an epoch seen. A newer one becomes
     /// the newest seen.
     pub(crate) fn kt_accept(&mut self, pin: &Pin, root: &SignedRoot) -> Result<()> {
-        root.verify(&pin.key, &pin.namespace).map_err(|e| ClientError::from((e, "")))?;
+        root.verify(&pin.key, &pin.namespace).map_err(|e| {
+            match e {
+                tacit_transparency::KtError::BadRootSignature => bad(
+                    KtViolation::WrongKey,
+                    format!(
+                        "{e}: the server signs with another key than the one this device pinned ({}); if its \
+                         operator started a new log (after putting the server back from an older copy), confirm \
+                         the new key with them and run `tacit kt trust-new-log --key HEX`",
+                        hex::encode(pin.key.as_bytes())
+                    ),
+                ),
+                e => ClientError::from((e, "")),
+            }
+        })?;
         if let Some(latest) = self.kt_latest(pin)? {
             if root.root.epoch < latest.root.epoch {
                 return Err(bad(
                     KtViolation::Rollback,
                     format!(
-                        "the server answered with epoch {} after this device saw epoch {}: a rollback",
+                        "the server answered with epoch {} after this device saw epoch {}: a rollback (a \
+                         server put back from an older copy does this too: its operator must then start a new \
+                         log, `tacit server --kt-new-log`)",
                         root.root.epoch, latest.root.epoch
                     ),
                 ));
@@ -540,6 +555,37 @@ pub struct KtStatus {
     pub own_history: Option<OwnHistory>,
     /// Forks found by comparing roots with contacts (each a sentence).
     pub forks: Vec<String>,
+    /// The logs this device left for a new one (`tacit kt trust-new-log`), oldest first.
+    pub retired: Vec<RetiredLog>,
+}
+
+/// A log this device trusted and left for a new one (`tacit kt trust-new-log`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetiredLog {
+    /// When this device left it (ms).
+    pub retired_ms: u64,
+    /// Its key (hex).
+    pub public_key: String,
+    /// The newest epoch this device had seen in it.
+    pub newest_epoch: Option<u64>,
+    /// The key of the log trusted instead (hex).
+    pub new_key: String,
+}
+
+impl RetiredLog {
+    fn line(&self) -> String {
+        let epoch = self.newest_epoch.map(|e| e.to_string()).unwrap_or_default();
+        format!("{}\t{}\t{epoch}\t{}", self.retired_ms, self.public_key, self.new_key)
+    }
+
+    fn parse(line: &str) -> Option<Self> {
+        let mut f = line.split('\t');
+        let retired_ms = f.next()?.parse().ok()?;
+        let public_key = f.next()?.to_owned();
+        let newest_epoch = f.next()?.parse().ok();
+        let new_key = f.next()?.to_owned();
+        Some(Self { retired_ms, public_key, newest_epoch, new_key })
+    }
 }
 
 /// One check of the own account's history in the directory.
@@ -599,7 +645,84 @@ impl Client {
             newest_epoch: newest.map(|r| (r.root.epoch, r.root.timestamp_ms, hex::encode(r.root.root))),
             own_history: own,
             forks: self.kt_forks()?,
+            retired: self.kt_retired()?,
         })
+    }
+
+    /// The logs this device left for a new one, oldest first.
+    fn kt_retired(&self) -> Result<Vec<RetiredLog>> {
+        Ok(self
+            .store
+            .meta(meta::KT_RETIRED)?
+            .map(|b| String::from_utf8_lossy(&b).lines().filter_map(RetiredLog::parse).collect())
+            .unwrap_or_default())
+    }
+
+    /// `tacit kt trust-new-log --key HEX`: trusts the server's new key transparency log,
+    /// whose key the user confirmed out of band (the operator started it with `tacit server
+    /// --kt-new-log` after putting the server back from an older copy, which this device
+    /// refuses as a rollback or a fork, or under another key). The server must show exactly
+    /// `key`; nothing changes otherwise. The old log's pin, newest root, forks and own-history
+    /// state are dropped in one transaction and the old log kept in `tacit kt status`
+    /// (`retired`); the new log is pinned and its newest epoch becomes the floor, as on first
+    /// contact, and this account's history in it is checked. Returns the log retired (`None`:
+    /// `key` was pinned already, nothing to do).
+    pub async fn kt_trust_new_log(&mut self, key: [u8; 32]) -> Result<Option<RetiredLog>> {
+        let _guard = self.lock_state().await?;
+        let info = self.api.kt_info().await?;
+        let served = arr::<32>(info.public_key.as_slice(), "transparency key")?;
+        if served != key {
+            return Err(bad(
+                KtViolation::WrongKey,
+                format!(
+                    "the server's transparency key is {}, not the one given ({}): nothing changed; confirm the \
+                     key with the server's operator",
+                    hex::encode(served),
+                    hex::encode(key)
+                ),
+            ));
+        }
+        let old = self.store.meta(meta::KT_PIN)?.and_then(|b| Pin::from_bytes(&b).ok());
+        if old.as_ref().is_some_and(|p| p.key.as_bytes() == &key) {
+            return Ok(None);
+        }
+        let retired = RetiredLog {
+            retired_ms: crate::client::now_ms(),
+            public_key: old.as_ref().map(|p| hex::encode(p.key.as_bytes())).unwrap_or_default(),
+            newest_epoch: match &old {
+                Some(p) => self.kt_latest(p)?.map(|r| r.root.epoch),
+                None => None,
+            },
+            new_key: hex::encode(key),
+        };
+        let mut lines = self.store.meta(meta::KT_RETIRED)?.map(|b| b.to_vec()).unwrap_or_default();
+        lines.extend_from_slice(retired.line().as_bytes());
+        lines.push(b'\n');
+        let account_key = *self.me.account_key.as_bytes();
+        let tx = self.store.tx()?;
+        for k in [
+            meta::KT_PIN,
+            meta::KT_LATEST,
+            meta::KT_OWN_CHECKED,
+            meta::KT_FORKS,
+            meta::KT_FORK_ROOT,
+            meta::KT_LIST_SENT,
+        ] {
+            store::delete_meta(&tx, k)?;
+        }
+        // The new log starts with the account as the server holds it now: its first version
+        // carries the current key, which this device's monitor then expects.
+        if tx.query_row("SELECT 1 FROM meta WHERE k = ?1", [meta::KT_FIRST_KEY], |_| Ok(())).is_ok() {
+            store::set_meta(&tx, meta::KT_FIRST_KEY, &account_key)?;
+        }
+        store::set_meta(&tx, meta::KT_RETIRED, &lines)?;
+        tx.commit()?;
+        let given = self.kt.expected_key.replace(key);
+        let pinned = self.kt_pin().await;
+        self.kt.expected_key = given;
+        pinned?;
+        self.kt_check_own(true).await?;
+        Ok(Some(retired))
     }
 
     /// Every version of `name`'s keys in the directory, newest first, verified.

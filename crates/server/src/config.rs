@@ -47,6 +47,11 @@ pub enum ConfigError {
     /// `kt_namespace` has a character or length a log name cannot have.
     #[error("config: kt_namespace {0:?} must be 1 to 128 of A-Z a-z 0-9 . _ : -")]
     BadNamespace(String),
+    /// `--kt-new-log` is not a key.
+    #[error(
+        "--kt-new-log {0:?}: give the retiring transparency key, 64 hex digits (the server logs its key at start; clients show it in `tacit kt status`)"
+    )]
+    BadNewLogKey(String),
 }
 
 /// The longest `shutdown_grace_secs` and `header_read_timeout_secs`: an hour.
@@ -139,6 +144,11 @@ pub struct ServerConfig {
     /// [`tacit_api::limits::MAX_KT_AUDITORS`]). Clients may require them
     /// (`--require-auditor`).
     pub kt_auditors: Vec<String>,
+    /// Start a new key transparency log if the directory's root signing key is this one
+    /// (64 hex digits; `tacit server --kt-new-log`, never from a file): after the data was
+    /// restored from an older copy. A no-op under any other key.
+    #[serde(skip)]
+    pub kt_new_log: Option<String>,
 }
 
 /// The shortest [`ServerConfig::kt_epoch_interval_ms`].
@@ -176,6 +186,7 @@ impl Default for ServerConfig {
             kt_epoch_interval_ms: 1_000,
             kt_namespace: None,
             kt_auditors: Vec::new(),
+            kt_new_log: None,
         }
     }
 }
@@ -206,6 +217,7 @@ impl core::fmt::Debug for ServerConfig {
             .field("kt_epoch_interval_ms", &self.kt_epoch_interval_ms)
             .field("kt_namespace", &self.kt_namespace)
             .field("kt_auditors", &self.kt_auditors)
+            .field("kt_new_log", &self.kt_new_log)
             .finish()
     }
 }
@@ -252,6 +264,9 @@ impl ServerConfig {
         }
         if let Some(bad) = self.kt_auditors.iter().find(|a| auditor_key(a).is_none()) {
             return Err(ConfigError::BadAuditor(format!("{bad:?} is not 64 hex digits")));
+        }
+        if let Some(bad) = self.kt_new_log.as_ref().filter(|k| auditor_key(k).is_none()) {
+            return Err(ConfigError::BadNewLogKey(bad.clone()));
         }
         Ok(())
     }

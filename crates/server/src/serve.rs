@@ -123,9 +123,34 @@ impl Server {
             auditors: config.kt_auditors.iter().filter_map(|a| crate::config::auditor_key(a)).collect(),
         };
         let kt_store: Arc<dyn crate::store::KtStore> = store.clone();
+        if let Some(retiring) = config.kt_new_log.as_deref().and_then(crate::config::auditor_key) {
+            let fresh = crate::kt::start_new_log(&*kt_store, retiring)
+                .await
+                .map_err(|e| ServeError::Transparency(e.to_string()))?;
+            if fresh {
+                tracing::warn!(
+                    retired_key = %crate::hexstr::encode(&retiring),
+                    "key transparency: started a new log; the log under the retired key ends here. Give every \
+                     user the new key (logged below) to confirm with `tacit kt trust-new-log --key HEX`, and \
+                     every auditor a fresh --state file; remove --kt-new-log"
+                );
+            } else {
+                tracing::info!(
+                    "--kt-new-log: the log's key is not {}, so no new log was started (one was already, or \
+                     the key is another log's); remove the flag",
+                    crate::hexstr::encode(&retiring)
+                );
+            }
+        }
         let kt = crate::kt::Transparency::open(kt_store, kt_settings, now_ms())
             .await
             .map_err(|e| ServeError::Transparency(e.to_string()))?;
+        tracing::info!(
+            namespace = %kt.settings().namespace,
+            key = %crate::hexstr::encode(&kt.public_key()),
+            epoch = kt.latest().map_or(0, |e| e.epoch),
+            "key transparency log"
+        );
         let state = AppState::new(store, Arc::new(LocalBus::new()), settings);
         state.set_transparency(Arc::new(kt));
         // Before the first request: a server started on a full disk refuses sends at once.

@@ -110,7 +110,7 @@ impl Database for AkdDb {
         // In key order: an epoch touches tree nodes all over the table, and a B-tree takes
         // sorted keys page by page (each page read and written once) where random ones make
         // it fetch, dirty and spill the same pages again and again (issue 10's publish
-        // benchmark: sorting took a 1,000,000-account epoch's commit from X s to Y s).
+        // benchmark: sorting took a 100,000-account epoch's commit from 2.33 s to 1.57 s).
         write.records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         write.values.sort_unstable_by(|a, b| (&a.label, a.epoch).cmp(&(&b.label, b.epoch)));
         if matches!(state, DbSetState::TransactionCommit)

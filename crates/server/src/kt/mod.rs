@@ -169,6 +169,21 @@ async fn secret(store: &dyn KtStore, name: &str) -> Result<Zeroizing<[u8; 32]>, 
     Ok(out)
 }
 
+/// `--kt-new-log RETIRING`: starts a new log if `retiring` is the directory's root signing
+/// key (a restored copy of the data can only continue the log it was copied from, which the
+/// clients and auditors that saw later epochs see as a rollback, then as a fork: a new log
+/// under a new key is the honest way on). Returns the retired key if it did so; otherwise
+/// (the log's key is another, for instance because the new log was started already) changes
+/// nothing, so a flag left in a service's command line starts no second new log.
+pub async fn start_new_log(store: &dyn KtStore, retiring: [u8; 32]) -> Result<bool, KtFailure> {
+    let current = RootSigner::from_seed(*secret(store, "root_signing").await?).map_err(akd)?.public();
+    if current != retiring {
+        return Ok(false);
+    }
+    store.kt_new_log().await?;
+    Ok(true)
+}
+
 impl Transparency {
     /// Opens the directory on `store`: reads its keys (making them on the first start),
     /// completes an epoch a crash left unsigned, and is ready to publish and serve proofs.

@@ -116,7 +116,20 @@ pub trait KtStore: Send + Sync {
     /// it if there is none yet: the first start makes them and every later one, and every
     /// node of a fleet, reads the same.
     async fn kt_setting(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError>;
+    /// Retires the directory for a new log, in one transaction (`tacit server --kt-new-log`,
+    /// after the data was restored from an older copy): its records, value states, epochs,
+    /// cosignatures and its VRF and root signing keys are deleted (the namespace is kept),
+    /// no account counts as published, and every account is queued for the new log's first
+    /// epoch.
+    async fn kt_new_log(&self) -> Result<(), StoreError>;
 }
+
+/// The statements of [`KtStore::kt_new_log`], the same on SQLite and PostgreSQL.
+pub(crate) const NEW_LOG_SQL: &str = "DELETE FROM kt_records; DELETE FROM kt_values; DELETE FROM kt_epochs; \
+    DELETE FROM kt_cosignatures; DELETE FROM kt_pending; \
+    DELETE FROM kt_secrets WHERE name IN ('vrf', 'root_signing'); \
+    UPDATE accounts SET kt_devices = NULL; \
+    INSERT INTO kt_pending (name) SELECT name FROM accounts ORDER BY id;";
 
 /// A cosignature row's columns as read: (auditor, timestamp, signature).
 pub(crate) fn to_cosignature(

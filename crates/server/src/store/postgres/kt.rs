@@ -260,6 +260,14 @@ impl KtStore for PgStore {
         Ok(c.query_one(&st, &[]).await?.try_get::<_, Option<i64>>(0)?.map(to_u64))
     }
 
+    async fn kt_new_log(&self) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(crate::store::kt::NEW_LOG_SQL).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn kt_setting(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         let c = self.pool.get().await?;
         let st = c

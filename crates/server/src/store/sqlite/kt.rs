@@ -269,6 +269,11 @@ impl KtStore for SqliteStore {
         .await
     }
 
+    async fn kt_new_log(&self) -> Result<(), StoreError> {
+        // One writer job: one transaction.
+        self.write(|c| Ok(c.execute_batch(crate::store::kt::NEW_LOG_SQL)?)).await
+    }
+
     async fn kt_setting(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         let name = name.to_owned();
         self.write(move |c| {
