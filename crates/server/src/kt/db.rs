@@ -152,7 +152,9 @@ impl Database for AkdDb {
         let mut ids = ids.iter().map(St::get_full_binary_key_id).collect::<Vec<_>>();
         ids.sort_unstable();
         let rows = self.store.kt_records(ids).await.map_err(storage)?;
-        rows.iter().map(|(_, data)| records::decode(data).map_err(|_| corrupt("directory record"))).collect()
+        rows.iter()
+            .map(|(id, data)| records::decode(id, data).map_err(|_| corrupt("directory record")))
+            .collect()
     }
 
     async fn get_user_data(&self, username: &AkdLabel) -> Result<KeyData, StorageError> {

@@ -3,26 +3,33 @@
 //! is ours (akd leaves it to each backend); a record that does not decode is a storage
 //! error, never a panic.
 //!
-//! Tree nodes are written compactly ([`NODE_COMPACT`]): a node label keeps only the bytes
+//! Tree nodes are written compactly ([`NODE_COMPACT2`]): a node label keeps only the bytes
 //! its length covers (a node at depth 20 has 3 significant bytes of 32), epochs are
-//! LEB128, the node's own label is not repeated, and one flags byte says which optional
-//! fields follow. Every epoch rewrites each node on its updates' paths, so the bytes a node
-//! takes are the bytes an epoch writes: a node at depth 20 with a leaf child and its
-//! previous version takes 173 bytes against 428 in the fixed-size form ([`NODE`],
-//! big-endian integers and 32-byte labels), which is still read (databases written before)
-//! and still written for a label with bits set past its length, which the compact form
-//! cannot hold.
+//! LEB128, the record's label is its key's (not stored), the previous version's parent and
+//! children are flagged where they are the latest version's (as they are unless a leaf was
+//! inserted below), and one flags byte per version says which fields follow. Every epoch
+//! rewrites each node on its updates' paths, spread over the whole table, so the bytes a
+//! node takes decide how many pages an epoch writes: a node at depth 20 with a leaf child
+//! and its previous version takes 124 bytes, against 173 in the first compact form
+//! ([`NODE_COMPACT`], which repeated them) and 428 in the fixed-size form ([`NODE`],
+//! big-endian integers and 32-byte labels). Both are still read (databases written
+//! before); the fixed form is still written for a label with bits set past its length,
+//! which the compact forms cannot hold.
 
+use akd::storage::Storable;
 use akd::storage::types::{DbRecord, ValueState};
-use akd::tree_node::{TreeNode, TreeNodeType, TreeNodeWithPreviousValue};
+use akd::tree_node::{NodeKey, TreeNode, TreeNodeType, TreeNodeWithPreviousValue};
 use akd::{AkdLabel, AkdValue, Azks, AzksValue, NodeLabel};
 use tacit_transparency::put_varint;
 
 const AZKS: u8 = 1;
 /// A tree node with fixed-size fields.
 const NODE: u8 = 2;
-/// A tree node in the compact form.
+/// A tree node in the first compact form (read, no longer written).
 const NODE_COMPACT: u8 = 3;
+/// A tree node in the compact form: no record label, the previous version relative to
+/// the latest.
+const NODE_COMPACT2: u8 = 4;
 
 /// Compact node flags: the node's label is the record's (not repeated).
 const SAME_LABEL: u8 = 1;
@@ -34,6 +41,13 @@ const HAS_RIGHT: u8 = 4;
 const TYPE_SHIFT: u8 = 3;
 /// The flags a compact node may carry.
 const FLAGS: u8 = SAME_LABEL | HAS_LEFT | HAS_RIGHT | (3 << TYPE_SHIFT);
+/// Compact node flags ([`NODE_COMPACT2`]'s previous version only): the parent is the
+/// latest version's (not repeated).
+const SAME_PARENT: u8 = 1 << 5;
+/// Compact node flags (previous version only): the left child is the latest version's.
+const SAME_LEFT: u8 = 1 << 6;
+/// Compact node flags (previous version only): the right child is the latest version's.
+const SAME_RIGHT: u8 = 1 << 7;
 
 /// The bytes of a label of `len` bits that can hold bits.
 fn label_bytes(len: u32) -> usize {
@@ -55,22 +69,34 @@ fn put_compact_label(out: &mut Vec<u8>, l: &NodeLabel) {
     out.extend_from_slice(l.label_val.get(..label_bytes(l.label_len)).unwrap_or_default());
 }
 
-fn put_compact_node(out: &mut Vec<u8>, n: &TreeNode, record_label: &NodeLabel) {
+/// A node version; `base` (the latest version, when this is the previous one in
+/// [`NODE_COMPACT2`]) supplies the parent and children it shares.
+fn put_compact_node(out: &mut Vec<u8>, n: &TreeNode, record_label: &NodeLabel, base: Option<&TreeNode>) {
     let same = n.label == *record_label;
+    let same_parent = base.is_some_and(|b| b.parent == n.parent);
+    let same_left = n.left_child.is_some() && base.is_some_and(|b| b.left_child == n.left_child);
+    let same_right = n.right_child.is_some() && base.is_some_and(|b| b.right_child == n.right_child);
     let flag = |on: bool, bit: u8| if on { bit } else { 0 };
     let flags = flag(same, SAME_LABEL)
         | flag(n.left_child.is_some(), HAS_LEFT)
         | flag(n.right_child.is_some(), HAS_RIGHT)
-        | (node_type(n.node_type) << TYPE_SHIFT);
+        | (node_type(n.node_type) << TYPE_SHIFT)
+        | flag(same_parent, SAME_PARENT)
+        | flag(same_left, SAME_LEFT)
+        | flag(same_right, SAME_RIGHT);
     out.push(flags);
     if !same {
         put_compact_label(out, &n.label);
     }
     put_varint(out, n.last_epoch);
     put_varint(out, n.min_descendant_epoch);
-    put_compact_label(out, &n.parent);
-    for child in [&n.left_child, &n.right_child].into_iter().flatten() {
-        put_compact_label(out, child);
+    if !same_parent {
+        put_compact_label(out, &n.parent);
+    }
+    for (child, shared) in [(&n.left_child, same_left), (&n.right_child, same_right)] {
+        if let Some(child) = child.as_ref().filter(|_| !shared) {
+            put_compact_label(out, child);
+        }
     }
     out.extend_from_slice(&n.hash.0);
 }
@@ -156,15 +182,14 @@ pub fn encode(record: &DbRecord) -> Option<Vec<u8>> {
                 && node_labels_canonical(&n.latest_node)
                 && n.previous_node.as_ref().is_none_or(node_labels_canonical) =>
         {
-            let mut out = Vec::with_capacity(2 * 100);
-            out.push(NODE_COMPACT);
-            put_compact_label(&mut out, &n.label);
-            put_compact_node(&mut out, &n.latest_node, &n.label);
+            let mut out = Vec::with_capacity(2 * 80);
+            out.push(NODE_COMPACT2);
+            put_compact_node(&mut out, &n.latest_node, &n.label, None);
             match &n.previous_node {
                 None => out.push(0),
                 Some(p) => {
                     out.push(1);
-                    put_compact_node(&mut out, p, &n.label);
+                    put_compact_node(&mut out, p, &n.label, Some(&n.latest_node));
                 }
             }
             Some(out)
@@ -208,7 +233,7 @@ pub const AZKS_ID: [u8; 2] = [AZKS, 1];
 
 /// The epoch of a stored azks record.
 pub fn azks_epoch(data: &[u8]) -> Option<u64> {
-    match decode(data) {
+    match decode(&AZKS_ID, data) {
         Ok(DbRecord::Azks(a)) => Some(a.latest_epoch),
         _ => None,
     }
@@ -297,9 +322,17 @@ impl<'a> Reader<'a> {
         }
         Err(Corrupt)
     }
-    fn compact_node(&mut self, record_label: &NodeLabel) -> Result<TreeNode, Corrupt> {
+    /// A node version as [`put_compact_node`] wrote it, with the same `base`: a field
+    /// written out that equals the base's, which the flag stands for, does not decode (one
+    /// encoding).
+    fn compact_node(
+        &mut self,
+        record_label: &NodeLabel,
+        base: Option<&TreeNode>,
+    ) -> Result<TreeNode, Corrupt> {
         let flags = self.u8()?;
-        if flags & !FLAGS != 0 {
+        let allowed = if base.is_some() { FLAGS | SAME_PARENT | SAME_LEFT | SAME_RIGHT } else { FLAGS };
+        if flags & !allowed != 0 {
             return Err(Corrupt);
         }
         let label = if flags & SAME_LABEL != 0 {
@@ -312,14 +345,38 @@ impl<'a> Reader<'a> {
             }
             label
         };
+        let last_epoch = self.varint()?;
+        let min_descendant_epoch = self.varint()?;
+        let parent = match base {
+            Some(b) if flags & SAME_PARENT != 0 => b.parent,
+            _ => {
+                let parent = self.compact_label()?;
+                if base.is_some_and(|b| b.parent == parent) {
+                    return Err(Corrupt);
+                }
+                parent
+            }
+        };
+        let mut child =
+            |has: u8, same: u8, of_base: Option<Option<NodeLabel>>| match (flags & has, flags & same) {
+                (0, 0) => Ok(None),
+                (0, _) => Err(Corrupt),
+                (_, 0) => {
+                    let c = self.compact_label()?;
+                    if of_base == Some(Some(c)) { Err(Corrupt) } else { Ok(Some(c)) }
+                }
+                _ => of_base.flatten().map(Some).ok_or(Corrupt),
+            };
+        let left_child = child(HAS_LEFT, SAME_LEFT, base.map(|b| b.left_child))?;
+        let right_child = child(HAS_RIGHT, SAME_RIGHT, base.map(|b| b.right_child))?;
         Ok(TreeNode {
             label,
-            last_epoch: self.varint()?,
-            min_descendant_epoch: self.varint()?,
-            parent: self.compact_label()?,
-            node_type: to_node_type(flags >> TYPE_SHIFT)?,
-            left_child: if flags & HAS_LEFT != 0 { Some(self.compact_label()?) } else { None },
-            right_child: if flags & HAS_RIGHT != 0 { Some(self.compact_label()?) } else { None },
+            last_epoch,
+            min_descendant_epoch,
+            parent,
+            node_type: to_node_type((flags >> TYPE_SHIFT) & 3)?,
+            left_child,
+            right_child,
             hash: AzksValue(self.array()?),
         })
     }
@@ -328,8 +385,17 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes what [`encode`] wrote.
-pub fn decode(data: &[u8]) -> Result<DbRecord, Corrupt> {
+/// The label of a tree node record's akd id (its storage type, length, 32-byte value).
+fn id_label(id: &[u8]) -> Result<NodeLabel, Corrupt> {
+    if id.len() != 37 {
+        return Err(Corrupt);
+    }
+    let NodeKey(label) = TreeNodeWithPreviousValue::key_from_full_binary(id).map_err(|_| Corrupt)?;
+    if canonical(&label) { Ok(label) } else { Err(Corrupt) }
+}
+
+/// Decodes what [`encode`] wrote for the record whose akd id is `id`.
+pub fn decode(id: &[u8], data: &[u8]) -> Result<DbRecord, Corrupt> {
     let mut r = Reader(data);
     let record = match r.u8()? {
         AZKS => DbRecord::Azks(Azks { latest_epoch: r.u64()?, num_nodes: r.u64()? }),
@@ -345,10 +411,20 @@ pub fn decode(data: &[u8]) -> Result<DbRecord, Corrupt> {
         }
         NODE_COMPACT => {
             let label = r.compact_label()?;
-            let latest_node = r.compact_node(&label)?;
+            let latest_node = r.compact_node(&label, None)?;
             let previous_node = match r.u8()? {
                 0 => None,
-                1 => Some(r.compact_node(&label)?),
+                1 => Some(r.compact_node(&label, None)?),
+                _ => return Err(Corrupt),
+            };
+            DbRecord::TreeNode(TreeNodeWithPreviousValue { label, latest_node, previous_node })
+        }
+        NODE_COMPACT2 => {
+            let label = id_label(id)?;
+            let latest_node = r.compact_node(&label, None)?;
+            let previous_node = match r.u8()? {
+                0 => None,
+                1 => Some(r.compact_node(&label, Some(&latest_node))?),
                 _ => return Err(Corrupt),
             };
             DbRecord::TreeNode(TreeNodeWithPreviousValue { label, latest_node, previous_node })
@@ -428,33 +504,72 @@ mod tests {
         }
     }
 
+    /// The first compact form ([`NODE_COMPACT`]), as databases written before hold it.
+    fn encode_v1(n: &TreeNodeWithPreviousValue) -> Vec<u8> {
+        let mut out = vec![NODE_COMPACT];
+        put_compact_label(&mut out, &n.label);
+        put_compact_node(&mut out, &n.latest_node, &n.label, None);
+        match &n.previous_node {
+            None => out.push(0),
+            Some(p) => {
+                out.push(1);
+                put_compact_node(&mut out, p, &n.label, None);
+            }
+        }
+        out
+    }
+
+    fn id_of(r: &DbRecord) -> Vec<u8> {
+        r.get_full_binary_id()
+    }
+
     #[test]
-    fn tree_nodes_are_written_compactly_and_both_forms_read() {
+    fn tree_nodes_are_written_compactly_and_every_form_read() {
         for (depth, epoch) in [(1, 2), (7, 130), (20, 1 << 20), (252, u64::MAX)] {
             let record = DbRecord::TreeNode(path_node(depth, epoch));
+            let id = id_of(&record);
             let compact = encode(&record).unwrap();
-            assert_eq!(compact[0], NODE_COMPACT);
-            assert_eq!(decode(&compact).unwrap(), record);
+            assert_eq!(compact[0], NODE_COMPACT2);
+            assert_eq!(decode(&id, &compact).unwrap(), record);
             let DbRecord::TreeNode(n) = &record else { unreachable!() };
             let fixed = encode_fixed(n);
-            assert_eq!(decode(&fixed).unwrap(), record, "the fixed form is still read");
+            assert_eq!(decode(&id, &fixed).unwrap(), record, "the fixed form is still read");
+            let v1 = encode_v1(n);
+            assert_eq!(decode(&id, &v1).unwrap(), record, "the first compact form is still read");
             if depth == 20 {
-                // The figure in the module comment (what an epoch writes per node).
-                assert_eq!((fixed.len(), compact.len()), (428, 173));
+                // The figures in the module comment (what an epoch writes per node).
+                assert_eq!((fixed.len(), v1.len(), compact.len()), (428, 173, 124));
             }
             for cut in 0..compact.len() {
-                assert!(decode(&compact[..cut]).is_err());
+                assert!(decode(&id, &compact[..cut]).is_err());
             }
             let mut long = compact.clone();
             long.push(0);
-            assert!(decode(&long).is_err());
+            assert!(decode(&id, &long).is_err());
+            // The label is the id's: another record's id, or one that is not a tree node's,
+            // gives another record or none.
+            let other = id_of(&DbRecord::TreeNode(path_node(depth + 1, epoch)));
+            assert_ne!(decode(&other, &compact).ok(), Some(record.clone()));
+            assert!(decode(&AZKS_ID, &compact).is_err());
+            assert!(decode(&id[..36], &compact).is_err());
         }
+        // A previous version under another parent, with other children (a leaf inserted
+        // below): written out, and read back.
+        let mut moved = path_node(30, 9);
+        if let Some(p) = moved.previous_node.as_mut() {
+            p.parent = canon(5, 29);
+            p.left_child = Some(canon(6, 31));
+            p.right_child = None;
+        }
+        let record = DbRecord::TreeNode(moved);
+        assert_eq!(decode(&id_of(&record), &encode(&record).unwrap()).unwrap(), record);
         // A label with a bit past its length cannot be written compactly: the fixed form.
         let mut odd = path_node(9, 4);
         odd.latest_node.parent.label_val[31] = 1;
-        let bytes = encode(&DbRecord::TreeNode(odd.clone())).unwrap();
+        let odd = DbRecord::TreeNode(odd);
+        let bytes = encode(&odd).unwrap();
         assert_eq!(bytes[0], NODE);
-        assert_eq!(decode(&bytes).unwrap(), DbRecord::TreeNode(odd));
+        assert_eq!(decode(&id_of(&odd), &bytes).unwrap(), odd);
         // A root (no parent bits, empty label) and a leaf (no children, another label).
         let leaf = TreeNode {
             label: canon(9, 256),
@@ -471,7 +586,7 @@ mod tests {
             latest_node: leaf,
             previous_node: None,
         });
-        assert_eq!(decode(&encode(&record).unwrap()).unwrap(), record);
+        assert_eq!(decode(&id_of(&record), &encode(&record).unwrap()).unwrap(), record);
     }
 
     proptest::proptest! {
@@ -484,19 +599,72 @@ mod tests {
             at in proptest::prelude::any::<usize>(),
             byte in proptest::prelude::any::<u8>(),
         ) {
-            let _ = decode(&junk);
-            let mut bytes = encode(&DbRecord::TreeNode(path_node(depth, u64::from(depth) * 977))).unwrap();
-            let i = at % bytes.len();
-            bytes[i] = byte;
-            if let Ok(record) = decode(&bytes) {
-                proptest::prop_assert_eq!(encode(&record).unwrap(), bytes);
+            let _ = decode(junk.get(..37).unwrap_or(&junk), &junk);
+            let record = DbRecord::TreeNode(path_node(depth, u64::from(depth) * 977));
+            let id = id_of(&record);
+            for original in [encode(&record).unwrap(), encode_v1(&path_node(depth, u64::from(depth) * 977))] {
+                let mut bytes = original.clone();
+                let i = at % bytes.len();
+                bytes[i] = byte;
+                if let Ok(decoded) = decode(&id, &bytes) {
+                    // The current form is the one encoding of what it decodes to; the first
+                    // one too (its re-encoding, in its own form, gives the same bytes).
+                    let DbRecord::TreeNode(n) = &decoded else { continue };
+                    let again = if bytes[0] == NODE_COMPACT { encode_v1(n) } else { encode(&decoded).unwrap() };
+                    proptest::prop_assert_eq!(again, bytes);
+                }
             }
         }
     }
 
     #[test]
     fn a_compact_record_has_one_encoding() {
-        let good = encode(&DbRecord::TreeNode(path_node(12, 300))).unwrap();
+        let record = DbRecord::TreeNode(path_node(12, 300));
+        let id = id_of(&record);
+        let good = encode(&record).unwrap();
+        // Layout: tag, the latest version's flags, last_epoch varint (2 bytes: 300), ...
+        let flags = SAME_LABEL | HAS_LEFT | HAS_RIGHT | (3 << TYPE_SHIFT);
+        assert_eq!(&good[..4], &[NODE_COMPACT2, flags, 0xac, 0x02]);
+        // ... and the previous version, its parent and children the latest's: flagged.
+        let prev = good.len() - 32 - 2 - 2 - 1;
+        assert_eq!(good[prev - 1..prev + 1], [1, flags | SAME_PARENT | SAME_LEFT | SAME_RIGHT]);
+        let mutate = |at: usize, b: u8| {
+            let mut m = good.clone();
+            m[at] = b;
+            decode(&id, &m)
+        };
+        // Flags only a previous version may carry, on the latest.
+        for bit in [SAME_PARENT, SAME_LEFT, SAME_RIGHT] {
+            assert!(mutate(1, flags | bit).is_err());
+        }
+        // A child flagged as shared without being present.
+        assert!(mutate(prev, good[prev] & !HAS_LEFT).is_err());
+        // The shared parent written out instead of flagged.
+        let DbRecord::TreeNode(n) = &record else { unreachable!() };
+        let mut spelled = good[..prev].to_vec();
+        spelled.push(good[prev] & !SAME_PARENT);
+        spelled.extend_from_slice(&good[prev + 1..prev + 5]);
+        put_compact_label(&mut spelled, &n.latest_node.parent);
+        spelled.extend_from_slice(&good[prev + 5..]);
+        assert!(decode(&id, &spelled).is_err());
+        let mut unshared = n.clone();
+        if let Some(p) = unshared.previous_node.as_mut() {
+            p.parent = canon(9, 11);
+        }
+        // (With another parent, the same layout decodes.)
+        let mut other = good[..prev].to_vec();
+        other.push(good[prev] & !SAME_PARENT);
+        other.extend_from_slice(&good[prev + 1..prev + 5]);
+        put_compact_label(&mut other, &canon(9, 11));
+        other.extend_from_slice(&good[prev + 5..]);
+        assert_eq!(decode(&id, &other).unwrap(), DbRecord::TreeNode(unshared));
+    }
+
+    #[test]
+    fn a_first_form_compact_record_has_one_encoding() {
+        let DbRecord::TreeNode(n) = DbRecord::TreeNode(path_node(12, 300)) else { unreachable!() };
+        let id = id_of(&DbRecord::TreeNode(n.clone()));
+        let good = encode_v1(&n);
         // Layout: tag, label (2 + 2 bytes), flags, last_epoch varint (2 bytes: 300).
         assert_eq!(
             &good[..8],
@@ -514,7 +682,7 @@ mod tests {
         let mutate = |at: usize, b: u8| {
             let mut m = good.clone();
             m[at] = b;
-            decode(&m)
+            decode(&id, &m)
         };
         // A bit set past the label's 12 bits.
         assert!(mutate(4, good[4] | 1).is_err());
@@ -526,13 +694,13 @@ mod tests {
         // A longer encoding of the same epoch (300 as three bytes).
         let mut long = good.clone();
         long.splice(6..8, [0xac, 0x82, 0x00]);
-        assert!(decode(&long).is_err());
+        assert!(decode(&id, &long).is_err());
         // The record's own label written out instead of flagged.
         let mut spelled = good[..5].to_vec();
         spelled.push(good[5] & !SAME_LABEL);
         spelled.extend_from_slice(&good[1..5]);
         spelled.extend_from_slice(&good[6..]);
-        assert!(decode(&spelled).is_err());
+        assert!(decode(&id, &spelled).is_err());
     }
 
     #[test]
@@ -551,14 +719,15 @@ mod tests {
             }),
         ];
         for r in records {
+            let id = id_of(&r);
             let bytes = encode(&r).unwrap();
-            assert_eq!(decode(&bytes).unwrap(), r);
+            assert_eq!(decode(&id, &bytes).unwrap(), r);
             for cut in 0..bytes.len() {
-                assert!(decode(&bytes[..cut]).is_err());
+                assert!(decode(&id, &bytes[..cut]).is_err());
             }
             let mut long = bytes.clone();
             long.push(0);
-            assert!(decode(&long).is_err());
+            assert!(decode(&id, &long).is_err());
         }
         let v = ValueState {
             value: AkdValue(vec![1, 2]),
