@@ -205,7 +205,7 @@ impl Out {
                 "left log:       key {} at {} ms (newest epoch seen: {}), for key {}",
                 r.public_key,
                 r.retired_ms,
-                r.newest_epoch.map_or_else(|| "none".to_owned(), |e| e.to_string()),
+                epoch_or_none(r.newest_epoch),
                 r.new_key
             );
         }
@@ -226,7 +226,7 @@ impl Out {
             Some(r) => println!(
                 "now trusting the log under key {key}; left the log under key {} (newest epoch seen: {})",
                 r.public_key,
-                r.newest_epoch.map_or_else(|| "none".to_owned(), |e| e.to_string())
+                epoch_or_none(r.newest_epoch)
             ),
         }
     }
@@ -422,6 +422,11 @@ fn delivery(e: &HistoryEntry) -> String {
         }
         _ => String::new(),
     }
+}
+
+/// A retired log's newest epoch seen, for a person.
+fn epoch_or_none(epoch: Option<u64>) -> String {
+    epoch.map_or_else(|| "none".to_owned(), |e| e.to_string())
 }
 
 /// A log this device left (`kt status`, `kt trust-new-log` in `--json`).

@@ -203,11 +203,9 @@ fn exported_epochs_pass_plexi_and_tacit_audit_and_tampering_fails_both() {
 #[test]
 fn a_server_killed_while_publishing_loses_no_update() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let listen = format!("127.0.0.1:{port}");
-    let url = format!("http://{listen}");
-    let start = || ServerProcess::start(&["--listen", &listen, "--data", data.to_str().unwrap()], None);
+    let (args, url) = restartable_server(dir.path(), None);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let start = || ServerProcess::start(&args, None);
     let mut names = Vec::new();
     for round in 0..6 {
         let server = start();
@@ -420,16 +418,27 @@ fn wait_published(home: &std::path::Path, name: &str, server: &ServerProcess) {
     }
 }
 
-fn killed_inside_the_epoch_transaction(database: Option<&str>) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// `tacit server` arguments for a server restarted on one address: a free loopback port,
+/// the data in `dir/data`, on the PostgreSQL `database` when given; and its URL.
+fn restartable_server(dir: &Path, database: Option<&str>) -> (Vec<String>, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let listen = format!("127.0.0.1:{port}");
-    let url = format!("http://{listen}");
-    let mut args = vec!["--listen", listen.as_str(), "--data", data.to_str().unwrap()];
+    let mut args = vec![
+        "--listen".to_owned(),
+        listen.clone(),
+        "--data".to_owned(),
+        dir.join("data").display().to_string(),
+    ];
     if let Some(db) = database {
-        args.extend(["--database", db]);
+        args.extend(["--database".to_owned(), db.to_owned()]);
     }
+    (args, format!("http://{listen}"))
+}
+
+fn killed_inside_the_epoch_transaction(database: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (args, url) = restartable_server(dir.path(), database);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // A first account, published normally.
     let server = ServerProcess::start(&args, None);
     let alice = dir.path().join("alice");
@@ -484,14 +493,7 @@ fn a_new_log_is_started_and_confirmed_postgres() {
 fn put_back_from_an_older_copy(database: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let listen = format!("127.0.0.1:{port}");
-    let url = format!("http://{listen}");
-    let mut args =
-        vec!["--listen".to_owned(), listen.clone(), "--data".to_owned(), data.display().to_string()];
-    if let Some(db) = database {
-        args.extend(["--database".to_owned(), db.to_owned()]);
-    }
+    let (args, url) = restartable_server(dir.path(), database);
     let start = |extra: &[&str]| {
         let all: Vec<&str> = args.iter().map(String::as_str).chain(extra.iter().copied()).collect();
         ServerProcess::start(&all, None)

@@ -699,6 +699,7 @@ impl Client {
         lines.extend_from_slice(retired.line().as_bytes());
         lines.push(b'\n');
         let account_key = *self.me.account_key.as_bytes();
+        let knows_first_key = self.store.meta(meta::KT_FIRST_KEY)?.is_some();
         let tx = self.store.tx()?;
         for k in [
             meta::KT_PIN,
@@ -712,7 +713,7 @@ impl Client {
         }
         // The new log starts with the account as the server holds it now: its first version
         // carries the current key, which this device's monitor then expects.
-        if tx.query_row("SELECT 1 FROM meta WHERE k = ?1", [meta::KT_FIRST_KEY], |_| Ok(())).is_ok() {
+        if knows_first_key {
             store::set_meta(&tx, meta::KT_FIRST_KEY, &account_key)?;
         }
         store::set_meta(&tx, meta::KT_RETIRED, &lines)?;

@@ -172,9 +172,9 @@ async fn secret(store: &dyn KtStore, name: &str) -> Result<Zeroizing<[u8; 32]>, 
 /// `--kt-new-log RETIRING`: starts a new log if `retiring` is the directory's root signing
 /// key (a restored copy of the data can only continue the log it was copied from, which the
 /// clients and auditors that saw later epochs see as a rollback, then as a fork: a new log
-/// under a new key is the honest way on). Returns the retired key if it did so; otherwise
-/// (the log's key is another, for instance because the new log was started already) changes
-/// nothing, so a flag left in a service's command line starts no second new log.
+/// under a new key is the honest way on). Returns whether it did; under another key (for
+/// instance because the new log was started already) it changes nothing, so a flag left in
+/// a service's command line starts no second new log.
 pub async fn start_new_log(store: &dyn KtStore, retiring: [u8; 32]) -> Result<bool, KtFailure> {
     let current = RootSigner::from_seed(*secret(store, "root_signing").await?).map_err(akd)?.public();
     if current != retiring {
