@@ -13,8 +13,8 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::ed25519::Signature;
 use crate::identity::{AccountIdentity, AccountKey, AccountName, DeviceAddress, DeviceId, DevicePublic};
 
-const LABEL: &[u8] = b"Tacit v1 device list";
-const ROTATION_LABEL: &[u8] = b"Tacit v1 account key rotation";
+pub(crate) const LABEL: &[u8] = b"Tacit v1 device list";
+pub(crate) const ROTATION_LABEL: &[u8] = b"Tacit v1 account key rotation";
 /// Format version of the encoding: 2 adds each device's flags, time added and label.
 /// Version 1 (id and identity only) is still read, as lists stored before it.
 const FORMAT_VERSION: u8 = 2;

@@ -318,6 +318,26 @@ impl DeviceIdentity {
         Ok(self.signing.sign(message))
     }
 
+    /// The device's Ed25519 signing key in the form MLS libraries take a signature private
+    /// key (RFC 8032 seed followed by the public key, 64 bytes), for the device's leaf in
+    /// MLS groups (tacit-groups). The leaf's signature key is then the device's own signing
+    /// key, which the account-signed device list already names, so a leaf is bound to its
+    /// device without a second key or certificate.
+    ///
+    /// Why sharing the key is safe: MLS signs only `SignWithLabel` content (RFC 9420
+    /// §5.1.2), which starts with the length of `"MLS 1.0 " || Label` as a variable-length
+    /// integer (one byte from 0x08 to 0x3f: the prefix alone is 8 bytes and every label RFC
+    /// 9420 defines keeps the whole under 64), then `"MLS 1.0 "`; every Tacit signature
+    /// starts with `"Tacit v"` (byte 0x54) or `u32 13 || "Tacit v1 auth"` (byte 0x00): no
+    /// message one of them signs can be a message the other signs. A new Tacit signature
+    /// must keep to those two starts (the test `mls_and_tacit_signatures_are_disjoint`).
+    pub fn mls_signature_key(&self) -> Zeroizing<Vec<u8>> {
+        let mut k = Zeroizing::new(Vec::with_capacity(64));
+        k.extend_from_slice(self.signing.seed().expose());
+        k.extend_from_slice(self.public.signing.as_bytes());
+        k
+    }
+
     pub(crate) fn dh(&self) -> &X25519Secret {
         &self.dh
     }
@@ -376,6 +396,30 @@ mod tests {
         let sig = d.sign_auth_message(&m).unwrap();
         d.public().signing_key().verify(&m, &sig).unwrap();
         assert!(d.sign_auth_message(b"Tacit v1 signed prekey").is_err());
+    }
+
+    #[test]
+    fn mls_and_tacit_signatures_are_disjoint() {
+        // Every label this crate signs under starts with "Tacit v"; MLS content starts
+        // with a length byte in 0x08..0x40.
+        for label in [
+            DEVICE_BINDING_LABEL,
+            crate::device_list::LABEL,
+            crate::device_list::ROTATION_LABEL,
+            crate::prekeys::public::SPK_LABEL,
+            crate::prekeys::public::KEM_LABEL,
+        ] {
+            assert!(label.starts_with(b"Tacit v"), "{label:?}");
+        }
+        for label in ["LeafNodeTBS", "KeyPackageTBS", "FramedContentTBS", "GroupInfoTBS"] {
+            let len = 8 + label.len();
+            assert!((0x08..0x40).contains(&len));
+        }
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+        let d = DeviceIdentity::generate(&mut rng).unwrap();
+        let k = d.mls_signature_key();
+        assert_eq!(&k[..32], d.signing_key().seed().expose());
+        assert_eq!(&k[32..], d.public().signing_key().as_bytes());
     }
 
     #[test]

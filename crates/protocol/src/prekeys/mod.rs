@@ -9,7 +9,7 @@
 mod bundle;
 mod lifecycle;
 mod policy;
-mod public;
+pub(crate) mod public;
 mod replay;
 mod store;
 mod time;

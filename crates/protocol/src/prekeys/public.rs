@@ -8,8 +8,8 @@ use crate::crypto::kem::KemPublic;
 use crate::crypto::x25519::X25519Public;
 use crate::identity::DevicePublic;
 
-const SPK_LABEL: &[u8] = b"Tacit v1 signed prekey";
-const KEM_LABEL: &[u8] = b"Tacit v1 kem prekey";
+pub(crate) const SPK_LABEL: &[u8] = b"Tacit v1 signed prekey";
+pub(crate) const KEM_LABEL: &[u8] = b"Tacit v1 kem prekey";
 
 /// Which kind of KEM prekey a bundle carries.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, PartialOrd, Ord)]
