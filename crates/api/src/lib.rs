@@ -80,6 +80,15 @@ pub mod limits {
     pub const MAX_PREKEYS_PER_UPLOAD: usize = 200;
     /// Most one-time prekeys of each kind the server keeps for one device.
     pub const MAX_STORED_PREKEYS: usize = 1_000;
+    /// Most KeyPackages uploaded at once (100 post-quantum ones, 2.7 KB each, fit in
+    /// [`MAX_REQUEST_BYTES`] as base64).
+    pub const MAX_KEY_PACKAGES_PER_UPLOAD: usize = 100;
+    /// Most KeyPackages (besides the last-resort one) the server keeps for one device.
+    pub const MAX_STORED_KEY_PACKAGES: usize = 1_000;
+    /// Largest KeyPackage accepted (a post-quantum one is about 2.7 KB).
+    pub const MAX_KEY_PACKAGE_BYTES: usize = 8 * 1024;
+    /// The server reports "running low" below this many KeyPackages.
+    pub const LOW_KEY_PACKAGE_WATER: u32 = 20;
     /// Bundle fetches allowed per requesting device per minute (protects one-time keys).
     pub const BUNDLE_FETCHES_PER_MINUTE: u32 = 60;
     /// Requests allowed per connection or device per second, burst included.

@@ -90,6 +90,14 @@ pub const AUTH_SESSION: &str = "/v1/auth/session";
 pub const PREKEYS: &str = "/v1/keys";
 /// `GET` (auth) → [`crate::BundleResponse`]: hands out one-time keys exactly once.
 pub const BUNDLE: &str = "/v1/keys/{name}/{device}";
+/// `PUT` (auth) [`crate::KeyPackageUpload`] → [`crate::KeyPackageStatus`];
+/// `GET` (auth) → [`crate::KeyPackageStatus`] of the caller's device. MLS KeyPackages for
+/// groups (issue 11), opaque to the server.
+pub const KEY_PACKAGES: &str = "/v1/key-packages";
+/// `GET` (auth) → [`crate::KeyPackageResponse`]: one of the device's KeyPackages, handed
+/// out once (the last-resort one when none is left, and then not removed); `404` when the
+/// device has none.
+pub const KEY_PACKAGE: &str = "/v1/key-packages/{name}/{device}";
 /// `POST` (auth) [`crate::SendRequest`] → [`crate::SendResponse`] (or `409`
 /// [`crate::MismatchedDevices`], `410` [`crate::StaleDevices`]);
 /// `GET` (auth, optional query [`crate::FetchQuery`]: `?after=ID`) → [`crate::FetchResponse`]:

@@ -127,6 +127,41 @@ pub struct PrekeyStatus {
     pub low: bool,
 }
 
+/// `PUT /v1/key-packages`: MLS KeyPackages (`MLSMessage` encodings) for groups. They add
+/// to what the server holds, up to [`crate::limits::MAX_STORED_KEY_PACKAGES`]; a
+/// last-resort KeyPackage replaces the one held.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPackageUpload {
+    /// KeyPackages handed out once each, at most
+    /// [`crate::limits::MAX_KEY_PACKAGES_PER_UPLOAD`], each at most
+    /// [`crate::limits::MAX_KEY_PACKAGE_BYTES`].
+    #[serde(default)]
+    pub key_packages: Vec<Bytes>,
+    /// The KeyPackage handed out when none of the others is left (and then kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_resort: Option<Bytes>,
+}
+
+/// How many KeyPackages the server holds for the caller's device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPackageStatus {
+    /// KeyPackages left, besides the last-resort one.
+    pub available: u32,
+    /// A last-resort KeyPackage is held.
+    pub last_resort: bool,
+    /// Fewer than [`crate::limits::LOW_KEY_PACKAGE_WATER`] left, or no last resort: refill.
+    pub low: bool,
+}
+
+/// One device's KeyPackage, for adding it to a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPackageResponse {
+    /// The KeyPackage (`MLSMessage` encoding), as the device uploaded it.
+    pub key_package: Bytes,
+    /// It is the device's last-resort KeyPackage (the others are used up).
+    pub last_resort: bool,
+}
+
 /// One device's prekey bundle (`PrekeyBundle` encoding).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BundleResponse {

@@ -7,6 +7,7 @@ use mls_rs::client_builder::{
     BaseConfig, WithCryptoProvider, WithGroupStateStorage, WithIdentityProvider, WithKeyPackageRepo,
     WithMlsRules,
 };
+use mls_rs::extension::built_in::RequiredCapabilitiesExt;
 use mls_rs::group::ContentType;
 use mls_rs::group::ReceivedMessage;
 use mls_rs::mls_rs_codec::{MlsDecode, MlsEncode};
@@ -235,6 +236,14 @@ impl GroupDevice {
     pub fn create(&self, meta: &GroupMeta, now: UnixTime) -> Result<OpenGroup, GroupError> {
         let mut extensions = ExtensionList::new();
         extensions.set(meta.extension());
+        // Every member must support the metadata extension (mls-rs checks each leaf against
+        // the group context's extensions anyway); saying so in required_capabilities (RFC
+        // 9420 §11.1) is what other implementations look for before they accept a rename:
+        // openmls 0.9.2 refuses a GroupContextExtensions proposal whose extensions are not
+        // listed there (tests/interop_openmls.rs).
+        extensions
+            .set_from(RequiredCapabilitiesExt::new(vec![META_EXTENSION], Vec::new(), Vec::new()))
+            .map_err(|e| GroupError::Mls(e.to_string()))?;
         let group = self
             .client
             .create_group(extensions, ExtensionList::new(), Some(time(now)))

@@ -12,6 +12,7 @@ mod devices;
 pub(crate) mod extract;
 mod fetch;
 mod healthz;
+mod key_packages;
 mod link;
 mod prekey_status;
 mod send;
@@ -61,6 +62,8 @@ pub fn app(state: AppState) -> Router {
         .route(tacit_api::AUTH_SESSION, post(session::handler))
         .route(tacit_api::PREKEYS, put(upload_prekeys::handler).get(prekey_status::handler))
         .route(tacit_api::BUNDLE, get(bundle::handler))
+        .route(tacit_api::KEY_PACKAGES, put(key_packages::upload).get(key_packages::status))
+        .route(tacit_api::KEY_PACKAGE, get(key_packages::take))
         .route(tacit_api::MESSAGES, post(send::handler).get(fetch::handler))
         .route(tacit_api::ACK, post(ack::handler))
         .route(tacit_api::WEBSOCKET, get(ws::handler))

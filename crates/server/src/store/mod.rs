@@ -386,6 +386,15 @@ pub enum Sent {
     },
 }
 
+/// MLS KeyPackages held for a device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyPackageCounts {
+    /// KeyPackages held besides the last-resort one.
+    pub available: u32,
+    /// A last-resort KeyPackage is held.
+    pub last_resort: bool,
+}
+
 /// One-time keys left for a device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PrekeyCounts {
@@ -471,6 +480,27 @@ pub trait Store: KtStore + Send + Sync + 'static {
     /// last-resort KEM prekey (each verified when it was stored): an upload that repeats
     /// one of them needs no second signature check.
     async fn known_kem_prekeys(&self, device: DeviceKey, ids: &[u32]) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    /// Adds MLS KeyPackages (opaque) for the device and replaces its last-resort one when
+    /// given, in one transaction, keeping at most
+    /// [`tacit_api::limits::MAX_STORED_KEY_PACKAGES`] besides the last resort (the oldest
+    /// dropped).
+    async fn put_key_packages(
+        &self,
+        device: DeviceKey,
+        key_packages: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+    ) -> Result<KeyPackageCounts, StoreError>;
+    /// KeyPackages held for the device.
+    async fn key_package_counts(&self, device: DeviceKey) -> Result<KeyPackageCounts, StoreError>;
+    /// Takes one of the device's KeyPackages, the oldest, removing it (each handed out
+    /// exactly once, also under concurrent calls); when none is left, or with `one_time`
+    /// false, its last-resort one, which stays (`true`). `None` when it has neither.
+    async fn take_key_package(
+        &self,
+        device: DeviceKey,
+        one_time: bool,
+    ) -> Result<Option<(Vec<u8>, bool)>, StoreError>;
 
     /// Stores one envelope per device of `recipient`, durably, all or none. The device set
     /// must equal the recipient's current devices (less the sender's own device when it

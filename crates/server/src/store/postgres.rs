@@ -28,7 +28,8 @@ use deadpool_postgres::{
     GenericClient, Manager, ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtime, Timeouts,
 };
 use tacit_api::limits::{
-    IDEMPOTENCY_KEY_BYTES, IDEMPOTENCY_TTL_SECS, LOW_PREKEY_WATER, MAX_MAILBOX_ENVELOPES, MAX_STORED_PREKEYS,
+    IDEMPOTENCY_KEY_BYTES, IDEMPOTENCY_TTL_SECS, LOW_PREKEY_WATER, MAX_MAILBOX_ENVELOPES,
+    MAX_STORED_KEY_PACKAGES, MAX_STORED_PREKEYS,
 };
 use tokio_postgres::NoTls;
 
@@ -37,9 +38,9 @@ mod kt;
 use super::progress::Progress;
 use super::schema;
 use super::{
-    AccountId, AccountRecord, Authed, BlobRecord, BundleParts, DeviceKey, DeviceRecord, KeyRecord, LinkSlot,
-    ListState, ListUpdate, NewAccount, NewEnvelope, PrekeyCounts, PrekeySet, RotationRecord, Sent, Store,
-    StoreConfig, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
+    AccountId, AccountRecord, Authed, BlobRecord, BundleParts, DeviceKey, DeviceRecord, KeyPackageCounts,
+    KeyRecord, LinkSlot, ListState, ListUpdate, NewAccount, NewEnvelope, PrekeyCounts, PrekeySet,
+    RotationRecord, Sent, Store, StoreConfig, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
 };
 
 /// Connections kept by the pool.
@@ -273,6 +274,18 @@ async fn low_counts(c: &impl GenericClient, d: DeviceKey) -> Result<PrekeyCounts
     Ok(PrekeyCounts { one_time: to_u32(row.try_get(0)?), kem_one_time: to_u32(row.try_get(1)?) })
 }
 
+async fn key_package_counts(c: &impl GenericClient, d: DeviceKey) -> Result<KeyPackageCounts, StoreError> {
+    let st = c
+        .prepare_cached(
+            "SELECT count(*) FILTER (WHERE NOT last_resort), count(*) FILTER (WHERE last_resort) \
+             FROM key_packages WHERE account_id = $1 AND device_id = $2",
+        )
+        .await?;
+    let row = c.query_one(&st, &[&d.account, &i64::from(d.device)]).await?;
+    let (available, last_resort): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+    Ok(KeyPackageCounts { available: to_u32(available), last_resort: last_resort > 0 })
+}
+
 async fn take_one(c: &impl GenericClient, table: &str, d: DeviceKey) -> Result<Option<Vec<u8>>, StoreError> {
     let st = c
         .prepare_cached(&format!(
@@ -303,6 +316,7 @@ async fn clear_device(c: &impl GenericClient, d: DeviceKey, remove: bool) -> Res
         "DELETE FROM envelopes WHERE account_id = $1 AND device_id = $2",
         "DELETE FROM one_time_prekeys WHERE account_id = $1 AND device_id = $2",
         "DELETE FROM kem_prekeys WHERE account_id = $1 AND device_id = $2",
+        "DELETE FROM key_packages WHERE account_id = $1 AND device_id = $2",
         "DELETE FROM challenges WHERE account_id = $1 AND device_id = $2",
         "DELETE FROM tokens WHERE account_id = $1 AND device_id = $2",
         "DELETE FROM send_keys WHERE account_id = $1 AND device_id = $2",
@@ -510,6 +524,89 @@ impl PgStore {
         let out = counts(&tx, d).await?;
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn put_key_packages_tx(
+        &self,
+        d: DeviceKey,
+        key_packages: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+    ) -> Result<KeyPackageCounts, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let dev = i64::from(d.device);
+        // The device's row, locked: concurrent uploads of one device queue here (one
+        // last-resort KeyPackage), and a device removed meanwhile is not found.
+        let st = tx
+            .prepare_cached("SELECT 1 FROM devices WHERE account_id = $1 AND device_id = $2 AND NOT logged_out FOR UPDATE")
+            .await?;
+        if tx.query_opt(&st, &[&d.account, &dev]).await?.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        if let Some(lr) = last_resort {
+            let st = tx
+                .prepare_cached(
+                    "DELETE FROM key_packages WHERE account_id = $1 AND device_id = $2 AND last_resort",
+                )
+                .await?;
+            tx.execute(&st, &[&d.account, &dev]).await?;
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO key_packages (account_id, device_id, last_resort, data) VALUES ($1, $2, true, $3)",
+                )
+                .await?;
+            tx.execute(&st, &[&d.account, &dev, &lr]).await?;
+        }
+        if !key_packages.is_empty() {
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO key_packages (account_id, device_id, last_resort, data) \
+                     SELECT $1, $2, false, data FROM unnest($3::bytea[]) WITH ORDINALITY AS k(data, n) ORDER BY n",
+                )
+                .await?;
+            tx.execute(&st, &[&d.account, &dev, &key_packages]).await?;
+        }
+        let st = tx
+            .prepare_cached(
+                "DELETE FROM key_packages WHERE account_id = $1 AND device_id = $2 AND NOT last_resort AND id NOT IN \
+                 (SELECT id FROM key_packages WHERE account_id = $1 AND device_id = $2 AND NOT last_resort \
+                 ORDER BY id DESC LIMIT $3)",
+            )
+            .await?;
+        let keep = i64::try_from(MAX_STORED_KEY_PACKAGES).unwrap_or(i64::MAX);
+        tx.execute(&st, &[&d.account, &dev, &keep]).await?;
+        let out = key_package_counts(&tx, d).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn take_key_package_tx(
+        &self,
+        d: DeviceKey,
+        one_time: bool,
+    ) -> Result<Option<(Vec<u8>, bool)>, StoreError> {
+        let c = self.pool.get().await?;
+        let dev = i64::from(d.device);
+        if one_time {
+            let st = c
+            .prepare_cached(
+                "DELETE FROM key_packages WHERE id = (SELECT id FROM key_packages WHERE account_id = $1 \
+                 AND device_id = $2 AND NOT last_resort ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING data",
+            )
+            .await?;
+            if let Some(row) = c.query_opt(&st, &[&d.account, &dev]).await? {
+                return Ok(Some((row.try_get(0)?, false)));
+            }
+        }
+        let st = c
+            .prepare_cached(
+                "SELECT data FROM key_packages WHERE account_id = $1 AND device_id = $2 AND last_resort",
+            )
+            .await?;
+        Ok(match c.query_opt(&st, &[&d.account, &dev]).await? {
+            Some(row) => Some((row.try_get(0)?, true)),
+            None => None,
+        })
     }
 
     async fn take_bundle_tx(
@@ -745,6 +842,7 @@ impl Store for PgStore {
             "DELETE FROM state_counters WHERE account_id = $1",
             "DELETE FROM one_time_prekeys WHERE account_id = $1",
             "DELETE FROM kem_prekeys WHERE account_id = $1",
+            "DELETE FROM key_packages WHERE account_id = $1",
             "DELETE FROM challenges WHERE account_id = $1",
             "DELETE FROM tokens WHERE account_id = $1",
             "DELETE FROM devices WHERE account_id = $1",
@@ -869,6 +967,28 @@ impl Store for PgStore {
 
     async fn take_bundle(&self, d: DeviceKey, one_time: bool) -> Result<Option<BundleParts>, StoreError> {
         self.tracked(self.take_bundle_tx(d, one_time)).await
+    }
+
+    async fn put_key_packages(
+        &self,
+        d: DeviceKey,
+        key_packages: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+    ) -> Result<KeyPackageCounts, StoreError> {
+        self.tracked(self.put_key_packages_tx(d, key_packages, last_resort)).await
+    }
+
+    async fn key_package_counts(&self, d: DeviceKey) -> Result<KeyPackageCounts, StoreError> {
+        let c = self.pool.get().await?;
+        key_package_counts(&c, d).await
+    }
+
+    async fn take_key_package(
+        &self,
+        d: DeviceKey,
+        one_time: bool,
+    ) -> Result<Option<(Vec<u8>, bool)>, StoreError> {
+        self.tracked(self.take_key_package_tx(d, one_time)).await
     }
 
     async fn known_kem_prekeys(&self, d: DeviceKey, ids: &[u32]) -> Result<Vec<Vec<u8>>, StoreError> {

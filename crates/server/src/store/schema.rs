@@ -183,6 +183,18 @@ CREATE TABLE kt_cosignatures (
     PRIMARY KEY (epoch, auditor)
 ) WITHOUT ROWID;
 "#,
+    // 10: issue 11, MLS KeyPackages for groups, opaque to the server: handed out once each
+    // (oldest first), the last-resort one (at most one per device) kept when handed out.
+    r#"
+CREATE TABLE key_packages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    account_id INTEGER NOT NULL,
+    device_id INTEGER NOT NULL,
+    last_resort INTEGER NOT NULL CHECK (last_resort IN (0, 1)),
+    data BLOB NOT NULL
+);
+CREATE INDEX key_packages_by_device ON key_packages (account_id, device_id, last_resort, id);
+"#,
 ];
 
 /// PostgreSQL migrations, in order (run in the connection's `search_path` schema).
@@ -359,5 +371,16 @@ CREATE TABLE kt_cosignatures (
     signature BYTEA NOT NULL,
     PRIMARY KEY (epoch, auditor)
 );
+"#,
+    // 10: MLS KeyPackages (see the SQLite migration 10).
+    r#"
+CREATE TABLE key_packages (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id BIGINT NOT NULL,
+    device_id BIGINT NOT NULL,
+    last_resort BOOLEAN NOT NULL,
+    data BYTEA NOT NULL
+);
+CREATE INDEX key_packages_by_device ON key_packages (account_id, device_id, last_resort, id);
 "#,
 ];

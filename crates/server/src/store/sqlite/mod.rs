@@ -17,16 +17,17 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tacit_api::limits::{
-    IDEMPOTENCY_KEY_BYTES, IDEMPOTENCY_TTL_SECS, LOW_PREKEY_WATER, MAX_MAILBOX_ENVELOPES, MAX_STORED_PREKEYS,
+    IDEMPOTENCY_KEY_BYTES, IDEMPOTENCY_TTL_SECS, LOW_PREKEY_WATER, MAX_MAILBOX_ENVELOPES,
+    MAX_STORED_KEY_PACKAGES, MAX_STORED_PREKEYS,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use super::progress::Progress;
 use super::schema;
 use super::{
-    AccountId, AccountRecord, Authed, BlobRecord, BundleParts, DeviceKey, DeviceRecord, KeyRecord, LinkSlot,
-    ListState, ListUpdate, NewAccount, NewEnvelope, PrekeyCounts, PrekeySet, RotationRecord, Sent, Store,
-    StoreConfig, StoreError, StoredEnvelope, json_ids, to_i64, to_u32, to_u64,
+    AccountId, AccountRecord, Authed, BlobRecord, BundleParts, DeviceKey, DeviceRecord, KeyPackageCounts,
+    KeyRecord, LinkSlot, ListState, ListUpdate, NewAccount, NewEnvelope, PrekeyCounts, PrekeySet,
+    RotationRecord, Sent, Store, StoreConfig, StoreError, StoredEnvelope, json_ids, to_i64, to_u32, to_u64,
 };
 use checkpoint::Checkpointer;
 use readers::{ReadKind, ReaderPool};
@@ -253,6 +254,26 @@ fn take_one(conn: &Connection, table: &str, d: DeviceKey) -> Result<Option<Vec<u
         .optional()?)
 }
 
+fn last_resort_key_package(conn: &Connection, d: DeviceKey) -> Result<Option<(Vec<u8>, bool)>, StoreError> {
+    let last: Option<Vec<u8>> = conn
+        .prepare_cached(
+            "SELECT data FROM key_packages WHERE account_id = ?1 AND device_id = ?2 AND last_resort = 1",
+        )?
+        .query_row(params![d.account, d.device], |r| r.get(0))
+        .optional()?;
+    Ok(last.map(|kp| (kp, true)))
+}
+
+fn key_package_counts(conn: &Connection, d: DeviceKey) -> Result<KeyPackageCounts, StoreError> {
+    let (available, last_resort): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT count(*) FILTER (WHERE last_resort = 0), count(*) FILTER (WHERE last_resort = 1) \
+             FROM key_packages WHERE account_id = ?1 AND device_id = ?2",
+        )?
+        .query_row(params![d.account, d.device], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(KeyPackageCounts { available: to_u32(available), last_resort: last_resort > 0 })
+}
+
 fn low_counts(conn: &Connection, d: DeviceKey) -> Result<PrekeyCounts, StoreError> {
     let water = i64::from(LOW_PREKEY_WATER);
     let one: i64 = conn
@@ -294,6 +315,7 @@ fn clear_device(conn: &Connection, d: DeviceKey, remove: bool) -> Result<(), Sto
         "DELETE FROM envelopes WHERE account_id = ?1 AND device_id = ?2",
         "DELETE FROM one_time_prekeys WHERE account_id = ?1 AND device_id = ?2",
         "DELETE FROM kem_prekeys WHERE account_id = ?1 AND device_id = ?2",
+        "DELETE FROM key_packages WHERE account_id = ?1 AND device_id = ?2",
         "DELETE FROM challenges WHERE account_id = ?1 AND device_id = ?2",
         "DELETE FROM tokens WHERE account_id = ?1 AND device_id = ?2",
         "DELETE FROM send_keys WHERE account_id = ?1 AND device_id = ?2",
@@ -397,6 +419,7 @@ impl Store for SqliteStore {
                 "DELETE FROM state_counters WHERE account_id = ?1",
                 "DELETE FROM one_time_prekeys WHERE account_id = ?1",
                 "DELETE FROM kem_prekeys WHERE account_id = ?1",
+                "DELETE FROM key_packages WHERE account_id = ?1",
                 "DELETE FROM challenges WHERE account_id = ?1",
                 "DELETE FROM tokens WHERE account_id = ?1",
                 "DELETE FROM devices WHERE account_id = ?1",
@@ -567,6 +590,69 @@ impl Store for SqliteStore {
                 one_time,
                 left,
             }))
+        })
+        .await
+    }
+
+    async fn put_key_packages(
+        &self,
+        d: DeviceKey,
+        key_packages: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+    ) -> Result<KeyPackageCounts, StoreError> {
+        self.write(move |c| {
+            if !device_exists(c, d)? {
+                return Err(StoreError::NotFound);
+            }
+            if let Some(lr) = last_resort {
+                c.prepare_cached("DELETE FROM key_packages WHERE account_id = ?1 AND device_id = ?2 AND last_resort = 1")?
+                    .execute(params![d.account, d.device])?;
+                c.prepare_cached(
+                    "INSERT INTO key_packages (account_id, device_id, last_resort, data) VALUES (?1, ?2, 1, ?3)",
+                )?
+                .execute(params![d.account, d.device, lr])?;
+            }
+            let mut insert = c.prepare_cached(
+                "INSERT INTO key_packages (account_id, device_id, last_resort, data) VALUES (?1, ?2, 0, ?3)",
+            )?;
+            for kp in key_packages {
+                insert.execute(params![d.account, d.device, kp])?;
+            }
+            c.prepare_cached(
+                "DELETE FROM key_packages WHERE account_id = ?1 AND device_id = ?2 AND last_resort = 0 AND id NOT IN \
+                 (SELECT id FROM key_packages WHERE account_id = ?1 AND device_id = ?2 AND last_resort = 0 \
+                 ORDER BY id DESC LIMIT ?3)",
+            )?
+            .execute(params![d.account, d.device, i64::try_from(MAX_STORED_KEY_PACKAGES).unwrap_or(i64::MAX)])?;
+            key_package_counts(c, d)
+        })
+        .await
+    }
+
+    async fn key_package_counts(&self, d: DeviceKey) -> Result<KeyPackageCounts, StoreError> {
+        self.read(move |c| key_package_counts(c, d)).await
+    }
+
+    async fn take_key_package(
+        &self,
+        d: DeviceKey,
+        one_time: bool,
+    ) -> Result<Option<(Vec<u8>, bool)>, StoreError> {
+        self.write(move |c| {
+            if !one_time {
+                return last_resort_key_package(c, d);
+            }
+            let taken: Option<Vec<u8>> = c
+                .prepare_cached(
+                    "DELETE FROM key_packages WHERE id = (SELECT id FROM key_packages \
+                     WHERE account_id = ?1 AND device_id = ?2 AND last_resort = 0 ORDER BY id LIMIT 1) RETURNING data",
+                )?
+                .query_row(params![d.account, d.device], |r| r.get(0))
+                .optional()?;
+            match taken {
+                Some(kp) => Ok(Some((kp, false))),
+                None => last_resort_key_package(c, d),
+            }
         })
         .await
     }
