@@ -2,14 +2,15 @@
 //! device lists; state saved and loaded between every step as the SDK will.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)] // a test file
 
+mod common;
+
+use common::Account;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use tacit_groups::{
     Commit, Directory, GroupDevice, GroupError, GroupMeta, MemberId, OpenGroup, Received, StoredGroup, Suite,
 };
-use tacit_protocol::{
-    AccountIdentity, AccountName, DeviceAddress, DeviceEntry, DeviceId, DeviceIdentity, DeviceList, UnixTime,
-};
+use tacit_protocol::{DeviceAddress, DeviceId, DeviceIdentity, UnixTime};
 
 const NOW: UnixTime = UnixTime(1_790_000_000);
 
@@ -19,42 +20,10 @@ struct Device {
     key_packages: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>,
 }
 
-struct Account {
-    name: AccountName,
-    key: AccountIdentity,
-    devices: Vec<(DeviceId, DeviceIdentity)>,
-    version: u64,
-}
-
 impl Account {
-    fn new(name: &str, devices: u32, rng: &mut ChaCha20Rng) -> Self {
-        let devices = (1..=devices)
-            .map(|i| (DeviceId::new(i).unwrap(), DeviceIdentity::generate(rng).unwrap()))
-            .collect();
-        Self {
-            name: AccountName::new(name).unwrap(),
-            key: AccountIdentity::generate(rng).unwrap(),
-            devices,
-            version: 0,
-        }
-    }
-
-    fn list(&mut self) -> DeviceList {
-        self.version += 1;
-        let entries = self
-            .devices
-            .iter()
-            .enumerate()
-            .map(|(i, (id, d))| DeviceEntry { approver: i == 0, ..DeviceEntry::new(*id, d.public().clone()) })
-            .collect();
-        DeviceList::sign(&self.key, self.name.clone(), self.version, entries).unwrap()
-    }
-
     fn device(&self, i: usize, suite: Suite, directory: &Directory) -> Device {
-        let (id, identity) = &self.devices[i];
-        let address = DeviceAddress { account: self.name.clone(), device: *id };
         Device {
-            mls: GroupDevice::new(identity, &address, suite, directory.clone()),
+            mls: GroupDevice::new(&self.devices[i].1, &self.address(i), suite, directory.clone()),
             key_packages: Vec::new(),
         }
     }

@@ -16,8 +16,11 @@
 //! given here are read from it as well (Tacit itself reads no clock).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)] // a test file
 
+mod common;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use common::Account;
 use openmls::prelude as om;
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls_basic_credential::SignatureKeyPair;
@@ -28,9 +31,7 @@ use rand_core::SeedableRng;
 use tacit_groups::{
     Commit, Directory, GroupDevice, GroupError, GroupMeta, MemberId, OpenGroup, Received, Suite,
 };
-use tacit_protocol::{
-    AccountIdentity, AccountName, DeviceAddress, DeviceEntry, DeviceId, DeviceIdentity, DeviceList, UnixTime,
-};
+use tacit_protocol::{DeviceIdentity, UnixTime};
 
 /// Cipher suite 1, `Suite::Classical`.
 const SUITE: om::Ciphersuite = om::Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
@@ -43,46 +44,11 @@ fn now() -> UnixTime {
     UnixTime(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() - 60)
 }
 
-struct Account {
-    name: AccountName,
-    key: AccountIdentity,
-    devices: Vec<(DeviceId, DeviceIdentity)>,
-    version: u64,
-}
-
 impl Account {
-    fn new(name: &str, devices: u32, rng: &mut ChaCha20Rng) -> Self {
-        let devices = (1..=devices)
-            .map(|i| (DeviceId::new(i).unwrap(), DeviceIdentity::generate(rng).unwrap()))
-            .collect();
-        Self {
-            name: AccountName::new(name).unwrap(),
-            key: AccountIdentity::generate(rng).unwrap(),
-            devices,
-            version: 0,
-        }
-    }
-
-    fn list(&mut self) -> DeviceList {
-        self.version += 1;
-        let entries = self
-            .devices
-            .iter()
-            .enumerate()
-            .map(|(i, (id, d))| DeviceEntry { approver: i == 0, ..DeviceEntry::new(*id, d.public().clone()) })
-            .collect();
-        DeviceList::sign(&self.key, self.name.clone(), self.version, entries).unwrap()
-    }
-
-    fn member(&self, i: usize) -> MemberId {
-        MemberId { account: self.name.clone(), device: self.devices[i].0 }
-    }
-
     /// Device `i` as a Tacit (mls-rs) device.
     fn tacit(&self, i: usize, directory: &Directory) -> TacitDevice {
-        let address = DeviceAddress { account: self.name.clone(), device: self.devices[i].0 };
         TacitDevice {
-            mls: GroupDevice::new(&self.devices[i].1, &address, Suite::Classical, directory.clone()),
+            mls: GroupDevice::new(&self.devices[i].1, &self.address(i), Suite::Classical, directory.clone()),
             key_packages: Vec::new(),
         }
     }
