@@ -161,6 +161,56 @@ impl Report {
         self.add(c, n, op, label, None, None, Some(bytes), "");
     }
 
+    /// The rows of one commit adding N members: build, merge, their sum, the sizes.
+    #[allow(clippy::too_many_arguments)]
+    fn add_commit(
+        &mut self,
+        c: Config,
+        n: usize,
+        s: Settings,
+        build: (Duration, Duration),
+        merge: (Duration, Duration),
+        commit: usize,
+        welcome: usize,
+    ) {
+        self.one_shot(c, n, "add_build", "add N: A builds the commit and Welcome", build);
+        self.one_shot(c, n, "add_merge", "add N: A merges its pending commit", merge);
+        self.one_shot(
+            c,
+            n,
+            "add_total",
+            "add N in one commit (build + merge)",
+            (build.0 + merge.0, build.1 + merge.1),
+        );
+        self.size(c, n, "commit_size", "commit on the wire", commit);
+        self.size(c, n, "welcome_size", welcome_label(s), welcome);
+    }
+
+    /// With the tree apart, A exports it for the joiners (after the merge: the new epoch's).
+    fn exported_tree(
+        &mut self,
+        c: Config,
+        n: usize,
+        s: Settings,
+        export: impl FnOnce() -> Res<Vec<u8>>,
+    ) -> Res<Option<Vec<u8>>> {
+        if s.tree_in_welcome {
+            return Ok(None);
+        }
+        let (tree, time, cpu) = timed(export)?;
+        self.add(
+            c,
+            n,
+            "tree",
+            "A exports the ratchet tree",
+            Some(time),
+            Some(cpu),
+            Some(tree.len()),
+            "one run",
+        );
+        Ok(Some(tree))
+    }
+
     fn unsupported(&mut self, c: Config, n: usize, why: &str) {
         self.add(c, n, "unsupported", format!("not measured: {why}"), None, None, None, "");
     }
@@ -520,34 +570,8 @@ mod mlsrs {
         })?;
         drop(key_packages);
         let ((), merge, merge_cpu) = timed(|| Ok(a_group.apply_pending_commit().map(|_| ())?))?;
-        report.one_shot(c, n, "add_build", "add N: A builds the commit and Welcome", (build, build_cpu));
-        report.one_shot(c, n, "add_merge", "add N: A merges its pending commit", (merge, merge_cpu));
-        report.one_shot(
-            c,
-            n,
-            "add_total",
-            "add N in one commit (build + merge)",
-            (build + merge, build_cpu + merge_cpu),
-        );
-        report.size(c, n, "commit_size", "commit on the wire", commit.len());
-        report.size(c, n, "welcome_size", welcome_label(s), welcome.len());
-        // With the tree apart, A exports it for the joiners (after the merge: the new epoch's).
-        let tree = if s.tree_in_welcome {
-            None
-        } else {
-            let (tree, time, cpu) = timed(|| Ok(a_group.export_tree().to_bytes()?))?;
-            report.add(
-                c,
-                n,
-                "tree",
-                "A exports the ratchet tree",
-                Some(time),
-                Some(cpu),
-                Some(tree.len()),
-                "one run",
-            );
-            Some(tree)
-        };
+        report.add_commit(c, n, s, (build, build_cpu), (merge, merge_cpu), commit.len(), welcome.len());
+        let tree = report.exported_tree(c, n, s, || Ok(a_group.export_tree().to_bytes()?))?;
 
         // B applies the commit.
         let ((), process, process_cpu) =
@@ -822,34 +846,9 @@ mod openmls_bench {
         })?;
         drop(key_packages);
         let ((), merge, merge_cpu) = timed(|| Ok(a_group.merge_pending_commit(&a.provider)?))?;
-        report.one_shot(c, n, "add_build", "add N: A builds the commit and Welcome", (build, build_cpu));
-        report.one_shot(c, n, "add_merge", "add N: A merges its pending commit", (merge, merge_cpu));
-        report.one_shot(
-            c,
-            n,
-            "add_total",
-            "add N in one commit (build + merge)",
-            (build + merge, build_cpu + merge_cpu),
-        );
-        report.size(c, n, "commit_size", "commit on the wire", commit.len());
-        report.size(c, n, "welcome_size", welcome_label(s), welcome.len());
-        // With the tree apart, A exports it for the joiners (after the merge: the new epoch's).
-        let tree = if s.tree_in_welcome {
-            None
-        } else {
-            let (tree, time, cpu) = timed(|| Ok(a_group.export_ratchet_tree().tls_serialize_detached()?))?;
-            report.add(
-                c,
-                n,
-                "tree",
-                "A exports the ratchet tree",
-                Some(time),
-                Some(cpu),
-                Some(tree.len()),
-                "one run",
-            );
-            Some(tree)
-        };
+        report.add_commit(c, n, s, (build, build_cpu), (merge, merge_cpu), commit.len(), welcome.len());
+        let tree = report
+            .exported_tree(c, n, s, || Ok(a_group.export_ratchet_tree().tls_serialize_detached()?))?;
 
         let ((), process, process_cpu) = timed(|| apply_commit(&mut b_group, &b.provider, &commit))?;
         report.one_shot(c, n, "process", "B processes the commit", (process, process_cpu));

@@ -216,9 +216,12 @@ impl GroupDevice {
             .map_err(|e| self.error(e, 0))?
             .ok_or(GroupError::Malformed)?
             .to_vec();
-        let mut kp = self.key_packages.lock();
-        kp.created.clear();
-        let data = kp.held.remove(&reference).ok_or(GroupError::Mls("key package not stored".into()))?;
+        let data = self
+            .key_packages
+            .lock()
+            .held
+            .remove(&reference)
+            .ok_or(GroupError::Mls("key package not stored".into()))?;
         let secret = Zeroizing::new(data.mls_encode_to_vec().map_err(|_| GroupError::Malformed)?);
         let public = message.to_bytes().map_err(|e| self.error(e, 0))?;
         Ok(NewKeyPackage { reference, public, secret })
@@ -292,10 +295,7 @@ impl GroupDevice {
         self.key_packages.lock().held.insert(reference.to_vec(), data);
         let tree = mls_rs::group::ExportedTree::from_bytes(tree).map_err(|_| GroupError::Malformed)?;
         let joined = self.client.join_group(Some(tree), &message, Some(time(now)));
-        let mut kp = self.key_packages.lock();
-        kp.held.remove(reference);
-        kp.deleted.clear();
-        drop(kp);
+        self.key_packages.lock().held.remove(reference);
         let (group, _info) = joined.map_err(|e| self.error(e, 0))?;
         let open = self.open(group)?;
         open.meta()?;
@@ -343,8 +343,8 @@ pub struct OpenGroup {
 
 /// One step of the journal.
 enum Step {
-    /// A message processed.
-    Processed(Box<MlsMessage>),
+    /// A message processed, as it came (parsed again only for a replay).
+    Processed(Vec<u8>),
     /// A message encrypted: replayed by encrypting again, which moves the sending chain
     /// past the generation it used (the ciphertext itself is not needed).
     Encrypted,
@@ -499,17 +499,17 @@ impl OpenGroup {
     /// messages processed (and encrypted) since its last written state, and after a refusal
     /// reloads that state and replays them: nothing on the path of a good message, one
     /// reload and a replay of at most [`MAX_JOURNAL`] steps after a bad one.
-    pub fn process(&mut self, message: &[u8]) -> Result<Received, GroupError> {
-        let message = MlsMessage::from_bytes(message).map_err(|_| GroupError::Malformed)?;
+    pub fn process(&mut self, bytes: &[u8]) -> Result<Received, GroupError> {
+        let message = MlsMessage::from_bytes(bytes).map_err(|_| GroupError::Malformed)?;
         if message.group_id().is_some_and(|g| g != self.id()) {
             return Err(GroupError::WrongGroup);
         }
         if self.baseline.is_none() || self.journal.len() >= MAX_JOURNAL {
             self.checkpoint()?;
         }
-        match self.process_message(message.clone()) {
+        match self.process_message(message) {
             Ok(received) => {
-                self.journal.push(Step::Processed(Box::new(message)));
+                self.journal.push(Step::Processed(bytes.to_vec()));
                 Ok(received)
             }
             Err(e) => {
@@ -540,9 +540,9 @@ impl OpenGroup {
         self.group = load(&self.client, &id, &tree)?;
         for step in std::mem::take(&mut self.journal) {
             let replayed = match &step {
-                Step::Processed(message) => {
-                    self.group.process_incoming_message((**message).clone()).map(|_| ())
-                }
+                Step::Processed(bytes) => MlsMessage::from_bytes(bytes)
+                    .and_then(|message| self.group.process_incoming_message(message))
+                    .map(|_| ()),
                 Step::Encrypted => self.group.encrypt_application_message(&[], Vec::new()).map(|_| ()),
             };
             replayed.map_err(|e| GroupError::State(e.to_string()))?;

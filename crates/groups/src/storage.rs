@@ -76,7 +76,7 @@ impl GroupStateStorage for StateStore {
     }
 }
 
-/// Key package secrets held in memory for mls-rs: new ones are recorded for the caller
+/// Key package secrets held in memory for mls-rs: a new one is taken out for the caller
 /// to store, and the one a Welcome needs is put in before joining.
 #[derive(Clone, Default)]
 pub(crate) struct KeyPackageStore {
@@ -86,8 +86,6 @@ pub(crate) struct KeyPackageStore {
 #[derive(Default)]
 pub(crate) struct KeyPackages {
     pub(crate) held: HashMap<Vec<u8>, KeyPackageData>,
-    pub(crate) created: Vec<Vec<u8>>,
-    pub(crate) deleted: Vec<Vec<u8>>,
 }
 
 impl KeyPackageStore {
@@ -100,16 +98,12 @@ impl KeyPackageStorage for KeyPackageStore {
     type Error = Infallible;
 
     fn delete(&mut self, id: &[u8]) -> Result<(), Self::Error> {
-        let mut k = self.lock();
-        k.held.remove(id);
-        k.deleted.push(id.to_vec());
+        self.lock().held.remove(id);
         Ok(())
     }
 
     fn insert(&mut self, id: Vec<u8>, pkg: KeyPackageData) -> Result<(), Self::Error> {
-        let mut k = self.lock();
-        k.created.push(id.clone());
-        k.held.insert(id, pkg);
+        self.lock().held.insert(id, pkg);
         Ok(())
     }
 
