@@ -7,6 +7,11 @@
 #[path = "../../crates/server/src/kt/records.rs"]
 mod records;
 
+#[allow(dead_code)]
+#[path = "../../crates/server/src/mls_frame.rs"]
+mod mls_frame;
+
+#[allow(dead_code)]
 #[path = "../../crates/server/tests/fuzz_checks/mod.rs"]
 mod checks;
 

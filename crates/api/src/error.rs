@@ -49,6 +49,9 @@ pub enum ErrorCode {
     DeviceListConflict,
     /// A link slot or blob that was already answered, completed or used (`409`).
     AlreadyUsed,
+    /// A group commit or message made in another epoch than the group's (`409`, body
+    /// `GroupEpochConflict`): process what is waiting in the mailbox, then make it again.
+    StaleEpoch,
 }
 
 /// The body of every error response.

@@ -89,6 +89,15 @@ pub mod limits {
     pub const MAX_KEY_PACKAGE_BYTES: usize = 8 * 1024;
     /// The server reports "running low" below this many KeyPackages.
     pub const LOW_KEY_PACKAGE_WATER: u32 = 20;
+    /// Longest MLS group id the relay takes (mls-rs makes 32 random bytes).
+    pub const MAX_GROUP_ID_BYTES: usize = 32;
+    /// Most member devices of one group (10,000 members with two devices each).
+    pub const MAX_GROUP_DEVICES: usize = 20_000;
+    /// Largest commit request (commit, Welcome with the ratchet tree beside it, and the
+    /// device lists): adding 10,000 devices in one post-quantum commit takes about 53 MB
+    /// (docs/BENCHMARKS.md, "Groups: Tacit's path"). Other requests keep
+    /// [`MAX_REQUEST_BYTES`].
+    pub const MAX_GROUP_COMMIT_REQUEST_BYTES: usize = 96 * 1024 * 1024;
     /// Bundle fetches allowed per requesting device per minute (protects one-time keys).
     pub const BUNDLE_FETCHES_PER_MINUTE: u32 = 60;
     /// Requests allowed per connection or device per second, burst included.

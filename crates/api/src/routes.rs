@@ -98,6 +98,27 @@ pub const KEY_PACKAGES: &str = "/v1/key-packages";
 /// out once (the last-resort one when none is left, and then not removed); `404` when the
 /// device has none.
 pub const KEY_PACKAGE: &str = "/v1/key-packages/{name}/{device}";
+/// `GET` (auth, a member device) → [`crate::GroupStatus`]: the group's epoch and member
+/// devices as the relay keeps them (`404` for a device that is not a member). Groups are
+/// MLS groups (issue 11); `{group}` is the MLS group id in hex (1 to
+/// [`crate::limits::MAX_GROUP_ID_BYTES`] bytes).
+pub const GROUP: &str = "/v1/groups/{group}";
+/// `POST` (auth) [`crate::GroupCommitRequest`] → [`crate::SendResponse`]: the group's next
+/// commit. The first commit for an epoch wins: a commit made in another epoch than the
+/// group's is refused (`409` [`crate::GroupEpochConflict`] with the group's epoch). A commit
+/// in epoch 0 for a group the relay does not know creates it. The commit goes to every
+/// member device but the sender (those it removes included), the Welcome only to the devices
+/// it adds, both stored once.
+pub const GROUP_COMMITS: &str = "/v1/groups/{group}/commits";
+/// `POST` (auth, a member device) [`crate::GroupMessageRequest`] → [`crate::SendResponse`]:
+/// an application message or proposal of the group's current epoch (else `409`
+/// [`crate::GroupEpochConflict`]), stored once and referenced from every other member
+/// device's mailbox.
+pub const GROUP_MESSAGES: &str = "/v1/groups/{group}/messages";
+/// `DELETE` (auth, a member device) → `204`: the caller's device leaves the group's
+/// delivery (it gets nothing more of it); its self-removal proposal goes first, over
+/// [`GROUP_MESSAGES`], for the others to commit.
+pub const GROUP_MEMBERSHIP: &str = "/v1/groups/{group}/membership";
 /// `POST` (auth) [`crate::SendRequest`] → [`crate::SendResponse`] (or `409`
 /// [`crate::MismatchedDevices`], `410` [`crate::StaleDevices`]);
 /// `GET` (auth, optional query [`crate::FetchQuery`]: `?after=ID`) → [`crate::FetchResponse`]:

@@ -162,6 +162,91 @@ pub struct KeyPackageResponse {
     pub last_resort: bool,
 }
 
+/// One member device of a group, as the relay keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct GroupMember {
+    /// Its account.
+    pub account: String,
+    /// The device.
+    pub device: u32,
+}
+
+/// `POST /v1/groups/{group}/commits`: an MLS commit (`MLSMessage`, a `PrivateMessage` of
+/// content type commit for this group; its epoch is read from it) and what it changes in
+/// delivery. The relay cannot read the commit: the lists say whom to deliver to, and the
+/// members check the commit itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCommitRequest {
+    /// The commit.
+    pub commit: Bytes,
+    /// The Welcome for the devices added (with what they need beside it, as the client
+    /// encodes it); required exactly when `added` is not empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub welcome: Option<Bytes>,
+    /// Devices the commit adds (they get the Welcome, and from then on the group's traffic).
+    #[serde(default)]
+    pub added: Vec<GroupMember>,
+    /// Devices the commit removes (they get this commit, then nothing more of the group).
+    #[serde(default)]
+    pub removed: Vec<GroupMember>,
+    /// As [`SendRequest::idempotency_key`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<Bytes>,
+}
+
+/// `POST /v1/groups/{group}/messages`: an MLS application message or proposal
+/// (`MLSMessage`, a `PrivateMessage` of this group, at most
+/// [`crate::limits::MAX_ENVELOPE_BYTES`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMessageRequest {
+    /// The message.
+    pub content: Bytes,
+    /// As [`SendRequest::idempotency_key`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<Bytes>,
+}
+
+/// `409`: a group commit or message made in another epoch than the group's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupEpochConflict {
+    /// Always [`crate::ErrorCode::StaleEpoch`].
+    pub code: crate::ErrorCode,
+    /// The group's epoch at the relay.
+    pub epoch: u64,
+}
+
+/// A group as the relay keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    /// The epoch its last commit entered.
+    pub epoch: u64,
+    /// Its member devices.
+    pub members: Vec<GroupMember>,
+}
+
+/// What a group envelope carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupKind {
+    /// A commit ([`GroupCommitRequest::commit`]).
+    Commit,
+    /// A Welcome ([`GroupCommitRequest::welcome`]) to this device.
+    Welcome,
+    /// An application message or proposal ([`GroupMessageRequest::content`]).
+    Message,
+}
+
+/// The group part of an envelope: what the relay checked before storing it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupDelivery {
+    /// The MLS group id.
+    pub id: Bytes,
+    /// What the content is.
+    pub kind: GroupKind,
+    /// The epoch the message was made in (a Welcome: the epoch it joins).
+    pub epoch: u64,
+}
+
 /// One device's prekey bundle (`PrekeyBundle` encoding).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BundleResponse {
@@ -473,6 +558,9 @@ pub struct Envelope {
     pub server_time_ms: u64,
     /// End-to-end ciphertext.
     pub content: Bytes,
+    /// For a group's envelope: which group, and what it carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupDelivery>,
 }
 
 /// The query of `GET /v1/messages` (`?after=ID`, optional): a cursor, so a client that
@@ -593,6 +681,7 @@ mod tests {
             sender_device: 1,
             server_time_ms: 1,
             content: Bytes(vec![0, 255, 1]),
+            group: None,
         });
         let j = serde_json::to_string(&f).unwrap();
         assert!(j.contains("\"type\":\"envelope\"") && j.contains("\"content\":\"AP8B\""), "{j}");

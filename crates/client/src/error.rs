@@ -455,6 +455,10 @@ fn refusal(status: &u16, code: &Option<ErrorCode>, message: &str) -> String {
         Some(ErrorCode::AlreadyUsed) => {
             "that link code or upload was already used; start again with a new `tacit device link`".into()
         }
+        Some(ErrorCode::StaleEpoch) => {
+            "the group changed meanwhile (another member's change came first); receive, then run the command again"
+                .into()
+        }
         Some(_) | None => format!("the server refused the request (HTTP {status}): {detail}"),
     }
 }
@@ -549,6 +553,7 @@ mod tests {
             ErrorCode::Internal,
             ErrorCode::DeviceListConflict,
             ErrorCode::AlreadyUsed,
+            ErrorCode::StaleEpoch,
         ];
         let mut seen = std::collections::HashSet::new();
         for code in codes.into_iter().map(Some).chain([None]) {

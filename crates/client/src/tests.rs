@@ -76,6 +76,7 @@ fn envelope(id: u64, from: &Peer, session: &mut Session, text: &str) -> api::Env
         sender_device: 1,
         server_time_ms: 2_000 + id,
         content: api::Bytes(session.encrypt(&mut OsRng, &payload).unwrap().to_bytes()),
+        group: None,
     }
 }
 
@@ -159,6 +160,7 @@ async fn version_1_texts_are_still_read_and_a_resent_copy_is_stored_once() {
         sender_device: 1,
         server_time_ms: 2_000 + id,
         content: api::Bytes(s.encrypt(&mut OsRng, &payload.encode().unwrap()).unwrap().to_bytes()),
+        group: None,
     };
     let v1 = with(1, &Payload::Text { message_id: None, sent_time_ms: 1, text: "old".into(), root: None });
     let message_id = rand_id();
@@ -217,6 +219,7 @@ async fn a_sent_transcript_from_an_own_device_is_stored_as_sent_once() {
         sender_device: 2,
         server_time_ms: 1_000 + id,
         content: api::Bytes(s.encrypt(&mut OsRng, &payload.encode().unwrap()).unwrap().to_bytes()),
+        group: None,
     };
     let to_carol = rand_id();
     let e1 = from_phone(1, &transcript("carol", to_carol, "hi carol"));
@@ -244,6 +247,7 @@ async fn a_sent_transcript_from_an_own_device_is_stored_as_sent_once() {
         sender_device: 1,
         server_time_ms: 1_004,
         content: api::Bytes(a.encrypt(&mut OsRng, &forged.encode().unwrap()).unwrap().to_bytes()),
+        group: None,
     };
     let (msgs, _) = bob.process_all(vec![e]).await.unwrap();
     assert!(msgs.is_empty());
@@ -297,6 +301,7 @@ async fn history_is_in_server_time_order_whatever_the_senders_clocks_say() {
             sender_device: 1,
             server_time_ms,
             content: api::Bytes(s.encrypt(&mut OsRng, &payload).unwrap().to_bytes()),
+            group: None,
         }
     };
     let a1 = claimed(1, 4_070_908_800_000, 10_000, &mut s);

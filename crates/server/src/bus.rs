@@ -18,17 +18,29 @@ use crate::store::DeviceKey;
 /// Envelopes queued per subscriber before it is marked lagged.
 pub const SUBSCRIBER_QUEUE: usize = 1024;
 
+/// What a subscriber is handed.
+#[derive(Clone, Debug)]
+pub enum Live {
+    /// A committed envelope of its mailbox.
+    Envelope(Arc<Envelope>),
+    /// Its mailbox holds committed envelopes that were not handed over (a group message
+    /// too large to copy for every recipient): read them from the store.
+    Wake,
+}
+
 /// Delivers published envelopes to the subscribers of a device.
 pub trait Bus: Send + Sync + 'static {
     /// Starts receiving the envelopes published for `device` from now on.
     fn subscribe(&self, device: DeviceKey) -> Subscription;
     /// Hands a committed envelope to the device's subscribers (on this node or others).
     fn publish(&self, device: DeviceKey, envelope: Arc<Envelope>);
+    /// Tells the device's subscribers that committed envelopes wait in the store.
+    fn wake(&self, device: DeviceKey);
 }
 
 /// One subscriber's queue. Dropping it unsubscribes.
 pub struct Subscription {
-    rx: mpsc::Receiver<Arc<Envelope>>,
+    rx: mpsc::Receiver<Live>,
     lagged: Arc<AtomicBool>,
     _guard: Box<dyn Send + Sync>,
 }
@@ -37,16 +49,12 @@ impl Subscription {
     /// Makes a subscription from its parts (for [`Bus`] implementations): the queue, the
     /// flag the publisher sets when it dropped an envelope, and a guard whose drop
     /// unsubscribes.
-    pub fn new(
-        rx: mpsc::Receiver<Arc<Envelope>>,
-        lagged: Arc<AtomicBool>,
-        guard: Box<dyn Send + Sync>,
-    ) -> Self {
+    pub fn new(rx: mpsc::Receiver<Live>, lagged: Arc<AtomicBool>, guard: Box<dyn Send + Sync>) -> Self {
         Self { rx, lagged, _guard: guard }
     }
 
-    /// The next published envelope (`None` when the bus is gone).
-    pub async fn recv(&mut self) -> Option<Arc<Envelope>> {
+    /// The next published envelope or wake-up (`None` when the bus is gone).
+    pub async fn recv(&mut self) -> Option<Live> {
         self.rx.recv().await
     }
 
@@ -58,7 +66,7 @@ impl Subscription {
 
 struct Subscriber {
     id: u64,
-    tx: mpsc::Sender<Arc<Envelope>>,
+    tx: mpsc::Sender<Live>,
     lagged: Arc<AtomicBool>,
 }
 
@@ -97,6 +105,19 @@ impl Drop for Unsubscribe {
     }
 }
 
+impl LocalBus {
+    /// Queues `live` for every subscriber of `device` (one whose queue is full is marked
+    /// lagged: it reads its mailbox anyway).
+    fn hand_over(&self, device: DeviceKey, live: Live) {
+        let Ok(map) = self.map.lock() else { return };
+        for s in map.get(&device).into_iter().flatten() {
+            if s.tx.try_send(live.clone()).is_err() {
+                s.lagged.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
 impl Bus for LocalBus {
     fn subscribe(&self, device: DeviceKey) -> Subscription {
         let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
@@ -109,11 +130,10 @@ impl Bus for LocalBus {
     }
 
     fn publish(&self, device: DeviceKey, envelope: Arc<Envelope>) {
-        let Ok(map) = self.map.lock() else { return };
-        for s in map.get(&device).into_iter().flatten() {
-            if s.tx.try_send(envelope.clone()).is_err() {
-                s.lagged.store(true, Ordering::Release);
-            }
-        }
+        self.hand_over(device, Live::Envelope(envelope));
+    }
+
+    fn wake(&self, device: DeviceKey) {
+        self.hand_over(device, Live::Wake);
     }
 }

@@ -76,6 +76,10 @@ pub enum Failure {
     /// for (`409 already_used`); the message says which (never a secret).
     #[error("{0}")]
     AlreadyUsed(String),
+    /// A group commit or message made in another epoch than the group's, which is this one
+    /// (`409`, body [`tacit_api::GroupEpochConflict`]).
+    #[error("the group is in another epoch: receive its commits, then try again")]
+    StaleEpoch(u64),
     /// A server-side failure; the string is logged, not sent.
     #[error("internal error")]
     Internal(String),
@@ -124,6 +128,9 @@ impl From<StoreError> for Failure {
                 b.received, b.received, b.size
             )),
             StoreError::BlobIncomplete => Self::AlreadyUsed("the blob is not completely uploaded yet".into()),
+            StoreError::StaleEpoch(epoch) => Self::StaleEpoch(epoch),
+            StoreError::GroupChange(why) => Self::BadRequest(why),
+            StoreError::GroupTooLarge => Self::TooLarge("the group would have too many member devices"),
         }
     }
 }
@@ -152,6 +159,7 @@ impl Failure {
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
             Self::DeviceListConflict(_) => (StatusCode::CONFLICT, ErrorCode::DeviceListConflict),
             Self::AlreadyUsed(_) => (StatusCode::CONFLICT, ErrorCode::AlreadyUsed),
+            Self::StaleEpoch(_) => (StatusCode::CONFLICT, ErrorCode::StaleEpoch),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
@@ -163,6 +171,9 @@ impl IntoResponse for Failure {
         match self {
             Self::MismatchedDevices { missing, extra } => {
                 (status, axum::Json(MismatchedDevices { code, missing, extra })).into_response()
+            }
+            Self::StaleEpoch(epoch) => {
+                (status, axum::Json(tacit_api::GroupEpochConflict { code, epoch })).into_response()
             }
             other => (status, axum::Json(ApiError { code, message: other.public_message() })).into_response(),
         }

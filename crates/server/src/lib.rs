@@ -22,6 +22,7 @@ mod hexstr;
 pub mod kt;
 mod limiter;
 mod listen;
+pub mod mls_frame;
 mod proxy;
 mod routes;
 mod serve;
@@ -31,7 +32,7 @@ mod state;
 mod store;
 mod tls;
 
-pub use bus::{Bus, LocalBus, SUBSCRIBER_QUEUE, Subscription};
+pub use bus::{Bus, Live, LocalBus, SUBSCRIBER_QUEUE, Subscription};
 pub use config::{ConfigError, DEFAULT_MIN_FREE_BYTES, RateLimits, ServerConfig};
 pub use error::Failure;
 pub use proxy::IpNet;
@@ -41,8 +42,8 @@ pub use serve::{ServeError, Server, serve};
 pub use state::{AppState, DEFAULT_MAX_PENDING_STORE_BYTES, Settings};
 pub use store::{
     AccountId, AccountRecord, Authed, BlobRecord, BundleParts, DEFAULT_MAILBOX_BYTES, DeviceKey,
-    DeviceRecord, KeyRecord, KtEpoch, KtStore, KtWrite, LinkSlot, ListState, ListUpdate, NewAccount,
-    NewDevice, NewEnvelope, PgStore, PrekeyCounts, PrekeySet, STALL_AFTER, Sent, SqliteStore, Store,
-    StoreConfig, StoreError, StoredEnvelope,
+    DeviceRecord, GroupMemberName, GroupSent, GroupStored, KeyRecord, KtEpoch, KtStore, KtWrite, LinkSlot,
+    ListState, ListUpdate, NewAccount, NewCommit, NewDevice, NewEnvelope, PgStore, PrekeyCounts, PrekeySet,
+    STALL_AFTER, Sent, SqliteStore, Store, StoreConfig, StoreError, StoredEnvelope,
 };
 pub use tls::{TlsError, TlsReloader};

@@ -9,11 +9,15 @@
 #[path = "../src/kt/records.rs"]
 mod records;
 
+#[allow(dead_code)]
+#[path = "../src/mls_frame.rs"]
+mod mls_frame;
+
 mod fuzz_checks;
 
 use std::path::PathBuf;
 
-use fuzz_checks::check_kt_record;
+use fuzz_checks::{check_kt_record, check_mls_frame};
 
 fn corpus() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/kt_record")
@@ -107,4 +111,74 @@ fn generate_corpus() {
     moved.extend_from_slice(&records[2].get_full_binary_id());
     moved.extend_from_slice(&bytes);
     std::fs::write(dir.join("other-id"), moved).unwrap();
+}
+
+fn mls_corpus() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/mls_frame")
+}
+
+/// The corpus of `mls_frame`: real mls-rs messages (application, proposal, commit) and
+/// broken ones; the real ones must parse, so the check is not vacuous.
+#[test]
+fn mls_frame() {
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(mls_corpus()).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 5, "corpus {} is nearly empty", mls_corpus().display());
+    let mut parsed = 0;
+    for path in files {
+        let data = std::fs::read(&path).unwrap();
+        let r = std::panic::catch_unwind(|| check_mls_frame(&data));
+        parsed += usize::from(r.unwrap_or_else(|_| panic!("mls_frame: check failed on {}", path.display())));
+    }
+    assert!(parsed >= 3, "the real messages do not parse");
+}
+
+#[test]
+#[ignore = "rewrites fuzz/corpus/mls_frame"]
+fn generate_mls_corpus() {
+    use rand_core::OsRng;
+    use tacit_groups::{Directory, GroupDevice, GroupMeta, Suite};
+    use tacit_protocol::{
+        AccountIdentity, AccountName, DeviceAddress, DeviceEntry, DeviceId, DeviceIdentity, DeviceList,
+        UnixTime,
+    };
+
+    let account = AccountIdentity::generate(&mut OsRng).unwrap();
+    let device = DeviceIdentity::generate(&mut OsRng).unwrap();
+    let name = AccountName::new("alice").unwrap();
+    let id = DeviceId::new(1).unwrap();
+    let list = DeviceList::sign(
+        &account,
+        name.clone(),
+        1,
+        vec![DeviceEntry { approver: true, ..DeviceEntry::new(id, device.public().clone()) }],
+    )
+    .unwrap();
+    let directory = Directory::new();
+    directory.insert(&list);
+    let mls =
+        GroupDevice::new(&device, &DeviceAddress { account: name, device: id }, Suite::Classical, directory);
+    let now = UnixTime(1_790_000_000);
+    let mut group = mls.create(&GroupMeta::new("corpus", "", vec![]).unwrap(), now).unwrap();
+    let application = group.encrypt(b"hello").unwrap();
+    let commit = group.commit(&[], &[], None).unwrap().commit;
+    let dir = mls_corpus();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("application"), &application).unwrap();
+    std::fs::write(dir.join("commit"), &commit).unwrap();
+    std::fs::write(dir.join("cut"), &commit[..commit.len() / 2]).unwrap();
+    let mut public = application.clone();
+    public[3] = 1;
+    std::fs::write(dir.join("public-message"), public).unwrap();
+    // The group id's one-byte length as a two-byte one (not the shortest: refused).
+    let mut long = application[..4].to_vec();
+    long.extend_from_slice(&[0x40, application[4]]);
+    long.extend_from_slice(&application[5..]);
+    std::fs::write(dir.join("long-length"), long).unwrap();
+    let mut unknown = commit;
+    let at = 5 + usize::from(unknown[4]) + 8;
+    unknown[at] = 9;
+    std::fs::write(dir.join("unknown-content-type"), unknown).unwrap();
+    std::fs::write(dir.join("trailing"), [application.as_slice(), &[0; 3]].concat()).unwrap();
 }

@@ -132,8 +132,12 @@ impl FromRequestParts<AppState> for Auth {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Failure> {
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         use crate::service::auth::RequestKind;
-        let kind = match (&parts.method, parts.uri.path()) {
-            (&axum::http::Method::POST, tacit_api::MESSAGES) => RequestKind::Send,
+        let route = parts.extensions.get::<MatchedPath>().map_or_else(|| parts.uri.path(), |p| p.as_str());
+        let kind = match (&parts.method, route) {
+            (
+                &axum::http::Method::POST,
+                tacit_api::MESSAGES | tacit_api::GROUP_MESSAGES | tacit_api::GROUP_COMMITS,
+            ) => RequestKind::Send,
             (&axum::http::Method::POST, tacit_api::ACK) => RequestKind::Ack,
             _ => RequestKind::Other,
         };

@@ -11,6 +11,7 @@ mod device_list;
 mod devices;
 pub(crate) mod extract;
 mod fetch;
+mod groups;
 mod healthz;
 mod key_packages;
 mod link;
@@ -24,7 +25,7 @@ mod ws;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
-use tacit_api::limits::{MAX_BLOB_CHUNK_BYTES, MAX_REQUEST_BYTES};
+use tacit_api::limits::{MAX_BLOB_CHUNK_BYTES, MAX_GROUP_COMMIT_REQUEST_BYTES, MAX_REQUEST_BYTES};
 
 use crate::error::Failure;
 use crate::state::AppState;
@@ -64,6 +65,14 @@ pub fn app(state: AppState) -> Router {
         .route(tacit_api::BUNDLE, get(bundle::handler))
         .route(tacit_api::KEY_PACKAGES, put(key_packages::upload).get(key_packages::status))
         .route(tacit_api::KEY_PACKAGE, get(key_packages::take))
+        .route(tacit_api::GROUP, get(groups::status))
+        .route(
+            tacit_api::GROUP_COMMITS,
+            // A commit adding thousands of devices carries its Welcome and tree: its own limit.
+            post(groups::commit).layer(DefaultBodyLimit::max(MAX_GROUP_COMMIT_REQUEST_BYTES)),
+        )
+        .route(tacit_api::GROUP_MESSAGES, post(groups::message))
+        .route(tacit_api::GROUP_MEMBERSHIP, delete(groups::leave))
         .route(tacit_api::MESSAGES, post(send::handler).get(fetch::handler))
         .route(tacit_api::ACK, post(ack::handler))
         .route(tacit_api::WEBSOCKET, get(ws::handler))

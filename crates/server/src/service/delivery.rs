@@ -44,6 +44,7 @@ use tacit_api::{ClientFrame, Envelope, SendRequest, ServerFrame, close};
 
 use super::messages::MAX_ACK_IDS;
 use super::sockets::{Ended, Registration};
+use crate::bus::Live;
 use crate::error::Failure;
 use crate::limiter::LimitKey;
 use crate::state::AppState;
@@ -488,14 +489,23 @@ async fn serve(state: &AppState, who: &Authed, token: &[u8; 32], conn: &mut Conn
                 }
             },
             live = sub.recv() => {
-                let Some(envelope) = live else {
+                let Some(live) = live else {
                     drain(conn).await;
                     return Err(Stop::Close(GOING_AWAY, "server shutting down"));
                 };
-                if sub.take_lagged() {
-                    resync(state, who, conn, &halt).await?;
+                match live {
+                    Live::Envelope(envelope) => {
+                        if sub.take_lagged() {
+                            resync(state, who, conn, &halt).await?;
+                        }
+                        conn.deliver(&envelope, false).await?;
+                    }
+                    // Stored without being handed over (a large group message): read it.
+                    Live::Wake => {
+                        sub.take_lagged();
+                        resync(state, who, conn, &halt).await?;
+                    }
                 }
-                conn.deliver(&envelope, false).await?;
             }
             () = &mut retry_ack, if conn.held_ack.is_some() => {
                 if let Some(held) = conn.held_ack.take()
@@ -553,6 +563,7 @@ mod tests {
             sender_device: 2,
             server_time_ms: 9,
             content: tacit_api::Bytes(vec![1, 2, 3]),
+            group: None,
         };
         let borrowed = serde_json::to_string(&EnvelopeFrame::Envelope(&e)).unwrap();
         let owned = serde_json::to_string(&tacit_api::ServerFrame::Envelope(e)).unwrap();

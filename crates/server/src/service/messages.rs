@@ -9,6 +9,7 @@
 //! so a send carries an idempotency key: a retry with it is answered as the first send was
 //! and stores nothing twice.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,18 +71,55 @@ pub async fn send(state: &AppState, caller: Authed, req: SendRequest) -> Result<
     if devices.windows(2).any(|w| w.first() == w.get(1)) {
         return Err(Failure::BadRequest("two envelopes for one device"));
     }
-    let idempotency_key = match &req.idempotency_key {
-        None => None,
-        Some(k) => Some(
-            <[u8; IDEMPOTENCY_KEY_BYTES]>::try_from(k.as_slice())
-                .map_err(|_| Failure::BadRequest("idempotency key is 16 bytes"))?,
-        ),
-    };
+    let idempotency_key = idempotency_key(req.idempotency_key.as_ref())?;
     if state.storage_low() {
         return Err(Failure::StorageFull);
     }
-    // Room for these bytes under the server-wide bound, held until the store answers.
     let bytes: usize = envelopes.iter().map(|e| e.content.len()).sum();
+    let store = state.store().clone();
+    let bus = state.inner().bus.clone();
+    let recipient = req.recipient;
+    let state_counter = req.state_counter;
+    let now = now_ms();
+    let server_time_ms = detached(state, bytes, async move {
+        match store.send(&caller, &recipient, envelopes, now, idempotency_key, state_counter).await? {
+            // Durable now: wake the recipients' connections with the envelopes themselves.
+            Sent::Stored(stored) => {
+                for s in stored {
+                    bus.publish(s.to, Arc::new(s.envelope));
+                }
+                Ok(now)
+            }
+            // A retry of a send stored before: answered as that one was.
+            Sent::Duplicate { server_time_ms } => Ok(server_time_ms),
+        }
+    })
+    .await?;
+    Ok(SendResponse { server_time_ms })
+}
+
+/// An idempotency key as sent (16 bytes, or none).
+pub(crate) fn idempotency_key(
+    key: Option<&tacit_api::Bytes>,
+) -> Result<Option<[u8; IDEMPOTENCY_KEY_BYTES]>, Failure> {
+    key.map(|k| {
+        <[u8; IDEMPOTENCY_KEY_BYTES]>::try_from(k.as_slice())
+            .map_err(|_| Failure::BadRequest("idempotency key is 16 bytes"))
+    })
+    .transpose()
+}
+
+/// Runs `write` (a store write and the publishing of what it stored) with room for its
+/// `bytes` under the server-wide bound, in a detached task, so that what commits is
+/// published even when the request is cancelled meanwhile (the client hung up, or the
+/// request timed out): commit implies publish, and no connected recipient waits for a
+/// resync. The caller waits at most [`STORE_DEADLINE`]; the write at most [`STORE_GIVE_UP`].
+pub(crate) async fn detached<T: Send + 'static>(
+    state: &AppState,
+    bytes: usize,
+    write: impl Future<Output = Result<T, Failure>> + Send + 'static,
+) -> Result<T, Failure> {
+    // Room for these bytes under the server-wide bound, held until the store answers.
     let inner = state.inner();
     let permits = u32::try_from(bytes.clamp(1, inner.max_pending_bytes)).unwrap_or(u32::MAX);
     let room = match tokio::time::timeout(ROOM_WAIT, inner.pending_bytes.clone().acquire_many_owned(permits))
@@ -90,40 +128,15 @@ pub async fn send(state: &AppState, caller: Authed, req: SendRequest) -> Result<
         Ok(Ok(permit)) => permit,
         _ => return Err(Failure::Unavailable),
     };
-    let now = now_ms();
-    // Store and publish in a detached task, so that an envelope that commits is published
-    // even when this request is cancelled meanwhile (the client hung up, or the request
-    // timed out): commit implies publish, and no connected recipient waits for a resync.
-    let store = state.store().clone();
-    let bus = state.inner().bus.clone();
-    let recipient = req.recipient;
-    let state_counter = req.state_counter;
     let (answer, answered) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let _room = room;
-        let sent = tokio::time::timeout(
-            STORE_GIVE_UP,
-            store.send(&caller, &recipient, envelopes, now, idempotency_key, state_counter),
-        )
-        .await;
-        let out = match sent {
-            Err(_) => Err(Failure::Unavailable),
-            Ok(Err(e)) => Err(Failure::from(e)),
-            // Durable now: wake the recipients' connections with the envelopes themselves.
-            Ok(Ok(Sent::Stored(stored))) => {
-                for s in stored {
-                    bus.publish(s.to, Arc::new(s.envelope));
-                }
-                Ok(now)
-            }
-            // A retry of a send stored before: answered as that one was.
-            Ok(Ok(Sent::Duplicate { server_time_ms })) => Ok(server_time_ms),
-        };
+        let out = tokio::time::timeout(STORE_GIVE_UP, write).await.unwrap_or(Err(Failure::Unavailable));
         // The caller may have gone (its deadline, or it hung up): the write stands.
         let _ = answer.send(out);
     });
     match tokio::time::timeout(STORE_DEADLINE, answered).await {
-        Ok(Ok(out)) => out.map(|server_time_ms| SendResponse { server_time_ms }),
+        Ok(Ok(out)) => out,
         Ok(Err(_)) => Err(Failure::Internal("send task failed".into())),
         Err(_) => Err(Failure::Unavailable),
     }

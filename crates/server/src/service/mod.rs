@@ -6,6 +6,7 @@ pub mod auth;
 pub mod blobs;
 pub mod delivery;
 pub mod devices;
+pub mod groups;
 pub mod key_packages;
 pub mod link;
 pub mod messages;

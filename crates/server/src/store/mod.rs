@@ -66,6 +66,15 @@ pub enum StoreError {
     /// A blob read before the whole blob was uploaded.
     #[error("blob incomplete")]
     BlobIncomplete,
+    /// A group commit or message made in another epoch than the group's, which is this one.
+    #[error("stale group epoch")]
+    StaleEpoch(u64),
+    /// A group commit's member changes do not fit the group as stored (the reason).
+    #[error("{0}")]
+    GroupChange(&'static str),
+    /// A commit would take the group past [`tacit_api::limits::MAX_GROUP_DEVICES`].
+    #[error("too many group members")]
+    GroupTooLarge,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -422,6 +431,50 @@ pub struct StoredEnvelope {
     pub envelope: tacit_api::Envelope,
 }
 
+/// One member device of a group, by account name.
+pub type GroupMemberName = (String, u32);
+
+/// A group commit to store: the relay's per-group total order (the first commit for an
+/// epoch wins) and the fan-out of the commit and its Welcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewCommit {
+    /// The MLS group id.
+    pub group_id: Vec<u8>,
+    /// The epoch the commit was made in (read from its header).
+    pub epoch: u64,
+    /// The commit.
+    pub commit: Vec<u8>,
+    /// The Welcome for `added`.
+    pub welcome: Option<Vec<u8>>,
+    /// Devices added (distinct).
+    pub added: Vec<GroupMemberName>,
+    /// Devices removed (distinct; ones not in the group are ignored).
+    pub removed: Vec<GroupMemberName>,
+}
+
+/// One group envelope stored: in whose mailbox, its id, and what it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupStored {
+    /// The mailbox.
+    pub to: DeviceKey,
+    /// The envelope's id in it.
+    pub id: u64,
+    /// What it carries.
+    pub kind: tacit_api::GroupKind,
+}
+
+/// What a group commit or message did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupSent {
+    /// Stored now, at the `now_ms` given: one payload, these envelopes referring to it.
+    Stored(Vec<GroupStored>),
+    /// A retry of one stored before (same idempotency key), at this time.
+    Duplicate {
+        /// The first one's server time.
+        server_time_ms: u64,
+    },
+}
+
 /// The storage interface the services use.
 #[async_trait]
 pub trait Store: KtStore + Send + Sync + 'static {
@@ -542,6 +595,43 @@ pub trait Store: KtStore + Send + Sync + 'static {
         state_counter: Option<u64>,
     ) -> Result<usize, StoreError>;
 
+    /// Stores a group commit in one transaction: the group's epoch must be the commit's
+    /// ([`StoreError::StaleEpoch`] with the group's otherwise; a group not stored yet is
+    /// created by a commit of epoch 0), the sender a member device ([`StoreError::NotFound`]
+    /// otherwise). The commit goes to every member device but the sender (the removed
+    /// ones too), stored once; then `removed` leave, `added` join (each an existing device
+    /// not in the group yet) and get the Welcome, stored once; the epoch goes up by one.
+    /// Idempotency keys as in [`Store::send`].
+    async fn group_commit(
+        &self,
+        sender: &Authed,
+        commit: NewCommit,
+        now_ms: u64,
+        idempotency_key: Option<[u8; tacit_api::limits::IDEMPOTENCY_KEY_BYTES]>,
+    ) -> Result<GroupSent, StoreError>;
+    /// Stores a group's application message or proposal made in `epoch`, which must be the
+    /// group's ([`StoreError::StaleEpoch`] otherwise), from a member device
+    /// ([`StoreError::NotFound`] otherwise): stored once, referenced from the mailbox of
+    /// every other member device whose mailbox has room (a full one misses it).
+    async fn group_message(
+        &self,
+        sender: &Authed,
+        group_id: Vec<u8>,
+        epoch: u64,
+        content: Vec<u8>,
+        now_ms: u64,
+        idempotency_key: Option<[u8; tacit_api::limits::IDEMPOTENCY_KEY_BYTES]>,
+    ) -> Result<GroupSent, StoreError>;
+    /// A group's epoch and member devices, if `member` is one of them.
+    async fn group_status(
+        &self,
+        member: DeviceKey,
+        group_id: Vec<u8>,
+    ) -> Result<Option<(u64, Vec<GroupMemberName>)>, StoreError>;
+    /// Takes `member` out of the group's delivery (true if it was in); a group left with no
+    /// member is deleted.
+    async fn leave_group(&self, member: DeviceKey, group_id: Vec<u8>) -> Result<bool, StoreError>;
+
     /// The largest state counter the device reported with a send, an acknowledgement that
     /// deleted something, or a prekey upload (0 if none): every value was recorded in the
     /// transaction of the change it came with, so the world may have seen the device's
@@ -654,6 +744,46 @@ pub(crate) fn page_len(page: &[tacit_api::Envelope], limit: usize, max_bytes: us
         keep += 1;
     }
     keep
+}
+
+/// A group envelope kind as both databases store it.
+pub(crate) fn kind_code(kind: tacit_api::GroupKind) -> i16 {
+    match kind {
+        tacit_api::GroupKind::Commit => 1,
+        tacit_api::GroupKind::Welcome => 2,
+        tacit_api::GroupKind::Message => 3,
+    }
+}
+
+/// A stored group envelope kind back (`None`: not a group envelope).
+pub(crate) fn kind_of(code: Option<i64>) -> Option<tacit_api::GroupKind> {
+    match code? {
+        1 => Some(tacit_api::GroupKind::Commit),
+        2 => Some(tacit_api::GroupKind::Welcome),
+        3 => Some(tacit_api::GroupKind::Message),
+        _ => None,
+    }
+}
+
+/// The group part of a fetched envelope, from its payload's columns.
+pub(crate) fn group_delivery(
+    group_id: Option<Vec<u8>>,
+    kind: Option<i64>,
+    epoch: Option<i64>,
+) -> Option<tacit_api::GroupDelivery> {
+    Some(tacit_api::GroupDelivery { id: group_id?.into(), kind: kind_of(kind)?, epoch: to_u64(epoch?) })
+}
+
+/// The checks of a group commit against the group as stored, the same on both stores.
+pub(crate) fn check_commit_members(sender: &Authed, commit: &NewCommit) -> Result<(), StoreError> {
+    let me = (sender.account.clone(), sender.key.device);
+    if commit.removed.contains(&me) {
+        return Err(StoreError::GroupChange("a commit cannot remove its own sender"));
+    }
+    if commit.added.contains(&me) {
+        return Err(StoreError::GroupChange("a device added is in the group already"));
+    }
+    Ok(())
 }
 
 /// Milliseconds as the signed integer both databases store.

@@ -33,14 +33,16 @@ use tacit_api::limits::{
 };
 use tokio_postgres::NoTls;
 
+mod groups;
 mod kt;
 
 use super::progress::Progress;
 use super::schema;
 use super::{
-    AccountId, AccountRecord, Authed, BlobRecord, BundleParts, DeviceKey, DeviceRecord, KeyPackageCounts,
-    KeyRecord, LinkSlot, ListState, ListUpdate, NewAccount, NewEnvelope, PrekeyCounts, PrekeySet,
-    RotationRecord, Sent, Store, StoreConfig, StoreError, StoredEnvelope, to_i64, to_u32, to_u64,
+    AccountId, AccountRecord, Authed, BlobRecord, BundleParts, DeviceKey, DeviceRecord, GroupMemberName,
+    GroupSent, KeyPackageCounts, KeyRecord, LinkSlot, ListState, ListUpdate, NewAccount, NewCommit,
+    NewEnvelope, PrekeyCounts, PrekeySet, RotationRecord, Sent, Store, StoreConfig, StoreError,
+    StoredEnvelope, to_i64, to_u32, to_u64,
 };
 
 /// Connections kept by the pool.
@@ -232,6 +234,55 @@ async fn insert_keys(
     Ok(())
 }
 
+/// The distinct values of a sorted list with how often each occurs.
+fn runs(sorted: &[i64]) -> (Vec<i64>, Vec<i64>) {
+    let mut values: Vec<i64> = Vec::new();
+    let mut counts: Vec<i64> = Vec::new();
+    for &v in sorted {
+        match (values.last(), counts.last_mut()) {
+            (Some(&last), Some(n)) if last == v => *n += 1,
+            _ => {
+                values.push(v);
+                counts.push(1);
+            }
+        }
+    }
+    (values, counts)
+}
+
+/// Claims a send's idempotency key for `d` at `now_ms` (stored with the send's own
+/// transaction), or answers the server time of the earlier send that holds it. First in the
+/// transaction: a concurrent retry with the same key waits on this row until the first
+/// commits (then it is a duplicate) or rolls back.
+async fn claim_send_key(
+    c: &impl GenericClient,
+    d: DeviceKey,
+    key: Option<&[u8]>,
+    now_ms: u64,
+) -> Result<Option<u64>, StoreError> {
+    let Some(key) = key else { return Ok(None) };
+    let expires = to_i64(now_ms.saturating_add(IDEMPOTENCY_TTL_SECS * 1000));
+    let st = c
+        .prepare_cached(
+            "INSERT INTO send_keys (account_id, device_id, key, server_time_ms, expires_ms) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id, device_id, key) DO UPDATE \
+             SET server_time_ms = EXCLUDED.server_time_ms, expires_ms = EXCLUDED.expires_ms \
+             WHERE send_keys.expires_ms <= $4 RETURNING 1",
+        )
+        .await?;
+    let dev = i64::from(d.device);
+    if c.query_opt(&st, &[&d.account, &dev, &key, &to_i64(now_ms), &expires]).await?.is_some() {
+        return Ok(None);
+    }
+    let st = c
+        .prepare_cached(
+            "SELECT server_time_ms FROM send_keys WHERE account_id = $1 AND device_id = $2 AND key = $3",
+        )
+        .await?;
+    let first: i64 = c.query_one(&st, &[&d.account, &dev, &key]).await?.try_get(0)?;
+    Ok(Some(to_u64(first)))
+}
+
 /// Raises the device's state counter to `value` (the largest value reported is kept). Its
 /// row is written only by the device's own requests, each as its last statement, so the
 /// lock it takes adds no lock-order cycle.
@@ -311,8 +362,10 @@ async fn clear_device(c: &impl GenericClient, d: DeviceKey, remove: bool) -> Res
         "UPDATE devices SET logged_out = true, mailbox_count = 0, mailbox_bytes = 0, signed_prekey = '\\x', \
          last_resort = '\\x' WHERE account_id = $1 AND device_id = $2"
     };
+    let st = c.prepare_cached(row).await?;
+    c.execute(&st, &[&d.account, &dev]).await?;
+    groups::forget(c, d.account, Some(d.device)).await?;
     for sql in [
-        row,
         "DELETE FROM envelopes WHERE account_id = $1 AND device_id = $2",
         "DELETE FROM one_time_prekeys WHERE account_id = $1 AND device_id = $2",
         "DELETE FROM kem_prekeys WHERE account_id = $1 AND device_id = $2",
@@ -654,32 +707,9 @@ impl PgStore {
     ) -> Result<Sent, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        if let Some(key) = &idempotency_key {
-            // First in the transaction: a concurrent retry with the same key waits on this
-            // row until the first commits (then it is a duplicate) or rolls back.
-            let expires = to_i64(now_ms.saturating_add(IDEMPOTENCY_TTL_SECS * 1000));
-            let st = tx
-                .prepare_cached(
-                    "INSERT INTO send_keys (account_id, device_id, key, server_time_ms, expires_ms) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id, device_id, key) DO UPDATE \
-                     SET server_time_ms = EXCLUDED.server_time_ms, expires_ms = EXCLUDED.expires_ms \
-                     WHERE send_keys.expires_ms <= $4 RETURNING 1",
-                )
-                .await?;
-            let dev = i64::from(sender.key.device);
-            let fresh = tx
-                .query_opt(&st, &[&sender.key.account, &dev, &key.as_slice(), &to_i64(now_ms), &expires])
-                .await?;
-            if fresh.is_none() {
-                let st = tx
-                    .prepare_cached(
-                        "SELECT server_time_ms FROM send_keys WHERE account_id = $1 AND device_id = $2 AND key = $3",
-                    )
-                    .await?;
-                let first: i64 =
-                    tx.query_one(&st, &[&sender.key.account, &dev, &key.as_slice()]).await?.try_get(0)?;
-                return Ok(Sent::Duplicate { server_time_ms: to_u64(first) });
-            }
+        let key = idempotency_key.as_ref().map(|k| k.as_slice());
+        if let Some(server_time_ms) = claim_send_key(&tx, sender.key, key, now_ms).await? {
+            return Ok(Sent::Duplicate { server_time_ms });
         }
         let st = tx.prepare_cached("SELECT id, kt_devices FROM accounts WHERE name = $1").await?;
         let (account, published): (AccountId, Option<String>) = match tx.query_opt(&st, &[&recipient]).await?
@@ -761,6 +791,7 @@ impl PgStore {
                     sender_device: sender.key.device,
                     server_time_ms: now_ms,
                     content: e.content.into(),
+                    group: None,
                 },
             });
         }
@@ -834,6 +865,7 @@ impl Store for PgStore {
     async fn delete_account(&self, account: AccountId) -> Result<(), StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        groups::forget(&tx, account, None).await?;
         for sql in [
             "DELETE FROM envelopes WHERE account_id = $1",
             "DELETE FROM blob_chunks WHERE blob_id IN (SELECT id FROM blobs WHERE account_id = $1)",
@@ -1026,8 +1058,9 @@ impl Store for PgStore {
         let c = self.pool.get().await?;
         let st = c
             .prepare_cached(
-                "SELECT id, sender, sender_device, server_time_ms, content FROM envelopes \
-                 WHERE account_id = $1 AND device_id = $2 AND id > $3 ORDER BY id LIMIT $4",
+                "SELECT e.id, e.sender, e.sender_device, e.server_time_ms, coalesce(p.content, e.content), \
+                 p.group_id, p.kind::BIGINT, p.epoch FROM envelopes e LEFT JOIN group_payloads p ON p.id = e.payload_id \
+                 WHERE e.account_id = $1 AND e.device_id = $2 AND e.id > $3 ORDER BY e.id LIMIT $4",
             )
             .await?;
         let rows = c
@@ -1054,6 +1087,7 @@ impl Store for PgStore {
                     sender_device: to_u32(r.try_get(2)?),
                     server_time_ms: to_u64(r.try_get(3)?),
                     content: r.try_get::<_, Vec<u8>>(4)?.into(),
+                    group: super::group_delivery(r.try_get(5)?, r.try_get(6)?, r.try_get(7)?),
                 })
             })();
             let e = e?;
@@ -1083,6 +1117,47 @@ impl Store for PgStore {
             return Ok(0);
         }
         self.tracked(self.ack_tx(d, ids, state_counter)).await
+    }
+
+    async fn group_commit(
+        &self,
+        sender: &Authed,
+        commit: NewCommit,
+        now_ms: u64,
+        idempotency_key: Option<[u8; IDEMPOTENCY_KEY_BYTES]>,
+    ) -> Result<GroupSent, StoreError> {
+        let key = idempotency_key.as_ref().map(|k| k.as_slice());
+        self.tracked(self.group_commit_tx(sender, commit, now_ms, key)).await
+    }
+
+    async fn group_message(
+        &self,
+        sender: &Authed,
+        group_id: Vec<u8>,
+        epoch: u64,
+        content: Vec<u8>,
+        now_ms: u64,
+        idempotency_key: Option<[u8; IDEMPOTENCY_KEY_BYTES]>,
+    ) -> Result<GroupSent, StoreError> {
+        let key = idempotency_key.as_ref().map(|k| k.as_slice());
+        self.tracked(self.group_message_tx(sender, &group_id, epoch, &content, now_ms, key)).await
+    }
+
+    async fn group_status(
+        &self,
+        member: DeviceKey,
+        group_id: Vec<u8>,
+    ) -> Result<Option<(u64, Vec<GroupMemberName>)>, StoreError> {
+        let c = self.pool.get().await?;
+        groups::status(&c, member, &group_id).await
+    }
+
+    async fn leave_group(&self, member: DeviceKey, group_id: Vec<u8>) -> Result<bool, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let gone = groups::leave(&tx, member, &group_id).await?;
+        tx.commit().await?;
+        Ok(gone)
     }
 
     async fn state_counter(&self, d: DeviceKey) -> Result<u64, StoreError> {
@@ -1344,12 +1419,15 @@ impl PgStore {
         let st = tx
             .prepare_cached(
                 "WITH gone AS (DELETE FROM envelopes WHERE account_id = $1 AND device_id = $2 AND id = ANY($3) \
-                 RETURNING octet_length(content) AS len) \
-                 SELECT count(*), coalesce(sum(len), 0)::BIGINT FROM gone",
+                 RETURNING octet_length(content) AS len, payload_id) \
+                 SELECT count(*), coalesce(sum(len), 0)::BIGINT, \
+                 coalesce(array_agg(payload_id ORDER BY payload_id) FILTER (WHERE payload_id IS NOT NULL), '{}') \
+                 FROM gone",
             )
             .await?;
         let row = tx.query_one(&st, &[&d.account, &dev, &ids]).await?;
         let (n, bytes): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        let referenced: Vec<i64> = row.try_get(2)?;
         if n > 0 {
             let st = tx
                 .prepare_cached(
@@ -1358,6 +1436,9 @@ impl PgStore {
                 )
                 .await?;
             tx.execute(&st, &[&d.account, &dev, &n, &bytes]).await?;
+            // After the device row (as a device's removal does), so the two cannot deadlock.
+            let (payloads, counts) = runs(&referenced);
+            groups::release(&tx, &payloads, &counts).await?;
             raise_state_counter(&tx, d, state_counter).await?;
         }
         tx.commit().await?;

@@ -195,6 +195,34 @@ CREATE TABLE key_packages (
 );
 CREATE INDEX key_packages_by_device ON key_packages (account_id, device_id, last_resort, id);
 "#,
+    // 11: issue 11, group delivery. A group is its MLS id, its epoch (the relay's total
+    // order of commits) and its member devices; nothing of the encrypted group context. A
+    // group message is stored once in group_payloads and referenced from each recipient's
+    // envelope (whose own content is then empty), counted in `refs`, deleted at zero.
+    r#"
+CREATE TABLE groups (
+    id BLOB PRIMARY KEY,
+    epoch INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE group_members (
+    group_id BLOB NOT NULL,
+    account_id INTEGER NOT NULL,
+    device_id INTEGER NOT NULL,
+    PRIMARY KEY (group_id, account_id, device_id)
+) WITHOUT ROWID;
+CREATE INDEX group_members_by_device ON group_members (account_id, device_id);
+CREATE TABLE group_payloads (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_id BLOB NOT NULL,
+    kind INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    refs INTEGER NOT NULL,
+    content BLOB NOT NULL
+);
+ALTER TABLE envelopes ADD COLUMN payload_id INTEGER;
+CREATE INDEX envelopes_by_payload ON envelopes (payload_id) WHERE payload_id IS NOT NULL;
+"#,
 ];
 
 /// PostgreSQL migrations, in order (run in the connection's `search_path` schema).
@@ -382,5 +410,30 @@ CREATE TABLE key_packages (
     data BYTEA NOT NULL
 );
 CREATE INDEX key_packages_by_device ON key_packages (account_id, device_id, last_resort, id);
+"#,
+    // 11: group delivery (see the SQLite migration 11).
+    r#"
+CREATE TABLE groups (
+    id BYTEA PRIMARY KEY,
+    epoch BIGINT NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+CREATE TABLE group_members (
+    group_id BYTEA NOT NULL,
+    account_id BIGINT NOT NULL,
+    device_id BIGINT NOT NULL,
+    PRIMARY KEY (group_id, account_id, device_id)
+);
+CREATE INDEX group_members_by_device ON group_members (account_id, device_id);
+CREATE TABLE group_payloads (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    group_id BYTEA NOT NULL,
+    kind SMALLINT NOT NULL,
+    epoch BIGINT NOT NULL,
+    refs BIGINT NOT NULL,
+    content BYTEA NOT NULL
+);
+ALTER TABLE envelopes ADD COLUMN payload_id BIGINT;
+CREATE INDEX envelopes_by_payload ON envelopes (payload_id) WHERE payload_id IS NOT NULL;
 "#,
 ];

@@ -7,6 +7,7 @@
 mod checkpoint;
 #[cfg(test)]
 mod durability_tests;
+mod groups;
 mod kt;
 mod readers;
 mod writer;
@@ -25,9 +26,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::progress::Progress;
 use super::schema;
 use super::{
-    AccountId, AccountRecord, Authed, BlobRecord, BundleParts, DeviceKey, DeviceRecord, KeyPackageCounts,
-    KeyRecord, LinkSlot, ListState, ListUpdate, NewAccount, NewEnvelope, PrekeyCounts, PrekeySet,
-    RotationRecord, Sent, Store, StoreConfig, StoreError, StoredEnvelope, json_ids, to_i64, to_u32, to_u64,
+    AccountId, AccountRecord, Authed, BlobRecord, BundleParts, DeviceKey, DeviceRecord, GroupMemberName,
+    GroupSent, KeyPackageCounts, KeyRecord, LinkSlot, ListState, ListUpdate, NewAccount, NewCommit,
+    NewEnvelope, PrekeyCounts, PrekeySet, RotationRecord, Sent, Store, StoreConfig, StoreError,
+    StoredEnvelope, json_ids, to_i64, to_u32, to_u64,
 };
 use checkpoint::Checkpointer;
 use readers::{ReadKind, ReaderPool};
@@ -301,6 +303,38 @@ fn raise_state_counter(conn: &Connection, d: DeviceKey, value: Option<u64>) -> R
     Ok(())
 }
 
+/// The server time of an earlier send (or group commit or message) by `d` with this
+/// idempotency key, if one is stored and unexpired.
+fn duplicate_send(
+    c: &Connection,
+    d: DeviceKey,
+    key: Option<&[u8]>,
+    now_ms: u64,
+) -> Result<Option<u64>, StoreError> {
+    let Some(key) = key else { return Ok(None) };
+    let first: Option<i64> = c
+        .prepare_cached(
+            "SELECT server_time_ms FROM send_keys WHERE account_id = ?1 AND device_id = ?2 \
+             AND key = ?3 AND expires_ms > ?4",
+        )?
+        .query_row(params![d.account, d.device, key, to_i64(now_ms)], |r| r.get(0))
+        .optional()?;
+    Ok(first.map(to_u64))
+}
+
+/// Stores the idempotency key of a send by `d` at `now_ms`, until it expires.
+fn remember_send(c: &Connection, d: DeviceKey, key: Option<&[u8]>, now_ms: u64) -> Result<(), StoreError> {
+    let Some(key) = key else { return Ok(()) };
+    let expires = now_ms.saturating_add(IDEMPOTENCY_TTL_SECS * 1000);
+    c.prepare_cached(
+        "INSERT INTO send_keys (account_id, device_id, key, server_time_ms, expires_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (account_id, device_id, key) \
+         DO UPDATE SET server_time_ms = excluded.server_time_ms, expires_ms = excluded.expires_ms",
+    )?
+    .execute(params![d.account, d.device, key, to_i64(now_ms), to_i64(expires)])?;
+    Ok(())
+}
+
 fn device_exists(conn: &Connection, d: DeviceKey) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM devices WHERE account_id = ?1 AND device_id = ?2")?
@@ -311,6 +345,7 @@ fn device_exists(conn: &Connection, d: DeviceKey) -> Result<bool, StoreError> {
 /// tokens, idempotency keys and state counter; then its row (`remove`) or marks it logged
 /// out with its signed and last-resort prekeys emptied.
 fn clear_device(conn: &Connection, d: DeviceKey, remove: bool) -> Result<(), StoreError> {
+    groups::forget(conn, d.account, Some(d.device))?;
     for sql in [
         "DELETE FROM envelopes WHERE account_id = ?1 AND device_id = ?2",
         "DELETE FROM one_time_prekeys WHERE account_id = ?1 AND device_id = ?2",
@@ -411,6 +446,7 @@ impl Store for SqliteStore {
 
     async fn delete_account(&self, account: AccountId) -> Result<(), StoreError> {
         self.write(move |c| {
+            groups::forget(c, account, None)?;
             for sql in [
                 "DELETE FROM envelopes WHERE account_id = ?1",
                 "DELETE FROM blob_chunks WHERE blob_id IN (SELECT id FROM blobs WHERE account_id = ?1)",
@@ -684,19 +720,9 @@ impl Store for SqliteStore {
         let recipient = recipient.to_owned();
         let max_bytes = self.max_mailbox_bytes;
         self.write(move |c| {
-            if let Some(key) = &idempotency_key
-                && let Some(first) = c
-                    .prepare_cached(
-                        "SELECT server_time_ms FROM send_keys WHERE account_id = ?1 AND device_id = ?2 \
-                         AND key = ?3 AND expires_ms > ?4",
-                    )?
-                    .query_row(
-                        params![sender.key.account, sender.key.device, key.as_slice(), to_i64(now_ms)],
-                        |r| r.get::<_, i64>(0),
-                    )
-                    .optional()?
-            {
-                return Ok(Sent::Duplicate { server_time_ms: to_u64(first) });
+            let key = idempotency_key.as_ref().map(|k| k.as_slice());
+            if let Some(server_time_ms) = duplicate_send(c, sender.key, key, now_ms)? {
+                return Ok(Sent::Duplicate { server_time_ms });
             }
             let (account, published): (AccountId, Option<String>) = c
                 .prepare_cached("SELECT id, kt_devices FROM accounts WHERE name = ?1")?
@@ -747,24 +773,11 @@ impl Store for SqliteStore {
                         sender_device: sender.key.device,
                         server_time_ms: now_ms,
                         content: e.content.into(),
+                        group: None,
                     },
                 });
             }
-            if let Some(key) = &idempotency_key {
-                let expires = now_ms.saturating_add(IDEMPOTENCY_TTL_SECS * 1000);
-                c.prepare_cached(
-                    "INSERT INTO send_keys (account_id, device_id, key, server_time_ms, expires_ms) \
-                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (account_id, device_id, key) \
-                     DO UPDATE SET server_time_ms = excluded.server_time_ms, expires_ms = excluded.expires_ms",
-                )?
-                .execute(params![
-                    sender.key.account,
-                    sender.key.device,
-                    key.as_slice(),
-                    to_i64(now_ms),
-                    to_i64(expires)
-                ])?;
-            }
+            remember_send(c, sender.key, key, now_ms)?;
             raise_state_counter(c, sender.key, state_counter)?;
             Ok(Sent::Stored(stored))
         })
@@ -780,8 +793,9 @@ impl Store for SqliteStore {
     ) -> Result<Vec<tacit_api::Envelope>, StoreError> {
         self.read(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT id, sender, sender_device, server_time_ms, content FROM envelopes \
-                 WHERE account_id = ?1 AND device_id = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
+                "SELECT e.id, e.sender, e.sender_device, e.server_time_ms, coalesce(p.content, e.content), \
+                 p.group_id, p.kind, p.epoch FROM envelopes e LEFT JOIN group_payloads p ON p.id = e.payload_id \
+                 WHERE e.account_id = ?1 AND e.device_id = ?2 AND e.id > ?3 ORDER BY e.id LIMIT ?4",
             )?;
             let rows = st.query_map(
                 params![d.account, d.device, to_i64(after), i64::try_from(limit).unwrap_or(i64::MAX)],
@@ -792,6 +806,7 @@ impl Store for SqliteStore {
                         sender_device: to_u32(r.get(2)?),
                         server_time_ms: to_u64(r.get(3)?),
                         content: r.get::<_, Vec<u8>>(4)?.into(),
+                        group: super::group_delivery(r.get(5)?, r.get(6)?, r.get(7)?),
                     })
                 },
             )?;
@@ -836,16 +851,21 @@ impl Store for SqliteStore {
             // One statement for the whole list, however long.
             let mut del = c.prepare_cached(
                 "DELETE FROM envelopes WHERE account_id = ?1 AND device_id = ?2 \
-                 AND id IN (SELECT value FROM json_each(?3)) RETURNING length(content)",
+                 AND id IN (SELECT value FROM json_each(?3)) RETURNING length(content), payload_id",
             )?;
             let mut n = 0usize;
             let mut bytes = 0i64;
+            let mut payloads: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
             let mut rows = del.query(params![d.account, d.device, ids])?;
             while let Some(row) = rows.next()? {
                 n += 1;
                 bytes = bytes.saturating_add(row.get::<_, i64>(0)?);
+                if let Some(p) = row.get::<_, Option<i64>>(1)? {
+                    *payloads.entry(p).or_default() += 1;
+                }
             }
             drop(rows);
+            groups::release(c, &payloads.into_iter().collect::<Vec<_>>())?;
             if n > 0 {
                 c.prepare_cached(
                     "UPDATE devices SET mailbox_count = max(0, mailbox_count - ?3), \
@@ -862,6 +882,49 @@ impl Store for SqliteStore {
             Ok(n)
         })
         .await
+    }
+
+    async fn group_commit(
+        &self,
+        sender: &Authed,
+        commit: NewCommit,
+        now_ms: u64,
+        idempotency_key: Option<[u8; IDEMPOTENCY_KEY_BYTES]>,
+    ) -> Result<GroupSent, StoreError> {
+        let sender = sender.clone();
+        self.write(move |c| {
+            groups::commit(c, &sender, commit, now_ms, idempotency_key.as_ref().map(|k| k.as_slice()))
+        })
+        .await
+    }
+
+    async fn group_message(
+        &self,
+        sender: &Authed,
+        group_id: Vec<u8>,
+        epoch: u64,
+        content: Vec<u8>,
+        now_ms: u64,
+        idempotency_key: Option<[u8; IDEMPOTENCY_KEY_BYTES]>,
+    ) -> Result<GroupSent, StoreError> {
+        let sender = sender.clone();
+        self.write(move |c| {
+            let key = idempotency_key.as_ref().map(|k| k.as_slice());
+            groups::message(c, &sender, &group_id, epoch, &content, now_ms, key)
+        })
+        .await
+    }
+
+    async fn group_status(
+        &self,
+        member: DeviceKey,
+        group_id: Vec<u8>,
+    ) -> Result<Option<(u64, Vec<GroupMemberName>)>, StoreError> {
+        self.read(move |c| groups::status(c, member, &group_id)).await
+    }
+
+    async fn leave_group(&self, member: DeviceKey, group_id: Vec<u8>) -> Result<bool, StoreError> {
+        self.write(move |c| groups::leave(c, member, &group_id)).await
     }
 
     async fn state_counter(&self, d: DeviceKey) -> Result<u64, StoreError> {
