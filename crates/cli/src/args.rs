@@ -71,10 +71,14 @@ pub enum Command {
               value_parser = clap::value_parser!(u64).range(0..=MAX_WAIT_SECS))]
         wait: u64,
     },
-    /// Print the conversation with NAME.
+    /// Print the conversation with NAME (or, with --group, a group's).
     History {
         /// The contact's account name.
-        name: String,
+        #[arg(required_unless_present = "group", conflicts_with = "group")]
+        name: Option<String>,
+        /// A group's conversation instead (its name, or its id or the start of it).
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
     },
     /// Print the safety number with NAME (12 groups of 5 digits).
     SafetyNumber {
@@ -99,6 +103,10 @@ pub enum Command {
     /// This account's devices: link a new one, approve it, list and revoke them.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Groups (end-to-end encrypted with MLS, every device a member): create, add, remove,
+    /// leave, list, members, send.
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// Local store maintenance.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -356,6 +364,56 @@ pub enum SessionCommand {
     Reset {
         /// The contact's account name.
         name: String,
+    },
+}
+
+/// `tacit group ...`. A group is named by its name, or by its id (or the start of it, 4
+/// hex digits at least) when names clash; members are account names (all their devices).
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create a group named NAME with the accounts of --members (and this account's other
+    /// devices).
+    Create {
+        /// The group's name (at most 128 bytes; kept in the encrypted group state).
+        name: String,
+        /// Account names, comma-separated.
+        #[arg(long, value_delimiter = ',', value_name = "A,B,...")]
+        members: Vec<String>,
+    },
+    /// Add every device of each MEMBER to the group.
+    Add {
+        /// The group.
+        name: String,
+        /// Account names.
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+    /// Remove every device of each MEMBER from the group.
+    Remove {
+        /// The group.
+        name: String,
+        /// Account names.
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+    /// Leave the group (this device).
+    Leave {
+        /// The group.
+        name: String,
+    },
+    /// The groups this device is in.
+    List,
+    /// A group's member devices.
+    Members {
+        /// The group.
+        name: String,
+    },
+    /// Send a text to every member device of the group.
+    Send {
+        /// The group.
+        name: String,
+        /// The text.
+        text: String,
     },
 }
 

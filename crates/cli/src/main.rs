@@ -7,6 +7,7 @@ mod audit_serve;
 mod bench;
 mod demo;
 mod devices;
+mod groups;
 mod output;
 mod server;
 
@@ -417,13 +418,23 @@ async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
                 .receive_each(Duration::from_secs(wait), |event| match event {
                     ReceiveEvent::Message(m) => out.message(m),
                     ReceiveEvent::Warning(w) => out.warnings(vec![w]),
+                    ReceiveEvent::Group(ev) => out.group_event(ev),
                     _ => {}
                 })
                 .await;
             out.warnings(c.take_warnings());
             r?;
         }
-        Command::History { name } => {
+        Command::History { group: Some(group), .. } => {
+            let c = open(&home, &options, cli.json)?;
+            for e in c.group_history(&group)? {
+                out.group_history(&group, &e);
+            }
+        }
+        Command::History { name: None, .. } => {
+            return Err(CliError::Usage("name a contact, or a group with --group".into()));
+        }
+        Command::History { name: Some(name), group: None } => {
             let mut c = open(&home, &options, cli.json)?;
             out.warnings(c.take_warnings());
             // Notices (devices added and removed) among the messages, by time.
@@ -461,6 +472,7 @@ async fn run(cli: Cli, out: &Out) -> Result<(), CliError> {
             out.verified(&name);
         }
         Command::Device(cmd) => devices::run(cmd, &home, &options, out, cli.json).await?,
+        Command::Group(cmd) => groups::run(cmd, &home, &options, out, cli.json).await?,
         Command::Kt(KtCommand::Status) => {
             let mut c = open(&home, &options, cli.json)?;
             let r = c.kt_status().await;

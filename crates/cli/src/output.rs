@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use serde_json::{Value, json};
-use tacit_client::{HistoryEntry, ReceivedMessage, SentMessage};
+use tacit_client::{GroupEvent, GroupHistoryEntry, HistoryEntry, ReceivedMessage, SentMessage};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -117,11 +117,67 @@ impl Out {
 
     /// One received message.
     pub fn message(&self, m: &ReceivedMessage) {
+        match (&m.group, self.json) {
+            (None, true) => self.line(json!({"type": "message", "from": m.from, "device": m.device,
+                "server_time": rfc3339(m.server_time_ms), "sent_time": rfc3339(m.sent_time_ms), "text": m.text})),
+            (Some(g), true) => self.line(json!({"type": "message", "group": g, "from": m.from, "device": m.device,
+                "server_time": rfc3339(m.server_time_ms), "sent_time": rfc3339(m.sent_time_ms), "text": m.text})),
+            (None, false) => println!("[{}] {}: {}", rfc3339(m.server_time_ms), m.from, terminal_safe(&m.text)),
+            (Some(g), false) => println!(
+                "[{}] {} in {}: {}",
+                rfc3339(m.server_time_ms),
+                m.from,
+                terminal_safe(g),
+                terminal_safe(&m.text)
+            ),
+        }
+    }
+
+    /// Something that happened to a group (a `group_event` line).
+    pub fn group_event(&self, ev: &GroupEvent) {
+        let devices = |d: &[(String, u32)]| -> Vec<Value> {
+            d.iter().map(|(a, n)| json!({"account": a, "device": n})).collect()
+        };
+        let (v, text) = match ev {
+            GroupEvent::Joined { group, by } => (
+                json!({"type": "group_event", "event": "joined", "group": group, "by": by}),
+                format!("{by} added you to {}", terminal_safe(group)),
+            ),
+            GroupEvent::Added { group, by, devices: d } => (
+                json!({"type": "group_event", "event": "added", "group": group, "by": by, "devices": devices(d)}),
+                format!("{by} added {} to {}", accounts(d), terminal_safe(group)),
+            ),
+            GroupEvent::Removed { group, by, devices: d } => (
+                json!({"type": "group_event", "event": "removed", "group": group, "by": by, "devices": devices(d)}),
+                format!("{by} removed {} from {}", accounts(d), terminal_safe(group)),
+            ),
+            GroupEvent::Renamed { group, by } => (
+                json!({"type": "group_event", "event": "renamed", "group": group, "by": by}),
+                format!("{by} renamed the group to {}", terminal_safe(group)),
+            ),
+            GroupEvent::RemovedMe { group, by } => (
+                json!({"type": "group_event", "event": "removed_me", "group": group, "by": by}),
+                format!("{by} removed this device from {}", terminal_safe(group)),
+            ),
+            _ => return,
+        };
         if self.json {
-            self.line(json!({"type": "message", "from": m.from, "device": m.device,
-                "server_time": rfc3339(m.server_time_ms), "sent_time": rfc3339(m.sent_time_ms), "text": m.text}));
+            self.line(v);
         } else {
-            println!("[{}] {}: {}", rfc3339(m.server_time_ms), m.from, terminal_safe(&m.text));
+            println!("* {text}");
+        }
+    }
+
+    /// One entry of a group's history.
+    pub fn group_history(&self, group: &str, e: &GroupHistoryEntry) {
+        let server_time = e.server_time_ms.map(rfc3339);
+        if self.json {
+            self.line(json!({"type": "history", "group": group, "from": e.from, "device": e.device,
+                "direction": if e.outgoing { "sent" } else { "received" },
+                "server_time": server_time, "sent_time": rfc3339(e.sent_time_ms), "text": e.text}));
+        } else {
+            let when = server_time.unwrap_or_else(|| format!("{} (not confirmed)", rfc3339(e.sent_time_ms)));
+            println!("[{when}] {}: {}", e.from, terminal_safe(&e.text));
         }
     }
 
@@ -437,6 +493,13 @@ fn retired_json(r: &tacit_client::RetiredLog) -> serde_json::Value {
 /// Lower-case hex.
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The accounts of a device list, once each, in order.
+fn accounts(devices: &[(String, u32)]) -> String {
+    let mut names: Vec<&str> = devices.iter().map(|(a, _)| a.as_str()).collect();
+    names.dedup();
+    names.join(", ")
 }
 
 #[cfg(test)]

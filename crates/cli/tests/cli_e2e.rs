@@ -452,3 +452,89 @@ async fn refusals_name_their_cause() {
     .unwrap();
     stop().await;
 }
+
+/// Issue 11 through the binary: `group create/add/remove/leave/list/members/send`,
+/// `history --group`, and `receive`'s group lines, as docs/CLI.md writes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_conversation_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, stop) = start_server(dir.path(), false).await;
+    let d = dir.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let (a, b) = alice_and_bob(&d, &url);
+        let c = d.join("c");
+        assert_eq!(tacit(&c, &[], &["account", "create", "--server", &url, "--name", "carol"]).0, 0);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let (code, l) = tacit(&a, &[], &["group", "create", "family", "--members", "bob"]);
+        assert_eq!(code, 0, "{l:?}");
+        let g = l.iter().find(|l| l["type"] == "group").unwrap();
+        assert_eq!((g["name"].as_str(), g["epoch"].as_u64()), (Some("family"), Some(1)));
+        assert_eq!(
+            g["members"],
+            serde_json::json!([{"account": "alice", "device": 1}, {"account": "bob", "device": 1}])
+        );
+        let (code, l) = tacit(&b, &[], &["receive"]);
+        assert_eq!(code, 0, "{l:?}");
+        assert!(
+            l.iter().any(|l| l["type"] == "group_event"
+                && l["event"] == "joined"
+                && l["group"] == "family"
+                && l["by"] == "alice"),
+            "{l:?}"
+        );
+        let (code, l) = tacit(&b, &[], &["group", "send", "family", "hi all"]);
+        assert_eq!(
+            (code, l[0]["type"].as_str(), l[0]["group"].as_str()),
+            (0, Some("sent"), Some("family")),
+            "{l:?}"
+        );
+        let (_, l) = tacit(&a, &[], &["receive"]);
+        let m = l.iter().find(|l| l["type"] == "message").unwrap();
+        assert_eq!(
+            (m["group"].as_str(), m["from"].as_str(), m["text"].as_str()),
+            (Some("family"), Some("bob"), Some("hi all"))
+        );
+        assert!(m["server_time"].is_string() && m["sent_time"].is_string() && m["device"] == 1);
+        // Carol is added, then removed.
+        let (code, l) = tacit(&a, &[], &["group", "add", "family", "carol"]);
+        assert_eq!(code, 0, "{l:?}");
+        let (_, l) = tacit(&c, &[], &["receive"]);
+        assert!(l.iter().any(|l| l["type"] == "group_event" && l["event"] == "joined"), "{l:?}");
+        let (_, l) = tacit(&b, &[], &["receive"]);
+        assert!(
+            l.iter().any(|l| l["type"] == "group_event"
+                && l["event"] == "added"
+                && l["devices"] == serde_json::json!([{"account": "carol", "device": 1}])),
+            "{l:?}"
+        );
+        let (code, l) = tacit(&c, &[], &["group", "members", "family"]);
+        assert_eq!((code, l.iter().filter(|l| l["type"] == "member").count()), (0, 3), "{l:?}");
+        assert_eq!(tacit(&a, &[], &["group", "remove", "family", "carol"]).0, 0);
+        let (_, l) = tacit(&c, &[], &["receive"]);
+        assert!(l.iter().any(|l| l["type"] == "group_event" && l["event"] == "removed_me"), "{l:?}");
+        let (code, l) = tacit(&c, &[], &["group", "list"]);
+        assert_eq!((code, l.len()), (0, 0), "{l:?}");
+        // History, unknown groups, and leaving.
+        let (code, l) = tacit(&a, &[], &["history", "--group", "family"]);
+        assert_eq!(code, 0, "{l:?}");
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert_eq!(
+            (l[0]["group"].as_str(), l[0]["direction"].as_str(), l[0]["text"].as_str()),
+            (Some("family"), Some("received"), Some("hi all"))
+        );
+        assert_eq!(tacit(&a, &[], &["group", "send", "nope", "x"]).0, 5);
+        assert_eq!(tacit(&a, &[], &["history"]).0, 2);
+        let (code, l) = tacit(&b, &[], &["group", "leave", "family"]);
+        assert_eq!((code, l[0]["type"].as_str()), (0, Some("left")), "{l:?}");
+        let (code, l) = tacit(&b, &[], &["group", "list"]);
+        assert_eq!((code, l.len()), (0, 0), "{l:?}");
+        // Alice commits Bob's leaving when she next receives; she is alone after.
+        let (code, l) = tacit(&a, &[], &["receive"]);
+        assert_eq!(code, 0, "{l:?}");
+        let (_, l) = tacit(&a, &[], &["group", "members", "family"]);
+        assert_eq!(l.iter().filter(|l| l["type"] == "member").count(), 1, "{l:?}");
+    })
+    .await
+    .unwrap();
+    stop().await;
+}

@@ -128,6 +128,9 @@ pub struct Client {
     pub(crate) restore_checked: bool,
     /// Set while `own_list` receives to take an account key update (it tries that once).
     pub(crate) own_list_retried: bool,
+    /// Groups in which a received proposal (a member leaving) waits for a commit, made at
+    /// the end of the receive (`groups.rs`).
+    pub(crate) group_proposals: Vec<Vec<u8>>,
 }
 
 /// The device and inode of `path` (`None` where there is no such notion or no file).
@@ -407,6 +410,7 @@ impl Client {
                 ..Default::default()
             },
             own_list_retried: false,
+            group_proposals: Vec::new(),
             db_file: file_identity(&store_home.join(DB_FILE)),
             lock,
             restore_checked: false,
@@ -599,6 +603,11 @@ impl Client {
         store::delete_meta(&tx, meta::PENDING_UPLOAD)?;
         store::set_meta(&tx, meta::SERVER, self.api.base().as_bytes())?;
         tx.commit()?;
+        // Signs in once, which uploads the KeyPackages others need to add this device to a
+        // group before it ever runs another command. The account exists either way.
+        if let Err(e) = self.online().await {
+            self.warnings.push(format!("the account is made, but signing in afterwards failed: {e}"));
+        }
         Ok(self)
     }
 
@@ -672,6 +681,10 @@ impl Client {
             self.restore_checked = true;
         }
         self.maintain_prekeys().await?;
+        // KeyPackages for groups: a server without groups (older) is no reason to stop.
+        if let Err(e) = self.maintain_key_packages().await {
+            self.warnings.push(format!("could not upload KeyPackages for groups: {e}"));
+        }
         self.send_pending_resets().await?;
         // A rotation whose account key update did not reach the other devices yet.
         if let Err(e) = self.send_key_update_if_pending().await {

@@ -165,6 +165,9 @@ pub enum ClientError {
     /// No conversation or contact with this name.
     #[error("unknown contact {0}")]
     UnknownContact(String),
+    /// A group operation refused (by MLS or by a member's device list).
+    #[error("group: {0}")]
+    Group(Box<tacit_groups::GroupError>),
     /// A certificate given to trust (`ConnectOptions`) is not usable.
     #[error("bad CA certificate: {0}")]
     BadCertificate(String),
@@ -347,6 +350,7 @@ impl ClientError {
             | Self::Link(_)
             | Self::KeyUpdateRefused { .. }
             | Self::History(_)
+            | Self::Group(_)
             | Self::LinkUsed
             | Self::WrongOrigin { .. } => ErrorKind::Security,
             Self::Store(_)

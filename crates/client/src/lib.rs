@@ -36,6 +36,7 @@ mod error;
 #[cfg(test)]
 mod fanout_store_tests;
 mod generations;
+mod groups;
 mod history_transfer;
 mod home_lock;
 mod messaging;
@@ -63,6 +64,7 @@ mod transparency;
 pub use client::Client;
 pub use devices::{ApproveOptions, DeviceInfo, LinkEvent, NewDevice, Revoked};
 pub use error::{ClientError, ErrorKind, KtViolation, Result, TransparencyError};
+pub use groups::{COMMIT_ATTEMPTS, GroupEvent, GroupHistoryEntry, GroupInfo, KEY_PACKAGE_TARGET};
 pub use history_transfer::{
     ArchiveKey, HistoryArchive, HistoryError, ImportSummary, MAX_CONTACTS, MAX_PLAIN_BYTES, MAX_RESUME_AGE_MS,
 };

@@ -97,6 +97,8 @@ pub struct ReceivedMessage {
     pub sent_time_ms: u64,
     /// The text.
     pub text: String,
+    /// The group it was sent to (its name), or `None` for a 1:1 message.
+    pub group: Option<String>,
 }
 
 /// What [`Client::receive_each`] tells its caller as it happens.
@@ -107,6 +109,8 @@ pub enum ReceiveEvent<'a> {
     Message(&'a ReceivedMessage),
     /// A warning gathered before the next message (an identity change, a dropped envelope).
     Warning(String),
+    /// Something happened to a group (a join, members added or removed, a rename), stored.
+    Group(&'a crate::groups::GroupEvent),
 }
 
 /// What processing one envelope did.
@@ -118,6 +122,8 @@ enum Outcome {
     /// Held back (the sender's identity changed and awaits verification, or could not be
     /// checked now): do not ack; the next receive tries again.
     Held,
+    /// A group event, stored: ack.
+    Event(crate::groups::GroupEvent),
 }
 
 impl Client {
@@ -716,6 +722,12 @@ impl Client {
             Ok(()) => self.send_pending_resets().await,
             Err(e) => Err(e),
         };
+        // A member that left: its removal proposal is committed now (the first member to
+        // commit wins; the others find nothing left to commit).
+        let tail = match tail {
+            Ok(()) => self.commit_pending_proposals().await,
+            e => e,
+        };
         match tail {
             Err(e) if !tell && !out.is_empty() => {
                 self.warnings.push(format!("the messages were received, but then: {e}"));
@@ -793,6 +805,15 @@ impl Client {
                     }
                     acks.push(id);
                 }
+                Outcome::Event(ev) => {
+                    if tell {
+                        for w in std::mem::take(&mut self.warnings) {
+                            on_event(ReceiveEvent::Warning(w));
+                        }
+                        on_event(ReceiveEvent::Group(&ev));
+                    }
+                    acks.push(id);
+                }
                 Outcome::Held => {}
             }
         }
@@ -822,6 +843,13 @@ impl Client {
     async fn process(&mut self, e: api::Envelope) -> Result<Outcome> {
         if self.store.seen(e.id)? {
             return Ok(Outcome::Done);
+        }
+        if let Some(g) = &e.group {
+            return Ok(match self.process_group(&e, &g.clone()).await? {
+                crate::groups::GroupOutcome::Message(m) => Outcome::Message(m),
+                crate::groups::GroupOutcome::Event(ev) => Outcome::Event(ev),
+                crate::groups::GroupOutcome::Done => Outcome::Done,
+            });
         }
         let Ok(message) = Message::from_bytes(e.content.as_slice()) else {
             return self.drop_envelope(&e, "malformed");
@@ -1096,6 +1124,7 @@ impl Client {
                     server_time_ms: e.server_time_ms,
                     sent_time_ms: entry.sent_time_ms,
                     text: entry.text,
+                    group: None,
                 })
             }
             Ok(Payload::SessionReset { .. } | Payload::Nothing { .. }) => None,

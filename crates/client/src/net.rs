@@ -301,7 +301,10 @@ impl Api {
         let parsed: Option<api::ApiError> = serde_json::from_slice(&body).ok();
         let (code, message) = match parsed {
             Some(e) => (Some(e.code), e.message),
-            None => (None, String::from_utf8_lossy(body.get(..200).unwrap_or(&body)).into_owned()),
+            None => match serde_json::from_slice::<api::GroupEpochConflict>(&body) {
+                Ok(c) => (Some(c.code), format!("the group is in epoch {} at the server", c.epoch)),
+                Err(_) => (None, String::from_utf8_lossy(body.get(..200).unwrap_or(&body)).into_owned()),
+            },
         };
         if status == StatusCode::NOT_FOUND || code == Some(api::ErrorCode::NotFound) {
             return ClientError::NotFound(message);
@@ -465,6 +468,49 @@ impl Api {
         let path = api::BUNDLE.replace("{name}", name).replace("{device}", &device.to_string());
         let r: api::BundleResponse = self.call::<(), _>(Method::GET, &path, None).await?;
         Ok(r.bundle.0)
+    }
+
+    /// `GET /v1/key-packages`.
+    pub(crate) async fn key_package_status(&self) -> Result<api::KeyPackageStatus> {
+        self.call::<(), _>(Method::GET, api::KEY_PACKAGES, None).await
+    }
+
+    /// `PUT /v1/key-packages`.
+    pub(crate) async fn upload_key_packages(
+        &self,
+        req: &api::KeyPackageUpload,
+    ) -> Result<api::KeyPackageStatus> {
+        self.call(Method::PUT, api::KEY_PACKAGES, Some(req)).await
+    }
+
+    /// `GET /v1/key-packages/{name}/{device}`.
+    pub(crate) async fn take_key_package(&self, name: &str, device: u32) -> Result<api::KeyPackageResponse> {
+        let path = api::KEY_PACKAGE.replace("{name}", name).replace("{device}", &device.to_string());
+        self.call::<(), _>(Method::GET, &path, None).await
+    }
+
+    /// `POST /v1/groups/{group}/commits`.
+    pub(crate) async fn group_commit(
+        &self,
+        group: &[u8],
+        req: &api::GroupCommitRequest,
+    ) -> Result<api::SendResponse> {
+        self.call(Method::POST, &api::GROUP_COMMITS.replace("{group}", &hex(group)), Some(req)).await
+    }
+
+    /// `POST /v1/groups/{group}/messages`.
+    pub(crate) async fn group_message(
+        &self,
+        group: &[u8],
+        req: &api::GroupMessageRequest,
+    ) -> Result<api::SendResponse> {
+        self.call(Method::POST, &api::GROUP_MESSAGES.replace("{group}", &hex(group)), Some(req)).await
+    }
+
+    /// `DELETE /v1/groups/{group}/membership`.
+    pub(crate) async fn group_leave(&self, group: &[u8]) -> Result<()> {
+        self.call_empty::<()>(Method::DELETE, &api::GROUP_MEMBERSHIP.replace("{group}", &hex(group)), None)
+            .await
     }
 
     /// `POST /v1/messages`, with 409 and 410 as outcomes rather than errors. A request with
@@ -785,3 +831,8 @@ impl Live {
 #[cfg(test)]
 #[path = "net_tests.rs"]
 mod net_tests;
+
+/// Bytes as lowercase hex (group ids in paths).
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

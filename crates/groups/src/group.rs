@@ -302,6 +302,22 @@ impl GroupDevice {
         Ok(open)
     }
 
+    /// The accounts of the members in a ratchet tree (as sent beside a Welcome), to fetch
+    /// their device lists before joining: mls-rs stops at the first leaf it cannot check.
+    pub fn tree_accounts(tree: &[u8]) -> Result<Vec<tacit_protocol::AccountName>, GroupError> {
+        let tree = mls_rs::group::ExportedTree::from_bytes(tree).map_err(|_| GroupError::Malformed)?;
+        let mut out: Vec<tacit_protocol::AccountName> = tree
+            .roster()
+            .members()
+            .iter()
+            .filter_map(|m| MemberId::from_signing_identity(&m.signing_identity))
+            .map(|m| m.address().account)
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     /// Loads a stored group.
     pub fn load(&self, stored: &StoredGroup, tree: &[u8]) -> Result<OpenGroup, GroupError> {
         let data = GroupData {
@@ -465,6 +481,21 @@ impl OpenGroup {
         self.group.apply_pending_commit().map_err(|e| self.error(e))?;
         let committer = own.ok_or(GroupError::BadCredential)?;
         self.summary(committer, &before, &meta_before, false)
+    }
+
+    /// A proposal (RFC 9420 §12.1.3) that removes this device, for the other members to
+    /// commit: how a device leaves (a commit cannot remove its own sender, §12.2). The group
+    /// is consumed: after it the device sends and reads nothing more of it.
+    pub fn propose_leave(mut self) -> Result<Vec<u8>, GroupError> {
+        let own = self.own_leaf();
+        let m = self.group.propose_remove(own, Vec::new()).map_err(|e| self.error(e))?;
+        m.to_bytes().map_err(|e| self.error(e))
+    }
+
+    /// Proposals were received that a commit must take in before this device may send
+    /// (RFC 9420 §12.2): commit (with nothing of its own) first.
+    pub fn commit_required(&self) -> bool {
+        self.group.commit_required()
     }
 
     /// Drops this device's pending commit (another commit won the epoch).

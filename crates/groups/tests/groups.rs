@@ -195,6 +195,37 @@ fn a_stale_commit_loses_and_the_loser_rebases() {
 }
 
 #[test]
+fn a_member_leaves_by_proposal_and_another_commits_it() {
+    let (directory, accounts) = setup(Suite::Classical);
+    let alice = accounts[0].device(0, Suite::Classical, &directory);
+    let mut bob = accounts[1].device(0, Suite::Classical, &directory);
+    let mut carol = accounts[2].device(0, Suite::Classical, &directory);
+    let mut ga = alice.mls.create(&GroupMeta::new("g", "", vec![]).unwrap(), NOW).unwrap();
+    let c = ga.commit(&[bob.key_package(), carol.key_package()], &[], None).unwrap();
+    ga.merge_pending().unwrap();
+    let mut gb = bob.join(&c).unwrap();
+    let gc = carol.join(&c).unwrap();
+    let leave = gc.propose_leave().unwrap();
+    assert!(!ga.commit_required());
+    assert!(matches!(ga.process(&leave).unwrap(), Received::Proposal { .. }));
+    assert!(matches!(gb.process(&leave).unwrap(), Received::Proposal { .. }));
+    // Nobody sends before the proposal is committed.
+    assert!(ga.commit_required());
+    assert!(matches!(ga.encrypt(b"too early"), Err(GroupError::CommitRequired)));
+    // A commit of nothing of its own takes the proposal in.
+    let commit = ga.commit(&[], &[], None).unwrap();
+    let own = ga.merge_pending().unwrap();
+    assert_eq!(own.removed, vec![carol.mls.member().clone()]);
+    let Received::Commit(s) = gb.process(&commit.commit).unwrap() else { panic!() };
+    assert_eq!(s.removed, vec![carol.mls.member().clone()]);
+    assert!(!ga.commit_required() && !gb.commit_required());
+    assert_eq!(ga.members().len(), 2);
+    assert_eq!(ga.epoch_authenticator().unwrap(), gb.epoch_authenticator().unwrap());
+    let m = ga.encrypt(b"without carol").unwrap();
+    assert_eq!(text(gb.process(&m).unwrap()).1, b"without carol");
+}
+
+#[test]
 fn leaves_are_checked_against_device_lists() {
     let (directory, mut accounts) = setup(Suite::Classical);
     let alice = accounts[0].device(0, Suite::Classical, &directory);

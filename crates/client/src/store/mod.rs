@@ -195,7 +195,8 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         sql.push_str("COMMIT;");
         conn.execute_batch(&sql)?;
     }
-    conn.execute_batch(SCHEMA_AFTER_MIGRATIONS)
+    conn.execute_batch(SCHEMA_AFTER_MIGRATIONS)?;
+    conn.execute_batch(crate::groups::SCHEMA)
 }
 
 /// An open, unlocked store.
@@ -710,6 +711,13 @@ pub(crate) fn set_meta(conn: &Connection, k: &str, v: &[u8]) -> Result<()> {
 }
 
 /// The notices about `peer`, oldest first: (time in ms, text).
+/// Every contact's name (the own account's included once it is stored).
+pub(crate) fn contact_names(conn: &Connection) -> Result<Vec<String>> {
+    let mut st = conn.prepare_cached("SELECT name FROM contacts ORDER BY name")?;
+    let rows = st.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 pub(crate) fn notices(conn: &Connection, peer: &str) -> Result<Vec<(u64, String)>> {
     let mut st = conn.prepare("SELECT time_ms, text FROM notices WHERE peer = ?1 ORDER BY id")?;
     let rows = st.query_map([peer], |r| Ok((u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0), r.get(1)?)))?;

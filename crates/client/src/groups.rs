@@ -1,0 +1,977 @@
+//! Groups over MLS (issue 11): every device of every member account is a leaf, checked
+//! against the account's verified device list (the key transparency directory's for
+//! contacts; `tacit-groups`' `Directory`), with the state in the encrypted store.
+//!
+//! - **KeyPackages**: each device keeps [`KEY_PACKAGE_TARGET`] on the relay and a
+//!   last-resort one ([`Client::maintain_key_packages`], run with the prekey upkeep); their
+//!   private halves stay in the store until a Welcome uses them.
+//! - **Create, add, remove**: the committer fetches the added accounts' verified lists, one
+//!   KeyPackage per device, commits, and posts the commit (and one Welcome with the ratchet
+//!   tree beside it) to the relay. A commit that loses its epoch to another member's (`409
+//!   stale_epoch`) is dropped, the winner processed, and the commit made again on top
+//!   ([`COMMIT_ATTEMPTS`]), without the user noticing. Only once the relay took it is it
+//!   merged and the state stored.
+//! - **Send**: the message is encrypted and the state stored (so no key is ever used twice)
+//!   with the outgoing history entry, in one transaction, before it is posted; a post made in
+//!   a stale epoch processes what is waiting and encrypts again.
+//! - **Receive**: a group envelope is processed, and the new group state, the message or
+//!   event and the envelope's id are stored in one transaction before the acknowledgement,
+//!   as 1:1 messages are. A message the group refuses changes nothing (`tacit-groups`
+//!   restores its state) and is dropped with a warning.
+
+use std::time::Duration;
+
+use rusqlite::OptionalExtension;
+use tacit_api as api;
+use tacit_groups::{
+    CommitSummary, Directory, GroupDevice, GroupError, GroupMeta, MemberId, OpenGroup, Received, StoredGroup,
+    Suite,
+};
+use tacit_protocol::AccountName;
+use zeroize::Zeroizing;
+
+use crate::client::{Client, now, now_ms};
+use crate::error::{ClientError, Result};
+use crate::store;
+
+/// The suite of every group this version makes: X25519 with ML-KEM-768 (post-quantum, as
+/// 1:1 sessions are), mls-rs's code point.
+pub(crate) const SUITE: Suite = Suite::PostQuantum;
+/// KeyPackages kept on the relay besides the last-resort one.
+pub const KEY_PACKAGE_TARGET: u32 = 20;
+/// How long a KeyPackage's private half is kept: its lifetime (tacit-groups makes them
+/// valid for 90 days).
+const KEY_PACKAGE_LIFETIME_MS: u64 = 90 * 24 * 3600 * 1000;
+/// Attempts at a commit or message whose epoch another member's commit took first.
+pub const COMMIT_ATTEMPTS: usize = 4;
+/// Fetches the device lists a group operation asked for (`names`), unless every one was
+/// fetched in this operation already (then the operation cannot succeed: `false`). Each
+/// round fetches at least one account more, so an operation ends within the group's size.
+async fn more_lists(
+    client: &mut Client,
+    directory: &Directory,
+    fetched: &mut Vec<AccountName>,
+    names: &[AccountName],
+) -> Result<bool> {
+    let new: Vec<AccountName> = names.iter().filter(|n| !fetched.contains(n)).cloned().collect();
+    if new.is_empty() {
+        return Ok(false);
+    }
+    fetched.extend(new.iter().cloned());
+    client.fetch_lists(directory, new).await?;
+    Ok(true)
+}
+/// The encoding of a Welcome envelope: this version byte, the Welcome's length (u32
+/// big-endian), the Welcome, then the ratchet tree.
+const WELCOME_V1: u8 = 1;
+/// The encoding of a group text: this version byte, the sender's clock (ms, u64
+/// big-endian), then the UTF-8 text.
+const TEXT_V1: u8 = 1;
+
+/// A group as this device holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// The MLS group id, hex.
+    pub id: String,
+    /// Its name (from the encrypted group context).
+    pub name: String,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Its member devices, by account then device.
+    pub members: Vec<(String, u32)>,
+}
+
+/// Something that happened to a group, told by [`Client::receive_each`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GroupEvent {
+    /// This device joined (a Welcome).
+    Joined {
+        /// The group's name.
+        group: String,
+        /// Who added this device.
+        by: String,
+    },
+    /// Devices were added.
+    Added {
+        /// The group's name.
+        group: String,
+        /// The committer.
+        by: String,
+        /// The devices added.
+        devices: Vec<(String, u32)>,
+    },
+    /// Devices were removed (or left).
+    Removed {
+        /// The group's name.
+        group: String,
+        /// The committer.
+        by: String,
+        /// The devices removed.
+        devices: Vec<(String, u32)>,
+    },
+    /// The group was renamed.
+    Renamed {
+        /// The group's new name.
+        group: String,
+        /// The committer.
+        by: String,
+    },
+    /// This device was removed from the group: it reads nothing more of it.
+    RemovedMe {
+        /// The group's name.
+        group: String,
+        /// The committer.
+        by: String,
+    },
+}
+
+/// A fresh idempotency key.
+fn random_key() -> Vec<u8> {
+    let mut key = vec![0u8; api::limits::IDEMPOTENCY_KEY_BYTES];
+    rand_core::RngCore::fill_bytes(&mut crate::rng::OsRng, &mut key);
+    key
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn device_of(m: &MemberId) -> (String, u32) {
+    let a = m.address();
+    (a.account.to_string(), a.device.get())
+}
+
+fn pack_welcome(welcome: &[u8], tree: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + welcome.len() + tree.len());
+    out.push(WELCOME_V1);
+    out.extend_from_slice(&u32::try_from(welcome.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(welcome);
+    out.extend_from_slice(tree);
+    out
+}
+
+fn unpack_welcome(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&version, rest) = bytes.split_first()?;
+    if version != WELCOME_V1 || rest.len() < 4 {
+        return None;
+    }
+    let (len, rest) = rest.split_at(4);
+    let len = usize::try_from(u32::from_be_bytes(len.try_into().ok()?)).ok()?;
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+fn pack_text(text: &str, sent_time_ms: u64) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(9 + text.len()));
+    out.push(TEXT_V1);
+    out.extend_from_slice(&sent_time_ms.to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out
+}
+
+fn unpack_text(bytes: &[u8]) -> Option<(String, u64)> {
+    let (&version, rest) = bytes.split_first()?;
+    if version != TEXT_V1 || rest.len() < 8 {
+        return None;
+    }
+    let (time, text) = rest.split_at(8);
+    Some((String::from_utf8(text.to_vec()).ok()?, u64::from_be_bytes(time.try_into().ok()?)))
+}
+
+impl From<GroupError> for ClientError {
+    fn from(e: GroupError) -> Self {
+        ClientError::Group(Box::new(e))
+    }
+}
+
+/// The group tables (created with the rest of the schema).
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS mls_groups (
+    id BLOB PRIMARY KEY,
+    name TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    state BLOB NOT NULL,             -- the MLS state without the tree (secret)
+    tree BLOB NOT NULL,              -- the ratchet tree (public)
+    joined_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mls_past_epochs (
+    group_id BLOB NOT NULL,
+    epoch INTEGER NOT NULL,
+    state BLOB NOT NULL,             -- an earlier epoch's secrets, for late messages (secret)
+    PRIMARY KEY (group_id, epoch)
+);
+CREATE TABLE IF NOT EXISTS mls_key_packages (
+    reference BLOB PRIMARY KEY,
+    secret BLOB NOT NULL,            -- the KeyPackage's private keys (secret)
+    last_resort INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS group_messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_id BLOB NOT NULL,
+    sender TEXT NOT NULL,
+    device INTEGER NOT NULL,
+    outgoing INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    server_time_ms INTEGER,
+    sent_time_ms INTEGER NOT NULL,
+    envelope_id INTEGER UNIQUE
+);
+CREATE INDEX IF NOT EXISTS group_messages_by_group ON group_messages (group_id, id);
+";
+
+/// Stores a group's state (replacing what was stored), in the caller's transaction.
+fn put_group(conn: &rusqlite::Connection, name: &str, group: &mut OpenGroup) -> Result<()> {
+    let stored = group.save()?;
+    let tree = group.tree()?;
+    conn.execute(
+        "INSERT INTO mls_groups (id, name, epoch, state, tree, joined_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, epoch = excluded.epoch, state = excluded.state,
+         tree = excluded.tree",
+        rusqlite::params![
+            stored.group_id,
+            name,
+            stored.epoch as i64,
+            stored.state.as_slice(),
+            tree,
+            now_ms() as i64
+        ],
+    )?;
+    conn.execute("DELETE FROM mls_past_epochs WHERE group_id = ?1", [&stored.group_id])?;
+    for (epoch, state) in &stored.past_epochs {
+        conn.execute(
+            "INSERT INTO mls_past_epochs (group_id, epoch, state) VALUES (?1, ?2, ?3)",
+            rusqlite::params![stored.group_id, *epoch as i64, state.as_slice()],
+        )?;
+    }
+    Ok(())
+}
+
+fn delete_group(conn: &rusqlite::Connection, id: &[u8]) -> Result<()> {
+    conn.execute("DELETE FROM mls_groups WHERE id = ?1", [id])?;
+    conn.execute("DELETE FROM mls_past_epochs WHERE group_id = ?1", [id])?;
+    Ok(())
+}
+
+fn put_group_message(
+    conn: &rusqlite::Connection,
+    group: &[u8],
+    (sender, device): (&str, u32),
+    outgoing: bool,
+    text: &str,
+    times: (Option<u64>, u64),
+    envelope_id: Option<u64>,
+) -> Result<i64> {
+    conn.execute(
+        "INSERT INTO group_messages (group_id, sender, device, outgoing, text, server_time_ms, sent_time_ms, envelope_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        rusqlite::params![
+            group,
+            sender,
+            device,
+            outgoing,
+            text,
+            times.0.map(|t| t as i64),
+            times.1 as i64,
+            envelope_id.map(|i| i as i64)
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// One entry of a group's history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupHistoryEntry {
+    /// The sending account.
+    pub from: String,
+    /// Its device.
+    pub device: u32,
+    /// Sent by this account (this device or another of its devices).
+    pub outgoing: bool,
+    /// The text.
+    pub text: String,
+    /// When the relay accepted it (ms since the Unix epoch), if known.
+    pub server_time_ms: Option<u64>,
+    /// When the sender says it sent it (ms since the Unix epoch).
+    pub sent_time_ms: u64,
+}
+
+/// What processing one group envelope did (for the receive loop).
+pub(crate) enum GroupOutcome {
+    /// A text, stored.
+    Message(crate::messaging::ReceivedMessage),
+    /// An event, stored.
+    Event(GroupEvent),
+    /// Nothing to show (already processed, own message, or dropped with a warning).
+    Done,
+}
+
+impl Client {
+    /// The directory group members are checked against: this account's and every
+    /// contact's accepted (verified) device list.
+    fn group_directory(&self) -> Result<Directory> {
+        let directory = Directory::new();
+        for name in store::contact_names(self.store.conn())? {
+            let Ok(name) = AccountName::new(&name) else { continue };
+            if let Some((_, list)) = self.stored_list(&name)? {
+                directory.insert(&list);
+            }
+        }
+        Ok(directory)
+    }
+
+    fn group_device(&self, directory: &Directory) -> GroupDevice {
+        GroupDevice::new(&self.me.identity, &self.me.address(), SUITE, directory.clone())
+    }
+
+    /// Fetches (through the key transparency directory) and adds the lists a group
+    /// operation asked for.
+    async fn fetch_lists(&mut self, directory: &Directory, names: Vec<AccountName>) -> Result<()> {
+        for name in names {
+            let list = self.refresh_contact(&name).await?;
+            directory.insert(&list);
+        }
+        Ok(())
+    }
+
+    /// The stored group named `name` (its name, or its id in hex or a prefix of it).
+    fn find_group(&self, name: &str) -> Result<(Vec<u8>, String)> {
+        let rows: Vec<(Vec<u8>, String)> = {
+            let mut st =
+                self.store.conn().prepare("SELECT id, name FROM mls_groups ORDER BY joined_ms, id")?;
+            let it = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            it.collect::<rusqlite::Result<_>>()?
+        };
+        let by_name: Vec<&(Vec<u8>, String)> = rows.iter().filter(|(_, n)| n == name).collect();
+        if let [one] = by_name.as_slice() {
+            return Ok((*one).clone());
+        }
+        let wanted = name.to_ascii_lowercase();
+        let by_id: Vec<&(Vec<u8>, String)> =
+            rows.iter().filter(|(id, _)| wanted.len() >= 4 && hex(id).starts_with(&wanted)).collect();
+        if let [one] = by_id.as_slice() {
+            return Ok((*one).clone());
+        }
+        if by_name.len() > 1 {
+            return Err(ClientError::NotFound(format!(
+                "{} groups are named {name}: name one by its id (`tacit group list` shows them)",
+                by_name.len()
+            )));
+        }
+        Err(ClientError::NotFound(format!("no group named {name} (`tacit group list` shows yours)")))
+    }
+
+    fn open_group(&self, device: &GroupDevice, id: &[u8]) -> Result<Option<(OpenGroup, String)>> {
+        let conn = self.store.conn();
+        let row: Option<(String, i64, Vec<u8>, Vec<u8>)> = conn
+            .query_row("SELECT name, epoch, state, tree FROM mls_groups WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()?;
+        let Some((name, epoch, state, tree)) = row else { return Ok(None) };
+        let mut st =
+            conn.prepare("SELECT epoch, state FROM mls_past_epochs WHERE group_id = ?1 ORDER BY epoch")?;
+        let past_epochs = st
+            .query_map([id], |r| Ok((r.get::<_, i64>(0)? as u64, Zeroizing::new(r.get::<_, Vec<u8>>(1)?))))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let stored = StoredGroup {
+            group_id: id.to_vec(),
+            epoch: epoch as u64,
+            state: Zeroizing::new(state),
+            past_epochs,
+        };
+        Ok(Some((device.load(&stored, &tree)?, name)))
+    }
+
+    fn info(id: &[u8], name: &str, group: &OpenGroup) -> GroupInfo {
+        let mut members: Vec<(String, u32)> = group.members().values().map(device_of).collect();
+        members.sort();
+        GroupInfo { id: hex(id), name: name.to_owned(), epoch: group.epoch(), members }
+    }
+
+    /// Keeps [`KEY_PACKAGE_TARGET`] KeyPackages and a last-resort one on the relay, their
+    /// private halves stored first.
+    pub async fn maintain_key_packages(&mut self) -> Result<()> {
+        // Private halves of KeyPackages past their lifetime: no Welcome can use them.
+        self.store.conn().execute(
+            "DELETE FROM mls_key_packages WHERE created_ms < ?1",
+            [now_ms().saturating_sub(KEY_PACKAGE_LIFETIME_MS) as i64],
+        )?;
+        let status = self.api.key_package_status().await?;
+        if !status.low {
+            return Ok(());
+        }
+        let directory = Directory::new();
+        let device = self.group_device(&directory);
+        let wanted = KEY_PACKAGE_TARGET.saturating_sub(status.available);
+        let mut upload = api::KeyPackageUpload::default();
+        let tx = self.store.tx()?;
+        let add = |last_resort: bool| -> Result<Vec<u8>> {
+            let kp = device.new_key_package(now())?;
+            tx.execute(
+                "INSERT INTO mls_key_packages (reference, secret, last_resort, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![kp.reference, kp.secret.as_slice(), last_resort, now_ms() as i64],
+            )?;
+            Ok(kp.public)
+        };
+        for _ in 0..wanted {
+            upload.key_packages.push(add(false)?.into());
+        }
+        if !status.last_resort {
+            upload.last_resort = Some(add(true)?.into());
+        }
+        tx.commit()?;
+        self.api.upload_key_packages(&upload).await?;
+        Ok(())
+    }
+
+    /// The groups this device is in.
+    pub fn groups(&self) -> Result<Vec<GroupInfo>> {
+        let directory = self.group_directory()?;
+        let device = self.group_device(&directory);
+        let ids: Vec<Vec<u8>> = {
+            let mut st = self.store.conn().prepare("SELECT id FROM mls_groups ORDER BY joined_ms, id")?;
+            let it = st.query_map([], |r| r.get(0))?;
+            it.collect::<rusqlite::Result<_>>()?
+        };
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some((g, name)) = self.open_group(&device, &id)? {
+                out.push(Self::info(&id, &name, &g));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One group, by name or id.
+    pub fn group(&self, name: &str) -> Result<GroupInfo> {
+        let (id, _) = self.find_group(name)?;
+        let directory = self.group_directory()?;
+        let device = self.group_device(&directory);
+        let (g, name) = self.open_group(&device, &id)?.ok_or(ClientError::Internal("group gone"))?;
+        Ok(Self::info(&id, &name, &g))
+    }
+
+    /// A group's messages, oldest first.
+    pub fn group_history(&self, name: &str) -> Result<Vec<GroupHistoryEntry>> {
+        let (id, _) = self.find_group(name)?;
+        let mut st = self.store.conn().prepare(
+            "SELECT sender, device, outgoing, text, server_time_ms, sent_time_ms FROM group_messages
+             WHERE group_id = ?1 ORDER BY id",
+        )?;
+        let rows = st.query_map([&id], |r| {
+            Ok(GroupHistoryEntry {
+                from: r.get(0)?,
+                device: r.get(1)?,
+                outgoing: r.get(2)?,
+                text: r.get(3)?,
+                server_time_ms: r.get::<_, Option<i64>>(4)?.map(|t| t as u64),
+                sent_time_ms: r.get::<_, i64>(5)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// One KeyPackage of every device of `accounts` (their verified lists fetched first),
+    /// this device excepted; `(KeyPackages, devices)`.
+    async fn key_packages_of(
+        &mut self,
+        directory: &Directory,
+        accounts: &[AccountName],
+    ) -> Result<(Vec<Vec<u8>>, Vec<api::GroupMember>)> {
+        let mut kps = Vec::new();
+        let mut devices = Vec::new();
+        for account in accounts {
+            let list = self.refresh_contact(account).await?;
+            directory.insert(&list);
+            let before = kps.len();
+            for entry in list.devices() {
+                let device = entry.id.get();
+                if *account == self.me.name && device == self.me.device.get() {
+                    continue;
+                }
+                match self.api.take_key_package(account.as_str(), device).await {
+                    Ok(r) => {
+                        kps.push(r.key_package.0);
+                        devices.push(api::GroupMember { account: account.to_string(), device });
+                    }
+                    Err(ClientError::NotFound(_)) => self.warnings.push(format!(
+                        "{account} device {device} cannot join groups yet (no KeyPackages on the server: it needs a newer tacit); added without it"
+                    )),
+                    Err(e) => return Err(e),
+                }
+            }
+            if kps.len() == before && *account != self.me.name {
+                return Err(ClientError::NotFound(format!(
+                    "none of {account}'s devices can join groups yet (no KeyPackages on the server)"
+                )));
+            }
+        }
+        Ok((kps, devices))
+    }
+
+    /// Commits `key_packages` (adding `added`) and removing `remove` in the group, posts it,
+    /// and merges it once the relay took it; on `409 stale_epoch`, processes what is waiting
+    /// and commits again on top.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_and_post(
+        &mut self,
+        directory: &Directory,
+        id: &[u8],
+        key_packages: &[Vec<u8>],
+        added: &[api::GroupMember],
+        remove: &[MemberId],
+        meta: Option<&GroupMeta>,
+        fresh: Option<(OpenGroup, String)>,
+    ) -> Result<GroupInfo> {
+        let mut fresh = fresh;
+        if fresh.is_none() {
+            // What waits first: a message sent before this commit (from a device it removes,
+            // say) can no longer be attributed once the commit is merged.
+            self.receive_inner_now().await?;
+        }
+        for _ in 0..COMMIT_ATTEMPTS {
+            let device = self.group_device(directory);
+            let (mut group, name) = match fresh.take() {
+                Some(g) => g,
+                None => self.open_group(&device, id)?.ok_or(ClientError::Internal("group gone"))?,
+            };
+            let members = group.members();
+            // Devices the winner of an earlier round added or removed already are left out.
+            let remove: Vec<MemberId> =
+                remove.iter().filter(|m| members.values().any(|x| x == *m)).cloned().collect();
+            let mut fetched = Vec::new();
+            let commit = loop {
+                match group.commit(key_packages, &remove, meta) {
+                    Err(GroupError::NeedDeviceLists(names))
+                        if more_lists(self, directory, &mut fetched, &names).await? => {}
+                    other => break other?,
+                }
+            };
+            let req = api::GroupCommitRequest {
+                commit: commit.commit.clone().into(),
+                welcome: match (&commit.welcome, &commit.tree) {
+                    (Some(w), Some(t)) => Some(pack_welcome(w, t).into()),
+                    _ => None,
+                },
+                added: if commit.welcome.is_some() { added.to_vec() } else { Vec::new() },
+                removed: remove
+                    .iter()
+                    .map(|m| {
+                        let (account, device) = device_of(m);
+                        api::GroupMember { account, device }
+                    })
+                    .collect(),
+                idempotency_key: Some(random_key().into()),
+            };
+            match self.api.group_commit(id, &req).await {
+                Ok(_) => {
+                    group.merge_pending()?;
+                    let name = meta.map_or(name, |m| m.name.clone());
+                    let tx = self.store.tx()?;
+                    put_group(&tx, &name, &mut group)?;
+                    tx.commit()?;
+                    return Ok(Self::info(id, &name, &group));
+                }
+                Err(ClientError::Server { code: Some(api::ErrorCode::StaleEpoch), .. }) => {
+                    group.discard_pending();
+                    drop(group);
+                    // The winner (and what came with it) first; the next round commits on top.
+                    self.receive_inner_now().await?;
+                }
+                Err(e) => {
+                    group.discard_pending();
+                    return Err(e);
+                }
+            }
+        }
+        Err(ClientError::Network("other members kept changing the group; run the command again".into()))
+    }
+
+    /// Processes what waits in the mailbox now (the winning commit of a lost race).
+    async fn receive_inner_now(&mut self) -> Result<()> {
+        let got = self.receive(Duration::ZERO).await?;
+        if !got.is_empty() {
+            self.warnings.push(format!(
+                "{} message(s) arrived meanwhile and are stored (`tacit history` shows them)",
+                got.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Creates the group `name` with every device of `members` and this account's other
+    /// devices.
+    pub async fn create_group(&mut self, name: &str, members: &[&str]) -> Result<GroupInfo> {
+        self.online().await?;
+        let meta = GroupMeta::new(name, "", vec![self.me.name.clone()]).map_err(GroupError::from)?;
+        let mut accounts = vec![self.me.name.clone()];
+        for m in members {
+            let m = AccountName::new(m)?;
+            if !accounts.contains(&m) {
+                accounts.push(m);
+            }
+        }
+        let directory = self.group_directory()?;
+        let (kps, added) = self.key_packages_of(&directory, &accounts).await?;
+        let device = self.group_device(&directory);
+        let mut group = device.create(&meta, now())?;
+        let id = group.id().to_vec();
+        if kps.is_empty() {
+            // Alone for now: the relay learns of the group with its first commit.
+            let tx = self.store.tx()?;
+            put_group(&tx, name, &mut group)?;
+            tx.commit()?;
+            return Ok(Self::info(&id, name, &group));
+        }
+        self.commit_and_post(&directory, &id, &kps, &added, &[], None, Some((group, name.to_owned()))).await
+    }
+
+    /// Adds every device of `members` to the group.
+    pub async fn group_add(&mut self, group: &str, members: &[&str]) -> Result<GroupInfo> {
+        self.online().await?;
+        let (id, _) = self.find_group(group)?;
+        let directory = self.group_directory()?;
+        let device = self.group_device(&directory);
+        let (g, _) = self.open_group(&device, &id)?.ok_or(ClientError::Internal("group gone"))?;
+        let present: Vec<(String, u32)> = g.members().values().map(device_of).collect();
+        drop(g);
+        let accounts: Vec<AccountName> =
+            members.iter().map(|m| AccountName::new(m)).collect::<std::result::Result<_, _>>()?;
+        let (mut kps, mut added) = self.key_packages_of(&directory, &accounts).await?;
+        // Devices in the group already are not added twice.
+        let mut i = 0;
+        while i < added.len() {
+            if added.get(i).is_some_and(|d| present.contains(&(d.account.clone(), d.device))) {
+                added.remove(i);
+                kps.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        if kps.is_empty() {
+            return Err(ClientError::NotFound("every device named is in the group already".into()));
+        }
+        self.commit_and_post(&directory, &id, &kps, &added, &[], None, None).await
+    }
+
+    /// Removes every device of `members` from the group.
+    pub async fn group_remove(&mut self, group: &str, members: &[&str]) -> Result<GroupInfo> {
+        self.online().await?;
+        let (id, _) = self.find_group(group)?;
+        let directory = self.group_directory()?;
+        let device = self.group_device(&directory);
+        let (g, _) = self.open_group(&device, &id)?.ok_or(ClientError::Internal("group gone"))?;
+        let names: Vec<AccountName> =
+            members.iter().map(|m| AccountName::new(m)).collect::<std::result::Result<_, _>>()?;
+        let remove: Vec<MemberId> = g
+            .members()
+            .values()
+            .filter(|m| names.contains(&m.address().account) && **m != *device.member())
+            .cloned()
+            .collect();
+        drop(g);
+        if remove.is_empty() {
+            return Err(ClientError::NotFound("none of them is in the group".into()));
+        }
+        self.commit_and_post(&directory, &id, &[], &[], &remove, None, None).await
+    }
+
+    /// Sends `text` to the group.
+    pub async fn group_send(&mut self, group: &str, text: &str) -> Result<crate::messaging::SentMessage> {
+        if text.len() > crate::payload::MAX_TEXT_BYTES {
+            return Err(ClientError::MessageTooLong { len: text.len(), max: crate::payload::MAX_TEXT_BYTES });
+        }
+        self.online().await?;
+        let (id, _) = self.find_group(group)?;
+        for _ in 0..COMMIT_ATTEMPTS {
+            let directory = self.group_directory()?;
+            let device = self.group_device(&directory);
+            let sent_time_ms = now_ms();
+            let (content, row, devices) = {
+                let _guard = self.lock_state().await?;
+                let (mut g, name) =
+                    self.open_group(&device, &id)?.ok_or(ClientError::Internal("group gone"))?;
+                if g.commit_required() {
+                    drop(g);
+                    drop(_guard);
+                    if !self.group_proposals.contains(&id) {
+                        self.group_proposals.push(id.clone());
+                    }
+                    self.commit_pending_proposals().await?;
+                    continue;
+                }
+                let content = g.encrypt(&pack_text(text, sent_time_ms))?;
+                let devices = u32::try_from(g.members().len().saturating_sub(1)).unwrap_or(u32::MAX);
+                // The state after encrypting is stored before the message leaves: no key is
+                // ever used for two messages, whatever happens next.
+                let tx = self.store.tx()?;
+                put_group(&tx, &name, &mut g)?;
+                let me = (self.me.name.as_str(), self.me.device.get());
+                let row = put_group_message(&tx, &id, me, true, text, (None, sent_time_ms), None)?;
+                tx.commit()?;
+                (content, row, devices)
+            };
+            let req = api::GroupMessageRequest {
+                content: content.into(),
+                idempotency_key: Some(random_key().into()),
+            };
+            match self.api.group_message(&id, &req).await {
+                Ok(r) => {
+                    self.store.conn().execute(
+                        "UPDATE group_messages SET server_time_ms = ?2 WHERE id = ?1",
+                        rusqlite::params![row, r.server_time_ms as i64],
+                    )?;
+                    return Ok(crate::messaging::SentMessage {
+                        server_time_ms: r.server_time_ms,
+                        sent_time_ms,
+                        devices: vec![devices],
+                    });
+                }
+                Err(ClientError::Server { code: Some(api::ErrorCode::StaleEpoch), .. }) => {
+                    self.store.conn().execute("DELETE FROM group_messages WHERE id = ?1", [row])?;
+                    self.receive_inner_now().await?;
+                }
+                Err(e) => {
+                    self.store.conn().execute("DELETE FROM group_messages WHERE id = ?1", [row])?;
+                    return Err(e);
+                }
+            }
+        }
+        Err(ClientError::Network("other members kept changing the group; send again".into()))
+    }
+
+    /// Leaves the group: this device stops receiving it, and the other members are asked
+    /// (by a removal proposal) to take it out of the group's keys.
+    pub async fn group_leave(&mut self, group: &str) -> Result<()> {
+        self.online().await?;
+        let (id, _) = self.find_group(group)?;
+        // The proposal that removes this device, for another member to commit, made in the
+        // group's current epoch (what waits is processed first) and sent before leaving the
+        // delivery (the relay takes it only from a member).
+        for _ in 0..COMMIT_ATTEMPTS {
+            self.receive_inner_now().await?;
+            let directory = self.group_directory()?;
+            let device = self.group_device(&directory);
+            let Some((g, _)) = self.open_group(&device, &id)? else { break };
+            let proposal = g.propose_leave()?;
+            let req = api::GroupMessageRequest {
+                content: proposal.into(),
+                idempotency_key: Some(random_key().into()),
+            };
+            match self.api.group_message(&id, &req).await {
+                // Sent, or the relay dropped this device already.
+                Ok(_) | Err(ClientError::NotFound(_)) => break,
+                Err(ClientError::Server { code: Some(api::ErrorCode::StaleEpoch), .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        match self.api.group_leave(&id).await {
+            Ok(()) | Err(ClientError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let tx = self.store.tx()?;
+        delete_group(&tx, &id)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Commits the proposals received in the groups [`Client::process_group`] noted (a
+    /// member that left): the first member to commit wins, the others find nothing left.
+    pub(crate) async fn commit_pending_proposals(&mut self) -> Result<()> {
+        for id in std::mem::take(&mut self.group_proposals) {
+            let directory = self.group_directory()?;
+            let device = self.group_device(&directory);
+            let Some((g, _)) = self.open_group(&device, &id)? else { continue };
+            if !g.commit_required() {
+                continue;
+            }
+            drop(g);
+            // Boxed: a commit that loses its epoch receives, which may come back here.
+            if let Err(e) = Box::pin(self.commit_and_post(&directory, &id, &[], &[], &[], None, None)).await {
+                self.warnings.push(format!("could not commit a member's leaving yet: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Processes one group envelope (the receive loop's part for groups): the new state,
+    /// what it brought and the envelope id in one transaction.
+    pub(crate) async fn process_group(
+        &mut self,
+        e: &api::Envelope,
+        g: &api::GroupDelivery,
+    ) -> Result<GroupOutcome> {
+        let (Ok(sender), Some(_)) =
+            (AccountName::new(&e.sender), tacit_protocol::DeviceId::new(e.sender_device))
+        else {
+            return self.drop_group(e, "bad sender address");
+        };
+        let directory = self.group_directory()?;
+        match g.kind {
+            api::GroupKind::Welcome => self.join_from(e, &sender, &directory).await,
+            api::GroupKind::Commit | api::GroupKind::Message => {
+                let device = self.group_device(&directory);
+                let Some((mut group, name)) = self.open_group(&device, g.id.as_slice())? else {
+                    return self.drop_group(e, "for a group this device is not in");
+                };
+                let mut fetched = Vec::new();
+                let received = loop {
+                    match group.process(e.content.as_slice()) {
+                        Err(GroupError::NeedDeviceLists(names))
+                            if more_lists(self, &directory, &mut fetched, &names).await? => {}
+                        other => break other,
+                    }
+                };
+                let id = g.id.as_slice();
+                match received {
+                    Ok(Received::Application { sender: who, data, .. }) => {
+                        let (from, device) = device_of(&who);
+                        let Some((text, sent_time_ms)) = unpack_text(&data) else {
+                            return self.drop_group(e, "not a text this version reads");
+                        };
+                        let tx = self.store.tx()?;
+                        put_group(&tx, &name, &mut group)?;
+                        let outgoing = from == self.me.name.as_str();
+                        put_group_message(
+                            &tx,
+                            id,
+                            (&from, device),
+                            outgoing,
+                            &text,
+                            (Some(e.server_time_ms), sent_time_ms),
+                            Some(e.id),
+                        )?;
+                        store::mark_seen(&tx, e.id)?;
+                        tx.commit()?;
+                        Ok(GroupOutcome::Message(crate::messaging::ReceivedMessage {
+                            from,
+                            device,
+                            server_time_ms: e.server_time_ms,
+                            sent_time_ms,
+                            text,
+                            group: Some(name),
+                        }))
+                    }
+                    Ok(Received::Commit(summary)) => self.after_commit(e, id, name, group, summary),
+                    Ok(Received::Proposal { .. }) => {
+                        let tx = self.store.tx()?;
+                        put_group(&tx, &name, &mut group)?;
+                        store::mark_seen(&tx, e.id)?;
+                        tx.commit()?;
+                        if !self.group_proposals.contains(&id.to_vec()) {
+                            self.group_proposals.push(id.to_vec());
+                        }
+                        Ok(GroupOutcome::Done)
+                    }
+                    Err(GroupError::OwnMessage) => {
+                        store::mark_seen(self.store.conn(), e.id)?;
+                        Ok(GroupOutcome::Done)
+                    }
+                    Err(err) => self.drop_group(e, &format!("in group {name}: {err}")),
+                }
+            }
+        }
+    }
+
+    fn after_commit(
+        &mut self,
+        e: &api::Envelope,
+        id: &[u8],
+        name: String,
+        mut group: OpenGroup,
+        s: CommitSummary,
+    ) -> Result<GroupOutcome> {
+        let by = s.committer.address().account.to_string();
+        let new_name = s.renamed.as_ref().map_or(name.clone(), |m| m.name.clone());
+        let tx = self.store.tx()?;
+        if s.removed_me {
+            delete_group(&tx, id)?;
+        } else {
+            put_group(&tx, &new_name, &mut group)?;
+        }
+        store::mark_seen(&tx, e.id)?;
+        tx.commit()?;
+        let event = if s.removed_me {
+            GroupEvent::RemovedMe { group: name, by }
+        } else if !s.added.is_empty() {
+            GroupEvent::Added { group: new_name, by, devices: s.added.iter().map(device_of).collect() }
+        } else if !s.removed.is_empty() {
+            GroupEvent::Removed { group: new_name, by, devices: s.removed.iter().map(device_of).collect() }
+        } else if s.renamed.is_some() {
+            GroupEvent::Renamed { group: new_name, by }
+        } else {
+            return Ok(GroupOutcome::Done);
+        };
+        Ok(GroupOutcome::Event(event))
+    }
+
+    async fn join_from(
+        &mut self,
+        e: &api::Envelope,
+        sender: &AccountName,
+        directory: &Directory,
+    ) -> Result<GroupOutcome> {
+        let Some((welcome, tree)) = unpack_welcome(e.content.as_slice()) else {
+            return self.drop_group(e, "a malformed Welcome");
+        };
+        let Ok(refs) = GroupDevice::welcome_references(welcome) else {
+            return self.drop_group(e, "a malformed Welcome");
+        };
+        let mut found = None;
+        for r in &refs {
+            let row: Option<(Vec<u8>, bool)> = self
+                .store
+                .conn()
+                .query_row(
+                    "SELECT secret, last_resort FROM mls_key_packages WHERE reference = ?1",
+                    [r],
+                    |x| Ok((x.get(0)?, x.get(1)?)),
+                )
+                .optional()?;
+            if let Some((secret, last_resort)) = row {
+                found = Some((r.clone(), Zeroizing::new(secret), last_resort));
+                break;
+            }
+        }
+        let Some((reference, secret, last_resort)) = found else {
+            return self.drop_group(e, "a Welcome for a KeyPackage this device does not hold");
+        };
+        let device = self.group_device(directory);
+        // Every member's list first (one round), rather than one account per failed join.
+        let mut fetched: Vec<AccountName> = Vec::new();
+        if let Ok(accounts) = GroupDevice::tree_accounts(tree) {
+            let unknown: Vec<AccountName> = accounts.into_iter().filter(|a| !directory.has(a)).collect();
+            more_lists(self, directory, &mut fetched, &unknown).await?;
+        }
+        let joined = loop {
+            match device.join(welcome, tree, &reference, &secret, now()) {
+                Err(GroupError::NeedDeviceLists(names))
+                    if more_lists(self, directory, &mut fetched, &names).await? => {}
+                other => break other,
+            }
+        };
+        let mut group = match joined {
+            Ok(g) => g,
+            Err(err) => return self.drop_group(e, &format!("a Welcome refused: {err}")),
+        };
+        let name = group.meta()?.name;
+        let tx = self.store.tx()?;
+        put_group(&tx, &name, &mut group)?;
+        if !last_resort {
+            tx.execute("DELETE FROM mls_key_packages WHERE reference = ?1", [&reference])?;
+        }
+        store::mark_seen(&tx, e.id)?;
+        tx.commit()?;
+        Ok(GroupOutcome::Event(GroupEvent::Joined { group: name, by: sender.to_string() }))
+    }
+
+    fn drop_group(&mut self, e: &api::Envelope, why: &str) -> Result<GroupOutcome> {
+        store::mark_seen(self.store.conn(), e.id)?;
+        self.warnings.push(format!(
+            "dropped a group message from {} device {} (envelope {}): {why}",
+            e.sender, e.sender_device, e.id
+        ));
+        Ok(GroupOutcome::Done)
+    }
+}

@@ -1,0 +1,153 @@
+//! Issue 11 through the SDK, against the real relay on SQLite and PostgreSQL: groups made,
+//! grown, shrunk and left by `Client`s with their own encrypted stores; every device a
+//! member; messages both ways; state that survives reopening the store; a removed member
+//! reads nothing sent after, a new member nothing sent before; commits that race rebase
+//! without the caller noticing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tacit_client::{Client, GroupEvent, ReceiveEvent};
+
+on_both!(
+    a_group_conversation_with_adds_removals_and_a_leave,
+    racing_commits_rebase_and_the_group_does_not_fork,
+);
+
+/// Receives everything waiting; the texts (with their group) and events.
+async fn drain(c: &mut Client) -> (Vec<(Option<String>, String, String)>, Vec<GroupEvent>) {
+    let mut texts = Vec::new();
+    let mut events = Vec::new();
+    c.receive_each(Duration::ZERO, |e| match e {
+        ReceiveEvent::Message(m) => texts.push((m.group.clone(), m.from.clone(), m.text.clone())),
+        ReceiveEvent::Group(ev) => events.push(ev.clone()),
+        ReceiveEvent::Warning(w) => eprintln!("warning: {w}"),
+        _ => {}
+    })
+    .await
+    .unwrap();
+    for w in c.take_warnings() {
+        eprintln!("{}: {w}", c.account_name());
+    }
+    (texts, events)
+}
+
+fn said(group: &str, from: &str, text: &str) -> (Option<String>, String, String) {
+    (Some(group.to_owned()), from.to_owned(), text.to_owned())
+}
+
+async fn a_group_conversation_with_adds_removals_and_a_leave(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let homes: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut alice = account(&relay, homes[0].path(), "alice").await;
+    let mut bob = account(&relay, homes[1].path(), "bob").await;
+    let mut carol = account(&relay, homes[2].path(), "carol").await;
+    let mut dave = account(&relay, homes[3].path(), "dave").await;
+    for c in [&mut bob, &mut carol, &mut dave] {
+        // Signs in: uploads its KeyPackages.
+        drain(c).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let g = alice.create_group("family", &["bob", "carol"]).await.unwrap();
+    assert_eq!(g.epoch, 1);
+    assert_eq!(g.members, [("alice".into(), 1), ("bob".into(), 1), ("carol".into(), 1)]);
+    let (_, events) = drain(&mut bob).await;
+    assert_eq!(events, [GroupEvent::Joined { group: "family".into(), by: "alice".into() }]);
+    drain(&mut carol).await;
+
+    alice.group_send("family", "hello all").await.unwrap();
+    bob.group_send("family", "hi from bob").await.unwrap();
+    assert_eq!(
+        drain(&mut carol).await.0,
+        [said("family", "alice", "hello all"), said("family", "bob", "hi from bob")]
+    );
+    assert_eq!(drain(&mut alice).await.0, [said("family", "bob", "hi from bob")]);
+
+    // Dave joins and reads nothing sent before.
+    let g = bob.group_add("family", &["dave"]).await.unwrap();
+    assert_eq!(g.members.len(), 4);
+    let (texts, events) = drain(&mut dave).await;
+    assert!(texts.is_empty());
+    assert_eq!(events, [GroupEvent::Joined { group: "family".into(), by: "bob".into() }]);
+    let (_, events) = drain(&mut alice).await;
+    assert_eq!(
+        events,
+        [GroupEvent::Added { group: "family".into(), by: "bob".into(), devices: vec![("dave".into(), 1)] }]
+    );
+    drain(&mut carol).await;
+    carol.group_send("family", "welcome dave").await.unwrap();
+    assert_eq!(drain(&mut dave).await.0, [said("family", "carol", "welcome dave")]);
+
+    // Carol is removed and reads nothing sent after.
+    alice.group_remove("family", &["carol"]).await.unwrap();
+    let (_, events) = drain(&mut carol).await;
+    assert_eq!(events, [GroupEvent::RemovedMe { group: "family".into(), by: "alice".into() }]);
+    assert!(carol.groups().unwrap().is_empty());
+    alice.group_send("family", "without carol").await.unwrap();
+    assert!(drain(&mut carol).await.0.is_empty());
+    for c in [&mut bob, &mut dave] {
+        let (texts, _) = drain(c).await;
+        assert_eq!(texts.last().unwrap(), &said("family", "alice", "without carol"));
+    }
+
+    // Dave leaves: his proposal is committed by the next member who receives, and the rest
+    // go on; the store survives reopening.
+    dave.group_leave("family").await.unwrap();
+    assert!(dave.groups().unwrap().is_empty());
+    drain(&mut bob).await;
+    drain(&mut alice).await;
+    drop(alice);
+    let mut alice = Client::open(homes[0].path(), None).unwrap();
+    let g = alice.group("family").unwrap();
+    assert_eq!(g.members, [("alice".into(), 1), ("bob".into(), 1)]);
+    alice.group_send("family", "just us").await.unwrap();
+    assert_eq!(drain(&mut bob).await.0, [said("family", "alice", "just us")]);
+    assert!(drain(&mut dave).await.0.is_empty());
+    let b = bob.group("family").unwrap();
+    assert_eq!((b.epoch, &b.members), (g.epoch, &g.members));
+    let history: Vec<String> = alice.group_history("family").unwrap().into_iter().map(|e| e.text).collect();
+    assert_eq!(history, ["hello all", "hi from bob", "welcome dave", "without carol", "just us"]);
+    relay.stop().await;
+}
+
+async fn racing_commits_rebase_and_the_group_does_not_fork(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let homes: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut alice = account(&relay, homes[0].path(), "alice").await;
+    let mut bob = account(&relay, homes[1].path(), "bob").await;
+    let mut carol = account(&relay, homes[2].path(), "carol").await;
+    let mut dave = account(&relay, homes[3].path(), "dave").await;
+    for c in [&mut bob, &mut carol, &mut dave] {
+        drain(c).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    alice.create_group("team", &["bob"]).await.unwrap();
+    drain(&mut bob).await;
+    // Both add someone without having seen the other's commit: one loses its epoch at the
+    // relay, processes the winner and commits again on top, unnoticed by its caller.
+    let (a, b) = tokio::join!(alice.group_add("team", &["carol"]), bob.group_add("team", &["dave"]));
+    a.unwrap();
+    b.unwrap();
+    for c in [&mut alice, &mut bob, &mut carol, &mut dave] {
+        drain(c).await;
+    }
+    let views: Vec<_> = [&alice, &bob, &carol, &dave].iter().map(|c| c.group("team").unwrap()).collect();
+    for v in &views {
+        assert_eq!(
+            (v.epoch, &v.members),
+            (views[0].epoch, &views[0].members),
+            "every member in the same epoch"
+        );
+    }
+    assert_eq!(views[0].members.len(), 4);
+    dave.group_send("team", "all here").await.unwrap();
+    for c in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(drain(c).await.0, [said("team", "dave", "all here")]);
+    }
+    relay.stop().await;
+}
