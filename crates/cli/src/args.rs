@@ -396,6 +396,13 @@ pub enum GroupCommand {
         #[arg(required = true)]
         members: Vec<String>,
     },
+    /// Rename the group (for every member; the name stays in the encrypted group state).
+    Rename {
+        /// The group.
+        name: String,
+        /// Its new name.
+        new_name: String,
+    },
     /// Leave the group (this device).
     Leave {
         /// The group.

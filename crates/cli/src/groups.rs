@@ -48,6 +48,9 @@ pub async fn run(
             let members: Vec<&str> = members.iter().map(String::as_str).collect();
             c.group_remove(&name, &members).await.map(|g| group_line(out, &g))
         }
+        GroupCommand::Rename { name, new_name } => {
+            c.group_rename(&name, &new_name).await.map(|g| group_line(out, &g))
+        }
         GroupCommand::Leave { name } => c.group_leave(&name).await.map(|()| {
             if out.is_json() {
                 out.raw(json!({"type": "left", "group": name}));

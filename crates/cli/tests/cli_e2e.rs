@@ -533,6 +533,14 @@ async fn a_group_conversation_through_the_binary() {
         assert_eq!(code, 0, "{l:?}");
         let (_, l) = tacit(&a, &[], &["group", "members", "family"]);
         assert_eq!(l.iter().filter(|l| l["type"] == "member").count(), 1, "{l:?}");
+        let (code, l) = tacit(&a, &[], &["group", "rename", "family", "just me"]);
+        assert_eq!(
+            (code, l[0]["type"].as_str(), l[0]["name"].as_str()),
+            (0, Some("group"), Some("just me")),
+            "{l:?}"
+        );
+        let (_, l) = tacit(&a, &[], &["group", "list"]);
+        assert_eq!(l[0]["name"], "just me", "{l:?}");
     })
     .await
     .unwrap();

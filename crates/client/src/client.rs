@@ -131,6 +131,11 @@ pub struct Client {
     /// Groups in which a received proposal (a member leaving) waits for a commit, made at
     /// the end of the receive (`groups.rs`).
     pub(crate) group_proposals: Vec<Vec<u8>>,
+    /// Set while the own devices are brought into the groups (`groups.rs`): the receive a
+    /// commit makes on the way does not start it again.
+    pub(crate) reconciling: bool,
+    /// Groups whose envelopes wait on the relay in this receive (`groups.rs`).
+    pub(crate) held_groups: Vec<Vec<u8>>,
 }
 
 /// The device and inode of `path` (`None` where there is no such notion or no file).
@@ -411,6 +416,8 @@ impl Client {
             },
             own_list_retried: false,
             group_proposals: Vec::new(),
+            reconciling: false,
+            held_groups: Vec::new(),
             db_file: file_identity(&store_home.join(DB_FILE)),
             lock,
             restore_checked: false,

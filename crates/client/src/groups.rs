@@ -42,6 +42,10 @@ pub const KEY_PACKAGE_TARGET: u32 = 20;
 /// How long a KeyPackage's private half is kept: its lifetime (tacit-groups makes them
 /// valid for 90 days).
 const KEY_PACKAGE_LIFETIME_MS: u64 = 90 * 24 * 3600 * 1000;
+/// The own device list every group's own devices last matched (store meta key).
+const GROUPS_SYNCED_LIST: &str = "groups_synced_list";
+/// Times a commit is sent again, unchanged, when its answer was lost.
+const COMMIT_RESENDS: usize = 3;
 /// Attempts at a commit or message whose epoch another member's commit took first.
 pub const COMMIT_ATTEMPTS: usize = 4;
 /// Fetches the device lists a group operation asked for (`names`), unless every one was
@@ -304,6 +308,9 @@ pub(crate) enum GroupOutcome {
     Event(GroupEvent),
     /// Nothing to show (already processed, own message, or dropped with a warning).
     Done,
+    /// Held on the relay for the next receive (a member device the key transparency
+    /// directory has not published yet), with everything after it in the same group.
+    Held,
 }
 
 impl Client {
@@ -540,6 +547,19 @@ impl Client {
             // Devices the winner of an earlier round added or removed already are left out.
             let remove: Vec<MemberId> =
                 remove.iter().filter(|m| members.values().any(|x| x == *m)).cloned().collect();
+            let present: Vec<(String, u32)> = members.values().map(device_of).collect();
+            let (key_packages, added): (Vec<Vec<u8>>, Vec<api::GroupMember>) = key_packages
+                .iter()
+                .zip(added)
+                .filter(|(_, d)| !present.contains(&(d.account.clone(), d.device)))
+                .map(|(k, d)| (k.clone(), d.clone()))
+                .unzip();
+            if key_packages.is_empty() && remove.is_empty() && meta.is_none() && !group.commit_required() {
+                // Nothing left to do: another member's commit did it.
+                return Ok(Self::info(id, &name, &group));
+            }
+            let key_packages = key_packages.as_slice();
+            let added = added.as_slice();
             let mut fetched = Vec::new();
             let commit = loop {
                 match group.commit(key_packages, &remove, meta) {
@@ -564,7 +584,23 @@ impl Client {
                     .collect(),
                 idempotency_key: Some(random_key().into()),
             };
-            match self.api.group_commit(id, &req).await {
+            // The same request (same idempotency key) again when the answer was lost: the
+            // relay answers a retry of a commit it took as it did the first time, and a
+            // commit dropped here after the relay took it would leave this device behind.
+            let mut posted = self.api.group_commit(id, &req).await;
+            let mut wait = Duration::from_millis(250);
+            for _ in 0..COMMIT_RESENDS {
+                if !matches!(
+                    &posted,
+                    Err(ClientError::Network(_)) | Err(ClientError::Server { status: 503, .. })
+                ) {
+                    break;
+                }
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                posted = self.api.group_commit(id, &req).await;
+            }
+            match posted {
                 Ok(_) => {
                     group.merge_pending()?;
                     let name = meta.map_or(name, |m| m.name.clone());
@@ -653,6 +689,93 @@ impl Client {
             return Err(ClientError::NotFound("every device named is in the group already".into()));
         }
         self.commit_and_post(&directory, &id, &kps, &added, &[], None, None).await
+    }
+
+    /// Renames the group (a commit of its metadata: the name lives in the encrypted group
+    /// context, never on the relay).
+    pub async fn group_rename(&mut self, group: &str, name: &str) -> Result<GroupInfo> {
+        self.online().await?;
+        let (id, _) = self.find_group(group)?;
+        let directory = self.group_directory()?;
+        let device = self.group_device(&directory);
+        let (g, _) = self.open_group(&device, &id)?.ok_or(ClientError::Internal("group gone"))?;
+        let current = g.meta()?;
+        drop(g);
+        let meta = GroupMeta::new(name, &current.avatar, current.admins).map_err(GroupError::from)?;
+        self.commit_and_post(&directory, &id, &[], &[], &[], Some(&meta), None).await
+    }
+
+    /// Keeps this account's devices in every group equal to its device list: a device
+    /// linked since is added (once it has KeyPackages on the relay; until then the next
+    /// receive tries again), a device revoked since is removed. Run at the end of a receive
+    /// when the own list changed since the groups last matched it. Another device of the
+    /// account doing the same at once loses its epoch and finds nothing left to do.
+    pub(crate) async fn reconcile_own_devices(&mut self) -> Result<()> {
+        if self.reconciling {
+            return Ok(());
+        }
+        self.reconciling = true;
+        let out = self.reconcile_inner().await;
+        self.reconciling = false;
+        out
+    }
+
+    async fn reconcile_inner(&mut self) -> Result<()> {
+        let has_groups: bool =
+            self.store.conn().query_row("SELECT EXISTS (SELECT 1 FROM mls_groups)", [], |r| r.get(0))?;
+        if !has_groups {
+            return Ok(());
+        }
+        let list = self.own_list().await?;
+        let bytes = list.to_bytes();
+        let synced = self.store.meta(GROUPS_SYNCED_LIST)?;
+        if synced.as_deref().map(Vec::as_slice) == Some(bytes.as_slice()) {
+            return Ok(());
+        }
+        let ids: Vec<Vec<u8>> = {
+            let mut st = self.store.conn().prepare("SELECT id FROM mls_groups ORDER BY joined_ms, id")?;
+            let it = st.query_map([], |r| r.get(0))?;
+            it.collect::<rusqlite::Result<_>>()?
+        };
+        let mut complete = true;
+        for id in ids {
+            let directory = self.group_directory()?;
+            directory.insert(&list);
+            let device = self.group_device(&directory);
+            let Some((g, _)) = self.open_group(&device, &id)? else { continue };
+            let mine: Vec<MemberId> =
+                g.members().into_values().filter(|m| m.address().account == self.me.name).collect();
+            drop(g);
+            let listed = |m: &MemberId| list.devices().iter().any(|e| e.id == m.address().device);
+            let remove: Vec<MemberId> = mine.iter().filter(|m| !listed(m)).cloned().collect();
+            let mut kps = Vec::new();
+            let mut added = Vec::new();
+            for entry in list.devices() {
+                if mine.iter().any(|m| m.address().device == entry.id) {
+                    continue;
+                }
+                match self.api.take_key_package(self.me.name.as_str(), entry.id.get()).await {
+                    Ok(r) => {
+                        kps.push(r.key_package.0);
+                        added.push(api::GroupMember {
+                            account: self.me.name.to_string(),
+                            device: entry.id.get(),
+                        });
+                    }
+                    // Linked, but not signed in yet: the next receive tries again.
+                    Err(ClientError::NotFound(_)) => complete = false,
+                    Err(e) => return Err(e),
+                }
+            }
+            if kps.is_empty() && remove.is_empty() {
+                continue;
+            }
+            Box::pin(self.commit_and_post(&directory, &id, &kps, &added, &remove, None, None)).await?;
+        }
+        if complete {
+            store::set_meta(self.store.conn(), GROUPS_SYNCED_LIST, &bytes)?;
+        }
+        Ok(())
     }
 
     /// Removes every device of `members` from the group.
@@ -811,18 +934,45 @@ impl Client {
         match g.kind {
             api::GroupKind::Welcome => self.join_from(e, &sender, &directory).await,
             api::GroupKind::Commit | api::GroupKind::Message => {
+                if self.held_groups.contains(&g.id.0) {
+                    return Ok(GroupOutcome::Held);
+                }
                 let device = self.group_device(&directory);
                 let Some((mut group, name)) = self.open_group(&device, g.id.as_slice())? else {
                     return self.drop_group(e, "for a group this device is not in");
                 };
                 let mut fetched = Vec::new();
+                let mut refreshed: Vec<AccountName> = Vec::new();
                 let received = loop {
                     match group.process(e.content.as_slice()) {
                         Err(GroupError::NeedDeviceLists(names))
                             if more_lists(self, &directory, &mut fetched, &names).await? => {}
+                        // A device added to its account's list since this device last looked
+                        // (a member linked a device): the current list, once.
+                        Err(GroupError::NotInDeviceList(m)) if !refreshed.contains(&m.address().account) => {
+                            let account = m.address().account;
+                            refreshed.push(account.clone());
+                            match self.refresh_contact(&account).await {
+                                Ok(list) => directory.insert(&list),
+                                Err(_) if self.kt_may_be_unpublished(&account) => {}
+                                Err(e) => return Err(e),
+                            }
+                        }
                         other => break other,
                     }
                 };
+                if let Err(GroupError::NotInDeviceList(m)) = &received
+                    && self.kt_may_be_unpublished(&m.address().account)
+                {
+                    // Not published yet: the envelope (and the group's later ones) wait on
+                    // the relay for the next receive.
+                    self.held_groups.push(g.id.0.clone());
+                    self.warnings.push(format!(
+                        "holding group messages of {name} until the key transparency directory publishes                          a new device of {}; they stay on the server for the next receive",
+                        m.address().account
+                    ));
+                    return Ok(GroupOutcome::Held);
+                }
                 let id = g.id.as_slice();
                 match received {
                     Ok(Received::Application { sender: who, data, .. }) => {

@@ -594,6 +594,8 @@ impl Client {
     ) -> Result<Vec<ReceivedMessage>> {
         self.online().await?;
         self.list_fetches.clear();
+        // Groups held back stay so for the whole receive (every page of it).
+        self.held_groups.clear();
         // Key transparency: this account's own history, at most every 10 minutes. An alarm
         // is a warning (and `tacit kt status` exits 4); a failed check is said, never skipped
         // in silence, and blocks nothing.
@@ -728,6 +730,11 @@ impl Client {
             Ok(()) => self.commit_pending_proposals().await,
             e => e,
         };
+        // Devices of this account linked or revoked since: into or out of every group.
+        let tail = match tail {
+            Ok(()) => Box::pin(self.reconcile_own_devices()).await,
+            e => e,
+        };
         match tail {
             Err(e) if !tell && !out.is_empty() => {
                 self.warnings.push(format!("the messages were received, but then: {e}"));
@@ -849,6 +856,7 @@ impl Client {
                 crate::groups::GroupOutcome::Message(m) => Outcome::Message(m),
                 crate::groups::GroupOutcome::Event(ev) => Outcome::Event(ev),
                 crate::groups::GroupOutcome::Done => Outcome::Done,
+                crate::groups::GroupOutcome::Held => Outcome::Held,
             });
         }
         let Ok(message) = Message::from_bytes(e.content.as_slice()) else {

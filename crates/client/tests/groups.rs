@@ -11,11 +11,12 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tacit_client::{Client, GroupEvent, ReceiveEvent};
+use tacit_client::{Client, ConnectOptions, GroupEvent, ReceiveEvent};
 
 on_both!(
     a_group_conversation_with_adds_removals_and_a_leave,
     racing_commits_rebase_and_the_group_does_not_fork,
+    a_linked_device_joins_every_group_and_a_revoked_one_leaves_them,
 );
 
 /// Receives everything waiting; the texts (with their group) and events.
@@ -110,7 +111,14 @@ async fn a_group_conversation_with_adds_removals_and_a_leave(backend: Backend) {
     assert!(drain(&mut dave).await.0.is_empty());
     let b = bob.group("family").unwrap();
     assert_eq!((b.epoch, &b.members), (g.epoch, &g.members));
-    let history: Vec<String> = alice.group_history("family").unwrap().into_iter().map(|e| e.text).collect();
+    // A rename reaches the others as an event, and the group goes by its new name.
+    let g = alice.group_rename("family", "family (2)").await.unwrap();
+    assert_eq!(g.name, "family (2)");
+    let (_, events) = drain(&mut bob).await;
+    assert_eq!(events, [GroupEvent::Renamed { group: "family (2)".into(), by: "alice".into() }]);
+    assert_eq!(bob.group("family (2)").unwrap().epoch, g.epoch);
+    let history: Vec<String> =
+        alice.group_history("family (2)").unwrap().into_iter().map(|e| e.text).collect();
     assert_eq!(history, ["hello all", "hi from bob", "welcome dave", "without carol", "just us"]);
     relay.stop().await;
 }
@@ -149,5 +157,81 @@ async fn racing_commits_rebase_and_the_group_does_not_fork(backend: Backend) {
     for c in [&mut alice, &mut bob, &mut carol] {
         assert_eq!(drain(c).await.0, [said("team", "dave", "all here")]);
     }
+    relay.stop().await;
+}
+
+/// Links a second device into `primary`'s account.
+async fn link(relay: &Relay, primary: &mut Client, home: &std::path::Path) -> Client {
+    let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+    let mut tx = Some(tx);
+    let mut events = move |e: tacit_client::LinkEvent| {
+        if let tacit_client::LinkEvent::Code { code, .. } = e
+            && let Some(tx) = tx.take()
+        {
+            let _ = tx.send(code);
+        }
+    };
+    let url = relay.url.clone();
+    let options = ConnectOptions::default();
+    let linking = Client::link_device(
+        home,
+        tacit_client::StoreSecret::NoPassphrase,
+        &url,
+        "laptop",
+        false,
+        &options,
+        &mut events,
+    );
+    let approving = async {
+        let code = rx.await.unwrap();
+        primary
+            .approve_device(
+                &code,
+                tacit_client::ApproveOptions { approver: false, history: false },
+                &mut |_: &tacit_client::NewDevice| true,
+                &mut |_: u64, _: u64| {},
+            )
+            .await
+    };
+    let (linked, approved) = tokio::join!(linking, approving);
+    approved.unwrap();
+    linked.unwrap()
+}
+
+async fn a_linked_device_joins_every_group_and_a_revoked_one_leaves_them(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let homes: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut alice = account(&relay, homes[0].path(), "alice").await;
+    let mut bob = account(&relay, homes[1].path(), "bob").await;
+    drain(&mut bob).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    alice.create_group("one", &["bob"]).await.unwrap();
+    alice.create_group("two", &["bob"]).await.unwrap();
+    drain(&mut bob).await;
+    // Alice links a laptop: her phone's next receive adds it to both groups.
+    let mut laptop = link(&relay, &mut alice, homes[2].path()).await;
+    drain(&mut laptop).await;
+    drain(&mut alice).await;
+    let (_, events) = drain(&mut laptop).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events.iter().all(|e| matches!(e, GroupEvent::Joined { by, .. } if by == "alice")));
+    for name in ["one", "two"] {
+        assert_eq!(alice.group(name).unwrap().members.len(), 3);
+    }
+    let (_, events) = drain(&mut bob).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    bob.group_send("one", "to all three").await.unwrap();
+    assert_eq!(drain(&mut laptop).await.0, [said("one", "bob", "to all three")]);
+    assert_eq!(drain(&mut alice).await.0, [said("one", "bob", "to all three")]);
+    // Revoked, it is taken out of both, and reads nothing sent after.
+    alice.revoke_device(2).await.unwrap();
+    drain(&mut alice).await;
+    for name in ["one", "two"] {
+        assert_eq!(alice.group(name).unwrap().members, [("alice".into(), 1), ("bob".into(), 1)]);
+    }
+    drain(&mut bob).await;
+    bob.group_send("two", "after the laptop").await.unwrap();
+    assert_eq!(drain(&mut alice).await.0, [said("two", "bob", "after the laptop")]);
+    assert_eq!(bob.group("two").unwrap().members.len(), 2);
     relay.stop().await;
 }

@@ -385,6 +385,15 @@ async fn racing_commits_never_fork_the_epoch(backend: Backend) {
     for o in &orders {
         assert!(o.windows(2).all(|w| w[0].0 < w[1].0), "in epoch order");
     }
+    // A commit sent again with its idempotency key (its answer lost) is answered as the
+    // first time, and taken once.
+    let mut again = bare_commit(frame(&group, 6, 3, 99));
+    again.idempotency_key = Some(vec![3u8; 16].into());
+    let first: api::SendResponse = http.ok(Method::POST, &path, users[0].tok(), Some(&again)).await;
+    let second: api::SendResponse = http.ok(Method::POST, &path, users[0].tok(), Some(&again)).await;
+    assert_eq!(first, second);
+    let s: api::GroupStatus = http.ok(Method::GET, &status_path(&group), users[0].tok(), NONE).await;
+    assert_eq!(s.epoch, 7);
     server.finish().await;
 }
 
