@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tacit_client::{Client, ConnectOptions, GroupEvent, ReceiveEvent};
+use tacit_client::{Client, GroupEvent, ReceiveEvent};
 
 on_both!(
     a_group_conversation_with_adds_removals_and_a_leave,
@@ -158,44 +158,6 @@ async fn racing_commits_rebase_and_the_group_does_not_fork(backend: Backend) {
         assert_eq!(drain(c).await.0, [said("team", "dave", "all here")]);
     }
     relay.stop().await;
-}
-
-/// Links a second device into `primary`'s account.
-async fn link(relay: &Relay, primary: &mut Client, home: &std::path::Path) -> Client {
-    let (tx, rx) = tokio::sync::oneshot::channel::<String>();
-    let mut tx = Some(tx);
-    let mut events = move |e: tacit_client::LinkEvent| {
-        if let tacit_client::LinkEvent::Code { code, .. } = e
-            && let Some(tx) = tx.take()
-        {
-            let _ = tx.send(code);
-        }
-    };
-    let url = relay.url.clone();
-    let options = ConnectOptions::default();
-    let linking = Client::link_device(
-        home,
-        tacit_client::StoreSecret::NoPassphrase,
-        &url,
-        "laptop",
-        false,
-        &options,
-        &mut events,
-    );
-    let approving = async {
-        let code = rx.await.unwrap();
-        primary
-            .approve_device(
-                &code,
-                tacit_client::ApproveOptions { approver: false, history: false },
-                &mut |_: &tacit_client::NewDevice| true,
-                &mut |_: u64, _: u64| {},
-            )
-            .await
-    };
-    let (linked, approved) = tokio::join!(linking, approving);
-    approved.unwrap();
-    linked.unwrap()
 }
 
 async fn a_linked_device_joins_every_group_and_a_revoked_one_leaves_them(backend: Backend) {

@@ -14,7 +14,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Backend, Relay, account, texts};
+use common::{Backend, Relay, account, link, texts};
 use tacit_client::api::{KtProofResponse, SignedRootWire};
 use tacit_client::{Client, ConnectOptions, KtViolation, RelayProbe};
 use tacit_protocol::{AccountIdentity, AccountName, DeviceEntry, DeviceId, DeviceIdentity, DeviceList};
@@ -370,44 +370,6 @@ async fn a_proof_for_another_account_is_refused(backend: Backend) {
     let got = bob.receive(Duration::ZERO).await.unwrap();
     assert_eq!(got.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["two"]);
     relay.stop().await;
-}
-
-/// Links a second device into `primary`'s account.
-async fn link(relay: &Relay, primary: &mut Client, home: &std::path::Path) -> Client {
-    let (tx, rx) = tokio::sync::oneshot::channel::<String>();
-    let mut tx = Some(tx);
-    let mut events = move |e: tacit_client::LinkEvent| {
-        if let tacit_client::LinkEvent::Code { code, .. } = e
-            && let Some(tx) = tx.take()
-        {
-            let _ = tx.send(code);
-        }
-    };
-    let url = relay.url.clone();
-    let options = ConnectOptions::default();
-    let linking = Client::link_device(
-        home,
-        tacit_client::StoreSecret::NoPassphrase,
-        &url,
-        "laptop",
-        false,
-        &options,
-        &mut events,
-    );
-    let approving = async {
-        let code = rx.await.unwrap();
-        primary
-            .approve_device(
-                &code,
-                tacit_client::ApproveOptions { approver: false, history: false },
-                &mut |_: &tacit_client::NewDevice| true,
-                &mut |_: u64, _: u64| {},
-            )
-            .await
-    };
-    let (linked, approved) = tokio::join!(linking, approving);
-    approved.unwrap();
-    linked.unwrap()
 }
 
 /// A first-time contact shown an old device list: bob linked a laptop, then revoked it

@@ -228,3 +228,41 @@ pub async fn account(relay: &Relay, home: &Path, name: &str) -> Client {
 pub fn texts(c: &Client, peer: &str) -> Vec<String> {
     c.history(peer).unwrap().into_iter().map(|e| e.text).collect()
 }
+
+/// Links a second device into `primary`'s account.
+pub async fn link(relay: &Relay, primary: &mut Client, home: &std::path::Path) -> Client {
+    let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+    let mut tx = Some(tx);
+    let mut events = move |e: tacit_client::LinkEvent| {
+        if let tacit_client::LinkEvent::Code { code, .. } = e
+            && let Some(tx) = tx.take()
+        {
+            let _ = tx.send(code);
+        }
+    };
+    let url = relay.url.clone();
+    let options = tacit_client::ConnectOptions::default();
+    let linking = Client::link_device(
+        home,
+        tacit_client::StoreSecret::NoPassphrase,
+        &url,
+        "laptop",
+        false,
+        &options,
+        &mut events,
+    );
+    let approving = async {
+        let code = rx.await.unwrap();
+        primary
+            .approve_device(
+                &code,
+                tacit_client::ApproveOptions { approver: false, history: false },
+                &mut |_: &tacit_client::NewDevice| true,
+                &mut |_: u64, _: u64| {},
+            )
+            .await
+    };
+    let (linked, approved) = tokio::join!(linking, approving);
+    approved.unwrap();
+    linked.unwrap()
+}
