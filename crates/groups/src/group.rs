@@ -108,8 +108,8 @@ pub struct Commit {
     pub epoch: u64,
 }
 
-/// What a processed message was.
-#[derive(Debug, PartialEq, Eq)]
+/// What a processed message was. Its `Debug` shows the plaintext's length, never its bytes.
+#[derive(PartialEq, Eq)]
 pub enum Received {
     /// A text or other application data.
     Application {
@@ -129,6 +129,22 @@ pub enum Received {
         /// Who proposed it.
         sender: MemberId,
     },
+}
+
+impl std::fmt::Debug for Received {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Application { sender, leaf, data, epoch } => f
+                .debug_struct("Application")
+                .field("sender", sender)
+                .field("leaf", leaf)
+                .field("data", &format_args!("*** ({} bytes)", data.len()))
+                .field("epoch", epoch)
+                .finish(),
+            Self::Commit(summary) => f.debug_tuple("Commit").field(summary).finish(),
+            Self::Proposal { sender } => f.debug_struct("Proposal").field("sender", sender).finish(),
+        }
+    }
 }
 
 /// What a commit changed, from the roster and metadata before and after it.

@@ -340,3 +340,17 @@ fn tampered_and_foreign_messages_are_refused_and_change_nothing() {
     let wrong_tree = Commit { tree: Some(ga.tree().unwrap()), ..c2 };
     assert!(dave.join(&wrong_tree).is_err());
 }
+
+#[test]
+fn a_received_message_prints_no_plaintext() {
+    let (_, accounts) = setup(Suite::Classical);
+    let r = Received::Application {
+        sender: accounts[0].member(0),
+        leaf: 1,
+        data: b"top secret".to_vec(),
+        epoch: 3,
+    };
+    let shown = format!("{r:?}");
+    assert!(!shown.contains("top secret") && !shown.contains("116, 111, 112"), "{shown}");
+    assert!(shown.contains("*** (10 bytes)"), "{shown}");
+}
