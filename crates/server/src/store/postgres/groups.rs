@@ -125,16 +125,21 @@ async fn fan_out(
             ],
         )
         .await?;
-    let mut stored = Vec::with_capacity(rows.len());
-    for r in rows {
-        let device: i64 = r.try_get(2)?;
-        stored.push(GroupStored {
-            to: DeviceKey { account: r.try_get(1)?, device: to_u32(device) },
-            id: to_u64(r.try_get(0)?),
-            kind,
-        });
-    }
-    Ok(stored)
+    stored_rows(&rows, kind)
+}
+
+/// The `(id, account_id, device_id)` rows a fan-out returned, as stored envelopes.
+fn stored_rows(rows: &[tokio_postgres::Row], kind: GroupKind) -> Result<Vec<GroupStored>, StoreError> {
+    rows.iter()
+        .map(|r| {
+            let device: i64 = r.try_get(2)?;
+            Ok(GroupStored {
+                to: DeviceKey { account: r.try_get(1)?, device: to_u32(device) },
+                id: to_u64(r.try_get(0)?),
+                kind,
+            })
+        })
+        .collect()
 }
 
 async fn set_refs(c: &impl GenericClient, payload: i64, refs: usize) -> Result<(), StoreError> {
@@ -268,14 +273,7 @@ impl PgStore {
                     ],
                 )
                 .await?;
-            for r in &rows {
-                let device: i64 = r.try_get(2)?;
-                stored.push(GroupStored {
-                    to: DeviceKey { account: r.try_get(1)?, device: to_u32(device) },
-                    id: to_u64(r.try_get(0)?),
-                    kind: GroupKind::Welcome,
-                });
-            }
+            stored.extend(stored_rows(&rows, GroupKind::Welcome)?);
             set_refs(&tx, payload, rows.len()).await?;
         }
         let st = tx.prepare_cached("UPDATE groups SET epoch = epoch + 1 WHERE id = $1").await?;
