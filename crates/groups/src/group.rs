@@ -158,6 +158,10 @@ pub struct CommitSummary {
     pub added: Vec<MemberId>,
     /// Devices removed.
     pub removed: Vec<MemberId>,
+    /// Devices whose leaf the commit replaced by a new one from a fresh key package
+    /// (removed and added again in the one commit): how a device whose state fell behind
+    /// (restored from an old copy) is taken back in. Not listed in `added` or `removed`.
+    pub rejoined: Vec<MemberId>,
     /// The new metadata, when it changed.
     pub renamed: Option<GroupMeta>,
     /// This device was removed: the group is no longer usable.
@@ -171,6 +175,45 @@ pub struct GroupDevice {
     key_packages: KeyPackageStore,
     directory: Directory,
     member: MemberId,
+}
+
+impl CommitSummary {
+    /// Records the devices whose leaf was replaced, taking them out of `added`/`removed`.
+    fn set_rejoined(&mut self, rejoined: Vec<MemberId>) {
+        self.added.retain(|m| !rejoined.contains(m));
+        self.removed.retain(|m| !rejoined.contains(m));
+        self.rejoined = rejoined;
+    }
+}
+
+/// The devices a commit's proposals removed (by their leaf in `before`) and added again
+/// (by their key package's credential): leaves replaced (RFC 9420 §12.3 applies the
+/// removals before the additions).
+fn rejoined_by(before: &BTreeMap<u32, MemberId>, effect: &mls_rs::group::CommitEffect) -> Vec<MemberId> {
+    use mls_rs::group::proposal::Proposal;
+    use mls_rs::group::CommitEffect;
+    let proposals = match effect {
+        CommitEffect::NewEpoch(e) | CommitEffect::Removed { new_epoch: e, .. } => &e.applied_proposals,
+        CommitEffect::ReInit(_) => return Vec::new(),
+    };
+    let removed: Vec<&MemberId> = proposals
+        .iter()
+        .filter_map(|p| match &p.proposal {
+            Proposal::Remove(r) => before.get(&r.to_remove()),
+            _ => None,
+        })
+        .collect();
+    let mut out: Vec<MemberId> = proposals
+        .iter()
+        .filter_map(|p| match &p.proposal {
+            Proposal::Add(a) => MemberId::from_signing_identity(a.key_package().signing_identity()),
+            _ => None,
+        })
+        .filter(|m| removed.contains(&m))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn time(now: UnixTime) -> MlsTime {
@@ -281,6 +324,14 @@ impl GroupDevice {
         };
         open.checkpoint()?;
         Ok(open)
+    }
+
+    /// The device a key package (as uploaded) names in its credential; its signature and
+    /// the device list are checked when a commit adds it.
+    pub fn key_package_member(key_package: &[u8]) -> Result<MemberId, GroupError> {
+        let message = MlsMessage::from_bytes(key_package).map_err(|_| GroupError::Malformed)?;
+        let kp = message.as_key_package().ok_or(GroupError::Malformed)?;
+        MemberId::from_signing_identity(kp.signing_identity()).ok_or(GroupError::BadCredential)
     }
 
     /// The key package references a Welcome is for.
@@ -494,9 +545,11 @@ impl OpenGroup {
         let meta_before = self.meta()?;
         let own = self.group.current_member_signing_identity().ok().and_then(MemberId::from_signing_identity);
         self.baseline = None;
-        self.group.apply_pending_commit().map_err(|e| self.error(e))?;
+        let applied = self.group.apply_pending_commit().map_err(|e| self.error(e))?;
         let committer = own.ok_or(GroupError::BadCredential)?;
-        self.summary(committer, &before, &meta_before, false)
+        let mut summary = self.summary(committer, &before, &meta_before, false)?;
+        summary.set_rejoined(rejoined_by(&before, &applied.effect));
+        Ok(summary)
     }
 
     /// A proposal (RFC 9420 §12.1.3) that removes this device, for the other members to
@@ -533,7 +586,15 @@ impl OpenGroup {
             before.iter().filter(|(l, m)| after.get(l) != Some(m)).map(|(_, m)| m.clone()).collect();
         let meta = self.meta()?;
         let renamed = (meta != *meta_before).then_some(meta);
-        Ok(CommitSummary { committer, epoch: self.epoch(), added, removed, renamed, removed_me })
+        Ok(CommitSummary {
+            committer,
+            epoch: self.epoch(),
+            added,
+            removed,
+            rejoined: Vec::new(),
+            renamed,
+            removed_me,
+        })
     }
 
     /// Processes a message of this group. On any error the group is as it was before.
@@ -617,17 +678,21 @@ impl OpenGroup {
             }
             (ReceivedMessage::Commit(c), Some((before, meta_before))) => {
                 let committer = before.get(&c.committer).cloned().ok_or(GroupError::Unauthentic)?;
+                let rejoined = rejoined_by(&before, &c.effect);
                 if matches!(c.effect, mls_rs::group::CommitEffect::Removed { .. }) {
                     return Ok(Received::Commit(CommitSummary {
                         committer,
                         epoch: epoch.saturating_add(1),
                         added: Vec::new(),
                         removed: Vec::new(),
+                        rejoined,
                         renamed: None,
                         removed_me: true,
                     }));
                 }
-                Ok(Received::Commit(self.summary(committer, &before, &meta_before, false)?))
+                let mut summary = self.summary(committer, &before, &meta_before, false)?;
+                summary.set_rejoined(rejoined);
+                Ok(Received::Commit(summary))
             }
             (ReceivedMessage::Proposal(p), Some((before, _))) => match p.sender {
                 mls_rs::group::ProposalSender::Member(i) => {

@@ -354,3 +354,52 @@ fn a_received_message_prints_no_plaintext() {
     assert!(!shown.contains("top secret") && !shown.contains("116, 111, 112"), "{shown}");
     assert!(shown.contains("*** (10 bytes)"), "{shown}");
 }
+
+#[test]
+fn a_device_that_fell_behind_is_taken_back_in_by_one_commit() {
+    let (directory, accounts) = setup(Suite::Classical);
+    let alice = accounts[0].device(0, Suite::Classical, &directory);
+    let mut bob = accounts[1].device(0, Suite::Classical, &directory);
+    let mut carol = accounts[2].device(0, Suite::Classical, &directory);
+    let mut ga = alice.mls.create(&GroupMeta::new("g", "", vec![]).unwrap(), NOW).unwrap();
+    let c = ga.commit(&[bob.key_package(), carol.key_package()], &[], None).unwrap();
+    ga.merge_pending().unwrap();
+    let mut gc = carol.join(&c).unwrap();
+    // Bob's state is lost (restored from a copy older than the group): his device's leaf
+    // is still in the tree, with the same signature key his new key package carries.
+    let bob_old_leaf = ga.members().into_iter().find(|(_, m)| m == bob.mls.member()).unwrap().0;
+    let kp = bob.key_package();
+    assert_eq!(GroupDevice::key_package_member(&kp).unwrap(), *bob.mls.member());
+    assert!(matches!(GroupDevice::key_package_member(b"junk"), Err(GroupError::Malformed)));
+    // Adding him while the old leaf stays would put one signature key in two leaves.
+    assert!(ga.commit(&[kp.clone()], &[], None).is_err());
+    ga.discard_pending();
+    let rejoin = ga.commit(&[kp.clone()], &[bob.mls.member().clone()], None).unwrap();
+    let own = ga.merge_pending().unwrap();
+    assert_eq!(own.rejoined, vec![bob.mls.member().clone()]);
+    assert!(own.added.is_empty() && own.removed.is_empty(), "{own:?}");
+    let Received::Commit(s) = gc.process(&rejoin.commit).unwrap() else { panic!() };
+    assert_eq!(s.rejoined, vec![bob.mls.member().clone()]);
+    assert!(s.added.is_empty() && s.removed.is_empty() && !s.removed_me);
+    let mut gb = bob.join(&rejoin).unwrap();
+    assert_eq!(gb.members().len(), 3);
+    assert_eq!(ga.epoch_authenticator().unwrap(), gb.epoch_authenticator().unwrap());
+    assert_eq!(gc.epoch_authenticator().unwrap(), gb.epoch_authenticator().unwrap());
+    let m = gb.encrypt(b"back").unwrap();
+    assert_eq!(text(ga.process(&m).unwrap()), (bob.mls.member().clone(), b"back".to_vec()));
+    assert_eq!(text(gc.process(&m).unwrap()).1, b"back");
+    let m = gc.encrypt(b"welcome back").unwrap();
+    assert_eq!(text(gb.process(&m).unwrap()).1, b"welcome back");
+
+    // A second request answered by another member (both asked; one commit each won in
+    // turn) re-adds him again from the same key package: a last-resort one, kept.
+    let again = gc.commit(&[kp], &[bob.mls.member().clone()], None).unwrap();
+    gc.merge_pending().unwrap();
+    ga.process(&again.commit).unwrap();
+    let Received::Commit(s) = gb.process(&again.commit).unwrap() else { panic!() };
+    assert!(s.removed_me && s.rejoined == vec![bob.mls.member().clone()], "{s:?}");
+    let gb = bob.join(&again).unwrap();
+    assert_eq!(ga.epoch_authenticator().unwrap(), gb.epoch_authenticator().unwrap());
+    assert!(gb.members().values().filter(|m| *m == bob.mls.member()).count() == 1);
+    let _ = bob_old_leaf;
+}
