@@ -192,6 +192,9 @@ pub struct GroupCommitRequest {
     /// As [`SendRequest::idempotency_key`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<Bytes>,
+    /// As [`SendRequest::state_counter`] (a commit changes the sender's group state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_counter: Option<u64>,
 }
 
 /// `POST /v1/groups/{group}/messages`: an MLS application message or proposal
@@ -204,6 +207,10 @@ pub struct GroupMessageRequest {
     /// As [`SendRequest::idempotency_key`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<Bytes>,
+    /// As [`SendRequest::state_counter`] (encrypting uses up a message key of the sender's
+    /// group state: a copy from before must be found out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_counter: Option<u64>,
 }
 
 /// `409`: a group commit or message made in another epoch than the group's.

@@ -159,6 +159,21 @@ impl Out {
                 json!({"type": "group_event", "event": "removed_me", "group": group, "by": by}),
                 format!("{by} removed this device from {}", terminal_safe(group)),
             ),
+            GroupEvent::Rejoined { group, by, devices: d } => (
+                json!({"type": "group_event", "event": "rejoined", "group": group, "by": by, "devices": devices(d)}),
+                format!(
+                    "{by} took {} back into {} (with new keys: its data was restored from an older copy)",
+                    accounts(d),
+                    terminal_safe(group)
+                ),
+            ),
+            GroupEvent::RejoinedMe { group, by } => (
+                json!({"type": "group_event", "event": "rejoined_me", "group": group, "by": by}),
+                format!(
+                    "{by} took this device back into {}: it reads and sends in it again",
+                    terminal_safe(group)
+                ),
+            ),
             _ => return,
         };
         if self.json {

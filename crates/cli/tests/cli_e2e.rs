@@ -546,3 +546,68 @@ async fn a_group_conversation_through_the_binary() {
     .unwrap();
     stop().await;
 }
+
+/// A group member's home put back from a copy (`cp -a` of the folder): `group send` refuses
+/// with a network-kind error (exit 3) that says what happens, the members take the device
+/// back in on their next `receive` (`"event":"rejoined"`), and the device's next `receive`
+/// says so (`"event":"rejoined_me"`); it sends and reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_member_restored_from_a_copy_is_taken_back_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, stop) = start_server(dir.path(), false).await;
+    let d = dir.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let (a, b) = alice_and_bob(&d, &url);
+        let c = d.join("c");
+        assert_eq!(tacit(&c, &[], &["account", "create", "--server", &url, "--name", "carol"]).0, 0);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(tacit(&a, &[], &["group", "create", "family", "--members", "bob,carol"]).0, 0);
+        assert_eq!(tacit(&b, &[], &["receive"]).0, 0);
+        assert_eq!(tacit(&c, &[], &["receive"]).0, 0);
+        let copy = d.join("b-copy");
+        assert!(Command::new("cp").arg("-a").arg(&b).arg(&copy).status().unwrap().success());
+        assert_eq!(tacit(&b, &[], &["group", "send", "family", "after the copy"]).0, 0);
+        assert_eq!(tacit(&a, &[], &["receive"]).0, 0);
+        std::fs::remove_dir_all(&b).unwrap();
+        assert!(Command::new("cp").arg("-a").arg(&copy).arg(&b).status().unwrap().success());
+
+        let out = Command::new(env!("CARGO_BIN_EXE_tacit"))
+            .arg("--home")
+            .arg(&b)
+            .args(["group", "send", "family", "from the copy"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert!(
+            stderr.contains("being re-added to group family") && stderr.contains("tacit receive"),
+            "{stderr}"
+        );
+        let (_, l) = tacit(&a, &[], &["receive"]);
+        assert!(!l.iter().any(|l| l["type"] == "message"), "{l:?}");
+        let (_, l) = tacit(&c, &[], &["receive"]);
+        assert!(
+            l.iter().any(|l| l["type"] == "group_event"
+                && l["event"] == "rejoined"
+                && l["by"] == "alice"
+                && l["devices"] == serde_json::json!([{"account": "bob", "device": 1}])),
+            "{l:?}"
+        );
+        let (_, l) = tacit(&b, &[], &["receive"]);
+        assert!(
+            l.iter().any(|l| l["type"] == "group_event"
+                && l["event"] == "rejoined_me"
+                && l["group"] == "family"
+                && l["by"] == "alice"),
+            "{l:?}"
+        );
+        assert_eq!(tacit(&b, &[], &["group", "send", "family", "back"]).0, 0);
+        for home in [&a, &c] {
+            let (_, l) = tacit(home, &[], &["receive"]);
+            assert!(l.iter().any(|l| l["type"] == "message" && l["text"] == "back"), "{l:?}");
+        }
+    })
+    .await
+    .unwrap();
+    stop().await;
+}

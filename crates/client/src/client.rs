@@ -136,6 +136,11 @@ pub struct Client {
     pub(crate) reconciling: bool,
     /// Groups whose envelopes wait on the relay in this receive (`groups.rs`).
     pub(crate) held_groups: Vec<Vec<u8>>,
+    /// Set while members' rejoin requests are honoured (`groups.rs`): the receive a commit
+    /// makes on the way does not start it again.
+    pub(crate) honouring: bool,
+    /// Groups being rejoined whose unreadable envelope this process warned of already.
+    pub(crate) rejoin_warned: Vec<Vec<u8>>,
 }
 
 /// The device and inode of `path` (`None` where there is no such notion or no file).
@@ -418,6 +423,8 @@ impl Client {
             group_proposals: Vec::new(),
             reconciling: false,
             held_groups: Vec::new(),
+            honouring: false,
+            rejoin_warned: Vec::new(),
             db_file: file_identity(&store_home.join(DB_FILE)),
             lock,
             restore_checked: false,
@@ -692,6 +699,8 @@ impl Client {
         if let Err(e) = self.maintain_key_packages().await {
             self.warnings.push(format!("could not upload KeyPackages for groups: {e}"));
         }
+        // Groups this device lost its state of: members are asked to take it back in.
+        self.queue_rejoin_requests()?;
         self.send_pending_resets().await?;
         // A rotation whose account key update did not reach the other devices yet.
         if let Err(e) = self.send_key_update_if_pending().await {

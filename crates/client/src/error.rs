@@ -38,6 +38,18 @@ pub enum ClientError {
         /// The largest allowed.
         max: usize,
     },
+    /// This device lost its state of the group (its data was restored from an older copy, or
+    /// it missed a change) and asked the other members to take it back in: it sends nothing
+    /// in the group until one of them has.
+    #[error(
+        "this device is being re-added to group {group} (its state of the group is out of date: its data \
+         was restored from an older copy, or it missed a change); members were asked to take it back in, \
+         which happens when one of them is online. Run `tacit receive` later and send again"
+    )]
+    GroupRejoining {
+        /// The group's name.
+        group: String,
+    },
     /// The store is protected by a passphrase and none was given.
     #[error("the store is protected by a passphrase: set TACIT_PASSPHRASE or run interactively")]
     PassphraseRequired,
@@ -333,9 +345,11 @@ impl ClientError {
             | Self::LinkUnknown
             | Self::LinkExpired
             | Self::UnknownToServer { .. } => ErrorKind::NotFound,
-            Self::Network(_) | Self::Server { .. } | Self::NameTaken(_) | Self::RegistrationToken { .. } => {
-                ErrorKind::Network
-            }
+            Self::Network(_)
+            | Self::Server { .. }
+            | Self::NameTaken(_)
+            | Self::RegistrationToken { .. }
+            | Self::GroupRejoining { .. } => ErrorKind::Network,
             Self::IdentityChanged(_)
             | Self::Transparency(_)
             | Self::VerificationFailed(_)

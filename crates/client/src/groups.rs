@@ -18,6 +18,19 @@
 //!   event and the envelope's id are stored in one transaction before the acknowledgement,
 //!   as 1:1 messages are. A message the group refuses changes nothing (`tacit-groups`
 //!   restores its state) and is dropped with a warning.
+//! - **Rejoin** (a device whose state of a group is out of date: its data restored from an
+//!   older copy, a change it missed, a Welcome for a KeyPackage it no longer holds): sending
+//!   from an old state would reuse message keys and could never reach the group's epoch, so
+//!   the device stops sending in the group ([`ClientError::GroupRejoining`]) and asks members
+//!   over 1:1 sessions (payload kind 8, carrying a fresh KeyPackage of its own) to take it
+//!   back in. A member that receives the request checks that the KeyPackage names the
+//!   requesting device and that the device is a member, and commits the removal of its old
+//!   leaf and the addition of the new one in one commit (RFC 9420 §12.3 applies removals
+//!   first; the leaf's signature key is the device's identity key, so the two cannot coexist).
+//!   The device joins from the Welcome. A request is honoured at most once per
+//!   [`REJOIN_INTERVAL_MS`] per device and group; the members asked are the device's own
+//!   account first, then admins, then others ([`REJOIN_ASKED`] accounts), asked again with
+//!   a doubling interval until one answers.
 
 use std::time::Duration;
 
@@ -65,6 +78,23 @@ async fn more_lists(
     client.fetch_lists(directory, new).await?;
     Ok(true)
 }
+/// A rejoin request is sent again (to other members) after this long without an answer,
+/// doubling each time up to [`REJOIN_MAX_INTERVAL_MS`]; a member honours one device's
+/// request in a group at most once per this long.
+pub const REJOIN_INTERVAL_MS: u64 = 10 * 60 * 1000;
+/// The longest wait between two rejoin requests for one group.
+const REJOIN_MAX_INTERVAL_MS: u64 = 24 * 3600 * 1000;
+/// Accounts asked per rejoin request (besides the one whose message showed the loss).
+pub const REJOIN_ASKED: usize = 3;
+/// Groups this device asks to be taken back into at once, at most (a relay that invents
+/// groups cannot make it ask without end).
+const MAX_REJOINS: i64 = 256;
+/// The KeyPackage a rejoin request carries is replaced after this long (well within its
+/// 90-day lifetime).
+const REJOIN_KEY_PACKAGE_MAX_AGE_MS: u64 = 30 * 24 * 3600 * 1000;
+/// How long after a detected restore a group this device does not hold may be rejoined
+/// (a group created after the copy was taken) when the message came from a stranger.
+const REJOIN_UNKNOWN_AFTER_RESTORE_MS: u64 = 30 * 24 * 3600 * 1000;
 /// The encoding of a Welcome envelope: this version byte, the Welcome's length (u32
 /// big-endian), the Welcome, then the ratchet tree.
 const WELCOME_V1: u8 = 1;
@@ -123,6 +153,24 @@ pub enum GroupEvent {
     },
     /// This device was removed from the group: it reads nothing more of it.
     RemovedMe {
+        /// The group's name.
+        group: String,
+        /// The committer.
+        by: String,
+    },
+    /// Devices that had lost their state of the group (restored from an older copy) were
+    /// taken back in, at their request, with new keys.
+    Rejoined {
+        /// The group's name.
+        group: String,
+        /// The committer.
+        by: String,
+        /// The devices.
+        devices: Vec<(String, u32)>,
+    },
+    /// This device, which had lost its state of the group, was taken back in: it reads and
+    /// sends in the group again.
+    RejoinedMe {
         /// The group's name.
         group: String,
         /// The committer.
@@ -222,10 +270,140 @@ CREATE TABLE IF NOT EXISTS group_messages (
     envelope_id INTEGER UNIQUE
 );
 CREATE INDEX IF NOT EXISTS group_messages_by_group ON group_messages (group_id, id);
+CREATE TABLE IF NOT EXISTS mls_rejoins (
+    group_id BLOB PRIMARY KEY,       -- a group this device must be taken back into
+    ask TEXT,                        -- an account to ask besides the members this device knows
+    asked_ms INTEGER NOT NULL,       -- when requests were last queued (0: not yet)
+    asks INTEGER NOT NULL,           -- how many times
+    key_package BLOB,                -- the KeyPackage the requests carry (public)
+    key_package_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mls_rejoin_requests (
+    group_id BLOB NOT NULL,
+    account TEXT NOT NULL,
+    device INTEGER NOT NULL,
+    key_package BLOB,                -- NULL once honoured (by this device or another member)
+    honoured_ms INTEGER NOT NULL,
+    PRIMARY KEY (group_id, account, device)
+);
+CREATE TABLE IF NOT EXISTS mls_left (
+    group_id BLOB PRIMARY KEY,       -- a group this device left: never asked to be taken back in
+    left_ms INTEGER NOT NULL
+);
 ";
 
-/// Stores a group's state (replacing what was stored), in the caller's transaction.
+/// Whether this device is waiting to be taken back into the group.
+fn rejoining(conn: &rusqlite::Connection, id: &[u8]) -> Result<bool> {
+    Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM mls_rejoins WHERE group_id = ?1)", [id], |r| r.get(0))?)
+}
+
+/// Notes that this device must be taken back into the group (in the caller's transaction);
+/// `ask`: an account to ask besides the members. `false` when the table is full or the
+/// device left the group.
+fn mark_rejoin(conn: &rusqlite::Connection, id: &[u8], ask: Option<&str>) -> Result<bool> {
+    let left: bool =
+        conn.query_row("SELECT EXISTS (SELECT 1 FROM mls_left WHERE group_id = ?1)", [id], |r| r.get(0))?;
+    let rows: i64 = conn.query_row("SELECT COUNT(*) FROM mls_rejoins", [], |r| r.get(0))?;
+    if left || (rows >= MAX_REJOINS && !rejoining(conn, id)?) {
+        return Ok(false);
+    }
+    conn.execute(
+        "INSERT INTO mls_rejoins (group_id, ask, asked_ms, asks, key_package, key_package_ms)
+         VALUES (?1, ?2, 0, 0, NULL, 0)
+         ON CONFLICT (group_id) DO UPDATE SET ask = COALESCE(mls_rejoins.ask, excluded.ask)",
+        rusqlite::params![id, ask],
+    )?;
+    Ok(true)
+}
+
+/// Every group this device holds must be taken back into (its data was restored from an
+/// older copy: `restore.rs`), in the caller's transaction. Returns how many.
+pub(crate) fn mark_all_rejoins(conn: &rusqlite::Connection) -> Result<usize> {
+    let ids: Vec<Vec<u8>> = {
+        let mut st = conn.prepare("SELECT id FROM mls_groups")?;
+        let it = st.query_map([], |r| r.get(0))?;
+        it.collect::<rusqlite::Result<_>>()?
+    };
+    for id in &ids {
+        mark_rejoin(conn, id, None)?;
+    }
+    Ok(ids.len())
+}
+
+/// A member's request to be taken back into a group (payload kind 8), in the receive's
+/// transaction: kept for [`Client::honour_rejoins`] when this device holds the group and
+/// the KeyPackage names the sending device, unless that device's request in the group was
+/// honoured within [`REJOIN_INTERVAL_MS`]. Whether the device is a member is checked when
+/// it is honoured. Returns a notice for the user when the request is refused.
+pub(crate) fn note_rejoin_request(
+    conn: &rusqlite::Connection,
+    (account, device): (&str, u32),
+    id: &[u8],
+    key_package: &[u8],
+) -> Result<Option<String>> {
+    let held: bool =
+        conn.query_row("SELECT EXISTS (SELECT 1 FROM mls_groups WHERE id = ?1)", [id], |r| r.get(0))?;
+    if !held {
+        return Ok(None);
+    }
+    match GroupDevice::key_package_member(key_package) {
+        Ok(m) if device_of(&m) == (account.to_owned(), device) => {}
+        _ => {
+            return Ok(Some(format!(
+                "refused a request from {account} device {device} to be re-added to a group: its KeyPackage \
+                 names another device or does not decode"
+            )));
+        }
+    }
+    let now = now_ms();
+    let honoured: Option<i64> = conn
+        .query_row(
+            "SELECT honoured_ms FROM mls_rejoin_requests WHERE group_id = ?1 AND account = ?2 AND device = ?3",
+            rusqlite::params![id, account, device],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if honoured.is_some_and(|t| (t as u64) <= now && now - (t as u64) < REJOIN_INTERVAL_MS) {
+        return Ok(None);
+    }
+    conn.execute(
+        "INSERT INTO mls_rejoin_requests (group_id, account, device, key_package, honoured_ms)
+         VALUES (?1, ?2, ?3, ?4, 0)
+         ON CONFLICT (group_id, account, device) DO UPDATE SET key_package = excluded.key_package",
+        rusqlite::params![id, account, device, key_package],
+    )?;
+    Ok(None)
+}
+
+/// Marks the requests of devices a commit took back in as honoured.
+fn rejoins_honoured(conn: &rusqlite::Connection, id: &[u8], devices: &[MemberId]) -> Result<()> {
+    for m in devices {
+        let (account, device) = device_of(m);
+        conn.execute(
+            "UPDATE mls_rejoin_requests SET key_package = NULL, honoured_ms = ?4
+             WHERE group_id = ?1 AND account = ?2 AND device = ?3",
+            rusqlite::params![id, account, device, now_ms() as i64],
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether a rejoin request of `who` in the group still waits to be honoured.
+fn rejoin_waiting(conn: &rusqlite::Connection, id: &[u8], who: &MemberId) -> Result<bool> {
+    let (account, device) = device_of(who);
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM mls_rejoin_requests WHERE group_id = ?1 AND account = ?2 AND device = ?3
+         AND key_package IS NOT NULL)",
+        rusqlite::params![id, account, device],
+        |r| r.get(0),
+    )?)
+}
+
+/// Stores a group's state (replacing what was stored), in the caller's transaction, and
+/// raises the state counter (`restore.rs`): a copy of the store from before this change
+/// must be found out, since sending from its group state would reuse message keys.
 fn put_group(conn: &rusqlite::Connection, name: &str, group: &mut OpenGroup) -> Result<()> {
+    store::raise_state_counter(conn)?;
     let stored = group.save()?;
     let tree = group.tree()?;
     conn.execute(
@@ -342,7 +520,7 @@ impl Client {
     }
 
     /// The stored group named `name` (its name, or its id in hex or a prefix of it).
-    fn find_group(&self, name: &str) -> Result<(Vec<u8>, String)> {
+    pub(crate) fn find_group(&self, name: &str) -> Result<(Vec<u8>, String)> {
         let rows: Vec<(Vec<u8>, String)> = {
             let mut st =
                 self.store.conn().prepare("SELECT id, name FROM mls_groups ORDER BY joined_ms, id")?;
@@ -366,6 +544,16 @@ impl Client {
             )));
         }
         Err(ClientError::NotFound(format!("no group named {name} (`tacit group list` shows yours)")))
+    }
+
+    /// The stored name of the group `id` (its id in hex when it is not held).
+    fn find_group_name(&self, id: &[u8]) -> Result<String> {
+        let name: Option<String> = self
+            .store
+            .conn()
+            .query_row("SELECT name FROM mls_groups WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        Ok(name.unwrap_or_else(|| hex(id)))
     }
 
     fn open_group(&self, device: &GroupDevice, id: &[u8]) -> Result<Option<(OpenGroup, String)>> {
@@ -531,6 +719,31 @@ impl Client {
         meta: Option<&GroupMeta>,
         fresh: Option<(OpenGroup, String)>,
     ) -> Result<GroupInfo> {
+        self.commit_and_post_as(directory, id, key_packages, added, remove, meta, fresh, false).await
+    }
+
+    /// [`Self::commit_and_post`]; `rejoin`: the commit takes the devices in `remove` back
+    /// in from `key_packages` (their rejoin requests): done without a commit once they are
+    /// no longer members (removed meanwhile) or another member's commit took them back in.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_and_post_as(
+        &mut self,
+        directory: &Directory,
+        id: &[u8],
+        key_packages: &[Vec<u8>],
+        added: &[api::GroupMember],
+        remove: &[MemberId],
+        meta: Option<&GroupMeta>,
+        fresh: Option<(OpenGroup, String)>,
+        rejoin: bool,
+    ) -> Result<GroupInfo> {
+        if rejoining(self.store.conn(), id)? {
+            let group = match &fresh {
+                Some((_, name)) => name.clone(),
+                None => self.find_group_name(id)?,
+            };
+            return Err(ClientError::GroupRejoining { group });
+        }
         let mut fresh = fresh;
         if fresh.is_none() {
             // What waits first: a message sent before this commit (from a device it removes,
@@ -545,15 +758,28 @@ impl Client {
             };
             let members = group.members();
             // Devices the winner of an earlier round added or removed already are left out.
-            let remove: Vec<MemberId> =
+            let still: Vec<MemberId> =
                 remove.iter().filter(|m| members.values().any(|x| x == *m)).cloned().collect();
             let present: Vec<(String, u32)> = members.values().map(device_of).collect();
-            let (key_packages, added): (Vec<Vec<u8>>, Vec<api::GroupMember>) = key_packages
-                .iter()
-                .zip(added)
-                .filter(|(_, d)| !present.contains(&(d.account.clone(), d.device)))
-                .map(|(k, d)| (k.clone(), d.clone()))
-                .unzip();
+            let (remove, key_packages, added): (Vec<MemberId>, Vec<Vec<u8>>, Vec<api::GroupMember>) =
+                if rejoin {
+                    let mut waiting = still.len() == remove.len();
+                    for m in remove {
+                        waiting = waiting && rejoin_waiting(self.store.conn(), id, m)?;
+                    }
+                    if !waiting {
+                        return Ok(Self::info(id, &name, &group));
+                    }
+                    (still, key_packages.to_vec(), added.to_vec())
+                } else {
+                    let (k, a) = key_packages
+                        .iter()
+                        .zip(added)
+                        .filter(|(_, d)| !present.contains(&(d.account.clone(), d.device)))
+                        .map(|(k, d)| (k.clone(), d.clone()))
+                        .unzip();
+                    (still, k, a)
+                };
             if key_packages.is_empty() && remove.is_empty() && meta.is_none() && !group.commit_required() {
                 // Nothing left to do: another member's commit did it.
                 return Ok(Self::info(id, &name, &group));
@@ -583,6 +809,9 @@ impl Client {
                     })
                     .collect(),
                 idempotency_key: Some(random_key().into()),
+                // The group state changes when the commit merges, after the relay took it:
+                // the counter is raised first, so a copy from before is found out.
+                state_counter: Some(store::raise_state_counter(self.store.conn())?),
             };
             // The same request (same idempotency key) again when the answer was lost: the
             // relay answers a retry of a commit it took as it did the first time, and a
@@ -602,10 +831,11 @@ impl Client {
             }
             match posted {
                 Ok(_) => {
-                    group.merge_pending()?;
+                    let summary = group.merge_pending()?;
                     let name = meta.map_or(name, |m| m.name.clone());
                     let tx = self.store.tx()?;
                     put_group(&tx, &name, &mut group)?;
+                    rejoins_honoured(&tx, id, &summary.rejoined)?;
                     tx.commit()?;
                     return Ok(Self::info(id, &name, &group));
                 }
@@ -739,6 +969,12 @@ impl Client {
         };
         let mut complete = true;
         for id in ids {
+            if rejoining(self.store.conn(), &id)? {
+                // Its state is out of date: the members take care of this account's devices
+                // meanwhile (and the list is matched again once it is back in).
+                complete = false;
+                continue;
+            }
             let directory = self.group_directory()?;
             directory.insert(&list);
             let device = self.group_device(&directory);
@@ -806,8 +1042,12 @@ impl Client {
             return Err(ClientError::MessageTooLong { len: text.len(), max: crate::payload::MAX_TEXT_BYTES });
         }
         self.online().await?;
-        let (id, _) = self.find_group(group)?;
+        let (id, name) = self.find_group(group)?;
         for _ in 0..COMMIT_ATTEMPTS {
+            // Also after a receive between rounds, which may have found the state behind.
+            if rejoining(self.store.conn(), &id)? {
+                return Err(ClientError::GroupRejoining { group: name });
+            }
             let directory = self.group_directory()?;
             let device = self.group_device(&directory);
             let sent_time_ms = now_ms();
@@ -838,6 +1078,7 @@ impl Client {
             let req = api::GroupMessageRequest {
                 content: content.into(),
                 idempotency_key: Some(random_key().into()),
+                state_counter: self.reported_state_counter()?,
             };
             match self.api.group_message(&id, &req).await {
                 Ok(r) => {
@@ -874,6 +1115,16 @@ impl Client {
         // delivery (the relay takes it only from a member).
         for _ in 0..COMMIT_ATTEMPTS {
             self.receive_inner_now().await?;
+            if rejoining(self.store.conn(), &id)? {
+                // A proposal from an out-of-date state reaches no one; the device leaves the
+                // delivery, and its old leaf stays until a member removes it.
+                self.warnings.push(
+                    "this device's state of the group is out of date: it left the group's delivery, but a member \
+                     must remove it (`tacit group remove`) to take it out of the group's keys"
+                        .into(),
+                );
+                break;
+            }
             let directory = self.group_directory()?;
             let device = self.group_device(&directory);
             let Some((g, _)) = self.open_group(&device, &id)? else { break };
@@ -881,6 +1132,7 @@ impl Client {
             let req = api::GroupMessageRequest {
                 content: proposal.into(),
                 idempotency_key: Some(random_key().into()),
+                state_counter: self.reported_state_counter()?,
             };
             match self.api.group_message(&id, &req).await {
                 // Sent, or the relay dropped this device already.
@@ -895,7 +1147,204 @@ impl Client {
         }
         let tx = self.store.tx()?;
         delete_group(&tx, &id)?;
+        tx.execute("DELETE FROM mls_rejoins WHERE group_id = ?1", [&id])?;
+        // Its messages still in the mailbox ask for no rejoin.
+        tx.execute(
+            "INSERT INTO mls_left (group_id, left_ms) VALUES (?1, ?2)
+             ON CONFLICT (group_id) DO UPDATE SET left_ms = excluded.left_ms",
+            rusqlite::params![id, now_ms() as i64],
+        )?;
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Queues (durably, sent with the rest of the queue by the caller) a request to be
+    /// taken back in for every group this device lost its state of and did not ask about
+    /// within its interval. Each carries a fresh KeyPackage of this device (kept, like a
+    /// last-resort one, for every Welcome that answers it).
+    pub(crate) fn queue_rejoin_requests(&mut self) -> Result<()> {
+        type Row = (Vec<u8>, Option<String>, i64, i64, Option<Vec<u8>>, i64);
+        let rows: Vec<Row> = {
+            let mut st = self.store.conn().prepare(
+                "SELECT group_id, ask, asked_ms, asks, key_package, key_package_ms FROM mls_rejoins ORDER BY group_id",
+            )?;
+            let it =
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?;
+            it.collect::<rusqlite::Result<_>>()?
+        };
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let directory = self.group_directory()?;
+        let device = self.group_device(&directory);
+        for (id, ask, asked_ms, asks, kp, kp_ms) in rows {
+            let (asked_ms, asks, kp_ms) = (asked_ms as u64, asks.clamp(0, 16) as u32, kp_ms as u64);
+            let interval = REJOIN_INTERVAL_MS.saturating_mul(1 << asks.min(8)).min(REJOIN_MAX_INTERVAL_MS);
+            if asked_ms != 0 && asked_ms <= now && now - asked_ms < interval {
+                continue;
+            }
+            // Who to ask: this account's other devices first (they answer soonest), then the
+            // admins, then other members, a different draw each time.
+            let me = self.me.name.to_string();
+            let mut targets: Vec<String> = Vec::new();
+            let local = self.open_group(&device, &id).ok().flatten();
+            let name = local.as_ref().map_or_else(|| hex(&id), |(_, n)| n.clone());
+            if let Some((g, _)) = &local {
+                let members: Vec<(String, u32)> = g.members().values().map(device_of).collect();
+                if members.iter().any(|(a, d)| *a == me && *d != self.me.device.get()) {
+                    targets.push(me.clone());
+                }
+                let mut others: Vec<String> =
+                    members.iter().map(|(a, _)| a.clone()).filter(|a| *a != me).collect();
+                others.sort();
+                others.dedup();
+                for admin in g.meta().map(|m| m.admins).unwrap_or_default() {
+                    let admin = admin.to_string();
+                    if others.contains(&admin) && !targets.contains(&admin) && targets.len() < REJOIN_ASKED {
+                        targets.push(admin);
+                    }
+                }
+                others.retain(|a| !targets.contains(a));
+                while targets.len() < REJOIN_ASKED && !others.is_empty() {
+                    let i = usize::try_from(
+                        rand_core::RngCore::next_u64(&mut crate::rng::OsRng) % others.len() as u64,
+                    )
+                    .unwrap_or(0);
+                    targets.push(others.swap_remove(i.min(others.len() - 1)));
+                }
+            }
+            if let Some(a) = ask
+                && !targets.contains(&a)
+                && (a != me || local.is_none())
+            {
+                targets.push(a);
+            }
+            if targets.is_empty() {
+                continue;
+            }
+            let tx = self.store.tx()?;
+            let kp = match kp {
+                Some(kp) if kp_ms <= now && now - kp_ms < REJOIN_KEY_PACKAGE_MAX_AGE_MS => kp,
+                _ => {
+                    let kp = device.new_key_package(crate::client::now())?;
+                    tx.execute(
+                        "INSERT INTO mls_key_packages (reference, secret, last_resort, created_ms) VALUES (?1, ?2, 1, ?3)",
+                        rusqlite::params![kp.reference, kp.secret.as_slice(), now as i64],
+                    )?;
+                    tx.execute(
+                        "UPDATE mls_rejoins SET key_package = ?2, key_package_ms = ?3 WHERE group_id = ?1",
+                        rusqlite::params![id, kp.public, now as i64],
+                    )?;
+                    kp.public
+                }
+            };
+            let payload = crate::payload::Payload::GroupRejoin {
+                sent_time_ms: now,
+                group_id: id.clone(),
+                key_package: kp,
+            }
+            .encode()
+            .map_err(|_| ClientError::Internal("rejoin request"))?;
+            for t in &targets {
+                let what = store::PendingKind::Payload {
+                    payload: Zeroizing::new(payload.clone()),
+                    message_id: None,
+                };
+                store::queue_send(&tx, t, &what, now)?;
+            }
+            tx.execute(
+                "UPDATE mls_rejoins SET asked_ms = ?2, asks = asks + 1 WHERE group_id = ?1",
+                rusqlite::params![id, now as i64],
+            )?;
+            tx.commit()?;
+            if asks == 0 {
+                self.warnings.push(format!(
+                    "this device's state of group {name} is out of date (its data was restored from an older copy, \
+                     or it missed a change): it sends nothing in it until a member takes it back in; asked {}",
+                    targets.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Honours the members' requests to be taken back in ([`note_rejoin_request`]): one
+    /// commit per device removes its old leaf and adds it from the KeyPackage it sent. A
+    /// device no longer a member, or taken back in by another member's commit meanwhile, is
+    /// left as it is.
+    pub(crate) async fn honour_rejoins(&mut self) -> Result<()> {
+        if self.honouring {
+            return Ok(());
+        }
+        self.honouring = true;
+        let out = self.honour_inner().await;
+        self.honouring = false;
+        out
+    }
+
+    async fn honour_inner(&mut self) -> Result<()> {
+        let rows: Vec<(Vec<u8>, String, u32, Vec<u8>)> = {
+            let mut st = self.store.conn().prepare(
+                "SELECT group_id, account, device, key_package FROM mls_rejoin_requests
+                 WHERE key_package IS NOT NULL ORDER BY group_id, account, device",
+            )?;
+            let it = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            it.collect::<rusqlite::Result<_>>()?
+        };
+        for (id, account, device, kp) in rows {
+            let forget = |c: &rusqlite::Connection| -> Result<()> {
+                c.execute(
+                    "UPDATE mls_rejoin_requests SET key_package = NULL, honoured_ms = ?4
+                     WHERE group_id = ?1 AND account = ?2 AND device = ?3",
+                    rusqlite::params![id, account, device, now_ms() as i64],
+                )?;
+                Ok(())
+            };
+            if rejoining(self.store.conn(), &id)? {
+                // This device cannot commit in the group either; a member that can will.
+                continue;
+            }
+            let directory = self.group_directory()?;
+            let own = self.group_device(&directory);
+            let who = match self.open_group(&own, &id)? {
+                Some((g, _)) => g.members().into_values().find(|m| device_of(m) == (account.clone(), device)),
+                None => None,
+            };
+            let Some(who) = who.filter(|m| m != own.member()) else {
+                // Not a member (removed since, or never was): nothing to take back.
+                forget(self.store.conn())?;
+                continue;
+            };
+            let added = [api::GroupMember { account: account.clone(), device }];
+            let done = Box::pin(self.commit_and_post_as(
+                &directory,
+                &id,
+                std::slice::from_ref(&kp),
+                &added,
+                std::slice::from_ref(&who),
+                None,
+                None,
+                true,
+            ))
+            .await;
+            match done {
+                Ok(_) => forget(self.store.conn())?,
+                Err(e) if e.kind() == crate::error::ErrorKind::Local => return Err(e),
+                Err(e)
+                    if crate::restore::transient(&e) || matches!(e, ClientError::GroupRejoining { .. }) =>
+                {
+                    self.warnings.push(format!(
+                        "could not take {account} device {device} back into a group yet ({e}); the next receive tries again"
+                    ));
+                }
+                Err(e) => {
+                    forget(self.store.conn())?;
+                    self.warnings
+                        .push(format!("did not take {account} device {device} back into a group: {e}"));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -903,6 +1352,9 @@ impl Client {
     /// member that left): the first member to commit wins, the others find nothing left.
     pub(crate) async fn commit_pending_proposals(&mut self) -> Result<()> {
         for id in std::mem::take(&mut self.group_proposals) {
+            if rejoining(self.store.conn(), &id)? {
+                continue;
+            }
             let directory = self.group_directory()?;
             let device = self.group_device(&directory);
             let Some((g, _)) = self.open_group(&device, &id)? else { continue };
@@ -932,14 +1384,14 @@ impl Client {
         };
         let directory = self.group_directory()?;
         match g.kind {
-            api::GroupKind::Welcome => self.join_from(e, &sender, &directory).await,
+            api::GroupKind::Welcome => self.join_from(e, &sender, g, &directory).await,
             api::GroupKind::Commit | api::GroupKind::Message => {
                 if self.held_groups.contains(&g.id.0) {
                     return Ok(GroupOutcome::Held);
                 }
                 let device = self.group_device(&directory);
                 let Some((mut group, name)) = self.open_group(&device, g.id.as_slice())? else {
-                    return self.drop_group(e, "for a group this device is not in");
+                    return self.unknown_group(e, &sender, g);
                 };
                 let mut fetched = Vec::new();
                 let mut refreshed: Vec<AccountName> = Vec::new();
@@ -1018,7 +1470,7 @@ impl Client {
                         store::mark_seen(self.store.conn(), e.id)?;
                         Ok(GroupOutcome::Done)
                     }
-                    Err(err) => self.drop_group(e, &format!("in group {name}: {err}")),
+                    Err(err) => self.group_refused(e, &sender, g, &name, &err),
                 }
             }
         }
@@ -1034,11 +1486,21 @@ impl Client {
     ) -> Result<GroupOutcome> {
         let by = s.committer.address().account.to_string();
         let new_name = s.renamed.as_ref().map_or(name.clone(), |m| m.name.clone());
+        let me = (self.me.name.to_string(), self.me.device.get());
         let tx = self.store.tx()?;
+        if s.removed_me && s.rejoined.iter().any(|m| device_of(m) == me) {
+            // Taken back in with a new leaf (this device asked): the Welcome that follows
+            // brings the new state; the old one stays until then.
+            store::mark_seen(&tx, e.id)?;
+            tx.commit()?;
+            return Ok(GroupOutcome::Done);
+        }
         if s.removed_me {
             delete_group(&tx, id)?;
+            tx.execute("DELETE FROM mls_rejoins WHERE group_id = ?1", [id])?;
         } else {
             put_group(&tx, &new_name, &mut group)?;
+            rejoins_honoured(&tx, id, &s.rejoined)?;
         }
         store::mark_seen(&tx, e.id)?;
         tx.commit()?;
@@ -1048,6 +1510,8 @@ impl Client {
             GroupEvent::Added { group: new_name, by, devices: s.added.iter().map(device_of).collect() }
         } else if !s.removed.is_empty() {
             GroupEvent::Removed { group: new_name, by, devices: s.removed.iter().map(device_of).collect() }
+        } else if !s.rejoined.is_empty() {
+            GroupEvent::Rejoined { group: new_name, by, devices: s.rejoined.iter().map(device_of).collect() }
         } else if s.renamed.is_some() {
             GroupEvent::Renamed { group: new_name, by }
         } else {
@@ -1060,6 +1524,7 @@ impl Client {
         &mut self,
         e: &api::Envelope,
         sender: &AccountName,
+        g: &api::GroupDelivery,
         directory: &Directory,
     ) -> Result<GroupOutcome> {
         let Some((welcome, tree)) = unpack_welcome(e.content.as_slice()) else {
@@ -1085,6 +1550,23 @@ impl Client {
             }
         }
         let Some((reference, secret, last_resort)) = found else {
+            // A KeyPackage a later copy of this device's data made and uploaded (this one was
+            // restored from an older copy): the members are asked to add this device again.
+            let id = g.id.as_slice();
+            let held: bool = self.store.conn().query_row(
+                "SELECT EXISTS (SELECT 1 FROM mls_groups WHERE id = ?1)",
+                [id],
+                |r| r.get(0),
+            )?;
+            if !held && self.may_rejoin_unknown(sender)? {
+                let tx = self.store.tx()?;
+                let marked = mark_rejoin(&tx, id, Some(sender.as_str()))?;
+                store::mark_seen(&tx, e.id)?;
+                tx.commit()?;
+                if marked {
+                    return Ok(GroupOutcome::Done);
+                }
+            }
             return self.drop_group(e, "a Welcome for a KeyPackage this device does not hold");
         };
         let device = self.group_device(directory);
@@ -1106,14 +1588,121 @@ impl Client {
             Err(err) => return self.drop_group(e, &format!("a Welcome refused: {err}")),
         };
         let name = group.meta()?.name;
+        let id = group.id().to_vec();
+        let held_epoch: Option<i64> = self
+            .store
+            .conn()
+            .query_row("SELECT epoch FROM mls_groups WHERE id = ?1", [&id], |r| r.get(0))
+            .optional()?;
+        if held_epoch.is_some_and(|held| group.epoch() <= held as u64) {
+            // Never back to an older state (an old Welcome sent again).
+            return self.drop_group(e, "a Welcome into a group this device holds at a later epoch");
+        }
+        let was_rejoining = rejoining(self.store.conn(), &id)?;
         let tx = self.store.tx()?;
         put_group(&tx, &name, &mut group)?;
         if !last_resort {
             tx.execute("DELETE FROM mls_key_packages WHERE reference = ?1", [&reference])?;
         }
+        tx.execute("DELETE FROM mls_rejoins WHERE group_id = ?1", [&id])?;
+        tx.execute("DELETE FROM mls_left WHERE group_id = ?1", [&id])?;
         store::mark_seen(&tx, e.id)?;
         tx.commit()?;
-        Ok(GroupOutcome::Event(GroupEvent::Joined { group: name, by: sender.to_string() }))
+        self.rejoin_warned.retain(|x| *x != id);
+        let by = sender.to_string();
+        Ok(GroupOutcome::Event(if was_rejoining {
+            GroupEvent::RejoinedMe { group: name, by }
+        } else if held_epoch.is_some() {
+            // A second member answered the same request: its commit took this device in
+            // again; nothing for the user.
+            return Ok(GroupOutcome::Done);
+        } else {
+            GroupEvent::Joined { group: name, by }
+        }))
+    }
+
+    /// Whether a message about a group this device does not hold, from `sender`, may make
+    /// it ask to be taken in: from its own account or a contact, or within
+    /// [`REJOIN_UNKNOWN_AFTER_RESTORE_MS`] of a detected restore (a group made after the
+    /// copy was taken).
+    fn may_rejoin_unknown(&self, sender: &AccountName) -> Result<bool> {
+        if *sender == self.me.name || self.stored_list(sender)?.is_some() {
+            return Ok(true);
+        }
+        let now = now_ms();
+        let restored_at = match self.store.meta(crate::client::meta::RESTORED_AT)? {
+            Some(v) => <[u8; 8]>::try_from(v.as_slice()).map(u64::from_be_bytes).unwrap_or(0),
+            None => return Ok(false),
+        };
+        Ok(restored_at <= now && now - restored_at < REJOIN_UNKNOWN_AFTER_RESTORE_MS)
+    }
+
+    /// A message or commit for a group this device does not hold, which the relay still
+    /// delivers to it (so takes it for a member): its data was restored from a copy older
+    /// than the group, or a Welcome was lost. The members are asked to take it in.
+    fn unknown_group(
+        &mut self,
+        e: &api::Envelope,
+        sender: &AccountName,
+        g: &api::GroupDelivery,
+    ) -> Result<GroupOutcome> {
+        let id = g.id.as_slice();
+        if rejoining(self.store.conn(), id)? {
+            return self.drop_rejoining(e, id, &hex(id));
+        }
+        if self.may_rejoin_unknown(sender)? {
+            let tx = self.store.tx()?;
+            let marked = mark_rejoin(&tx, id, Some(sender.as_str()))?;
+            store::mark_seen(&tx, e.id)?;
+            tx.commit()?;
+            if marked {
+                // Told once, with whom it asked (`queue_rejoin_requests`).
+                self.rejoin_warned.push(id.to_vec());
+                return Ok(GroupOutcome::Done);
+            }
+        }
+        self.drop_group(e, "for a group this device is not in")
+    }
+
+    /// A group message the group refused. One from an epoch past this device's state (it
+    /// missed a commit, or its data was restored from an older copy) makes it ask the
+    /// members to take it back in; while it waits, the group's messages are dropped
+    /// quietly (they were encrypted for keys it cannot reach).
+    fn group_refused(
+        &mut self,
+        e: &api::Envelope,
+        sender: &AccountName,
+        g: &api::GroupDelivery,
+        name: &str,
+        err: &GroupError,
+    ) -> Result<GroupOutcome> {
+        let id = g.id.as_slice();
+        if rejoining(self.store.conn(), id)? {
+            return self.drop_rejoining(e, id, name);
+        }
+        if matches!(err, GroupError::WrongEpoch { current } if g.epoch > *current) {
+            let tx = self.store.tx()?;
+            let marked = mark_rejoin(&tx, id, Some(sender.as_str()))?;
+            store::mark_seen(&tx, e.id)?;
+            tx.commit()?;
+            if marked {
+                self.rejoin_warned.push(id.to_vec());
+                return Ok(GroupOutcome::Done);
+            }
+        }
+        self.drop_group(e, &format!("in group {name}: {err}"))
+    }
+
+    fn drop_rejoining(&mut self, e: &api::Envelope, id: &[u8], name: &str) -> Result<GroupOutcome> {
+        store::mark_seen(self.store.conn(), e.id)?;
+        if !self.rejoin_warned.iter().any(|x| x == id) {
+            self.rejoin_warned.push(id.to_vec());
+            self.warnings.push(format!(
+                "messages in group {name} cannot be read until the members take this device back in (they were \
+                 asked; `tacit receive` later)"
+            ));
+        }
+        Ok(GroupOutcome::Done)
     }
 
     fn drop_group(&mut self, e: &api::Envelope, why: &str) -> Result<GroupOutcome> {

@@ -720,7 +720,7 @@ impl Client {
         // Prekeys, and the sessions reset for messages that could not be decrypted (the
         // peers hear now). The messages are stored already: a caller that was not told of
         // them as they came gets them with a warning rather than an error that loses them.
-        let tail = match self.maintain_prekeys().await {
+        let tail = match self.maintain_prekeys().await.and_then(|()| self.queue_rejoin_requests()) {
             Ok(()) => self.send_pending_resets().await,
             Err(e) => Err(e),
         };
@@ -733,6 +733,12 @@ impl Client {
         // Devices of this account linked or revoked since: into or out of every group.
         let tail = match tail {
             Ok(()) => Box::pin(self.reconcile_own_devices()).await,
+            e => e,
+        };
+        // Members that lost their state of a group (restored from an older copy) and asked
+        // to be taken back in.
+        let tail = match tail {
+            Ok(()) => Box::pin(self.honour_rejoins()).await,
             e => e,
         };
         match tail {
@@ -1197,6 +1203,11 @@ impl Client {
                     Ok(n) => key_update = Some(n),
                     Err(e) => notice = Some(e.to_string()),
                 }
+                None
+            }
+            Ok(Payload::GroupRejoin { group_id, key_package, .. }) => {
+                notice =
+                    crate::groups::note_rejoin_request(&tx, (peer, device.get()), &group_id, &key_package)?;
                 None
             }
             Ok(Payload::RetryRequest { device: target, digest, server_time_ms, .. }) => {

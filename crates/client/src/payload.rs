@@ -31,7 +31,13 @@
 //!                           signature[64]: the newest signed epoch root the sender has
 //!                           seen, so contacts compare their views of the key transparency
 //!                           log; sent as kind 1 when the text leaves no room for it)
-//!   kinds 8..=15:           unassigned
+//!   kind 8 group rejoin:    body = u8 n (1..=32) || group id[n] || key package (1..=8,192 bytes,
+//!                           an MLS KeyPackage message)
+//!                           (the sending device lost its state of the group (its data restored
+//!                           from an older copy): take its old leaf out and this key package in,
+//!                           in one commit; honoured only when the key package names the
+//!                           sending device and that device is a member)
+//!   kinds 9..=15:           unassigned
 //!   kind 16 account key update: body = u32 n || signed device list[n] (n ≤ 8,192) ||
 //!                           u32 m || the list it replaced[m] (m ≤ 8,192, signed by the old
 //!                           key: it names the sender an approver) ||
@@ -75,6 +81,11 @@ const KIND_RECEIPT: u8 = 4;
 const KIND_RETRY_REQUEST: u8 = 5;
 const KIND_NOTHING: u8 = 6;
 const KIND_TEXT_ROOT: u8 = 7;
+const KIND_GROUP_REJOIN: u8 = 8;
+/// Longest group id a rejoin request names (the relay's bound).
+pub(crate) const MAX_GROUP_ID_LEN: usize = 32;
+/// Largest key package a rejoin request carries (the relay's bound on an uploaded one).
+pub(crate) const MAX_KEY_PACKAGE_LEN: usize = 8 * 1024;
 /// The length of a gossiped transparency root (kind 7).
 pub(crate) const GOSSIP_ROOT_LEN: usize = 112;
 /// A gossiped transparency root, as encoded.
@@ -170,6 +181,16 @@ pub(crate) enum Payload {
         previous: Vec<u8>,
         /// The new account identity (to approvers only).
         account: Option<AccountSecret>,
+    },
+    /// The sending device lost its state of a group it is a member of: re-add it from this
+    /// key package (and take its old leaf out) in one commit.
+    GroupRejoin {
+        /// The sender's clock when it sent it.
+        sent_time_ms: u64,
+        /// The MLS group id (1 to [`MAX_GROUP_ID_LEN`] bytes).
+        group_id: Vec<u8>,
+        /// A key package of the sending device (1 to [`MAX_KEY_PACKAGE_LEN`] bytes).
+        key_package: Vec<u8>,
     },
     /// The sending device could not decrypt an envelope from `device`: send it again.
     RetryRequest {
@@ -292,6 +313,20 @@ impl Payload {
                 account.as_ref().map(|a| a.0.as_slice()),
             )?
             .to_vec(),
+            Self::GroupRejoin { sent_time_ms, group_id, key_package } => {
+                if !(1..=MAX_GROUP_ID_LEN).contains(&group_id.len())
+                    || !(1..=MAX_KEY_PACKAGE_LEN).contains(&key_package.len())
+                {
+                    return Err(PayloadError::Malformed);
+                }
+                let n = u8::try_from(group_id.len()).map_err(|_| PayloadError::Malformed)?;
+                let mut v =
+                    header(V2, KIND_GROUP_REJOIN, *sent_time_ms, 1 + group_id.len() + key_package.len());
+                v.push(n);
+                v.extend_from_slice(group_id);
+                v.extend_from_slice(key_package);
+                v
+            }
             Self::RetryRequest { sent_time_ms, device, digest, server_time_ms } => {
                 let mut v = header(V2, KIND_RETRY_REQUEST, *sent_time_ms, 4 + DIGEST_LEN + 8);
                 v.extend_from_slice(&device.to_be_bytes());
@@ -426,6 +461,22 @@ impl Payload {
                     server_time_ms: u64::from_be_bytes(t),
                 })
             }
+            (V2, KIND_GROUP_REJOIN) => {
+                let (&n, rest) = body.split_first().ok_or(PayloadError::Malformed)?;
+                let n = usize::from(n);
+                if !(1..=MAX_GROUP_ID_LEN).contains(&n) || rest.len() <= n {
+                    return Err(PayloadError::Malformed);
+                }
+                let (group_id, key_package) = rest.split_at(n);
+                if key_package.len() > MAX_KEY_PACKAGE_LEN {
+                    return Err(PayloadError::Malformed);
+                }
+                Ok(Self::GroupRejoin {
+                    sent_time_ms,
+                    group_id: group_id.to_vec(),
+                    key_package: key_package.to_vec(),
+                })
+            }
             (V2, k) => Err(PayloadError::Kind(k)),
             (v, _) => Err(PayloadError::Version(v)),
         }
@@ -492,6 +543,36 @@ mod tests {
         let reset = Payload::SessionReset { sent_time_ms: 9 };
         for p in [text, t, r, q, reset] {
             assert_eq!(Payload::decode(&p.encode().unwrap()), Ok(p));
+        }
+    }
+
+    #[test]
+    fn group_rejoins_round_trip_and_their_bounds_hold() {
+        let r =
+            Payload::GroupRejoin { sent_time_ms: 3, group_id: vec![0xab; 32], key_package: vec![1, 2, 3] };
+        let bytes = r.encode().unwrap();
+        let mut want = vec![2, 8, 0, 0, 0, 0, 0, 0, 0, 3, 32];
+        want.extend_from_slice(&[0xab; 32]);
+        want.extend_from_slice(&[1, 2, 3]);
+        assert_eq!(bytes, want);
+        assert_eq!(Payload::decode(&bytes), Ok(r));
+        // The largest key package passes; one byte more, an empty one, or a group id of 0 or
+        // 33 bytes is refused both ways.
+        let big = Payload::GroupRejoin {
+            sent_time_ms: 0,
+            group_id: vec![1],
+            key_package: vec![9; MAX_KEY_PACKAGE_LEN],
+        };
+        let mut bytes = big.encode().unwrap();
+        assert_eq!(Payload::decode(&bytes), Ok(big));
+        bytes.push(9);
+        assert_eq!(Payload::decode(&bytes), Err(PayloadError::Malformed));
+        for (g, k) in [(0, 1), (33, 1), (1, 0), (1, MAX_KEY_PACKAGE_LEN + 1)] {
+            let p = Payload::GroupRejoin { sent_time_ms: 0, group_id: vec![1; g], key_package: vec![1; k] };
+            assert_eq!(p.encode(), Err(PayloadError::Malformed), "{g} {k}");
+            let mut raw = vec![2, 8, 0, 0, 0, 0, 0, 0, 0, 0, g as u8];
+            raw.extend(vec![1; g + k]);
+            assert_eq!(Payload::decode(&raw), Err(PayloadError::Malformed), "{g} {k}");
         }
     }
 
@@ -563,7 +644,12 @@ mod tests {
         assert_eq!(Payload::decode(&h(6)), Ok(Payload::Nothing { sent_time_ms: 0 }));
         assert_eq!(Payload::decode(&[2, 6, 0, 0, 0, 0, 0, 0, 0, 0, 1]), Err(PayloadError::Malformed));
         assert_eq!(Payload::decode(&h(7)), Err(PayloadError::Malformed), "a text with a root needs both");
-        assert_eq!(Payload::decode(&h(8)), Err(PayloadError::Kind(8)));
+        assert_eq!(
+            Payload::decode(&h(8)),
+            Err(PayloadError::Malformed),
+            "a rejoin needs a group and a key package"
+        );
+        assert_eq!(Payload::decode(&h(9)), Err(PayloadError::Kind(9)));
         assert_eq!(
             Payload::decode(&h(16)),
             Err(PayloadError::Malformed),

@@ -26,6 +26,7 @@ on_both!(
     a_message_to_a_used_one_time_key_is_sent_again_and_read_once,
     a_resend_of_a_message_already_read_is_not_shown_twice_and_unknown_retries_are_refused,
     a_receipt_for_an_unknown_message_is_refused,
+    a_group_rejoin_request_is_honoured_only_for_the_member_device_that_sent_it,
 );
 
 fn one(got: Vec<ReceivedMessage>) -> String {
@@ -297,5 +298,62 @@ async fn a_receipt_for_an_unknown_message_is_refused(backend: Backend) {
     assert!(alice.receive(Duration::ZERO).await.unwrap().is_empty());
     assert_eq!(alice.take_warnings().len(), 1, "the unknown one");
     assert_eq!(delivered(&alice, "bob"), [(Some(1), Some(1))]);
+    relay.stop().await;
+}
+
+/// Issue 11, rejoin: a member takes a device back into a group only when the request's
+/// KeyPackage names the device that sent it and that device is a member; once per 10
+/// minutes per device and group. Forged requests change nothing.
+async fn a_group_rejoin_request_is_honoured_only_for_the_member_device_that_sent_it(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let homes: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut alice = account(&relay, homes[0].path(), "alice").await;
+    let mut bob = account(&relay, homes[1].path(), "bob").await;
+    let mut carol = account(&relay, homes[2].path(), "carol").await;
+    let mut dave = account(&relay, homes[3].path(), "dave").await;
+    for c in [&mut bob, &mut carol, &mut dave] {
+        c.receive(Duration::ZERO).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    alice.create_group("g", &["bob", "carol"]).await.unwrap();
+    bob.receive(Duration::ZERO).await.unwrap();
+    carol.receive(Duration::ZERO).await.unwrap();
+    let (id, _) = alice.find_group("g").unwrap();
+    let epoch = alice.group("g").unwrap().epoch;
+    let rejoin =
+        |kp: Vec<u8>| Payload::GroupRejoin { sent_time_ms: 1, group_id: id.clone(), key_package: kp };
+    alice.take_warnings();
+
+    // Carol asks with a KeyPackage of Bob's: refused, with a notice.
+    let bobs = carol.api.take_key_package("bob", 1).await.unwrap().key_package.0;
+    send_raw(&mut carol, "alice", &rejoin(bobs)).await;
+    alice.receive(Duration::ZERO).await.unwrap();
+    let w = alice.take_warnings();
+    assert!(w.iter().any(|w| w.contains("refused a request from carol device 1")), "{w:?}");
+    assert_eq!(alice.group("g").unwrap().epoch, epoch);
+    // Dave, not a member, asks with his own: nothing to take back.
+    let daves = dave.api.take_key_package("dave", 1).await.unwrap().key_package.0;
+    send_raw(&mut dave, "alice", &rejoin(daves)).await;
+    alice.receive(Duration::ZERO).await.unwrap();
+    assert_eq!(alice.group("g").unwrap().epoch, epoch);
+    assert_eq!(alice.group("g").unwrap().members.len(), 3);
+
+    // Bob asks with his own (positive control): one commit takes him back in; he joins
+    // from its Welcome, one leaf still.
+    let own = bob.api.take_key_package("bob", 1).await.unwrap().key_package.0;
+    send_raw(&mut bob, "alice", &rejoin(own)).await;
+    alice.receive(Duration::ZERO).await.unwrap();
+    assert_eq!(alice.group("g").unwrap().epoch, epoch + 1);
+    bob.receive(Duration::ZERO).await.unwrap();
+    let b = bob.group("g").unwrap();
+    assert_eq!((b.epoch, b.members.len()), (epoch + 1, 3));
+    bob.group_send("g", "still here").await.unwrap();
+    assert_eq!(one(alice.receive(Duration::ZERO).await.unwrap()), "still here");
+    assert_eq!(one(carol.receive(Duration::ZERO).await.unwrap()), "still here");
+    // Asked again at once: not honoured again within the interval.
+    let again = bob.api.take_key_package("bob", 1).await.unwrap().key_package.0;
+    send_raw(&mut bob, "alice", &rejoin(again)).await;
+    alice.receive(Duration::ZERO).await.unwrap();
+    assert_eq!(alice.group("g").unwrap().epoch, epoch + 1);
     relay.stop().await;
 }

@@ -23,6 +23,10 @@
 //! `PENDING_RESETS`), so a crash or a failed request only postpones them to the next
 //! command that reaches the server.
 //!
+//! Its groups are rejoined: every group state it holds is as old as the copy, so the
+//! members are asked to take the device back in with a new leaf (`groups.rs`), and it sends
+//! nothing in a group until one has.
+//!
 //! A message from a known device of a peer that no session decrypts (a contact met after the
 //! copy was taken, whom the copy does not know; a session lost any other way) queues the same
 //! reset for that peer ([`Client::heal_after_failure`]), at most once per peer per hour, so
@@ -166,6 +170,9 @@ impl Client {
         // An upload planned by the copy would publish keys whose private halves are gone.
         store::delete_meta(&tx, meta::PENDING_UPLOAD)?;
         store::mark_sessions_stale(&tx, None)?;
+        // Its group states are as old as the rest: sending from them would reuse message
+        // keys, so the members are asked to take it back into each (`groups.rs`).
+        let groups = crate::groups::mark_all_rejoins(&tx)?;
         store::set_meta(&tx, meta::PENDING_RESETS, pending.join("\n").as_bytes())?;
         store::set_meta(&tx, meta::RESTORED_AT, &now_ms().to_be_bytes())?;
         store::state_counter_at_least(&tx, seen)?;
@@ -185,7 +192,11 @@ impl Client {
             "this device's data was restored from an old copy (the server has seen state {seen} of this \
              device, this copy is at {local}): messages sent and received since that copy was taken are not \
              in it, and its sessions and prekeys were replaced; starting new sessions with {who}. Messages \
-             sent to this device before they receive the new session may not be readable"
+             sent to this device before they receive the new session may not be readable{}",
+            match groups {
+                0 => String::new(),
+                n => format!("; the members of its {n} group(s) are asked to take it back in"),
+            }
         ));
         Ok(())
     }

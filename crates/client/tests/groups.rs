@@ -17,7 +17,19 @@ on_both!(
     a_group_conversation_with_adds_removals_and_a_leave,
     racing_commits_rebase_and_the_group_does_not_fork,
     a_linked_device_joins_every_group_and_a_revoked_one_leaves_them,
+    a_device_restored_from_an_old_copy_is_taken_back_into_its_groups,
+    a_device_restored_from_before_a_group_was_made_is_taken_in,
 );
+
+fn replace_folder(from: &std::path::Path, to: &std::path::Path) {
+    for e in std::fs::read_dir(to).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
 
 /// Receives everything waiting; the texts (with their group) and events.
 async fn drain(c: &mut Client) -> (Vec<(Option<String>, String, String)>, Vec<GroupEvent>) {
@@ -195,5 +207,107 @@ async fn a_linked_device_joins_every_group_and_a_revoked_one_leaves_them(backend
     bob.group_send("two", "after the laptop").await.unwrap();
     assert_eq!(drain(&mut alice).await.0, [said("two", "bob", "after the laptop")]);
     assert_eq!(bob.group("two").unwrap().members.len(), 2);
+    relay.stop().await;
+}
+
+/// Bob's whole home put back from a copy taken while he was in the group: sending from the
+/// copy's group state would reuse message keys, so he sends nothing in it (a clear error),
+/// asks the members to take him back in, and once one has, reads and sends again; the
+/// others see who was taken back in.
+async fn a_device_restored_from_an_old_copy_is_taken_back_into_its_groups(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let homes: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut alice = account(&relay, homes[0].path(), "alice").await;
+    let mut bob = account(&relay, homes[1].path(), "bob").await;
+    let mut carol = account(&relay, homes[2].path(), "carol").await;
+    drain(&mut bob).await;
+    drain(&mut carol).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    alice.create_group("family", &["bob", "carol"]).await.unwrap();
+    drain(&mut bob).await;
+    drain(&mut carol).await;
+    alice.group_send("family", "one").await.unwrap();
+    assert_eq!(drain(&mut bob).await.0, [said("family", "alice", "one")]);
+    drop(bob);
+    replace_folder(homes[1].path(), homes[3].path());
+    let mut bob = Client::open(homes[1].path(), None).unwrap();
+    bob.group_send("family", "two").await.unwrap();
+    alice.group_send("family", "three").await.unwrap();
+    assert_eq!(drain(&mut bob).await.0, [said("family", "alice", "three")]);
+    drain(&mut alice).await;
+    drain(&mut carol).await;
+    drop(bob);
+    replace_folder(homes[3].path(), homes[1].path());
+    let mut bob = Client::open(homes[1].path(), None).unwrap();
+
+    let err = bob.group_send("family", "four").await.unwrap_err();
+    assert!(
+        matches!(err, tacit_client::ClientError::GroupRejoining { ref group } if group == "family"),
+        "{err}"
+    );
+    assert_eq!(err.kind(), tacit_client::ErrorKind::Network);
+    let w = bob.take_warnings();
+    assert!(w.iter().any(|w| w.contains("restored from an old copy") && w.contains("1 group")), "{w:?}");
+    assert!(w.iter().any(|w| w.contains("group family is out of date") && w.contains("alice")), "{w:?}");
+    // Asked again right away: nothing more is sent (one request per interval).
+    assert!(bob.group_send("family", "four").await.is_err());
+    // Alice (the admin) takes him back in; Carol sees it.
+    let (texts, events) = drain(&mut alice).await;
+    assert!(texts.is_empty() && events.is_empty(), "{texts:?} {events:?}");
+    let (_, events) = drain(&mut carol).await;
+    assert_eq!(
+        events,
+        [GroupEvent::Rejoined {
+            group: "family".into(),
+            by: "alice".into(),
+            devices: vec![("bob".into(), 1)]
+        }]
+    );
+    let (texts, events) = drain(&mut bob).await;
+    assert!(texts.is_empty(), "{texts:?}");
+    assert_eq!(events, [GroupEvent::RejoinedMe { group: "family".into(), by: "alice".into() }]);
+    let (a, b) = (alice.group("family").unwrap(), bob.group("family").unwrap());
+    assert_eq!((a.epoch, &a.members), (b.epoch, &b.members));
+    assert_eq!(b.members.len(), 3, "one leaf per device");
+    // Carol's answer to the same request finds nothing left to do: no second commit.
+    let (_, events) = drain(&mut carol).await;
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(carol.group("family").unwrap().epoch, a.epoch);
+    bob.group_send("family", "five").await.unwrap();
+    assert_eq!(drain(&mut alice).await.0, [said("family", "bob", "five")]);
+    assert_eq!(drain(&mut carol).await.0, [said("family", "bob", "five")]);
+    carol.group_send("family", "six").await.unwrap();
+    assert_eq!(drain(&mut bob).await.0, [said("family", "carol", "six")]);
+    relay.stop().await;
+}
+
+/// Bob's home put back from a copy taken before Alice made the group: the copy holds no
+/// state of it; the group's next message makes him ask Alice to add him again.
+async fn a_device_restored_from_before_a_group_was_made_is_taken_in(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let homes: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut alice = account(&relay, homes[0].path(), "alice").await;
+    let mut bob = account(&relay, homes[1].path(), "bob").await;
+    drain(&mut bob).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(bob);
+    replace_folder(homes[1].path(), homes[2].path());
+    let mut bob = Client::open(homes[1].path(), None).unwrap();
+    alice.create_group("team", &["bob"]).await.unwrap();
+    drain(&mut bob).await;
+    alice.group_send("team", "one").await.unwrap();
+    assert_eq!(drain(&mut bob).await.0, [said("team", "alice", "one")]);
+    drop(bob);
+    replace_folder(homes[2].path(), homes[1].path());
+    let mut bob = Client::open(homes[1].path(), None).unwrap();
+    assert!(bob.groups().unwrap().is_empty());
+    alice.group_send("team", "two").await.unwrap();
+    let (texts, events) = drain(&mut bob).await;
+    assert!(texts.is_empty() && events.is_empty(), "{texts:?} {events:?}");
+    drain(&mut alice).await;
+    let (_, events) = drain(&mut bob).await;
+    assert_eq!(events, [GroupEvent::RejoinedMe { group: "team".into(), by: "alice".into() }]);
+    bob.group_send("team", "back").await.unwrap();
+    assert_eq!(drain(&mut alice).await.0, [said("team", "bob", "back")]);
     relay.stop().await;
 }

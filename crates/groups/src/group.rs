@@ -190,8 +190,8 @@ impl CommitSummary {
 /// (by their key package's credential): leaves replaced (RFC 9420 §12.3 applies the
 /// removals before the additions).
 fn rejoined_by(before: &BTreeMap<u32, MemberId>, effect: &mls_rs::group::CommitEffect) -> Vec<MemberId> {
-    use mls_rs::group::proposal::Proposal;
     use mls_rs::group::CommitEffect;
+    use mls_rs::group::proposal::Proposal;
     let proposals = match effect {
         CommitEffect::NewEpoch(e) | CommitEffect::Removed { new_epoch: e, .. } => &e.applied_proposals,
         CommitEffect::ReInit(_) => return Vec::new(),

@@ -372,9 +372,9 @@ fn a_device_that_fell_behind_is_taken_back_in_by_one_commit() {
     assert_eq!(GroupDevice::key_package_member(&kp).unwrap(), *bob.mls.member());
     assert!(matches!(GroupDevice::key_package_member(b"junk"), Err(GroupError::Malformed)));
     // Adding him while the old leaf stays would put one signature key in two leaves.
-    assert!(ga.commit(&[kp.clone()], &[], None).is_err());
+    assert!(ga.commit(std::slice::from_ref(&kp), &[], None).is_err());
     ga.discard_pending();
-    let rejoin = ga.commit(&[kp.clone()], &[bob.mls.member().clone()], None).unwrap();
+    let rejoin = ga.commit(std::slice::from_ref(&kp), &[bob.mls.member().clone()], None).unwrap();
     let own = ga.merge_pending().unwrap();
     assert_eq!(own.rejoined, vec![bob.mls.member().clone()]);
     assert!(own.added.is_empty() && own.removed.is_empty(), "{own:?}");

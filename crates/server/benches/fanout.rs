@@ -64,6 +64,7 @@ async fn run(store: &dyn Store, label: &str, n: usize, size: &dyn Fn() -> u64) {
         welcome: Some(vec![7; 2000]),
         added: members[1..].iter().map(|m| (m.account.clone(), 1)).collect(),
         removed: Vec::new(),
+        state_counter: None,
     };
     let t = Instant::now();
     store.group_commit(sender, commit, 2, None).await.unwrap();
@@ -73,7 +74,7 @@ async fn run(store: &dyn Store, label: &str, n: usize, size: &dyn Fn() -> u64) {
     for i in 0..MESSAGES {
         let t = Instant::now();
         store
-            .group_message(sender, group.clone(), 1, frame(&group, 1, 1, 100 + i % 2), 3, None)
+            .group_message(sender, group.clone(), 1, frame(&group, 1, 1, 100 + i % 2), 3, None, None)
             .await
             .unwrap();
         times.push(t.elapsed().as_secs_f64() * 1000.0);

@@ -22,6 +22,7 @@ on_both!(
     a_message_is_stored_once_and_deleted_after_the_last_ack,
     removed_and_leaving_devices_get_nothing_more,
     connected_members_get_group_envelopes_live,
+    a_device_is_taken_back_in_by_one_commit,
 );
 
 const NOW: UnixTime = UnixTime(1_790_000_000);
@@ -94,6 +95,14 @@ fn split(bytes: &[u8]) -> (&[u8], &[u8]) {
     (&bytes[4..4 + n], &bytes[4 + n..])
 }
 
+/// The device's state counter as a new authentication answers it.
+async fn counter_at_login(http: &Http, user: &common::User) -> Option<u64> {
+    let c = user.challenge(http).await;
+    let s: api::SessionResponse =
+        http.ok(Method::POST, api::AUTH_SESSION, None, Some(&user.answer(&c))).await;
+    s.state_counter
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -133,6 +142,7 @@ async fn commit(
         added: adds.iter().map(|m| m.me()).collect(),
         removed: removes.iter().map(|m| m.me()).collect(),
         idempotency_key: None,
+        state_counter: None,
     };
     let out = http.call(Method::POST, &commits_path(group.id()), by.user.tok(), Some(&req)).await;
     if out.0.is_success() {
@@ -147,6 +157,7 @@ async fn say(http: &Http, by: &Member, group: &mut OpenGroup, text: &str) -> (St
     let req = api::GroupMessageRequest {
         content: group.encrypt(text.as_bytes()).unwrap().into(),
         idempotency_key: None,
+        state_counter: None,
     };
     http.call(Method::POST, &messages_path(group.id()), by.user.tok(), Some(&req)).await
 }
@@ -268,6 +279,7 @@ fn bare_commit(commit: Vec<u8>) -> api::GroupCommitRequest {
         added: vec![],
         removed: vec![],
         idempotency_key: None,
+        state_counter: None,
     }
 }
 
@@ -337,6 +349,7 @@ async fn racing_commits_never_fork_the_epoch(backend: Backend) {
         added: users[1..].iter().map(|u| api::GroupMember { account: u.name.clone(), device: 1 }).collect(),
         removed: vec![],
         idempotency_key: None,
+        state_counter: None,
     };
     let (code, body) = http.call(Method::POST, &path, users[0].tok(), Some(&create)).await;
     assert!(code.is_success(), "{body}");
@@ -422,7 +435,11 @@ async fn the_relay_refuses_what_it_can_check(backend: Backend) {
         404,
         "not_found",
     );
-    let msg = |content: Vec<u8>| api::GroupMessageRequest { content: content.into(), idempotency_key: None };
+    let msg = |content: Vec<u8>| api::GroupMessageRequest {
+        content: content.into(),
+        idempotency_key: None,
+        state_counter: None,
+    };
     assert_code(
         http.call(Method::POST, &messages_path(&id), mallory.user.tok(), Some(&msg(frame(&id, 1, 1, 1))))
             .await,
@@ -480,6 +497,7 @@ async fn the_relay_refuses_what_it_can_check(backend: Backend) {
             added,
             removed,
             idempotency_key: None,
+            state_counter: None,
         }
     };
     let ghost = api::GroupMember { account: "nobody-here".into(), device: 1 };
@@ -488,7 +506,8 @@ async fn the_relay_refuses_what_it_can_check(backend: Backend) {
         (with(vec![mallory.me()], vec![], None), 400, "bad_request"),
         (with(vec![], vec![], Some(vec![1])), 400, "bad_request"),
         (with(vec![mallory.me(), mallory.me()], vec![], Some(vec![1])), 400, "bad_request"),
-        (with(vec![mallory.me()], vec![mallory.me()], Some(vec![1])), 400, "bad_request"),
+        // A device both added and removed is a rejoin (its old leaf replaced), accepted:
+        // `a_device_is_taken_back_in_by_one_commit`.
         (with(vec![], vec![alice.me()], None), 400, "bad_request"),
         (with(vec![ghost.clone()], vec![], Some(vec![1])), 404, "not_found"),
         (
@@ -534,7 +553,7 @@ async fn the_relay_refuses_what_it_can_check(backend: Backend) {
     // An idempotent retry is answered as the first and stored once.
     let key: api::Bytes = vec![5u8; 16].into();
     let content: api::Bytes = a.encrypt(b"once").unwrap().into();
-    let req = api::GroupMessageRequest { content, idempotency_key: Some(key) };
+    let req = api::GroupMessageRequest { content, idempotency_key: Some(key), state_counter: None };
     let first: api::SendResponse =
         http.ok(Method::POST, &messages_path(&id), alice.user.tok(), Some(&req)).await;
     let again: api::SendResponse =
@@ -608,6 +627,7 @@ async fn removed_and_leaving_devices_get_nothing_more(backend: Backend) {
             .map(Into::into)
             .unwrap_or_else(|_| frame(a.id(), 2, 1, 1).into()),
         idempotency_key: None,
+        state_counter: None,
     };
     assert_code(
         http.call(Method::POST, &messages_path(a.id()), bob.user.tok(), Some(&late)).await,
@@ -651,5 +671,56 @@ async fn connected_members_get_group_envelopes_live(backend: Backend) {
         Received::Application { data, .. } => assert_eq!(data, big.as_bytes()),
         other => panic!("{other:?}"),
     }
+    server.finish().await;
+}
+
+/// A device that lost its state (restored from an older copy) is removed and added again
+/// in one commit: it gets that commit (for its old leaf), then the Welcome, and is one
+/// member of the group, reading and sending again.
+async fn a_device_is_taken_back_in_by_one_commit(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let http = server.http();
+    let directory = Directory::new();
+    let alice = member(&http, "alice", &directory).await;
+    let mut others = vec![member(&http, "bob", &directory).await, member(&http, "carol", &directory).await];
+    let (mut a, mut groups) = group_of(&http, &alice, &mut others).await;
+    let before = status(&http, &alice, a.id()).await.members;
+    // Bob's state is gone; he has a new KeyPackage on the relay.
+    others[0].upload_key_package(&http).await;
+    let (bob, carol) = (&others[0], &others[1]);
+    let (code, body) = commit(&http, &alice, &mut a, &[bob], &[bob]).await;
+    assert!(code.is_success(), "{body}");
+    let envelopes = bob.fetch(&http).await;
+    let kinds: Vec<_> = envelopes.iter().map(|e| e.group.as_ref().unwrap().kind).collect();
+    assert_eq!(kinds, [api::GroupKind::Commit, api::GroupKind::Welcome]);
+    let mut b = bob.join(&envelopes[1]);
+    bob.ack(&http, &envelopes).await;
+    assert_eq!(status(&http, &alice, a.id()).await.members, before, "one membership, as before");
+    assert!(receive(&http, carol, &mut groups[1]).await.is_empty());
+    assert_eq!(b.epoch_authenticator().unwrap(), a.epoch_authenticator().unwrap());
+    // A group message records the sender's state counter with it (a commit too, below).
+    let counted = api::GroupMessageRequest {
+        content: b.encrypt(b"back").unwrap().into(),
+        idempotency_key: None,
+        state_counter: Some(41),
+    };
+    assert!(
+        http.call(Method::POST, &messages_path(b.id()), bob.user.tok(), Some(&counted)).await.0.is_success()
+    );
+    assert_eq!(counter_at_login(&http, &bob.user).await, Some(41));
+    assert_eq!(receive(&http, &alice, &mut a).await, ["back"]);
+    assert_eq!(receive(&http, carol, &mut groups[1]).await, ["back"]);
+    assert!(say(&http, carol, &mut groups[1], "welcome back").await.0.is_success());
+    assert_eq!(receive(&http, bob, &mut b).await, ["welcome back"]);
+    let c = b.commit(&[], &[], None).unwrap();
+    let req = api::GroupCommitRequest { state_counter: Some(42), ..bare_commit(c.commit) };
+    assert!(http.call(Method::POST, &commits_path(b.id()), bob.user.tok(), Some(&req)).await.0.is_success());
+    assert_eq!(counter_at_login(&http, &bob.user).await, Some(42));
+    // A refused commit (a stale epoch: Carol has not seen Bob's) records nothing.
+    let stale = groups[1].commit(&[], &[], None).unwrap();
+    let req = api::GroupCommitRequest { state_counter: Some(99), ..bare_commit(stale.commit) };
+    let refused = http.call(Method::POST, &commits_path(b.id()), carol.user.tok(), Some(&req)).await;
+    assert_eq!(refused.0, StatusCode::CONFLICT, "{}", refused.1);
+    assert_ne!(counter_at_login(&http, &carol.user).await, Some(99));
     server.finish().await;
 }

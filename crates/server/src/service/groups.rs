@@ -124,9 +124,9 @@ pub async fn commit(
     let epoch = header.epoch;
     let added = members(req.added)?;
     let removed = members(req.removed)?;
-    if added.iter().any(|a| removed.contains(a)) {
-        return Err(Failure::BadRequest("a device is both added and removed"));
-    }
+    // A device both removed and added is taken back in with a new leaf (it lost its state:
+    // restored from an older copy). Both stores apply the removals before the additions,
+    // and fan the commit out first, so it gets the commit (for its old leaf), then the Welcome.
     match (&req.welcome, added.is_empty()) {
         (None, false) => return Err(Failure::BadRequest("a commit adding devices needs a Welcome")),
         (Some(_), true) => return Err(Failure::BadRequest("a Welcome without devices to add")),
@@ -137,6 +137,7 @@ pub async fn commit(
     if state.storage_low() {
         return Err(Failure::StorageFull);
     }
+    let state_counter = req.state_counter;
     let commit = req.commit.0;
     let welcome = req.welcome.map(|w| w.0);
     let bytes = commit.len().saturating_add(welcome.as_ref().map_or(0, Vec::len));
@@ -151,6 +152,7 @@ pub async fn commit(
             welcome: welcome.clone(),
             added,
             removed,
+            state_counter,
         };
         match store.group_commit(&caller, new, now, key).await? {
             GroupSent::Stored(stored) => {
@@ -192,12 +194,16 @@ pub async fn message(
     if state.storage_low() {
         return Err(Failure::StorageFull);
     }
+    let state_counter = req.state_counter;
     let content = req.content.0;
     let store = state.store().clone();
     let task_state = state.clone();
     let now = now_ms();
     let server_time_ms = detached(state, content.len(), async move {
-        match store.group_message(&caller, group.clone(), epoch, content.clone(), now, key).await? {
+        match store
+            .group_message(&caller, group.clone(), epoch, content.clone(), now, key, state_counter)
+            .await?
+        {
             GroupSent::Stored(stored) => {
                 let payloads = [(content.as_slice(), GroupKind::Message), (&[][..], GroupKind::Welcome)];
                 publish(&task_state, &caller, &stored, &group, epoch, payloads, now);

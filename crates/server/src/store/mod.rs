@@ -450,6 +450,8 @@ pub struct NewCommit {
     pub added: Vec<GroupMemberName>,
     /// Devices removed (distinct; ones not in the group are ignored).
     pub removed: Vec<GroupMemberName>,
+    /// The sender's state counter, recorded with the commit (`Store::send`'s).
+    pub state_counter: Option<u64>,
 }
 
 /// One group envelope stored: in whose mailbox, its id, and what it is.
@@ -613,6 +615,8 @@ pub trait Store: KtStore + Send + Sync + 'static {
     /// group's ([`StoreError::StaleEpoch`] otherwise), from a member device
     /// ([`StoreError::NotFound`] otherwise): stored once, referenced from the mailbox of
     /// every other member device whose mailbox has room (a full one misses it).
+    /// `state_counter` is recorded with it as [`Store::send`]'s is.
+    #[allow(clippy::too_many_arguments)]
     async fn group_message(
         &self,
         sender: &Authed,
@@ -621,6 +625,7 @@ pub trait Store: KtStore + Send + Sync + 'static {
         content: Vec<u8>,
         now_ms: u64,
         idempotency_key: Option<[u8; tacit_api::limits::IDEMPOTENCY_KEY_BYTES]>,
+        state_counter: Option<u64>,
     ) -> Result<GroupSent, StoreError>;
     /// A group's epoch and member devices, if `member` is one of them.
     async fn group_status(

@@ -1130,6 +1130,7 @@ impl Store for PgStore {
         self.tracked(self.group_commit_tx(sender, commit, now_ms, key)).await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn group_message(
         &self,
         sender: &Authed,
@@ -1138,9 +1139,11 @@ impl Store for PgStore {
         content: Vec<u8>,
         now_ms: u64,
         idempotency_key: Option<[u8; IDEMPOTENCY_KEY_BYTES]>,
+        state_counter: Option<u64>,
     ) -> Result<GroupSent, StoreError> {
         let key = idempotency_key.as_ref().map(|k| k.as_slice());
-        self.tracked(self.group_message_tx(sender, &group_id, epoch, &content, now_ms, key)).await
+        self.tracked(self.group_message_tx(sender, (&group_id, epoch), &content, now_ms, key, state_counter))
+            .await
     }
 
     async fn group_status(

@@ -278,6 +278,7 @@ impl PgStore {
         }
         let st = tx.prepare_cached("UPDATE groups SET epoch = epoch + 1 WHERE id = $1").await?;
         tx.execute(&st, &[&group]).await?;
+        super::raise_state_counter(&tx, sender.key, cm.state_counter).await?;
         tx.commit().await?;
         Ok(GroupSent::Stored(stored))
     }
@@ -286,11 +287,11 @@ impl PgStore {
     pub(super) async fn group_message_tx(
         &self,
         sender: &Authed,
-        group: &[u8],
-        epoch: u64,
+        (group, epoch): (&[u8], u64),
         content: &[u8],
         now_ms: u64,
         key: Option<&[u8]>,
+        state_counter: Option<u64>,
     ) -> Result<GroupSent, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -310,6 +311,7 @@ impl PgStore {
         let payload = new_payload(&tx, group, GroupKind::Message, epoch, content).await?;
         let stored = fan_out(&tx, payload, group, GroupKind::Message, sender, now_ms, true).await?;
         set_refs(&tx, payload, stored.len()).await?;
+        super::raise_state_counter(&tx, sender.key, state_counter).await?;
         tx.commit().await?;
         Ok(GroupSent::Stored(stored))
     }

@@ -893,11 +893,16 @@ impl Store for SqliteStore {
     ) -> Result<GroupSent, StoreError> {
         let sender = sender.clone();
         self.write(move |c| {
-            groups::commit(c, &sender, commit, now_ms, idempotency_key.as_ref().map(|k| k.as_slice()))
+            let state_counter = commit.state_counter;
+            let sent =
+                groups::commit(c, &sender, commit, now_ms, idempotency_key.as_ref().map(|k| k.as_slice()))?;
+            raise_state_counter(c, sender.key, state_counter)?;
+            Ok(sent)
         })
         .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn group_message(
         &self,
         sender: &Authed,
@@ -906,11 +911,14 @@ impl Store for SqliteStore {
         content: Vec<u8>,
         now_ms: u64,
         idempotency_key: Option<[u8; IDEMPOTENCY_KEY_BYTES]>,
+        state_counter: Option<u64>,
     ) -> Result<GroupSent, StoreError> {
         let sender = sender.clone();
         self.write(move |c| {
             let key = idempotency_key.as_ref().map(|k| k.as_slice());
-            groups::message(c, &sender, &group_id, epoch, &content, now_ms, key)
+            let sent = groups::message(c, &sender, &group_id, epoch, &content, now_ms, key)?;
+            raise_state_counter(c, sender.key, state_counter)?;
+            Ok(sent)
         })
         .await
     }
