@@ -403,6 +403,12 @@ pub enum GroupCommand {
         /// Its new name.
         new_name: String,
     },
+    /// Replace this device's keys in the group now (done on its own every 7 days or so;
+    /// by hand after this device may have been exposed).
+    Update {
+        /// The group.
+        name: String,
+    },
     /// Leave the group (this device).
     Leave {
         /// The group.

@@ -51,6 +51,7 @@ pub async fn run(
         GroupCommand::Rename { name, new_name } => {
             c.group_rename(&name, &new_name).await.map(|g| group_line(out, &g))
         }
+        GroupCommand::Update { name } => c.group_update(&name).await.map(|g| group_line(out, &g)),
         GroupCommand::Leave { name } => c.group_leave(&name).await.map(|()| {
             if out.is_json() {
                 out.raw(json!({"type": "left", "group": name}));

@@ -162,7 +162,7 @@ impl Out {
             GroupEvent::Rejoined { group, by, devices: d } => (
                 json!({"type": "group_event", "event": "rejoined", "group": group, "by": by, "devices": devices(d)}),
                 format!(
-                    "{by} took {} back into {} (with new keys: its data was restored from an older copy)",
+                    "{by} took {} back into {} with new keys (restored from an older copy, or reinstalled)",
                     accounts(d),
                     terminal_safe(group)
                 ),

@@ -514,6 +514,18 @@ async fn a_group_conversation_through_the_binary() {
         assert!(l.iter().any(|l| l["type"] == "group_event" && l["event"] == "removed_me"), "{l:?}");
         let (code, l) = tacit(&c, &[], &["group", "list"]);
         assert_eq!((code, l.len()), (0, 0), "{l:?}");
+        // Bob replaces his keys by hand: the next epoch, for Alice too, with no event.
+        let (_, l) = tacit(&a, &[], &["receive"]);
+        assert!(!l.iter().any(|l| l["type"] == "group_event"), "{l:?}");
+        let (_, before) = tacit(&a, &[], &["group", "list"]);
+        let (code, l) = tacit(&b, &[], &["group", "update", "family"]);
+        assert_eq!((code, l[0]["type"].as_str()), (0, Some("group")), "{l:?}");
+        assert_eq!(l[0]["epoch"].as_u64(), before[0]["epoch"].as_u64().map(|e| e + 1), "{l:?} {before:?}");
+        let (_, l) = tacit(&a, &[], &["receive"]);
+        assert!(!l.iter().any(|l| l["type"] == "group_event"), "{l:?}");
+        let (_, after) = tacit(&a, &[], &["group", "list"]);
+        assert_eq!(after[0]["epoch"].as_u64(), before[0]["epoch"].as_u64().map(|e| e + 1), "{after:?}");
+        assert_eq!(tacit(&b, &[], &["group", "update", "nope"]).0, 5);
         // History, unknown groups, and leaving.
         let (code, l) = tacit(&a, &[], &["history", "--group", "family"]);
         assert_eq!(code, 0, "{l:?}");

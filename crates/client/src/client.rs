@@ -139,6 +139,8 @@ pub struct Client {
     /// Set while members' rejoin requests are honoured (`groups.rs`): the receive a commit
     /// makes on the way does not start it again.
     pub(crate) honouring: bool,
+    /// Set while [`Client::refresh_groups`] runs (its commits receive, which ends there).
+    pub(crate) refreshing: bool,
     /// Groups being rejoined whose unreadable envelope this process warned of already.
     pub(crate) rejoin_warned: Vec<Vec<u8>>,
 }
@@ -424,6 +426,7 @@ impl Client {
             reconciling: false,
             held_groups: Vec::new(),
             honouring: false,
+            refreshing: false,
             rejoin_warned: Vec::new(),
             db_file: file_identity(&store_home.join(DB_FILE)),
             lock,

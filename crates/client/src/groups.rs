@@ -95,6 +95,16 @@ const REJOIN_KEY_PACKAGE_MAX_AGE_MS: u64 = 30 * 24 * 3600 * 1000;
 /// How long after a detected restore a group this device does not hold may be rejoined
 /// (a group created after the copy was taken) when the message came from a stranger.
 const REJOIN_UNKNOWN_AFTER_RESTORE_MS: u64 = 30 * 24 * 3600 * 1000;
+/// A device replaces its own leaf's keys in a group (a commit with nothing but an update
+/// path, RFC 9420 §12.4) when it has not committed there for this long: a leaf key taken
+/// from this device stops opening the group's secrets within the interval (post-compromise
+/// security needs every member to update, not only the ones that change the group).
+pub const REFRESH_INTERVAL_MS: u64 = 7 * 24 * 3600 * 1000;
+/// ... and no more often than once per this long per member device, so that a large group
+/// sees one refresh every few minutes at most (10,000 devices: every 35 days each).
+pub const REFRESH_PER_DEVICE_MS: u64 = 5 * 60 * 1000;
+/// Groups refreshed per receive, at most (the rest on the next receives).
+const REFRESHES_PER_RECEIVE: usize = 4;
 /// The encoding of a Welcome envelope: this version byte, the Welcome's length (u32
 /// big-endian), the Welcome, then the ratchet tree.
 const WELCOME_V1: u8 = 1;
@@ -158,8 +168,9 @@ pub enum GroupEvent {
         /// The committer.
         by: String,
     },
-    /// Devices that had lost their state of the group (restored from an older copy) were
-    /// taken back in, at their request, with new keys.
+    /// Devices were taken back in with new keys, replacing their old leaves: they had lost
+    /// their state of the group (restored from an older copy; at their request), or their
+    /// account was made again (a reinstall; its identity change is told as for 1:1).
     Rejoined {
         /// The group's name.
         group: String,
@@ -176,6 +187,45 @@ pub enum GroupEvent {
         /// The committer.
         by: String,
     },
+}
+
+/// How a commit is made ([`Client::commit_and_post_as`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CommitMode {
+    /// A change (add, remove, rename, a member's leaving): nothing to commit once another
+    /// member's commit made it.
+    Change,
+    /// Takes the devices removed back in from their rejoin requests' KeyPackages: nothing to
+    /// do once they are no longer members or no longer waiting.
+    Rejoin,
+    /// A key refresh: always commits (an update path, nothing else).
+    Refresh,
+}
+
+/// How long this device waits between two refreshes of its keys in a group of `devices`.
+fn refresh_interval(devices: usize) -> u64 {
+    REFRESH_INTERVAL_MS.max((devices as u64).saturating_mul(REFRESH_PER_DEVICE_MS))
+}
+
+/// The next refresh of a group of `devices` after `from` (ms): its interval and up to an
+/// eighth of it more, drawn at random, so that devices that joined together do not all
+/// commit at once (the relay takes one commit per epoch; the others would retry).
+fn next_refresh(from: u64, devices: usize) -> u64 {
+    let interval = refresh_interval(devices);
+    let jitter = rand_core::RngCore::next_u64(&mut crate::rng::OsRng) % (interval / 8).max(1);
+    from.saturating_add(interval).saturating_add(jitter)
+}
+
+/// Notes that this device committed in the group now (its leaf has new keys), in the
+/// caller's transaction: the next refresh is an interval away.
+fn refreshed(conn: &rusqlite::Connection, id: &[u8], devices: usize) -> Result<()> {
+    let now = now_ms();
+    conn.execute(
+        "INSERT INTO mls_refresh (group_id, refreshed_ms, due_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (group_id) DO UPDATE SET refreshed_ms = excluded.refreshed_ms, due_ms = excluded.due_ms",
+        rusqlite::params![id, now as i64, next_refresh(now, devices) as i64],
+    )?;
+    Ok(())
 }
 
 /// A fresh idempotency key.
@@ -285,6 +335,11 @@ CREATE TABLE IF NOT EXISTS mls_rejoin_requests (
     key_package BLOB,                -- NULL once honoured (by this device or another member)
     honoured_ms INTEGER NOT NULL,
     PRIMARY KEY (group_id, account, device)
+);
+CREATE TABLE IF NOT EXISTS mls_refresh (
+    group_id BLOB PRIMARY KEY,       -- when this device last replaced its leaf's keys there
+    refreshed_ms INTEGER NOT NULL,   -- (a commit of its own, or joining)
+    due_ms INTEGER NOT NULL          -- and when it does next (`Client::refresh_groups`)
 );
 CREATE TABLE IF NOT EXISTS mls_left (
     group_id BLOB PRIMARY KEY,       -- a group this device left: never asked to be taken back in
@@ -419,6 +474,13 @@ fn put_group(conn: &rusqlite::Connection, name: &str, group: &mut OpenGroup) -> 
             now_ms() as i64
         ],
     )?;
+    // Joined now: its leaf's keys are the KeyPackage's, the first refresh an interval on.
+    let now = now_ms();
+    conn.execute(
+        "INSERT INTO mls_refresh (group_id, refreshed_ms, due_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (group_id) DO NOTHING",
+        rusqlite::params![stored.group_id, now as i64, next_refresh(now, group.members().len()) as i64],
+    )?;
     conn.execute("DELETE FROM mls_past_epochs WHERE group_id = ?1", [&stored.group_id])?;
     for (epoch, state) in &stored.past_epochs {
         conn.execute(
@@ -432,6 +494,7 @@ fn put_group(conn: &rusqlite::Connection, name: &str, group: &mut OpenGroup) -> 
 fn delete_group(conn: &rusqlite::Connection, id: &[u8]) -> Result<()> {
     conn.execute("DELETE FROM mls_groups WHERE id = ?1", [id])?;
     conn.execute("DELETE FROM mls_past_epochs WHERE group_id = ?1", [id])?;
+    conn.execute("DELETE FROM mls_refresh WHERE group_id = ?1", [id])?;
     Ok(())
 }
 
@@ -667,22 +730,43 @@ impl Client {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// One KeyPackage of every device of `accounts` (their verified lists fetched first),
-    /// this device excepted; `(KeyPackages, devices)`.
-    async fn key_packages_of(
+    /// The verified lists of `accounts` (fetched through key transparency), put in
+    /// `directory`. A verified contact whose identity changed is
+    /// [`ClientError::IdentityChanged`], as for a 1:1 send.
+    async fn verified_lists(
         &mut self,
         directory: &Directory,
         accounts: &[AccountName],
-    ) -> Result<(Vec<Vec<u8>>, Vec<api::GroupMember>)> {
-        let mut kps = Vec::new();
-        let mut devices = Vec::new();
+    ) -> Result<Vec<tacit_protocol::DeviceList>> {
+        let mut lists = Vec::with_capacity(accounts.len());
         for account in accounts {
             let list = self.refresh_contact(account).await?;
             directory.insert(&list);
+            lists.push(list);
+        }
+        Ok(lists)
+    }
+
+    /// One KeyPackage of every device of `lists`, this device and the devices in `present`
+    /// excepted (no KeyPackage is taken from the relay for them); `(KeyPackages, devices)`.
+    async fn key_packages_of(
+        &mut self,
+        lists: &[tacit_protocol::DeviceList],
+        present: &[(String, u32)],
+    ) -> Result<(Vec<Vec<u8>>, Vec<api::GroupMember>)> {
+        let mut kps = Vec::new();
+        let mut devices = Vec::new();
+        for list in lists {
+            let account = list.account();
             let before = kps.len();
+            let mut skipped = false;
             for entry in list.devices() {
                 let device = entry.id.get();
                 if *account == self.me.name && device == self.me.device.get() {
+                    continue;
+                }
+                if present.contains(&(account.to_string(), device)) {
+                    skipped = true;
                     continue;
                 }
                 match self.api.take_key_package(account.as_str(), device).await {
@@ -696,7 +780,7 @@ impl Client {
                     Err(e) => return Err(e),
                 }
             }
-            if kps.len() == before && *account != self.me.name {
+            if kps.len() == before && *account != self.me.name && !skipped {
                 return Err(ClientError::NotFound(format!(
                     "none of {account}'s devices can join groups yet (no KeyPackages on the server)"
                 )));
@@ -719,12 +803,13 @@ impl Client {
         meta: Option<&GroupMeta>,
         fresh: Option<(OpenGroup, String)>,
     ) -> Result<GroupInfo> {
-        self.commit_and_post_as(directory, id, key_packages, added, remove, meta, fresh, false).await
+        self.commit_and_post_as(directory, id, key_packages, added, remove, meta, fresh, CommitMode::Change)
+            .await
     }
 
-    /// [`Self::commit_and_post`]; `rejoin`: the commit takes the devices in `remove` back
-    /// in from `key_packages` (their rejoin requests): done without a commit once they are
-    /// no longer members (removed meanwhile) or another member's commit took them back in.
+    /// [`Self::commit_and_post`], made as `mode` says ([`CommitMode`]). Every commit this
+    /// device makes carries an update path (its leaf's keys replaced): the next scheduled
+    /// refresh is an interval after it.
     #[allow(clippy::too_many_arguments)]
     async fn commit_and_post_as(
         &mut self,
@@ -735,7 +820,7 @@ impl Client {
         remove: &[MemberId],
         meta: Option<&GroupMeta>,
         fresh: Option<(OpenGroup, String)>,
-        rejoin: bool,
+        mode: CommitMode,
     ) -> Result<GroupInfo> {
         if rejoining(self.store.conn(), id)? {
             let group = match &fresh {
@@ -760,9 +845,11 @@ impl Client {
             // Devices the winner of an earlier round added or removed already are left out.
             let still: Vec<MemberId> =
                 remove.iter().filter(|m| members.values().any(|x| x == *m)).cloned().collect();
-            let present: Vec<(String, u32)> = members.values().map(device_of).collect();
+            // A device whose old leaf this commit removes may be added again (a new leaf).
+            let present: Vec<(String, u32)> =
+                members.values().filter(|m| !still.contains(m)).map(device_of).collect();
             let (remove, key_packages, added): (Vec<MemberId>, Vec<Vec<u8>>, Vec<api::GroupMember>) =
-                if rejoin {
+                if mode == CommitMode::Rejoin {
                     let mut waiting = still.len() == remove.len();
                     for m in remove {
                         waiting = waiting && rejoin_waiting(self.store.conn(), id, m)?;
@@ -780,7 +867,12 @@ impl Client {
                         .unzip();
                     (still, k, a)
                 };
-            if key_packages.is_empty() && remove.is_empty() && meta.is_none() && !group.commit_required() {
+            if mode != CommitMode::Refresh
+                && key_packages.is_empty()
+                && remove.is_empty()
+                && meta.is_none()
+                && !group.commit_required()
+            {
                 // Nothing left to do: another member's commit did it.
                 return Ok(Self::info(id, &name, &group));
             }
@@ -835,6 +927,7 @@ impl Client {
                     let name = meta.map_or(name, |m| m.name.clone());
                     let tx = self.store.tx()?;
                     put_group(&tx, &name, &mut group)?;
+                    refreshed(&tx, id, group.members().len())?;
                     rejoins_honoured(&tx, id, &summary.rejoined)?;
                     tx.commit()?;
                     return Ok(Self::info(id, &name, &group));
@@ -879,7 +972,8 @@ impl Client {
             }
         }
         let directory = self.group_directory()?;
-        let (kps, added) = self.key_packages_of(&directory, &accounts).await?;
+        let lists = self.verified_lists(&directory, &accounts).await?;
+        let (kps, added) = self.key_packages_of(&lists, &[]).await?;
         let device = self.group_device(&directory);
         let mut group = device.create(&meta, now())?;
         let id = group.id().to_vec();
@@ -893,32 +987,28 @@ impl Client {
         self.commit_and_post(&directory, &id, &kps, &added, &[], None, Some((group, name.to_owned()))).await
     }
 
-    /// Adds every device of `members` to the group.
+    /// Adds every device of `members` to the group that is not in it already. A leaf of
+    /// theirs that their current list no longer has with its key (a device revoked since,
+    /// or the account made again: a reinstall, whose identity change is told as for 1:1) is
+    /// removed in the same commit, and the device added again if the list has it.
     pub async fn group_add(&mut self, group: &str, members: &[&str]) -> Result<GroupInfo> {
         self.online().await?;
         let (id, _) = self.find_group(group)?;
-        let directory = self.group_directory()?;
-        let device = self.group_device(&directory);
-        let (g, _) = self.open_group(&device, &id)?.ok_or(ClientError::Internal("group gone"))?;
-        let present: Vec<(String, u32)> = g.members().values().map(device_of).collect();
-        drop(g);
         let accounts: Vec<AccountName> =
             members.iter().map(|m| AccountName::new(m)).collect::<std::result::Result<_, _>>()?;
-        let (mut kps, mut added) = self.key_packages_of(&directory, &accounts).await?;
-        // Devices in the group already are not added twice.
-        let mut i = 0;
-        while i < added.len() {
-            if added.get(i).is_some_and(|d| present.contains(&(d.account.clone(), d.device))) {
-                added.remove(i);
-                kps.remove(i);
-            } else {
-                i += 1;
-            }
-        }
-        if kps.is_empty() {
+        let directory = self.group_directory()?;
+        let lists = self.verified_lists(&directory, &accounts).await?;
+        let device = self.group_device(&directory);
+        let (g, _) = self.open_group(&device, &id)?.ok_or(ClientError::Internal("group gone"))?;
+        let stale = g.unlisted(&accounts);
+        let present: Vec<(String, u32)> =
+            g.members().values().filter(|m| !stale.contains(m)).map(device_of).collect();
+        drop(g);
+        let (kps, added) = self.key_packages_of(&lists, &present).await?;
+        if kps.is_empty() && stale.is_empty() {
             return Err(ClientError::NotFound("every device named is in the group already".into()));
         }
-        self.commit_and_post(&directory, &id, &kps, &added, &[], None, None).await
+        self.commit_and_post(&directory, &id, &kps, &added, &stale, None, None).await
     }
 
     /// Renames the group (a commit of its metadata: the name lives in the encrypted group
@@ -1325,7 +1415,7 @@ impl Client {
                 std::slice::from_ref(&who),
                 None,
                 None,
-                true,
+                CommitMode::Rejoin,
             ))
             .await;
             match done {
@@ -1342,6 +1432,92 @@ impl Client {
                     forget(self.store.conn())?;
                     self.warnings
                         .push(format!("did not take {account} device {device} back into a group: {e}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces this device's keys in the group now (a commit with an update path and
+    /// nothing else; every member moves to the next epoch). Done on a schedule by
+    /// [`Self::refresh_groups`]; by hand, after this device may have been exposed.
+    pub async fn group_update(&mut self, group: &str) -> Result<GroupInfo> {
+        self.online().await?;
+        let (id, _) = self.find_group(group)?;
+        let directory = self.group_directory()?;
+        self.commit_and_post_as(&directory, &id, &[], &[], &[], None, None, CommitMode::Refresh).await
+    }
+
+    /// Refreshes this device's keys in the groups whose refresh is due (at most
+    /// [`REFRESHES_PER_RECEIVE`] per call, the longest due first): run at the end of each
+    /// receive. A group whose membership grew since its refresh was scheduled is put off to
+    /// its new interval instead ([`refresh_interval`]).
+    pub(crate) async fn refresh_groups(&mut self) -> Result<()> {
+        if self.refreshing {
+            return Ok(());
+        }
+        self.refreshing = true;
+        let out = self.refresh_inner().await;
+        self.refreshing = false;
+        out
+    }
+
+    async fn refresh_inner(&mut self) -> Result<()> {
+        let now = now_ms();
+        // Groups stored before this table have no row: due an interval after joining.
+        let rows: Vec<(Vec<u8>, i64)> = {
+            let mut st = self.store.conn().prepare(
+                "SELECT g.id, COALESCE(r.refreshed_ms, g.joined_ms) FROM mls_groups g
+                 LEFT JOIN mls_refresh r ON r.group_id = g.id
+                 WHERE COALESCE(r.due_ms, g.joined_ms + ?2) <= ?1
+                   AND g.id NOT IN (SELECT group_id FROM mls_rejoins)
+                 ORDER BY COALESCE(r.due_ms, g.joined_ms + ?2), g.id LIMIT ?3",
+            )?;
+            let it = st.query_map(
+                rusqlite::params![now as i64, REFRESH_INTERVAL_MS as i64, REFRESHES_PER_RECEIVE as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            it.collect::<rusqlite::Result<_>>()?
+        };
+        for (id, since) in rows {
+            let directory = self.group_directory()?;
+            let device = self.group_device(&directory);
+            let Some((g, name)) = self.open_group(&device, &id)? else { continue };
+            let devices = g.members().len();
+            let since = u64::try_from(since).unwrap_or(0);
+            if since.saturating_add(refresh_interval(devices)) > now {
+                let due = next_refresh(since, devices);
+                self.store.conn().execute(
+                    "INSERT INTO mls_refresh (group_id, refreshed_ms, due_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (group_id) DO UPDATE SET due_ms = excluded.due_ms",
+                    rusqlite::params![id, since as i64, due as i64],
+                )?;
+                continue;
+            }
+            let done = Box::pin(self.commit_and_post_as(
+                &directory,
+                &id,
+                &[],
+                &[],
+                &[],
+                None,
+                Some((g, name.clone())),
+                CommitMode::Refresh,
+            ))
+            .await;
+            match done {
+                Ok(_) => {}
+                Err(e) if e.kind() == crate::error::ErrorKind::Local => return Err(e),
+                Err(e) if crate::restore::transient(&e) => {
+                    self.warnings.push(format!(
+                        "could not refresh this device's keys in group {} yet ({e}); the next receive tries again",
+                        name
+                    ));
+                }
+                Err(e) => {
+                    // Not retried at every receive: an interval on, as after a refresh.
+                    refreshed(self.store.conn(), &id, devices)?;
+                    self.warnings.push(format!("could not refresh this device's keys in group {name}: {e}"));
                 }
             }
         }
@@ -1406,6 +1582,18 @@ impl Client {
                             refreshed.push(account.clone());
                             match self.refresh_contact(&account).await {
                                 Ok(list) => directory.insert(&list),
+                                Err(ClientError::IdentityChanged(n)) => {
+                                    // As for 1:1: a verified contact's new identity is not
+                                    // taken on the server's word; the group waits on the
+                                    // relay until the user verifies it.
+                                    self.held_groups.push(g.id.0.clone());
+                                    self.warn_once(format!(
+                                        "holding group messages of {name}: {n}'s identity key changed since you \
+                                         verified it; run `tacit safety-number {n}` and `tacit verify {n} DIGITS` \
+                                         to read them"
+                                    ));
+                                    return Ok(GroupOutcome::Held);
+                                }
                                 Err(_) if self.kt_may_be_unpublished(&account) => {}
                                 Err(e) => return Err(e),
                             }
@@ -1420,7 +1608,8 @@ impl Client {
                     // the relay for the next receive.
                     self.held_groups.push(g.id.0.clone());
                     self.warnings.push(format!(
-                        "holding group messages of {name} until the key transparency directory publishes                          a new device of {}; they stay on the server for the next receive",
+                        "holding group messages of {name} until the key transparency directory publishes a new \
+                         device of {}; they stay on the server for the next receive",
                         m.address().account
                     ));
                     return Ok(GroupOutcome::Held);
@@ -1576,10 +1765,37 @@ impl Client {
             let unknown: Vec<AccountName> = accounts.into_iter().filter(|a| !directory.has(a)).collect();
             more_lists(self, directory, &mut fetched, &unknown).await?;
         }
+        let mut refreshed: Vec<AccountName> = Vec::new();
         let joined = loop {
             match device.join(welcome, tree, &reference, &secret, now()) {
                 Err(GroupError::NeedDeviceLists(names))
                     if more_lists(self, directory, &mut fetched, &names).await? => {}
+                // A member's device this device's stored list of its account does not have
+                // (linked since, or the account made again): the current list, once.
+                Err(GroupError::NotInDeviceList(m)) if !refreshed.contains(&m.address().account) => {
+                    let account = m.address().account;
+                    refreshed.push(account.clone());
+                    match self.refresh_contact(&account).await {
+                        Ok(list) => directory.insert(&list),
+                        Err(ClientError::IdentityChanged(n)) => {
+                            self.warn_once(format!(
+                                "holding an invitation to a group: {n}'s identity key changed since you \
+                                 verified it; run `tacit safety-number {n}` and `tacit verify {n} DIGITS` to \
+                                 join"
+                            ));
+                            return Ok(GroupOutcome::Held);
+                        }
+                        Err(_) if self.kt_may_be_unpublished(&account) => {
+                            self.warn_once(format!(
+                                "holding an invitation to a group until the key transparency directory \
+                                 publishes a new device of {account}; it stays on the server for the next \
+                                 receive"
+                            ));
+                            return Ok(GroupOutcome::Held);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
                 other => break other,
             }
         };

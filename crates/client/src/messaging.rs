@@ -741,6 +741,11 @@ impl Client {
             Ok(()) => Box::pin(self.honour_rejoins()).await,
             e => e,
         };
+        // This device's keys in the groups where it has not committed for a while.
+        let tail = match tail {
+            Ok(()) => Box::pin(self.refresh_groups()).await,
+            e => e,
+        };
         match tail {
             Err(e) if !tell && !out.is_empty() => {
                 self.warnings.push(format!("the messages were received, but then: {e}"));
@@ -1028,7 +1033,7 @@ impl Client {
 
     /// Adds a warning unless the same one is already waiting (one per sender, not one per
     /// held envelope).
-    fn warn_once(&mut self, warning: String) {
+    pub(crate) fn warn_once(&mut self, warning: String) {
         if !self.warnings.contains(&warning) {
             self.warnings.push(warning);
         }

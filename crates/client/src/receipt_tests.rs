@@ -27,6 +27,7 @@ on_both!(
     a_resend_of_a_message_already_read_is_not_shown_twice_and_unknown_retries_are_refused,
     a_receipt_for_an_unknown_message_is_refused,
     a_group_rejoin_request_is_honoured_only_for_the_member_device_that_sent_it,
+    a_device_refreshes_its_group_keys_when_due_and_not_before,
 );
 
 fn one(got: Vec<ReceivedMessage>) -> String {
@@ -355,5 +356,85 @@ async fn a_group_rejoin_request_is_honoured_only_for_the_member_device_that_sent
     send_raw(&mut bob, "alice", &rejoin(again)).await;
     alice.receive(Duration::ZERO).await.unwrap();
     assert_eq!(alice.group("g").unwrap().epoch, epoch + 1);
+    relay.stop().await;
+}
+
+/// Issue 11, key refresh on a schedule: a device that has not committed in a group for
+/// [`crate::groups::REFRESH_INTERVAL_MS`] (plus up to an eighth, at random) commits an
+/// update at the end of a receive; the others follow. Not before it is due; a store from
+/// before the schedule existed goes by when it joined.
+async fn a_device_refreshes_its_group_keys_when_due_and_not_before(backend: Backend) {
+    use crate::groups::REFRESH_INTERVAL_MS as WEEK;
+    let relay = Relay::start(backend).await;
+    let homes: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut alice = account(&relay, homes[0].path(), "alice").await;
+    let mut bob = account(&relay, homes[1].path(), "bob").await;
+    bob.receive(Duration::ZERO).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    alice.create_group("g", &["bob"]).await.unwrap();
+    bob.receive(Duration::ZERO).await.unwrap();
+    let (id, _) = alice.find_group("g").unwrap();
+    let due = |c: &Client| -> (u64, u64) {
+        c.store
+            .conn()
+            .query_row("SELECT refreshed_ms, due_ms FROM mls_refresh WHERE group_id = ?1", [&id], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })
+            .unwrap()
+    };
+    let set_due = |c: &Client, refreshed: u64, due: u64| {
+        c.store
+            .conn()
+            .execute(
+                "UPDATE mls_refresh SET refreshed_ms = ?2, due_ms = ?3 WHERE group_id = ?1",
+                rusqlite::params![id, refreshed as i64, due as i64],
+            )
+            .unwrap();
+    };
+    let epoch = |c: &Client| c.group("g").unwrap().epoch;
+    // Both scheduled a week on, within an eighth of it more.
+    let now = crate::client::now_ms();
+    for c in [&alice, &bob] {
+        let (refreshed, due) = due(c);
+        assert!(refreshed <= now && refreshed + 60_000 > now, "{refreshed} {now}");
+        assert!(due >= refreshed + WEEK && due <= refreshed + WEEK + WEEK / 8, "{due}");
+    }
+    // Not due: a receive commits nothing.
+    let e = epoch(&alice);
+    alice.receive(Duration::ZERO).await.unwrap();
+    assert_eq!(epoch(&alice), e);
+
+    // Due: Alice's next receive commits an update; Bob follows and the group goes on.
+    set_due(&alice, now - WEEK - 1, 0);
+    alice.receive(Duration::ZERO).await.unwrap();
+    assert_eq!(epoch(&alice), e + 1);
+    let (refreshed, next) = due(&alice);
+    assert!(refreshed >= now && next >= refreshed + WEEK, "{refreshed} {next}");
+    bob.receive(Duration::ZERO).await.unwrap();
+    assert_eq!(epoch(&bob), e + 1);
+    bob.group_send("g", "after the refresh").await.unwrap();
+    assert_eq!(one(alice.receive(Duration::ZERO).await.unwrap()), "after the refresh");
+
+    // Due by the row, but the last refresh was just now (the group's interval grew, say):
+    // put off to a full interval after it, no commit.
+    set_due(&alice, now, 0);
+    alice.receive(Duration::ZERO).await.unwrap();
+    assert_eq!(epoch(&alice), e + 1);
+    assert!(due(&alice).1 >= now + WEEK);
+
+    // A store from before the schedule: no row, joined over a week ago.
+    bob.store.conn().execute("DELETE FROM mls_refresh WHERE group_id = ?1", [&id]).unwrap();
+    bob.store
+        .conn()
+        .execute(
+            "UPDATE mls_groups SET joined_ms = ?2 WHERE id = ?1",
+            rusqlite::params![id, (now - WEEK - 1) as i64],
+        )
+        .unwrap();
+    bob.receive(Duration::ZERO).await.unwrap();
+    assert_eq!(epoch(&bob), e + 2);
+    alice.receive(Duration::ZERO).await.unwrap();
+    assert_eq!(epoch(&alice), e + 2);
+    assert!(due(&bob).1 >= now + WEEK);
     relay.stop().await;
 }

@@ -472,6 +472,24 @@ impl OpenGroup {
             .collect()
     }
 
+    /// The members of `accounts` whose leaf the directory no longer lists with its key: a
+    /// device revoked since, or an account made again under the same name (a reinstall,
+    /// a new identity). An account the directory holds no list of is left out.
+    pub fn unlisted(&self, accounts: &[tacit_protocol::AccountName]) -> Vec<MemberId> {
+        self.group
+            .roster()
+            .members_iter()
+            .filter_map(|m| {
+                let id = MemberId::from_signing_identity(&m.signing_identity)?;
+                let stale = accounts.contains(&id.account)
+                    && self.directory.has(&id.account)
+                    && self.directory.lookup(&id, m.signing_identity.signature_key.as_bytes())
+                        == crate::directory::Lookup::NotListed;
+                stale.then_some(id)
+            })
+            .collect()
+    }
+
     /// The group's metadata.
     pub fn meta(&self) -> Result<GroupMeta, GroupError> {
         let ext = self.group.context().extensions.get(META_EXTENSION).ok_or(GroupError::Malformed)?;

@@ -403,3 +403,58 @@ fn a_device_that_fell_behind_is_taken_back_in_by_one_commit() {
     assert!(gb.members().values().filter(|m| *m == bob.mls.member()).count() == 1);
     let _ = bob_old_leaf;
 }
+
+/// Key refresh (issue 11, "update"): a commit with nothing but an update path replaces the
+/// committer's keys. A copy of Bob's state taken before his refresh (a stolen device
+/// image) follows the group until Bob refreshes, and reads nothing after: it cannot process
+/// his commit (its new path secrets are encrypted to the copath only, RFC 9420 §7.6; mls-rs
+/// also refuses a device's own commit) and so holds no later epoch's keys. Positive
+/// control: the same kind of copy follows another member's refresh and reads on.
+#[test]
+fn a_refresh_locks_out_a_copy_of_the_device_taken_before_it() {
+    let (directory, accounts) = setup(Suite::PostQuantum);
+    let alice = accounts[0].device(0, Suite::PostQuantum, &directory);
+    let mut bob = accounts[1].device(0, Suite::PostQuantum, &directory);
+    let mut carol = accounts[2].device(0, Suite::PostQuantum, &directory);
+    let mut ga = alice.mls.create(&GroupMeta::new("g", "", vec![]).unwrap(), NOW).unwrap();
+    let c = ga.commit(&[bob.key_package(), carol.key_package()], &[], None).unwrap();
+    ga.merge_pending().unwrap();
+    let mut gb = bob.join(&c).unwrap();
+    let mut gc = carol.join(&c).unwrap();
+
+    // Carol refreshes: the copy of Bob's state follows (it is Bob's, as good as his).
+    let mut stolen = reload(&bob, &mut gb);
+    let refresh = gc.commit(&[], &[], None).unwrap();
+    let own = gc.merge_pending().unwrap();
+    assert!(
+        own.added.is_empty() && own.removed.is_empty() && own.renamed.is_none() && own.rejoined.is_empty()
+    );
+    for g in [&mut ga, &mut gb, &mut stolen] {
+        let Received::Commit(s) = g.process(&refresh.commit).unwrap() else { panic!() };
+        assert!(s.added.is_empty() && s.removed.is_empty() && !s.removed_me, "{s:?}");
+    }
+    let m = ga.encrypt(b"before bob refreshes").unwrap();
+    assert_eq!(text(stolen.process(&m).unwrap()).1, b"before bob refreshes");
+    assert_eq!(text(gb.process(&m).unwrap()).1, b"before bob refreshes");
+
+    // Bob refreshes: the copy is left behind for good.
+    let epoch = gb.epoch();
+    let refresh = gb.commit(&[], &[], None).unwrap();
+    gb.merge_pending().unwrap();
+    assert_eq!(gb.epoch(), epoch + 1);
+    ga.process(&refresh.commit).unwrap();
+    gc.process(&refresh.commit).unwrap();
+    assert!(stolen.process(&refresh.commit).is_err());
+    let m = ga.encrypt(b"after bob refreshes").unwrap();
+    assert!(stolen.process(&m).is_err());
+    assert_eq!(text(gb.process(&m).unwrap()).1, b"after bob refreshes");
+    assert_eq!(text(gc.process(&m).unwrap()).1, b"after bob refreshes");
+    // Nor can it follow the next commit of another member, made on Bob's new keys.
+    let next = gc.commit(&[], &[], None).unwrap();
+    gc.merge_pending().unwrap();
+    assert!(stolen.process(&next.commit).is_err());
+    gb.process(&next.commit).unwrap();
+    assert_eq!(ga.process(&next.commit).map(|_| ()).ok(), Some(()));
+    assert_eq!(ga.epoch_authenticator().unwrap(), gb.epoch_authenticator().unwrap());
+    assert_eq!(gc.epoch_authenticator().unwrap(), gb.epoch_authenticator().unwrap());
+}
