@@ -228,6 +228,39 @@ fn refreshed(conn: &rusqlite::Connection, id: &[u8], devices: usize) -> Result<(
     Ok(())
 }
 
+/// The steps of sending a commit and of processing one, for the tests that crash the
+/// client at each ([`crash_point`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CommitStep {
+    /// The commit is made (in memory), nothing stored or sent.
+    Made,
+    /// The group state with the commit pending and the request are stored; not posted.
+    Stored,
+    /// The relay took the commit; its answer is not acted on.
+    Posted,
+    /// A received commit is processed (in memory); its transaction is not committed.
+    Processed,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The step at which the client on this thread "crashes" next (tests only): the call
+    /// returns an error there and the test drops the client, so nothing after the step runs
+    /// (an open transaction rolls back, as SQLite's does at a kill).
+    pub(crate) static CRASH_AT: std::cell::Cell<Option<CommitStep>> = const { std::cell::Cell::new(None) };
+}
+
+/// In tests, stops at `step` once when [`CRASH_AT`] names it; otherwise nothing.
+#[allow(clippy::unnecessary_wraps)] // returns an error only in tests
+fn crash_point(step: CommitStep) -> Result<()> {
+    #[cfg(test)]
+    if CRASH_AT.with(|c| c.get() == Some(step) && c.take().is_some()) {
+        return Err(ClientError::Internal("injected crash"));
+    }
+    let _ = step;
+    Ok(())
+}
+
 /// A fresh idempotency key.
 fn random_key() -> Vec<u8> {
     let mut key = vec![0u8; api::limits::IDEMPOTENCY_KEY_BYTES];
@@ -340,6 +373,11 @@ CREATE TABLE IF NOT EXISTS mls_refresh (
     group_id BLOB PRIMARY KEY,       -- when this device last replaced its leaf's keys there
     refreshed_ms INTEGER NOT NULL,   -- (a commit of its own, or joining)
     due_ms INTEGER NOT NULL          -- and when it does next (`Client::refresh_groups`)
+);
+CREATE TABLE IF NOT EXISTS mls_commit_pending (
+    group_id BLOB PRIMARY KEY,       -- a commit of this device's the relay may have taken: the
+    request BLOB NOT NULL,           -- request as posted (JSON, with its idempotency key), posted
+    created_ms INTEGER NOT NULL      -- again before anything else is done in the group
 );
 CREATE TABLE IF NOT EXISTS mls_left (
     group_id BLOB PRIMARY KEY,       -- a group this device left: never asked to be taken back in
@@ -495,6 +533,7 @@ fn delete_group(conn: &rusqlite::Connection, id: &[u8]) -> Result<()> {
     conn.execute("DELETE FROM mls_groups WHERE id = ?1", [id])?;
     conn.execute("DELETE FROM mls_past_epochs WHERE group_id = ?1", [id])?;
     conn.execute("DELETE FROM mls_refresh WHERE group_id = ?1", [id])?;
+    conn.execute("DELETE FROM mls_commit_pending WHERE group_id = ?1", [id])?;
     Ok(())
 }
 
@@ -829,7 +868,8 @@ impl Client {
             };
             return Err(ClientError::GroupRejoining { group });
         }
-        let mut fresh = fresh;
+        // A group state handed in is out of date once a pending commit merged.
+        let mut fresh = if self.settle_commit(id).await? { None } else { fresh };
         if fresh.is_none() {
             // What waits first: a message sent before this commit (from a device it removes,
             // say) can no longer be attributed once the commit is merged.
@@ -905,46 +945,155 @@ impl Client {
                 // the counter is raised first, so a copy from before is found out.
                 state_counter: Some(store::raise_state_counter(self.store.conn())?),
             };
-            // The same request (same idempotency key) again when the answer was lost: the
-            // relay answers a retry of a commit it took as it did the first time, and a
-            // commit dropped here after the relay took it would leave this device behind.
-            let mut posted = self.api.group_commit(id, &req).await;
-            let mut wait = Duration::from_millis(250);
-            for _ in 0..COMMIT_RESENDS {
-                if !matches!(
-                    &posted,
-                    Err(ClientError::Network(_)) | Err(ClientError::Server { status: 503, .. })
-                ) {
-                    break;
-                }
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-                posted = self.api.group_commit(id, &req).await;
+            crash_point(CommitStep::Made)?;
+            // The state with the commit pending and the request, stored before the request
+            // leaves: a crash (or a lost answer) after the relay took it must not leave this
+            // device an epoch behind, so the same request is posted again first thing
+            // ([`Self::settle_commit`]), and the relay answers it as it did the first time.
+            let stored = serde_json::to_vec(&req).map_err(|_| ClientError::Internal("commit request"))?;
+            let tx = self.store.tx()?;
+            put_group(&tx, &name, &mut group)?;
+            tx.execute(
+                "INSERT INTO mls_commit_pending (group_id, request, created_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (group_id) DO UPDATE SET request = excluded.request, created_ms = excluded.created_ms",
+                rusqlite::params![id, stored, now_ms() as i64],
+            )?;
+            tx.commit()?;
+            crash_point(CommitStep::Stored)?;
+            let posted = self.post_commit(id, &req).await;
+            if posted.is_ok() {
+                crash_point(CommitStep::Posted)?;
             }
             match posted {
-                Ok(_) => {
-                    let summary = group.merge_pending()?;
-                    let name = meta.map_or(name, |m| m.name.clone());
-                    let tx = self.store.tx()?;
-                    put_group(&tx, &name, &mut group)?;
-                    refreshed(&tx, id, group.members().len())?;
-                    rejoins_honoured(&tx, id, &summary.rejoined)?;
-                    tx.commit()?;
-                    return Ok(Self::info(id, &name, &group));
+                Ok(()) => {
+                    let info = self.merge_own_commit(id, group)?;
+                    return Ok(GroupInfo {
+                        name: meta.map_or(info.name.clone(), |m| m.name.clone()),
+                        ..info
+                    });
                 }
                 Err(ClientError::Server { code: Some(api::ErrorCode::StaleEpoch), .. }) => {
-                    group.discard_pending();
-                    drop(group);
+                    self.drop_own_commit(id, &name, group)?;
                     // The winner (and what came with it) first; the next round commits on top.
                     self.receive_inner_now().await?;
                 }
+                // The relay may have taken it: kept pending, posted again before anything
+                // else is done in the group.
+                Err(e) if crate::restore::transient(&e) => return Err(e),
+                Err(e) if group.epoch() == 0 => {
+                    // A group being created that the relay refused: not kept.
+                    delete_group(self.store.conn(), id)?;
+                    return Err(e);
+                }
                 Err(e) => {
-                    group.discard_pending();
+                    self.drop_own_commit(id, &name, group)?;
                     return Err(e);
                 }
             }
         }
         Err(ClientError::Network("other members kept changing the group; run the command again".into()))
+    }
+
+    /// Posts a commit, and the same request (same idempotency key) again while the answer
+    /// is lost: the relay answers a retry of a commit it took as it did the first time.
+    async fn post_commit(&mut self, id: &[u8], req: &api::GroupCommitRequest) -> Result<()> {
+        let mut posted = self.api.group_commit(id, req).await;
+        let mut wait = Duration::from_millis(250);
+        for _ in 0..COMMIT_RESENDS {
+            if !matches!(&posted, Err(ClientError::Network(_)) | Err(ClientError::Server { status: 503, .. }))
+            {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+            posted = self.api.group_commit(id, req).await;
+        }
+        posted.map(|_| ())
+    }
+
+    /// The relay took this device's pending commit: the group moves to its epoch, stored
+    /// with the pending request gone, in one transaction.
+    fn merge_own_commit(&mut self, id: &[u8], mut group: OpenGroup) -> Result<GroupInfo> {
+        let summary = group.merge_pending()?;
+        let name = group.meta()?.name;
+        let tx = self.store.tx()?;
+        put_group(&tx, &name, &mut group)?;
+        refreshed(&tx, id, group.members().len())?;
+        rejoins_honoured(&tx, id, &summary.rejoined)?;
+        tx.execute("DELETE FROM mls_commit_pending WHERE group_id = ?1", [id])?;
+        tx.commit()?;
+        Ok(Self::info(id, &name, &group))
+    }
+
+    /// The relay refused this device's pending commit: the group stays in its epoch,
+    /// stored without it.
+    fn drop_own_commit(&mut self, id: &[u8], name: &str, mut group: OpenGroup) -> Result<()> {
+        group.discard_pending();
+        let tx = self.store.tx()?;
+        put_group(&tx, name, &mut group)?;
+        tx.execute("DELETE FROM mls_commit_pending WHERE group_id = ?1", [id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Settles a commit of this device's left pending by a crash or a lost answer: posts
+    /// the stored request again (the relay answers a retry within 10 minutes as it did the
+    /// first time) and merges or drops it. Run before anything else is done in the group
+    /// (a send, a commit, processing what arrives). A transient failure is returned: the
+    /// commit stays pending. Past the relay's 10 minutes, a commit it took is answered
+    /// `stale_epoch` and dropped here; the device is then behind and is taken back in by
+    /// the rejoin of §13.
+    /// `true` when there was one.
+    pub(crate) async fn settle_commit(&mut self, id: &[u8]) -> Result<bool> {
+        let stored: Option<Vec<u8>> = self
+            .store
+            .conn()
+            .query_row("SELECT request FROM mls_commit_pending WHERE group_id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        let Some(stored) = stored else { return Ok(false) };
+        let directory = self.group_directory()?;
+        let device = self.group_device(&directory);
+        let (Ok(req), Some((group, name))) =
+            (serde_json::from_slice::<api::GroupCommitRequest>(&stored), self.open_group(&device, id)?)
+        else {
+            self.store.conn().execute("DELETE FROM mls_commit_pending WHERE group_id = ?1", [id])?;
+            return Ok(true);
+        };
+        drop(group);
+        let posted = self.post_commit(id, &req).await;
+        let (group, _) = self.open_group(&device, id)?.ok_or(ClientError::Internal("group gone"))?;
+        match posted {
+            Ok(()) => self.merge_own_commit(id, group).map(|_| true),
+            Err(e) if crate::restore::transient(&e) => Err(e),
+            Err(e) => {
+                self.drop_own_commit(id, &name, group)?;
+                self.warnings.push(format!("a change to group {name} did not go through: {e}"));
+                Ok(true)
+            }
+        }
+    }
+
+    /// Settles every commit of this device's left pending ([`Self::settle_commit`]); one
+    /// that cannot be settled now (the relay unreachable) is left for the next receive.
+    pub(crate) async fn settle_commits(&mut self) -> Result<()> {
+        let ids: Vec<Vec<u8>> = {
+            let mut st =
+                self.store.conn().prepare("SELECT group_id FROM mls_commit_pending ORDER BY created_ms")?;
+            let it = st.query_map([], |r| r.get(0))?;
+            it.collect::<rusqlite::Result<_>>()?
+        };
+        for id in ids {
+            match self.settle_commit(&id).await {
+                Ok(_) => {}
+                Err(e) if crate::restore::transient(&e) => {
+                    self.warn_once(format!(
+                        "a change this device made to a group is not settled yet ({e}); the next receive tries again"
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Processes what waits in the mailbox now (the winning commit of a lost race).
@@ -1138,6 +1287,7 @@ impl Client {
             if rejoining(self.store.conn(), &id)? {
                 return Err(ClientError::GroupRejoining { group: name });
             }
+            self.settle_commit(&id).await?;
             let directory = self.group_directory()?;
             let device = self.group_device(&directory);
             let sent_time_ms = now_ms();
@@ -1205,6 +1355,7 @@ impl Client {
         // delivery (the relay takes it only from a member).
         for _ in 0..COMMIT_ATTEMPTS {
             self.receive_inner_now().await?;
+            self.settle_commit(&id).await?;
             if rejoining(self.store.conn(), &id)? {
                 // A proposal from an out-of-date state reaches no one; the device leaves the
                 // delivery, and its old leaf stays until a member removes it.
@@ -1565,6 +1716,19 @@ impl Client {
                 if self.held_groups.contains(&g.id.0) {
                     return Ok(GroupOutcome::Held);
                 }
+                // A commit of this device's the relay may have taken comes first: what
+                // arrives may be in the epoch after it.
+                if let Err(err) = self.settle_commit(g.id.as_slice()).await {
+                    if !crate::restore::transient(&err) {
+                        return Err(err);
+                    }
+                    self.held_groups.push(g.id.0.clone());
+                    self.warn_once(format!(
+                        "holding group messages: a change this device made to the group is not settled yet \
+                         ({err}); they stay on the server for the next receive"
+                    ));
+                    return Ok(GroupOutcome::Held);
+                }
                 let device = self.group_device(&directory);
                 let Some((mut group, name)) = self.open_group(&device, g.id.as_slice())? else {
                     return self.unknown_group(e, &sender, g);
@@ -1692,6 +1856,7 @@ impl Client {
             rejoins_honoured(&tx, id, &s.rejoined)?;
         }
         store::mark_seen(&tx, e.id)?;
+        crash_point(CommitStep::Processed)?;
         tx.commit()?;
         let event = if s.removed_me {
             GroupEvent::RemovedMe { group: name, by }

@@ -724,6 +724,11 @@ impl Client {
             Ok(()) => self.send_pending_resets().await,
             Err(e) => Err(e),
         };
+        // Commits of this device's left pending (a crash, a lost answer).
+        let tail = match tail {
+            Ok(()) => self.settle_commits().await,
+            e => e,
+        };
         // A member that left: its removal proposal is committed now (the first member to
         // commit wins; the others find nothing left to commit).
         let tail = match tail {

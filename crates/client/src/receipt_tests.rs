@@ -28,6 +28,7 @@ on_both!(
     a_receipt_for_an_unknown_message_is_refused,
     a_group_rejoin_request_is_honoured_only_for_the_member_device_that_sent_it,
     a_device_refreshes_its_group_keys_when_due_and_not_before,
+    a_crash_at_each_step_of_a_commit_leaves_the_group_usable_for_everyone,
 );
 
 fn one(got: Vec<ReceivedMessage>) -> String {
@@ -436,5 +437,65 @@ async fn a_device_refreshes_its_group_keys_when_due_and_not_before(backend: Back
     alice.receive(Duration::ZERO).await.unwrap();
     assert_eq!(epoch(&alice), e + 2);
     assert!(due(&bob).1 >= now + WEEK);
+    relay.stop().await;
+}
+
+/// Issue 11, crash injection: the client stops at each step of sending a commit (made;
+/// stored with its request; taken by the relay) and of processing one (processed, not
+/// stored), and is opened again from its store, as after a kill. Every member ends in the
+/// same epoch and reads what is sent next; no commit is lost or applied twice. (Without
+/// the stored request, a crash after the relay took the commit leaves the device an epoch
+/// behind for good: the positive control this test was checked with.)
+async fn a_crash_at_each_step_of_a_commit_leaves_the_group_usable_for_everyone(backend: Backend) {
+    use crate::groups::{CRASH_AT, CommitStep};
+    let relay = Relay::start(backend).await;
+    let homes: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut alice = account(&relay, homes[0].path(), "alice").await;
+    let mut bob = account(&relay, homes[1].path(), "bob").await;
+    let mut carol = account(&relay, homes[2].path(), "carol").await;
+    for c in [&mut bob, &mut carol] {
+        c.receive(Duration::ZERO).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    alice.create_group("g", &["bob", "carol"]).await.unwrap();
+    bob.receive(Duration::ZERO).await.unwrap();
+    carol.receive(Duration::ZERO).await.unwrap();
+    let pending = |c: &Client| -> i64 {
+        c.store.conn().query_row("SELECT count(*) FROM mls_commit_pending", [], |r| r.get(0)).unwrap()
+    };
+
+    for step in [CommitStep::Made, CommitStep::Stored, CommitStep::Posted] {
+        let epoch = alice.group("g").unwrap().epoch;
+        CRASH_AT.set(Some(step));
+        let r = alice.group_update("g").await;
+        assert!(matches!(r, Err(crate::ClientError::Internal("injected crash"))), "{step:?}: {r:?}");
+        drop(alice);
+        alice = Client::open(homes[0].path(), None).unwrap();
+        assert_eq!(pending(&alice), i64::from(step != CommitStep::Made), "{step:?}");
+        // The next send settles the commit first: posted again (taken now, or answered as
+        // taken before), merged once.
+        let text = format!("after a crash at {step:?}");
+        alice.group_send("g", &text).await.unwrap();
+        let want = if step == CommitStep::Made { epoch } else { epoch + 1 };
+        assert_eq!((alice.group("g").unwrap().epoch, pending(&alice)), (want, 0), "{step:?}");
+        for c in [&mut bob, &mut carol] {
+            assert_eq!(one(c.receive(Duration::ZERO).await.unwrap()), text);
+            assert_eq!(c.group("g").unwrap().epoch, want, "{step:?}");
+        }
+    }
+
+    // Bob stops with Carol's commit processed but not stored: it comes again and applies.
+    let epoch = carol.group_update("g").await.unwrap().epoch;
+    CRASH_AT.set(Some(CommitStep::Processed));
+    assert!(bob.receive(Duration::ZERO).await.is_err());
+    drop(bob);
+    bob = Client::open(homes[1].path(), None).unwrap();
+    assert_eq!(bob.group("g").unwrap().epoch, epoch - 1);
+    bob.receive(Duration::ZERO).await.unwrap();
+    assert_eq!(bob.group("g").unwrap().epoch, epoch);
+    bob.group_send("g", "after a crash while processing").await.unwrap();
+    assert_eq!(one(alice.receive(Duration::ZERO).await.unwrap()), "after a crash while processing");
+    assert_eq!(one(carol.receive(Duration::ZERO).await.unwrap()), "after a crash while processing");
+    assert_eq!(alice.group("g").unwrap().epoch, epoch);
     relay.stop().await;
 }
