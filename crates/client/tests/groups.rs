@@ -20,6 +20,7 @@ on_both!(
     a_device_restored_from_an_old_copy_is_taken_back_into_its_groups,
     a_device_restored_from_before_a_group_was_made_is_taken_in,
     a_member_who_reinstalled_is_added_again_and_the_identity_change_is_told_as_for_one_to_one,
+    churn_delivers_every_message_exactly_once_to_the_devices_in_the_group_at_the_time,
 );
 
 fn replace_folder(from: &std::path::Path, to: &std::path::Path) {
@@ -391,5 +392,159 @@ async fn a_member_who_reinstalled_is_added_again_and_the_identity_change_is_told
     assert_eq!(carol.group("g").unwrap().epoch, epoch + 1);
     // Nothing named is missing: a second add finds nothing to do.
     assert!(alice.group_add("g", &["bob"]).await.is_err());
+    relay.stop().await;
+}
+
+/// One device in the churn test.
+struct Dev {
+    client: Client,
+    _home: tempfile::TempDir,
+    /// Texts of the group "churn" received, with their sender.
+    got: Vec<(String, String)>,
+}
+
+/// Churn (issue 11): accounts with two devices each join (`group add`), are removed
+/// (`group remove`), a device leaves (`group leave`), devices are linked (the account's
+/// next receive adds them to the group) and revoked (taken out). After every change each
+/// member device sends a text (three of them past 8 devices); every text reaches exactly the devices in the group at the
+/// time (the sender's view, which every member's equals), once each, and no other. The
+/// size: `TACIT_CHURN_ACCOUNTS` accounts (4 here; `scripts/soak-groups` runs 200) and
+/// `TACIT_CHURN_ROUNDS` changes (12).
+async fn churn_delivers_every_message_exactly_once_to_the_devices_in_the_group_at_the_time(backend: Backend) {
+    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let accounts = env("TACIT_CHURN_ACCOUNTS", 4).max(3);
+    let rounds = env("TACIT_CHURN_ROUNDS", 12);
+    let relay = Relay::start(backend).await;
+    let mut devs: std::collections::BTreeMap<(String, u32), Dev> = std::collections::BTreeMap::new();
+    for i in 0..accounts {
+        let name = format!("member{i}");
+        let home = tempfile::tempdir().unwrap();
+        let mut c = account(&relay, home.path(), &name).await;
+        let home2 = tempfile::tempdir().unwrap();
+        let linked = link(&relay, &mut c, home2.path()).await;
+        devs.insert(
+            (name.clone(), linked.device_id()),
+            Dev { client: linked, _home: home2, got: Vec::new() },
+        );
+        devs.insert((name, c.device_id()), Dev { client: c, _home: home, got: Vec::new() });
+    }
+    async fn drain_all(devs: &mut std::collections::BTreeMap<(String, u32), Dev>) {
+        for d in devs.values_mut() {
+            let (texts, _) = drain(&mut d.client).await;
+            for (g, from, text) in texts {
+                if g.as_deref() == Some("churn") {
+                    d.got.push((from, text));
+                }
+            }
+        }
+    }
+    drain_all(&mut devs).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // m0 makes the group with the first half of the accounts.
+    let first: Vec<String> = (1..accounts.div_ceil(2)).map(|i| format!("member{i}")).collect();
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    let key0 = ("member0".to_string(), 1);
+    devs.get_mut(&key0).unwrap().client.create_group("churn", &first).await.unwrap();
+    let mut sent = 0usize;
+    // Changes made: adds, removals, revocations, links, leaves.
+    let mut done = [0usize; 5];
+    for round in 0..=rounds {
+        // Everyone receives until nothing changes (a leave is committed at the next
+        // receive of another member, which the others then receive).
+        for _ in 0..3 {
+            drain_all(&mut devs).await;
+        }
+        // Every member's view is the same.
+        let views: Vec<((String, u32), tacit_client::GroupInfo)> =
+            devs.iter().filter_map(|(k, d)| d.client.group("churn").ok().map(|g| (k.clone(), g))).collect();
+        let (_, view) = views.first().cloned().unwrap();
+        for (k, v) in &views {
+            assert_eq!((v.epoch, &v.members), (view.epoch, &view.members), "round {round}: {k:?}");
+        }
+        let members: Vec<(String, u32)> = view.members.clone();
+        assert_eq!(views.len(), members.len(), "round {round}: a device holds the group without being in it");
+        // Each member device sends one text (in a large group, three of them: the first,
+        // one in the middle, the last); the others must each get it once.
+        let senders: Vec<(String, u32)> = if members.len() <= 8 {
+            members.clone()
+        } else {
+            vec![members[0].clone(), members[members.len() / 2].clone(), members[members.len() - 1].clone()]
+        };
+        for sender in &senders {
+            let text = format!("r{round} from {}/{}", sender.0, sender.1);
+            let before: Vec<(String, usize)> = devs
+                .iter()
+                .map(|(k, d)| (format!("{}/{}", k.0, k.1), d.got.iter().filter(|(_, t)| *t == text).count()))
+                .collect();
+            assert!(before.iter().all(|(_, n)| *n == 0));
+            devs.get_mut(sender).unwrap().client.group_send("churn", &text).await.unwrap();
+            sent += 1;
+            drain_all(&mut devs).await;
+            for (k, d) in &devs {
+                let n = d.got.iter().filter(|(_, t)| *t == text).count();
+                let want = usize::from(members.contains(k) && k != sender);
+                assert_eq!(n, want, "round {round}: {text:?} reached {k:?} {n} times");
+            }
+        }
+        if round == rounds {
+            break;
+        }
+        // The change of this round, by a member device of account m0's or another's.
+        let member_accounts: Vec<String> = {
+            let mut a: Vec<String> = members.iter().map(|(a, _)| a.clone()).collect();
+            a.dedup();
+            a
+        };
+        let outside: Vec<String> =
+            (0..accounts).map(|i| format!("member{i}")).filter(|a| !member_accounts.contains(a)).collect();
+        let actor = members[round % members.len()].clone();
+        match round % 6 {
+            0 | 3 if !outside.is_empty() => {
+                let who = &outside[round % outside.len()];
+                devs.get_mut(&actor).unwrap().client.group_add("churn", &[who]).await.unwrap();
+                done[0] += 1;
+            }
+            1 if member_accounts.len() > 2 => {
+                let who = member_accounts.iter().rev().find(|a| **a != actor.0).unwrap().clone();
+                devs.get_mut(&actor).unwrap().client.group_remove("churn", &[&who]).await.unwrap();
+                done[1] += 1;
+            }
+            2 => {
+                // A device of an account with two in the group is revoked by the other.
+                let pair =
+                    member_accounts.iter().find(|a| members.iter().filter(|(x, _)| x == *a).count() >= 2);
+                if let Some(a) = pair {
+                    let ids: Vec<u32> = members.iter().filter(|(x, _)| x == a).map(|(_, d)| *d).collect();
+                    let (keep, gone) = (ids[0], ids[ids.len() - 1]);
+                    devs.get_mut(&(a.clone(), keep)).unwrap().client.revoke_device(gone).await.unwrap();
+                    devs.remove(&(a.clone(), gone));
+                    done[2] += 1;
+                }
+            }
+            4 => {
+                // A device is linked to a member account: its next receive adds it.
+                let a = member_accounts[round % member_accounts.len()].clone();
+                let keep = members.iter().find(|(x, _)| *x == a).unwrap().1;
+                let home = tempfile::tempdir().unwrap();
+                let linked =
+                    link(&relay, &mut devs.get_mut(&(a.clone(), keep)).unwrap().client, home.path()).await;
+                let k = (a, linked.device_id());
+                devs.insert(k, Dev { client: linked, _home: home, got: Vec::new() });
+                done[3] += 1;
+            }
+            _ => {
+                // A device leaves by itself (its proposal committed by the next member).
+                if members.len() > 2 {
+                    let k = members.iter().rev().find(|k| **k != actor).unwrap().clone();
+                    devs.get_mut(&k).unwrap().client.group_leave("churn").await.unwrap();
+                    done[4] += 1;
+                }
+            }
+        }
+    }
+    eprintln!(
+        "churn: {accounts} accounts, {rounds} changes {done:?} (add, remove, revoke, link, leave), {sent} texts"
+    );
+    assert!(done.iter().all(|n| *n > 0), "every kind of change made: {done:?}");
     relay.stop().await;
 }
