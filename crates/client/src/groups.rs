@@ -250,6 +250,12 @@ thread_local! {
     pub(crate) static CRASH_AT: std::cell::Cell<Option<CommitStep>> = const { std::cell::Cell::new(None) };
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Group trees written to the store on this thread (tests only).
+    pub(crate) static TREE_WRITES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// In tests, stops at `step` once when [`CRASH_AT`] names it; otherwise nothing.
 #[allow(clippy::unnecessary_wraps)] // returns an error only in tests
 fn crash_point(step: CommitStep) -> Result<()> {
@@ -498,27 +504,43 @@ fn rejoin_waiting(conn: &rusqlite::Connection, id: &[u8], who: &MemberId) -> Res
 fn put_group(conn: &rusqlite::Connection, name: &str, group: &mut OpenGroup) -> Result<()> {
     store::raise_state_counter(conn)?;
     let stored = group.save()?;
-    let tree = group.tree()?;
-    conn.execute(
-        "INSERT INTO mls_groups (id, name, epoch, state, tree, joined_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (id) DO UPDATE SET name = excluded.name, epoch = excluded.epoch, state = excluded.state,
-         tree = excluded.tree",
-        rusqlite::params![
-            stored.group_id,
-            name,
-            stored.epoch as i64,
-            stored.state.as_slice(),
-            tree,
-            now_ms() as i64
-        ],
-    )?;
-    // Joined now: its leaf's keys are the KeyPackage's, the first refresh an interval on.
-    let now = now_ms();
-    conn.execute(
-        "INSERT INTO mls_refresh (group_id, refreshed_ms, due_ms) VALUES (?1, ?2, ?3)
-         ON CONFLICT (group_id) DO NOTHING",
-        rusqlite::params![stored.group_id, now as i64, next_refresh(now, group.members().len()) as i64],
-    )?;
+    let held: Option<i64> = conn
+        .query_row("SELECT epoch FROM mls_groups WHERE id = ?1", [&stored.group_id], |r| r.get(0))
+        .optional()?;
+    if held == Some(stored.epoch as i64) {
+        // The tree changes only with the epoch (a commit): a message sent or received
+        // rewrites the secret state alone, not the tree (megabytes in a large group).
+        conn.execute(
+            "UPDATE mls_groups SET name = ?2, state = ?3 WHERE id = ?1",
+            rusqlite::params![stored.group_id, name, stored.state.as_slice()],
+        )?;
+    } else {
+        let tree = group.tree()?;
+        #[cfg(test)]
+        TREE_WRITES.with(|n| n.set(n.get() + 1));
+        conn.execute(
+            "INSERT INTO mls_groups (id, name, epoch, state, tree, joined_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, epoch = excluded.epoch, state = excluded.state,
+             tree = excluded.tree",
+            rusqlite::params![
+                stored.group_id,
+                name,
+                stored.epoch as i64,
+                stored.state.as_slice(),
+                tree,
+                now_ms() as i64
+            ],
+        )?;
+    }
+    if held.is_none() {
+        // Joined now: its leaf's keys are the KeyPackage's, the first refresh an interval on.
+        let now = now_ms();
+        conn.execute(
+            "INSERT INTO mls_refresh (group_id, refreshed_ms, due_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (group_id) DO NOTHING",
+            rusqlite::params![stored.group_id, now as i64, next_refresh(now, group.members().len()) as i64],
+        )?;
+    }
     conn.execute("DELETE FROM mls_past_epochs WHERE group_id = ?1", [&stored.group_id])?;
     for (epoch, state) in &stored.past_epochs {
         conn.execute(

@@ -414,7 +414,15 @@ async fn a_device_refreshes_its_group_keys_when_due_and_not_before(backend: Back
     bob.receive(Duration::ZERO).await.unwrap();
     assert_eq!(epoch(&bob), e + 1);
     bob.group_send("g", "after the refresh").await.unwrap();
+    // A message received rewrites the group's secret state, not its tree (which changes
+    // only with a commit: the refresh above wrote it).
+    let trees = crate::groups::TREE_WRITES.get();
     assert_eq!(one(alice.receive(Duration::ZERO).await.unwrap()), "after the refresh");
+    assert_eq!(crate::groups::TREE_WRITES.get(), trees);
+    bob.group_send("g", "again").await.unwrap();
+    drop(alice);
+    let mut alice = Client::open(homes[0].path(), None).unwrap();
+    assert_eq!(one(alice.receive(Duration::ZERO).await.unwrap()), "again");
 
     // Due by the row, but the last refresh was just now (the group's interval grew, say):
     // put off to a full interval after it, no commit.
