@@ -1177,6 +1177,14 @@ impl Client {
         drop(g);
         let (kps, added) = self.key_packages_of(&lists, &present).await?;
         if kps.is_empty() && stale.is_empty() {
+            // A change the directory has not published yet (an account made again just
+            // now) looks like nothing to do: say so, and that it passes.
+            if let Some(a) = accounts.iter().find(|a| self.kt_may_be_unpublished(a)) {
+                return Err(ClientError::Network(format!(
+                    "{a}'s keys changed on the server and the key transparency directory has not published \
+                     them yet; run the command again in a minute"
+                )));
+            }
             return Err(ClientError::NotFound("every device named is in the group already".into()));
         }
         self.commit_and_post(&directory, &id, &kps, &added, &stale, None, None).await

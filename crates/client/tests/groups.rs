@@ -21,6 +21,7 @@ on_both!(
     a_device_restored_from_before_a_group_was_made_is_taken_in,
     a_member_who_reinstalled_is_added_again_and_the_identity_change_is_told_as_for_one_to_one,
     churn_delivers_every_message_exactly_once_to_the_devices_in_the_group_at_the_time,
+    a_member_made_again_before_the_directory_publishes_it_is_not_called_in_the_group_already,
 );
 
 fn replace_folder(from: &std::path::Path, to: &std::path::Path) {
@@ -554,5 +555,35 @@ async fn churn_delivers_every_message_exactly_once_to_the_devices_in_the_group_a
         "churn: {accounts} accounts, {rounds} changes {done:?} (add, remove, revoke, link, leave), {sent} texts"
     );
     assert!(done.iter().all(|n| *n > 0), "every kind of change made: {done:?}");
+    relay.stop().await;
+}
+
+/// Found by trying the binary: right after Bob deletes his account and makes it again,
+/// the directory has not published the new one (its epoch interval, 2 s here), and
+/// `group add` found nothing to do: "every device named is in the group already". It now
+/// says the keys are not published yet (a retryable error); once they are, the same call
+/// replaces his old leaf.
+async fn a_member_made_again_before_the_directory_publishes_it_is_not_called_in_the_group_already(
+    backend: Backend,
+) {
+    let relay = Relay::start_with(backend, false, |c| c.kt_epoch_interval_ms = 2_000).await;
+    let homes: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut alice = account(&relay, homes[0].path(), "alice").await;
+    let bob = account(&relay, homes[1].path(), "bob").await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    alice.create_group("g", &["bob"]).await.unwrap();
+    bob.delete_account().await.unwrap();
+    let mut bob = account(&relay, homes[2].path(), "bob").await;
+    let e = alice.group_add("g", &["bob"]).await.unwrap_err();
+    assert!(
+        matches!(&e, tacit_client::ClientError::Network(m) if m.contains("not published them yet")),
+        "{e:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    drain(&mut bob).await;
+    let g = alice.group_add("g", &["bob"]).await.unwrap();
+    assert_eq!(g.members.len(), 2);
+    let (_, events) = drain(&mut bob).await;
+    assert_eq!(events, [GroupEvent::Joined { group: "g".into(), by: "alice".into() }]);
     relay.stop().await;
 }
