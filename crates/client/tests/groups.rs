@@ -422,6 +422,9 @@ async fn churn_delivers_every_message_exactly_once_to_the_devices_in_the_group_a
         c.limits.address_requests_per_second = 1_000_000;
         c.limits.address_request_burst = 1_000_000;
         c.limits.account_creation_burst = 1_000_000;
+        // KeyPackages are taken under the prekey bundles' per-requester budget (60 a
+        // minute): a group of more than about 30 two-device accounts needs more at once.
+        c.limits.bundle_fetches_per_minute = 1_000_000;
     })
     .await;
     let mut devs: std::collections::BTreeMap<(String, u32), Dev> = std::collections::BTreeMap::new();
