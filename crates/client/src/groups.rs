@@ -1073,16 +1073,19 @@ impl Client {
             .query_row("SELECT request FROM mls_commit_pending WHERE group_id = ?1", [id], |r| r.get(0))
             .optional()?;
         let Some(stored) = stored else { return Ok(false) };
-        let directory = self.group_directory()?;
-        let device = self.group_device(&directory);
-        let (Ok(req), Some((group, name))) =
-            (serde_json::from_slice::<api::GroupCommitRequest>(&stored), self.open_group(&device, id)?)
-        else {
+        // The group is opened once, after the post (its state is megabytes in a large group).
+        let held: Option<String> = self
+            .store
+            .conn()
+            .query_row("SELECT name FROM mls_groups WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        let (Ok(req), Some(name)) = (serde_json::from_slice::<api::GroupCommitRequest>(&stored), held) else {
             self.store.conn().execute("DELETE FROM mls_commit_pending WHERE group_id = ?1", [id])?;
             return Ok(true);
         };
-        drop(group);
         let posted = self.post_commit(id, &req).await;
+        let directory = self.group_directory()?;
+        let device = self.group_device(&directory);
         let (group, _) = self.open_group(&device, id)?.ok_or(ClientError::Internal("group gone"))?;
         match posted {
             Ok(()) => self.merge_own_commit(id, group).map(|_| true),

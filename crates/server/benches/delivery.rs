@@ -12,21 +12,14 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
 use tacit_api as api;
-use tacit_server::{Authed, DeviceKey, NewAccount, NewCommit, Server, ServerConfig};
+mod common;
+
+use common::{account, frame};
+use tacit_server::{NewCommit, Server, ServerConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const MESSAGES: usize = 10;
-
-fn frame(group: &[u8], epoch: u64, content_type: u8, len: usize) -> Vec<u8> {
-    let mut m = vec![0, 1, 0, 2, group.len() as u8];
-    m.extend_from_slice(group);
-    m.extend_from_slice(&epoch.to_be_bytes());
-    m.push(content_type);
-    m.extend_from_slice(&[0, 1, 7, 0x40, 0x40]);
-    m.resize(len, 9);
-    m
-}
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -55,30 +48,15 @@ async fn main() {
     // N accounts of one device each, made in the store, each with a session token.
     let mut members = Vec::with_capacity(n);
     for i in 0..n {
-        let name = format!("d{i:06}");
-        let id = store
-            .create_account(NewAccount {
-                name: name.clone(),
-                account_key: vec![1; 32],
-                device_list: vec![2; 200],
-                device_list_version: 1,
-                device_identity: vec![3; 100],
-                signed_prekey: vec![4; 100],
-                last_resort: vec![5; 1600],
-                one_time: Vec::new(),
-                kem_one_time: Vec::new(),
-                now_ms: 1,
-            })
-            .await
-            .unwrap();
-        let key = DeviceKey { account: id, device: 1 };
+        let member = account(store.as_ref(), format!("d{i:06}")).await;
+        let key = member.key;
         let raw = (i as u64).to_be_bytes().repeat(4);
         let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &raw);
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
         store.put_token(key, hash.as_ref(), now, now + 3_600_000).await.unwrap();
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw);
-        members.push((Authed { key, account: name }, token));
+        members.push((member, token));
     }
     let group = vec![0xcd; 16];
     store

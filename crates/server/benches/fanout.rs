@@ -9,40 +9,17 @@
 
 use std::time::Instant;
 
-use tacit_server::{Authed, DeviceKey, NewAccount, NewCommit, PgStore, SqliteStore, Store};
+mod common;
+
+use common::{account, frame};
+use tacit_server::{Authed, NewCommit, PgStore, SqliteStore, Store};
 
 const MESSAGES: usize = 20;
-
-fn frame(group: &[u8], epoch: u64, content_type: u8, len: usize) -> Vec<u8> {
-    let mut m = vec![0, 1, 0, 2, group.len() as u8];
-    m.extend_from_slice(group);
-    m.extend_from_slice(&epoch.to_be_bytes());
-    m.push(content_type);
-    m.extend_from_slice(&[0, 1, 7, 0x40, 0x40]);
-    m.resize(len, 9);
-    m
-}
 
 async fn accounts(store: &dyn Store, n: usize, tag: &str) -> Vec<Authed> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let name = format!("{tag}{i:06}");
-        let id = store
-            .create_account(NewAccount {
-                name: name.clone(),
-                account_key: vec![1; 32],
-                device_list: vec![2; 200],
-                device_list_version: 1,
-                device_identity: vec![3; 100],
-                signed_prekey: vec![4; 100],
-                last_resort: vec![5; 1600],
-                one_time: Vec::new(),
-                kem_one_time: Vec::new(),
-                now_ms: 1,
-            })
-            .await
-            .unwrap();
-        out.push(Authed { key: DeviceKey { account: id, device: 1 }, account: name });
+        out.push(account(store, format!("{tag}{i:06}")).await);
     }
     out
 }
