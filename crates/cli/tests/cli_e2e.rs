@@ -526,6 +526,9 @@ async fn a_group_conversation_through_the_binary() {
         let (_, after) = tacit(&a, &[], &["group", "list"]);
         assert_eq!(after[0]["epoch"].as_u64(), before[0]["epoch"].as_u64().map(|e| e + 1), "{after:?}");
         assert_eq!(tacit(&b, &[], &["group", "update", "nope"]).0, 5);
+        // A group name out of its bounds is a usage error (exit 2), nothing made.
+        assert_eq!(tacit(&a, &[], &["group", "create", &"x".repeat(129), "--members", "bob"]).0, 2);
+        assert_eq!(tacit(&a, &[], &["group", "rename", "family", "bad\u{7}name"]).0, 2);
         // History, unknown groups, and leaving.
         let (code, l) = tacit(&a, &[], &["history", "--group", "family"]);
         assert_eq!(code, 0, "{l:?}");

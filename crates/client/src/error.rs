@@ -337,6 +337,8 @@ impl ClientError {
             | Self::Cancelled
             | Self::BadServerUrl(_)
             | Self::BadAuditors(_) => ErrorKind::Usage,
+            // A group name or avatar the user gave that is not one (the docs' "invalid name").
+            Self::Group(g) if matches!(g.as_ref(), tacit_groups::GroupError::Meta(_)) => ErrorKind::Usage,
             Self::WrongKey | Self::KeyFilePermissions { .. } => ErrorKind::Security,
             Self::NoAccount
             | Self::AccountRemoved(_)
