@@ -89,6 +89,19 @@ pub mod limits {
     pub const MAX_KEY_PACKAGE_BYTES: usize = 8 * 1024;
     /// The server reports "running low" below this many KeyPackages.
     pub const LOW_KEY_PACKAGE_WATER: u32 = 20;
+    /// Most devices named in one KeyPackage claim (`POST` [`crate::KEY_PACKAGE_CLAIM`]):
+    /// 200 post-quantum KeyPackages are about 720 KB of base64 in the answer.
+    pub const MAX_KEY_PACKAGE_CLAIM: usize = 200;
+    /// Devices whose KeyPackages one device may claim per hour, in claims and single takes
+    /// together; its burst is [`KEY_PACKAGE_CLAIM_BURST`]. The 1:1 bundle budget
+    /// ([`BUNDLE_FETCHES_PER_MINUTE`]) made a group of more than about 30 two-device
+    /// accounts impossible to create at once; the per-target budget
+    /// ([`ONE_TIME_FETCHES_PER_TARGET_PER_MINUTE`]) still keeps one device from being
+    /// drained, whoever asks.
+    pub const KEY_PACKAGE_CLAIMS_PER_HOUR: u32 = 2 * MAX_GROUP_DEVICES as u32;
+    /// Burst of [`KEY_PACKAGE_CLAIMS_PER_HOUR`]: a group of [`MAX_GROUP_DEVICES`] devices
+    /// created at once.
+    pub const KEY_PACKAGE_CLAIM_BURST: u32 = MAX_GROUP_DEVICES as u32;
     /// Longest MLS group id the relay takes (mls-rs makes 32 random bytes).
     pub const MAX_GROUP_ID_BYTES: usize = 32;
     /// Most member devices of one group (10,000 members with two devices each).

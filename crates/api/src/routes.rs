@@ -98,6 +98,11 @@ pub const KEY_PACKAGES: &str = "/v1/key-packages";
 /// out once (the last-resort one when none is left, and then not removed); `404` when the
 /// device has none.
 pub const KEY_PACKAGE: &str = "/v1/key-packages/{name}/{device}";
+/// `POST` (auth) [`crate::KeyPackageClaim`] → [`crate::KeyPackageClaimResponse`]: one
+/// KeyPackage of each device named (at most [`crate::limits::MAX_KEY_PACKAGE_CLAIM`]), each
+/// handed out as by [`KEY_PACKAGE`]; the devices count against the claimer's
+/// [`crate::limits::KEY_PACKAGE_CLAIMS_PER_HOUR`].
+pub const KEY_PACKAGE_CLAIM: &str = "/v1/key-packages/claim";
 /// `GET` (auth, a member device) → [`crate::GroupStatus`]: the group's epoch and member
 /// devices as the relay keeps them (`404` for a device that is not a member). Groups are
 /// MLS groups (issue 11); `{group}` is the MLS group id in hex (1 to

@@ -162,6 +162,37 @@ pub struct KeyPackageResponse {
     pub last_resort: bool,
 }
 
+/// `POST /v1/key-packages/claim`: the devices whose KeyPackages a device adding them to a
+/// group needs, each named once, at most [`crate::limits::MAX_KEY_PACKAGE_CLAIM`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPackageClaim {
+    /// The devices.
+    pub devices: Vec<GroupMember>,
+}
+
+/// One KeyPackage per device claimed, in the claim's order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPackageClaimResponse {
+    /// Per device, as it was named.
+    pub key_packages: Vec<ClaimedKeyPackage>,
+}
+
+/// One device's answer in a [`KeyPackageClaimResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimedKeyPackage {
+    /// The device's account.
+    pub account: String,
+    /// The device.
+    pub device: u32,
+    /// Its KeyPackage, handed out once (or the last-resort one); absent when the device has
+    /// none, or no such device is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_package: Option<Bytes>,
+    /// It is the device's last-resort KeyPackage.
+    #[serde(default)]
+    pub last_resort: bool,
+}
+
 /// One member device of a group, as the relay keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct GroupMember {

@@ -32,6 +32,7 @@
 //!   account first, then admins, then others ([`REJOIN_ASKED`] accounts), asked again with
 //!   a doubling interval until one answers.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use rusqlite::OptionalExtension;
@@ -810,38 +811,80 @@ impl Client {
 
     /// One KeyPackage of every device of `lists`, this device and the devices in `present`
     /// excepted (no KeyPackage is taken from the relay for them); `(KeyPackages, devices)`.
+    /// They are claimed [`api::limits::MAX_KEY_PACKAGE_CLAIM`] devices per request (a relay
+    /// without claims is asked device by device).
     async fn key_packages_of(
         &mut self,
         lists: &[tacit_protocol::DeviceList],
         present: &[(String, u32)],
     ) -> Result<(Vec<Vec<u8>>, Vec<api::GroupMember>)> {
-        let mut kps = Vec::new();
-        let mut devices = Vec::new();
+        let mut wanted = Vec::new();
+        let mut skipped = HashSet::new();
         for list in lists {
             let account = list.account();
-            let before = kps.len();
-            let mut skipped = false;
             for entry in list.devices() {
                 let device = entry.id.get();
                 if *account == self.me.name && device == self.me.device.get() {
                     continue;
                 }
                 if present.contains(&(account.to_string(), device)) {
-                    skipped = true;
+                    skipped.insert(account.to_string());
                     continue;
                 }
-                match self.api.take_key_package(account.as_str(), device).await {
-                    Ok(r) => {
-                        kps.push(r.key_package.0);
-                        devices.push(api::GroupMember { account: account.to_string(), device });
-                    }
-                    Err(ClientError::NotFound(_)) => self.warnings.push(format!(
-                        "{account} device {device} cannot join groups yet (no KeyPackages on the server: it needs a newer tacit); added without it"
-                    )),
-                    Err(e) => return Err(e),
-                }
+                wanted.push(api::GroupMember { account: account.to_string(), device });
             }
-            if kps.len() == before && *account != self.me.name && !skipped {
+        }
+        let mut got: Vec<Option<Vec<u8>>> = Vec::with_capacity(wanted.len());
+        for chunk in wanted.chunks(api::limits::MAX_KEY_PACKAGE_CLAIM) {
+            let claim = api::KeyPackageClaim { devices: chunk.to_vec() };
+            match self.api.claim_key_packages(&claim).await {
+                Ok(r)
+                    if r.key_packages.len() == chunk.len()
+                        && r.key_packages
+                            .iter()
+                            .zip(chunk)
+                            .all(|(k, d)| k.account == d.account && k.device == d.device) =>
+                {
+                    got.extend(r.key_packages.into_iter().map(|k| k.key_package.map(|b| b.0)));
+                }
+                Ok(_) => {
+                    return Err(ClientError::Network(
+                        "the relay answered a KeyPackage claim for other devices than those asked".into(),
+                    ));
+                }
+                // A relay from before claims: the route is unknown.
+                Err(ClientError::NotFound(_)) => {
+                    for d in chunk {
+                        got.push(match self.api.take_key_package(&d.account, d.device).await {
+                            Ok(r) => Some(r.key_package.0),
+                            Err(ClientError::NotFound(_)) => None,
+                            Err(e) => return Err(e),
+                        });
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut kps = Vec::new();
+        let mut devices = Vec::new();
+        let mut with_one = HashSet::new();
+        for (d, kp) in wanted.into_iter().zip(got) {
+            match kp {
+                Some(kp) => {
+                    with_one.insert(d.account.clone());
+                    kps.push(kp);
+                    devices.push(d);
+                }
+                None => self.warnings.push(format!(
+                    "{} device {} cannot join groups yet (no KeyPackages on the server: it needs a newer tacit); added without it",
+                    d.account, d.device
+                )),
+            }
+        }
+        for list in lists {
+            let account = list.account().to_string();
+            if *list.account() != self.me.name && !with_one.contains(&account) && !skipped.contains(&account)
+            {
                 return Err(ClientError::NotFound(format!(
                     "none of {account}'s devices can join groups yet (no KeyPackages on the server)"
                 )));

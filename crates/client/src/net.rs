@@ -489,6 +489,14 @@ impl Api {
         self.call::<(), _>(Method::GET, &path, None).await
     }
 
+    /// `POST /v1/key-packages/claim`.
+    pub(crate) async fn claim_key_packages(
+        &self,
+        req: &api::KeyPackageClaim,
+    ) -> Result<api::KeyPackageClaimResponse> {
+        self.call(Method::POST, api::KEY_PACKAGE_CLAIM, Some(req)).await
+    }
+
     /// `POST /v1/groups/{group}/commits`.
     pub(crate) async fn group_commit(
         &self,

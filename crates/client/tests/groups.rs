@@ -22,6 +22,7 @@ on_both!(
     a_member_who_reinstalled_is_added_again_and_the_identity_change_is_told_as_for_one_to_one,
     churn_delivers_every_message_exactly_once_to_the_devices_in_the_group_at_the_time,
     a_member_made_again_before_the_directory_publishes_it_is_not_called_in_the_group_already,
+    a_group_takes_its_key_packages_in_claims_under_their_own_budget,
 );
 
 fn replace_folder(from: &std::path::Path, to: &std::path::Path) {
@@ -422,8 +423,8 @@ async fn churn_delivers_every_message_exactly_once_to_the_devices_in_the_group_a
         c.limits.address_requests_per_second = 1_000_000;
         c.limits.address_request_burst = 1_000_000;
         c.limits.account_creation_burst = 1_000_000;
-        // KeyPackages are taken under the prekey bundles' per-requester budget (60 a
-        // minute): a group of more than about 30 two-device accounts needs more at once.
+        // The 1:1 sessions between every pair of devices (rejoin requests, a linked
+        // device's sync) take prekey bundles beyond 60 a minute per device here.
         c.limits.bundle_fetches_per_minute = 1_000_000;
     })
     .await;
@@ -589,4 +590,51 @@ async fn a_member_made_again_before_the_directory_publishes_it_is_not_called_in_
     let (_, events) = drain(&mut bob).await;
     assert_eq!(events, [GroupEvent::Joined { group: "g".into(), by: "alice".into() }]);
     relay.stop().await;
+}
+
+/// KeyPackages are claimed many devices per request, under a budget counted in devices: a
+/// relay whose 1:1 bundle budget is 2 a minute still lets 6 devices be added at once (taken
+/// one by one under that budget, as before claims, the third failed with 429); a claim
+/// beyond the claim budget is refused whole (429, exit 3 in the CLI): no group is made and
+/// the budget is not spent.
+async fn a_group_takes_its_key_packages_in_claims_under_their_own_budget(backend: Backend) {
+    let relay = Relay::start_with(backend, false, |c| {
+        c.limits.bundle_fetches_per_minute = 2;
+        c.limits.key_package_claims_per_hour = 9;
+        c.limits.key_package_claim_burst = 9;
+    })
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let mut alice = account(&relay, home.path(), "alice").await;
+    let mut homes = Vec::new();
+    let mut names = Vec::new();
+    for i in 0..6 {
+        let h = tempfile::tempdir().unwrap();
+        let name = format!("member{i}");
+        let mut c = account(&relay, h.path(), &name).await;
+        drain(&mut c).await;
+        homes.push((h, c));
+        names.push(name);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let g = alice.create_group("many", &refs).await.unwrap();
+    assert_eq!(g.members.len(), 7);
+    for (_, c) in &mut homes {
+        let (_, events) = drain(c).await;
+        assert_eq!(events, [GroupEvent::Joined { group: "many".into(), by: "alice".into() }]);
+    }
+    // 3 devices left in the budget: a group of 6 more is refused whole.
+    let err = alice.create_group("too-many", &refs).await.unwrap_err();
+    assert!(err.to_string().contains("rate") || err.to_string().contains("429"), "{err}");
+    let listed: Vec<String> = alice.groups().unwrap().into_iter().map(|g| g.name).collect();
+    assert_eq!(listed, ["many"]);
+    // The refused claim spent nothing: the 3 devices left are enough for a group of 3.
+    let g = alice.create_group("three", &refs[..3]).await.unwrap();
+    assert_eq!(g.members.len(), 4);
+    alice.group_send("many", "all here").await.unwrap();
+    for (_, c) in &mut homes {
+        let (texts, _) = drain(c).await;
+        assert_eq!(texts, [said("many", "alice", "all here")]);
+    }
 }

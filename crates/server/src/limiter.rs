@@ -50,6 +50,8 @@ pub enum LimitKey {
     OneTimeFetches(DeviceKey),
     /// Link offers published from one address (IPv6: per /64).
     LinkOffers(IpAddr),
+    /// Devices whose KeyPackages one device claimed (issue 11).
+    KeyPackageClaims(DeviceKey),
 }
 
 /// A steady rate and the burst a bucket holds.
@@ -132,6 +134,11 @@ pub struct RateLimits {
     /// Link offers (`POST /v1/link`) per minute per client address, besides the address's
     /// request budget.
     pub link_offers_per_minute: u32,
+    /// Devices whose KeyPackages one device may claim per hour (a claim of n devices
+    /// costs n).
+    pub key_package_claims_per_hour: u32,
+    /// Burst of those.
+    pub key_package_claim_burst: u32,
 }
 
 impl Default for RateLimits {
@@ -151,6 +158,8 @@ impl Default for RateLimits {
             max_buckets: MAX_BUCKETS,
             one_time_fetches_per_target_per_minute: tacit_api::limits::ONE_TIME_FETCHES_PER_TARGET_PER_MINUTE,
             link_offers_per_minute: tacit_api::limits::LINK_OFFERS_PER_MINUTE,
+            key_package_claims_per_hour: tacit_api::limits::KEY_PACKAGE_CLAIMS_PER_HOUR,
+            key_package_claim_burst: tacit_api::limits::KEY_PACKAGE_CLAIM_BURST,
         }
     }
 }
@@ -173,6 +182,11 @@ impl RateLimits {
             },
             LimitKey::OneTimeFetches(_) => Budget::per_minute(self.one_time_fetches_per_target_per_minute),
             LimitKey::LinkOffers(_) => Budget::per_minute(self.link_offers_per_minute),
+            LimitKey::KeyPackageClaims(_) => Budget {
+                rate: self.key_package_claims_per_hour,
+                period_ms: 3_600_000,
+                burst: self.key_package_claim_burst.max(1),
+            },
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Issue 11 on the server, over real sockets, on SQLite and PostgreSQL: MLS KeyPackages
 //! handed out like one-time prekeys (once each, oldest first, the last-resort one kept),
-//! racing takers, bounds, the per-target budget, and removal with the device.
+//! racing takers, bounds, the per-target budget, claims of many devices at once under a
+//! budget counted in devices, and removal with the device.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 #[macro_use]
@@ -16,6 +17,8 @@ on_both!(
     uploads_are_bounded,
     over_the_target_budget_only_the_last_resort_is_handed_out,
     a_deleted_account_leaves_no_key_packages,
+    a_claim_hands_out_one_key_package_per_device_named,
+    claims_count_devices_against_their_own_budget,
 );
 
 fn kp(tag: u8, i: usize) -> api::Bytes {
@@ -213,5 +216,136 @@ async fn a_deleted_account_leaves_no_key_packages(backend: Backend) {
         }
     };
     assert_eq!(left, 0);
+    server.finish().await;
+}
+
+async fn upload_some(http: &Http, user: &User, tag: u8, n: usize) {
+    let upload = api::KeyPackageUpload {
+        key_packages: (0..n).map(|i| kp(tag, i)).collect(),
+        last_resort: Some(kp(tag, 99)),
+    };
+    let _: api::KeyPackageStatus = http.ok(Method::PUT, api::KEY_PACKAGES, user.tok(), Some(&upload)).await;
+}
+
+fn claim_of(devices: &[(&str, u32)]) -> api::KeyPackageClaim {
+    api::KeyPackageClaim {
+        devices: devices
+            .iter()
+            .map(|(account, device)| api::GroupMember { account: (*account).to_owned(), device: *device })
+            .collect(),
+    }
+}
+
+async fn a_claim_hands_out_one_key_package_per_device_named(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    let carol = User::register(&http, &unique("carol"), 1).await;
+    let dave = User::register(&http, &unique("dave"), 1).await;
+    upload_some(&http, &bob, 1, 2).await;
+    upload_some(&http, &carol, 2, 1).await;
+    let claim = claim_of(&[
+        (&bob.name, 1),
+        (&carol.name, 1),
+        ("nobody-here", 1),
+        (&bob.name, 2),
+        (&dave.name, 1),
+        ("Not A Name", 1),
+        (&carol.name, 0),
+    ]);
+    let r: api::KeyPackageClaimResponse =
+        http.ok(Method::POST, api::KEY_PACKAGE_CLAIM, alice.tok(), Some(&claim)).await;
+    let got: Vec<_> = r
+        .key_packages
+        .iter()
+        .map(|k| (k.account.as_str(), k.device, k.key_package.clone(), k.last_resort))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (bob.name.as_str(), 1, Some(kp(1, 0)), false),
+            (carol.name.as_str(), 1, Some(kp(2, 0)), false),
+            ("nobody-here", 1, None, false),
+            (bob.name.as_str(), 2, None, false),
+            (dave.name.as_str(), 1, None, false),
+            ("Not A Name", 1, None, false),
+            (carol.name.as_str(), 0, None, false),
+        ],
+        "in order; the unknown, the device without KeyPackages and the invalid get none"
+    );
+    // Each handed out once: the next claim gets the next, then the last resort.
+    let claim = claim_of(&[(&bob.name, 1), (&carol.name, 1)]);
+    let r: api::KeyPackageClaimResponse =
+        http.ok(Method::POST, api::KEY_PACKAGE_CLAIM, alice.tok(), Some(&claim)).await;
+    assert_eq!(r.key_packages[0].key_package, Some(kp(1, 1)));
+    assert_eq!(
+        (r.key_packages[1].key_package.clone(), r.key_packages[1].last_resort),
+        (Some(kp(2, 99)), true)
+    );
+    let s: api::KeyPackageStatus = http.ok(Method::GET, api::KEY_PACKAGES, bob.tok(), NONE).await;
+    assert_eq!(s.available, 0);
+    // Bounds: a device named twice, too many devices, no token; none of them took anything.
+    upload_some(&http, &bob, 3, 1).await;
+    let twice = claim_of(&[(&bob.name, 1), (&bob.name, 1)]);
+    assert_code(
+        http.call(Method::POST, api::KEY_PACKAGE_CLAIM, alice.tok(), Some(&twice)).await,
+        400,
+        "bad_request",
+    );
+    let names: Vec<String> = (0..=api::limits::MAX_KEY_PACKAGE_CLAIM).map(|i| format!("n{i}")).collect();
+    let many: Vec<(&str, u32)> = names.iter().map(|n| (n.as_str(), 1)).collect();
+    let many = claim_of(&many);
+    assert_code(
+        http.call(Method::POST, api::KEY_PACKAGE_CLAIM, alice.tok(), Some(&many)).await,
+        413,
+        "too_large",
+    );
+    assert_eq!(
+        http.call(Method::POST, api::KEY_PACKAGE_CLAIM, None, Some(&twice)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let s: api::KeyPackageStatus = http.ok(Method::GET, api::KEY_PACKAGES, bob.tok(), NONE).await;
+    assert_eq!(s.available, 1, "refused claims took nothing");
+    server.finish().await;
+}
+
+async fn claims_count_devices_against_their_own_budget(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| {
+        c.limits.key_package_claims_per_hour = 5;
+        c.limits.key_package_claim_burst = 5;
+        c.limits.bundle_fetches_per_minute = 1;
+    })
+    .await;
+    let http = server.http();
+    let alice = User::register(&http, &unique("alice"), 1).await;
+    let mut targets = Vec::new();
+    for i in 0..4 {
+        let t = User::register(&http, &unique(&format!("t{i}")), 1).await;
+        upload_some(&http, &t, 4, 3).await;
+        targets.push(t);
+    }
+    let three: Vec<(&str, u32)> = targets[..3].iter().map(|t| (t.name.as_str(), 1)).collect();
+    let _: api::KeyPackageClaimResponse =
+        http.ok(Method::POST, api::KEY_PACKAGE_CLAIM, alice.tok(), Some(&claim_of(&three))).await;
+    // 2 devices left in the budget: 3 more are refused whole, and take nothing.
+    assert_code(
+        http.call(Method::POST, api::KEY_PACKAGE_CLAIM, alice.tok(), Some(&claim_of(&three))).await,
+        429,
+        "rate_limited",
+    );
+    let s: api::KeyPackageStatus = http.ok(Method::GET, api::KEY_PACKAGES, targets[0].tok(), NONE).await;
+    assert_eq!(s.available, 2);
+    // Single takes share it (and no longer the 1:1 bundle budget of 1 a minute).
+    let r: api::KeyPackageResponse = http.ok(Method::GET, &path(&targets[3]), alice.tok(), NONE).await;
+    assert!(!r.last_resort);
+    let r: api::KeyPackageResponse = http.ok(Method::GET, &path(&targets[3]), alice.tok(), NONE).await;
+    assert!(!r.last_resort);
+    assert_code(take(&http, &alice, &targets[3]).await, 429, "rate_limited");
+    // Another device has a budget of its own.
+    let bob = User::register(&http, &unique("bob"), 1).await;
+    let r: api::KeyPackageClaimResponse =
+        http.ok(Method::POST, api::KEY_PACKAGE_CLAIM, bob.tok(), Some(&claim_of(&three))).await;
+    assert!(r.key_packages.iter().all(|k| k.key_package.is_some()));
     server.finish().await;
 }

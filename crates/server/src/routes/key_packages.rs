@@ -1,7 +1,9 @@
 //! `/v1/key-packages`: MLS KeyPackages for groups (upload, status, hand-out).
 
 use axum::extract::State;
-use tacit_api::{KeyPackageResponse, KeyPackageStatus, KeyPackageUpload};
+use tacit_api::{
+    KeyPackageClaim, KeyPackageClaimResponse, KeyPackageResponse, KeyPackageStatus, KeyPackageUpload,
+};
 
 use super::extract::{ApiJson, ApiPath, Auth};
 use crate::error::Failure;
@@ -32,4 +34,13 @@ pub(super) async fn take(
     ApiPath((name, device)): ApiPath<(String, u32)>,
 ) -> Result<ApiJson<KeyPackageResponse>, Failure> {
     key_packages::take(&state, &caller, &name, device).await.map(ApiJson)
+}
+
+/// `POST /v1/key-packages/claim` (auth) [`KeyPackageClaim`] → [`KeyPackageClaimResponse`].
+pub(super) async fn claim(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(req): ApiJson<KeyPackageClaim>,
+) -> Result<ApiJson<KeyPackageClaimResponse>, Failure> {
+    key_packages::claim(&state, &caller, req).await.map(ApiJson)
 }

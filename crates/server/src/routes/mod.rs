@@ -64,6 +64,7 @@ pub fn app(state: AppState) -> Router {
         .route(tacit_api::PREKEYS, put(upload_prekeys::handler).get(prekey_status::handler))
         .route(tacit_api::BUNDLE, get(bundle::handler))
         .route(tacit_api::KEY_PACKAGES, put(key_packages::upload).get(key_packages::status))
+        .route(tacit_api::KEY_PACKAGE_CLAIM, post(key_packages::claim))
         .route(tacit_api::KEY_PACKAGE, get(key_packages::take))
         .route(tacit_api::GROUP, get(groups::status))
         .route(
