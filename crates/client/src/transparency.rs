@@ -794,6 +794,27 @@ impl Client {
                 let versions =
                     tacit_transparency::verify_history(&pin.vrf, &root, &name, answer.proof.as_slice())
                         .map_err(|e| ClientError::from((e, format!("own account {name}").as_str())))?;
+                // A name deleted and taken again keeps its label: until the directory
+                // publishes this account, every version is the earlier account's (or its
+                // deletion). That is no alarm within the two epochs an honest server may
+                // take (as for an account not in the directory at all: `None`, checked again
+                // at the next call), provided nothing was
+                // published since this device's list was accepted; after them it is an
+                // omitted update. Only a version with this account's key counts as
+                // published (an earlier account's newer list version once hid an omission).
+                let ours = versions.iter().any(|v| match &v.entry {
+                    AccountEntry::List(b) => tacit_protocol::DeviceList::verify(b, &name, None, None)
+                        .is_ok_and(|l| *l.account_key() == self.me.account_key),
+                    AccountEntry::Deleted => false,
+                });
+                let pending = !ours
+                    && self.kt_list_sent()?.is_some_and(|(_, sent_at)| {
+                        root.root.epoch < sent_at.saturating_add(2)
+                            && versions.iter().all(|v| v.epoch <= sent_at)
+                    });
+                if pending {
+                    return Ok(None);
+                }
                 let mut alarms = self.own_history_alarms(&versions).await?;
                 let newest = versions.first().and_then(|v| match &v.entry {
                     AccountEntry::List(b) => {
@@ -801,7 +822,8 @@ impl Client {
                     }
                     AccountEntry::Deleted => None,
                 });
-                alarms.extend(self.omitted_alarms(root.root.epoch, Some(newest.unwrap_or(0)))?);
+                let published = if ours { Some(newest.unwrap_or(0)) } else { None };
+                alarms.extend(self.omitted_alarms(root.root.epoch, published)?);
                 (root.root.epoch, versions, alarms)
             }
         };

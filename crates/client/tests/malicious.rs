@@ -28,6 +28,7 @@ on_both!(
     two_clients_shown_different_roots_find_the_fork_from_each_others_messages,
     a_history_rewritten_in_a_later_epoch_is_found_by_the_owner_and_the_auditor,
     an_omitted_update_is_found_by_the_owner_and_refused_by_contacts,
+    an_account_made_again_and_left_out_of_the_directory_is_found_by_its_owner,
     a_proof_for_another_account_is_refused,
     a_first_time_contact_is_not_shown_an_old_list_with_a_revoked_device,
     a_fork_without_the_required_auditors_cosignatures_is_refused_before_encrypting,
@@ -348,6 +349,29 @@ async fn an_omitted_update_is_found_by_the_owner_and_refused_by_contacts(backend
     let own = alice.kt_status().await.unwrap().own_history.unwrap();
     assert!(own.alarms.is_empty(), "{:?}", own.alarms);
     assert!(bob.receive(Duration::ZERO).await.unwrap().is_empty());
+    relay.stop().await;
+}
+
+/// A name deleted and taken again, the new account left out of the directory: its newest
+/// version stays the earlier account's list. One epoch after, no alarm (an honest server
+/// may be publishing it); two after, the owner's monitor finds the omission (before, the
+/// earlier account's list version counted as this account's published one and hid it).
+async fn an_account_made_again_and_left_out_of_the_directory_is_found_by_its_owner(backend: Backend) {
+    let relay = Relay::start(backend).await;
+    let (hb, hb2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut bob = account(&relay, hb.path(), "bob").await;
+    advance(&relay, "carol").await;
+    assert!(
+        bob.kt_status().await.unwrap().own_history.is_some_and(|o| o.versions == 1 && o.alarms.is_empty())
+    );
+    relay.state().set_malice(Some(Arc::new(Omit("bob"))));
+    bob.delete_account().await.unwrap();
+    let mut bob = account(&relay, hb2.path(), "bob").await;
+    advance(&relay, "dave").await;
+    assert!(bob.kt_status().await.unwrap().own_history.is_none(), "one epoch after: not yet");
+    advance(&relay, "erin").await;
+    let own = bob.kt_status().await.unwrap().own_history.expect("an alarm");
+    assert!(own.alarms.iter().any(|a| a.contains("left the update out")), "{:?}", own.alarms);
     relay.stop().await;
 }
 
