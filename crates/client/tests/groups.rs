@@ -423,6 +423,9 @@ async fn churn_delivers_every_message_exactly_once_to_the_devices_in_the_group_a
         c.limits.address_requests_per_second = 1_000_000;
         c.limits.address_request_burst = 1_000_000;
         c.limits.account_creation_burst = 1_000_000;
+        // Each device keeps its own connection: past 128 accounts, more than the 256 one
+        // address may hold open.
+        c.max_connections_per_address = 1_000_000;
         // The 1:1 sessions between every pair of devices (rejoin requests, a linked
         // device's sync) take prekey bundles beyond 60 a minute per device here.
         c.limits.bundle_fetches_per_minute = 1_000_000;

@@ -57,6 +57,10 @@ fn new_payload(
     Ok(c.last_insert_rowid())
 }
 
+/// Counts one more envelope (of no bytes of its own) in a mailbox.
+const COUNT_ONE: &str = "INSERT INTO mailboxes (account_id, device_id, count) VALUES (?1, ?2, 1) \
+     ON CONFLICT (account_id, device_id) DO UPDATE SET count = count + 1";
+
 /// One envelope referring to `payload` in `to`'s mailbox, counted there.
 fn envelope(
     c: &Connection,
@@ -71,10 +75,7 @@ fn envelope(
     )?
     .execute(params![to.account, to.device, sender.account, sender.key.device, to_i64(now_ms), payload])?;
     let id = to_u64(c.last_insert_rowid());
-    c.prepare_cached(
-        "UPDATE devices SET mailbox_count = mailbox_count + 1 WHERE account_id = ?1 AND device_id = ?2",
-    )?
-    .execute(params![to.account, to.device])?;
+    c.prepare_cached(COUNT_ONE)?.execute(params![to.account, to.device])?;
     Ok(id)
 }
 
@@ -94,7 +95,8 @@ fn fan_out(
         "INSERT INTO envelopes (account_id, device_id, sender, sender_device, server_time_ms, content, payload_id) \
          SELECT m.account_id, m.device_id, ?3, ?4, ?5, x'', ?1 FROM group_members m \
          JOIN devices d ON d.account_id = m.account_id AND d.device_id = m.device_id \
-         WHERE m.group_id = ?2 AND d.logged_out = 0 AND d.mailbox_count < ?7 \
+         LEFT JOIN mailboxes b ON b.account_id = m.account_id AND b.device_id = m.device_id \
+         WHERE m.group_id = ?2 AND d.logged_out = 0 AND coalesce(b.count, 0) < ?7 \
          AND NOT (m.account_id = ?6 AND m.device_id = ?4) ORDER BY m.account_id, m.device_id \
          RETURNING id, account_id, device_id",
     )?;
@@ -107,9 +109,7 @@ fn fan_out(
         let (id, account, device) = row?;
         stored.push(GroupStored { to: DeviceKey { account, device: to_u32(device) }, id: to_u64(id), kind });
     }
-    let mut bump = c.prepare_cached(
-        "UPDATE devices SET mailbox_count = mailbox_count + 1 WHERE account_id = ?1 AND device_id = ?2",
-    )?;
+    let mut bump = c.prepare_cached(COUNT_ONE)?;
     for s in &stored {
         bump.execute(params![s.to.account, s.to.device])?;
     }

@@ -355,14 +355,15 @@ fn clear_device(conn: &Connection, d: DeviceKey, remove: bool) -> Result<(), Sto
         "DELETE FROM tokens WHERE account_id = ?1 AND device_id = ?2",
         "DELETE FROM send_keys WHERE account_id = ?1 AND device_id = ?2",
         "DELETE FROM state_counters WHERE account_id = ?1 AND device_id = ?2",
+        "DELETE FROM mailboxes WHERE account_id = ?1 AND device_id = ?2",
     ] {
         conn.prepare_cached(sql)?.execute(params![d.account, d.device])?;
     }
     let last = if remove {
         "DELETE FROM devices WHERE account_id = ?1 AND device_id = ?2"
     } else {
-        "UPDATE devices SET logged_out = 1, mailbox_count = 0, mailbox_bytes = 0, signed_prekey = x'', \
-         last_resort = x'' WHERE account_id = ?1 AND device_id = ?2"
+        "UPDATE devices SET logged_out = 1, signed_prekey = x'', last_resort = x'' \
+         WHERE account_id = ?1 AND device_id = ?2"
     };
     conn.prepare_cached(last)?.execute(params![d.account, d.device])?;
     Ok(())
@@ -459,6 +460,7 @@ impl Store for SqliteStore {
                 "DELETE FROM challenges WHERE account_id = ?1",
                 "DELETE FROM tokens WHERE account_id = ?1",
                 "DELETE FROM devices WHERE account_id = ?1",
+                "DELETE FROM mailboxes WHERE account_id = ?1",
                 "DELETE FROM rotations WHERE account_id = ?1",
                 // The directory publishes the deletion (queued before the row goes).
                 "INSERT INTO kt_pending (name) SELECT name FROM accounts WHERE id = ?1",
@@ -741,10 +743,12 @@ impl Store for SqliteStore {
                 published.as_deref(),
                 &envelopes,
             )?;
+            // The devices are the recipient's live ones (checked above); a mailbox without a
+            // row is empty.
             let mut bump = c.prepare_cached(
-                "UPDATE devices SET mailbox_count = mailbox_count + 1, mailbox_bytes = mailbox_bytes + ?4 \
-                 WHERE account_id = ?1 AND device_id = ?2 AND logged_out = 0 AND mailbox_count < ?3 \
-                 AND mailbox_bytes + ?4 <= ?5",
+                "INSERT INTO mailboxes (account_id, device_id, count, bytes) SELECT ?1, ?2, 1, ?4 WHERE ?4 <= ?5 \
+                 ON CONFLICT (account_id, device_id) DO UPDATE SET count = count + 1, bytes = bytes + ?4 \
+                 WHERE count < ?3 AND bytes + ?4 <= ?5",
             )?;
             let mut insert = c.prepare_cached(
                 "INSERT INTO envelopes (account_id, device_id, sender, sender_device, server_time_ms, content) \
@@ -868,8 +872,8 @@ impl Store for SqliteStore {
             groups::release(c, &payloads.into_iter().collect::<Vec<_>>())?;
             if n > 0 {
                 c.prepare_cached(
-                    "UPDATE devices SET mailbox_count = max(0, mailbox_count - ?3), \
-                     mailbox_bytes = max(0, mailbox_bytes - ?4) WHERE account_id = ?1 AND device_id = ?2",
+                    "UPDATE mailboxes SET count = max(0, count - ?3), bytes = max(0, bytes - ?4) \
+                     WHERE account_id = ?1 AND device_id = ?2",
                 )?
                 .execute(params![
                     d.account,
@@ -1423,7 +1427,7 @@ mod tests {
         let (count, bytes): (i64, i64) = store
             .read(move |c| {
                 Ok(c.query_row(
-                    "SELECT mailbox_count, mailbox_bytes FROM devices WHERE account_id = ?1 AND device_id = 1",
+                    "SELECT count, bytes FROM mailboxes WHERE account_id = ?1 AND device_id = 1",
                     [bob.account],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )?)
@@ -1463,7 +1467,8 @@ mod tests {
         store.close().await;
     }
 
-    /// Migration 3 counts the ciphertext already waiting in each mailbox.
+    /// Migration 3 counts the ciphertext already waiting in each mailbox (and migration 12
+    /// moves the counts to `mailboxes`).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn migration_3_counts_the_bytes_already_waiting() {
         let dir = tempfile::tempdir().unwrap();
@@ -1486,7 +1491,10 @@ mod tests {
             store
                 .read(|c| {
                     let mut st =
-                        c.prepare("SELECT device_id, mailbox_bytes FROM devices ORDER BY device_id")?;
+                        c.prepare(
+                            "SELECT d.device_id, coalesce(b.bytes, 0) FROM devices d LEFT JOIN mailboxes b \
+                             ON b.account_id = d.account_id AND b.device_id = d.device_id ORDER BY d.device_id",
+                        )?;
                     let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
                     Ok(rows.collect::<Result<Vec<_>, _>>()?)
                 })
