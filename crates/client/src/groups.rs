@@ -1668,11 +1668,70 @@ impl Client {
     /// Replaces this device's keys in the group now (a commit with an update path and
     /// nothing else; every member moves to the next epoch). Done on a schedule by
     /// [`Self::refresh_groups`]; by hand, after this device may have been exposed.
+    /// The leaves of accounts that were deleted, or of devices their account's list no longer
+    /// has, go in the same commit ([`Self::departed`]).
     pub async fn group_update(&mut self, group: &str) -> Result<GroupInfo> {
         self.online().await?;
         let (id, _) = self.find_group(group)?;
         let directory = self.group_directory()?;
-        self.commit_and_post_as(&directory, &id, &[], &[], &[], None, None, CommitMode::Refresh).await
+        self.settle_commit(&id).await?;
+        let device = self.group_device(&directory);
+        let (g, name) = self.open_group(&device, &id)?.ok_or(ClientError::Internal("group gone"))?;
+        let gone = self.departed(&directory, &id, &g, &name).await?;
+        drop(g);
+        self.commit_and_post_as(&directory, &id, &[], &[], &gone, None, None, CommitMode::Refresh).await
+    }
+
+    /// The group's leaves whose device left delivery without a commit removing it: its
+    /// account was deleted (the relay takes a deleted account's devices out of its groups,
+    /// and nobody of that account is left to commit their removal), or its account's list no
+    /// longer has it with its key (revoked, or the account made again) while none of that
+    /// account's devices removed it. Only the relay's member list says which to look at; what
+    /// is removed is decided by the account's verified list: a deletion the key transparency
+    /// directory published (a lookup that proves the account absent or deleted), or a list
+    /// that lacks the leaf. A relay that hides a member from its list gets it checked, not
+    /// removed. Each removal is told as a warning.
+    async fn departed(
+        &mut self,
+        directory: &Directory,
+        id: &[u8],
+        g: &OpenGroup,
+        name: &str,
+    ) -> Result<Vec<MemberId>> {
+        let relay: HashSet<(String, u32)> = match self.api.group_status(id).await {
+            Ok(s) => s.members.into_iter().map(|m| (m.account, m.device)).collect(),
+            // Not a member on the relay (yet): nothing to compare.
+            Err(ClientError::NotFound(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut accounts: Vec<AccountName> = Vec::new();
+        for m in g.members().values() {
+            if m.account != self.me.name && !relay.contains(&device_of(m)) && !accounts.contains(&m.account) {
+                accounts.push(m.account.clone());
+            }
+        }
+        let mut gone = Vec::new();
+        for account in accounts {
+            match self.refresh_contact(&account).await {
+                Ok(list) => {
+                    directory.insert(&list);
+                    for m in g.unlisted(std::slice::from_ref(&account)) {
+                        self.warnings.push(format!(
+                            "{} device {} is no longer in {account}'s device list: removed from {name}",
+                            m.account, m.device
+                        ));
+                        gone.push(m);
+                    }
+                }
+                Err(ClientError::NotFound(_)) => {
+                    self.warnings.push(format!("{account}'s account was deleted: removed from {name}"));
+                    gone.extend(g.members().values().filter(|m| m.account == account).cloned());
+                }
+                Err(e) if e.kind() == crate::error::ErrorKind::Local => return Err(e),
+                Err(e) => self.warnings.push(format!("could not check {account}'s devices in {name}: {e}")),
+            }
+        }
+        Ok(gone)
     }
 
     /// Refreshes this device's keys in the groups whose refresh is due (at most
@@ -1721,12 +1780,20 @@ impl Client {
                 )?;
                 continue;
             }
+            let gone = match self.departed(&directory, &id, &g, &name).await {
+                Ok(gone) => gone,
+                Err(e) if e.kind() == crate::error::ErrorKind::Local => return Err(e),
+                Err(e) => {
+                    self.warnings.push(format!("could not compare {name}'s members with the relay's ({e})"));
+                    Vec::new()
+                }
+            };
             let done = Box::pin(self.commit_and_post_as(
                 &directory,
                 &id,
                 &[],
                 &[],
-                &[],
+                &gone,
                 None,
                 Some((g, name.clone())),
                 CommitMode::Refresh,

@@ -497,6 +497,11 @@ impl Api {
         self.call(Method::POST, api::KEY_PACKAGE_CLAIM, Some(req)).await
     }
 
+    /// `GET /v1/groups/{group}`: the group's epoch and member devices as the relay keeps them.
+    pub(crate) async fn group_status(&self, group: &[u8]) -> Result<api::GroupStatus> {
+        self.call::<(), _>(Method::GET, &api::GROUP.replace("{group}", &hex(group)), None).await
+    }
+
     /// `POST /v1/groups/{group}/commits`.
     pub(crate) async fn group_commit(
         &self,

@@ -23,6 +23,7 @@ on_both!(
     churn_delivers_every_message_exactly_once_to_the_devices_in_the_group_at_the_time,
     a_member_made_again_before_the_directory_publishes_it_is_not_called_in_the_group_already,
     a_group_takes_its_key_packages_in_claims_under_their_own_budget,
+    a_deleted_account_and_a_reinstalled_one_are_taken_out_at_the_next_update,
 );
 
 fn replace_folder(from: &std::path::Path, to: &std::path::Path) {
@@ -640,4 +641,89 @@ async fn a_group_takes_its_key_packages_in_claims_under_their_own_budget(backend
         let (texts, _) = drain(c).await;
         assert_eq!(texts, [said("many", "alice", "all here")]);
     }
+}
+
+/// A deleted account leaves its groups on the relay, but nobody of it is left to remove its
+/// leaves: the next key update (scheduled, or `group update`) of any member compares the
+/// roster with the relay's members and removes the leaves of an account the key
+/// transparency directory shows deleted, and of a device its account's list no longer has
+/// (an account made again whose owner was not added back). Until then they stay members.
+async fn a_deleted_account_and_a_reinstalled_one_are_taken_out_at_the_next_update(backend: Backend) {
+    let mut relay = Relay::start(backend).await;
+    let homes: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut alice = account(&relay, homes[0].path(), "alice").await;
+    let mut bob = account(&relay, homes[1].path(), "bob").await;
+    let mut carol = account(&relay, homes[2].path(), "carol").await;
+    let mut dave = account(&relay, homes[3].path(), "dave").await;
+    for c in [&mut bob, &mut carol, &mut dave] {
+        drain(c).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    alice.create_group("club", &["bob", "carol", "dave"]).await.unwrap();
+    for c in [&mut bob, &mut carol, &mut dave] {
+        drain(c).await;
+    }
+    carol.delete_account().await.unwrap();
+    dave.delete_account().await.unwrap();
+    let mut dave = account(&relay, homes[4].path(), "dave").await;
+    drain(&mut dave).await;
+    // The directory publishes the deletion and the new dave (50 ms epochs here).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let four = |g: tacit_client::GroupInfo| g.members.len();
+    assert_eq!(four(alice.group("club").unwrap()), 4, "still members before the update");
+    // Any member's update does it: bob's.
+    let g = bob.group_update("club").await.unwrap();
+    assert_eq!(g.members, [("alice".into(), 1), ("bob".into(), 1)]);
+    let warnings = bob.take_warnings();
+    assert!(
+        warnings.iter().any(|w| w.contains("carol's account was deleted: removed from club")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("dave device 1 is no longer in dave's device list: removed from club")),
+        "{warnings:?}"
+    );
+    let (_, events) = drain(&mut alice).await;
+    assert!(
+        events.iter().any(|e| matches!(e, GroupEvent::Removed { devices, .. } if devices.len() == 2)),
+        "{events:?}"
+    );
+    assert_eq!(alice.group("club").unwrap().members, g.members);
+    // Then nothing is left to remove: alice's update is a plain one.
+    let g = alice.group_update("club").await.unwrap();
+    assert_eq!(g.members.len(), 2);
+    assert!(alice.take_warnings().iter().all(|w| !w.contains("removed from")));
+    drain(&mut bob).await;
+    alice.group_send("club", "just us").await.unwrap();
+    let (texts, _) = drain(&mut bob).await;
+    assert_eq!(texts, [said("club", "alice", "just us")]);
+    // The new dave never got into the group by it.
+    let (texts, _) = drain(&mut dave).await;
+    assert!(texts.is_empty());
+    assert!(dave.group("club").is_err());
+    // A relay that drops a live member from its list (here its database edited) gets the
+    // member checked, not removed: bob's list still has him.
+    relay.pause().await;
+    let sql = "DELETE FROM group_members WHERE account_id = (SELECT id FROM accounts WHERE name = 'bob')";
+    match relay.schema() {
+        Some(schema) => {
+            common::pg_admin()
+                .await
+                .batch_execute(&format!("SET search_path = {schema}; {sql}"))
+                .await
+                .unwrap();
+        }
+        None => {
+            rusqlite::Connection::open(relay.data_dir().join("tacit.db"))
+                .unwrap()
+                .execute_batch(sql)
+                .unwrap();
+        }
+    }
+    relay.resume().await;
+    let g = alice.group_update("club").await.unwrap();
+    assert_eq!(g.members, [("alice".into(), 1), ("bob".into(), 1)]);
+    relay.stop().await;
 }
