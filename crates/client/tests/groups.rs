@@ -667,8 +667,19 @@ async fn a_deleted_account_and_a_reinstalled_one_are_taken_out_at_the_next_updat
     dave.delete_account().await.unwrap();
     let mut dave = account(&relay, homes[4].path(), "dave").await;
     drain(&mut dave).await;
-    // The directory publishes the deletion and the new dave (50 ms epochs here).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The directory publishes the deletion and the new dave (50 ms epochs here; waited
+    // for, the machine may be loaded).
+    let mut tries = 0;
+    loop {
+        let carol_h = bob.kt_history("carol").await.unwrap();
+        let dave_h = bob.kt_history("dave").await.unwrap();
+        if carol_h[0].account_key.is_none() && dave_h[0].list_version == Some(1) && dave_h.len() >= 2 {
+            break;
+        }
+        tries += 1;
+        assert!(tries < 400, "{carol_h:?} {dave_h:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let four = |g: tacit_client::GroupInfo| g.members.len();
     assert_eq!(four(alice.group("club").unwrap()), 4, "still members before the update");
     // Any member's update does it: bob's.
