@@ -816,7 +816,7 @@ impl Client {
     async fn key_packages_of(
         &mut self,
         lists: &[tacit_protocol::DeviceList],
-        present: &[(String, u32)],
+        present: &HashSet<(String, u32)>,
     ) -> Result<(Vec<Vec<u8>>, Vec<api::GroupMember>)> {
         let mut wanted = Vec::new();
         let mut skipped = HashSet::new();
@@ -951,7 +951,7 @@ impl Client {
             let still: Vec<MemberId> =
                 remove.iter().filter(|m| members.values().any(|x| x == *m)).cloned().collect();
             // A device whose old leaf this commit removes may be added again (a new leaf).
-            let present: Vec<(String, u32)> =
+            let present: HashSet<(String, u32)> =
                 members.values().filter(|m| !still.contains(m)).map(device_of).collect();
             let (remove, key_packages, added): (Vec<MemberId>, Vec<Vec<u8>>, Vec<api::GroupMember>) =
                 if mode == CommitMode::Rejoin {
@@ -1190,7 +1190,7 @@ impl Client {
         }
         let directory = self.group_directory()?;
         let lists = self.verified_lists(&directory, &accounts).await?;
-        let (kps, added) = self.key_packages_of(&lists, &[]).await?;
+        let (kps, added) = self.key_packages_of(&lists, &HashSet::new()).await?;
         let device = self.group_device(&directory);
         let mut group = device.create(&meta, now())?;
         let id = group.id().to_vec();
@@ -1218,7 +1218,7 @@ impl Client {
         let device = self.group_device(&directory);
         let (g, _) = self.open_group(&device, &id)?.ok_or(ClientError::Internal("group gone"))?;
         let stale = g.unlisted(&accounts);
-        let present: Vec<(String, u32)> =
+        let present: HashSet<(String, u32)> =
             g.members().values().filter(|m| !stale.contains(m)).map(device_of).collect();
         drop(g);
         let (kps, added) = self.key_packages_of(&lists, &present).await?;
@@ -1674,12 +1674,15 @@ impl Client {
         self.online().await?;
         let (id, _) = self.find_group(group)?;
         let directory = self.group_directory()?;
+        // What [`Self::commit_and_post_as`] does first when not handed the group: a pending
+        // commit settled, then what waits received; the group is then opened once.
         self.settle_commit(&id).await?;
+        self.receive_inner_now().await?;
         let device = self.group_device(&directory);
         let (g, name) = self.open_group(&device, &id)?.ok_or(ClientError::Internal("group gone"))?;
         let gone = self.departed(&directory, &id, &g, &name).await?;
-        drop(g);
-        self.commit_and_post_as(&directory, &id, &[], &[], &gone, None, None, CommitMode::Refresh).await
+        self.commit_and_post_as(&directory, &id, &[], &[], &gone, None, Some((g, name)), CommitMode::Refresh)
+            .await
     }
 
     /// The group's leaves whose device left delivery without a commit removing it: its
@@ -1704,8 +1707,9 @@ impl Client {
             Err(ClientError::NotFound(_)) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
+        let members = g.members();
         let mut accounts: Vec<AccountName> = Vec::new();
-        for m in g.members().values() {
+        for m in members.values() {
             if m.account != self.me.name && !relay.contains(&device_of(m)) && !accounts.contains(&m.account) {
                 accounts.push(m.account.clone());
             }
@@ -1725,7 +1729,7 @@ impl Client {
                 }
                 Err(ClientError::NotFound(_)) => {
                     self.warnings.push(format!("{account}'s account was deleted: removed from {name}"));
-                    gone.extend(g.members().values().filter(|m| m.account == account).cloned());
+                    gone.extend(members.values().filter(|m| m.account == account).cloned());
                 }
                 Err(e) if e.kind() == crate::error::ErrorKind::Local => return Err(e),
                 Err(e) => self.warnings.push(format!("could not check {account}'s devices in {name}: {e}")),

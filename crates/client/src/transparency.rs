@@ -797,11 +797,11 @@ impl Client {
                 // A name deleted and taken again keeps its label: until the directory
                 // publishes this account, every version is the earlier account's (or its
                 // deletion). That is no alarm within the two epochs an honest server may
-                // take (as for an account not in the directory at all: `None`, checked again
-                // at the next call), provided nothing was
-                // published since this device's list was accepted; after them it is an
-                // omitted update. Only a version with this account's key counts as
-                // published (an earlier account's newer list version once hid an omission).
+                // take (as for an account not in the directory at all: `None`, checked
+                // again at the next call), provided nothing was published since this
+                // device's list was accepted; after them it is an omitted update. Only a
+                // version with this account's key counts as published (an earlier
+                // account's newer list version once hid an omission).
                 let ours = versions.iter().any(|v| match &v.entry {
                     AccountEntry::List(b) => tacit_protocol::DeviceList::verify(b, &name, None, None)
                         .is_ok_and(|l| *l.account_key() == self.me.account_key),
